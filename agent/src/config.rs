@@ -1,0 +1,432 @@
+//! Command line and environment, validated into a typed [`Config`] before anything binds a port.
+//!
+//! Every flag is also an environment variable. Gravitee's own variable names are accepted too, in any
+//! case (`GRAVITEE_CLOUD_TOKEN` and `gravitee_cloud_token` both work), because the hybrid docker-compose
+//! files users already have set them that way. Validation is pure: it takes the environment as a map, so
+//! it is tested without touching the process environment.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::license::{License, LicenseError};
+use crate::tags::{ShardingTags, TagsError};
+use crate::token::{CloudToken, TokenError, TokenKey};
+
+/// Default node API address: Gravitee's gateway node port, loopback only because it is unauthenticated.
+pub const DEFAULT_NODE_LISTEN: &str = "127.0.0.1:18082";
+/// Default gRPC address for dataplanes when no `--grpc-socket` is given: loopback, plaintext.
+pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:18090";
+/// Gravitee's sync period: a change reaches the gateway within one interval.
+pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(5);
+/// Below this the agent would hammer the Cloud Gate for no gain.
+pub const MIN_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// Gravitee's reporter batch: up to 1000 documents or 5 s, whichever comes first.
+pub const DEFAULT_REPORTS_BATCH: usize = 1000;
+pub const DEFAULT_REPORTS_FLUSH: Duration = Duration::from_secs(5);
+/// Time given to in-flight work (uploads, dataplane children) after SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Where supervised dataplanes listen by default: Gravitee's gateway HTTP port.
+pub const DEFAULT_DATAPLANE_LISTEN: &str = "0.0.0.0:8082";
+
+/// hgw-agent: one control agent per host. It owns the Cloud Token, pulls API definitions from the
+/// Cloud Gate (or a local folder), pushes compiled config to dataplanes over gRPC and uploads their
+/// analytics.
+#[derive(Debug, Parser)]
+#[command(name = "hgw-agent", version, about, long_about = None)]
+pub struct Cli {
+    /// Cloud Token (JWT from Gravitee Cloud) — enables cloud mode. Also `gravitee_cloud_token`.
+    #[arg(long, env = "GRAVITEE_CLOUD_TOKEN", hide_env_values = true, help_heading = "Cloud")]
+    pub cloud_token: Option<String>,
+    /// Verify the Cloud Token's signature with this key: a PEM public key (RSA, EC, Ed25519) or a JWKS file.
+    /// Without it the token's claims are decoded unverified, as Gravitee's own tools do.
+    #[arg(long, env = "HGW_CLOUD_TOKEN_KEY", help_heading = "Cloud")]
+    pub cloud_token_key: Option<PathBuf>,
+    /// License key: the base64 of the license file. Also `gravitee_license_key`.
+    #[arg(long, env = "GRAVITEE_LICENSE_KEY", hide_env_values = true, help_heading = "Cloud")]
+    pub license_key: Option<String>,
+    /// License file (the file itself, not base64).
+    #[arg(long, env = "HGW_LICENSE_FILE", help_heading = "Cloud")]
+    pub license_file: Option<PathBuf>,
+    /// Cloud Gate base URL [default: https://{cpg}.cloudgate.gravitee.io from the token's `cpg` claim].
+    #[arg(long, env = "HGW_CLOUD_GATE_URL", help_heading = "Cloud")]
+    pub cloud_gate_url: Option<String>,
+    /// Extra CA certificate(s) (PEM) trusted for the Cloud Gate, besides the system roots.
+    #[arg(long, env = "HGW_CLOUD_GATE_CA", help_heading = "Cloud")]
+    pub cloud_gate_ca: Option<PathBuf>,
+    /// Time between incremental syncs (e.g. 5s, 500ms).
+    #[arg(long, env = "HGW_SYNC_INTERVAL", default_value = "5s", value_parser = parse_duration, help_heading = "Cloud")]
+    pub sync_interval: Duration,
+
+    /// Local mode (no cloud): serve the API definitions in this folder (Gravitee registry files or plain
+    /// definitions, `*.json`), reloaded when they change.
+    #[arg(long, env = "HGW_LOCAL_APIS", help_heading = "Local")]
+    pub local_apis: Option<PathBuf>,
+    /// Local mode: append analytics (NDJSON, Elasticsearch form) to this file [default: stdout].
+    #[arg(long, env = "HGW_REPORTS_FILE", help_heading = "Local")]
+    pub reports_file: Option<PathBuf>,
+
+    /// Sharding tags (comma-separated; `!tag` excludes). Also `gravitee_tags`.
+    #[arg(long, env = "HGW_TAGS", value_delimiter = ',', help_heading = "Gateway")]
+    pub tags: Vec<String>,
+    /// Tenant of this gateway (reported in heartbeats). Also `gravitee_tenant`.
+    #[arg(long, env = "HGW_TENANT", help_heading = "Gateway")]
+    pub tenant: Option<String>,
+    /// Node id shown in the control plane [default: a new UUID per start, as Gravitee does].
+    #[arg(long, env = "HGW_NODE_ID", help_heading = "Gateway")]
+    pub node_id: Option<String>,
+    /// Cluster id reported in heartbeats.
+    #[arg(long, env = "HGW_CLUSTER_ID", help_heading = "Gateway")]
+    pub cluster_id: Option<String>,
+
+    /// gRPC listener (TCP) for dataplanes [default: 127.0.0.1:18090 when --grpc-socket is not given].
+    #[arg(long, env = "HGW_GRPC_LISTEN", help_heading = "Listeners")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// gRPC listener (Unix domain socket) for dataplanes on this host.
+    #[arg(long, env = "HGW_GRPC_SOCKET", help_heading = "Listeners")]
+    pub grpc_socket: Option<PathBuf>,
+    /// Node API (/_node/health, /_node/sync, /_node/metrics/prometheus).
+    #[arg(long, env = "HGW_NODE_LISTEN", default_value = DEFAULT_NODE_LISTEN, help_heading = "Listeners")]
+    pub node_listen: SocketAddr,
+    /// Write the bound addresses as JSON to this file once listening (for supervisors and tests).
+    #[arg(long, env = "HGW_ADDR_FILE", help_heading = "Listeners")]
+    pub addr_file: Option<PathBuf>,
+
+    /// Start and supervise this many hgw-dataplane processes (pool per host, sharing one port).
+    #[arg(long, env = "HGW_DATAPLANES", default_value_t = 0, help_heading = "Dataplanes")]
+    pub dataplanes: u16,
+    /// The hgw-dataplane binary to supervise [default: next to hgw-agent].
+    #[arg(long, env = "HGW_DATAPLANE_BIN", help_heading = "Dataplanes")]
+    pub dataplane_bin: Option<PathBuf>,
+    /// Where supervised dataplanes listen for HTTP.
+    #[arg(long, env = "HGW_DATAPLANE_LISTEN", default_value = DEFAULT_DATAPLANE_LISTEN, help_heading = "Dataplanes")]
+    pub dataplane_listen: SocketAddr,
+
+    /// Documents per /reports upload (at most).
+    #[arg(long, env = "HGW_REPORTS_BATCH", default_value_t = DEFAULT_REPORTS_BATCH, help_heading = "Analytics")]
+    pub reports_batch: usize,
+    /// Longest time a document waits before upload.
+    #[arg(long, env = "HGW_REPORTS_FLUSH_INTERVAL", default_value = "5s", value_parser = parse_duration, help_heading = "Analytics")]
+    pub reports_flush_interval: Duration,
+
+    /// Grace period for in-flight work after SIGTERM/SIGINT.
+    #[arg(long, env = "HGW_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration, help_heading = "Runtime")]
+    pub shutdown_grace: Duration,
+    /// Tokio worker threads [default: number of cores].
+    #[arg(long, env = "HGW_WORKERS", help_heading = "Runtime")]
+    pub workers: Option<usize>,
+    /// Log format.
+    #[arg(long, env = "HGW_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], help_heading = "Runtime")]
+    pub log_format: String,
+}
+
+/// Parses `5s`, `500ms`, `1m`, `1h 30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| format!("`{text}` is not a duration like 5s or 500ms: {e}"))
+}
+
+/// A configuration the agent cannot run with. Shown as one line, exit code 64.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    License(#[from] LicenseError),
+    #[error(transparent)]
+    Tags(#[from] TagsError),
+    #[error(
+        "no config source: set --cloud-token (or GRAVITEE_CLOUD_TOKEN) for cloud mode, or --local-apis DIR for local mode"
+    )]
+    NoSource,
+    #[error("choose one config source: --cloud-token (cloud mode) or --local-apis (local mode), not both")]
+    BothSources,
+    #[error("--cloud-gate-url `{url}`: {problem}")]
+    GateUrl { url: String, problem: String },
+    #[error("--cloud-gate-ca {path}: {problem}")]
+    GateCa { path: String, problem: String },
+    #[error("--local-apis {path}: {problem}")]
+    LocalApis { path: String, problem: String },
+    #[error("--reports-file is for local mode; in cloud mode analytics go to the Cloud Gate's /reports")]
+    ReportsFileInCloud,
+    #[error("--sync-interval {0:?} is too short (minimum 100ms)")]
+    SyncInterval(Duration),
+    #[error("--reports-batch must be between 1 and 10000 documents")]
+    ReportsBatch,
+    #[error("--workers must be at least 1")]
+    Workers,
+    #[error("--dataplane-bin {path}: {problem}")]
+    DataplaneBin { path: String, problem: String },
+    #[error("--node-id must not be empty")]
+    NodeId,
+}
+
+/// Where API definitions come from.
+#[derive(Debug)]
+pub enum Source {
+    /// Gravitee Cloud (or a self-hosted bridge) through the Cloud Gate.
+    Cloud(CloudConfig),
+    /// A folder of definition files; analytics to a file or stdout.
+    Local(LocalConfig),
+}
+
+#[derive(Debug)]
+pub struct CloudConfig {
+    pub token: CloudToken,
+    pub license: License,
+    /// Base URL without a trailing slash.
+    pub gate_url: String,
+    /// PEM bundle trusted besides the system roots.
+    pub gate_ca_pem: Option<Vec<u8>>,
+}
+
+#[derive(Debug)]
+pub struct LocalConfig {
+    pub dir: PathBuf,
+    /// `None`: stdout.
+    pub reports_file: Option<PathBuf>,
+    /// A license is optional in local mode; kept for parity with cloud mode.
+    pub license: Option<License>,
+}
+
+/// The validated configuration of one agent process.
+#[derive(Debug)]
+pub struct Config {
+    pub source: Source,
+    pub tags: ShardingTags,
+    pub tenant: Option<String>,
+    pub node_id: String,
+    pub cluster_id: Option<String>,
+    pub sync_interval: Duration,
+    pub grpc_listen: Option<SocketAddr>,
+    pub grpc_socket: Option<PathBuf>,
+    pub node_listen: SocketAddr,
+    pub addr_file: Option<PathBuf>,
+    pub dataplanes: u16,
+    pub dataplane_bin: PathBuf,
+    pub dataplane_listen: SocketAddr,
+    pub reports_batch: usize,
+    pub reports_flush_interval: Duration,
+    pub shutdown_grace: Duration,
+    pub workers: Option<usize>,
+    pub log_json: bool,
+}
+
+/// Looks `name` up in `env` ignoring case, so Gravitee's lower-case variable names work.
+fn env_any_case(env: &HashMap<String, String>, name: &str) -> Option<String> {
+    env.iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.clone())
+        .filter(|value| !value.trim().is_empty())
+}
+
+impl Config {
+    /// Validates the parsed command line; `env` is the process environment (for Gravitee's names).
+    pub fn from_cli(cli: Cli, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let token_text =
+            cli.cloud_token.filter(|t| !t.trim().is_empty()).or_else(|| env_any_case(env, "GRAVITEE_CLOUD_TOKEN"));
+        let license_key =
+            cli.license_key.filter(|t| !t.trim().is_empty()).or_else(|| env_any_case(env, "GRAVITEE_LICENSE_KEY"));
+        let mut tag_list = cli.tags;
+        if tag_list.iter().all(|t| t.trim().is_empty()) {
+            tag_list = env_any_case(env, "GRAVITEE_TAGS")
+                .map(|t| t.split(',').map(str::to_owned).collect())
+                .unwrap_or_default();
+        }
+        let tags = ShardingTags::parse(&tag_list)?;
+        let tenant = cli.tenant.or_else(|| env_any_case(env, "GRAVITEE_TENANT"));
+
+        if cli.sync_interval < MIN_SYNC_INTERVAL {
+            return Err(ConfigError::SyncInterval(cli.sync_interval));
+        }
+        if cli.reports_batch == 0 || cli.reports_batch > 10_000 {
+            return Err(ConfigError::ReportsBatch);
+        }
+        if cli.workers == Some(0) {
+            return Err(ConfigError::Workers);
+        }
+
+        let license = License::from_options(license_key.as_deref(), cli.license_file.as_deref())?;
+        let source = match (token_text, cli.local_apis) {
+            (Some(_), Some(_)) => return Err(ConfigError::BothSources),
+            (None, None) => return Err(ConfigError::NoSource),
+            (Some(token_text), None) => {
+                if cli.reports_file.is_some() {
+                    return Err(ConfigError::ReportsFileInCloud);
+                }
+                let key = cli.cloud_token_key.as_deref().map(TokenKey::load).transpose()?;
+                let token = CloudToken::parse(&token_text, key.as_ref(), now_epoch_secs())?;
+                let license = license.ok_or(LicenseError::Missing)?;
+                let gate_url = match cli.cloud_gate_url {
+                    Some(url) => validate_gate_url(&url)?,
+                    None => token.claims.default_gate_url(),
+                };
+                let gate_ca_pem = cli.cloud_gate_ca.as_deref().map(read_ca).transpose()?;
+                Source::Cloud(CloudConfig { token, license, gate_url, gate_ca_pem })
+            }
+            (None, Some(dir)) => {
+                match std::fs::metadata(&dir) {
+                    Ok(meta) if meta.is_dir() => {}
+                    Ok(_) => {
+                        return Err(ConfigError::LocalApis {
+                            path: dir.display().to_string(),
+                            problem: "not a directory".into(),
+                        });
+                    }
+                    Err(e) => {
+                        return Err(ConfigError::LocalApis { path: dir.display().to_string(), problem: e.to_string() });
+                    }
+                }
+                Source::Local(LocalConfig { dir, reports_file: cli.reports_file, license })
+            }
+        };
+
+        let node_id = match cli.node_id {
+            Some(id) if id.trim().is_empty() => return Err(ConfigError::NodeId),
+            Some(id) => id,
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let dataplane_bin = match cli.dataplane_bin {
+            Some(path) => path,
+            None => default_dataplane_bin(),
+        };
+        if cli.dataplanes > 0 && !dataplane_bin.is_file() {
+            return Err(ConfigError::DataplaneBin {
+                path: dataplane_bin.display().to_string(),
+                problem: "not found (build it with `cargo build --release`, or pass --dataplane-bin)".into(),
+            });
+        }
+        let grpc_listen = match (cli.grpc_listen, &cli.grpc_socket) {
+            (Some(addr), _) => Some(addr),
+            (None, Some(_)) => None,
+            (None, None) if cli.dataplanes > 0 => None,
+            (None, None) => Some(DEFAULT_GRPC_LISTEN.parse().expect("valid default address")),
+        };
+
+        Ok(Config {
+            source,
+            tags,
+            tenant,
+            node_id,
+            cluster_id: cli.cluster_id,
+            sync_interval: cli.sync_interval,
+            grpc_listen,
+            grpc_socket: cli.grpc_socket,
+            node_listen: cli.node_listen,
+            addr_file: cli.addr_file,
+            dataplanes: cli.dataplanes,
+            dataplane_bin,
+            dataplane_listen: cli.dataplane_listen,
+            reports_batch: cli.reports_batch,
+            reports_flush_interval: cli.reports_flush_interval,
+            shutdown_grace: cli.shutdown_grace,
+            workers: cli.workers,
+            log_json: cli.log_format == "json",
+        })
+    }
+
+    pub fn mode_name(&self) -> &'static str {
+        match self.source {
+            Source::Cloud(_) => "cloud",
+            Source::Local(_) => "local",
+        }
+    }
+}
+
+fn validate_gate_url(url: &str) -> Result<String, ConfigError> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let problem = |p: &str| ConfigError::GateUrl { url: url.to_owned(), problem: p.to_owned() };
+    let parsed: axum::http::Uri = trimmed.parse().map_err(|_| problem("not a URL"))?;
+    match parsed.scheme_str() {
+        Some("https") | Some("http") => {}
+        _ => return Err(problem("must start with https:// (or http:// for a plaintext self-hosted bridge)")),
+    }
+    if parsed.host().is_none_or(str::is_empty) {
+        return Err(problem("has no host"));
+    }
+    if parsed.query().is_some() {
+        return Err(problem("must not carry a query string"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn read_ca(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    let err = |problem: String| ConfigError::GateCa { path: path.display().to_string(), problem };
+    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let found = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(format!("not PEM certificates: {e}")))?;
+    if found.is_empty() {
+        return Err(err("no PEM certificate in the file".into()));
+    }
+    Ok(pem)
+}
+
+fn default_dataplane_bin() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("hgw-dataplane")))
+        .unwrap_or_else(|| PathBuf::from("hgw-dataplane"))
+}
+
+pub fn now_epoch_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut all = vec!["hgw-agent"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).expect("arguments parse")
+    }
+
+    #[test]
+    fn local_mode_needs_an_existing_directory() {
+        let err = Config::from_cli(cli(&["--local-apis", "/definitely/not/here"]), &HashMap::new()).unwrap_err();
+        assert!(err.to_string().starts_with("--local-apis /definitely/not/here:"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::from_cli(cli(&["--local-apis", dir.path().to_str().unwrap()]), &HashMap::new()).unwrap();
+        assert_eq!(config.mode_name(), "local");
+        assert_eq!(config.grpc_listen, Some(DEFAULT_GRPC_LISTEN.parse().unwrap()));
+    }
+
+    #[test]
+    fn a_source_is_required_and_only_one() {
+        let err = Config::from_cli(cli(&[]), &HashMap::new()).unwrap_err();
+        assert!(matches!(err, ConfigError::NoSource));
+        let env = HashMap::from([("gravitee_cloud_token".to_owned(), "x.y.z".to_owned())]);
+        let err = Config::from_cli(cli(&["--local-apis", "/tmp"]), &env).unwrap_err();
+        assert!(matches!(err, ConfigError::BothSources));
+    }
+
+    #[test]
+    fn gravitee_lower_case_token_variable_is_read() {
+        let env = HashMap::from([("gravitee_cloud_token".to_owned(), "not-a-jwt".to_owned())]);
+        let err = Config::from_cli(cli(&[]), &env).unwrap_err();
+        assert!(err.to_string().contains("not a JWT"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert!(parse_duration("5").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let err = Config::from_cli(
+            cli(&["--local-apis", dir.path().to_str().unwrap(), "--sync-interval", "10ms"]),
+            &HashMap::new(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::SyncInterval(_)));
+    }
+
+    #[test]
+    fn gate_url_is_checked() {
+        assert_eq!(validate_gate_url("https://gate.example.com/").unwrap(), "https://gate.example.com");
+        assert!(validate_gate_url("ftp://x").is_err());
+        assert!(validate_gate_url("https://").is_err());
+    }
+}

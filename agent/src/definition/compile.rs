@@ -1,0 +1,529 @@
+//! Validation and compilation of one definition into [`hgw_proto::v1::Api`].
+//!
+//! The support matrix lives here: every feature the dataplane cannot run yet is refused with the field
+//! path and a reason, so a user never gets an API that silently behaves differently than on Gravitee.
+
+use hgw_proto::v1 as pb;
+use serde_json::Value;
+
+use super::ApiSource;
+use super::model::{self, ApiV4, Flow, HttpOptions, NameValue, SharedConfiguration, Step, norm};
+use super::v2;
+use crate::tags::ShardingTags;
+
+/// Longest timeout accepted (ms): beyond an hour a "timeout" is a configuration mistake.
+const MAX_TIMEOUT_MS: i64 = 3_600_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct CompileError {
+    /// JSON path of the offending field (`endpointGroups[0].endpoints[1].configuration.target`).
+    pub path: String,
+    pub message: String,
+}
+
+fn err(path: impl Into<String>, message: impl Into<String>) -> CompileError {
+    CompileError { path: path.into(), message: message.into() }
+}
+
+pub enum Compiled {
+    Deploy(Box<pb::Api>),
+    Skipped { name: String, why: String },
+}
+
+/// Compiles a parsed definition; on error returns the API name (when known) with the error.
+pub fn compile_value(
+    value: Value,
+    source: &ApiSource,
+    tags: &ShardingTags,
+) -> Result<Compiled, (String, CompileError)> {
+    let name_of = |v: &Value| v.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let name = name_of(&value);
+    let (value, definition_version) = match detect_version(&value) {
+        Some(DefinitionVersion::V4) => (value, "4.0.0"),
+        Some(DefinitionVersion::V2) => match v2::to_v4(&value) {
+            Ok(v4) => (v4, "2.0.0"),
+            Err(message) => return Err((name, err("$", message))),
+        },
+        None => {
+            return Err((
+                name,
+                err(
+                    "$",
+                    "unknown definition format: expected `definitionVersion: \"4.0.0\"` (v4) or `gravitee: \"2.0.0\"` (v2)",
+                ),
+            ));
+        }
+    };
+    let api: ApiV4 = serde_path_to_error::deserialize(value)
+        .map_err(|e| (name.clone(), err(e.path().to_string(), e.inner().to_string())))?;
+    compile_api(&api, definition_version, source, tags).map_err(|e| (api.name.clone(), e))
+}
+
+enum DefinitionVersion {
+    V4,
+    V2,
+}
+
+fn detect_version(value: &Value) -> Option<DefinitionVersion> {
+    let version = value
+        .get("definitionVersion")
+        .and_then(Value::as_str)
+        .or_else(|| value.get("gravitee").and_then(Value::as_str));
+    match version.map(str::trim) {
+        Some(v) if v.starts_with('4') || v.eq_ignore_ascii_case("v4") => Some(DefinitionVersion::V4),
+        Some(v) if v.starts_with('2') || v.starts_with('1') || v.eq_ignore_ascii_case("v2") => {
+            Some(DefinitionVersion::V2)
+        }
+        Some(_) => None,
+        None if value.get("listeners").is_some() => Some(DefinitionVersion::V4),
+        None if value.get("proxy").is_some() => Some(DefinitionVersion::V2),
+        None => None,
+    }
+}
+
+fn compile_api(
+    api: &ApiV4,
+    definition_version: &str,
+    source: &ApiSource,
+    tags: &ShardingTags,
+) -> Result<Compiled, CompileError> {
+    let id = if api.id.trim().is_empty() { source.id.trim().to_owned() } else { api.id.trim().to_owned() };
+    if id.is_empty() {
+        return Err(err("id", "the API has no id"));
+    }
+    if !source.id.is_empty() && source.id != id {
+        return Err(err("id", format!("`{id}` differs from the id `{}` the event or file announces", source.id)));
+    }
+    let name = if api.name.trim().is_empty() { id.clone() } else { api.name.trim().to_owned() };
+
+    match norm(&api.api_type).as_str() {
+        "" | "proxy" => {}
+        other => return Err(err("type", format!("API type `{other}` is not supported (hgw runs HTTP proxy APIs)"))),
+    }
+    if !tags.matches_api(&api.tags) {
+        return Ok(Compiled::Skipped {
+            name,
+            why: format!("sharding tags {:?} do not match this gateway's tags {:?}", api.tags, tags.to_list()),
+        });
+    }
+
+    let context_paths = compile_listeners(api)?;
+    let endpoint_groups = compile_endpoint_groups(api)?;
+
+    let flow_mode = match norm(&api.flow_execution.mode).as_str() {
+        "" | "default" => pb::FlowMode::Default,
+        "best-match" => return Err(err("flowExecution.mode", "`best-match` flow execution is not supported yet")),
+        other => {
+            tracing::debug!(api = %id, mode = other, "unknown flow mode, using default as Gravitee does");
+            pb::FlowMode::Default
+        }
+    };
+    if api.flow_execution.match_required {
+        return Err(err("flowExecution.matchRequired", "`matchRequired` is not supported yet"));
+    }
+    let flows = compile_flows(&api.flows, "flows")?;
+
+    let mut plans = Vec::new();
+    for (i, plan) in api.plans.iter().enumerate() {
+        let at = format!("plans[{i}]");
+        match norm(&plan.status).as_str() {
+            "published" | "deprecated" => {}
+            _ => continue,
+        }
+        if !tags.matches_plan(&plan.tags) {
+            continue;
+        }
+        let security = match norm(&plan.security.security_type).as_str() {
+            "key-less" | "keyless" => pb::SecurityType::KeyLess,
+            "" => return Err(err(format!("{at}.security.type"), "the plan has no security type")),
+            other => {
+                return Err(err(
+                    format!("{at}.security.type"),
+                    format!("plan `{}` uses `{other}` security, which is not supported yet (only key-less)", plan.name),
+                ));
+            }
+        };
+        if !plan.selection_rule.trim().is_empty() {
+            return Err(err(format!("{at}.selectionRule"), "plan selection rules (EL) are not supported yet"));
+        }
+        let plan_id = if plan.id.trim().is_empty() { format!("{id}-plan-{i}") } else { plan.id.trim().to_owned() };
+        plans.push(pb::Plan {
+            id: plan_id,
+            name: plan.name.clone(),
+            security: security as i32,
+            flows: compile_flows(&plan.flows, &format!("{at}.flows"))?,
+        });
+    }
+    if plans.is_empty() {
+        return Ok(Compiled::Skipped {
+            name,
+            why: "no published or deprecated plan left after sharding-tag filtering".into(),
+        });
+    }
+
+    if api.failover.as_ref().is_some_and(|f| f.enabled) {
+        return Err(err("failover", "failover is not supported yet"));
+    }
+    if !api.response_templates.is_empty() {
+        return Err(err("responseTemplates", "response templates are not supported yet"));
+    }
+    let analytics = api.analytics.as_ref();
+    if analytics.and_then(|a| a.logging.as_ref()).is_some_and(logging_requested) {
+        tracing::warn!(api = %id, "analytics.logging is set but request/response logging is not supported yet; metrics are still reported");
+    }
+
+    Ok(Compiled::Deploy(Box::new(pb::Api {
+        id,
+        name,
+        revision: String::new(),
+        environment_id: source.environment_id.clone(),
+        organization_id: source.organization_id.clone(),
+        definition_version: definition_version.to_owned(),
+        context_paths,
+        endpoint_groups,
+        plans,
+        flows,
+        flow_mode: flow_mode as i32,
+        analytics_enabled: analytics.is_none_or(|a| a.enabled),
+        tags: api.tags.clone(),
+    })))
+}
+
+fn logging_requested(logging: &Value) -> bool {
+    match logging.get("mode") {
+        Some(Value::String(mode)) => !mode.eq_ignore_ascii_case("none"),
+        Some(Value::Object(mode)) => mode.values().any(|v| v.as_bool() == Some(true)),
+        _ => false,
+    }
+}
+
+fn compile_listeners(api: &ApiV4) -> Result<Vec<pb::ContextPath>, CompileError> {
+    let mut context_paths: Vec<pb::ContextPath> = Vec::new();
+    for (i, listener) in api.listeners.iter().enumerate() {
+        let at = format!("listeners[{i}]");
+        match norm(&listener.listener_type).as_str() {
+            "http" => {}
+            other => {
+                return Err(err(format!("{at}.type"), format!("listener type `{other}` is not supported (only http)")));
+            }
+        }
+        for (j, entrypoint) in listener.entrypoints.iter().enumerate() {
+            match norm(&entrypoint.entrypoint_type).as_str() {
+                "http-proxy" | "" => {}
+                other => {
+                    return Err(err(
+                        format!("{at}.entrypoints[{j}].type"),
+                        format!("entrypoint `{other}` is not supported (only http-proxy)"),
+                    ));
+                }
+            }
+        }
+        if listener.cors.as_ref().is_some_and(|c| c.enabled) {
+            return Err(err(format!("{at}.cors"), "CORS is not supported yet"));
+        }
+        for (j, path) in listener.paths.iter().enumerate() {
+            let at = format!("{at}.paths[{j}]");
+            let normalized = normalize_context_path(&path.path).map_err(|m| err(format!("{at}.path"), m))?;
+            let host = path.host.as_deref().unwrap_or("").trim().to_ascii_lowercase();
+            if host.contains('/') || host.contains(' ') {
+                return Err(err(format!("{at}.host"), format!("`{host}` is not a host name")));
+            }
+            let host = host.split(':').next().unwrap_or_default().to_owned();
+            let entry = pb::ContextPath { host, path: normalized };
+            if !context_paths.contains(&entry) {
+                context_paths.push(entry);
+            }
+        }
+    }
+    if context_paths.is_empty() {
+        return Err(err("listeners", "the API has no http listener path to serve"));
+    }
+    Ok(context_paths)
+}
+
+/// `/a/b/` → `/a/b`; `/` stays `/`; doubled slashes fold.
+pub fn normalize_context_path(path: &str) -> Result<String, String> {
+    let path = path.trim();
+    if !path.starts_with('/') {
+        return Err(format!("context path `{path}` must start with `/`"));
+    }
+    if path.chars().any(|c| c.is_whitespace() || c == '?' || c == '#' || c.is_control()) {
+        return Err(format!("context path `{path}` holds a character not allowed in a path"));
+    }
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    Ok(format!("/{}", segments.join("/")))
+}
+
+fn compile_endpoint_groups(api: &ApiV4) -> Result<Vec<pb::EndpointGroup>, CompileError> {
+    if api.endpoint_groups.is_empty() {
+        return Err(err("endpointGroups", "the API has no endpoint group"));
+    }
+    let mut groups = Vec::new();
+    for (i, group) in api.endpoint_groups.iter().enumerate() {
+        let at = format!("endpointGroups[{i}]");
+        match norm(&group.group_type).as_str() {
+            "http-proxy" | "" => {}
+            other => {
+                return Err(err(
+                    format!("{at}.type"),
+                    format!("endpoint type `{other}` is not supported (only http-proxy)"),
+                ));
+            }
+        }
+        let load_balancer = match norm(&group.load_balancer.lb_type).as_str() {
+            "" | "round-robin" => pb::LoadBalancer::RoundRobin,
+            "random" | "weighted-round-robin" | "weighted-random" => {
+                return Err(err(
+                    format!("{at}.loadBalancer.type"),
+                    format!(
+                        "load balancer `{}` is not supported yet (round-robin only)",
+                        norm(&group.load_balancer.lb_type)
+                    ),
+                ));
+            }
+            _ => pb::LoadBalancer::RoundRobin,
+        };
+        let shared = shared_configuration(&group.shared_configuration, &format!("{at}.sharedConfiguration"))?;
+        let mut endpoints = Vec::new();
+        for (j, endpoint) in group.endpoints.iter().enumerate() {
+            let at = format!("{at}.endpoints[{j}]");
+            match norm(&endpoint.endpoint_type).as_str() {
+                "http-proxy" | "" => {}
+                other => {
+                    return Err(err(
+                        format!("{at}.type"),
+                        format!("endpoint type `{other}` is not supported (only http-proxy)"),
+                    ));
+                }
+            }
+            let configuration = model::object_or_json_string(&endpoint.configuration)
+                .map_err(|m| err(format!("{at}.configuration"), m))?;
+            let target = configuration.get("target").and_then(Value::as_str).unwrap_or_default();
+            let target = validate_target(target).map_err(|m| err(format!("{at}.configuration.target"), m))?;
+            let effective = if endpoint.inherit_configuration || endpoint.shared_configuration_override.is_null() {
+                None
+            } else {
+                Some(shared_configuration(
+                    &endpoint.shared_configuration_override,
+                    &format!("{at}.sharedConfigurationOverride"),
+                )?)
+            };
+            let config = effective.as_ref().unwrap_or(&shared);
+            let weight = endpoint.weight.unwrap_or(1);
+            if !(0..=u32::MAX as i64).contains(&weight) {
+                return Err(err(format!("{at}.weight"), format!("weight {weight} is out of range")));
+            }
+            endpoints.push(pb::Endpoint {
+                name: if endpoint.name.is_empty() { format!("endpoint-{j}") } else { endpoint.name.clone() },
+                target,
+                weight: weight as u32,
+                secondary: endpoint.secondary,
+                http: Some(http_options(&config.http, &at)?),
+                headers: headers(&config.headers),
+            });
+        }
+        if i == 0 && !endpoints.iter().any(|e| !e.secondary) {
+            return Err(err(
+                format!("{at}.endpoints"),
+                "the first endpoint group has no primary (non-secondary) endpoint",
+            ));
+        }
+        groups.push(pb::EndpointGroup {
+            name: if group.name.is_empty() { format!("group-{i}") } else { group.name.clone() },
+            load_balancer: load_balancer as i32,
+            endpoints,
+        });
+    }
+    Ok(groups)
+}
+
+fn shared_configuration(value: &Value, at: &str) -> Result<SharedConfiguration, CompileError> {
+    let value = model::object_or_json_string(value).map_err(|m| err(at, m))?;
+    let shared: SharedConfiguration = serde_path_to_error::deserialize(value)
+        .map_err(|e| err(format!("{at}.{}", e.path()), e.inner().to_string()))?;
+    if shared.proxy.as_ref().is_some_and(|p| p.enabled) {
+        return Err(err(format!("{at}.proxy"), "calling endpoints through an HTTP proxy is not supported yet"));
+    }
+    Ok(shared)
+}
+
+fn http_options(http: &HttpOptions, at: &str) -> Result<pb::HttpClientOptions, CompileError> {
+    match norm(&http.version).as_str() {
+        "" | "http-1-1" | "http1" | "http-1" => {}
+        "http-2" | "http2" => {
+            return Err(err(format!("{at}.http.version"), "HTTP/2 to endpoints is not supported yet"));
+        }
+        other => return Err(err(format!("{at}.http.version"), format!("unknown HTTP version `{other}`"))),
+    }
+    let timeout = |name: &str, value: i64| -> Result<u32, CompileError> {
+        if !(1..=MAX_TIMEOUT_MS).contains(&value) {
+            return Err(err(format!("{at}.http.{name}"), format!("{value} ms is out of range (1..={MAX_TIMEOUT_MS})")));
+        }
+        Ok(value as u32)
+    };
+    Ok(pb::HttpClientOptions {
+        connect_timeout_ms: timeout("connectTimeout", http.connect_timeout)?,
+        read_timeout_ms: timeout("readTimeout", http.read_timeout)?,
+        idle_timeout_ms: timeout("idleTimeout", http.idle_timeout)?,
+        keep_alive: http.keep_alive,
+        propagate_client_host: http.propagate_client_host,
+    })
+}
+
+fn headers(list: &[NameValue]) -> Vec<pb::Header> {
+    list.iter()
+        .filter(|h| !h.name.trim().is_empty())
+        .map(|h| pb::Header { name: h.name.trim().to_owned(), value: h.value.clone() })
+        .collect()
+}
+
+/// An endpoint target: an absolute `http://host[:port][/path]` URL.
+fn validate_target(target: &str) -> Result<String, String> {
+    let target = target.trim();
+    if target.is_empty() {
+        return Err("the endpoint has no target".into());
+    }
+    if target.contains("{#") {
+        return Err(format!("`{target}` uses EL, which is not supported in targets yet"));
+    }
+    let uri: axum::http::Uri = target.parse().map_err(|e| format!("`{target}` is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!("`{target}`: https endpoints need backend TLS, which is not supported yet"));
+        }
+        Some(other) => return Err(format!("`{target}`: scheme `{other}` is not supported (http only)")),
+        None => return Err(format!("`{target}` is not an absolute URL (http://host:port/path)")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("`{target}` has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("`{target}`: query strings in targets are not supported yet"));
+    }
+    Ok(target.to_owned())
+}
+
+fn compile_flows(flows: &[Flow], at: &str) -> Result<Vec<pb::Flow>, CompileError> {
+    let mut compiled = Vec::new();
+    for (i, flow) in flows.iter().enumerate() {
+        if !flow.enabled {
+            continue;
+        }
+        let at = format!("{at}[{i}]");
+        let mut path = "/".to_owned();
+        let mut operator = pb::PathOperator::StartsWith;
+        let mut methods = Vec::new();
+        for (j, selector) in flow.selectors.iter().enumerate() {
+            let at = format!("{at}.selectors[{j}]");
+            match norm(&selector.selector_type).as_str() {
+                "http" => {
+                    path = if selector.path.trim().is_empty() {
+                        "/".to_owned()
+                    } else {
+                        normalize_context_path(&selector.path).map_err(|m| err(format!("{at}.path"), m))?
+                    };
+                    operator = match norm(&selector.path_operator).as_str() {
+                        "equals" => pb::PathOperator::Equals,
+                        _ => pb::PathOperator::StartsWith,
+                    };
+                    for method in &selector.methods {
+                        let method = method.trim().to_ascii_uppercase();
+                        if method.is_empty() || !method.chars().all(|c| c.is_ascii_alphabetic()) {
+                            return Err(err(format!("{at}.methods"), format!("`{method}` is not an HTTP method")));
+                        }
+                        if !methods.contains(&method) {
+                            methods.push(method);
+                        }
+                    }
+                }
+                "condition" => {
+                    return Err(err(
+                        format!("{at}.condition"),
+                        "condition selectors need Gravitee EL, which is not supported yet",
+                    ));
+                }
+                other => return Err(err(format!("{at}.type"), format!("selector `{other}` is not supported"))),
+            }
+        }
+        compiled.push(pb::Flow {
+            name: flow.name.clone(),
+            path,
+            path_operator: operator as i32,
+            methods,
+            request: compile_steps(&flow.request, &format!("{at}.request"), Phase::Request)?,
+            response: compile_steps(&flow.response, &format!("{at}.response"), Phase::Response)?,
+        });
+    }
+    Ok(compiled)
+}
+
+#[derive(Clone, Copy)]
+enum Phase {
+    Request,
+    Response,
+}
+
+fn compile_steps(steps: &[Step], at: &str, phase: Phase) -> Result<Vec<pb::Step>, CompileError> {
+    let mut compiled = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        if !step.enabled {
+            continue;
+        }
+        let at = format!("{at}[{i}]");
+        if !step.condition.trim().is_empty() {
+            return Err(err(format!("{at}.condition"), "step conditions need Gravitee EL, which is not supported yet"));
+        }
+        let configuration =
+            model::object_or_json_string(&step.configuration).map_err(|m| err(format!("{at}.configuration"), m))?;
+        let policy = match (step.policy.trim(), phase) {
+            ("mock", Phase::Request) => pb::step::Policy::Mock(mock(&configuration, &format!("{at}.configuration"))?),
+            ("", _) => return Err(err(format!("{at}.policy"), "the step names no policy")),
+            (other, _) => {
+                return Err(err(
+                    format!("{at}.policy"),
+                    format!("policy `{other}` is not supported yet in this phase"),
+                ));
+            }
+        };
+        compiled.push(pb::Step { name: step.name.clone(), policy: Some(policy) });
+    }
+    Ok(compiled)
+}
+
+fn mock(configuration: &Value, at: &str) -> Result<pb::MockPolicy, CompileError> {
+    let status = match configuration.get("status") {
+        None => 200,
+        Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+        Some(Value::String(s)) => s.trim().parse().unwrap_or(0),
+        Some(_) => 0,
+    };
+    if !(100..=599).contains(&status) {
+        return Err(err(format!("{at}.status"), "the mock status must be an HTTP status code (100-599)"));
+    }
+    if configuration.get("content").and_then(Value::as_str).is_some_and(|c| c.contains("{#")) {
+        return Err(err(format!("{at}.content"), "EL in mock content is not supported yet"));
+    }
+    let headers: Vec<NameValue> = configuration
+        .get("headers")
+        .map(|h| serde_json::from_value(h.clone()))
+        .transpose()
+        .map_err(|e| err(format!("{at}.headers"), e.to_string()))?
+        .unwrap_or_default();
+    for header in &headers {
+        if axum::http::HeaderName::try_from(header.name.trim()).is_err()
+            || axum::http::HeaderValue::try_from(header.value.as_str()).is_err()
+        {
+            return Err(err(format!("{at}.headers"), format!("`{}` is not a valid HTTP header", header.name)));
+        }
+    }
+    Ok(pb::MockPolicy {
+        status: status as u32,
+        headers: self::headers(&headers),
+        content: configuration.get("content").and_then(Value::as_str).unwrap_or_default().to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

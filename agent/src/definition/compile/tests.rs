@@ -1,0 +1,173 @@
+use serde_json::{Value, json};
+
+use super::super::{ApiSource, DefinitionText, Outcome, compile};
+use super::normalize_context_path;
+use crate::tags::ShardingTags;
+use hgw_proto::v1 as pb;
+
+fn v4(id: &str, path: &str, target: &str) -> Value {
+    json!({
+        "id": id, "name": format!("API {id}"), "definitionVersion": "4.0.0", "type": "proxy",
+        "listeners": [{"type": "http", "paths": [{"path": path}], "entrypoints": [{"type": "http-proxy"}]}],
+        "endpointGroups": [{"name": "default-group", "type": "http-proxy", "loadBalancer": {"type": "ROUND_ROBIN"},
+            "sharedConfiguration": {"http": {"connectTimeout": 2000, "readTimeout": 5000}},
+            "endpoints": [{"name": "e1", "type": "http-proxy", "configuration": {"target": target}}]}],
+        "plans": [{"id": "p1", "name": "Keyless", "security": {"type": "KEY_LESS"}, "status": "PUBLISHED"}],
+        "flows": [], "analytics": {"enabled": true}
+    })
+}
+
+fn source(definition: Value) -> ApiSource {
+    ApiSource {
+        id: definition.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        name: String::new(),
+        origin: "test".into(),
+        definition: DefinitionText::Json(definition.to_string()),
+        environment_id: "DEFAULT".into(),
+        organization_id: "DEFAULT".into(),
+    }
+}
+
+fn deploy(definition: Value) -> pb::Api {
+    match compile(&source(definition), &ShardingTags::default()) {
+        Outcome::Deploy(api) => *api,
+        other => panic!("expected a deployment, got {other:?}"),
+    }
+}
+
+fn rejection(definition: Value) -> String {
+    match compile(&source(definition), &ShardingTags::default()) {
+        Outcome::Rejected(r) => r.reason,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[test]
+fn v4_proxy_compiles_with_gravitee_defaults() {
+    let api = deploy(v4("a1", "/orders/", "http://127.0.0.1:9000/base"));
+    assert_eq!(api.context_paths, vec![pb::ContextPath { host: String::new(), path: "/orders".into() }]);
+    let endpoint = &api.endpoint_groups[0].endpoints[0];
+    assert_eq!(endpoint.target, "http://127.0.0.1:9000/base");
+    let http = endpoint.http.unwrap();
+    assert_eq!((http.connect_timeout_ms, http.read_timeout_ms, http.idle_timeout_ms), (2000, 5000, 60000));
+    assert!(http.keep_alive);
+    assert_eq!(api.plans[0].security, pb::SecurityType::KeyLess as i32);
+    assert_eq!(api.revision.len(), 16);
+    assert_eq!(api.revision, deploy(v4("a1", "/orders/", "http://127.0.0.1:9000/base")).revision);
+    assert_ne!(api.revision, deploy(v4("a1", "/orders2", "http://127.0.0.1:9000/base")).revision);
+}
+
+#[test]
+fn v2_maps_onto_the_same_model() {
+    let api = deploy(json!({
+        "id": "v2api", "name": "Old", "gravitee": "2.0.0", "flow_mode": "DEFAULT",
+        "proxy": {"virtual_hosts": [{"host": "Shop.Example.com:8082", "path": "/shop"}], "strip_context_path": false,
+            "groups": [{"name": "g", "endpoints": [{"name": "b", "target": "http://10.0.0.1:80/", "weight": 2, "backup": false}],
+                "load_balancing": {"type": "ROUND_ROBIN"}, "http": {"connectTimeout": 1000, "readTimeout": 2000, "idleTimeout": 3000, "keepAlive": false},
+                "headers": {"X-Team": "a"}}]},
+        "plans": [{"id": "p", "name": "free", "security": "KEY_LESS", "status": "PUBLISHED", "tags": null, "flows": [
+            {"name": "mock", "path-operator": {"path": "/ping", "operator": "EQUALS"}, "methods": ["get"],
+             "pre": [{"name": "Mock", "policy": "mock", "configuration": {"status": "201", "content": "pong"}}], "post": []}]}],
+        "flows": null, "tags": []
+    }));
+    assert_eq!(api.definition_version, "2.0.0");
+    assert_eq!(api.context_paths[0], pb::ContextPath { host: "shop.example.com".into(), path: "/shop".into() });
+    let endpoint = &api.endpoint_groups[0].endpoints[0];
+    assert_eq!(endpoint.weight, 2);
+    assert_eq!(endpoint.headers, vec![pb::Header { name: "X-Team".into(), value: "a".into() }]);
+    assert!(!endpoint.http.unwrap().keep_alive);
+    let flow = &api.plans[0].flows[0];
+    assert_eq!(
+        (flow.path.as_str(), flow.path_operator, flow.methods.clone()),
+        ("/ping", pb::PathOperator::Equals as i32, vec!["GET".to_owned()])
+    );
+    match &flow.request[0].policy {
+        Some(pb::step::Policy::Mock(mock)) => assert_eq!((mock.status, mock.content.as_str()), (201, "pong")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn malformed_and_unsupported_definitions_say_where() {
+    let mut bad_target = v4("a", "/a", "not a url");
+    assert!(
+        rejection(bad_target.take())
+            .starts_with("endpointGroups[0].endpoints[0].configuration.target: `not a url` is not")
+    );
+    assert!(rejection(v4("a", "/a", "https://secure")).contains("https endpoints need backend TLS"));
+    assert!(
+        rejection(v4("a", "no-slash", "http://b"))
+            .starts_with("listeners[0].paths[0].path: context path `no-slash` must start with `/`")
+    );
+
+    let mut api_key = v4("a", "/a", "http://b");
+    api_key["plans"][0]["security"]["type"] = json!("API_KEY");
+    assert_eq!(
+        rejection(api_key),
+        "plans[0].security.type: plan `Keyless` uses `api-key` security, which is not supported yet (only key-less)"
+    );
+
+    let mut unknown_policy = v4("a", "/a", "http://b");
+    unknown_policy["flows"] = json!([{"selectors": [{"type": "http", "path": "/"}], "request": [{"policy": "rate-limit", "configuration": {}}]}]);
+    assert_eq!(
+        rejection(unknown_policy),
+        "flows[0].request[0].policy: policy `rate-limit` is not supported yet in this phase"
+    );
+
+    let mut wrong_type = v4("a", "/a", "http://b");
+    wrong_type["listeners"] = json!("oops");
+    assert!(rejection(wrong_type).starts_with("listeners: invalid type"));
+
+    let broken = ApiSource { definition: DefinitionText::Json("{\"id\": ".into()), ..source(json!({"id": "x"})) };
+    match compile(&broken, &ShardingTags::default()) {
+        Outcome::Rejected(r) => assert!(r.reason.starts_with("the definition is not valid JSON"), "{}", r.reason),
+        other => panic!("{other:?}"),
+    }
+    assert!(rejection(json!({"id": "x", "name": "n"})).contains("unknown definition format"));
+}
+
+#[test]
+fn lenient_enums_and_nulls() {
+    let mut api = v4("a", "/a", "http://b:1");
+    api["type"] = json!("PROXY");
+    api["tags"] = Value::Null;
+    api["plans"][0]["status"] = json!("published");
+    api["plans"][0]["security"]["type"] = json!("key-less");
+    api["endpointGroups"][0]["loadBalancer"]["type"] = json!("SOMETHING_NEW");
+    api["endpointGroups"][0]["sharedConfiguration"] = json!("{\"http\":{\"readTimeout\":42}}");
+    let api = deploy(api);
+    assert_eq!(api.endpoint_groups[0].endpoints[0].http.unwrap().read_timeout_ms, 42);
+    assert_eq!(api.endpoint_groups[0].load_balancer, pb::LoadBalancer::RoundRobin as i32);
+}
+
+#[test]
+fn tags_and_plans_filter_without_rejecting() {
+    let mut tagged = v4("a", "/a", "http://b");
+    tagged["tags"] = json!(["internal"]);
+    let gw = ShardingTags::parse(&["external".to_owned()]).unwrap();
+    assert!(matches!(compile(&source(tagged.clone()), &gw), Outcome::Skipped { .. }));
+    let gw = ShardingTags::parse(&["internal".to_owned()]).unwrap();
+    assert!(matches!(compile(&source(tagged), &gw), Outcome::Deploy(_)));
+
+    let mut closed = v4("a", "/a", "http://b");
+    closed["plans"][0]["status"] = json!("CLOSED");
+    assert!(matches!(compile(&source(closed), &ShardingTags::default()), Outcome::Skipped { .. }));
+}
+
+#[test]
+fn id_must_match_the_announced_id() {
+    let mut src = source(v4("real", "/a", "http://b"));
+    src.id = "other".into();
+    match compile(&src, &ShardingTags::default()) {
+        Outcome::Rejected(r) => assert!(r.reason.starts_with("id: `real` differs"), "{}", r.reason),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn context_paths_normalize() {
+    assert_eq!(normalize_context_path("/").unwrap(), "/");
+    assert_eq!(normalize_context_path("//a//b/").unwrap(), "/a/b");
+    assert!(normalize_context_path("/a b").is_err());
+    assert!(normalize_context_path("a").is_err());
+}

@@ -1,0 +1,280 @@
+//! Gravitee's v4 API definition, read leniently: unknown fields are ignored, every field has a default,
+//! and `null` counts as absent (exports are full of them). v2 definitions are mapped onto these same types
+//! (see `v2.rs`), so one compiler serves both.
+//!
+//! Enum-like fields stay strings here; [`norm`] folds case and `_`/`-` when they are compiled.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ApiV4 {
+    pub id: String,
+    pub name: String,
+    pub definition_version: String,
+    #[serde(rename = "type")]
+    pub api_type: String,
+    pub tags: Vec<String>,
+    pub listeners: Vec<Listener>,
+    pub endpoint_groups: Vec<EndpointGroup>,
+    pub flow_execution: FlowExecution,
+    pub flows: Vec<Flow>,
+    pub plans: Vec<Plan>,
+    pub analytics: Option<Analytics>,
+    pub failover: Option<Failover>,
+    pub response_templates: Map<String, Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Listener {
+    #[serde(rename = "type")]
+    pub listener_type: String,
+    pub paths: Vec<ListenerPath>,
+    pub entrypoints: Vec<Entrypoint>,
+    pub cors: Option<Cors>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ListenerPath {
+    pub host: Option<String>,
+    pub path: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Entrypoint {
+    #[serde(rename = "type")]
+    pub entrypoint_type: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Cors {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct EndpointGroup {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub group_type: String,
+    pub load_balancer: LoadBalancerConfig,
+    /// An object, or a JSON string holding one (both occur in exports).
+    pub shared_configuration: Value,
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct LoadBalancerConfig {
+    #[serde(rename = "type")]
+    pub lb_type: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Endpoint {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub endpoint_type: String,
+    pub weight: Option<i64>,
+    pub secondary: bool,
+    pub tenants: Vec<String>,
+    pub inherit_configuration: bool,
+    /// An object, or a JSON string holding one.
+    pub configuration: Value,
+    pub shared_configuration_override: Value,
+}
+
+impl Default for Endpoint {
+    fn default() -> Self {
+        Endpoint {
+            name: String::new(),
+            endpoint_type: String::new(),
+            weight: None,
+            secondary: false,
+            tenants: Vec::new(),
+            inherit_configuration: true,
+            configuration: Value::Null,
+            shared_configuration_override: Value::Null,
+        }
+    }
+}
+
+/// The `http` part of an endpoint group's shared configuration.
+#[derive(Debug, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct HttpOptions {
+    pub version: String,
+    pub connect_timeout: i64,
+    pub read_timeout: i64,
+    pub idle_timeout: i64,
+    pub keep_alive: bool,
+    pub propagate_client_host: bool,
+}
+
+/// Gravitee's http-proxy connector defaults.
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            version: "HTTP_1_1".into(),
+            connect_timeout: 3_000,
+            read_timeout: 10_000,
+            idle_timeout: 60_000,
+            keep_alive: true,
+            propagate_client_host: false,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SharedConfiguration {
+    pub http: HttpOptions,
+    pub headers: Vec<NameValue>,
+    pub proxy: Option<EndpointProxy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct EndpointProxy {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(default, rename_all = "camelCase")]
+pub struct NameValue {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct FlowExecution {
+    pub mode: String,
+    pub match_required: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Flow {
+    pub name: String,
+    pub enabled: bool,
+    pub selectors: Vec<Selector>,
+    pub request: Vec<Step>,
+    pub response: Vec<Step>,
+}
+
+impl Default for Flow {
+    fn default() -> Self {
+        Flow { name: String::new(), enabled: true, selectors: Vec::new(), request: Vec::new(), response: Vec::new() }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Selector {
+    #[serde(rename = "type")]
+    pub selector_type: String,
+    pub path: String,
+    pub path_operator: String,
+    pub methods: Vec<String>,
+    pub condition: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Step {
+    pub name: String,
+    pub enabled: bool,
+    pub policy: String,
+    /// An object, or a JSON string holding one.
+    pub configuration: Value,
+    pub condition: String,
+}
+
+impl Default for Step {
+    fn default() -> Self {
+        Step {
+            name: String::new(),
+            enabled: true,
+            policy: String::new(),
+            configuration: Value::Null,
+            condition: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Plan {
+    pub id: String,
+    pub name: String,
+    pub security: PlanSecurity,
+    pub status: String,
+    pub selection_rule: String,
+    pub tags: Vec<String>,
+    pub flows: Vec<Flow>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PlanSecurity {
+    #[serde(rename = "type")]
+    pub security_type: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Analytics {
+    pub enabled: bool,
+    pub logging: Option<Value>,
+}
+
+impl Default for Analytics {
+    fn default() -> Self {
+        Analytics { enabled: true, logging: None }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Failover {
+    pub enabled: bool,
+}
+
+/// Folds an enum-like value the way Gravitee reads it: case-insensitive, `_` ≙ `-`.
+pub fn norm(value: &str) -> String {
+    value.trim().to_ascii_lowercase().replace('_', "-")
+}
+
+/// Removes `null` members everywhere, so `"tags": null` reads as "no tags" rather than a type error.
+pub fn strip_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(strip_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
+/// Some exports carry nested configuration as a JSON string; accept both forms.
+pub fn object_or_json_string(value: &Value) -> Result<Value, String> {
+    match value {
+        Value::Null => Ok(Value::Object(Map::new())),
+        Value::String(text) if text.trim().is_empty() => Ok(Value::Object(Map::new())),
+        Value::String(text) => {
+            let mut parsed: Value = serde_json::from_str(text).map_err(|e| format!("is a string but not JSON: {e}"))?;
+            strip_nulls(&mut parsed);
+            Ok(parsed)
+        }
+        Value::Object(_) => Ok(value.clone()),
+        other => Err(format!("must be an object, found {other}")),
+    }
+}

@@ -1,0 +1,171 @@
+//! Gravitee v2 definitions (`"gravitee": "2.0.0"`), rewritten into the v4 shape so one compiler serves
+//! both. The rewrite is structural only; what hgw cannot honour is still rejected by the compiler.
+
+use serde_json::{Map, Value, json};
+
+/// Rewrites a v2 definition into a v4-shaped JSON document (nulls already stripped).
+pub fn to_v4(v2: &Value) -> Result<Value, String> {
+    let obj = v2.as_object().ok_or("the definition is not a JSON object")?;
+    if let Some(paths) = obj.get("paths").and_then(Value::as_object)
+        && paths.values().any(|rules| rules.as_array().is_some_and(|r| !r.is_empty()))
+    {
+        return Err("`paths`: v1-style path policies are not supported; use flows (design studio)".into());
+    }
+    let proxy = obj.get("proxy").and_then(Value::as_object).cloned().unwrap_or_default();
+
+    let mut paths = Vec::new();
+    match proxy.get("virtual_hosts").and_then(Value::as_array) {
+        Some(hosts) if !hosts.is_empty() => {
+            for host in hosts {
+                paths.push(json!({"host": host.get("host"), "path": host.get("path").cloned().unwrap_or(json!("/"))}));
+            }
+        }
+        _ => {
+            if let Some(context_path) = proxy.get("context_path") {
+                paths.push(json!({"path": context_path}));
+            }
+        }
+    }
+    let listener = json!({
+        "type": "http",
+        "paths": paths,
+        "entrypoints": [{"type": "http-proxy"}],
+        "cors": proxy.get("cors"),
+    });
+
+    let preserve_host = proxy.get("preserve_host").and_then(Value::as_bool).unwrap_or(false);
+    let mut groups = Vec::new();
+    for group in proxy.get("groups").and_then(Value::as_array).into_iter().flatten() {
+        let mut http = group.get("http").cloned().unwrap_or_else(|| json!({}));
+        if let Some(http) = http.as_object_mut() {
+            http.insert("propagateClientHost".into(), Value::Bool(preserve_host));
+        }
+        let mut endpoints = Vec::new();
+        for endpoint in group.get("endpoints").and_then(Value::as_array).into_iter().flatten() {
+            let endpoint_type = match endpoint.get("type").and_then(Value::as_str) {
+                None => "http-proxy".to_owned(),
+                Some(t) if t.eq_ignore_ascii_case("http") => "http-proxy".to_owned(),
+                Some(other) => other.to_owned(),
+            };
+            let mut override_config = Map::new();
+            if let Some(http) = endpoint.get("http") {
+                override_config.insert("http".into(), http.clone());
+            }
+            if let Some(headers) = endpoint.get("headers") {
+                override_config.insert("headers".into(), headers_list(headers));
+            }
+            endpoints.push(json!({
+                "name": endpoint.get("name"),
+                "type": endpoint_type,
+                "weight": endpoint.get("weight"),
+                "secondary": endpoint.get("backup").and_then(Value::as_bool).unwrap_or(false),
+                "tenants": endpoint.get("tenants"),
+                "inheritConfiguration": endpoint.get("inherit").and_then(Value::as_bool).unwrap_or(true),
+                "configuration": {"target": endpoint.get("target")},
+                "sharedConfigurationOverride": Value::Object(override_config),
+            }));
+        }
+        groups.push(json!({
+            "name": group.get("name"),
+            "type": "http-proxy",
+            "loadBalancer": {"type": group.get("load_balancing").and_then(|lb| lb.get("type"))},
+            "sharedConfiguration": {
+                "http": http,
+                "headers": group.get("headers").map(headers_list),
+                "proxy": group.get("proxy"),
+            },
+            "endpoints": endpoints,
+        }));
+    }
+
+    let plans: Vec<Value> = obj
+        .get("plans")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|plan| {
+            json!({
+                "id": plan.get("id"),
+                "name": plan.get("name"),
+                "security": {"type": plan.get("security")},
+                "status": plan.get("status"),
+                "selectionRule": plan.get("selectionRule").or_else(|| plan.get("selection_rule")),
+                "tags": plan.get("tags"),
+                "flows": flows(plan.get("flows")),
+            })
+        })
+        .collect();
+    if let Some(plan) = obj.get("plans").and_then(Value::as_array).into_iter().flatten().find(|p| {
+        p.get("paths")
+            .and_then(Value::as_object)
+            .is_some_and(|paths| paths.values().any(|r| r.as_array().is_some_and(|r| !r.is_empty())))
+    }) {
+        return Err(format!(
+            "plan `{}`: v1-style path policies are not supported; use flows",
+            plan.get("id").and_then(Value::as_str).unwrap_or("?")
+        ));
+    }
+
+    let logging_on = proxy
+        .get("logging")
+        .and_then(|l| l.get("mode"))
+        .and_then(Value::as_str)
+        .is_some_and(|mode| !mode.eq_ignore_ascii_case("NONE"));
+
+    let mut v4 = json!({
+        "id": obj.get("id"),
+        "name": obj.get("name"),
+        "definitionVersion": "2.0.0",
+        "type": "proxy",
+        "tags": obj.get("tags"),
+        "listeners": [listener],
+        "endpointGroups": groups,
+        "flowExecution": {"mode": obj.get("flow_mode")},
+        "flows": flows(obj.get("flows")),
+        "plans": plans,
+        "analytics": {"enabled": true, "logging": if logging_on { proxy.get("logging").cloned() } else { None }},
+        "failover": {"enabled": proxy.get("failover").is_some()},
+        "responseTemplates": obj.get("response_templates"),
+    });
+    super::model::strip_nulls(&mut v4);
+    Ok(v4)
+}
+
+/// v2 flows: `path-operator{path, operator}`, `methods`, `condition`, `pre`, `post`.
+fn flows(flows: Option<&Value>) -> Value {
+    let converted: Vec<Value> = flows
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|flow| {
+            let operator = flow.get("path-operator");
+            let mut selectors = vec![json!({
+                "type": "http",
+                "path": operator.and_then(|o| o.get("path")).cloned().unwrap_or(json!("/")),
+                "pathOperator": operator.and_then(|o| o.get("operator")),
+                "methods": flow.get("methods"),
+            })];
+            if let Some(condition) = flow.get("condition").and_then(Value::as_str).filter(|c| !c.trim().is_empty()) {
+                selectors.push(json!({"type": "condition", "condition": condition}));
+            }
+            json!({
+                "name": flow.get("name"),
+                "enabled": flow.get("enabled").and_then(Value::as_bool).unwrap_or(true),
+                "selectors": selectors,
+                "request": flow.get("pre"),
+                "response": flow.get("post"),
+            })
+        })
+        .collect();
+    Value::Array(converted)
+}
+
+/// v2 headers are a list of `{name, value}` or (older) a map of name → value.
+fn headers_list(headers: &Value) -> Value {
+    match headers {
+        Value::Object(map) => {
+            Value::Array(map.iter().map(|(name, value)| json!({"name": name, "value": value})).collect())
+        }
+        other => other.clone(),
+    }
+}

@@ -1,0 +1,65 @@
+//! `hgw.v1.Analytics`: receives record batches from dataplanes and acknowledges each once the reports
+//! queue has taken it (so a dataplane keeps records the agent could not take yet).
+
+use std::sync::Arc;
+
+use hgw_proto::v1::analytics_server::Analytics;
+use hgw_proto::v1::{ReportRequest, ReportResponse};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::metrics::Metrics;
+use crate::reports::{ReportsQueue, es};
+
+pub struct AnalyticsService {
+    pub queue: ReportsQueue,
+    pub metrics: Arc<Metrics>,
+    pub node_id: String,
+    pub cancel: CancellationToken,
+}
+
+#[tonic::async_trait]
+impl Analytics for AnalyticsService {
+    type ReportStream = ReceiverStream<Result<ReportResponse, Status>>;
+
+    async fn report(&self, request: Request<Streaming<ReportRequest>>) -> Result<Response<Self::ReportStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let queue = self.queue.clone();
+        let metrics = self.metrics.clone();
+        let node_id = self.node_id.clone();
+        let cancel = self.cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                let batch = tokio::select! {
+                    message = inbound.message() => match message {
+                        Ok(Some(batch)) => batch,
+                        Ok(None) => break,
+                        Err(status) => {
+                            tracing::debug!(error = %status.message(), "analytics stream ended");
+                            break;
+                        }
+                    },
+                    _ = cancel.cancelled() => break,
+                };
+                metrics.analytics_records_received.add(batch.records.len() as u64);
+                if batch.dropped > 0 {
+                    metrics.analytics_records_dropped_by_dataplanes.add(batch.dropped);
+                    tracing::warn!(dataplane = %batch.dataplane_id, dropped = batch.dropped, "dataplane reports dropped analytics records");
+                }
+                let lines: Vec<String> =
+                    batch.records.iter().map(|r| es::metrics_document(r, &node_id).to_string()).collect();
+                if queue.push(lines).await.is_err() {
+                    let _ = tx.send(Err(Status::unavailable("agent shutting down"))).await;
+                    break;
+                }
+                if tx.send(Ok(ReportResponse { sequence: batch.sequence })).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

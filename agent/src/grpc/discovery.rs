@@ -1,0 +1,168 @@
+//! `hgw.v1.ConfigDiscovery`: pushes the deployment set to each dataplane.
+//!
+//! Per stream: wait for `Hello`, send the full set (filtered by the dataplane's own tags) once the agent
+//! has a first config, then one delta per new version. At most one update is unacknowledged at a time;
+//! the agent's view of what the dataplane holds changes only on ACK, so after a NACK the next delta is
+//! computed against what the dataplane really kept.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hgw_proto::v1::config_discovery_server::ConfigDiscovery;
+use hgw_proto::v1::{Api, StreamRequest, StreamResponse, stream_request::Kind};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::registry::{DataplaneRegistry, Session};
+use crate::store::Snapshot;
+use crate::tags::ShardingTags;
+
+/// A dataplane must say hello this quickly after opening the stream.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct DiscoveryService {
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    pub registry: Arc<DataplaneRegistry>,
+    pub cancel: CancellationToken,
+}
+
+#[tonic::async_trait]
+impl ConfigDiscovery for DiscoveryService {
+    type StreamStream = ReceiverStream<Result<StreamResponse, Status>>;
+
+    async fn stream(&self, request: Request<Streaming<StreamRequest>>) -> Result<Response<Self::StreamStream>, Status> {
+        let peer = request.remote_addr().map_or_else(|| "unix".to_owned(), |a| a.to_string());
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(StreamRequest { kind: Some(Kind::Hello(hello)) }))) => hello,
+            Ok(Ok(Some(_))) => {
+                return Err(Status::invalid_argument("the first message of a config stream must be Hello"));
+            }
+            Ok(Ok(None)) => return Err(Status::cancelled("the stream closed before Hello")),
+            Ok(Err(status)) => return Err(status),
+            Err(_) => return Err(Status::deadline_exceeded("no Hello within 10 s")),
+        };
+        let tags =
+            ShardingTags::parse(&hello.tags).map_err(|e| Status::invalid_argument(format!("Hello.tags: {e}")))?;
+        let session = self.registry.connect(&hello, &peer);
+        tracing::info!(dataplane = %session.id, %peer, held_version = hello.version, "dataplane connected");
+        let (tx, rx) = mpsc::channel(4);
+        let stream = ConfigSession {
+            session,
+            tags,
+            registry: self.registry.clone(),
+            snapshots: self.snapshots.clone(),
+            outbound: tx,
+            held: HashMap::new(),
+            pending: None,
+            last_sent_version: None,
+        };
+        tokio::spawn(stream.run(inbound, self.cancel.clone()));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+struct Pending {
+    version: u64,
+    nonce: String,
+    held_after: HashMap<String, String>,
+}
+
+struct ConfigSession {
+    session: Session,
+    tags: ShardingTags,
+    registry: Arc<DataplaneRegistry>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    outbound: mpsc::Sender<Result<StreamResponse, Status>>,
+    /// api id → revision the dataplane has acknowledged.
+    held: HashMap<String, String>,
+    pending: Option<Pending>,
+    last_sent_version: Option<u64>,
+}
+
+impl ConfigSession {
+    async fn run(mut self, mut inbound: Streaming<StreamRequest>, cancel: CancellationToken) {
+        let outcome = loop {
+            if self.pending.is_none()
+                && let Err(e) = self.send_if_newer().await
+            {
+                break e;
+            }
+            tokio::select! {
+                message = inbound.message() => match message {
+                    Ok(Some(StreamRequest { kind: Some(kind) })) => self.on_message(kind),
+                    Ok(Some(StreamRequest { kind: None })) => {}
+                    Ok(None) => break "stream closed by the dataplane".to_owned(),
+                    Err(status) => break format!("stream error: {}", status.message()),
+                },
+                changed = self.snapshots.changed(), if self.pending.is_none() => {
+                    if changed.is_err() {
+                        break "agent config store closed".to_owned();
+                    }
+                }
+                _ = cancel.cancelled() => {
+                    let _ = self.outbound.send(Err(Status::unavailable("agent shutting down"))).await;
+                    break "agent shutting down".to_owned();
+                }
+            }
+        };
+        self.registry.disconnect(&self.session);
+        tracing::info!(dataplane = %self.session.id, reason = %outcome, "dataplane disconnected");
+    }
+
+    fn on_message(&mut self, kind: Kind) {
+        match kind {
+            Kind::Ack(ack) => match self.pending.take() {
+                Some(pending) if pending.nonce == ack.nonce => {
+                    self.held = pending.held_after;
+                    self.registry.acked(&self.session, pending.version, self.held.len());
+                    tracing::debug!(dataplane = %self.session.id, version = pending.version, "update acknowledged");
+                }
+                other => {
+                    tracing::warn!(dataplane = %self.session.id, nonce = %ack.nonce, "ACK for an update not in flight; ignored");
+                    self.pending = other;
+                }
+            },
+            Kind::Nack(nack) => match self.pending.take() {
+                Some(pending) if pending.nonce == nack.nonce => {
+                    self.registry.nacked(&self.session, &nack.error);
+                    tracing::error!(dataplane = %self.session.id, version = pending.version, error = %nack.error, "dataplane refused an update; it keeps its previous config");
+                }
+                other => self.pending = other,
+            },
+            Kind::Hello(_) => tracing::warn!(dataplane = %self.session.id, "second Hello on a stream; ignored"),
+        }
+    }
+
+    /// Sends the next update when the store holds a version this dataplane has not been sent.
+    async fn send_if_newer(&mut self) -> Result<(), String> {
+        let snapshot = self.snapshots.borrow_and_update().clone();
+        if !snapshot.initialized || self.last_sent_version.is_some_and(|v| v >= snapshot.version) {
+            return Ok(());
+        }
+        let wanted: Vec<&Arc<Api>> = snapshot.apis.values().filter(|api| self.tags.matches_api(&api.tags)).collect();
+        let full = self.last_sent_version.is_none();
+        let upserts: Vec<Api> = wanted
+            .iter()
+            .filter(|api| full || self.held.get(&api.id) != Some(&api.revision))
+            .map(|api| (***api).clone())
+            .collect();
+        let wanted_ids: std::collections::HashSet<&str> = wanted.iter().map(|api| api.id.as_str()).collect();
+        let removals: Vec<String> = if full {
+            Vec::new()
+        } else {
+            self.held.keys().filter(|id| !wanted_ids.contains(id.as_str())).cloned().collect()
+        };
+        let held_after = wanted.iter().map(|api| (api.id.clone(), api.revision.clone())).collect();
+        let nonce = uuid::Uuid::new_v4().to_string();
+        let update = StreamResponse { version: snapshot.version, nonce: nonce.clone(), full, upserts, removals };
+        tracing::debug!(dataplane = %self.session.id, version = snapshot.version, full, upserts = update.upserts.len(), removals = update.removals.len(), "sending update");
+        self.outbound.send(Ok(update)).await.map_err(|_| "dataplane stream gone".to_owned())?;
+        self.pending = Some(Pending { version: snapshot.version, nonce, held_after });
+        self.last_sent_version = Some(snapshot.version);
+        Ok(())
+    }
+}

@@ -1,0 +1,95 @@
+//! The agent's gRPC surface for dataplanes and operators: `hgw.v1.ConfigDiscovery`, `hgw.v1.Analytics`,
+//! `hgw.v1.Admin`, `grpc.health.v1.Health`, and server reflection (v1 and v1alpha) so `grpcurl list`,
+//! `describe` and calls work without the proto files. Served on TCP and/or a Unix socket.
+
+mod admin;
+mod analytics;
+mod discovery;
+pub mod registry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hgw_proto::v1::admin_server::AdminServer;
+use hgw_proto::v1::analytics_server::AnalyticsServer;
+use hgw_proto::v1::config_discovery_server::ConfigDiscoveryServer;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Router;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::metrics::Metrics;
+use crate::reports::ReportsQueue;
+use crate::store::ConfigStore;
+use crate::sync::SyncStatus;
+use registry::DataplaneRegistry;
+
+/// Config updates for thousands of APIs exceed tonic's 4 MiB default.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Detects dead dataplane connections (a killed pod) well before TCP would.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The services every gRPC listener offers.
+pub const SERVICE_NAMES: &[&str] = &["hgw.v1.ConfigDiscovery", "hgw.v1.Analytics", "hgw.v1.Admin"];
+
+pub struct GrpcState {
+    pub store: Arc<ConfigStore>,
+    pub registry: Arc<DataplaneRegistry>,
+    pub reports: ReportsQueue,
+    pub metrics: Arc<Metrics>,
+    pub status: Arc<SyncStatus>,
+    pub mode: &'static str,
+    pub node_id: String,
+    pub cancel: CancellationToken,
+}
+
+/// Builds one router (each listener gets its own; the state behind them is shared).
+pub fn router(
+    state: &GrpcState,
+    health: &tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) -> Result<Router, tonic_reflection::server::Error> {
+    let discovery = discovery::DiscoveryService {
+        snapshots: state.store.subscribe(),
+        registry: state.registry.clone(),
+        cancel: state.cancel.clone(),
+    };
+    let analytics = analytics::AnalyticsService {
+        queue: state.reports.clone(),
+        metrics: state.metrics.clone(),
+        node_id: state.node_id.clone(),
+        cancel: state.cancel.clone(),
+    };
+    let admin = admin::AdminService {
+        store: state.store.clone(),
+        registry: state.registry.clone(),
+        status: state.status.clone(),
+        mode: state.mode,
+    };
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(hgw_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    Ok(tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .add_service(
+            ConfigDiscoveryServer::new(discovery)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(AnalyticsServer::new(analytics).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(AdminServer::new(admin).max_encoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(health.clone())
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?))
+}
+
+/// Marks every service (and the server as a whole, "") as serving or not.
+pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in SERVICE_NAMES {
+        reporter.set_service_status(*name, status).await;
+    }
+}

@@ -1,0 +1,151 @@
+//! The agent's counters, rendered in Prometheus text format on `/_node/metrics/prometheus`.
+//!
+//! Plain atomics: the values are few and the format is simple, so no metrics library is linked.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub sync_ok: Counter,
+    pub sync_errors: Counter,
+    pub heartbeats_ok: Counter,
+    pub heartbeat_errors: Counter,
+    /// Records received from dataplanes.
+    pub analytics_records_received: Counter,
+    /// Records dataplanes reported as dropped on their side (queue full).
+    pub analytics_records_dropped_by_dataplanes: Counter,
+    pub reports_documents_uploaded: Counter,
+    pub reports_batches_uploaded: Counter,
+    pub reports_upload_failures: Counter,
+    /// Documents the Cloud Gate refused for good (4xx other than 408/429).
+    pub reports_documents_rejected: Counter,
+    /// Documents lost at shutdown because the grace period ran out before they were delivered.
+    pub reports_documents_lost: Counter,
+    pub reports_upload_bytes: Counter,
+    pub reports_upload_latency_ms_total: Counter,
+}
+
+/// Gauges read at render time from the rest of the agent.
+pub struct Gauges {
+    pub config_version: u64,
+    pub apis_deployed: usize,
+    pub apis_rejected: usize,
+    pub dataplanes_connected: usize,
+    pub reports_queue_documents: usize,
+    pub sync_initial_done: bool,
+}
+
+impl Metrics {
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        metric("hgw_agent_sync_total", "counter", "Successful syncs (Cloud Gate or local folder).", self.sync_ok.get());
+        metric("hgw_agent_sync_errors_total", "counter", "Failed syncs.", self.sync_errors.get());
+        metric(
+            "hgw_agent_sync_initial_done",
+            "gauge",
+            "1 once the first sync succeeded.",
+            gauges.sync_initial_done as u64,
+        );
+        metric("hgw_agent_config_version", "gauge", "Current deployment-set version.", gauges.config_version);
+        metric("hgw_agent_apis_deployed", "gauge", "APIs in the deployment set.", gauges.apis_deployed as u64);
+        metric(
+            "hgw_agent_apis_rejected",
+            "gauge",
+            "APIs rejected (see /_node/apis for reasons).",
+            gauges.apis_rejected as u64,
+        );
+        metric(
+            "hgw_agent_dataplanes_connected",
+            "gauge",
+            "Dataplanes with an open config stream.",
+            gauges.dataplanes_connected as u64,
+        );
+        metric(
+            "hgw_agent_heartbeats_total",
+            "counter",
+            "Heartbeats accepted by the Cloud Gate.",
+            self.heartbeats_ok.get(),
+        );
+        metric("hgw_agent_heartbeat_errors_total", "counter", "Heartbeats that failed.", self.heartbeat_errors.get());
+        metric(
+            "hgw_agent_analytics_records_received_total",
+            "counter",
+            "Analytics records received from dataplanes.",
+            self.analytics_records_received.get(),
+        );
+        metric(
+            "hgw_agent_analytics_records_dropped_by_dataplanes_total",
+            "counter",
+            "Records dataplanes dropped before sending (their queue was full).",
+            self.analytics_records_dropped_by_dataplanes.get(),
+        );
+        metric(
+            "hgw_agent_reports_queue_documents",
+            "gauge",
+            "Documents waiting for upload.",
+            gauges.reports_queue_documents as u64,
+        );
+        metric(
+            "hgw_agent_reports_documents_uploaded_total",
+            "counter",
+            "Documents delivered.",
+            self.reports_documents_uploaded.get(),
+        );
+        metric(
+            "hgw_agent_reports_batches_uploaded_total",
+            "counter",
+            "Batches delivered.",
+            self.reports_batches_uploaded.get(),
+        );
+        metric(
+            "hgw_agent_reports_upload_failures_total",
+            "counter",
+            "Upload attempts that failed (retried).",
+            self.reports_upload_failures.get(),
+        );
+        metric(
+            "hgw_agent_reports_documents_rejected_total",
+            "counter",
+            "Documents the Cloud Gate refused for good (4xx).",
+            self.reports_documents_rejected.get(),
+        );
+        metric(
+            "hgw_agent_reports_documents_lost_total",
+            "counter",
+            "Documents not delivered before the shutdown grace period ended.",
+            self.reports_documents_lost.get(),
+        );
+        metric(
+            "hgw_agent_reports_upload_bytes_total",
+            "counter",
+            "Compressed bytes uploaded.",
+            self.reports_upload_bytes.get(),
+        );
+        metric(
+            "hgw_agent_reports_upload_latency_ms_total",
+            "counter",
+            "Sum of successful upload latencies (ms); divide by batches for the mean.",
+            self.reports_upload_latency_ms_total.get(),
+        );
+        out
+    }
+}

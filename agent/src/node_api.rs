@@ -1,0 +1,117 @@
+//! The node API on `--node-listen` (Gravitee's port 18082): health, sync state, Prometheus metrics, and
+//! hgw's views of the deployment set and the connected dataplanes.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::grpc::registry::DataplaneRegistry;
+use crate::metrics::{Gauges, Metrics};
+use crate::reports::ReportsQueue;
+use crate::store::ConfigStore;
+use crate::sync::SyncStatus;
+
+pub struct NodeState {
+    pub store: Arc<ConfigStore>,
+    pub status: Arc<SyncStatus>,
+    pub metrics: Arc<Metrics>,
+    pub registry: Arc<DataplaneRegistry>,
+    pub reports: ReportsQueue,
+    pub mode: &'static str,
+    /// Cancelled when shutdown starts: health turns 503 so load balancers stop sending.
+    pub draining: CancellationToken,
+}
+
+pub fn router(state: Arc<NodeState>) -> axum::Router {
+    axum::Router::new()
+        .route("/_node/health", get(health))
+        .route("/_node/sync", get(sync))
+        .route("/_node/metrics/prometheus", get(prometheus))
+        .route("/_node/apis", get(apis))
+        .route("/_node/dataplanes", get(dataplanes))
+        .with_state(state)
+}
+
+async fn health(State(state): State<Arc<NodeState>>) -> Response {
+    let sync = state.status.snapshot();
+    let draining = state.draining.is_cancelled();
+    let body = json!({
+        "status": if draining { "DOWN" } else { "UP" },
+        "mode": state.mode,
+        "sync": {"initialDone": sync.initial_done, "lastOnError": sync.last_on_error},
+        "dataplanes": state.registry.connected(),
+    });
+    let code = if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (code, Json(body)).into_response()
+}
+
+async fn sync(State(state): State<Arc<NodeState>>) -> Response {
+    let sync = state.status.snapshot();
+    let code = if sync.initial_done { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(sync)).into_response()
+}
+
+async fn prometheus(State(state): State<Arc<NodeState>>) -> Response {
+    let snapshot = state.store.current();
+    let gauges = Gauges {
+        config_version: snapshot.version,
+        apis_deployed: snapshot.apis.len(),
+        apis_rejected: snapshot.rejected.len(),
+        dataplanes_connected: state.registry.connected(),
+        reports_queue_documents: state.reports.depth(),
+        sync_initial_done: state.status.snapshot().initial_done,
+    };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&gauges)).into_response()
+}
+
+async fn apis(State(state): State<Arc<NodeState>>) -> Response {
+    let snapshot = state.store.current();
+    let deployed: Vec<_> = snapshot
+        .apis
+        .values()
+        .map(|api| {
+            json!({
+                "id": api.id, "name": api.name, "revision": api.revision, "definitionVersion": api.definition_version,
+                "contextPaths": api.context_paths.iter().map(|c| format!("{}{}", c.host, c.path)).collect::<Vec<_>>(),
+                "plans": api.plans.iter().map(|p| &p.id).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let rejected: Vec<_> = snapshot
+        .rejected
+        .values()
+        .map(|r| json!({"id": r.id, "name": r.name, "source": r.origin, "reason": r.reason}))
+        .collect();
+    let skipped: Vec<_> = snapshot.skipped.iter().map(|(id, why)| json!({"id": id, "reason": why})).collect();
+    Json(json!({
+        "version": snapshot.version,
+        "deployed": deployed,
+        "rejected": rejected,
+        "skipped": skipped,
+        "subscriptions": snapshot.subscriptions,
+        "apiKeys": snapshot.api_keys,
+    }))
+    .into_response()
+}
+
+async fn dataplanes(State(state): State<Arc<NodeState>>) -> Response {
+    let list: Vec<_> = state
+        .registry
+        .list()
+        .into_iter()
+        .map(|d| {
+            json!({
+                "id": d.dataplane_id, "hostname": d.hostname, "pid": d.pid, "tags": d.tags, "connected": d.connected,
+                "ackedVersion": d.acked_version, "apis": d.api_count, "lastNackError": d.last_nack_error,
+                "listenAddress": d.listen_address, "connectedAt": d.connected_at_ms, "lastSeen": d.last_seen_ms,
+            })
+        })
+        .collect();
+    Json(json!({"currentVersion": state.store.current().version, "dataplanes": list})).into_response()
+}

@@ -1,0 +1,271 @@
+//! The versioned deployment set: what every dataplane should run.
+//!
+//! Config sources (Cloud Gate sync, local files) hand the store the *whole* desired set of API sources;
+//! the store compiles what changed (cached by fingerprint), resolves conflicts, and publishes a new
+//! immutable [`Snapshot`] on a watch channel only when the compiled set really differs. Dataplane
+//! streams watch that channel and compute their own deltas.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use hgw_proto::v1::Api;
+use tokio::sync::watch;
+
+use crate::definition::{self, ApiSource, Outcome, Rejection};
+use crate::tags::ShardingTags;
+
+/// One immutable state of the deployment set.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Increases with every change of `apis`. Starts at the agent's start time in epoch milliseconds,
+    /// so versions keep increasing across agent restarts.
+    pub version: u64,
+    /// False until the config source delivered its first set: dataplanes get nothing before, so they
+    /// never turn ready on an empty table by accident.
+    pub initialized: bool,
+    pub apis: BTreeMap<String, Arc<Api>>,
+    pub rejected: BTreeMap<String, Rejection>,
+    /// APIs valid but not for this gateway (sharding tags, no plan): id → why.
+    pub skipped: BTreeMap<String, String>,
+    pub subscriptions: usize,
+    pub api_keys: usize,
+}
+
+/// The outcome of one [`ConfigStore::deploy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeployReport {
+    pub version: u64,
+    pub changed: bool,
+    pub deployed: usize,
+    pub rejected: usize,
+}
+
+pub struct ConfigStore {
+    tags: ShardingTags,
+    tx: watch::Sender<Arc<Snapshot>>,
+    /// api id → (source fingerprint, outcome): unchanged sources are not recompiled.
+    cache: Mutex<HashMap<String, (u64, Outcome)>>,
+}
+
+impl ConfigStore {
+    pub fn new(tags: ShardingTags) -> ConfigStore {
+        let start_version = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(1);
+        let (tx, _) = watch::channel(Arc::new(Snapshot { version: start_version, ..Snapshot::default() }));
+        ConfigStore { tags, tx, cache: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.tx.subscribe()
+    }
+
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.tx.borrow().clone()
+    }
+
+    /// Replaces the deployment set with `sources` (the complete desired set).
+    pub fn deploy(&self, sources: Vec<ApiSource>, subscriptions: usize, api_keys: usize) -> DeployReport {
+        let previous = self.current();
+        let mut apis: BTreeMap<String, Arc<Api>> = BTreeMap::new();
+        let mut rejected = BTreeMap::new();
+        let mut skipped = BTreeMap::new();
+        let mut origins: HashMap<String, String> = HashMap::new();
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut seen = std::collections::HashSet::new();
+            let mut cache_keys = std::collections::HashSet::new();
+            for source in &sources {
+                let fingerprint = source.fingerprint();
+                let cache_key = if source.id.is_empty() { source.origin.clone() } else { source.id.clone() };
+                cache_keys.insert(cache_key.clone());
+                let outcome = match cache.get(&cache_key) {
+                    Some((cached, outcome)) if *cached == fingerprint => outcome.clone(),
+                    _ => {
+                        let outcome = definition::compile(source, &self.tags);
+                        cache.insert(cache_key, (fingerprint, outcome.clone()));
+                        outcome
+                    }
+                };
+                let key = outcome_id(&outcome, source);
+                if !seen.insert(key.clone()) {
+                    rejected.insert(
+                        format!("{key}@{}", source.origin),
+                        Rejection {
+                            id: key.clone(),
+                            name: source.name.clone(),
+                            origin: source.origin.clone(),
+                            reason: format!(
+                                "duplicate API id: also defined by {}",
+                                origins.get(&key).map_or("another source", String::as_str)
+                            ),
+                        },
+                    );
+                    continue;
+                }
+                origins.insert(key.clone(), source.origin.clone());
+                match outcome {
+                    Outcome::Deploy(api) => {
+                        apis.insert(api.id.clone(), Arc::new(*api));
+                    }
+                    Outcome::Skipped { id, why, .. } => {
+                        skipped.insert(id, why);
+                    }
+                    Outcome::Rejected(rejection) => {
+                        rejected.insert(rejection.id.clone(), rejection);
+                    }
+                }
+            }
+            cache.retain(|key, _| cache_keys.contains(key));
+        }
+        reject_path_conflicts(&mut apis, &mut rejected, &origins);
+
+        for (id, rejection) in &rejected {
+            if previous.rejected.get(id) != Some(rejection) {
+                tracing::warn!(api = %rejection.id, name = %rejection.name, origin = %rejection.origin, reason = %rejection.reason, "API rejected");
+            }
+        }
+        let changed = !previous.initialized
+            || previous.apis.len() != apis.len()
+            || previous
+                .apis
+                .iter()
+                .zip(apis.iter())
+                .any(|((a_id, a), (b_id, b))| a_id != b_id || a.revision != b.revision);
+        let version = if changed && previous.initialized { previous.version + 1 } else { previous.version };
+        if changed {
+            for (id, api) in &apis {
+                if previous.apis.get(id).is_none_or(|old| old.revision != api.revision) {
+                    tracing::info!(api = %id, name = %api.name, revision = %api.revision, version, "API deployed");
+                }
+            }
+            for id in previous.apis.keys().filter(|id| !apis.contains_key(*id)) {
+                tracing::info!(api = %id, version, "API undeployed");
+            }
+        }
+        let report = DeployReport { version, changed, deployed: apis.len(), rejected: rejected.len() };
+        self.tx.send_replace(Arc::new(Snapshot {
+            version,
+            initialized: true,
+            apis,
+            rejected,
+            skipped,
+            subscriptions,
+            api_keys,
+        }));
+        report
+    }
+}
+
+fn outcome_id(outcome: &Outcome, source: &ApiSource) -> String {
+    let id = match outcome {
+        Outcome::Deploy(api) => &api.id,
+        Outcome::Skipped { id, .. } => id,
+        Outcome::Rejected(r) => &r.id,
+    };
+    if id.is_empty() { source.origin.clone() } else { id.clone() }
+}
+
+/// Two APIs on the same host + context path would make routing ambiguous: as Gravitee does, the second
+/// one (by id order, so the choice is stable) is rejected.
+fn reject_path_conflicts(
+    apis: &mut BTreeMap<String, Arc<Api>>,
+    rejected: &mut BTreeMap<String, Rejection>,
+    origins: &HashMap<String, String>,
+) {
+    let mut owners: HashMap<(String, String), String> = HashMap::new();
+    let mut losers = Vec::new();
+    for (id, api) in apis.iter() {
+        for context in &api.context_paths {
+            let key = (context.host.clone(), context.path.clone());
+            match owners.get(&key) {
+                Some(owner) if owner != id => {
+                    losers.push((
+                        id.clone(),
+                        format!("context path {}{} is already served by API {owner}", context.host, context.path),
+                    ));
+                    break;
+                }
+                _ => {
+                    owners.insert(key, id.clone());
+                }
+            }
+        }
+    }
+    for (id, reason) in losers {
+        if let Some(api) = apis.remove(&id) {
+            rejected.insert(
+                id.clone(),
+                Rejection {
+                    id,
+                    name: api.name.clone(),
+                    origin: origins.get(&api.id).cloned().unwrap_or_default(),
+                    reason,
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::DefinitionText;
+    use serde_json::json;
+
+    fn source(id: &str, path: &str) -> ApiSource {
+        ApiSource {
+            id: id.into(),
+            name: id.into(),
+            origin: format!("file {id}.json"),
+            definition: DefinitionText::Parsed(json!({
+                "id": id, "definitionVersion": "4.0.0",
+                "listeners": [{"type": "http", "paths": [{"path": path}]}],
+                "endpointGroups": [{"endpoints": [{"configuration": {"target": "http://127.0.0.1:1"}}]}],
+                "plans": [{"id": "p", "security": {"type": "key-less"}, "status": "published"}]
+            })),
+            environment_id: "DEFAULT".into(),
+            organization_id: "DEFAULT".into(),
+        }
+    }
+
+    #[test]
+    fn versions_move_only_on_real_changes() {
+        let store = ConfigStore::new(ShardingTags::default());
+        let first = store.deploy(vec![source("a", "/a")], 0, 0);
+        assert!(first.changed);
+        let again = store.deploy(vec![source("a", "/a")], 0, 0);
+        assert!(!again.changed);
+        assert_eq!(again.version, first.version);
+        let moved = store.deploy(vec![source("a", "/a2")], 0, 0);
+        assert!(moved.changed);
+        assert_eq!(moved.version, first.version + 1);
+        let removed = store.deploy(vec![], 0, 0);
+        assert_eq!((removed.version, removed.deployed), (first.version + 2, 0));
+    }
+
+    #[test]
+    fn a_bad_api_is_rejected_alone() {
+        let store = ConfigStore::new(ShardingTags::default());
+        let mut bad = source("bad", "/bad");
+        bad.definition = DefinitionText::Json("{not json".into());
+        let report = store.deploy(vec![source("good", "/good"), bad], 0, 0);
+        assert_eq!((report.deployed, report.rejected), (1, 1));
+        let snapshot = store.current();
+        assert!(snapshot.apis.contains_key("good"));
+        assert!(snapshot.rejected["bad"].reason.contains("not valid JSON"));
+    }
+
+    #[test]
+    fn conflicting_paths_and_duplicate_ids_are_rejected() {
+        let store = ConfigStore::new(ShardingTags::default());
+        let mut dup = source("a", "/other");
+        dup.origin = "file copy.json".into();
+        let report = store.deploy(vec![source("a", "/x"), source("b", "/x"), dup], 0, 0);
+        assert_eq!(report.deployed, 1);
+        let snapshot = store.current();
+        assert!(snapshot.rejected["b"].reason.contains("already served by API a"));
+        assert!(snapshot.rejected.values().any(|r| r.reason.starts_with("duplicate API id")));
+    }
+}
