@@ -18,7 +18,10 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(error) => {
-            let _ = error.print();
+            // One line, like every other configuration error; `--help` has the rest.
+            let text = error.to_string();
+            let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
+            eprintln!("hgw-agent: invalid configuration: {first} (see --help)");
             return ExitCode::from(EXIT_CONFIG);
         }
     };

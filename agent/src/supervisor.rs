@@ -69,7 +69,14 @@ async fn supervise(bin: PathBuf, args: Vec<String>, index: u16, cancel: Cancella
     let mut backoff = RESTART_BACKOFF_START;
     loop {
         let started = tokio::time::Instant::now();
-        let mut child = match tokio::process::Command::new(&bin)
+        let mut command = tokio::process::Command::new(&bin);
+        // Dataplanes need no Cloud Token or license: keep secrets out of their environment.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().to_ascii_uppercase().starts_with("GRAVITEE_") {
+                command.env_remove(&name);
+            }
+        }
+        let mut child = match command
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())

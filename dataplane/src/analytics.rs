@@ -1,0 +1,454 @@
+//! Analytics: one Gravitee v4 metrics record per request, queued without ever blocking a request,
+//! batched, and streamed to the agent on `hgw.v1.Analytics/Report` until acknowledged.
+//!
+//! Memory is bounded twice: the record queue (`--analytics-queue`) and the unacknowledged batches
+//! (`queue / 500 + 1`). When the batches are full the reporter stops draining the queue, so the queue
+//! fills and further records are dropped and counted: the agent learns the count in `dropped`.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hgw_proto::v1::analytics_client::AnalyticsClient;
+use hgw_proto::v1::{MetricsRecord, ReportRequest, ReportResponse};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::agent_client::{self, AgentError};
+use crate::backoff::Backoff;
+use crate::body::RequestStats;
+use crate::config::AgentAddr;
+use crate::metrics::Metrics;
+use crate::upstream::error_chain;
+
+/// Records per batch: large enough to amortise the agent's fsync, small enough for one gRPC message.
+pub const BATCH_SIZE: usize = 500;
+/// A partial batch is sent after this long, so records reach the agent promptly at low traffic.
+pub const BATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The request path's handle on the queue. Cheap to share; `record` never awaits.
+#[derive(Debug)]
+pub struct AnalyticsSink {
+    tx: mpsc::Sender<MetricsRecord>,
+    metrics: Arc<Metrics>,
+    /// Drops since the last sealed batch, reported in its `dropped` field.
+    dropped_since_batch: Arc<AtomicU64>,
+}
+
+impl AnalyticsSink {
+    /// Enqueues a record, or counts it as dropped when the queue is full or closed.
+    pub fn record(&self, record: MetricsRecord) {
+        match self.tx.try_send(record) {
+            Ok(()) => {
+                self.metrics.analytics_queued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.metrics.analytics_dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped_since_batch.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Creates the queue: the sink for requests and the reporter that drains it.
+pub fn channel(capacity: usize, metrics: Arc<Metrics>, dataplane_id: String) -> (Arc<AnalyticsSink>, Reporter) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let dropped = Arc::new(AtomicU64::new(0));
+    let sink = Arc::new(AnalyticsSink { tx, metrics: metrics.clone(), dropped_since_batch: dropped.clone() });
+    let reporter = Reporter {
+        rx,
+        batches: Batches {
+            pending: VecDeque::new(),
+            max_pending: capacity / BATCH_SIZE + 1,
+            current: Vec::with_capacity(BATCH_SIZE),
+            next_sequence: 1,
+            dropped_since_batch: dropped,
+            metrics,
+            dataplane_id,
+        },
+    };
+    (sink, reporter)
+}
+
+/// A request's metrics record while the request runs; emitted when dropped, so exactly once.
+#[derive(Debug)]
+pub struct PendingRecord {
+    record: MetricsRecord,
+    arrival: Instant,
+    endpoint_time: Option<Duration>,
+    request: Option<Arc<RequestStats>>,
+    response_bytes: u64,
+    sink: Arc<AnalyticsSink>,
+}
+
+impl PendingRecord {
+    /// `record` carries the fields known at arrival; `arrival` starts the gateway response time.
+    pub fn new(record: MetricsRecord, arrival: Instant, sink: Arc<AnalyticsSink>) -> PendingRecord {
+        PendingRecord { record, arrival, endpoint_time: None, request: None, response_bytes: 0, sink }
+    }
+
+    pub fn record_mut(&mut self) -> &mut MetricsRecord {
+        &mut self.record
+    }
+
+    pub fn set_request_stats(&mut self, stats: Arc<RequestStats>) {
+        self.request = Some(stats);
+    }
+
+    /// Time from sending to the endpoint until its response headers (or failure).
+    pub fn set_endpoint_time(&mut self, elapsed: Duration) {
+        self.endpoint_time = Some(elapsed);
+    }
+
+    pub fn add_response_bytes(&mut self, bytes: u64) {
+        self.response_bytes += bytes;
+    }
+}
+
+impl Drop for PendingRecord {
+    fn drop(&mut self) {
+        let mut record = std::mem::take(&mut self.record);
+        let gateway = millis(self.arrival.elapsed());
+        let endpoint = self.endpoint_time.map_or(0, millis);
+        record.gateway_response_time_ms = gateway;
+        record.endpoint_response_time_ms = endpoint;
+        record.gateway_latency_ms = (gateway - endpoint).max(0);
+        record.response_content_length = i64::try_from(self.response_bytes).unwrap_or(i64::MAX);
+        if let Some(stats) = &self.request {
+            record.request_content_length = i64::try_from(stats.bytes()).unwrap_or(i64::MAX);
+            record.request_ended = stats.ended();
+        }
+        self.sink.record(record);
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Epoch milliseconds now, for `timestamp_ms`.
+pub fn epoch_millis() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, millis)
+}
+
+/// Sealed batches waiting for acknowledgement, and the batch being filled.
+#[derive(Debug)]
+struct Batches {
+    pending: VecDeque<ReportRequest>,
+    max_pending: usize,
+    current: Vec<MetricsRecord>,
+    next_sequence: u64,
+    dropped_since_batch: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+    dataplane_id: String,
+}
+
+impl Batches {
+    fn has_room(&self) -> bool {
+        self.pending.len() < self.max_pending
+    }
+
+    /// Adds a record; returns a sealed batch when it fills one.
+    fn push(&mut self, record: MetricsRecord) -> Option<&ReportRequest> {
+        self.current.push(record);
+        if self.current.len() >= BATCH_SIZE { self.seal() } else { None }
+    }
+
+    /// Seals the current batch (also an empty one when drops must be reported).
+    fn seal(&mut self) -> Option<&ReportRequest> {
+        let dropped = self.dropped_since_batch.load(Ordering::Relaxed);
+        if self.current.is_empty() && dropped == 0 {
+            return None;
+        }
+        self.dropped_since_batch.fetch_sub(dropped, Ordering::Relaxed);
+        let batch = ReportRequest {
+            sequence: self.next_sequence,
+            dataplane_id: self.dataplane_id.clone(),
+            records: std::mem::replace(&mut self.current, Vec::with_capacity(BATCH_SIZE)),
+            dropped,
+        };
+        self.next_sequence += 1;
+        self.pending.push_back(batch);
+        self.publish_pending();
+        self.pending.back()
+    }
+
+    fn ack(&mut self, sequence: u64) {
+        if let Some(pos) = self.pending.iter().position(|b| b.sequence == sequence) {
+            if let Some(batch) = self.pending.remove(pos) {
+                self.metrics.analytics_acked.fetch_add(batch.records.len() as u64, Ordering::Relaxed);
+            }
+            self.publish_pending();
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.current.is_empty()
+    }
+
+    fn unacknowledged_records(&self) -> u64 {
+        self.pending.iter().map(|b| b.records.len() as u64).sum::<u64>() + self.current.len() as u64
+    }
+
+    fn publish_pending(&self) {
+        self.metrics.analytics_batches_pending.store(self.pending.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// An open `Analytics/Report` stream.
+struct ReportStream {
+    tx: mpsc::Sender<ReportRequest>,
+    inbound: tonic::Streaming<ReportResponse>,
+}
+
+impl ReportStream {
+    /// Queues a batch on the stream; false when the stream is gone.
+    fn send(&self, batch: &ReportRequest) -> bool {
+        self.tx.try_send(batch.clone()).is_ok()
+    }
+}
+
+type Connecting = Pin<Box<dyn Future<Output = Result<(ReportStream, u64), AgentError>> + Send>>;
+
+/// Drains the record queue into batches and keeps them flowing to the agent.
+#[derive(Debug)]
+pub struct Reporter {
+    rx: mpsc::Receiver<MetricsRecord>,
+    batches: Batches,
+}
+
+impl Reporter {
+    /// Runs until `flush` delivers a deadline and every batch is acknowledged, or the deadline passes.
+    /// The deadline comes after the HTTP server drained, so the last requests' records are included.
+    pub async fn run(mut self, agent: AgentAddr, flush: oneshot::Receiver<Instant>) {
+        let mut backoff = Backoff::default();
+        let mut stream: Option<ReportStream> = None;
+        let mut connecting: Option<Connecting> = Some(self.connect(&agent));
+        let mut retry_at: Option<Instant> = None;
+        let mut deadline: Option<Instant> = None;
+        let mut flush = flush;
+        let mut flush_armed = true;
+        let mut rx_open = true;
+        let mut tick = tokio::time::interval(BATCH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        loop {
+            if deadline.is_some() && self.batches.is_empty() {
+                tracing::info!("analytics flushed and acknowledged");
+                return;
+            }
+            let draining = deadline.is_none() && rx_open && self.batches.has_room();
+            tokio::select! {
+                flushed = &mut flush, if flush_armed => {
+                    flush_armed = false;
+                    deadline = Some(flushed.unwrap_or_else(|_| Instant::now()));
+                    self.drain_for_shutdown(stream.as_ref());
+                }
+                () = sleep_until(deadline) => {
+                    let lost = self.batches.unacknowledged_records();
+                    self.batches.metrics.analytics_dropped.fetch_add(lost, Ordering::Relaxed);
+                    tracing::warn!(records = lost, batches = self.batches.pending.len(),
+                        "shutdown grace period over: analytics records not acknowledged by the agent are lost");
+                    return;
+                }
+                received = self.rx.recv(), if draining => match received {
+                    Some(record) => {
+                        if let Some(batch) = self.batches.push(record) {
+                            send(&mut stream, batch);
+                        }
+                    }
+                    None => rx_open = false,
+                },
+                _ = tick.tick() => {
+                    // Without room, drops keep accumulating and ride on the next batch.
+                    if !self.batches.has_room() {
+                        continue;
+                    }
+                    if let Some(batch) = self.batches.seal() {
+                        send(&mut stream, batch);
+                    }
+                }
+                connected = poll_connecting(&mut connecting) => {
+                    connecting = None;
+                    match connected {
+                        Ok((open, sent_through)) => {
+                            tracing::info!("analytics stream to the agent open");
+                            for batch in self.batches.pending.iter().filter(|b| b.sequence > sent_through) {
+                                open.send(batch);
+                            }
+                            stream = Some(open);
+                        }
+                        Err(error) => {
+                            let delay = backoff.next_delay();
+                            tracing::warn!(error = %error_chain(&error), retry_in_ms = delay.as_millis() as u64, "analytics stream to the agent failed");
+                            retry_at = Some(Instant::now() + delay);
+                        }
+                    }
+                }
+                () = sleep_until(retry_at) => {
+                    retry_at = None;
+                    connecting = Some(self.connect(&agent));
+                }
+                message = next_ack(&mut stream) => match message {
+                    Ok(Some(ReportResponse { sequence })) => {
+                        backoff.reset();
+                        self.batches.ack(sequence);
+                    }
+                    Ok(None) | Err(_) => {
+                        let delay = backoff.next_delay();
+                        match message {
+                            Err(status) => tracing::warn!(error = %status, retry_in_ms = delay.as_millis() as u64, "analytics stream to the agent broke"),
+                            _ => tracing::warn!(retry_in_ms = delay.as_millis() as u64, "agent closed the analytics stream"),
+                        }
+                        stream = None;
+                        retry_at = Some(Instant::now() + delay);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Moves every queued record into batches, ignoring the pending bound: the queue is bounded
+    /// already, and this is the last chance to deliver them.
+    fn drain_for_shutdown(&mut self, stream: Option<&ReportStream>) {
+        self.rx.close();
+        while let Ok(record) = self.rx.try_recv() {
+            if let Some(batch) = self.batches.push(record)
+                && let Some(s) = stream
+            {
+                s.send(batch);
+            }
+        }
+        if let Some(batch) = self.batches.seal()
+            && let Some(s) = stream
+        {
+            s.send(batch);
+        }
+    }
+
+    /// Opens a stream with every pending batch already queued on it (so an agent that waits for the
+    /// first message before answering cannot deadlock it); returns the last sequence queued.
+    fn connect(&self, agent: &AgentAddr) -> Connecting {
+        let agent = agent.clone();
+        let initial: Vec<ReportRequest> = self.batches.pending.iter().cloned().collect();
+        // Room for every batch this stream can ever hold, so `try_send` only fails when it is closed.
+        let capacity = self.batches.max_pending + initial.len() + 8;
+        Box::pin(async move {
+            let channel = agent_client::connect(&agent).await?;
+            let (tx, rx) = mpsc::channel(capacity);
+            let sent_through = initial.last().map_or(0, |b| b.sequence);
+            for batch in initial {
+                let _ = tx.try_send(batch);
+            }
+            let response =
+                AnalyticsClient::new(channel).report(ReceiverStream::new(rx)).await.map_err(AgentError::Rpc)?;
+            Ok((ReportStream { tx, inbound: response.into_inner() }, sent_through))
+        })
+    }
+}
+
+fn send(stream: &mut Option<ReportStream>, batch: &ReportRequest) {
+    if let Some(s) = stream
+        && !s.send(batch)
+    {
+        // The stream task is gone; the inbound side reports the error and triggers the reconnect.
+        tracing::debug!(sequence = batch.sequence, "analytics stream closed before the batch was queued");
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll_connecting(connecting: &mut Option<Connecting>) -> Result<(ReportStream, u64), AgentError> {
+    match connecting {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_ack(stream: &mut Option<ReportStream>) -> Result<Option<ReportResponse>, tonic::Status> {
+    match stream {
+        Some(s) => s.inbound.message().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batches(capacity: usize) -> (Batches, Arc<AtomicU64>) {
+        let metrics = Arc::new(Metrics::default());
+        let (sink, reporter) = channel(capacity, metrics, "dp".into());
+        (reporter.batches, sink.dropped_since_batch.clone())
+    }
+
+    #[test]
+    fn seals_full_batches_with_increasing_sequences() {
+        let (mut b, _) = batches(10_000);
+        assert_eq!(b.max_pending, 21);
+        for i in 0..BATCH_SIZE - 1 {
+            assert!(b.push(MetricsRecord { request_id: i.to_string(), ..Default::default() }).is_none());
+        }
+        let sealed = b.push(MetricsRecord::default()).unwrap();
+        assert_eq!((sealed.sequence, sealed.records.len()), (1, BATCH_SIZE));
+        b.push(MetricsRecord::default());
+        assert_eq!(b.seal().unwrap().sequence, 2);
+        assert!(b.seal().is_none(), "nothing to report");
+        assert_eq!(b.pending.len(), 2);
+        assert_eq!(b.metrics.analytics_batches_pending.load(Ordering::Relaxed), 2);
+        b.ack(1);
+        assert_eq!(b.metrics.analytics_acked.load(Ordering::Relaxed), BATCH_SIZE as u64);
+        b.ack(1);
+        assert_eq!(b.pending.len(), 1);
+        b.ack(2);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn drops_are_reported_in_the_next_batch() {
+        let (mut b, dropped) = batches(10);
+        assert_eq!(b.max_pending, 1);
+        dropped.fetch_add(3, Ordering::Relaxed);
+        let sealed = b.seal().unwrap();
+        assert_eq!((sealed.records.len(), sealed.dropped), (0, 3));
+        assert!(!b.has_room());
+        assert!(b.seal().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts() {
+        let metrics = Arc::new(Metrics::default());
+        let (sink, _reporter) = channel(2, metrics.clone(), "dp".into());
+        for _ in 0..5 {
+            sink.record(MetricsRecord::default());
+        }
+        assert_eq!(metrics.analytics_queued.load(Ordering::Relaxed), 2);
+        assert_eq!(metrics.analytics_dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(sink.dropped_since_batch.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn pending_record_emits_once_on_drop() {
+        let metrics = Arc::new(Metrics::default());
+        let (sink, mut reporter) = channel(10, metrics, "dp".into());
+        let mut pending =
+            PendingRecord::new(MetricsRecord { request_id: "r".into(), ..Default::default() }, Instant::now(), sink);
+        pending.add_response_bytes(5);
+        pending.set_endpoint_time(Duration::ZERO);
+        drop(pending);
+        let record = reporter.rx.try_recv().unwrap();
+        assert_eq!(record.request_id, "r");
+        assert_eq!(record.response_content_length, 5);
+        assert!(record.gateway_latency_ms >= 0);
+        assert!(reporter.rx.try_recv().is_err());
+    }
+}

@@ -1,0 +1,177 @@
+//! Streaming body wrappers: they pass frames through untouched and count bytes for the metrics record.
+//! Nothing is buffered, so request and response sizes are unbounded and memory stays flat.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::analytics::PendingRecord;
+use crate::metrics::InFlight;
+
+/// What the proxy learned about the client's request body while streaming it upstream.
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    bytes: AtomicU64,
+    ended: AtomicBool,
+}
+
+impl RequestStats {
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the whole request body was read.
+    pub fn ended(&self) -> bool {
+        self.ended.load(Ordering::Relaxed)
+    }
+}
+
+/// The client's request body on its way to the endpoint.
+#[derive(Debug)]
+pub struct RequestBody {
+    inner: Option<Incoming>,
+    stats: Arc<RequestStats>,
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming) -> (RequestBody, Arc<RequestStats>) {
+        let stats = Arc::new(RequestStats::default());
+        if inner.is_end_stream() {
+            // Clients may never poll an empty body, so it is "ended" from the start.
+            stats.ended.store(true, Ordering::Relaxed);
+        }
+        (RequestBody { inner: Some(inner), stats: stats.clone() }, stats)
+    }
+
+    /// A body without content (tests, and requests that have none).
+    pub fn empty() -> RequestBody {
+        let stats = Arc::new(RequestStats::default());
+        stats.ended.store(true, Ordering::Relaxed);
+        RequestBody { inner: None, stats }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(Pin::new(&mut *inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    this.stats.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                if inner.is_end_stream() {
+                    this.stats.ended.store(true, Ordering::Relaxed);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(e))),
+            None => {
+                this.stats.ended.store(true, Ordering::Relaxed);
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+#[derive(Debug)]
+enum Inner {
+    /// A body the gateway made (mock, errors): sent in one frame.
+    Full(Option<Bytes>),
+    /// The endpoint's response body, streamed.
+    Upstream(Incoming),
+}
+
+/// Every response the proxy sends. It holds the request's metrics record, emitted exactly once when
+/// the body ends, fails or is dropped (client gone), and the in-flight gauge guard.
+#[derive(Debug)]
+pub struct ResponseBody {
+    inner: Inner,
+    record: Option<PendingRecord>,
+    _in_flight: InFlight,
+}
+
+impl ResponseBody {
+    pub fn full(content: Bytes, record: Option<PendingRecord>, in_flight: InFlight) -> ResponseBody {
+        ResponseBody { inner: Inner::Full(Some(content).filter(|c| !c.is_empty())), record, _in_flight: in_flight }
+    }
+
+    pub fn upstream(body: Incoming, record: Option<PendingRecord>, in_flight: InFlight) -> ResponseBody {
+        ResponseBody { inner: Inner::Upstream(body), record, _in_flight: in_flight }
+    }
+
+    fn count(&mut self, bytes: usize) {
+        if let Some(record) = self.record.as_mut() {
+            record.add_response_bytes(bytes as u64);
+        }
+    }
+
+    /// Emits the record now rather than when hyper gets around to dropping the body.
+    fn finish(&mut self) {
+        drop(self.record.take());
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = match &mut this.inner {
+            Inner::Full(content) => Poll::Ready(content.take().map(|c| Ok(Frame::data(c)))),
+            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
+        };
+        match ready!(polled) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    this.count(data.len());
+                }
+                if this.is_end_stream() {
+                    this.finish();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => {
+                this.finish();
+                Poll::Ready(Some(Err(e)))
+            }
+            None => {
+                this.finish();
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(content) => content.is_none(),
+            Inner::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(content) => SizeHint::with_exact(content.as_ref().map_or(0, |c| c.len() as u64)),
+            Inner::Upstream(body) => body.size_hint(),
+        }
+    }
+}

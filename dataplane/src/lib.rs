@@ -1,0 +1,140 @@
+//! hgw-dataplane: an HTTP proxy configured by hgw-agent over gRPC.
+//!
+//! The agent pushes compiled APIs ([`agent_client`]), which become an immutable [`routes::RouteTable`]
+//! published through `ArcSwap`; the [`proxy`] reads the current snapshot without locks for every
+//! request, and each request's metrics record flows to the agent through [`analytics`].
+
+pub mod admin;
+pub mod agent_client;
+pub mod analytics;
+pub mod backoff;
+pub mod body;
+pub mod config;
+pub mod flows;
+pub mod listen;
+pub mod metrics;
+pub mod proxy;
+pub mod routes;
+pub mod shutdown;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::analytics::AnalyticsSink;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::routes::RouteTable;
+
+/// State shared by the proxy, the agent client and the admin listener.
+#[derive(Debug)]
+pub struct Shared {
+    /// The current route table; replaced whole on every applied update.
+    pub routes: ArcSwap<RouteTable>,
+    /// Set once, after the first applied update.
+    ready: AtomicBool,
+    pub metrics: Arc<Metrics>,
+    pub analytics: Arc<AnalyticsSink>,
+    /// The root shutdown token: cancelled means draining.
+    shutdown: CancellationToken,
+}
+
+impl Shared {
+    pub fn new(metrics: Arc<Metrics>, analytics: Arc<AnalyticsSink>, shutdown: CancellationToken) -> Shared {
+        Shared {
+            routes: ArcSwap::from_pointee(RouteTable::default()),
+            ready: AtomicBool::new(false),
+            metrics,
+            analytics,
+            shutdown,
+        }
+    }
+
+    /// Whether a configuration has been applied (the route table is the agent's, not the empty one).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Called after the table is stored, so a reader that sees `ready` also sees the table.
+    pub fn mark_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+}
+
+/// Why the dataplane could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot bind the {what} listener on {addr}: {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("cannot write the address file {path}: {source}")]
+    AddrFile { path: PathBuf, source: std::io::Error },
+}
+
+/// Runs until SIGTERM or SIGINT, then drains.
+pub async fn run_until_signal(config: Config) -> Result<(), RunError> {
+    let root = CancellationToken::new();
+    tokio::spawn(shutdown::cancel_on_signal(root.clone()));
+    run(config, root).await
+}
+
+/// Runs the dataplane until `shutdown` is cancelled, then: stop accepting, let in-flight requests
+/// finish within the grace period, flush analytics within what is left of it, and return.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let listener = listen::bind(config.listen, config.reuse_port).map_err(|source| RunError::Bind {
+        what: "HTTP",
+        addr: config.listen,
+        source,
+    })?;
+    let admin_listener = listen::bind(config.admin_listen, false).map_err(|source| RunError::Bind {
+        what: "admin",
+        addr: config.admin_listen,
+        source,
+    })?;
+    let bound = |l: &tokio::net::TcpListener, addr| l.local_addr().unwrap_or(addr);
+    let listen_addr = bound(&listener, config.listen);
+    let admin_addr = bound(&admin_listener, config.admin_listen);
+    if let Some(path) = &config.addr_file {
+        listen::write_addr_file(path, listen_addr, admin_addr)
+            .map_err(|source| RunError::AddrFile { path: path.clone(), source })?;
+    }
+    tracing::info!(
+        listen = %listen_addr, admin = %admin_addr, agent = %config.agent, id = %config.id,
+        workers = config.workers, version = env!("CARGO_PKG_VERSION"), "hgw-dataplane started"
+    );
+
+    let metrics = Arc::new(Metrics::default());
+    let (sink, reporter) = analytics::channel(config.analytics_queue, metrics.clone(), config.id.clone());
+    let shared = Arc::new(Shared::new(metrics, sink, shutdown.clone()));
+
+    let (flush_tx, flush_rx) = oneshot::channel();
+    let reporter_task = tokio::spawn(reporter.run(config.agent.clone(), flush_rx));
+    let identity = agent_client::Identity {
+        dataplane_id: config.id.clone(),
+        tags: config.tags.clone(),
+        hostname: config::hostname(),
+        listen_address: listen_addr.to_string(),
+    };
+    let agent_task =
+        tokio::spawn(agent_client::run(config.agent.clone(), identity, shared.clone(), shutdown.child_token()));
+    let admin_cancel = CancellationToken::new();
+    let admin_task = tokio::spawn(admin::serve(admin_listener, shared.clone(), admin_cancel.clone()));
+
+    let deadline = proxy::serve(listener, shared.clone(), shutdown, config.shutdown_grace).await;
+    let _ = agent_task.await;
+    let _ = flush_tx.send(deadline);
+    let _ = reporter_task.await;
+    admin_cancel.cancel();
+    let _ = admin_task.await;
+    tracing::info!("hgw-dataplane stopped");
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! Process counters as plain atomics, rendered by hand in the Prometheus text format: a handful of
+//! series does not justify a metrics library in a binary meant to stay small.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// Every counter and gauge the admin `/metrics` page shows.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Responses by status class, index 0 = 1xx … 4 = 5xx.
+    responses: [AtomicU64; 5],
+    pub unmatched: AtomicU64,
+    in_flight: AtomicI64,
+    pub config_version: AtomicU64,
+    pub config_acks: AtomicU64,
+    pub config_nacks: AtomicU64,
+    pub apis: AtomicU64,
+    pub agent_connected: AtomicU64,
+    pub analytics_queued: AtomicU64,
+    pub analytics_acked: AtomicU64,
+    pub analytics_dropped: AtomicU64,
+    pub analytics_batches_pending: AtomicU64,
+}
+
+/// Decrements the in-flight gauge when the response body is done (or the request abandoned).
+#[derive(Debug)]
+pub struct InFlight(Arc<Metrics>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Metrics {
+    pub fn in_flight(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    pub fn count_response(&self, status: http::StatusCode) {
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        self.responses[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        family(&mut out, "hgw_dataplane_requests_total", "counter", "Responses sent, by status class.");
+        for (i, counter) in self.responses.iter().enumerate() {
+            let _ = writeln!(out, "hgw_dataplane_requests_total{{code=\"{}xx\"}} {}", i + 1, get(counter));
+        }
+        single(
+            &mut out,
+            "hgw_dataplane_requests_unmatched_total",
+            "counter",
+            "Requests no context path matched (404).",
+            get(&self.unmatched),
+        );
+        family(&mut out, "hgw_dataplane_requests_in_flight", "gauge", "Requests not finished yet.");
+        let _ = writeln!(out, "hgw_dataplane_requests_in_flight {}", self.in_flight.load(Ordering::Relaxed).max(0));
+        single(
+            &mut out,
+            "hgw_dataplane_config_version",
+            "gauge",
+            "Version of the configuration applied (0: none yet).",
+            get(&self.config_version),
+        );
+        family(&mut out, "hgw_dataplane_config_updates_total", "counter", "Config updates by answer.");
+        let _ = writeln!(out, "hgw_dataplane_config_updates_total{{result=\"ack\"}} {}", get(&self.config_acks));
+        let _ = writeln!(out, "hgw_dataplane_config_updates_total{{result=\"nack\"}} {}", get(&self.config_nacks));
+        single(&mut out, "hgw_dataplane_apis", "gauge", "APIs deployed.", get(&self.apis));
+        single(
+            &mut out,
+            "hgw_dataplane_agent_connected",
+            "gauge",
+            "1 while the config stream to the agent is up.",
+            get(&self.agent_connected),
+        );
+        family(
+            &mut out,
+            "hgw_dataplane_analytics_records_total",
+            "counter",
+            "Analytics records: queued, acknowledged by the agent, dropped.",
+        );
+        for (state, counter) in
+            [("queued", &self.analytics_queued), ("acked", &self.analytics_acked), ("dropped", &self.analytics_dropped)]
+        {
+            let _ = writeln!(out, "hgw_dataplane_analytics_records_total{{state=\"{state}\"}} {}", get(counter));
+        }
+        single(
+            &mut out,
+            "hgw_dataplane_analytics_batches_pending",
+            "gauge",
+            "Analytics batches waiting for the agent's acknowledgement.",
+            get(&self.analytics_batches_pending),
+        );
+        out
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_series() {
+        let m = Arc::new(Metrics::default());
+        m.count_response(http::StatusCode::OK);
+        m.count_response(http::StatusCode::NOT_FOUND);
+        m.count_response(http::StatusCode::NOT_FOUND);
+        let guard = m.in_flight();
+        let text = m.render();
+        assert!(text.contains("hgw_dataplane_requests_total{code=\"2xx\"} 1\n"));
+        assert!(text.contains("hgw_dataplane_requests_total{code=\"4xx\"} 2\n"));
+        assert!(text.contains("hgw_dataplane_requests_in_flight 1\n"));
+        assert!(text.contains("hgw_dataplane_config_updates_total{result=\"nack\"} 0\n"));
+        assert!(text.contains("hgw_dataplane_analytics_records_total{state=\"dropped\"} 0\n"));
+        assert!(text.contains("# TYPE hgw_dataplane_analytics_batches_pending gauge\n"));
+        drop(guard);
+        assert!(m.render().contains("hgw_dataplane_requests_in_flight 0\n"));
+    }
+}

@@ -1,0 +1,440 @@
+//! The HTTP proxy: accept connections (HTTP/1.1 and h2c), match a route, run the request flows, call
+//! the endpoint with the body streamed both ways, and answer Gravitee's error keys when it cannot.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hgw_proto::v1::MetricsRecord;
+use http::header::{CONNECTION, CONTENT_TYPE, HOST, USER_AGENT};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::Shared;
+use crate::analytics::{PendingRecord, epoch_millis};
+use crate::body::{RequestBody, ResponseBody};
+use crate::flows::{self, Mock};
+use crate::metrics::InFlight;
+use crate::routes::{Plan, RouteTable, normalise_host};
+use crate::upstream::{UpstreamError, error_chain};
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-gravitee-request-id");
+pub const X_TRANSACTION_ID: HeaderName = HeaderName::from_static("x-gravitee-transaction-id");
+
+/// Gravitee's answer when no API matches, byte for byte.
+pub const NO_CONTEXT_PATH: &str = "No context-path matches the request URI.";
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1, plus the legacy ones).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+];
+
+/// Errors the gateway answers itself, with Gravitee's keys and statuses.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("The gateway is not ready: waiting for its first configuration")]
+    NotReady,
+    #[error("No endpoint available")]
+    NoEndpoint,
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+impl GatewayError {
+    /// Gravitee's error key (also the label a response template would use).
+    pub fn key(&self) -> &'static str {
+        match self {
+            GatewayError::NotReady => "GATEWAY_NOT_READY",
+            GatewayError::NoEndpoint => "NO_ENDPOINT_FOUND",
+            GatewayError::Upstream(UpstreamError::ReadTimeout) => "REQUEST_TIMEOUT",
+            GatewayError::Upstream(UpstreamError::ConnectTimeout) => "UPSTREAM_CONNECT_TIMEOUT",
+            GatewayError::Upstream(UpstreamError::ConnectionRefused) => "UPSTREAM_CONNECTION_REFUSED",
+            GatewayError::Upstream(UpstreamError::Connection(_)) => "GATEWAY_CLIENT_CONNECTION_ERROR",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::NotReady | GatewayError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Upstream(UpstreamError::ReadTimeout | UpstreamError::ConnectTimeout) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// What the client reads: causes stay in logs and the metrics record, not in responses.
+    pub fn public_message(&self) -> String {
+        match self {
+            GatewayError::Upstream(UpstreamError::Connection(_)) => "Bad gateway".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The two addresses of a client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+/// Accepts connections until `shutdown`, then lets them finish until `grace` runs out.
+/// Returns the grace deadline, which also bounds the analytics flush that follows.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> Instant {
+    // auto::Builder serves HTTP/1.1 and, on the h2 preface, HTTP/2 with prior knowledge (h2c).
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // With a timer, hyper closes HTTP/1 connections that do not send their headers within 30 s.
+    builder.http1().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, remote) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Usually EMFILE: back off briefly instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
+        let conn = ConnInfo { local, remote };
+        let shared = shared.clone();
+        let service = service_fn(move |req| {
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(handle(req, conn, &shared).await) }
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let watched = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = watched.await {
+                tracing::debug!(error = %error, %remote, "client connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let deadline = Instant::now() + grace;
+    tracing::info!(connections = graceful.count(), grace_ms = grace.as_millis() as u64, "draining");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all client connections drained"),
+        () = tokio::time::sleep_until(deadline) => tracing::warn!("shutdown grace period over; abandoning the remaining connections"),
+    }
+    deadline
+}
+
+/// Request and transaction ids, as header values ready to copy.
+struct Ids {
+    request: HeaderValue,
+    transaction: HeaderValue,
+}
+
+impl Ids {
+    fn new(headers: &HeaderMap) -> Ids {
+        let request =
+            HeaderValue::try_from(Uuid::new_v4().to_string()).unwrap_or_else(|_| HeaderValue::from_static(""));
+        let transaction =
+            headers.get(&X_TRANSACTION_ID).filter(|v| !v.is_empty()).cloned().unwrap_or_else(|| request.clone());
+        Ids { request, transaction }
+    }
+
+    fn apply(&self, headers: &mut HeaderMap) {
+        headers.insert(X_REQUEST_ID, self.request.clone());
+        headers.insert(X_TRANSACTION_ID, self.transaction.clone());
+    }
+}
+
+/// One request, start to response headers; the body wrapper carries it to the end.
+pub async fn handle(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Response<ResponseBody> {
+    let response = route(req, conn, shared).await;
+    shared.metrics.count_response(response.status());
+    response
+}
+
+async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Response<ResponseBody> {
+    let arrival = Instant::now();
+    let timestamp_ms = epoch_millis();
+    let in_flight = shared.metrics.in_flight();
+    let ids = Ids::new(req.headers());
+
+    if !shared.is_ready() {
+        return error_response(&GatewayError::NotReady, &ids, None, in_flight);
+    }
+    // The request keeps this snapshot (and its APIs and clients) until it is done.
+    let table: Arc<RouteTable> = shared.routes.load_full();
+    let raw_host = request_host(&req);
+    let path = req.uri().path();
+    let Some(found) = table.lookup(&normalise_host(raw_host), path) else {
+        shared.metrics.unmatched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return not_found(&ids, in_flight);
+    };
+    let api = found.api.clone();
+    let path_info = found.path_info(path).to_owned();
+
+    let mut record = api.analytics_enabled.then(|| {
+        let client_ip = conn.remote.ip().to_string();
+        let record = MetricsRecord {
+            timestamp_ms,
+            request_id: lossy(&ids.request),
+            transaction_id: lossy(&ids.transaction),
+            api_id: api.id.clone(),
+            api_name: api.name.clone(),
+            api_type: "proxy".to_owned(),
+            plan_id: api.plan.id.clone(),
+            // Gravitee's key-less convention: application "1", subscription = client address.
+            application_id: "1".to_owned(),
+            subscription_id: client_ip.clone(),
+            client_identifier: client_ip.clone(),
+            organization_id: api.organization_id.clone(),
+            environment_id: api.environment_id.clone(),
+            http_method: req.method().as_str().to_owned(),
+            local_address: conn.local.ip().to_string(),
+            remote_address: client_ip,
+            host: raw_host.to_owned(),
+            uri: req.uri().path_and_query().map_or_else(|| path.to_owned(), |pq| pq.as_str().to_owned()),
+            path_info: path_info.clone(),
+            user_agent: req.headers().get(USER_AGENT).map(lossy).unwrap_or_default(),
+            entrypoint_id: "http-proxy".to_owned(),
+            security_type: Plan::SECURITY_TYPE.to_owned(),
+            ..Default::default()
+        };
+        PendingRecord::new(record, arrival, shared.analytics.clone())
+    });
+
+    let (parts, body) = req.into_parts();
+    let (body, stats) = RequestBody::new(body);
+    if let Some(r) = record.as_mut() {
+        r.set_request_stats(stats);
+    }
+
+    if let Some(mock) = flows::request_phase(&api.flows, &parts.method, &path_info) {
+        return mock_response(mock, &ids, record, in_flight);
+    }
+
+    let Some(endpoint) = api.endpoints.next_endpoint() else {
+        return error_response(&GatewayError::NoEndpoint, &ids, record, in_flight);
+    };
+    let Some(client) = table.client(&endpoint.http.client_key()) else {
+        return error_response(&GatewayError::NoEndpoint, &ids, record, in_flight);
+    };
+    let url = endpoint.target.url_for(&path_info, parts.uri.query());
+    if let Some(r) = record.as_mut() {
+        r.record_mut().endpoint = url.clone();
+    }
+    let uri: http::Uri = match url.parse() {
+        Ok(uri) => uri,
+        Err(error) => {
+            let error = UpstreamError::Connection(format!("invalid upstream URL {url:?}: {error}"));
+            return error_response(&error.into(), &ids, record, in_flight);
+        }
+    };
+
+    let mut headers = forwardable(&parts.headers);
+    if endpoint.http.propagate_client_host {
+        if let Some(host) = parts.headers.get(HOST) {
+            headers.insert(HOST, host.clone());
+        } else if let Some(Ok(host)) = parts.uri.authority().map(|a| HeaderValue::from_str(a.as_str())) {
+            headers.insert(HOST, host);
+        }
+    }
+    ids.apply(&mut headers);
+    for (name, value) in &endpoint.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    let mut upstream = Request::new(body);
+    *upstream.method_mut() = parts.method;
+    *upstream.uri_mut() = uri;
+    *upstream.version_mut() = Version::HTTP_11;
+    *upstream.headers_mut() = headers;
+
+    let sent = Instant::now();
+    let outcome = tokio::time::timeout(endpoint.http.read_timeout, client.request(upstream)).await;
+    if let Some(r) = record.as_mut() {
+        r.set_endpoint_time(sent.elapsed());
+    }
+    let response = match outcome {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => {
+            let classified = UpstreamError::classify(&error);
+            tracing::debug!(api = %api.id, %url, error = %error_chain(&error), "endpoint call failed");
+            return error_response(&classified.into(), &ids, record, in_flight);
+        }
+        Err(_) => {
+            return error_response(&UpstreamError::ReadTimeout.into(), &ids, record, in_flight);
+        }
+    };
+    let (parts, body) = response.into_parts();
+    if let Some(r) = record.as_mut() {
+        r.record_mut().status = u32::from(parts.status.as_u16());
+    }
+    let mut headers = forwardable(&parts.headers);
+    ids.apply(&mut headers);
+    let mut response = Response::new(ResponseBody::upstream(body, record, in_flight));
+    *response.status_mut() = parts.status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// The Host the client asked for: the Host header, or the HTTP/2 :authority.
+fn request_host<B>(req: &Request<B>) -> &str {
+    req.headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
+/// A copy of `headers` without hop-by-hop headers (and those `Connection` names) and without Host.
+fn forwardable(headers: &HeaderMap) -> HeaderMap {
+    let named_by_connection: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    let mut out = HeaderMap::with_capacity(headers.len() + 4);
+    for (name, value) in headers {
+        if name == HOST || HOP_BY_HOP.contains(name) || named_by_connection.contains(name) {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+fn lossy(value: &HeaderValue) -> String {
+    String::from_utf8_lossy(value.as_bytes()).into_owned()
+}
+
+fn mock_response(
+    mock: &Mock,
+    ids: &Ids,
+    mut record: Option<PendingRecord>,
+    in_flight: InFlight,
+) -> Response<ResponseBody> {
+    if let Some(r) = record.as_mut() {
+        r.record_mut().status = u32::from(mock.status.as_u16());
+    }
+    let mut response = Response::new(ResponseBody::full(mock.content.clone(), record, in_flight));
+    *response.status_mut() = mock.status;
+    let headers = response.headers_mut();
+    for (name, value) in &mock.headers {
+        headers.append(name.clone(), value.clone());
+    }
+    ids.apply(headers);
+    response
+}
+
+fn not_found(ids: &Ids, in_flight: InFlight) -> Response<ResponseBody> {
+    let mut response =
+        Response::new(ResponseBody::full(Bytes::from_static(NO_CONTEXT_PATH.as_bytes()), None, in_flight));
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    ids.apply(response.headers_mut());
+    response
+}
+
+/// Gravitee's JSON error body: `{"message":"...","http_status_code":N}`.
+fn error_response(
+    error: &GatewayError,
+    ids: &Ids,
+    mut record: Option<PendingRecord>,
+    in_flight: InFlight,
+) -> Response<ResponseBody> {
+    let status = error.status();
+    if let Some(r) = record.as_mut() {
+        let rec = r.record_mut();
+        rec.status = u32::from(status.as_u16());
+        rec.error_key = error.key().to_owned();
+        rec.error_message = error.to_string();
+    }
+    let body = serde_json::json!({
+        "message": error.public_message(),
+        "http_status_code": status.as_u16(),
+    })
+    .to_string();
+    let mut response = Response::new(ResponseBody::full(Bytes::from(body), record, in_flight));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    ids.apply(response.headers_mut());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_host_are_not_forwarded() {
+        let mut h = HeaderMap::new();
+        h.insert(HOST, HeaderValue::from_static("client.example"));
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.append("accept", HeaderValue::from_static("a"));
+        h.append("accept", HeaderValue::from_static("b"));
+        let out = forwardable(&h);
+        let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, vec!["accept"]);
+        assert_eq!(out.get_all("accept").iter().count(), 2);
+    }
+
+    #[test]
+    fn transaction_id_is_kept_or_defaults_to_request_id() {
+        let ids = Ids::new(&HeaderMap::new());
+        assert_eq!(ids.request, ids.transaction);
+        assert_eq!(ids.request.len(), 36);
+        let mut h = HeaderMap::new();
+        h.insert(X_TRANSACTION_ID, HeaderValue::from_static("tx-1"));
+        let ids = Ids::new(&h);
+        assert_eq!(ids.transaction, "tx-1");
+        assert_ne!(ids.request, "tx-1");
+    }
+
+    #[test]
+    fn error_keys_and_statuses() {
+        let cases = [
+            (GatewayError::NotReady, "GATEWAY_NOT_READY", 503),
+            (GatewayError::NoEndpoint, "NO_ENDPOINT_FOUND", 503),
+            (UpstreamError::ReadTimeout.into(), "REQUEST_TIMEOUT", 504),
+            (UpstreamError::ConnectTimeout.into(), "UPSTREAM_CONNECT_TIMEOUT", 504),
+            (UpstreamError::ConnectionRefused.into(), "UPSTREAM_CONNECTION_REFUSED", 502),
+            (UpstreamError::Connection("x".into()).into(), "GATEWAY_CLIENT_CONNECTION_ERROR", 502),
+        ];
+        for (error, key, status) in cases {
+            assert_eq!((error.key(), error.status().as_u16()), (key, status));
+        }
+        let refused: GatewayError = UpstreamError::ConnectionRefused.into();
+        assert_eq!(refused.public_message(), "The upstream refused the connection");
+    }
+}

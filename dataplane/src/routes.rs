@@ -1,0 +1,689 @@
+//! The route table: validated domain APIs converted once from `hgw.v1.Api`, and the index that maps a
+//! request's host and path to one of them.
+//!
+//! Requests read a [`RouteTable`] snapshot through `ArcSwap` and hold their `Arc` until they finish, so
+//! a config update never changes what an in-flight request sees.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hgw_proto::v1 as pb;
+use http::{HeaderName, HeaderValue};
+
+use crate::flows::{Flow, FlowError};
+use crate::upstream::{ClientKey, UpstreamClient};
+
+/// Gravitee's default connect timeout, used when the agent leaves the field at zero.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(3_000);
+/// Gravitee's default read timeout (time to the response headers).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_millis(10_000);
+/// Gravitee's default idle timeout of pooled connections.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_millis(60_000);
+
+/// A compiled Gravitee HTTP proxy API, ready to serve.
+#[derive(Debug)]
+pub struct Api {
+    pub id: String,
+    pub name: String,
+    pub revision: String,
+    pub environment_id: String,
+    pub organization_id: String,
+    pub context_paths: Vec<ContextPath>,
+    /// The first endpoint group: the one the proxy calls.
+    pub endpoints: EndpointGroup,
+    /// The selected plan (the first key-less one).
+    pub plan: Plan,
+    /// API flows then plan flows, in definition order.
+    pub flows: Vec<Flow>,
+    pub analytics_enabled: bool,
+}
+
+/// Where an API listens: virtual host (lower case, empty for any) and context path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ContextPath {
+    pub host: String,
+    pub path: String,
+}
+
+/// Endpoints behind one round-robin load balancer.
+#[derive(Debug)]
+pub struct EndpointGroup {
+    pub name: String,
+    primaries: Vec<Endpoint>,
+    /// Next primary to use; shared by all requests of this API version.
+    next: AtomicUsize,
+}
+
+/// One backend target with its effective client options.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub name: String,
+    pub target: Target,
+    pub http: HttpOptions,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// An endpoint target split so the request path can be inserted before the target's own query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Scheme, authority and path, without a trailing '/'.
+    base: String,
+    query: Option<String>,
+}
+
+/// Effective HTTP client options of an endpoint (zeros from the agent replaced by Gravitee defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HttpOptions {
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub keep_alive: bool,
+    pub propagate_client_host: bool,
+}
+
+/// The plan a request runs under.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub id: String,
+    pub name: String,
+}
+
+impl Plan {
+    /// The only security type this dataplane runs, in Gravitee's spelling for metrics.
+    pub const SECURITY_TYPE: &'static str = "KEY_LESS";
+}
+
+/// Why an `hgw.v1.Api` cannot be served; `field` is the path inside the message.
+#[derive(Debug, thiserror::Error)]
+#[error("api {api:?}: {field}: {reason}")]
+pub struct ConversionError {
+    pub api: String,
+    pub field: String,
+    pub reason: Invalid,
+}
+
+/// The precise reason a field was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Invalid {
+    #[error("must not be empty")]
+    Empty,
+    #[error("{0:?} must start with '/'")]
+    ContextPath(String),
+    #[error("{0:?} is not an absolute http:// URL with a host")]
+    Target(String),
+    #[error("{0:?}: https endpoints are not supported by this dataplane yet")]
+    HttpsTarget(String),
+    #[error("no endpoint group")]
+    NoEndpointGroup,
+    #[error("no primary (non-secondary) endpoint")]
+    NoPrimaryEndpoint,
+    #[error("load balancer {0} not supported by this dataplane")]
+    LoadBalancer(String),
+    #[error("security type {0} not supported by this dataplane")]
+    Security(String),
+    #[error("no plan")]
+    NoPlan,
+    #[error("flow mode {0} not supported by this dataplane")]
+    FlowMode(String),
+    #[error("invalid header {0:?}")]
+    Header(String),
+    #[error(transparent)]
+    Flow(#[from] FlowError),
+}
+
+impl TryFrom<pb::Api> for Api {
+    type Error = ConversionError;
+
+    fn try_from(api: pb::Api) -> Result<Self, Self::Error> {
+        let pb::Api {
+            id,
+            name,
+            revision,
+            environment_id,
+            organization_id,
+            definition_version: _,
+            context_paths,
+            endpoint_groups,
+            plans,
+            flows,
+            flow_mode,
+            analytics_enabled,
+            tags: _,
+        } = api;
+        let err = |field: String, reason: Invalid| ConversionError { api: id.clone(), field, reason };
+        if id.is_empty() {
+            return Err(err("id".into(), Invalid::Empty));
+        }
+        if context_paths.is_empty() {
+            return Err(err("context_paths".into(), Invalid::Empty));
+        }
+        let context_paths = context_paths
+            .into_iter()
+            .enumerate()
+            .map(|(i, pb::ContextPath { host, path })| {
+                if !path.starts_with('/') {
+                    return Err(err(format!("context_paths[{i}].path"), Invalid::ContextPath(path)));
+                }
+                Ok(ContextPath { host: host.trim().to_ascii_lowercase(), path: normalise_context_path(&path) })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let group = endpoint_groups
+            .into_iter()
+            .next()
+            .ok_or_else(|| err("endpoint_groups".into(), Invalid::NoEndpointGroup))?;
+        let endpoints = convert_group(group).map_err(|(field, reason)| err(field, reason))?;
+
+        match pb::FlowMode::try_from(flow_mode) {
+            Ok(pb::FlowMode::Default | pb::FlowMode::Unspecified) => {}
+            Ok(other) => {
+                return Err(err("flow_mode".into(), Invalid::FlowMode(other.as_str_name().into())));
+            }
+            Err(_) => return Err(err("flow_mode".into(), Invalid::FlowMode(flow_mode.to_string()))),
+        }
+
+        let mut compiled = flows
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| Flow::try_from(f).map_err(|e| err(format!("flows[{i}]"), e.into())))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        if plans.is_empty() {
+            return Err(err("plans".into(), Invalid::NoPlan));
+        }
+        let mut selected = None;
+        for (i, plan) in plans.into_iter().enumerate() {
+            let pb::Plan { id: plan_id, name: plan_name, security, flows } = plan;
+            match pb::SecurityType::try_from(security) {
+                Ok(pb::SecurityType::KeyLess) => {}
+                Ok(other) => {
+                    return Err(err(format!("plans[{i}].security"), Invalid::Security(other.as_str_name().into())));
+                }
+                Err(_) => {
+                    return Err(err(format!("plans[{i}].security"), Invalid::Security(security.to_string())));
+                }
+            }
+            let flows = flows
+                .into_iter()
+                .enumerate()
+                .map(|(j, f)| Flow::try_from(f).map_err(|e| err(format!("plans[{i}].flows[{j}]"), e.into())))
+                .collect::<Result<Vec<_>, _>>()?;
+            if selected.is_none() {
+                selected = Some((Plan { id: plan_id, name: plan_name }, flows));
+            }
+        }
+        let (plan, plan_flows) = selected.ok_or_else(|| err("plans".into(), Invalid::NoPlan))?;
+        compiled.extend(plan_flows);
+
+        Ok(Api {
+            id,
+            name,
+            revision,
+            environment_id,
+            organization_id,
+            context_paths,
+            endpoints,
+            plan,
+            flows: compiled,
+            analytics_enabled,
+        })
+    }
+}
+
+/// The agent sends normalised paths; be lenient anyway with a trailing '/'.
+fn normalise_context_path(path: &str) -> String {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() { "/".to_owned() } else { trimmed.to_owned() }
+}
+
+fn convert_group(group: pb::EndpointGroup) -> Result<EndpointGroup, (String, Invalid)> {
+    let pb::EndpointGroup { name, load_balancer, endpoints } = group;
+    match pb::LoadBalancer::try_from(load_balancer) {
+        // Unspecified is proto3's zero: Gravitee's default load balancer is round-robin.
+        Ok(pb::LoadBalancer::RoundRobin | pb::LoadBalancer::Unspecified) => {}
+        Ok(other) => {
+            return Err(("endpoint_groups[0].load_balancer".into(), Invalid::LoadBalancer(other.as_str_name().into())));
+        }
+        Err(_) => {
+            return Err(("endpoint_groups[0].load_balancer".into(), Invalid::LoadBalancer(load_balancer.to_string())));
+        }
+    }
+    let mut primaries = Vec::new();
+    for (i, endpoint) in endpoints.into_iter().enumerate() {
+        let field = |f: &str| format!("endpoint_groups[0].endpoints[{i}].{f}");
+        let pb::Endpoint { name, target, weight: _, secondary, http, headers } = endpoint;
+        let target = Target::parse(&target).map_err(|reason| (field("target"), reason))?;
+        let headers = headers
+            .into_iter()
+            .map(|pb::Header { name, value }| {
+                match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
+                    (Ok(n), Ok(v)) => Ok((n, v)),
+                    _ => Err((field("headers"), Invalid::Header(name))),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Secondary endpoints only serve when no primary is available; without health checks every
+        // primary is always available, so they are validated but not kept.
+        if !secondary {
+            primaries.push(Endpoint { name, target, http: HttpOptions::from(http), headers });
+        }
+    }
+    if primaries.is_empty() {
+        return Err(("endpoint_groups[0].endpoints".into(), Invalid::NoPrimaryEndpoint));
+    }
+    Ok(EndpointGroup { name, primaries, next: AtomicUsize::new(0) })
+}
+
+impl From<Option<pb::HttpClientOptions>> for HttpOptions {
+    fn from(options: Option<pb::HttpClientOptions>) -> Self {
+        let Some(pb::HttpClientOptions {
+            connect_timeout_ms,
+            read_timeout_ms,
+            idle_timeout_ms,
+            keep_alive,
+            propagate_client_host,
+        }) = options
+        else {
+            return HttpOptions {
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                read_timeout: DEFAULT_READ_TIMEOUT,
+                idle_timeout: DEFAULT_IDLE_TIMEOUT,
+                keep_alive: true,
+                propagate_client_host: false,
+            };
+        };
+        let millis = |ms: u32, default: Duration| {
+            if ms == 0 { default } else { Duration::from_millis(u64::from(ms)) }
+        };
+        HttpOptions {
+            connect_timeout: millis(connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT),
+            read_timeout: millis(read_timeout_ms, DEFAULT_READ_TIMEOUT),
+            idle_timeout: millis(idle_timeout_ms, DEFAULT_IDLE_TIMEOUT),
+            keep_alive,
+            propagate_client_host,
+        }
+    }
+}
+
+impl HttpOptions {
+    /// The options that shape a client's connection pool (the others apply per request).
+    pub fn client_key(&self) -> ClientKey {
+        ClientKey {
+            connect_timeout: self.connect_timeout,
+            idle_timeout: self.idle_timeout,
+            keep_alive: self.keep_alive,
+        }
+    }
+}
+
+impl Target {
+    /// Accepts an absolute `http://` URL with a host.
+    pub fn parse(target: &str) -> Result<Target, Invalid> {
+        let target = target.trim();
+        let uri: http::Uri = target.parse().map_err(|_| Invalid::Target(target.to_owned()))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => return Err(Invalid::HttpsTarget(target.to_owned())),
+            _ => return Err(Invalid::Target(target.to_owned())),
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(Invalid::Target(target.to_owned()));
+        }
+        let without_fragment = target.split('#').next().unwrap_or(target);
+        let (base, query) = match without_fragment.split_once('?') {
+            Some((base, query)) => (base, Some(query.to_owned()).filter(|q| !q.is_empty())),
+            None => (without_fragment, None),
+        };
+        Ok(Target { base: base.trim_end_matches('/').to_owned(), query })
+    }
+
+    /// The upstream URL: target + path after the context path + query (the target's query first).
+    pub fn url_for(&self, path_info: &str, query: Option<&str>) -> String {
+        let query = query.filter(|q| !q.is_empty());
+        let mut url = String::with_capacity(self.base.len() + path_info.len() + query.map_or(0, str::len) + 2);
+        url.push_str(&self.base);
+        url.push_str(path_info);
+        match (&self.query, query) {
+            (Some(a), Some(b)) => {
+                url.push('?');
+                url.push_str(a);
+                url.push('&');
+                url.push_str(b);
+            }
+            (Some(q), None) => {
+                url.push('?');
+                url.push_str(q);
+            }
+            (None, Some(q)) => {
+                url.push('?');
+                url.push_str(q);
+            }
+            (None, None) => {}
+        }
+        url
+    }
+
+    /// The target as configured (without its trailing '/').
+    pub fn display(&self) -> String {
+        match &self.query {
+            Some(q) => format!("{}?{q}", self.base),
+            None => self.base.clone(),
+        }
+    }
+}
+
+impl EndpointGroup {
+    /// Round-robin over the primary endpoints.
+    pub fn next_endpoint(&self) -> Option<&Endpoint> {
+        if self.primaries.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        self.primaries.get(i % self.primaries.len())
+    }
+
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.primaries
+    }
+}
+
+/// A request's match: the API and the context path it matched.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteMatch<'a> {
+    pub api: &'a Arc<Api>,
+    pub context_path: &'a str,
+}
+
+impl RouteMatch<'_> {
+    /// The request path after the context path (Gravitee's `pathInfo`; the whole path under "/").
+    pub fn path_info<'p>(&self, path: &'p str) -> &'p str {
+        if self.context_path == "/" { path } else { path.get(self.context_path.len()..).unwrap_or("") }
+    }
+}
+
+type PathIndex = HashMap<String, (Arc<Api>, String)>;
+
+/// A snapshot of every deployed API and the index to find them.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    version: u64,
+    apis: BTreeMap<String, Arc<Api>>,
+    /// Virtual-host entries: host (lower case) → context path → API.
+    by_host: HashMap<String, PathIndex>,
+    /// Entries without a host.
+    any_host: PathIndex,
+    /// One client per distinct pool options, shared by all endpoints that use them.
+    clients: HashMap<ClientKey, UpstreamClient>,
+}
+
+impl RouteTable {
+    /// Builds the index. When two APIs claim the same host and context path, the API with the
+    /// smaller id wins (deterministic across dataplanes) and a warning is logged.
+    pub fn new(
+        version: u64,
+        apis: BTreeMap<String, Arc<Api>>,
+        clients: HashMap<ClientKey, UpstreamClient>,
+    ) -> RouteTable {
+        let mut by_host: HashMap<String, PathIndex> = HashMap::new();
+        let mut any_host = PathIndex::new();
+        for api in apis.values() {
+            for cp in &api.context_paths {
+                let index =
+                    if cp.host.is_empty() { &mut any_host } else { by_host.entry(cp.host.clone()).or_default() };
+                match index.get(&cp.path) {
+                    Some((owner, _)) if owner.id != api.id => {
+                        tracing::warn!(
+                            host = %cp.host, path = %cp.path, kept = %owner.id, ignored = %api.id,
+                            "two APIs claim the same context path"
+                        );
+                    }
+                    Some(_) => {}
+                    None => {
+                        index.insert(cp.path.clone(), (api.clone(), cp.path.clone()));
+                    }
+                }
+            }
+        }
+        RouteTable { version, apis, by_host, any_host, clients }
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn apis(&self) -> &BTreeMap<String, Arc<Api>> {
+        &self.apis
+    }
+
+    /// The pooled client for an endpoint's options.
+    pub fn client(&self, key: &ClientKey) -> Option<&UpstreamClient> {
+        self.clients.get(key)
+    }
+
+    /// Finds the API for a request: longest context path first (at '/' boundaries), and at equal
+    /// path a host-specific entry before a host-less one. `host` must be lower case without port.
+    /// Costs one or two hash lookups per path segment, whatever the number of APIs.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<RouteMatch<'_>> {
+        if !path.starts_with('/') {
+            return None;
+        }
+        let host_index = if host.is_empty() { None } else { self.by_host.get(host) };
+        for candidate in prefixes(path) {
+            let found = host_index.and_then(|index| index.get(candidate)).or_else(|| self.any_host.get(candidate));
+            if let Some((api, context_path)) = found {
+                return Some(RouteMatch { api, context_path });
+            }
+        }
+        None
+    }
+}
+
+/// The context paths that can match `path`, longest first: the path itself, each prefix ending just
+/// before a '/', then "/".
+fn prefixes(path: &str) -> impl Iterator<Item = &str> {
+    let cuts = path.char_indices().rev().filter(|&(i, c)| c == '/' && i > 0).map(move |(i, _)| &path[..i]);
+    std::iter::once(path).chain(cuts).chain(std::iter::once("/"))
+}
+
+/// The Host header value without port, lower case, for matching (IPv6 literals keep their brackets).
+pub fn normalise_host(host: &str) -> String {
+    let host = host.trim();
+    let without_port = if host.starts_with('[') {
+        match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host,
+        }
+    };
+    without_port.to_ascii_lowercase()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn api(id: &str, paths: &[(&str, &str)], target: &str) -> pb::Api {
+        pb::Api {
+            id: id.into(),
+            name: format!("{id} name"),
+            revision: "r1".into(),
+            context_paths: paths
+                .iter()
+                .map(|(host, path)| pb::ContextPath { host: host.to_string(), path: path.to_string() })
+                .collect(),
+            endpoint_groups: vec![pb::EndpointGroup {
+                name: "default".into(),
+                load_balancer: pb::LoadBalancer::RoundRobin as i32,
+                endpoints: vec![pb::Endpoint {
+                    name: "e1".into(),
+                    target: target.into(),
+                    weight: 1,
+                    secondary: false,
+                    http: None,
+                    headers: vec![],
+                }],
+            }],
+            plans: vec![pb::Plan {
+                id: "plan-1".into(),
+                name: "Keyless".into(),
+                security: pb::SecurityType::KeyLess as i32,
+                flows: vec![],
+            }],
+            analytics_enabled: true,
+            ..Default::default()
+        }
+    }
+
+    fn table(apis: Vec<pb::Api>) -> RouteTable {
+        let apis = apis
+            .into_iter()
+            .map(|a| {
+                let a = Api::try_from(a).unwrap();
+                (a.id.clone(), Arc::new(a))
+            })
+            .collect();
+        RouteTable::new(1, apis, HashMap::new())
+    }
+
+    fn found(t: &RouteTable, host: &str, path: &str) -> Option<(String, String)> {
+        t.lookup(host, path).map(|m| (m.api.id.clone(), m.path_info(path).to_owned()))
+    }
+
+    #[test]
+    fn longest_context_path_wins_at_segment_boundaries() {
+        let t = table(vec![api("a", &[("", "/a")], "http://b"), api("ab", &[("", "/a/b")], "http://b")]);
+        assert_eq!(found(&t, "", "/a"), Some(("a".into(), "".into())));
+        assert_eq!(found(&t, "", "/a/x"), Some(("a".into(), "/x".into())));
+        assert_eq!(found(&t, "", "/a/b"), Some(("ab".into(), "".into())));
+        assert_eq!(found(&t, "", "/a/b/c/d"), Some(("ab".into(), "/c/d".into())));
+        assert_eq!(found(&t, "", "/a/bc"), Some(("a".into(), "/bc".into())));
+        assert_eq!(found(&t, "", "/ab"), None);
+        assert_eq!(found(&t, "", "/"), None);
+        assert_eq!(found(&t, "", "*"), None);
+        assert_eq!(found(&t, "", "/a/"), Some(("a".into(), "/".into())));
+    }
+
+    #[test]
+    fn root_context_matches_everything_else() {
+        let t = table(vec![api("root", &[("", "/")], "http://b"), api("a", &[("", "/a")], "http://b")]);
+        assert_eq!(found(&t, "", "/x/y"), Some(("root".into(), "/x/y".into())));
+        assert_eq!(found(&t, "", "/"), Some(("root".into(), "/".into())));
+        assert_eq!(found(&t, "", "/a/y"), Some(("a".into(), "/y".into())));
+    }
+
+    #[test]
+    fn host_entries_beat_hostless_at_equal_path_only() {
+        let t = table(vec![
+            api("any", &[("", "/p"), ("", "/p/long")], "http://b"),
+            api("vhost", &[("Api.Example.com", "/p")], "http://b"),
+        ]);
+        assert_eq!(found(&t, "api.example.com", "/p/x").unwrap().0, "vhost");
+        assert_eq!(found(&t, "other.example.com", "/p/x").unwrap().0, "any");
+        assert_eq!(found(&t, "", "/p").unwrap().0, "any");
+        // A longer host-less path still wins over a shorter host-specific one.
+        assert_eq!(found(&t, "api.example.com", "/p/long/x").unwrap().0, "any");
+    }
+
+    #[test]
+    fn duplicate_context_path_keeps_smallest_id() {
+        let t = table(vec![api("b", &[("", "/same")], "http://b"), api("a", &[("", "/same")], "http://b")]);
+        assert_eq!(found(&t, "", "/same").unwrap().0, "a");
+    }
+
+    #[test]
+    fn lookup_scales_to_ten_thousand_apis() {
+        let t =
+            table((0..10_000).map(|i| api(&format!("api-{i}"), &[("", &format!("/svc{i}/v1"))], "http://b")).collect());
+        assert_eq!(found(&t, "", "/svc9999/v1/items/1").unwrap().0, "api-9999");
+        assert_eq!(found(&t, "", "/svc9999/v2"), None);
+    }
+
+    #[test]
+    fn hosts_are_normalised() {
+        assert_eq!(normalise_host("Example.COM:8082"), "example.com");
+        assert_eq!(normalise_host("example.com"), "example.com");
+        assert_eq!(normalise_host("[::1]:80"), "[::1]");
+        assert_eq!(normalise_host(""), "");
+    }
+
+    #[test]
+    fn upstream_urls() {
+        let t = Target::parse("http://backend/base/").unwrap();
+        assert_eq!(t.url_for("/a/b", Some("x=1")), "http://backend/base/a/b?x=1");
+        assert_eq!(t.url_for("", None), "http://backend/base");
+        assert_eq!(t.url_for("", Some("")), "http://backend/base");
+        let q = Target::parse("http://backend:8080?k=v").unwrap();
+        assert_eq!(q.url_for("/a", Some("x=1")), "http://backend:8080/a?k=v&x=1");
+        assert_eq!(q.display(), "http://backend:8080?k=v");
+    }
+
+    #[test]
+    fn conversion_rejects_what_it_cannot_serve() {
+        let reason = |a: pb::Api| Api::try_from(a).unwrap_err().to_string();
+        let https = api("x", &[("", "/x")], "https://b");
+        assert!(reason(https).contains("https"));
+        let relative = api("x", &[("", "/x")], "/path");
+        assert!(reason(relative).contains("endpoint_groups[0].endpoints[0].target"));
+        let bad_path = api("x", &[("", "x")], "http://b");
+        assert!(reason(bad_path).contains("context_paths[0].path"));
+
+        let mut lb = api("x", &[("", "/x")], "http://b");
+        lb.endpoint_groups[0].load_balancer = pb::LoadBalancer::Random as i32;
+        assert!(reason(lb).contains("load balancer LOAD_BALANCER_RANDOM not supported by this dataplane"));
+
+        let mut jwt = api("x", &[("", "/x")], "http://b");
+        jwt.plans[0].security = pb::SecurityType::Jwt as i32;
+        assert!(reason(jwt).contains("security type SECURITY_TYPE_JWT not supported"));
+
+        let mut secondary_only = api("x", &[("", "/x")], "http://b");
+        secondary_only.endpoint_groups[0].endpoints[0].secondary = true;
+        assert!(reason(secondary_only).contains("no primary"));
+
+        let mut no_group = api("x", &[("", "/x")], "http://b");
+        no_group.endpoint_groups.clear();
+        assert!(reason(no_group).contains("no endpoint group"));
+
+        let mut no_plan = api("x", &[("", "/x")], "http://b");
+        no_plan.plans.clear();
+        assert!(reason(no_plan).contains("no plan"));
+
+        let mut best = api("x", &[("", "/x")], "http://b");
+        best.flow_mode = pb::FlowMode::BestMatch as i32;
+        assert!(reason(best).contains("flow mode"));
+    }
+
+    #[test]
+    fn round_robin_over_primaries() {
+        let mut a = api("x", &[("", "/x")], "http://one");
+        let mut second = a.endpoint_groups[0].endpoints[0].clone();
+        second.target = "http://two".into();
+        let mut backup = second.clone();
+        backup.target = "http://backup".into();
+        backup.secondary = true;
+        a.endpoint_groups[0].endpoints.extend([second, backup]);
+        let a = Api::try_from(a).unwrap();
+        let picks: Vec<String> = (0..4).map(|_| a.endpoints.next_endpoint().unwrap().target.display()).collect();
+        assert_eq!(picks, ["http://one", "http://two", "http://one", "http://two"]);
+    }
+
+    #[test]
+    fn zero_options_take_gravitee_defaults() {
+        let o = HttpOptions::from(Some(pb::HttpClientOptions {
+            connect_timeout_ms: 0,
+            read_timeout_ms: 250,
+            idle_timeout_ms: 0,
+            keep_alive: false,
+            propagate_client_host: true,
+        }));
+        assert_eq!(o.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(o.read_timeout, Duration::from_millis(250));
+        assert_eq!(o.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+        assert!(!o.keep_alive && o.propagate_client_host);
+    }
+}

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The whole test suite, and the one entry point for checks (people and CI alike):
+# installs what is missing, then formatting, lints, proto lint, build, unit and end-to-end tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GRPCURL_VERSION=v1.9.3
+BUF_VERSION=1.75.0
+export PATH="$HOME/go/bin:$HOME/.cargo/bin:$PATH"
+
+log() { printf '\n==> %s\n' "$*"; }
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]} (apt)"
+    local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# Tools the tests use: a real gRPC reflection client (grpcurl), buf for the proto lint, curl.
+apt_install curl ca-certificates
+if ! command -v cargo >/dev/null; then
+  echo "cargo is required (https://rustup.rs)" >&2; exit 1
+fi
+if ! command -v grpcurl >/dev/null; then
+  command -v go >/dev/null || apt_install golang-go
+  log "installing grpcurl $GRPCURL_VERSION (go install)"
+  go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
+fi
+if ! command -v npx >/dev/null; then apt_install nodejs npm; fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "buf lint (proto/)"
+npx --yes "@bufbuild/buf@$BUF_VERSION" lint
+
+log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "cargo build (binaries used by the end-to-end tests)"
+cargo build --workspace --bins --locked
+
+log "cargo test"
+export HGW_GRPCURL="$(command -v grpcurl)"
+cargo test --workspace --locked -- --test-threads="${HGW_TEST_THREADS:-2}"

@@ -1,0 +1,261 @@
+//! Starting the real `hgw-agent` and `hgw-dataplane` binaries the way users run them, on
+//! `127.0.0.1:0`, and reading the addresses they bound from their `--addr-file`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::{CloudGateSim, Proc, eventually, read_addr_file};
+
+/// How long a binary may take to bind its listeners on a loaded 2-core machine.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// A base64 license key for cloud-mode tests (the agent checks presence and encoding only).
+pub const TEST_LICENSE_B64: &str = "aGd3LXRlc3QtbGljZW5zZQ==";
+
+pub struct Agent {
+    pub proc: Proc,
+    /// `http://127.0.0.1:port` of the node API.
+    pub node: String,
+    /// `127.0.0.1:port` of the gRPC TCP listener, when one was asked for.
+    pub grpc: Option<SocketAddr>,
+    /// The gRPC Unix socket, when one was asked for.
+    pub socket: Option<PathBuf>,
+    http: reqwest::Client,
+}
+
+impl Agent {
+    /// Starts the agent in cloud mode against `sim`, with a TCP and a Unix gRPC listener. The token is
+    /// passed through `GRAVITEE_CLOUD_TOKEN` (as the seed's docker-compose does), not argv.
+    pub async fn start_cloud(dir: &Path, label: &str, sim: &CloudGateSim, token: &str, extra: &[&str]) -> Agent {
+        let socket = dir.join(format!("{label}.sock"));
+        let token_key = sim.token_key_path.display().to_string();
+        let ca = sim.ca_path.display().to_string();
+        let mut args: Vec<String> = [
+            "--cloud-gate-url",
+            sim.url.as_str(),
+            "--cloud-gate-ca",
+            ca.as_str(),
+            "--cloud-token-key",
+            token_key.as_str(),
+            "--sync-interval",
+            "500ms",
+            "--reports-flush-interval",
+            "200ms",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--grpc-socket",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.push(socket.display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let envs = [
+            ("GRAVITEE_CLOUD_TOKEN".to_owned(), token.to_owned()),
+            ("GRAVITEE_LICENSE_KEY".to_owned(), TEST_LICENSE_B64.to_owned()),
+        ];
+        Agent::start(dir, label, args, &envs).await
+    }
+
+    /// Starts the agent in local mode on `apis_dir`, analytics appended to `reports_file`.
+    pub async fn start_local(dir: &Path, label: &str, apis_dir: &Path, reports_file: &Path, extra: &[&str]) -> Agent {
+        let mut args = vec![
+            "--local-apis".to_owned(),
+            apis_dir.display().to_string(),
+            "--reports-file".to_owned(),
+            reports_file.display().to_string(),
+            "--reports-flush-interval".to_owned(),
+            "200ms".to_owned(),
+            "--grpc-listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+            "--grpc-socket".to_owned(),
+            dir.join(format!("{label}.sock")).display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Agent::start(dir, label, args, &[]).await
+    }
+
+    async fn start(dir: &Path, label: &str, mut args: Vec<String>, envs: &[(String, String)]) -> Agent {
+        let addr_file = dir.join(format!("{label}-addr.json"));
+        let _ = std::fs::remove_file(&addr_file);
+        args.extend([
+            "--node-listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+            "--addr-file".to_owned(),
+            addr_file.display().to_string(),
+        ]);
+        let mut envs = envs.to_vec();
+        envs.push(("RUST_LOG".to_owned(), "info,hgw_agent=debug".to_owned()));
+        let proc = Proc::spawn_path(&crate::bin_path("hgw-agent"), &args, &envs, dir, label);
+        let addrs = read_addr_file(&addr_file, START_TIMEOUT).await;
+        let node = format!("http://{}", addrs["node"].as_str().expect("node address"));
+        let grpc = addrs["grpc"].as_str().map(|a| a.parse().expect("grpc address"));
+        let socket = addrs["grpc_socket"].as_str().map(PathBuf::from);
+        Agent { proc, node, grpc, socket, http: reqwest::Client::new() }
+    }
+
+    /// `unix:/path` for dataplanes.
+    pub fn unix_target(&self) -> String {
+        format!("unix:{}", self.socket.as_ref().expect("agent has a socket").display())
+    }
+
+    /// `http://127.0.0.1:port` for dataplanes.
+    pub fn tcp_target(&self) -> String {
+        format!("http://{}", self.grpc.expect("agent has a TCP listener"))
+    }
+
+    /// GET on the node API: status and JSON body (Null when not JSON).
+    pub async fn node_get(&self, path: &str) -> (u16, Value) {
+        match self.http.get(format!("{}{path}", self.node)).send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let body = response.json().await.unwrap_or(Value::Null);
+                (status, body)
+            }
+            Err(e) => panic!("node API {path}: {e}"),
+        }
+    }
+
+    pub async fn node_text(&self, path: &str) -> String {
+        self.http.get(format!("{}{path}", self.node)).send().await.expect("node API").text().await.expect("text")
+    }
+
+    /// Waits until the agent reports a successful first sync.
+    pub async fn wait_synced(&self) {
+        eventually("agent initial sync", START_TIMEOUT, || async {
+            let (status, _) = self.node_get("/_node/sync").await;
+            (status == 200).then_some(())
+        })
+        .await
+    }
+}
+
+pub struct Dataplane {
+    pub proc: Proc,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub id: String,
+    http: reqwest::Client,
+}
+
+impl Dataplane {
+    /// Starts a dataplane connected to `agent_target` (`unix:/path` or `http://host:port`).
+    pub async fn start(dir: &Path, id: &str, agent_target: &str) -> Dataplane {
+        let addr_file = dir.join(format!("{id}-addr.json"));
+        let _ = std::fs::remove_file(&addr_file);
+        let args: Vec<String> = [
+            "--agent",
+            agent_target,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--id",
+            id,
+            "--workers",
+            "2",
+            "--shutdown-grace",
+            "5s",
+            "--addr-file",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([addr_file.display().to_string()])
+        .collect();
+        let proc = Proc::spawn_path(&crate::bin_path("hgw-dataplane"), &args, &[], dir, id);
+        let addrs = read_addr_file(&addr_file, START_TIMEOUT).await;
+        Dataplane {
+            proc,
+            listen: addrs["listen"].as_str().expect("listen address").parse().expect("socket address"),
+            admin: addrs["admin"].as_str().expect("admin address").parse().expect("socket address"),
+            id: id.to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.listen)
+    }
+
+    pub async fn is_ready(&self) -> bool {
+        matches!(self.http.get(format!("http://{}/ready", self.admin)).send().await, Ok(r) if r.status() == 200)
+    }
+
+    pub async fn wait_ready(&self) {
+        eventually(&format!("dataplane {} ready", self.id), START_TIMEOUT, || async {
+            self.is_ready().await.then_some(())
+        })
+        .await
+    }
+
+    /// The dataplane's `/config` view (version and APIs).
+    pub async fn config(&self) -> Value {
+        self.http.get(format!("http://{}/config", self.admin)).send().await.expect("admin").json().await.expect("json")
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http.get(format!("http://{}/metrics", self.admin)).send().await.expect("admin").text().await.expect("text")
+    }
+}
+
+/// A small HTTP response as tests look at it.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// GET `url` with a fresh keep-alive client; `None` when the connection fails.
+pub async fn get(client: &reqwest::Client, url: &str) -> Option<Reply> {
+    let response = client.get(url).send().await.ok()?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.text().await.ok()?;
+    Some(Reply { status, headers, body })
+}
+
+/// The grpcurl binary: `$HGW_GRPCURL`, else on PATH, else `~/go/bin/grpcurl` (where `go install` puts it).
+pub fn grpcurl() -> PathBuf {
+    if let Ok(path) = std::env::var("HGW_GRPCURL") {
+        return PathBuf::from(path);
+    }
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let candidate = Path::new(dir).join("grpcurl");
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let candidate = Path::new(&home).join("go/bin/grpcurl");
+    assert!(
+        candidate.is_file(),
+        "grpcurl not found: run the test command (scripts/test.sh), which installs it with `go install`"
+    );
+    candidate
+}
+
+/// Runs grpcurl with `args`; returns (success, stdout, stderr).
+pub async fn run_grpcurl(args: &[&str]) -> (bool, String, String) {
+    let output =
+        tokio::time::timeout(Duration::from_secs(30), tokio::process::Command::new(grpcurl()).args(args).output())
+            .await
+            .expect("grpcurl timed out")
+            .expect("grpcurl runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
