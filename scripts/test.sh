@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-GRPCURL_VERSION=v1.9.3
+GRPCURL_VERSION=v1.9.4
 BUF_VERSION=1.75.0
 export PATH="$HOME/go/bin:$HOME/.cargo/bin:$PATH"
 

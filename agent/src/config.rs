@@ -298,10 +298,11 @@ impl Config {
                 problem: "not found (build it with `cargo build --release`, or pass --dataplane-bin)".into(),
             });
         }
+        // Without an explicit socket, operators (grpcurl) and remote dataplanes get the default TCP
+        // listener; supervised dataplanes use a private socket either way.
         let grpc_listen = match (cli.grpc_listen, &cli.grpc_socket) {
             (Some(addr), _) => Some(addr),
             (None, Some(_)) => None,
-            (None, None) if cli.dataplanes > 0 => None,
             (None, None) => Some(DEFAULT_GRPC_LISTEN.parse().expect("valid default address")),
         };
 
