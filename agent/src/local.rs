@@ -42,7 +42,7 @@ impl LocalSource {
                 Ok(current) => {
                     if last.as_ref() != Some(&current) {
                         let loaded = load_dir(&self.dir, &current);
-                        let report = self.store.deploy(loaded.sources, loaded.subscriptions.len(), loaded.keys.len());
+                        let report = self.store.deploy(loaded.sources, &loaded.subscriptions, &loaded.keys);
                         tracing::info!(dir = %self.dir.display(), version = report.version, deployed = report.deployed, rejected = report.rejected, "local API definitions loaded");
                         self.metrics.sync_ok.inc();
                         last = Some(current);

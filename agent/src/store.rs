@@ -8,9 +8,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use hgw_proto::v1::Api;
+use hgw_proto::v1::{self as pb, Api};
 use tokio::sync::watch;
 
+use crate::cloudgate::{ApiKey, Subscription};
 use crate::definition::{self, ApiSource, Outcome, Rejection};
 use crate::tags::ShardingTags;
 
@@ -65,8 +66,9 @@ impl ConfigStore {
         self.tx.borrow().clone()
     }
 
-    /// Replaces the deployment set with `sources` (the complete desired set).
-    pub fn deploy(&self, sources: Vec<ApiSource>, subscriptions: usize, api_keys: usize) -> DeployReport {
+    /// Replaces the deployment set with `sources` (the complete desired set) and the subscriptions and
+    /// API keys that open their plans.
+    pub fn deploy(&self, sources: Vec<ApiSource>, subscriptions: &[Subscription], keys: &[ApiKey]) -> DeployReport {
         let previous = self.current();
         let mut apis: BTreeMap<String, Arc<Api>> = BTreeMap::new();
         let mut rejected = BTreeMap::new();
@@ -120,6 +122,7 @@ impl ConfigStore {
             cache.retain(|key, _| cache_keys.contains(key));
         }
         reject_path_conflicts(&mut apis, &mut rejected, &origins);
+        attach_credentials(&mut apis, subscriptions, keys);
 
         for (id, rejection) in &rejected {
             if previous.rejected.get(id) != Some(rejection) {
@@ -151,8 +154,8 @@ impl ConfigStore {
             apis,
             rejected,
             skipped,
-            subscriptions,
-            api_keys,
+            subscriptions: subscriptions.len(),
+            api_keys: keys.len(),
         }));
         report
     }
@@ -165,6 +168,82 @@ fn outcome_id(outcome: &Outcome, source: &ApiSource) -> String {
         Outcome::Rejected(r) => &r.id,
     };
     if id.is_empty() { source.origin.clone() } else { id.clone() }
+}
+
+/// Subscription states that can still authenticate (the dataplane accepts only ACCEPTED ones, and
+/// needs the others to tell "paused" from "unknown").
+fn subscription_status(status: &str) -> Option<pb::SubscriptionStatus> {
+    match status.to_ascii_uppercase().as_str() {
+        "ACCEPTED" => Some(pb::SubscriptionStatus::Accepted),
+        "PENDING" => Some(pb::SubscriptionStatus::Pending),
+        "PAUSED" => Some(pb::SubscriptionStatus::Paused),
+        _ => None,
+    }
+}
+
+/// Gives each API with API-key plans the subscriptions to those plans and their keys, hashed (the
+/// plaintext key never leaves the agent). The API's revision then covers its credentials, so a
+/// revoked key reaches dataplanes like any other change.
+fn attach_credentials(apis: &mut BTreeMap<String, Arc<Api>>, subscriptions: &[Subscription], keys: &[ApiKey]) {
+    let mut by_api: HashMap<&str, Vec<&Subscription>> = HashMap::new();
+    for subscription in subscriptions {
+        by_api.entry(subscription.api.as_str()).or_default().push(subscription);
+    }
+    let mut keys_by_subscription: HashMap<&str, Vec<&ApiKey>> = HashMap::new();
+    for key in keys {
+        for subscription in key.subscription.iter().chain(key.subscriptions.iter()) {
+            keys_by_subscription.entry(subscription.as_str()).or_default().push(key);
+        }
+    }
+    for api in apis.values_mut() {
+        let key_plans: Vec<&str> =
+            api.plans.iter().filter(|p| p.security == pb::SecurityType::ApiKey as i32).map(|p| p.id.as_str()).collect();
+        if key_plans.is_empty() {
+            continue;
+        }
+        let attached: Vec<pb::Subscription> = by_api
+            .get(api.id.as_str())
+            .into_iter()
+            .flatten()
+            .filter(|s| key_plans.contains(&s.plan.as_str()))
+            .filter_map(|s| {
+                Some(pb::Subscription {
+                    id: s.id.clone(),
+                    plan: s.plan.clone(),
+                    application: s.application.clone(),
+                    client_id: s.client_id.clone().unwrap_or_default(),
+                    status: subscription_status(&s.status)? as i32,
+                    starting_at_ms: s.starting_at.unwrap_or(0),
+                    ending_at_ms: s.ending_at.unwrap_or(0),
+                })
+            })
+            .collect();
+        let mut hashed: BTreeMap<String, pb::ApiKey> = BTreeMap::new();
+        for subscription in &attached {
+            for key in keys_by_subscription.get(subscription.id.as_str()).into_iter().flatten() {
+                let entry = hashed.entry(key.id.clone()).or_insert_with(|| pb::ApiKey {
+                    key_sha256: sha256_hex(&key.key),
+                    subscriptions: Vec::new(),
+                    expire_at_ms: key.expire_at.unwrap_or(0),
+                    revoked: key.revoked,
+                    paused: key.paused,
+                });
+                if !entry.subscriptions.contains(&subscription.id) {
+                    entry.subscriptions.push(subscription.id.clone());
+                }
+            }
+        }
+        let mut updated = (**api).clone();
+        updated.subscriptions = attached;
+        updated.api_keys = hashed.into_values().collect();
+        updated.revision = definition::revision(&updated);
+        *api = Arc::new(updated);
+    }
+}
+
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Two APIs on the same host + context path would make routing ambiguous: as Gravitee does, the second
@@ -233,15 +312,15 @@ mod tests {
     #[test]
     fn versions_move_only_on_real_changes() {
         let store = ConfigStore::new(ShardingTags::default());
-        let first = store.deploy(vec![source("a", "/a")], 0, 0);
+        let first = store.deploy(vec![source("a", "/a")], &[], &[]);
         assert!(first.changed);
-        let again = store.deploy(vec![source("a", "/a")], 0, 0);
+        let again = store.deploy(vec![source("a", "/a")], &[], &[]);
         assert!(!again.changed);
         assert_eq!(again.version, first.version);
-        let moved = store.deploy(vec![source("a", "/a2")], 0, 0);
+        let moved = store.deploy(vec![source("a", "/a2")], &[], &[]);
         assert!(moved.changed);
         assert_eq!(moved.version, first.version + 1);
-        let removed = store.deploy(vec![], 0, 0);
+        let removed = store.deploy(vec![], &[], &[]);
         assert_eq!((removed.version, removed.deployed), (first.version + 2, 0));
     }
 
@@ -250,7 +329,7 @@ mod tests {
         let store = ConfigStore::new(ShardingTags::default());
         let mut bad = source("bad", "/bad");
         bad.definition = DefinitionText::Json("{not json".into());
-        let report = store.deploy(vec![source("good", "/good"), bad], 0, 0);
+        let report = store.deploy(vec![source("good", "/good"), bad], &[], &[]);
         assert_eq!((report.deployed, report.rejected), (1, 1));
         let snapshot = store.current();
         assert!(snapshot.apis.contains_key("good"));
@@ -262,7 +341,7 @@ mod tests {
         let store = ConfigStore::new(ShardingTags::default());
         let mut dup = source("a", "/other");
         dup.origin = "file copy.json".into();
-        let report = store.deploy(vec![source("a", "/x"), source("b", "/x"), dup], 0, 0);
+        let report = store.deploy(vec![source("a", "/x"), source("b", "/x"), dup], &[], &[]);
         assert_eq!(report.deployed, 1);
         let snapshot = store.current();
         assert!(snapshot.rejected["b"].reason.contains("already served by API a"));

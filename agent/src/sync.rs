@@ -281,7 +281,9 @@ impl CloudSync {
         }
         *state = next;
         let sources: Vec<ApiSource> = state.apis.values().map(|d| d.source.clone()).collect();
-        Ok(self.store.deploy(sources, state.subscriptions.len(), state.keys.len()))
+        let subscriptions: Vec<Subscription> = state.subscriptions.values().cloned().collect();
+        let keys: Vec<ApiKey> = state.keys.values().cloned().collect();
+        Ok(self.store.deploy(sources, &subscriptions, &keys))
     }
 
     async fn sync_subscriptions_and_keys(

@@ -1,11 +1,13 @@
-//! Gravitee flows, compiled once when an API is converted: method set, path selector, and policy steps.
-//!
-//! Only the request phase exists in this dataplane, and the only policy is `mock`. A flow using
-//! anything else is rejected at conversion (the API is NACKed), never half-applied.
+//! Gravitee flows, compiled once when an API is converted: method set, path selector, and the policy
+//! steps of the request and response phases (see `policies`). A step this dataplane cannot run rejects
+//! the whole API (NACK), never half-applied.
 
-use bytes::Bytes;
+use std::sync::Arc;
+
 use hgw_proto::v1 as pb;
-use http::{HeaderName, HeaderValue, Method, StatusCode};
+use http::Method;
+
+use crate::policies::{self, Phase, Policy, PolicyError};
 
 /// A compiled flow.
 #[derive(Debug, Clone)]
@@ -14,7 +16,8 @@ pub struct Flow {
     /// Empty matches every method.
     methods: Vec<Method>,
     path: PathSelector,
-    steps: Vec<Step>,
+    pub request: Vec<Arc<dyn Policy>>,
+    pub response: Vec<Arc<dyn Policy>>,
 }
 
 /// How a flow's path is compared with the request path after the context path.
@@ -37,20 +40,6 @@ enum Segment {
     Param,
 }
 
-/// One request-phase policy invocation.
-#[derive(Debug, Clone)]
-pub enum Step {
-    Mock(Mock),
-}
-
-/// Gravitee's `mock` policy: the gateway answers itself, no endpoint is called.
-#[derive(Debug, Clone)]
-pub struct Mock {
-    pub status: StatusCode,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub content: Bytes,
-}
-
 /// Why a flow cannot be compiled; the message carries the field path inside the flow.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FlowError {
@@ -58,14 +47,8 @@ pub enum FlowError {
     Method { index: usize, method: String },
     #[error("path {0:?}: must start with '/'")]
     Path(String),
-    #[error("request[{0}]: step has no policy this dataplane supports (only mock)")]
-    UnsupportedPolicy(usize),
-    #[error("response[{0}]: response-phase policies are not supported by this dataplane")]
-    ResponsePhase(usize),
-    #[error("request[{step}].mock.status: {status} is not an HTTP status")]
-    Status { step: usize, status: u32 },
-    #[error("request[{step}].mock.headers[{index}]: invalid header {name:?}")]
-    Header { step: usize, index: usize, name: String },
+    #[error("{phase}[{index}]: {error}")]
+    Step { phase: &'static str, index: usize, error: PolicyError },
 }
 
 impl TryFrom<pb::Flow> for Flow {
@@ -98,46 +81,24 @@ impl TryFrom<pb::Flow> for Flow {
                 None => Segment::Literal(s.to_owned()),
             })
             .collect();
-        if !response.is_empty() {
-            return Err(FlowError::ResponsePhase(0));
-        }
-        let steps = request
-            .into_iter()
-            .enumerate()
-            .map(|(index, step)| compile_step(index, step))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Flow { name, methods, path: PathSelector { operator, segments }, steps })
+        let request = compile_steps(request, Phase::Request)?;
+        let response = compile_steps(response, Phase::Response)?;
+        Ok(Flow { name, methods, path: PathSelector { operator, segments }, request, response })
     }
 }
 
-fn compile_step(index: usize, step: pb::Step) -> Result<Step, FlowError> {
-    let pb::Step { name: _, policy } = step;
-    match policy {
-        Some(pb::step::Policy::Mock(mock)) => {
-            let pb::MockPolicy { status, headers, content } = mock;
-            // proto3 zero means unset: Gravitee's mock answers 200 by default.
-            let status = if status == 0 {
-                StatusCode::OK
-            } else {
-                u16::try_from(status)
-                    .ok()
-                    .and_then(|s| StatusCode::from_u16(s).ok())
-                    .ok_or(FlowError::Status { step: index, status })?
-            };
-            let headers = headers
-                .into_iter()
-                .enumerate()
-                .map(|(i, pb::Header { name, value })| {
-                    match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
-                        (Ok(n), Ok(v)) => Ok((n, v)),
-                        _ => Err(FlowError::Header { step: index, index: i, name }),
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Step::Mock(Mock { status, headers, content: Bytes::from(content) }))
-        }
-        None => Err(FlowError::UnsupportedPolicy(index)),
-    }
+fn compile_steps(steps: Vec<pb::Step>, phase: Phase) -> Result<Vec<Arc<dyn Policy>>, FlowError> {
+    let label = match phase {
+        Phase::Request => "request",
+        Phase::Response => "response",
+    };
+    steps
+        .into_iter()
+        .enumerate()
+        .map(|(index, step)| {
+            policies::compile(step, phase).map_err(|error| FlowError::Step { phase: label, index, error })
+        })
+        .collect()
 }
 
 impl Flow {
@@ -163,19 +124,6 @@ impl PathSelector {
             PathOperator::Equals => request.next().is_none(),
         }
     }
-}
-
-/// Runs the request phase of `flows` (Gravitee's default mode: every matching flow, in order) and
-/// returns the mock that answers the request, if a step does.
-pub fn request_phase<'a>(flows: &'a [Flow], method: &Method, path_info: &str) -> Option<&'a Mock> {
-    flows
-        .iter()
-        .filter(|flow| flow.matches(method, path_info))
-        .flat_map(|flow| flow.steps.iter())
-        .map(|step| match step {
-            Step::Mock(mock) => mock,
-        })
-        .next()
 }
 
 #[cfg(test)]
@@ -236,21 +184,6 @@ mod tests {
     }
 
     #[test]
-    fn request_phase_returns_first_matching_mock() {
-        let a = flow("/a", pb::PathOperator::StartsWith, &["POST"]);
-        let mut b = flow("/", pb::PathOperator::StartsWith, &[]);
-        b.steps = vec![compile_step(0, mock_step(418, "teapot")).unwrap()];
-        let flows = vec![a, b];
-        let m = request_phase(&flows, &Method::GET, "/a").unwrap();
-        assert_eq!(m.status, StatusCode::IM_A_TEAPOT);
-        let m = request_phase(&flows, &Method::POST, "/a").unwrap();
-        assert_eq!(m.status, StatusCode::OK);
-        assert_eq!(m.content, Bytes::from_static(b"hi"));
-        assert_eq!(m.headers[0].0, "x-mock");
-        assert!(request_phase(&flows[..1], &Method::GET, "/a").is_none());
-    }
-
-    #[test]
     fn rejects_what_it_cannot_run() {
         let base = pb::Flow {
             name: "f".into(),
@@ -262,11 +195,17 @@ mod tests {
         };
         let no_policy =
             pb::Flow { request: vec![pb::Step { name: "rate-limit".into(), policy: None }], ..base.clone() };
-        assert_eq!(Flow::try_from(no_policy).unwrap_err(), FlowError::UnsupportedPolicy(0));
+        assert_eq!(
+            Flow::try_from(no_policy).unwrap_err(),
+            FlowError::Step { phase: "request", index: 0, error: PolicyError::Unsupported }
+        );
         let response = pb::Flow { response: vec![mock_step(200, "")], ..base.clone() };
-        assert_eq!(Flow::try_from(response).unwrap_err(), FlowError::ResponsePhase(0));
+        assert!(matches!(
+            Flow::try_from(response),
+            Err(FlowError::Step { phase: "response", error: PolicyError::Phase(..), .. })
+        ));
         let status = pb::Flow { request: vec![mock_step(1000, "")], ..base.clone() };
-        assert!(matches!(Flow::try_from(status), Err(FlowError::Status { .. })));
+        assert!(matches!(Flow::try_from(status), Err(FlowError::Step { error: PolicyError::Invalid { .. }, .. })));
         let path = pb::Flow { path: "x".into(), ..base.clone() };
         assert!(matches!(Flow::try_from(path), Err(FlowError::Path(_))));
         let method = pb::Flow { methods: vec!["G T".into()], ..base };

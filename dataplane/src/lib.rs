@@ -13,8 +13,10 @@ pub mod config;
 pub mod flows;
 pub mod listen;
 pub mod metrics;
+pub mod policies;
 pub mod proxy;
 pub mod routes;
+pub mod security;
 pub mod shutdown;
 pub mod upstream;
 

@@ -23,9 +23,10 @@ use uuid::Uuid;
 use crate::Shared;
 use crate::analytics::{PendingRecord, epoch_millis};
 use crate::body::{RequestBody, ResponseBody};
-use crate::flows::{self, Mock};
+use crate::flows::Flow;
 use crate::metrics::InFlight;
-use crate::routes::{Plan, RouteTable, normalise_host};
+use crate::policies::{Attributes, Outcome, Reply, RequestExchange, ResponseExchange};
+use crate::routes::{RouteTable, normalise_host};
 use crate::upstream::{UpstreamError, error_chain};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-gravitee-request-id");
@@ -206,11 +207,6 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
             api_id: api.id.clone(),
             api_name: api.name.clone(),
             api_type: "proxy".to_owned(),
-            plan_id: api.plan.id.clone(),
-            // Gravitee's key-less convention: application "1", subscription = client address.
-            application_id: "1".to_owned(),
-            subscription_id: client_ip.clone(),
-            client_identifier: client_ip.clone(),
             organization_id: api.organization_id.clone(),
             environment_id: api.environment_id.clone(),
             http_method: req.method().as_str().to_owned(),
@@ -221,20 +217,44 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
             path_info: path_info.clone(),
             user_agent: req.headers().get(USER_AGENT).map(lossy).unwrap_or_default(),
             entrypoint_id: "http-proxy".to_owned(),
-            security_type: Plan::SECURITY_TYPE.to_owned(),
             ..Default::default()
         };
         PendingRecord::new(record, arrival, shared.analytics.clone())
     });
 
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    let client_ip = conn.remote.ip().to_string();
+    let authenticated = match api.security.authenticate(&mut parts, &client_ip, timestamp_ms) {
+        Ok(authenticated) => authenticated,
+        Err(reply) => return reply_response(reply, &ids, record, in_flight),
+    };
+    let plan = authenticated.plan;
+    if let Some(r) = record.as_mut() {
+        let rec = r.record_mut();
+        rec.plan_id = plan.id.clone();
+        rec.security_type = plan.security_type().to_owned();
+        rec.client_identifier = authenticated.subscription.clone();
+        rec.application_id = authenticated.application;
+        rec.subscription_id = authenticated.subscription;
+    }
+
+    // Gravitee's order: plan flows, then API flows, in both phases.
+    let flows: Vec<&Flow> =
+        plan.flows.iter().chain(api.flows.iter()).filter(|flow| flow.matches(&parts.method, &path_info)).collect();
+    let mut attributes = Attributes::new();
+    {
+        let mut exchange =
+            RequestExchange { parts: &mut parts, peer_ip: conn.remote.ip(), attributes: &mut attributes };
+        for step in flows.iter().flat_map(|flow| flow.request.iter()) {
+            if let Outcome::Respond(reply) = step.on_request(&mut exchange) {
+                return reply_response(reply, &ids, record, in_flight);
+            }
+        }
+    }
+
     let (body, stats) = RequestBody::new(body);
     if let Some(r) = record.as_mut() {
         r.set_request_stats(stats);
-    }
-
-    if let Some(mock) = flows::request_phase(&api.flows, &parts.method, &path_info) {
-        return mock_response(mock, &ids, record, in_flight);
     }
 
     let Some(endpoint) = api.endpoints.next_endpoint() else {
@@ -289,11 +309,18 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
             return error_response(&UpstreamError::ReadTimeout.into(), &ids, record, in_flight);
         }
     };
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
+    let mut headers = forwardable(&parts.headers);
+    {
+        let mut exchange =
+            ResponseExchange { status: &mut parts.status, headers: &mut headers, attributes: &attributes };
+        for step in flows.iter().flat_map(|flow| flow.response.iter()) {
+            step.on_response(&mut exchange);
+        }
+    }
     if let Some(r) = record.as_mut() {
         r.record_mut().status = u32::from(parts.status.as_u16());
     }
-    let mut headers = forwardable(&parts.headers);
     ids.apply(&mut headers);
     let mut response = Response::new(ResponseBody::upstream(body, record, in_flight));
     *response.status_mut() = parts.status;
@@ -333,22 +360,31 @@ fn lossy(value: &HeaderValue) -> String {
     String::from_utf8_lossy(value.as_bytes()).into_owned()
 }
 
-fn mock_response(
-    mock: &Mock,
+/// A response the gateway makes itself: a policy's answer (mock) or refusal (with its error key).
+fn reply_response(
+    reply: Reply,
     ids: &Ids,
     mut record: Option<PendingRecord>,
     in_flight: InFlight,
 ) -> Response<ResponseBody> {
+    let Reply { status, headers, body, error_key, error_message } = reply;
     if let Some(r) = record.as_mut() {
-        r.record_mut().status = u32::from(mock.status.as_u16());
+        let rec = r.record_mut();
+        rec.status = u32::from(status.as_u16());
+        if let Some(key) = error_key {
+            rec.error_key = key.to_owned();
+        }
+        if let Some(message) = error_message {
+            rec.error_message = message;
+        }
     }
-    let mut response = Response::new(ResponseBody::full(mock.content.clone(), record, in_flight));
-    *response.status_mut() = mock.status;
-    let headers = response.headers_mut();
-    for (name, value) in &mock.headers {
-        headers.append(name.clone(), value.clone());
+    let mut response = Response::new(ResponseBody::full(body, record, in_flight));
+    *response.status_mut() = status;
+    let response_headers = response.headers_mut();
+    for (name, value) in headers {
+        response_headers.append(name, value);
     }
-    ids.apply(headers);
+    ids.apply(response_headers);
     response
 }
 

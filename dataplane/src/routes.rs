@@ -13,6 +13,7 @@ use hgw_proto::v1 as pb;
 use http::{HeaderName, HeaderValue};
 
 use crate::flows::{Flow, FlowError};
+use crate::security::{Security, SecurityError};
 use crate::upstream::{ClientKey, UpstreamClient};
 
 /// Gravitee's default connect timeout, used when the agent leaves the field at zero.
@@ -33,9 +34,9 @@ pub struct Api {
     pub context_paths: Vec<ContextPath>,
     /// The first endpoint group: the one the proxy calls.
     pub endpoints: EndpointGroup,
-    /// The selected plan (the first key-less one).
-    pub plan: Plan,
-    /// API flows then plan flows, in definition order.
+    /// Plans (with their flows) and the credentials that open them.
+    pub security: Security,
+    /// API-level flows, in definition order (plan flows live in their plan).
     pub flows: Vec<Flow>,
     pub analytics_enabled: bool,
 }
@@ -83,18 +84,6 @@ pub struct HttpOptions {
     pub propagate_client_host: bool,
 }
 
-/// The plan a request runs under.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    pub id: String,
-    pub name: String,
-}
-
-impl Plan {
-    /// The only security type this dataplane runs, in Gravitee's spelling for metrics.
-    pub const SECURITY_TYPE: &'static str = "KEY_LESS";
-}
-
 /// Why an `hgw.v1.Api` cannot be served; `field` is the path inside the message.
 #[derive(Debug, thiserror::Error)]
 #[error("api {api:?}: {field}: {reason}")]
@@ -121,10 +110,8 @@ pub enum Invalid {
     NoPrimaryEndpoint,
     #[error("load balancer {0} not supported by this dataplane")]
     LoadBalancer(String),
-    #[error("security type {0} not supported by this dataplane")]
-    Security(String),
-    #[error("no plan")]
-    NoPlan,
+    #[error(transparent)]
+    Security(#[from] SecurityError),
     #[error("flow mode {0} not supported by this dataplane")]
     FlowMode(String),
     #[error("invalid header {0:?}")]
@@ -151,6 +138,8 @@ impl TryFrom<pb::Api> for Api {
             flow_mode,
             analytics_enabled,
             tags: _,
+            subscriptions,
+            api_keys,
         } = api;
         let err = |field: String, reason: Invalid| ConversionError { api: id.clone(), field, reason };
         if id.is_empty() {
@@ -184,38 +173,22 @@ impl TryFrom<pb::Api> for Api {
             Err(_) => return Err(err("flow_mode".into(), Invalid::FlowMode(flow_mode.to_string()))),
         }
 
-        let mut compiled = flows
+        let flows = flows
             .into_iter()
             .enumerate()
             .map(|(i, f)| Flow::try_from(f).map_err(|e| err(format!("flows[{i}]"), e.into())))
             .collect::<Result<Vec<_>, _>>()?;
-
-        if plans.is_empty() {
-            return Err(err("plans".into(), Invalid::NoPlan));
-        }
-        let mut selected = None;
-        for (i, plan) in plans.into_iter().enumerate() {
-            let pb::Plan { id: plan_id, name: plan_name, security, flows } = plan;
-            match pb::SecurityType::try_from(security) {
-                Ok(pb::SecurityType::KeyLess) => {}
-                Ok(other) => {
-                    return Err(err(format!("plans[{i}].security"), Invalid::Security(other.as_str_name().into())));
-                }
-                Err(_) => {
-                    return Err(err(format!("plans[{i}].security"), Invalid::Security(security.to_string())));
-                }
-            }
-            let flows = flows
+        let mut plans_with_flows = Vec::with_capacity(plans.len());
+        for (i, mut plan) in plans.into_iter().enumerate() {
+            let plan_flows = std::mem::take(&mut plan.flows)
                 .into_iter()
                 .enumerate()
                 .map(|(j, f)| Flow::try_from(f).map_err(|e| err(format!("plans[{i}].flows[{j}]"), e.into())))
                 .collect::<Result<Vec<_>, _>>()?;
-            if selected.is_none() {
-                selected = Some((Plan { id: plan_id, name: plan_name }, flows));
-            }
+            plans_with_flows.push((plan, plan_flows));
         }
-        let (plan, plan_flows) = selected.ok_or_else(|| err("plans".into(), Invalid::NoPlan))?;
-        compiled.extend(plan_flows);
+        let security =
+            Security::new(plans_with_flows, subscriptions, api_keys).map_err(|e| err("plans".into(), e.into()))?;
 
         Ok(Api {
             id,
@@ -225,8 +198,8 @@ impl TryFrom<pb::Api> for Api {
             organization_id,
             context_paths,
             endpoints,
-            plan,
-            flows: compiled,
+            security,
+            flows,
             analytics_enabled,
         })
     }
@@ -534,6 +507,7 @@ pub(crate) mod tests {
                 name: "Keyless".into(),
                 security: pb::SecurityType::KeyLess as i32,
                 flows: vec![],
+                api_key: None,
             }],
             analytics_enabled: true,
             ..Default::default()
@@ -639,7 +613,7 @@ pub(crate) mod tests {
 
         let mut jwt = api("x", &[("", "/x")], "http://b");
         jwt.plans[0].security = pb::SecurityType::Jwt as i32;
-        assert!(reason(jwt).contains("security type SECURITY_TYPE_JWT not supported"));
+        assert!(reason(jwt).contains("security type SECURITY_TYPE_JWT is not supported"));
 
         let mut secondary_only = api("x", &[("", "/x")], "http://b");
         secondary_only.endpoint_groups[0].endpoints[0].secondary = true;

@@ -330,11 +330,14 @@ fn echo_api(id: &str, path: &str, backend: SocketAddr) -> pb::Api {
             name: "Keyless".into(),
             security: pb::SecurityType::KeyLess as i32,
             flows: vec![],
+            api_key: None,
         }],
         flows: vec![],
         flow_mode: pb::FlowMode::Default as i32,
         analytics_enabled: true,
         tags: vec![],
+        subscriptions: vec![],
+        api_keys: vec![],
     }
 }
 

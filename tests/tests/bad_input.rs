@@ -127,9 +127,9 @@ async fn broken_definitions_are_rejected_alone_with_their_reason() {
     sim.put_api(v4_api("good", "/good", &backend.url())).await;
     sim.put_raw_api("broken-json", "{\"id\": \"broken-json\", \"listeners\": [").await;
     sim.put_api(v4_api("tls-target", "/tls", "https://127.0.0.1:1")).await;
-    let mut api_key = v4_api("api-key-plan", "/secured", &backend.url());
-    api_key["plans"][0]["security"]["type"] = json!("API_KEY");
-    sim.put_api(api_key).await;
+    let mut jwt = v4_api("jwt-plan", "/secured", &backend.url());
+    jwt["plans"][0]["security"]["type"] = json!("JWT");
+    sim.put_api(jwt).await;
     let mut unknown_policy = v4_api("unknown-policy", "/policy", &backend.url());
     unknown_policy["flows"] = json!([{"name": "f", "selectors": [{"type": "http", "path": "/"}],
         "request": [{"name": "x", "policy": "groovy", "configuration": {"script": "1"}}]}]);
@@ -160,7 +160,7 @@ async fn broken_definitions_are_rejected_alone_with_their_reason() {
     };
     assert!(reason("broken-json").starts_with("the definition is not valid JSON"), "{}", reason("broken-json"));
     assert!(reason("tls-target").contains("endpointGroups[0].endpoints[0].configuration.target"));
-    assert!(reason("api-key-plan").contains("plans[0].security.type"));
+    assert!(reason("jwt-plan").contains("plans[0].security.type"));
     assert!(reason("unknown-policy").contains("policy `groovy` is not supported"));
     assert_eq!(apis["deployed"].as_array().unwrap().len(), 1);
 

@@ -134,13 +134,29 @@ fn compile_api(
         if !tags.matches_plan(&plan.tags) {
             continue;
         }
+        let mut api_key = None;
         let security = match norm(&plan.security.security_type).as_str() {
             "key-less" | "keyless" => pb::SecurityType::KeyLess,
+            "api-key" | "apikey" => {
+                let configuration = model::object_or_json_string(&plan.security.configuration)
+                    .map_err(|m| err(format!("{at}.security.configuration"), m))?;
+                let propagate = configuration.get("propagateApiKey").and_then(Value::as_bool).unwrap_or(false);
+                // Header and query parameter are the gateway's (Gravitee defaults, applied by the dataplane).
+                api_key = Some(pb::ApiKeySecurity {
+                    header: String::new(),
+                    query_param: String::new(),
+                    propagate_api_key: propagate,
+                });
+                pb::SecurityType::ApiKey
+            }
             "" => return Err(err(format!("{at}.security.type"), "the plan has no security type")),
             other => {
                 return Err(err(
                     format!("{at}.security.type"),
-                    format!("plan `{}` uses `{other}` security, which is not supported yet (only key-less)", plan.name),
+                    format!(
+                        "plan `{}` uses `{other}` security, which is not supported yet (key-less and api-key are)",
+                        plan.name
+                    ),
                 ));
             }
         };
@@ -153,6 +169,7 @@ fn compile_api(
             name: plan.name.clone(),
             security: security as i32,
             flows: compile_flows(&plan.flows, &format!("{at}.flows"))?,
+            api_key,
         });
     }
     if plans.is_empty() {
@@ -187,6 +204,8 @@ fn compile_api(
         flow_mode: flow_mode as i32,
         analytics_enabled: analytics.is_none_or(|a| a.enabled),
         tags: api.tags.clone(),
+        subscriptions: Vec::new(),
+        api_keys: Vec::new(),
     })))
 }
 
@@ -477,8 +496,30 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase) -> Result<Vec<pb::Step>
         }
         let configuration =
             model::object_or_json_string(&step.configuration).map_err(|m| err(format!("{at}.configuration"), m))?;
+        let at_config = format!("{at}.configuration");
+        if let Some(scope) = configuration.get("scope").and_then(Value::as_str) {
+            // v2-era policies carry a scope; Gravitee runs them only in the phase it names.
+            let runs_here = match (norm(scope).as_str(), phase) {
+                ("request", Phase::Request) | ("response", Phase::Response) => true,
+                ("request" | "response", _) => false,
+                _ => true,
+            };
+            if !runs_here {
+                continue;
+            }
+        }
+        reject_el(&configuration, &at_config)?;
+        use pb::step::Policy as P;
         let policy = match (step.policy.trim(), phase) {
-            ("mock", Phase::Request) => pb::step::Policy::Mock(mock(&configuration, &format!("{at}.configuration"))?),
+            ("mock", Phase::Request) => P::Mock(mock(&configuration, &at_config)?),
+            ("transform-headers", _) => P::TransformHeaders(transform_headers(&configuration, &at_config)?),
+            ("ip-filtering", Phase::Request) => P::IpFiltering(ip_filtering(&configuration, &at_config)?),
+            ("request-content-limit", Phase::Request) => {
+                P::RequestContentLimit(request_content_limit(&configuration, &at_config)?)
+            }
+            ("policy-assign-attributes", Phase::Request) => {
+                P::AssignAttributes(assign_attributes(&configuration, &at_config)?)
+            }
             ("", _) => return Err(err(format!("{at}.policy"), "the step names no policy")),
             (other, _) => {
                 return Err(err(
@@ -492,6 +533,102 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase) -> Result<Vec<pb::Step>
     Ok(compiled)
 }
 
+/// Values with Gravitee EL (`{#...}`) would be sent to the backend literally: refuse until EL runs.
+fn reject_el(configuration: &Value, at: &str) -> Result<(), CompileError> {
+    fn find(value: &Value, path: String) -> Option<String> {
+        match value {
+            Value::String(s) if s.contains("{#") => Some(path),
+            Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| find(v, format!("{path}[{i}]"))),
+            Value::Object(map) => map.iter().find_map(|(k, v)| find(v, format!("{path}.{k}"))),
+            _ => None,
+        }
+    }
+    match find(configuration, at.to_owned()) {
+        Some(path) => Err(err(path, "Gravitee EL in policy configuration is not supported yet")),
+        None => Ok(()),
+    }
+}
+
+fn string_list(configuration: &Value, field: &str, at: &str) -> Result<Vec<String>, CompileError> {
+    match configuration.get(field) {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(s) => Ok(s.trim().to_owned()),
+                // Gravitee UIs sometimes store list entries as {"value": "..."} objects.
+                Value::Object(o) => o
+                    .get("value")
+                    .or_else(|| o.get("name"))
+                    .and_then(Value::as_str)
+                    .map(|s| s.trim().to_owned())
+                    .ok_or_else(|| err(format!("{at}.{field}[{i}]"), "expected a string")),
+                _ => Err(err(format!("{at}.{field}[{i}]"), "expected a string")),
+            })
+            .filter(|item| item.as_ref().map_or(true, |s| !s.is_empty()))
+            .collect(),
+        Some(_) => Err(err(format!("{at}.{field}"), "expected a list")),
+    }
+}
+
+fn name_values(configuration: &Value, field: &str, at: &str) -> Result<Vec<pb::Header>, CompileError> {
+    let list: Vec<NameValue> = configuration
+        .get(field)
+        .map(|v| serde_json::from_value(v.clone()))
+        .transpose()
+        .map_err(|e| err(format!("{at}.{field}"), e.to_string()))?
+        .unwrap_or_default();
+    Ok(headers(&list))
+}
+
+fn transform_headers(configuration: &Value, at: &str) -> Result<pb::TransformHeadersPolicy, CompileError> {
+    Ok(pb::TransformHeadersPolicy {
+        remove_headers: string_list(configuration, "removeHeaders", at)?,
+        whitelist_headers: string_list(configuration, "whitelistHeaders", at)?,
+        add_headers: name_values(configuration, "addHeaders", at)?,
+        append_headers: name_values(configuration, "appendHeaders", at)?,
+    })
+}
+
+fn ip_filtering(configuration: &Value, at: &str) -> Result<pb::IpFilteringPolicy, CompileError> {
+    let check = |field: &str| -> Result<Vec<String>, CompileError> {
+        let list = string_list(configuration, field, at)?;
+        for (i, item) in list.iter().enumerate() {
+            let ip = item.split_once('/').map_or(item.as_str(), |(ip, _)| ip);
+            if ip.parse::<std::net::IpAddr>().is_err() {
+                return Err(err(
+                    format!("{at}.{field}[{i}]"),
+                    format!("`{item}` is not an IP or CIDR (host names are not supported yet)"),
+                ));
+            }
+        }
+        Ok(list)
+    };
+    Ok(pb::IpFilteringPolicy {
+        match_all_from_x_forwarded_for: configuration
+            .get("matchAllFromXForwardedFor")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        whitelist_ips: check("whitelistIps")?,
+        blacklist_ips: check("blacklistIps")?,
+    })
+}
+
+fn request_content_limit(configuration: &Value, at: &str) -> Result<pb::RequestContentLimitPolicy, CompileError> {
+    let limit = match configuration.get("limit") {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    };
+    let limit = limit.ok_or_else(|| err(format!("{at}.limit"), "the limit must be a number of bytes"))?;
+    Ok(pb::RequestContentLimitPolicy { limit })
+}
+
+fn assign_attributes(configuration: &Value, at: &str) -> Result<pb::AssignAttributesPolicy, CompileError> {
+    Ok(pb::AssignAttributesPolicy { attributes: name_values(configuration, "attributes", at)? })
+}
+
 fn mock(configuration: &Value, at: &str) -> Result<pb::MockPolicy, CompileError> {
     let status = match configuration.get("status") {
         None => 200,
@@ -501,9 +638,6 @@ fn mock(configuration: &Value, at: &str) -> Result<pb::MockPolicy, CompileError>
     };
     if !(100..=599).contains(&status) {
         return Err(err(format!("{at}.status"), "the mock status must be an HTTP status code (100-599)"));
-    }
-    if configuration.get("content").and_then(Value::as_str).is_some_and(|c| c.contains("{#")) {
-        return Err(err(format!("{at}.content"), "EL in mock content is not supported yet"));
     }
     let headers: Vec<NameValue> = configuration
         .get("headers")

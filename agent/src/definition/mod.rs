@@ -106,7 +106,7 @@ pub fn compile(source: &ApiSource, tags: &ShardingTags) -> Outcome {
 
 /// A content hash of the compiled API (revision field empty): equal revisions mean equal behaviour, so
 /// re-reading an unchanged definition never pushes an update.
-fn revision(api: &Api) -> String {
+pub fn revision(api: &Api) -> String {
     let mut copy = api.clone();
     copy.revision.clear();
     let bytes = prost::Message::encode_to_vec(&copy);

@@ -226,6 +226,8 @@ pub struct Plan {
 pub struct PlanSecurity {
     #[serde(rename = "type")]
     pub security_type: String,
+    /// An object, or a JSON string holding one (v2's `securityDefinition`).
+    pub configuration: Value,
 }
 
 #[derive(Debug, Deserialize)]

@@ -87,7 +87,7 @@ pub fn to_v4(v2: &Value) -> Result<Value, String> {
             json!({
                 "id": plan.get("id"),
                 "name": plan.get("name"),
-                "security": {"type": plan.get("security")},
+                "security": {"type": plan.get("security"), "configuration": plan.get("securityDefinition")},
                 "status": plan.get("status"),
                 "selectionRule": plan.get("selectionRule").or_else(|| plan.get("selection_rule")),
                 "tags": plan.get("tags"),

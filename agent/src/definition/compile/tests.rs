@@ -100,11 +100,27 @@ fn malformed_and_unsupported_definitions_say_where() {
             .starts_with("listeners[0].paths[0].path: context path `no-slash` must start with `/`")
     );
 
-    let mut api_key = v4("a", "/a", "http://b");
-    api_key["plans"][0]["security"]["type"] = json!("API_KEY");
+    let mut jwt = v4("a", "/a", "http://b");
+    jwt["plans"][0]["security"]["type"] = json!("JWT");
     assert_eq!(
-        rejection(api_key),
-        "plans[0].security.type: plan `Keyless` uses `api-key` security, which is not supported yet (only key-less)"
+        rejection(jwt),
+        "plans[0].security.type: plan `Keyless` uses `jwt` security, which is not supported yet (key-less and api-key are)"
+    );
+
+    let mut el = v4("a", "/a", "http://b");
+    el["flows"] = json!([{"selectors": [{"type": "http", "path": "/"}], "request": [{"policy": "transform-headers",
+        "configuration": {"addHeaders": [{"name": "X-User", "value": "{#request.headers['u'][0]}"}]}}]}]);
+    assert_eq!(
+        rejection(el),
+        "flows[0].request[0].configuration.addHeaders[0].value: Gravitee EL in policy configuration is not supported yet"
+    );
+
+    let mut host_filter = v4("a", "/a", "http://b");
+    host_filter["flows"] =
+        json!([{"request": [{"policy": "ip-filtering", "configuration": {"whitelistIps": ["example.com"]}}]}]);
+    assert!(
+        rejection(host_filter)
+            .starts_with("flows[0].request[0].configuration.whitelistIps[0]: `example.com` is not an IP or CIDR")
     );
 
     let mut unknown_policy = v4("a", "/a", "http://b");
@@ -162,6 +178,37 @@ fn id_must_match_the_announced_id() {
         Outcome::Rejected(r) => assert!(r.reason.starts_with("id: `real` differs"), "{}", r.reason),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn policies_and_api_key_plans_compile() {
+    let mut api = v4("a", "/a", "http://b:1");
+    api["plans"][0]["security"] = json!({"type": "API_KEY", "configuration": {"propagateApiKey": true}});
+    api["flows"] = json!([{"name": "all", "selectors": [{"type": "http", "path": "/", "pathOperator": "STARTS_WITH"}],
+        "request": [
+            {"policy": "transform-headers", "configuration": {"removeHeaders": ["X-Secret"], "addHeaders": [{"name": "X-A", "value": "1"}]}},
+            {"policy": "ip-filtering", "configuration": {"whitelistIps": ["10.0.0.0/8", "::1"], "blacklistIps": []}},
+            {"policy": "request-content-limit", "configuration": {"limit": "1024"}},
+            {"policy": "policy-assign-attributes", "configuration": {"attributes": [{"name": "team", "value": "blue"}]}},
+            {"policy": "transform-headers", "configuration": {"scope": "RESPONSE", "addHeaders": [{"name": "X-Skipped", "value": "1"}]}}
+        ],
+        "response": [{"policy": "transform-headers", "configuration": {"scope": "RESPONSE", "addHeaders": [{"name": "X-Out", "value": "1"}]}}]}]);
+    let api = deploy(api);
+    assert_eq!(api.plans[0].security, pb::SecurityType::ApiKey as i32);
+    assert!(api.plans[0].api_key.as_ref().unwrap().propagate_api_key);
+    let flow = &api.flows[0];
+    assert_eq!(flow.request.len(), 4, "the RESPONSE-scoped step does not run in the request phase");
+    assert!(matches!(&flow.request[2].policy, Some(pb::step::Policy::RequestContentLimit(l)) if l.limit == 1024));
+    assert!(
+        matches!(&flow.response[0].policy, Some(pb::step::Policy::TransformHeaders(t)) if t.add_headers[0].name == "X-Out")
+    );
+    // ip-filtering cannot run on responses.
+    let mut wrong_phase = v4("a", "/a", "http://b:1");
+    wrong_phase["flows"] = json!([{"response": [{"policy": "ip-filtering", "configuration": {}}]}]);
+    assert!(
+        rejection(wrong_phase)
+            .starts_with("flows[0].response[0].policy: policy `ip-filtering` is not supported yet in this phase")
+    );
 }
 
 #[test]

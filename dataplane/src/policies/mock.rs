@@ -1,0 +1,47 @@
+//! `mock`: the gateway answers with a fixed status, headers and content; no endpoint is called.
+
+use bytes::Bytes;
+use hgw_proto::v1 as pb;
+use http::{HeaderName, HeaderValue, StatusCode};
+
+use super::{Outcome, Policy, PolicyError, Reply, RequestExchange, header, invalid};
+
+#[derive(Debug)]
+pub struct Mock {
+    status: StatusCode,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    content: Bytes,
+}
+
+impl Mock {
+    pub fn compile(config: pb::MockPolicy) -> Result<Mock, PolicyError> {
+        let pb::MockPolicy { status, headers, content } = config;
+        // proto3 zero is "unset": Gravitee's mock answers 200 by default.
+        let status = if status == 0 {
+            StatusCode::OK
+        } else {
+            u16::try_from(status)
+                .ok()
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .ok_or_else(|| invalid("mock.status", format!("{status} is not an HTTP status")))?
+        };
+        let headers = headers
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| header(&format!("mock.headers[{i}]"), h))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Mock { status, headers, content: Bytes::from(content) })
+    }
+}
+
+impl Policy for Mock {
+    fn on_request(&self, _exchange: &mut RequestExchange<'_>) -> Outcome {
+        Outcome::Respond(Reply {
+            status: self.status,
+            headers: self.headers.clone(),
+            body: self.content.clone(),
+            error_key: None,
+            error_message: None,
+        })
+    }
+}

@@ -1,0 +1,145 @@
+//! Gravitee policies, one per module behind the small [`Policy`] trait.
+//!
+//! A policy's configuration is compiled once, when an API arrives from the agent ([`compile`] is the
+//! registry: adding a policy is one module and one line there); requests only run the compiled form.
+//! A policy sees the request (or response) head and the request's context attributes; it lets the
+//! request continue or answers it itself ([`Outcome::Respond`]), as Gravitee's policies do.
+
+mod assign_attributes;
+mod ip_filtering;
+mod mock;
+mod request_content_limit;
+mod transform_headers;
+
+use std::fmt::Debug;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hgw_proto::v1 as pb;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+/// Request context attributes (`policy-assign-attributes`, read by later policies).
+pub type Attributes = Vec<(String, String)>;
+
+/// What a request-phase policy may look at and change.
+pub struct RequestExchange<'a> {
+    pub parts: &'a mut http::request::Parts,
+    /// The connection's peer address.
+    pub peer_ip: IpAddr,
+    pub attributes: &'a mut Attributes,
+}
+
+/// What a response-phase policy may look at and change (the body streams untouched).
+pub struct ResponseExchange<'a> {
+    pub status: &'a mut StatusCode,
+    pub headers: &'a mut HeaderMap,
+    pub attributes: &'a Attributes,
+}
+
+/// A response the gateway makes itself (a policy's answer or refusal).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+    /// Gravitee's error key, for the metrics record (and response templates).
+    pub error_key: Option<&'static str>,
+    pub error_message: Option<String>,
+}
+
+impl Reply {
+    /// Gravitee's error body: `{"message":"...","http_status_code":N}`.
+    pub fn error(status: StatusCode, key: Option<&'static str>, message: impl Into<String>) -> Reply {
+        let message = message.into();
+        let body = serde_json::json!({"message": message, "http_status_code": status.as_u16()}).to_string();
+        Reply {
+            status,
+            headers: vec![(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            body: Bytes::from(body),
+            error_key: key,
+            error_message: Some(message),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    Continue,
+    Respond(Reply),
+}
+
+pub trait Policy: Send + Sync + Debug {
+    fn on_request(&self, _exchange: &mut RequestExchange<'_>) -> Outcome {
+        Outcome::Continue
+    }
+    fn on_response(&self, _exchange: &mut ResponseExchange<'_>) {}
+}
+
+/// Which phase a step is compiled for: some policies only make sense in one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Request,
+    Response,
+}
+
+/// Why a step cannot be compiled.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    #[error("the step names no policy this dataplane supports")]
+    Unsupported,
+    #[error("policy {0} cannot run in the {1:?} phase")]
+    Phase(&'static str, Phase),
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> PolicyError {
+    PolicyError::Invalid { field: field.into(), reason: reason.into() }
+}
+
+/// The registry: one line per policy.
+pub fn compile(step: pb::Step, phase: Phase) -> Result<Arc<dyn Policy>, PolicyError> {
+    use pb::step::Policy as P;
+    let pb::Step { name: _, policy } = step;
+    match policy.ok_or(PolicyError::Unsupported)? {
+        P::Mock(config) => request_only(phase, "mock", mock::Mock::compile(config)),
+        P::TransformHeaders(config) => Ok(Arc::new(transform_headers::TransformHeaders::compile(config)?)),
+        P::IpFiltering(config) => request_only(phase, "ip-filtering", ip_filtering::IpFiltering::compile(config)),
+        P::RequestContentLimit(config) => request_only(
+            phase,
+            "request-content-limit",
+            Ok(request_content_limit::RequestContentLimit::compile(config)),
+        ),
+        P::AssignAttributes(config) => {
+            request_only(phase, "policy-assign-attributes", assign_attributes::AssignAttributes::compile(config))
+        }
+    }
+}
+
+fn request_only<P: Policy + 'static>(
+    phase: Phase,
+    name: &'static str,
+    policy: Result<P, PolicyError>,
+) -> Result<Arc<dyn Policy>, PolicyError> {
+    if phase != Phase::Request {
+        return Err(PolicyError::Phase(name, phase));
+    }
+    Ok(Arc::new(policy?))
+}
+
+/// A header from the proto, checked once.
+pub(crate) fn header(
+    field: &str,
+    pb::Header { name, value }: pb::Header,
+) -> Result<(HeaderName, HeaderValue), PolicyError> {
+    let parsed_name = HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| invalid(field, format!("{name:?} is not a header name")))?;
+    let parsed_value = HeaderValue::from_bytes(value.as_bytes())
+        .map_err(|_| invalid(field, format!("value of {name:?} is not a valid header value")))?;
+    Ok((parsed_name, parsed_value))
+}
+
+pub(crate) fn header_name(field: &str, name: &str) -> Result<HeaderName, PolicyError> {
+    HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| invalid(field, format!("{name:?} is not a header name")))
+}

@@ -1,0 +1,443 @@
+//! Plans and their security: which plan a request runs under, and who the caller is.
+//!
+//! Gravitee's order: plans that need a credential are tried first (API key), key-less last. A plan
+//! "handles" a request when the request carries its credential; a handled request that fails
+//! authentication is refused (401), it never falls back to a key-less plan. API keys arrive from the
+//! agent as SHA-256 hashes with their subscriptions, so this process never holds a plaintext key.
+
+use std::collections::HashMap;
+
+use hgw_proto::v1 as pb;
+use http::{HeaderName, StatusCode, Uri};
+use sha2::{Digest, Sha256};
+
+use crate::flows::Flow;
+use crate::policies::Reply;
+
+#[derive(Debug)]
+pub struct Plan {
+    pub id: String,
+    pub name: String,
+    pub kind: PlanKind,
+    pub flows: Vec<Flow>,
+}
+
+#[derive(Debug)]
+pub enum PlanKind {
+    KeyLess,
+    ApiKey(ApiKeyPlan),
+}
+
+#[derive(Debug)]
+pub struct ApiKeyPlan {
+    header: HeaderName,
+    query_param: String,
+    propagate: bool,
+}
+
+impl Plan {
+    /// Gravitee's security type name, for the metrics record.
+    pub fn security_type(&self) -> &'static str {
+        match self.kind {
+            PlanKind::KeyLess => "KEY_LESS",
+            PlanKind::ApiKey(_) => "API_KEY",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct KeyEntry {
+    subscriptions: Vec<String>,
+    expire_at_ms: i64,
+    revoked: bool,
+    paused: bool,
+}
+
+#[derive(Debug)]
+struct SubscriptionEntry {
+    plan: String,
+    application: String,
+    accepted: bool,
+    starting_at_ms: i64,
+    ending_at_ms: i64,
+}
+
+/// The plans of one API and the credentials that open them.
+#[derive(Debug, Default)]
+pub struct Security {
+    /// In evaluation order: credential plans first, key-less last.
+    plans: Vec<Plan>,
+    keys: HashMap<String, KeyEntry>,
+    subscriptions: HashMap<String, SubscriptionEntry>,
+}
+
+/// The outcome of authentication: the plan and, for subscription plans, who called.
+#[derive(Debug)]
+pub struct Authenticated<'a> {
+    pub plan: &'a Plan,
+    pub application: String,
+    pub subscription: String,
+}
+
+/// Why plans could not be built from the proto.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SecurityError {
+    #[error("no plan")]
+    NoPlan,
+    #[error("plans[{0}]: security type {1} is not supported by this dataplane")]
+    Unsupported(usize, String),
+    #[error("plans[{0}].api_key.header: {1:?} is not a header name")]
+    Header(usize, String),
+}
+
+pub const DEFAULT_API_KEY_HEADER: &str = "x-gravitee-api-key";
+pub const DEFAULT_API_KEY_QUERY_PARAM: &str = "api-key";
+
+impl Security {
+    pub fn new(
+        plans: Vec<(pb::Plan, Vec<Flow>)>,
+        subscriptions: Vec<pb::Subscription>,
+        keys: Vec<pb::ApiKey>,
+    ) -> Result<Security, SecurityError> {
+        if plans.is_empty() {
+            return Err(SecurityError::NoPlan);
+        }
+        let mut compiled = Vec::with_capacity(plans.len());
+        for (i, (plan, flows)) in plans.into_iter().enumerate() {
+            let pb::Plan { id, name, security, flows: _, api_key } = plan;
+            let kind = match pb::SecurityType::try_from(security) {
+                Ok(pb::SecurityType::KeyLess) => PlanKind::KeyLess,
+                Ok(pb::SecurityType::ApiKey) => {
+                    let config = api_key.unwrap_or_default();
+                    let header_text =
+                        if config.header.trim().is_empty() { DEFAULT_API_KEY_HEADER } else { config.header.trim() };
+                    let header = HeaderName::from_bytes(header_text.as_bytes())
+                        .map_err(|_| SecurityError::Header(i, config.header.clone()))?;
+                    let query_param = if config.query_param.trim().is_empty() {
+                        DEFAULT_API_KEY_QUERY_PARAM.to_owned()
+                    } else {
+                        config.query_param.trim().to_owned()
+                    };
+                    PlanKind::ApiKey(ApiKeyPlan { header, query_param, propagate: config.propagate_api_key })
+                }
+                Ok(other) => return Err(SecurityError::Unsupported(i, other.as_str_name().to_owned())),
+                Err(_) => return Err(SecurityError::Unsupported(i, security.to_string())),
+            };
+            compiled.push(Plan { id, name, kind, flows });
+        }
+        // Stable: plans of the same kind keep their definition order.
+        compiled.sort_by_key(|plan| matches!(plan.kind, PlanKind::KeyLess));
+        let subscriptions = subscriptions
+            .into_iter()
+            .map(|s| {
+                let accepted = pb::SubscriptionStatus::try_from(s.status) == Ok(pb::SubscriptionStatus::Accepted);
+                (
+                    s.id,
+                    SubscriptionEntry {
+                        plan: s.plan,
+                        application: s.application,
+                        accepted,
+                        starting_at_ms: s.starting_at_ms,
+                        ending_at_ms: s.ending_at_ms,
+                    },
+                )
+            })
+            .collect();
+        let keys = keys
+            .into_iter()
+            .map(|k| {
+                (
+                    k.key_sha256.to_ascii_lowercase(),
+                    KeyEntry {
+                        subscriptions: k.subscriptions,
+                        expire_at_ms: k.expire_at_ms,
+                        revoked: k.revoked,
+                        paused: k.paused,
+                    },
+                )
+            })
+            .collect();
+        Ok(Security { plans: compiled, keys, subscriptions })
+    }
+
+    pub fn plans(&self) -> &[Plan] {
+        &self.plans
+    }
+
+    /// Selects the plan for a request and authenticates it; on success the API key is stripped from
+    /// the request unless the plan propagates it. `client_ip` identifies key-less callers.
+    pub fn authenticate(
+        &self,
+        parts: &mut http::request::Parts,
+        client_ip: &str,
+        now_ms: i64,
+    ) -> Result<Authenticated<'_>, Reply> {
+        let mut key_missing = false;
+        let mut key_invalid = false;
+        for plan in &self.plans {
+            match &plan.kind {
+                PlanKind::ApiKey(config) => {
+                    let Some(key) = find_key(parts, config) else {
+                        key_missing = true;
+                        continue;
+                    };
+                    match self.subscription_for(&key, &plan.id, now_ms) {
+                        Some((subscription, entry)) => {
+                            if !config.propagate {
+                                strip_key(parts, config);
+                            }
+                            return Ok(Authenticated {
+                                plan,
+                                application: entry.application.clone(),
+                                subscription: subscription.to_owned(),
+                            });
+                        }
+                        None => key_invalid = true,
+                    }
+                }
+                PlanKind::KeyLess => {
+                    if key_invalid {
+                        break;
+                    }
+                    // Gravitee's key-less convention: application "1", subscription = caller address.
+                    return Ok(Authenticated { plan, application: "1".to_owned(), subscription: client_ip.to_owned() });
+                }
+            }
+        }
+        Err(if key_invalid {
+            Reply::error(
+                StatusCode::UNAUTHORIZED,
+                Some("API_KEY_INVALID"),
+                "API Key is not valid or is expired / revoked.",
+            )
+        } else if key_missing {
+            Reply::error(StatusCode::UNAUTHORIZED, Some("API_KEY_MISSING"), "API Key is missing")
+        } else {
+            Reply::error(StatusCode::UNAUTHORIZED, Some("GATEWAY_PLAN_UNRESOLVABLE"), "Unauthorized")
+        })
+    }
+
+    /// The accepted, current subscription of `plan` that the key opens.
+    fn subscription_for(&self, key: &str, plan: &str, now_ms: i64) -> Option<(&str, &SubscriptionEntry)> {
+        let entry = self.keys.get(&sha256_hex(key))?;
+        if entry.revoked || entry.paused || (entry.expire_at_ms > 0 && entry.expire_at_ms <= now_ms) {
+            return None;
+        }
+        entry.subscriptions.iter().find_map(|id| {
+            let subscription = self.subscriptions.get(id)?;
+            let current = subscription.starting_at_ms <= now_ms
+                && (subscription.ending_at_ms == 0 || subscription.ending_at_ms > now_ms);
+            (subscription.plan == plan && subscription.accepted && current).then_some((id.as_str(), subscription))
+        })
+    }
+}
+
+pub fn sha256_hex(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        hex.push(char::from_digit((byte >> 4) as u32, 16).unwrap_or('0'));
+        hex.push(char::from_digit((byte & 0xf) as u32, 16).unwrap_or('0'));
+    }
+    hex
+}
+
+fn find_key(parts: &http::request::Parts, config: &ApiKeyPlan) -> Option<String> {
+    if let Some(value) =
+        parts.headers.get(&config.header).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+    {
+        return Some(value.to_owned());
+    }
+    query_pairs(parts.uri.query()?)
+        .find(|(name, value)| name == &config.query_param && !value.is_empty())
+        .map(|(_, value)| value)
+}
+
+/// `name=value` pairs of a query string, percent-decoded.
+fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(name), percent_decode(value))
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(high), Some(low)) => {
+                    out.push(high << 4 | low);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn strip_key(parts: &mut http::request::Parts, config: &ApiKeyPlan) {
+    parts.headers.remove(&config.header);
+    let Some(query) = parts.uri.query() else {
+        return;
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            !pair.is_empty() && percent_decode(pair.split_once('=').map_or(*pair, |(n, _)| n)) != config.query_param
+        })
+        .collect();
+    let path_and_query =
+        if kept.is_empty() { parts.uri.path().to_owned() } else { format!("{}?{}", parts.uri.path(), kept.join("&")) };
+    let mut builder = Uri::builder();
+    if let Some(scheme) = parts.uri.scheme() {
+        builder = builder.scheme(scheme.clone());
+    }
+    if let Some(authority) = parts.uri.authority() {
+        builder = builder.authority(authority.clone());
+    }
+    if let Ok(uri) = builder.path_and_query(path_and_query).build() {
+        parts.uri = uri;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn plan(id: &str, security: pb::SecurityType) -> (pb::Plan, Vec<Flow>) {
+        (pb::Plan { id: id.into(), name: id.into(), security: security as i32, flows: vec![], api_key: None }, vec![])
+    }
+
+    fn subscription(id: &str, plan: &str, status: pb::SubscriptionStatus) -> pb::Subscription {
+        pb::Subscription {
+            id: id.into(),
+            plan: plan.into(),
+            application: format!("app-{id}"),
+            client_id: String::new(),
+            status: status as i32,
+            starting_at_ms: 0,
+            ending_at_ms: 0,
+        }
+    }
+
+    fn key(key: &str, subscriptions: &[&str]) -> pb::ApiKey {
+        pb::ApiKey {
+            key_sha256: sha256_hex(key),
+            subscriptions: subscriptions.iter().map(|s| s.to_string()).collect(),
+            expire_at_ms: 0,
+            revoked: false,
+            paused: false,
+        }
+    }
+
+    fn parts(uri: &str, header: Option<&str>) -> http::request::Parts {
+        let mut builder = http::Request::builder().uri(uri);
+        if let Some(key) = header {
+            builder = builder.header("X-Gravitee-Api-Key", key);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    fn outcome(
+        security: &Security,
+        uri: &str,
+        header: Option<&str>,
+    ) -> Result<(String, String, String), (u16, &'static str)> {
+        let mut p = parts(uri, header);
+        security
+            .authenticate(&mut p, "10.0.0.1", NOW)
+            .map(|a| (a.plan.id.clone(), a.application, a.subscription))
+            .map_err(|r| (r.status.as_u16(), r.error_key.unwrap_or_default()))
+    }
+
+    #[test]
+    fn api_key_plans_come_first_and_keyless_catches_the_rest() {
+        let security = Security::new(
+            vec![plan("free", pb::SecurityType::KeyLess), plan("gold", pb::SecurityType::ApiKey)],
+            vec![subscription("s1", "gold", pb::SubscriptionStatus::Accepted)],
+            vec![key("k-good", &["s1"])],
+        )
+        .unwrap();
+        assert_eq!(outcome(&security, "/a", Some("k-good")), Ok(("gold".into(), "app-s1".into(), "s1".into())));
+        assert_eq!(outcome(&security, "/a?api-key=k-good", None), Ok(("gold".into(), "app-s1".into(), "s1".into())));
+        assert_eq!(outcome(&security, "/a", None), Ok(("free".into(), "1".into(), "10.0.0.1".into())));
+        assert_eq!(
+            outcome(&security, "/a", Some("wrong")),
+            Err((401, "API_KEY_INVALID")),
+            "a bad key never falls back to key-less"
+        );
+    }
+
+    #[test]
+    fn revoked_paused_expired_and_non_accepted_keys_are_invalid() {
+        let mut revoked = key("revoked", &["s1"]);
+        revoked.revoked = true;
+        let mut paused = key("paused", &["s1"]);
+        paused.paused = true;
+        let mut expired = key("expired", &["s1"]);
+        expired.expire_at_ms = NOW - 1;
+        let mut later = key("later", &["s1"]);
+        later.expire_at_ms = NOW + 60_000;
+        let mut ended = subscription("s3", "gold", pb::SubscriptionStatus::Accepted);
+        ended.ending_at_ms = NOW - 1;
+        let security = Security::new(
+            vec![plan("gold", pb::SecurityType::ApiKey)],
+            vec![
+                subscription("s1", "gold", pb::SubscriptionStatus::Accepted),
+                subscription("s2", "gold", pb::SubscriptionStatus::Paused),
+                ended,
+            ],
+            vec![revoked, paused, expired, later, key("sub-paused", &["s2"]), key("sub-ended", &["s3"])],
+        )
+        .unwrap();
+        for bad in ["revoked", "paused", "expired", "sub-paused", "sub-ended"] {
+            assert_eq!(outcome(&security, "/", Some(bad)), Err((401, "API_KEY_INVALID")), "{bad}");
+        }
+        assert!(outcome(&security, "/", Some("later")).is_ok());
+        assert_eq!(outcome(&security, "/", None), Err((401, "API_KEY_MISSING")));
+    }
+
+    #[test]
+    fn key_is_stripped_unless_propagated() {
+        let security = Security::new(
+            vec![plan("gold", pb::SecurityType::ApiKey)],
+            vec![subscription("s1", "gold", pb::SubscriptionStatus::Accepted)],
+            vec![key("k", &["s1"])],
+        )
+        .unwrap();
+        let mut p = parts("/x?a=1&api-key=k&b=2", Some("k"));
+        security.authenticate(&mut p, "ip", NOW).unwrap();
+        assert!(p.headers.get("x-gravitee-api-key").is_none());
+        assert_eq!(p.uri.to_string(), "/x?a=1&b=2");
+
+        let (mut propagating, flows) = plan("gold", pb::SecurityType::ApiKey);
+        propagating.api_key =
+            Some(pb::ApiKeySecurity { header: "X-Key".into(), query_param: "key".into(), propagate_api_key: true });
+        let security = Security::new(
+            vec![(propagating, flows)],
+            vec![subscription("s1", "gold", pb::SubscriptionStatus::Accepted)],
+            vec![key("k", &["s1"])],
+        )
+        .unwrap();
+        let mut p = http::Request::builder().uri("/x?key=k").header("x-key", "k").body(()).unwrap().into_parts().0;
+        security.authenticate(&mut p, "ip", NOW).unwrap();
+        assert_eq!(p.headers["x-key"], "k");
+        assert_eq!(p.uri.to_string(), "/x?key=k");
+    }
+
+    #[test]
+    fn percent_encoded_keys_and_hashing() {
+        assert_eq!(percent_decode("a%20b+c%zz%"), "a b c%zz%");
+        assert_eq!(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}
