@@ -43,6 +43,8 @@ pub struct Shared {
     ready: AtomicBool,
     pub metrics: Arc<Metrics>,
     pub analytics: Arc<AnalyticsSink>,
+    /// Local rate-limit / quota / spike-arrest counters (they outlive route-table updates).
+    pub counters: policies::rate_limit::LocalCounters,
     /// The root shutdown token: cancelled means draining.
     shutdown: CancellationToken,
 }
@@ -54,6 +56,7 @@ impl Shared {
             ready: AtomicBool::new(false),
             metrics,
             analytics,
+            counters: policies::rate_limit::LocalCounters::default(),
             shutdown,
         }
     }

@@ -229,24 +229,35 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
         Err(reply) => return reply_response(reply, &ids, record, in_flight),
     };
     let plan = authenticated.plan;
+    let subscription_id = authenticated.subscription;
     if let Some(r) = record.as_mut() {
         let rec = r.record_mut();
         rec.plan_id = plan.id.clone();
         rec.security_type = plan.security_type().to_owned();
-        rec.client_identifier = authenticated.subscription.clone();
+        rec.client_identifier = subscription_id.clone();
         rec.application_id = authenticated.application;
-        rec.subscription_id = authenticated.subscription;
+        rec.subscription_id = subscription_id.clone();
     }
 
     // Gravitee's order: plan flows, then API flows, in both phases.
     let flows: Vec<&Flow> =
         plan.flows.iter().chain(api.flows.iter()).filter(|flow| flow.matches(&parts.method, &path_info)).collect();
     let mut attributes = Attributes::new();
+    let mut extra_headers = Vec::new();
     {
-        let mut exchange =
-            RequestExchange { parts: &mut parts, peer_ip: conn.remote.ip(), attributes: &mut attributes };
+        let mut exchange = RequestExchange {
+            parts: &mut parts,
+            peer_ip: conn.remote.ip(),
+            attributes: &mut attributes,
+            plan_id: &plan.id,
+            subscription_id: &subscription_id,
+            counters: &shared.counters,
+            now_ms: timestamp_ms,
+            response_headers: &mut extra_headers,
+        };
         for step in flows.iter().flat_map(|flow| flow.request.iter()) {
-            if let Outcome::Respond(reply) = step.on_request(&mut exchange) {
+            if let Outcome::Respond(mut reply) = step.on_request(&mut exchange) {
+                reply.headers.append(exchange.response_headers);
                 return reply_response(reply, &ids, record, in_flight);
             }
         }
@@ -320,6 +331,9 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
     }
     if let Some(r) = record.as_mut() {
         r.record_mut().status = u32::from(parts.status.as_u16());
+    }
+    for (name, value) in extra_headers {
+        headers.insert(name, value);
     }
     ids.apply(&mut headers);
     let mut response = Response::new(ResponseBody::upstream(body, record, in_flight));

@@ -159,3 +159,44 @@ async fn policies_transform_filter_limit_and_mock() {
     assert_eq!(legacy.header("x-v2-out"), Some("out"));
     assert_eq!(legacy.json()["headers"]["x-v2"], "in");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_and_quota_answer_429_with_gravitee_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    let mut api = v4_api("limited", "/limited", &backend.url());
+    api["flows"] = json!([
+        {"name": "rate", "selectors": [{"type": "http", "path": "/rate", "pathOperator": "STARTS_WITH"}],
+         "request": [{"policy": "rate-limit", "configuration": {"addHeaders": true,
+             "rate": {"limit": 3, "periodTime": 1, "periodTimeUnit": "HOURS"}}}]},
+        {"name": "quota", "selectors": [{"type": "http", "path": "/quota", "pathOperator": "STARTS_WITH"}],
+         "request": [{"policy": "quota", "configuration": {"quota": {"limit": 1, "periodTime": 1, "periodTimeUnit": "DAYS"}}}]}
+    ]);
+    sim.put_api(api).await;
+    let (_agent, dp) = gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+
+    let mut remaining = Vec::new();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let reply = get(&client, &dp.url("/limited/rate")).await.unwrap();
+        statuses.push(reply.status);
+        remaining.push(reply.header("x-rate-limit-remaining").unwrap().to_owned());
+        assert_eq!(reply.header("x-rate-limit-limit"), Some("3"));
+        let reset: i64 = reply.header("x-rate-limit-reset").unwrap().parse().unwrap();
+        assert!(reset > now_ms() + 3_500_000, "reset is first request + 1 hour, in epoch ms: {reset}");
+    }
+    assert_eq!(statuses, vec![200, 200, 200, 429, 429]);
+    assert_eq!(remaining, vec!["2", "1", "0", "0", "0"]);
+    let refused = get(&client, &dp.url("/limited/rate")).await.unwrap();
+    assert_eq!(refused.json()["message"], "Rate limit exceeded! You reached the limit of 3 requests per 1 hours");
+    let doc = report_for(&sim, refused.header("x-gravitee-request-id").unwrap()).await;
+    assert_eq!((&doc["status"], &doc["error-key"]), (&json!(429), &json!("RATE_LIMIT_TOO_MANY_REQUESTS")));
+
+    assert_eq!(get(&client, &dp.url("/limited/quota")).await.unwrap().status, 200);
+    let over = get(&client, &dp.url("/limited/quota")).await.unwrap();
+    assert_eq!(over.status, 429);
+    assert_eq!(over.header("x-quota-remaining"), Some("0"), "quota adds its headers by default");
+    assert_eq!(over.json()["message"], "Quota exceeded! You reached the limit of 1 requests per 1 days");
+}

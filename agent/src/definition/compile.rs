@@ -520,6 +520,15 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase) -> Result<Vec<pb::Step>
             ("policy-assign-attributes", Phase::Request) => {
                 P::AssignAttributes(assign_attributes(&configuration, &at_config)?)
             }
+            ("rate-limit", Phase::Request) => {
+                P::RateLimit(rate_limit(&configuration, &at_config, pb::RateLimitKind::RateLimit)?)
+            }
+            ("quota", Phase::Request) => {
+                P::RateLimit(rate_limit(&configuration, &at_config, pb::RateLimitKind::Quota)?)
+            }
+            ("spike-arrest", Phase::Request) => {
+                P::RateLimit(rate_limit(&configuration, &at_config, pb::RateLimitKind::SpikeArrest)?)
+            }
             ("", _) => return Err(err(format!("{at}.policy"), "the step names no policy")),
             (other, _) => {
                 return Err(err(
@@ -627,6 +636,67 @@ fn request_content_limit(configuration: &Value, at: &str) -> Result<pb::RequestC
 
 fn assign_attributes(configuration: &Value, at: &str) -> Result<pb::AssignAttributesPolicy, CompileError> {
     Ok(pb::AssignAttributesPolicy { attributes: name_values(configuration, "attributes", at)? })
+}
+
+/// `rate-limit` (`rate`), `quota` (`quota`) and `spike-arrest` (`spike`): one shape, three semantics.
+fn rate_limit(configuration: &Value, at: &str, kind: pb::RateLimitKind) -> Result<pb::RateLimitPolicy, CompileError> {
+    let (section, default_unit, default_headers) = match kind {
+        pb::RateLimitKind::Quota => ("quota", "MONTHS", true),
+        pb::RateLimitKind::SpikeArrest => ("spike", "SECONDS", false),
+        _ => ("rate", "SECONDS", false),
+    };
+    let at_section = format!("{at}.{section}");
+    let rate = configuration.get(section).ok_or_else(|| err(at_section.clone(), "missing"))?;
+    let number = |field: &str| -> Result<Option<u64>, CompileError> {
+        match rate.get(field) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| err(format!("{at_section}.{field}"), "must be a positive whole number")),
+            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Value::String(s)) => {
+                s.trim().parse().map(Some).map_err(|_| err(format!("{at_section}.{field}"), "must be a whole number"))
+            }
+            Some(_) => Err(err(format!("{at_section}.{field}"), "must be a number")),
+        }
+    };
+    let mut limit = number("limit")?.unwrap_or(0);
+    if limit == 0
+        && let Some(dynamic) = rate.get("dynamicLimit").and_then(Value::as_str).filter(|d| !d.trim().is_empty())
+    {
+        limit = dynamic
+            .trim()
+            .parse()
+            .map_err(|_| err(format!("{at_section}.dynamicLimit"), "dynamic limits (EL) are not supported yet"))?;
+    }
+    let period_time = number("periodTime")?.unwrap_or(1).max(1);
+    let unit = rate.get("periodTimeUnit").and_then(Value::as_str).unwrap_or(default_unit).trim().to_ascii_uppercase();
+    let unit_ms: u64 = match unit.as_str() {
+        "MILLISECONDS" => 1,
+        "SECONDS" => 1_000,
+        "MINUTES" => 60_000,
+        "HOURS" => 3_600_000,
+        "DAYS" => 86_400_000,
+        "WEEKS" => 7 * 86_400_000,
+        // Java's ChronoUnit estimates (a month is 1/12 of 365.2425 days).
+        "MONTHS" => 2_629_746_000,
+        "YEARS" => 31_556_952_000,
+        other => return Err(err(format!("{at_section}.periodTimeUnit"), format!("unknown time unit `{other}`"))),
+    };
+    let period_ms = period_time
+        .checked_mul(unit_ms)
+        .ok_or_else(|| err(format!("{at_section}.periodTime"), "the period is too long"))?;
+    Ok(pb::RateLimitPolicy {
+        kind: kind as i32,
+        limit,
+        period_time,
+        period_unit: unit,
+        period_ms,
+        key: rate.get("key").and_then(Value::as_str).unwrap_or_default().trim().to_owned(),
+        use_key_only: rate.get("useKeyOnly").and_then(Value::as_bool).unwrap_or(false),
+        add_headers: configuration.get("addHeaders").and_then(Value::as_bool).unwrap_or(default_headers),
+    })
 }
 
 fn mock(configuration: &Value, at: &str) -> Result<pb::MockPolicy, CompileError> {

@@ -183,9 +183,9 @@ mod tests {
             builder = builder.header("x-forwarded-for", xff);
         }
         let (mut parts, ()) = builder.body(()).unwrap().into_parts();
-        let mut attributes = Vec::new();
-        let mut exchange = RequestExchange { parts: &mut parts, peer_ip: ip(peer), attributes: &mut attributes };
-        matches!(policy.on_request(&mut exchange), Outcome::Continue)
+        crate::policies::with_test_exchange(&mut parts, peer, |exchange| {
+            matches!(policy.on_request(exchange), Outcome::Continue)
+        })
     }
 
     #[test]

@@ -8,6 +8,7 @@
 mod assign_attributes;
 mod ip_filtering;
 mod mock;
+pub mod rate_limit;
 mod request_content_limit;
 mod transform_headers;
 
@@ -28,6 +29,15 @@ pub struct RequestExchange<'a> {
     /// The connection's peer address.
     pub peer_ip: IpAddr,
     pub attributes: &'a mut Attributes,
+    /// The plan and subscription the request runs under (counter keys).
+    pub plan_id: &'a str,
+    pub subscription_id: &'a str,
+    /// This dataplane's rate-limit counters.
+    pub counters: &'a rate_limit::LocalCounters,
+    /// Request arrival, epoch milliseconds.
+    pub now_ms: i64,
+    /// Headers to add to whatever response the request gets (e.g. X-Rate-Limit-Remaining).
+    pub response_headers: &'a mut Vec<(HeaderName, HeaderValue)>,
 }
 
 /// What a response-phase policy may look at and change (the body streams untouched).
@@ -114,6 +124,7 @@ pub fn compile(step: pb::Step, phase: Phase) -> Result<Arc<dyn Policy>, PolicyEr
         P::AssignAttributes(config) => {
             request_only(phase, "policy-assign-attributes", assign_attributes::AssignAttributes::compile(config))
         }
+        P::RateLimit(config) => request_only(phase, "rate-limit", rate_limit::RateLimit::compile(config)),
     }
 }
 
@@ -126,6 +137,29 @@ fn request_only<P: Policy + 'static>(
         return Err(PolicyError::Phase(name, phase));
     }
     Ok(Arc::new(policy?))
+}
+
+/// An exchange for unit tests of request-phase policies.
+#[cfg(test)]
+pub(crate) fn with_test_exchange<T>(
+    parts: &mut http::request::Parts,
+    peer: &str,
+    run: impl FnOnce(&mut RequestExchange<'_>) -> T,
+) -> T {
+    let mut attributes = Attributes::new();
+    let counters = rate_limit::LocalCounters::default();
+    let mut response_headers = Vec::new();
+    let mut exchange = RequestExchange {
+        parts,
+        peer_ip: peer.parse().expect("test peer address"),
+        attributes: &mut attributes,
+        plan_id: "plan",
+        subscription_id: "subscription",
+        counters: &counters,
+        now_ms: 0,
+        response_headers: &mut response_headers,
+    };
+    run(&mut exchange)
 }
 
 /// A header from the proto, checked once.

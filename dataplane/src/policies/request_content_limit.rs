@@ -56,14 +56,11 @@ mod tests {
             builder = builder.header("content-length", length);
         }
         let (mut parts, ()) = builder.body(()).unwrap().into_parts();
-        let mut attributes = Vec::new();
-        let mut exchange =
-            RequestExchange { parts: &mut parts, peer_ip: "127.0.0.1".parse().unwrap(), attributes: &mut attributes };
         let policy = RequestContentLimit { limit };
-        match policy.on_request(&mut exchange) {
+        crate::policies::with_test_exchange(&mut parts, "127.0.0.1", |exchange| match policy.on_request(exchange) {
             Outcome::Continue => None,
             Outcome::Respond(reply) => Some((reply.status.as_u16(), reply.error_key)),
-        }
+        })
     }
 
     #[test]

@@ -124,10 +124,10 @@ fn malformed_and_unsupported_definitions_say_where() {
     );
 
     let mut unknown_policy = v4("a", "/a", "http://b");
-    unknown_policy["flows"] = json!([{"selectors": [{"type": "http", "path": "/"}], "request": [{"policy": "rate-limit", "configuration": {}}]}]);
+    unknown_policy["flows"] = json!([{"selectors": [{"type": "http", "path": "/"}], "request": [{"policy": "json-validation", "configuration": {}}]}]);
     assert_eq!(
         rejection(unknown_policy),
-        "flows[0].request[0].policy: policy `rate-limit` is not supported yet in this phase"
+        "flows[0].request[0].policy: policy `json-validation` is not supported yet in this phase"
     );
 
     let mut wrong_type = v4("a", "/a", "http://b");
@@ -209,6 +209,38 @@ fn policies_and_api_key_plans_compile() {
         rejection(wrong_phase)
             .starts_with("flows[0].response[0].policy: policy `ip-filtering` is not supported yet in this phase")
     );
+}
+
+#[test]
+fn rate_limit_quota_and_spike_arrest_compile_with_gravitee_defaults() {
+    let mut api = v4("a", "/a", "http://b:1");
+    api["flows"] = json!([{"request": [
+        {"policy": "rate-limit", "configuration": {"addHeaders": true, "rate": {"limit": 10, "periodTime": 2, "periodTimeUnit": "MINUTES"}}},
+        {"policy": "quota", "configuration": {"quota": {"limit": "1000", "key": "team"}}},
+        {"policy": "spike-arrest", "configuration": {"spike": {"limit": 5, "periodTime": 1, "periodTimeUnit": "SECONDS"}}}
+    ]}]);
+    let api = deploy(api);
+    let limits: Vec<pb::RateLimitPolicy> = api.flows[0]
+        .request
+        .iter()
+        .map(|s| match &s.policy {
+            Some(pb::step::Policy::RateLimit(r)) => r.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!((limits[0].limit, limits[0].period_ms, limits[0].add_headers), (10, 120_000, true));
+    assert_eq!(
+        (limits[1].period_unit.as_str(), limits[1].key.as_str(), limits[1].add_headers),
+        ("MONTHS", "team", true)
+    );
+    assert_eq!((limits[2].kind, limits[2].period_ms), (pb::RateLimitKind::SpikeArrest as i32, 1000));
+
+    let mut dynamic = v4("a", "/a", "http://b:1");
+    dynamic["flows"] = json!([{"request": [{"policy": "rate-limit", "configuration": {"rate": {"dynamicLimit": "{#request.headers['l'][0]}"}}}]}]);
+    assert!(rejection(dynamic).contains("EL"));
+    let mut unit = v4("a", "/a", "http://b:1");
+    unit["flows"] = json!([{"request": [{"policy": "rate-limit", "configuration": {"rate": {"limit": 1, "periodTimeUnit": "FORTNIGHTS"}}}]}]);
+    assert!(rejection(unit).ends_with("unknown time unit `FORTNIGHTS`"));
 }
 
 #[test]
