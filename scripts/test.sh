@@ -22,7 +22,7 @@ apt_install() {
 }
 
 # Tools the tests use: a real gRPC reflection client (grpcurl), buf for the proto lint, curl.
-apt_install curl ca-certificates
+apt_install curl ca-certificates openssl
 if ! command -v cargo >/dev/null; then
   echo "cargo is required (https://rustup.rs)" >&2; exit 1
 fi

@@ -181,7 +181,7 @@ fn subscription_status(status: &str) -> Option<pb::SubscriptionStatus> {
     }
 }
 
-/// Gives each API with API-key plans the subscriptions to those plans and their keys, hashed (the
+/// Gives each API with API-key or JWT plans the subscriptions to those plans and their keys, hashed (the
 /// plaintext key never leaves the agent). The API's revision then covers its credentials, so a
 /// revoked key reaches dataplanes like any other change.
 fn attach_credentials(apis: &mut BTreeMap<String, Arc<Api>>, subscriptions: &[Subscription], keys: &[ApiKey]) {
@@ -196,8 +196,13 @@ fn attach_credentials(apis: &mut BTreeMap<String, Arc<Api>>, subscriptions: &[Su
         }
     }
     for api in apis.values_mut() {
-        let key_plans: Vec<&str> =
-            api.plans.iter().filter(|p| p.security == pb::SecurityType::ApiKey as i32).map(|p| p.id.as_str()).collect();
+        // API-key and JWT plans authenticate against subscriptions (JWT: by client id).
+        let key_plans: Vec<&str> = api
+            .plans
+            .iter()
+            .filter(|p| p.security == pb::SecurityType::ApiKey as i32 || p.security == pb::SecurityType::Jwt as i32)
+            .map(|p| p.id.as_str())
+            .collect();
         if key_plans.is_empty() {
             continue;
         }

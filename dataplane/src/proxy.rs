@@ -236,6 +236,7 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
         rec.security_type = plan.security_type().to_owned();
         rec.client_identifier = subscription_id.clone();
         rec.application_id = authenticated.application;
+        rec.user = authenticated.user.unwrap_or_default();
         rec.subscription_id = subscription_id.clone();
     }
 

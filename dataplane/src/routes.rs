@@ -508,6 +508,7 @@ pub(crate) mod tests {
                 security: pb::SecurityType::KeyLess as i32,
                 flows: vec![],
                 api_key: None,
+                jwt: None,
             }],
             analytics_enabled: true,
             ..Default::default()
@@ -613,7 +614,10 @@ pub(crate) mod tests {
 
         let mut jwt = api("x", &[("", "/x")], "http://b");
         jwt.plans[0].security = pb::SecurityType::Jwt as i32;
-        assert!(reason(jwt).contains("security type SECURITY_TYPE_JWT is not supported"));
+        assert!(reason(jwt).contains("plans[0].jwt: algorithm \"\" is not supported"));
+        let mut oauth2 = api("x", &[("", "/x")], "http://b");
+        oauth2.plans[0].security = pb::SecurityType::Oauth2 as i32;
+        assert!(reason(oauth2).contains("security type SECURITY_TYPE_OAUTH2 is not supported"));
 
         let mut secondary_only = api("x", &[("", "/x")], "http://b");
         secondary_only.endpoint_groups[0].endpoints[0].secondary = true;

@@ -1,6 +1,6 @@
 //! Plans and their security: which plan a request runs under, and who the caller is.
 //!
-//! Gravitee's order: plans that need a credential are tried first (API key), key-less last. A plan
+//! Gravitee's order: plans that need a credential are tried first (JWT, then API key), key-less last. A plan
 //! "handles" a request when the request carries its credential; a handled request that fails
 //! authentication is refused (401), it never falls back to a key-less plan. API keys arrive from the
 //! agent as SHA-256 hashes with their subscriptions, so this process never holds a plaintext key.
@@ -26,6 +26,26 @@ pub struct Plan {
 pub enum PlanKind {
     KeyLess,
     ApiKey(ApiKeyPlan),
+    Jwt(Box<JwtPlan>),
+}
+
+/// A JWT plan's verification settings, compiled once.
+pub struct JwtPlan {
+    keys: Vec<jsonwebtoken::DecodingKey>,
+    validation: jsonwebtoken::Validation,
+    client_id_claim: Option<String>,
+    user_claim: String,
+    propagate_auth_header: bool,
+    required_scopes: Vec<String>,
+}
+
+impl std::fmt::Debug for JwtPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtPlan")
+            .field("keys", &self.keys.len())
+            .field("algorithms", &self.validation.algorithms)
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -41,6 +61,7 @@ impl Plan {
         match self.kind {
             PlanKind::KeyLess => "KEY_LESS",
             PlanKind::ApiKey(_) => "API_KEY",
+            PlanKind::Jwt(_) => "JWT",
         }
     }
 }
@@ -57,6 +78,7 @@ struct KeyEntry {
 struct SubscriptionEntry {
     plan: String,
     application: String,
+    client_id: String,
     accepted: bool,
     starting_at_ms: i64,
     ending_at_ms: i64,
@@ -77,6 +99,8 @@ pub struct Authenticated<'a> {
     pub plan: &'a Plan,
     pub application: String,
     pub subscription: String,
+    /// The end user, when the credential names one (JWT `sub` or the configured claim).
+    pub user: Option<String>,
 }
 
 /// Why plans could not be built from the proto.
@@ -88,6 +112,8 @@ pub enum SecurityError {
     Unsupported(usize, String),
     #[error("plans[{0}].api_key.header: {1:?} is not a header name")]
     Header(usize, String),
+    #[error("plans[{0}].jwt: {1}")]
+    Jwt(usize, String),
 }
 
 pub const DEFAULT_API_KEY_HEADER: &str = "x-gravitee-api-key";
@@ -104,7 +130,7 @@ impl Security {
         }
         let mut compiled = Vec::with_capacity(plans.len());
         for (i, (plan, flows)) in plans.into_iter().enumerate() {
-            let pb::Plan { id, name, security, flows: _, api_key } = plan;
+            let pb::Plan { id, name, security, flows: _, api_key, jwt } = plan;
             let kind = match pb::SecurityType::try_from(security) {
                 Ok(pb::SecurityType::KeyLess) => PlanKind::KeyLess,
                 Ok(pb::SecurityType::ApiKey) => {
@@ -120,13 +146,20 @@ impl Security {
                     };
                     PlanKind::ApiKey(ApiKeyPlan { header, query_param, propagate: config.propagate_api_key })
                 }
+                Ok(pb::SecurityType::Jwt) => {
+                    PlanKind::Jwt(Box::new(jwt_plan(jwt.unwrap_or_default()).map_err(|e| SecurityError::Jwt(i, e))?))
+                }
                 Ok(other) => return Err(SecurityError::Unsupported(i, other.as_str_name().to_owned())),
                 Err(_) => return Err(SecurityError::Unsupported(i, security.to_string())),
             };
             compiled.push(Plan { id, name, kind, flows });
         }
         // Stable: plans of the same kind keep their definition order.
-        compiled.sort_by_key(|plan| matches!(plan.kind, PlanKind::KeyLess));
+        compiled.sort_by_key(|plan| match plan.kind {
+            PlanKind::Jwt(_) => 0,
+            PlanKind::ApiKey(_) => 1,
+            PlanKind::KeyLess => 2,
+        });
         let subscriptions = subscriptions
             .into_iter()
             .map(|s| {
@@ -136,6 +169,7 @@ impl Security {
                     SubscriptionEntry {
                         plan: s.plan,
                         application: s.application,
+                        client_id: s.client_id,
                         accepted,
                         starting_at_ms: s.starting_at_ms,
                         ending_at_ms: s.ending_at_ms,
@@ -172,13 +206,32 @@ impl Security {
         client_ip: &str,
         now_ms: i64,
     ) -> Result<Authenticated<'_>, Reply> {
-        let mut key_missing = false;
-        let mut key_invalid = false;
+        // The first plan that held a credential but refused it decides the error; without any
+        // credential, the first plan that wanted one names what is missing.
+        let mut refused: Option<Reply> = None;
+        let mut missing: Option<Reply> = None;
         for plan in &self.plans {
             match &plan.kind {
+                PlanKind::Jwt(config) => {
+                    let Some(token) = find_bearer(parts) else {
+                        missing.get_or_insert_with(|| unauthorized("JWT_MISSING_TOKEN", "Unauthorized"));
+                        continue;
+                    };
+                    match self.verify_jwt(plan, config, &token, now_ms) {
+                        Some(authenticated) => {
+                            if !config.propagate_auth_header {
+                                parts.headers.remove(http::header::AUTHORIZATION);
+                            }
+                            return Ok(authenticated);
+                        }
+                        None => {
+                            refused.get_or_insert_with(|| unauthorized("JWT_INVALID_TOKEN", "Unauthorized"));
+                        }
+                    }
+                }
                 PlanKind::ApiKey(config) => {
                     let Some(key) = find_key(parts, config) else {
-                        key_missing = true;
+                        missing.get_or_insert_with(|| unauthorized("API_KEY_MISSING", "API Key is missing"));
                         continue;
                     };
                     match self.subscription_for(&key, &plan.id, now_ms) {
@@ -190,30 +243,82 @@ impl Security {
                                 plan,
                                 application: entry.application.clone(),
                                 subscription: subscription.to_owned(),
+                                user: None,
                             });
                         }
-                        None => key_invalid = true,
+                        None => {
+                            refused.get_or_insert_with(|| {
+                                unauthorized("API_KEY_INVALID", "API Key is not valid or is expired / revoked.")
+                            });
+                        }
                     }
                 }
                 PlanKind::KeyLess => {
-                    if key_invalid {
+                    if refused.is_some() {
                         break;
                     }
                     // Gravitee's key-less convention: application "1", subscription = caller address.
-                    return Ok(Authenticated { plan, application: "1".to_owned(), subscription: client_ip.to_owned() });
+                    return Ok(Authenticated {
+                        plan,
+                        application: "1".to_owned(),
+                        subscription: client_ip.to_owned(),
+                        user: None,
+                    });
                 }
             }
         }
-        Err(if key_invalid {
-            Reply::error(
-                StatusCode::UNAUTHORIZED,
-                Some("API_KEY_INVALID"),
-                "API Key is not valid or is expired / revoked.",
-            )
-        } else if key_missing {
-            Reply::error(StatusCode::UNAUTHORIZED, Some("API_KEY_MISSING"), "API Key is missing")
-        } else {
-            Reply::error(StatusCode::UNAUTHORIZED, Some("GATEWAY_PLAN_UNRESOLVABLE"), "Unauthorized")
+        Err(refused.or(missing).unwrap_or_else(|| unauthorized("GATEWAY_PLAN_UNRESOLVABLE", "Unauthorized")))
+    }
+
+    /// Verifies the token and finds the plan's subscription for its client id.
+    fn verify_jwt<'a>(
+        &'a self,
+        plan: &'a Plan,
+        config: &JwtPlan,
+        token: &str,
+        now_ms: i64,
+    ) -> Option<Authenticated<'a>> {
+        let claims = config
+            .keys
+            .iter()
+            .find_map(|key| jsonwebtoken::decode::<serde_json::Value>(token, key, &config.validation).ok())?
+            .claims;
+        if !config.required_scopes.is_empty() {
+            let granted: Vec<&str> = match (claims.get("scope"), claims.get("scp")) {
+                (Some(serde_json::Value::String(s)), _) => s.split_whitespace().collect(),
+                (_, Some(serde_json::Value::Array(items))) => items.iter().filter_map(|v| v.as_str()).collect(),
+                (_, Some(serde_json::Value::String(s))) => s.split_whitespace().collect(),
+                _ => Vec::new(),
+            };
+            if !config.required_scopes.iter().all(|scope| granted.contains(&scope.as_str())) {
+                return None;
+            }
+        }
+        let text = |value: Option<&serde_json::Value>| -> Option<String> {
+            match value? {
+                serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+                serde_json::Value::Array(items) => items.first().and_then(|v| v.as_str()).map(str::to_owned),
+                _ => None,
+            }
+        };
+        let client_id = match &config.client_id_claim {
+            Some(claim) => text(claims.get(claim)),
+            None => {
+                text(claims.get("azp")).or_else(|| text(claims.get("aud"))).or_else(|| text(claims.get("client_id")))
+            }
+        }?;
+        let (subscription, entry) = self.subscriptions.iter().find(|(_, s)| {
+            s.plan == plan.id
+                && s.client_id == client_id
+                && s.accepted
+                && s.starting_at_ms <= now_ms
+                && (s.ending_at_ms == 0 || s.ending_at_ms > now_ms)
+        })?;
+        Some(Authenticated {
+            plan,
+            application: entry.application.clone(),
+            subscription: subscription.clone(),
+            user: text(claims.get(&config.user_claim)),
         })
     }
 
@@ -230,6 +335,77 @@ impl Security {
             (subscription.plan == plan && subscription.accepted && current).then_some((id.as_str(), subscription))
         })
     }
+}
+
+fn unauthorized(key: &'static str, message: &str) -> Reply {
+    Reply::error(StatusCode::UNAUTHORIZED, Some(key), message)
+}
+
+/// Compiles a JWT plan's settings (keys parsed once).
+fn jwt_plan(config: pb::JwtSecurity) -> Result<JwtPlan, String> {
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    let pb::JwtSecurity {
+        algorithm,
+        public_keys_pem,
+        hmac_secret,
+        client_id_claim,
+        user_claim,
+        propagate_auth_header,
+        required_scopes,
+        check_required_scopes,
+    } = config;
+    let algorithm = match algorithm.to_ascii_uppercase().as_str() {
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "HS256" => Algorithm::HS256,
+        "HS384" => Algorithm::HS384,
+        "HS512" => Algorithm::HS512,
+        other => return Err(format!("algorithm {other:?} is not supported")),
+    };
+    let keys: Vec<DecodingKey> = if matches!(algorithm, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+        if hmac_secret.is_empty() {
+            return Err("an HMAC algorithm needs a secret".into());
+        }
+        vec![DecodingKey::from_secret(hmac_secret.as_bytes())]
+    } else {
+        public_keys_pem
+            .iter()
+            .enumerate()
+            .map(|(i, pem)| DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| format!("public_keys_pem[{i}]: {e}")))
+            .collect::<Result<_, _>>()?
+    };
+    if keys.is_empty() {
+        return Err("no verification key".into());
+    }
+    let mut validation = Validation::new(algorithm);
+    // Gravitee validates exp/nbf when present but requires neither; the audience is a client id here.
+    validation.required_spec_claims.clear();
+    validation.validate_aud = false;
+    validation.validate_nbf = true;
+    validation.leeway = 0;
+    Ok(JwtPlan {
+        keys,
+        validation,
+        client_id_claim: Some(client_id_claim).filter(|c| !c.trim().is_empty()),
+        user_claim: if user_claim.trim().is_empty() { "sub".to_owned() } else { user_claim },
+        propagate_auth_header,
+        required_scopes: if check_required_scopes { required_scopes } else { Vec::new() },
+    })
+}
+
+/// The bearer token: `Authorization: Bearer ...` or the `access_token` query parameter (Gravitee's).
+fn find_bearer(parts: &http::request::Parts) -> Option<String> {
+    for value in parts.headers.get_all(http::header::AUTHORIZATION) {
+        if let Ok(value) = value.to_str()
+            && let Some((scheme, token)) = value.trim().split_once(' ')
+            && scheme.eq_ignore_ascii_case("bearer")
+            && !token.trim().is_empty()
+        {
+            return Some(token.trim().to_owned());
+        }
+    }
+    query_pairs(parts.uri.query()?).find(|(name, value)| name == "access_token" && !value.is_empty()).map(|(_, v)| v)
 }
 
 pub fn sha256_hex(text: &str) -> String {
@@ -315,7 +491,17 @@ mod tests {
     const NOW: i64 = 1_800_000_000_000;
 
     fn plan(id: &str, security: pb::SecurityType) -> (pb::Plan, Vec<Flow>) {
-        (pb::Plan { id: id.into(), name: id.into(), security: security as i32, flows: vec![], api_key: None }, vec![])
+        (
+            pb::Plan {
+                id: id.into(),
+                name: id.into(),
+                security: security as i32,
+                flows: vec![],
+                api_key: None,
+                jwt: None,
+            },
+            vec![],
+        )
     }
 
     fn subscription(id: &str, plan: &str, status: pb::SubscriptionStatus) -> pb::Subscription {
@@ -433,6 +619,88 @@ mod tests {
         security.authenticate(&mut p, "ip", NOW).unwrap();
         assert_eq!(p.headers["x-key"], "k");
         assert_eq!(p.uri.to_string(), "/x?key=k");
+    }
+
+    fn jwt_security(client_id: &str) -> Security {
+        let (mut jwt_plan, flows) = plan("jwt", pb::SecurityType::Jwt);
+        jwt_plan.jwt = Some(pb::JwtSecurity {
+            algorithm: "HS256".into(),
+            hmac_secret: "shared-secret".into(),
+            required_scopes: vec!["orders:read".into()],
+            check_required_scopes: true,
+            ..Default::default()
+        });
+        let mut subscription = subscription("js", "jwt", pb::SubscriptionStatus::Accepted);
+        subscription.client_id = client_id.into();
+        Security::new(vec![plan("free", pb::SecurityType::KeyLess), (jwt_plan, flows)], vec![subscription], vec![])
+            .unwrap()
+    }
+
+    fn token(claims: serde_json::Value, secret: &str) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn bearer(security: &Security, token: &str) -> Result<(String, String, Option<String>), (u16, &'static str)> {
+        let mut p = http::Request::builder()
+            .uri("/")
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        security
+            .authenticate(&mut p, "ip", NOW)
+            .map(|a| (a.plan.id.clone(), a.subscription, a.user))
+            .map_err(|r| (r.status.as_u16(), r.error_key.unwrap_or_default()))
+    }
+
+    #[test]
+    fn jwt_plans_verify_signature_expiry_scopes_and_subscription() {
+        let security = jwt_security("client-a");
+        let exp = NOW / 1000 + 600;
+        let good = token(
+            serde_json::json!({"sub": "alice", "azp": "client-a", "scope": "orders:read other", "exp": exp}),
+            "shared-secret",
+        );
+        assert_eq!(bearer(&security, &good), Ok(("jwt".into(), "js".into(), Some("alice".into()))));
+        let wrong_secret = token(serde_json::json!({"azp": "client-a", "scope": "orders:read", "exp": exp}), "other");
+        assert_eq!(
+            bearer(&security, &wrong_secret),
+            Err((401, "JWT_INVALID_TOKEN")),
+            "a bad token never falls back to key-less"
+        );
+        let expired =
+            token(serde_json::json!({"azp": "client-a", "scope": "orders:read", "exp": 1000}), "shared-secret");
+        assert_eq!(bearer(&security, &expired), Err((401, "JWT_INVALID_TOKEN")));
+        let no_scope = token(serde_json::json!({"azp": "client-a", "scope": "other", "exp": exp}), "shared-secret");
+        assert_eq!(bearer(&security, &no_scope), Err((401, "JWT_INVALID_TOKEN")));
+        let unknown_client =
+            token(serde_json::json!({"aud": ["client-b"], "scope": "orders:read", "exp": exp}), "shared-secret");
+        assert_eq!(
+            bearer(&security, &unknown_client),
+            Err((401, "JWT_INVALID_TOKEN")),
+            "no subscription for the client id"
+        );
+        assert_eq!(bearer(&security, "not.a.jwt"), Err((401, "JWT_INVALID_TOKEN")));
+        let mut p = parts("/", None);
+        assert_eq!(
+            security.authenticate(&mut p, "ip", NOW).unwrap().plan.id,
+            "free",
+            "no token: the key-less plan serves"
+        );
+        let only_jwt = {
+            let (mut jwt_plan, flows) = plan("jwt", pb::SecurityType::Jwt);
+            jwt_plan.jwt =
+                Some(pb::JwtSecurity { algorithm: "HS256".into(), hmac_secret: "s".into(), ..Default::default() });
+            Security::new(vec![(jwt_plan, flows)], vec![], vec![]).unwrap()
+        };
+        let mut p = parts("/", None);
+        assert_eq!(only_jwt.authenticate(&mut p, "ip", NOW).unwrap_err().error_key, Some("JWT_MISSING_TOKEN"));
     }
 
     #[test]

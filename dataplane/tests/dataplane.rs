@@ -331,6 +331,7 @@ fn echo_api(id: &str, path: &str, backend: SocketAddr) -> pb::Api {
             security: pb::SecurityType::KeyLess as i32,
             flows: vec![],
             api_key: None,
+            jwt: None,
         }],
         flows: vec![],
         flow_mode: pb::FlowMode::Default as i32,

@@ -200,3 +200,77 @@ async fn rate_limit_and_quota_answer_429_with_gravitee_headers() {
     assert_eq!(over.header("x-quota-remaining"), Some("0"), "quota adds its headers by default");
     assert_eq!(over.json()["message"], "Quota exceeded! You reached the limit of 1 requests per 1 days");
 }
+
+/// An RSA key pair made with openssl at test time: (private PEM, public PEM).
+fn rsa_key_pair(dir: &std::path::Path) -> (String, String) {
+    let private = dir.join("jwt-key.pem");
+    let public = dir.join("jwt-pub.pem");
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    run(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", private.to_str().unwrap()]);
+    run(&["pkey", "-in", private.to_str().unwrap(), "-pubout", "-out", public.to_str().unwrap()]);
+    (std::fs::read_to_string(private).unwrap(), std::fs::read_to_string(public).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_plan_with_a_given_rsa_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private_pem, public_pem) = rsa_key_pair(dir.path());
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    let mut api = v4_api("jwt-api", "/jwt", &backend.url());
+    api["plans"] = json!([{"id": "jwt-plan", "name": "JWT", "status": "PUBLISHED", "security": {"type": "JWT", "configuration": {
+        "signature": "RSA_RS256", "publicKeyResolver": "GIVEN_KEY", "resolverParameter": public_pem,
+        "userClaim": "sub", "propagateAuthHeader": false, "checkRequiredScopes": true, "requiredScopes": ["orders:read"]}}}]);
+    sim.put_api(api).await;
+    sim.put_subscription(json!({"id": "sub-jwt", "api": "jwt-api", "plan": "jwt-plan", "application": "app-jwt",
+        "clientId": "my-client", "status": "ACCEPTED", "updatedAt": now_ms()}))
+        .await;
+    let (_agent, dp) = gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+
+    let sign = |claims: Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_rsa_pem(private_pem.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    let exp = now_ms() / 1000 + 600;
+    let good = sign(json!({"sub": "alice", "azp": "my-client", "scope": "orders:read", "exp": exp}));
+    let ok = client.get(dp.url("/jwt/orders")).bearer_auth(&good).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let request_id = ok.headers()["x-gravitee-request-id"].to_str().unwrap().to_owned();
+    let echo: Value = ok.json().await.unwrap();
+    assert!(echo["headers"].get("authorization").is_none(), "propagateAuthHeader=false strips it");
+    let doc = report_for(&sim, &request_id).await;
+    assert_eq!(
+        (&doc["plan-id"], &doc["application-id"], &doc["subscription-id"], &doc["security-type"], &doc["user"]),
+        (&json!("jwt-plan"), &json!("app-jwt"), &json!("sub-jwt"), &json!("JWT"), &json!("alice"))
+    );
+
+    let missing = get(&client, &dp.url("/jwt/orders")).await.unwrap();
+    assert_eq!((missing.status, missing.json()["message"].clone()), (401, json!("Unauthorized")));
+    let doc = report_for(&sim, missing.header("x-gravitee-request-id").unwrap()).await;
+    assert_eq!(doc["error-key"], "JWT_MISSING_TOKEN");
+    for (what, token) in [
+        ("expired", sign(json!({"azp": "my-client", "scope": "orders:read", "exp": 1_000}))),
+        ("no scope", sign(json!({"azp": "my-client", "scope": "other", "exp": exp}))),
+        ("no subscription", sign(json!({"azp": "someone-else", "scope": "orders:read", "exp": exp}))),
+        ("tampered", format!("{}x", good)),
+    ] {
+        let reply = client.get(dp.url("/jwt/orders")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(reply.status(), 401, "{what}");
+        let id = reply.headers()["x-gravitee-request-id"].to_str().unwrap().to_owned();
+        assert_eq!(report_for(&sim, &id).await["error-key"], "JWT_INVALID_TOKEN", "{what}");
+    }
+    let by_query = get(&client, &dp.url(&format!("/jwt/orders?access_token={good}"))).await.unwrap();
+    assert_eq!(by_query.status, 200, "access_token query parameter");
+}

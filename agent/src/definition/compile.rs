@@ -135,6 +135,7 @@ fn compile_api(
             continue;
         }
         let mut api_key = None;
+        let mut jwt = None;
         let security = match norm(&plan.security.security_type).as_str() {
             "key-less" | "keyless" => pb::SecurityType::KeyLess,
             "api-key" | "apikey" => {
@@ -149,12 +150,18 @@ fn compile_api(
                 });
                 pb::SecurityType::ApiKey
             }
+            "jwt" => {
+                let configuration = model::object_or_json_string(&plan.security.configuration)
+                    .map_err(|m| err(format!("{at}.security.configuration"), m))?;
+                jwt = Some(jwt_security(&configuration, &format!("{at}.security.configuration"))?);
+                pb::SecurityType::Jwt
+            }
             "" => return Err(err(format!("{at}.security.type"), "the plan has no security type")),
             other => {
                 return Err(err(
                     format!("{at}.security.type"),
                     format!(
-                        "plan `{}` uses `{other}` security, which is not supported yet (key-less and api-key are)",
+                        "plan `{}` uses `{other}` security, which is not supported yet (key-less, api-key and jwt are)",
                         plan.name
                     ),
                 ));
@@ -170,6 +177,7 @@ fn compile_api(
             security: security as i32,
             flows: compile_flows(&plan.flows, &format!("{at}.flows"))?,
             api_key,
+            jwt,
         });
     }
     if plans.is_empty() {
@@ -636,6 +644,79 @@ fn request_content_limit(configuration: &Value, at: &str) -> Result<pb::RequestC
 
 fn assign_attributes(configuration: &Value, at: &str) -> Result<pb::AssignAttributesPolicy, CompileError> {
     Ok(pb::AssignAttributesPolicy { attributes: name_values(configuration, "attributes", at)? })
+}
+
+/// A JWT plan's configuration (Gravitee's `jwt` policy): signature, key resolver, claims, scopes.
+fn jwt_security(configuration: &Value, at: &str) -> Result<pb::JwtSecurity, CompileError> {
+    reject_el(configuration, at)?;
+    let signature =
+        configuration.get("signature").and_then(Value::as_str).unwrap_or("RSA_RS256").trim().to_ascii_uppercase();
+    let algorithm = match signature.as_str() {
+        "RSA_RS256" | "RS256" => "RS256",
+        "RSA_RS384" | "RS384" => "RS384",
+        "RSA_RS512" | "RS512" => "RS512",
+        "HMAC_HS256" | "HS256" => "HS256",
+        "HMAC_HS384" | "HS384" => "HS384",
+        "HMAC_HS512" | "HS512" => "HS512",
+        other => return Err(err(format!("{at}.signature"), format!("signature `{other}` is not supported"))),
+    };
+    let resolver = configuration
+        .get("publicKeyResolver")
+        .and_then(Value::as_str)
+        .unwrap_or("GIVEN_KEY")
+        .trim()
+        .to_ascii_uppercase();
+    if resolver != "GIVEN_KEY" {
+        return Err(err(
+            format!("{at}.publicKeyResolver"),
+            format!("key resolver `{resolver}` is not supported yet (GIVEN_KEY is)"),
+        ));
+    }
+    let parameter =
+        configuration.get("resolverParameter").and_then(Value::as_str).unwrap_or_default().trim().to_owned();
+    if parameter.is_empty() {
+        return Err(err(format!("{at}.resolverParameter"), "the key is missing"));
+    }
+    let (public_keys_pem, hmac_secret) = if algorithm.starts_with("HS") {
+        (Vec::new(), parameter)
+    } else {
+        if !parameter.contains("-----BEGIN") {
+            return Err(err(
+                format!("{at}.resolverParameter"),
+                "expected an RSA public key in PEM form (ssh-rsa keys are not supported yet)",
+            ));
+        }
+        jsonwebtoken::DecodingKey::from_rsa_pem(parameter.as_bytes())
+            .map_err(|e| err(format!("{at}.resolverParameter"), format!("not an RSA public key: {e}")))?;
+        (vec![parameter], String::new())
+    };
+    if configuration
+        .get("confirmationMethodValidation")
+        .and_then(|c| c.get("certificateBoundThumbprint"))
+        .and_then(|c| c.get("enabled"))
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
+        return Err(err(
+            format!("{at}.confirmationMethodValidation"),
+            "certificate-bound tokens are not supported yet",
+        ));
+    }
+    Ok(pb::JwtSecurity {
+        algorithm: algorithm.to_owned(),
+        public_keys_pem,
+        hmac_secret,
+        client_id_claim: configuration
+            .get("clientIdClaim")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        user_claim: configuration.get("userClaim").and_then(Value::as_str).unwrap_or_default().trim().to_owned(),
+        propagate_auth_header: configuration.get("propagateAuthHeader").and_then(Value::as_bool).unwrap_or(true),
+        required_scopes: string_list(configuration, "requiredScopes", at)?,
+        check_required_scopes: configuration.get("checkRequiredScopes").and_then(Value::as_bool).unwrap_or(false),
+    })
 }
 
 /// `rate-limit` (`rate`), `quota` (`quota`) and `spike-arrest` (`spike`): one shape, three semantics.

@@ -58,7 +58,7 @@ impl Admin for AdminService {
         let snapshot = self.store.current();
         Ok(Response::new(DumpConfigResponse {
             version: snapshot.version,
-            apis: snapshot.apis.values().map(|api| (**api).clone()).collect(),
+            apis: snapshot.apis.values().map(|api| redacted(api)).collect(),
             rejected: snapshot
                 .rejected
                 .values()
@@ -71,4 +71,17 @@ impl Admin for AdminService {
                 .collect(),
         }))
     }
+}
+
+/// The API as dumped for operators: shared secrets (JWT HMAC keys) are replaced by a marker.
+fn redacted(api: &hgw_proto::v1::Api) -> hgw_proto::v1::Api {
+    let mut copy = api.clone();
+    for plan in &mut copy.plans {
+        if let Some(jwt) = plan.jwt.as_mut()
+            && !jwt.hmac_secret.is_empty()
+        {
+            jwt.hmac_secret = "[redacted]".to_owned();
+        }
+    }
+    copy
 }

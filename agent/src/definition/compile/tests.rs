@@ -100,12 +100,31 @@ fn malformed_and_unsupported_definitions_say_where() {
             .starts_with("listeners[0].paths[0].path: context path `no-slash` must start with `/`")
     );
 
-    let mut jwt = v4("a", "/a", "http://b");
-    jwt["plans"][0]["security"]["type"] = json!("JWT");
+    let mut oauth2 = v4("a", "/a", "http://b");
+    oauth2["plans"][0]["security"]["type"] = json!("OAUTH2");
     assert_eq!(
-        rejection(jwt),
-        "plans[0].security.type: plan `Keyless` uses `jwt` security, which is not supported yet (key-less and api-key are)"
+        rejection(oauth2),
+        "plans[0].security.type: plan `Keyless` uses `oauth2` security, which is not supported yet (key-less, api-key and jwt are)"
     );
+    let mut jwks = v4("a", "/a", "http://b");
+    jwks["plans"][0]["security"] = json!({"type": "JWT", "configuration": {"publicKeyResolver": "JWKS_URL", "resolverParameter": "https://idp/jwks"}});
+    assert!(rejection(jwks).starts_with(
+        "plans[0].security.configuration.publicKeyResolver: key resolver `JWKS_URL` is not supported yet"
+    ));
+    let mut bad_pem = v4("a", "/a", "http://b");
+    bad_pem["plans"][0]["security"] = json!({"type": "JWT", "configuration": {"signature": "RSA_RS256", "resolverParameter": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"}});
+    assert!(rejection(bad_pem).starts_with("plans[0].security.configuration.resolverParameter: not an RSA public key"));
+    let mut hmac = v4("a", "/a", "http://b");
+    hmac["plans"][0]["security"] = json!({"type": "JWT", "configuration": {"signature": "HMAC_HS512", "resolverParameter": "s3cret",
+        "requiredScopes": ["a", "b"], "checkRequiredScopes": true, "clientIdClaim": "cid"}});
+    let api = deploy(hmac);
+    let jwt = api.plans[0].jwt.as_ref().unwrap();
+    assert_eq!(
+        (jwt.algorithm.as_str(), jwt.hmac_secret.as_str(), jwt.client_id_claim.as_str()),
+        ("HS512", "s3cret", "cid")
+    );
+    assert!(jwt.propagate_auth_header, "Gravitee propagates the Authorization header by default");
+    assert_eq!(jwt.required_scopes, vec!["a", "b"]);
 
     let mut el = v4("a", "/a", "http://b");
     el["flows"] = json!([{"selectors": [{"type": "http", "path": "/"}], "request": [{"policy": "transform-headers",
