@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs the hgw-el parser fuzz target for SECONDS (default 10), e.g. from CI: el/fuzz/run.sh 10
+#
+# Needs cargo-fuzz (`cargo install cargo-fuzz`). cargo-fuzz passes `-Z` sanitizer flags that only
+# a nightly compiler accepts; by default the active (stable) toolchain is unlocked with
+# RUSTC_BOOTSTRAP=1 so no nightly download is needed. Set FUZZ_TOOLCHAIN=nightly to use an
+# installed nightly instead. New corpus entries go to corpus/parse (git-ignored), crashes to
+# artifacts/parse; the exit status is non-zero when the fuzzer finds a crash.
+set -euo pipefail
+
+seconds="${1:-10}"
+case "$seconds" in
+  ''|*[!0-9]*) echo "usage: $0 SECONDS" >&2; exit 64 ;;
+esac
+cd "$(dirname "$0")"
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "cargo-fuzz is not installed; run: cargo install cargo-fuzz" >&2
+  exit 1
+fi
+
+toolchain=()
+if [ -n "${FUZZ_TOOLCHAIN:-}" ]; then
+  toolchain=("+${FUZZ_TOOLCHAIN}")
+else
+  export RUSTC_BOOTSTRAP=1
+fi
+
+mkdir -p corpus/parse
+# -max_len above the 4 KiB expression limit so the length checks are exercised too.
+exec cargo "${toolchain[@]}" fuzz run parse corpus/parse seeds/parse -- \
+  -max_total_time="$seconds" -max_len=8192 -timeout=10 -dict=el.dict -print_final_stats=1

@@ -1,0 +1,152 @@
+//! The compiled form of an expression. Columns (`at`) are 1-based character columns in the text
+//! that was parsed, kept for request-time error messages.
+
+use regex::Regex;
+
+#[derive(Debug, Clone)]
+pub(crate) enum Node {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Str(Box<str>),
+    /// A single-valued property such as `#request.path` or `#response.status`.
+    Field(Field),
+    /// `#request.headers['k']` and friends: the list of values, or null when absent.
+    Multi {
+        map: MultiMap,
+        key: Box<str>,
+    },
+    /// `#request.headers['k'][i]`: looked up without building the list.
+    MultiAt {
+        map: MultiMap,
+        key: Box<str>,
+        index: usize,
+        at: u32,
+    },
+    /// `#context.attributes['k']`.
+    Attribute(Box<str>),
+    Index {
+        target: Box<Node>,
+        index: usize,
+        at: u32,
+    },
+    Call {
+        target: Box<Node>,
+        method: Method,
+        arg: Option<Box<Node>>,
+        at: u32,
+    },
+    Not {
+        operand: Box<Node>,
+        at: u32,
+    },
+    /// `a && b && c`, flattened so long chains do not deepen the tree.
+    And(Vec<(Node, u32)>),
+    Or(Vec<(Node, u32)>),
+    Compare {
+        op: CmpOp,
+        lhs: Box<Node>,
+        rhs: Box<Node>,
+        at: u32,
+    },
+    /// `lhs matches 'regex'`; the regex is anchored at both ends (Java's `String.matches`).
+    Matches {
+        lhs: Box<Node>,
+        regex: Regex,
+        at: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Field {
+    Path,
+    PathInfo,
+    Method,
+    Host,
+    RemoteAddress,
+    LocalAddress,
+    Id,
+    TransactionId,
+    ApiId,
+    ApiName,
+    ResponseStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MultiMap {
+    RequestHeaders,
+    QueryParams,
+    PathParams,
+    ResponseHeaders,
+}
+
+impl MultiMap {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            MultiMap::RequestHeaders => "#request.headers",
+            MultiMap::QueryParams => "#request.params",
+            MultiMap::PathParams => "#request.pathParams",
+            MultiMap::ResponseHeaders => "#response.headers",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Method {
+    Contains,
+    StartsWith,
+    EndsWith,
+    Length,
+    ToLowerCase,
+    ToUpperCase,
+    IsEmpty,
+    Size,
+}
+
+impl Method {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Method::Contains => "contains",
+            Method::StartsWith => "startsWith",
+            Method::EndsWith => "endsWith",
+            Method::Length => "length",
+            Method::ToLowerCase => "toLowerCase",
+            Method::ToUpperCase => "toUpperCase",
+            Method::IsEmpty => "isEmpty",
+            Method::Size => "size",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// What the parser knows about a node's value. Anything read from the context may also be null at
+/// request time; `Null` here means "the literal `null`".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ty {
+    Null,
+    Bool,
+    Int,
+    Str,
+    List,
+}
+
+impl Ty {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Ty::Null => "null",
+            Ty::Bool => "boolean",
+            Ty::Int => "integer",
+            Ty::Str => "string",
+            Ty::List => "list",
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! What the gateway exposes to expressions.
+
+/// The request (and, in the response phase, response) an expression is evaluated against.
+///
+/// Every method has a default returning `None` or an empty list, so a host implements only what it
+/// has: the agent validating definitions implements nothing, the dataplane implements all of it.
+/// A value the host does not provide evaluates to `null`, as an absent value does in Gravitee.
+pub trait Context {
+    /// `#request.path`: the full request path, e.g. `/v1/orders/42`.
+    fn request_path(&self) -> Option<&str> {
+        None
+    }
+    /// `#request.pathInfo`: the path below the API's context path, e.g. `/orders/42`.
+    fn request_path_info(&self) -> Option<&str> {
+        None
+    }
+    /// `#request.method`: upper-case method name, e.g. `POST`.
+    fn request_method(&self) -> Option<&str> {
+        None
+    }
+    /// `#request.host`: the `Host` (or `:authority`) the client sent.
+    fn request_host(&self) -> Option<&str> {
+        None
+    }
+    /// `#request.remoteAddress`: client IP address, without port.
+    fn remote_address(&self) -> Option<&str> {
+        None
+    }
+    /// `#request.localAddress`: gateway IP address the request arrived on, without port.
+    fn local_address(&self) -> Option<&str> {
+        None
+    }
+    /// `#request.id`.
+    fn request_id(&self) -> Option<&str> {
+        None
+    }
+    /// `#request.transactionId`.
+    fn transaction_id(&self) -> Option<&str> {
+        None
+    }
+    /// `#request.headers['name']`: every value of a request header, in order. `name` must be
+    /// matched case-insensitively. Empty means absent (the expression sees `null`).
+    fn request_header(&self, name: &str) -> Vec<&str> {
+        let _ = name;
+        Vec::new()
+    }
+    /// `#request.headers['name'][index]`. Override to avoid building the whole list.
+    fn request_header_at(&self, name: &str, index: usize) -> Option<&str> {
+        self.request_header(name).get(index).copied()
+    }
+    /// `#request.params['name']`: every value of a query parameter, in order, decoded.
+    fn query_param(&self, name: &str) -> Vec<&str> {
+        let _ = name;
+        Vec::new()
+    }
+    /// `#request.params['name'][index]`. Override to avoid building the whole list.
+    fn query_param_at(&self, name: &str, index: usize) -> Option<&str> {
+        self.query_param(name).get(index).copied()
+    }
+    /// `#request.pathParams['name']`: the segment captured by `:name` in the flow's path.
+    fn path_param(&self, name: &str) -> Option<&str> {
+        let _ = name;
+        None
+    }
+    /// `#context.attributes['name']`: an execution attribute, e.g. `user`, `plan`, `application`.
+    fn attribute(&self, name: &str) -> Option<&str> {
+        let _ = name;
+        None
+    }
+    /// `#api.<name>`: `id` or `name` of the API being executed.
+    fn api_field(&self, name: &str) -> Option<&str> {
+        let _ = name;
+        None
+    }
+    /// `#response.status`; `None` before the response phase.
+    fn response_status(&self) -> Option<u16> {
+        None
+    }
+    /// `#response.headers['name']`: every value of a response header, case-insensitive name.
+    fn response_header(&self, name: &str) -> Vec<&str> {
+        let _ = name;
+        Vec::new()
+    }
+    /// `#response.headers['name'][index]`. Override to avoid building the whole list.
+    fn response_header_at(&self, name: &str, index: usize) -> Option<&str> {
+        self.response_header(name).get(index).copied()
+    }
+}
+
+/// A context with nothing in it: every value is `null`. Useful for validation and constant folding.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmptyContext;
+
+impl Context for EmptyContext {}
