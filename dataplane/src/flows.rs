@@ -16,8 +16,17 @@ pub struct Flow {
     /// Empty matches every method.
     methods: Vec<Method>,
     path: PathSelector,
-    pub request: Vec<Arc<dyn Policy>>,
-    pub response: Vec<Arc<dyn Policy>>,
+    /// Gravitee EL condition (condition selector), checked after method and path.
+    pub condition: Option<hgw_el::Expression>,
+    pub request: Vec<Step>,
+    pub response: Vec<Step>,
+}
+
+/// One policy invocation with its optional EL condition.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub condition: Option<hgw_el::Expression>,
+    pub policy: Arc<dyn Policy>,
 }
 
 /// How a flow's path is compared with the request path after the context path.
@@ -37,7 +46,8 @@ struct PathSelector {
 #[derive(Debug, Clone)]
 enum Segment {
     Literal(String),
-    Param,
+    /// `:name`: any one segment, captured as a path parameter.
+    Param(String),
 }
 
 /// Why a flow cannot be compiled; the message carries the field path inside the flow.
@@ -49,13 +59,24 @@ pub enum FlowError {
     Path(String),
     #[error("{phase}[{index}]: {error}")]
     Step { phase: &'static str, index: usize, error: PolicyError },
+    #[error("{field}: EL {error}")]
+    Condition { field: String, error: hgw_el::ParseError },
+}
+
+/// Parses an optional EL expression (empty: none).
+fn condition(text: &str, field: impl Into<String>) -> Result<Option<hgw_el::Expression>, FlowError> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    hgw_el::parse(text).map(Some).map_err(|error| FlowError::Condition { field: field.into(), error })
 }
 
 impl TryFrom<pb::Flow> for Flow {
     type Error = FlowError;
 
     fn try_from(flow: pb::Flow) -> Result<Self, Self::Error> {
-        let pb::Flow { name, path, path_operator, methods, request, response } = flow;
+        let pb::Flow { name, path, path_operator, methods, request, response, condition: flow_condition } = flow;
+        let flow_condition = condition(&flow_condition, "condition")?;
         let methods = methods
             .into_iter()
             .enumerate()
@@ -77,17 +98,24 @@ impl TryFrom<pb::Flow> for Flow {
             .split('/')
             .filter(|s| !s.is_empty())
             .map(|s| match s.strip_prefix(':') {
-                Some(_) => Segment::Param,
+                Some(name) => Segment::Param(name.to_owned()),
                 None => Segment::Literal(s.to_owned()),
             })
             .collect();
         let request = compile_steps(request, Phase::Request)?;
         let response = compile_steps(response, Phase::Response)?;
-        Ok(Flow { name, methods, path: PathSelector { operator, segments }, request, response })
+        Ok(Flow {
+            name,
+            methods,
+            path: PathSelector { operator, segments },
+            condition: flow_condition,
+            request,
+            response,
+        })
     }
 }
 
-fn compile_steps(steps: Vec<pb::Step>, phase: Phase) -> Result<Vec<Arc<dyn Policy>>, FlowError> {
+fn compile_steps(steps: Vec<pb::Step>, phase: Phase) -> Result<Vec<Step>, FlowError> {
     let label = match phase {
         Phase::Request => "request",
         Phase::Response => "response",
@@ -96,15 +124,39 @@ fn compile_steps(steps: Vec<pb::Step>, phase: Phase) -> Result<Vec<Arc<dyn Polic
         .into_iter()
         .enumerate()
         .map(|(index, step)| {
-            policies::compile(step, phase).map_err(|error| FlowError::Step { phase: label, index, error })
+            let step_condition = condition(&step.condition, format!("{label}[{index}].condition"))?;
+            let policy =
+                policies::compile(step, phase).map_err(|error| FlowError::Step { phase: label, index, error })?;
+            Ok(Step { condition: step_condition, policy })
         })
         .collect()
 }
 
 impl Flow {
-    /// Whether this flow applies to a request; `path_info` is the path after the context path.
+    /// Whether this flow's selectors (method, path) apply; `path_info` is the path after the context
+    /// path. The EL condition, if any, is checked by the caller, which has the request context.
     pub fn matches(&self, method: &Method, path_info: &str) -> bool {
         (self.methods.is_empty() || self.methods.contains(method)) && self.path.matches(path_info)
+    }
+
+    /// The `:name` segments of the flow path, with the request's values.
+    pub fn path_params(&self, path_info: &str) -> Vec<(String, String)> {
+        let mut request = path_info.split('/').filter(|s| !s.is_empty());
+        let mut params = Vec::new();
+        for segment in &self.path.segments {
+            match (segment, request.next()) {
+                (Segment::Param(name), Some(value)) => params.push((name.clone(), value.to_owned())),
+                (_, None) => break,
+                _ => {}
+            }
+        }
+        params
+    }
+
+    /// Whether anything in this flow evaluates EL per request.
+    pub fn uses_el(&self) -> bool {
+        self.condition.is_some()
+            || self.request.iter().chain(self.response.iter()).any(|s| s.condition.is_some() || s.policy.uses_el())
     }
 }
 
@@ -114,7 +166,7 @@ impl PathSelector {
         for segment in &self.segments {
             match (segment, request.next()) {
                 (_, None) => return false,
-                (Segment::Param, Some(_)) => {}
+                (Segment::Param(_), Some(_)) => {}
                 (Segment::Literal(want), Some(got)) if want == got => {}
                 (Segment::Literal(_), Some(_)) => return false,
             }
@@ -138,6 +190,7 @@ mod tests {
             methods: methods.iter().map(|m| m.to_string()).collect(),
             request: vec![mock_step(200, "hi")],
             response: vec![],
+            condition: String::new(),
         })
         .unwrap()
     }
@@ -145,6 +198,7 @@ mod tests {
     fn mock_step(status: u32, content: &str) -> pb::Step {
         pb::Step {
             name: "mock".into(),
+            condition: String::new(),
             policy: Some(pb::step::Policy::Mock(pb::MockPolicy {
                 status,
                 headers: vec![pb::Header { name: "x-mock".into(), value: "1".into() }],
@@ -192,9 +246,12 @@ mod tests {
             methods: vec![],
             request: vec![],
             response: vec![],
+            condition: String::new(),
         };
-        let no_policy =
-            pb::Flow { request: vec![pb::Step { name: "rate-limit".into(), policy: None }], ..base.clone() };
+        let no_policy = pb::Flow {
+            request: vec![pb::Step { name: "rate-limit".into(), condition: String::new(), policy: None }],
+            ..base.clone()
+        };
         assert_eq!(
             Flow::try_from(no_policy).unwrap_err(),
             FlowError::Step { phase: "request", index: 0, error: PolicyError::Unsupported }

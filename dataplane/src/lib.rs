@@ -10,6 +10,7 @@ pub mod analytics;
 pub mod backoff;
 pub mod body;
 pub mod config;
+pub mod el;
 pub mod flows;
 pub mod listen;
 pub mod metrics;

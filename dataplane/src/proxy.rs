@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::Shared;
 use crate::analytics::{PendingRecord, epoch_millis};
 use crate::body::{RequestBody, ResponseBody};
+use crate::el::{ElContext, RequestInfo};
 use crate::flows::Flow;
 use crate::metrics::InFlight;
 use crate::policies::{Attributes, Outcome, Reply, RequestExchange, ResponseExchange};
@@ -224,7 +225,25 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
 
     let (mut parts, body) = req.into_parts();
     let client_ip = conn.remote.ip().to_string();
-    let authenticated = match api.security.authenticate(&mut parts, &client_ip, timestamp_ms) {
+    // What EL reads; filled only for APIs that use EL, so other requests pay nothing for it.
+    let mut info = RequestInfo::default();
+    if api.uses_el {
+        info = RequestInfo {
+            path: parts.uri.path().to_owned(),
+            path_info: path_info.clone(),
+            method: parts.method.as_str().to_owned(),
+            host: request_host_of(&parts).to_owned(),
+            query: parts.uri.query().unwrap_or_default().to_owned(),
+            remote_address: client_ip.clone(),
+            local_address: conn.local.ip().to_string(),
+            request_id: lossy(&ids.request),
+            transaction_id: lossy(&ids.transaction),
+            api_id: api.id.clone(),
+            api_name: api.name.clone(),
+            headers: HeaderMap::new(),
+        };
+    }
+    let authenticated = match api.security.authenticate(&mut parts, &client_ip, timestamp_ms, &info) {
         Ok(authenticated) => authenticated,
         Err(reply) => return reply_response(reply, &ids, record, in_flight),
     };
@@ -240,10 +259,19 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
         rec.subscription_id = subscription_id.clone();
     }
 
-    // Gravitee's order: plan flows, then API flows, in both phases.
-    let flows: Vec<&Flow> =
-        plan.flows.iter().chain(api.flows.iter()).filter(|flow| flow.matches(&parts.method, &path_info)).collect();
+    // Gravitee's order: plan flows, then API flows, in both phases. A flow applies when its method
+    // and path match and its EL condition (if any) holds; its `:params` are captured for EL.
     let mut attributes = Attributes::new();
+    let mut flows: Vec<(&Flow, Vec<(String, String)>)> = Vec::new();
+    for flow in plan.flows.iter().chain(api.flows.iter()).filter(|flow| flow.matches(&parts.method, &path_info)) {
+        let params = if api.uses_el { flow.path_params(&path_info) } else { Vec::new() };
+        if let Some(condition) = &flow.condition
+            && !ElContext::request(&info, &parts.headers, &params, &attributes).holds(condition)
+        {
+            continue;
+        }
+        flows.push((flow, params));
+    }
     let mut extra_headers = Vec::new();
     {
         let mut exchange = RequestExchange {
@@ -255,13 +283,27 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
             counters: &shared.counters,
             now_ms: timestamp_ms,
             response_headers: &mut extra_headers,
+            info: &info,
+            path_params: &[],
         };
-        for step in flows.iter().flat_map(|flow| flow.request.iter()) {
-            if let Outcome::Respond(mut reply) = step.on_request(&mut exchange) {
-                reply.headers.append(exchange.response_headers);
-                return reply_response(reply, &ids, record, in_flight);
+        for (flow, params) in &flows {
+            exchange.path_params = params;
+            for step in &flow.request {
+                if let Some(condition) = &step.condition
+                    && !exchange.el().holds(condition)
+                {
+                    continue;
+                }
+                if let Outcome::Respond(mut reply) = step.policy.on_request(&mut exchange) {
+                    reply.headers.append(exchange.response_headers);
+                    return reply_response(reply, &ids, record, in_flight);
+                }
             }
         }
+    }
+    if api.uses_el && flows.iter().any(|(flow, _)| !flow.response.is_empty()) {
+        // Response-phase expressions see the request as it was sent upstream.
+        info.headers = parts.headers.clone();
     }
 
     let (body, stats) = RequestBody::new(body);
@@ -325,9 +367,14 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
     let mut headers = forwardable(&parts.headers);
     {
         let mut exchange =
-            ResponseExchange { status: &mut parts.status, headers: &mut headers, attributes: &attributes };
-        for step in flows.iter().flat_map(|flow| flow.response.iter()) {
-            step.on_response(&mut exchange);
+            ResponseExchange { status: &mut parts.status, headers: &mut headers, attributes: &attributes, info: &info };
+        for step in flows.iter().flat_map(|(flow, _)| flow.response.iter()) {
+            if let Some(condition) = &step.condition
+                && !exchange.el().holds(condition)
+            {
+                continue;
+            }
+            step.policy.on_response(&mut exchange);
         }
     }
     if let Some(r) = record.as_mut() {
@@ -345,11 +392,15 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
 
 /// The Host the client asked for: the Host header, or the HTTP/2 :authority.
 fn request_host<B>(req: &Request<B>) -> &str {
-    req.headers()
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .unwrap_or("")
+    host_of(req.headers(), req.uri())
+}
+
+fn request_host_of(parts: &http::request::Parts) -> &str {
+    host_of(&parts.headers, &parts.uri)
+}
+
+fn host_of<'a>(headers: &'a HeaderMap, uri: &'a http::Uri) -> &'a str {
+    headers.get(HOST).and_then(|h| h.to_str().ok()).or_else(|| uri.authority().map(|a| a.as_str())).unwrap_or("")
 }
 
 /// A copy of `headers` without hop-by-hop headers (and those `Connection` names) and without Host.

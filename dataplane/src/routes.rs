@@ -38,6 +38,9 @@ pub struct Api {
     pub security: Security,
     /// API-level flows, in definition order (plan flows live in their plan).
     pub flows: Vec<Flow>,
+    /// Whether any flow, step, selection rule or policy value evaluates EL (requests then carry the
+    /// EL request info; other APIs skip building it).
+    pub uses_el: bool,
     pub analytics_enabled: bool,
 }
 
@@ -198,6 +201,7 @@ impl TryFrom<pb::Api> for Api {
             organization_id,
             context_paths,
             endpoints,
+            uses_el: flows.iter().any(Flow::uses_el) || security.uses_el(),
             security,
             flows,
             analytics_enabled,
@@ -509,6 +513,7 @@ pub(crate) mod tests {
                 flows: vec![],
                 api_key: None,
                 jwt: None,
+                selection_rule: String::new(),
             }],
             analytics_enabled: true,
             ..Default::default()

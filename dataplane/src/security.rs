@@ -11,6 +11,7 @@ use hgw_proto::v1 as pb;
 use http::{HeaderName, StatusCode, Uri};
 use sha2::{Digest, Sha256};
 
+use crate::el::{ElContext, RequestInfo};
 use crate::flows::Flow;
 use crate::policies::Reply;
 
@@ -20,6 +21,8 @@ pub struct Plan {
     pub name: String,
     pub kind: PlanKind,
     pub flows: Vec<Flow>,
+    /// Gravitee EL selection rule: the plan is considered only when it holds.
+    pub selection_rule: Option<hgw_el::Expression>,
 }
 
 #[derive(Debug)]
@@ -114,6 +117,8 @@ pub enum SecurityError {
     Header(usize, String),
     #[error("plans[{0}].jwt: {1}")]
     Jwt(usize, String),
+    #[error("plans[{0}].selection_rule: EL {1}")]
+    SelectionRule(usize, hgw_el::ParseError),
 }
 
 pub const DEFAULT_API_KEY_HEADER: &str = "x-gravitee-api-key";
@@ -130,7 +135,12 @@ impl Security {
         }
         let mut compiled = Vec::with_capacity(plans.len());
         for (i, (plan, flows)) in plans.into_iter().enumerate() {
-            let pb::Plan { id, name, security, flows: _, api_key, jwt } = plan;
+            let pb::Plan { id, name, security, flows: _, api_key, jwt, selection_rule } = plan;
+            let selection_rule = if selection_rule.trim().is_empty() {
+                None
+            } else {
+                Some(hgw_el::parse(&selection_rule).map_err(|e| SecurityError::SelectionRule(i, e))?)
+            };
             let kind = match pb::SecurityType::try_from(security) {
                 Ok(pb::SecurityType::KeyLess) => PlanKind::KeyLess,
                 Ok(pb::SecurityType::ApiKey) => {
@@ -152,7 +162,7 @@ impl Security {
                 Ok(other) => return Err(SecurityError::Unsupported(i, other.as_str_name().to_owned())),
                 Err(_) => return Err(SecurityError::Unsupported(i, security.to_string())),
             };
-            compiled.push(Plan { id, name, kind, flows });
+            compiled.push(Plan { id, name, kind, flows, selection_rule });
         }
         // Stable: plans of the same kind keep their definition order.
         compiled.sort_by_key(|plan| match plan.kind {
@@ -198,6 +208,11 @@ impl Security {
         &self.plans
     }
 
+    /// Whether selection rules or plan flows evaluate EL per request.
+    pub fn uses_el(&self) -> bool {
+        self.plans.iter().any(|p| p.selection_rule.is_some() || p.flows.iter().any(Flow::uses_el))
+    }
+
     /// Selects the plan for a request and authenticates it; on success the API key is stripped from
     /// the request unless the plan propagates it. `client_ip` identifies key-less callers.
     pub fn authenticate(
@@ -205,12 +220,18 @@ impl Security {
         parts: &mut http::request::Parts,
         client_ip: &str,
         now_ms: i64,
+        info: &RequestInfo,
     ) -> Result<Authenticated<'_>, Reply> {
         // The first plan that held a credential but refused it decides the error; without any
         // credential, the first plan that wanted one names what is missing.
         let mut refused: Option<Reply> = None;
         let mut missing: Option<Reply> = None;
         for plan in &self.plans {
+            if let Some(rule) = &plan.selection_rule
+                && !ElContext::request(info, &parts.headers, &[], &[]).holds(rule)
+            {
+                continue;
+            }
             match &plan.kind {
                 PlanKind::Jwt(config) => {
                     let Some(token) = find_bearer(parts) else {
@@ -430,7 +451,7 @@ fn find_key(parts: &http::request::Parts, config: &ApiKeyPlan) -> Option<String>
 }
 
 /// `name=value` pairs of a query string, percent-decoded.
-fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+pub(crate) fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
     query.split('&').filter(|p| !p.is_empty()).map(|pair| {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         (percent_decode(name), percent_decode(value))
@@ -499,6 +520,7 @@ mod tests {
                 flows: vec![],
                 api_key: None,
                 jwt: None,
+                selection_rule: String::new(),
             },
             vec![],
         )
@@ -541,7 +563,7 @@ mod tests {
     ) -> Result<(String, String, String), (u16, &'static str)> {
         let mut p = parts(uri, header);
         security
-            .authenticate(&mut p, "10.0.0.1", NOW)
+            .authenticate(&mut p, "10.0.0.1", NOW, &RequestInfo::default())
             .map(|a| (a.plan.id.clone(), a.application, a.subscription))
             .map_err(|r| (r.status.as_u16(), r.error_key.unwrap_or_default()))
     }
@@ -602,7 +624,7 @@ mod tests {
         )
         .unwrap();
         let mut p = parts("/x?a=1&api-key=k&b=2", Some("k"));
-        security.authenticate(&mut p, "ip", NOW).unwrap();
+        security.authenticate(&mut p, "ip", NOW, &RequestInfo::default()).unwrap();
         assert!(p.headers.get("x-gravitee-api-key").is_none());
         assert_eq!(p.uri.to_string(), "/x?a=1&b=2");
 
@@ -616,7 +638,7 @@ mod tests {
         )
         .unwrap();
         let mut p = http::Request::builder().uri("/x?key=k").header("x-key", "k").body(()).unwrap().into_parts().0;
-        security.authenticate(&mut p, "ip", NOW).unwrap();
+        security.authenticate(&mut p, "ip", NOW, &RequestInfo::default()).unwrap();
         assert_eq!(p.headers["x-key"], "k");
         assert_eq!(p.uri.to_string(), "/x?key=k");
     }
@@ -654,7 +676,7 @@ mod tests {
             .into_parts()
             .0;
         security
-            .authenticate(&mut p, "ip", NOW)
+            .authenticate(&mut p, "ip", NOW, &RequestInfo::default())
             .map(|a| (a.plan.id.clone(), a.subscription, a.user))
             .map_err(|r| (r.status.as_u16(), r.error_key.unwrap_or_default()))
     }
@@ -689,7 +711,7 @@ mod tests {
         assert_eq!(bearer(&security, "not.a.jwt"), Err((401, "JWT_INVALID_TOKEN")));
         let mut p = parts("/", None);
         assert_eq!(
-            security.authenticate(&mut p, "ip", NOW).unwrap().plan.id,
+            security.authenticate(&mut p, "ip", NOW, &RequestInfo::default()).unwrap().plan.id,
             "free",
             "no token: the key-less plan serves"
         );
@@ -700,7 +722,10 @@ mod tests {
             Security::new(vec![(jwt_plan, flows)], vec![], vec![]).unwrap()
         };
         let mut p = parts("/", None);
-        assert_eq!(only_jwt.authenticate(&mut p, "ip", NOW).unwrap_err().error_key, Some("JWT_MISSING_TOKEN"));
+        assert_eq!(
+            only_jwt.authenticate(&mut p, "ip", NOW, &RequestInfo::default()).unwrap_err().error_key,
+            Some("JWT_MISSING_TOKEN")
+        );
     }
 
     #[test]

@@ -332,6 +332,7 @@ fn echo_api(id: &str, path: &str, backend: SocketAddr) -> pb::Api {
             flows: vec![],
             api_key: None,
             jwt: None,
+            selection_rule: String::new(),
         }],
         flows: vec![],
         flow_mode: pb::FlowMode::Default as i32,
@@ -350,6 +351,7 @@ fn mock_flow(path: &str, status: u32, content: &str) -> pb::Flow {
         methods: vec!["GET".into()],
         request: vec![pb::Step {
             name: "mock".into(),
+            condition: String::new(),
             policy: Some(pb::step::Policy::Mock(pb::MockPolicy {
                 status,
                 headers: vec![pb::Header { name: "content-type".into(), value: "text/plain".into() }],
@@ -357,6 +359,7 @@ fn mock_flow(path: &str, status: u32, content: &str) -> pb::Flow {
             })),
         }],
         response: vec![],
+        condition: String::new(),
     }
 }
 

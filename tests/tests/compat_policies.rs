@@ -274,3 +274,71 @@ async fn jwt_plan_with_a_given_rsa_key() {
     let by_query = get(&client, &dp.url(&format!("/jwt/orders?access_token={good}"))).await.unwrap();
     assert_eq!(by_query.status, 200, "access_token query parameter");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gravitee_el_conditions_rules_and_templates() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    let mut api = v4_api("el", "/el", &backend.url());
+    api["plans"] = json!([
+        {"id": "beta", "name": "Beta", "status": "PUBLISHED", "security": {"type": "KEY_LESS"},
+         "selectionRule": "{#request.headers['X-Channel'][0] == 'beta'}",
+         "flows": [{"name": "beta", "selectors": [{"type": "http", "path": "/"}],
+            "request": [{"policy": "transform-headers", "configuration": {"addHeaders": [{"name": "X-Plan", "value": "beta"}]}}]}]},
+        {"id": "public", "name": "Public", "status": "PUBLISHED", "security": {"type": "KEY_LESS"}}
+    ]);
+    api["flows"] = json!([
+        {"name": "posts only", "selectors": [{"type": "http", "path": "/"}, {"type": "condition", "condition": "{#request.method == 'POST'}"}],
+         "request": [{"policy": "transform-headers", "configuration": {"addHeaders": [{"name": "X-Was-Post", "value": "yes"}]}}]},
+        {"name": "templates", "selectors": [{"type": "http", "path": "/users/:id"}],
+         "request": [
+            {"policy": "policy-assign-attributes", "configuration": {"attributes": [{"name": "who", "value": "user-{#request.pathParams['id'][0]}"}]}},
+            {"policy": "transform-headers", "configuration": {"addHeaders": [
+                {"name": "X-Who", "value": "{#context.attributes['who']}"},
+                {"name": "X-Query", "value": "{#request.params['q'][0]}"}]}},
+            {"policy": "transform-headers", "condition": "{#request.headers['X-Debug'] != null}",
+             "configuration": {"addHeaders": [{"name": "X-Debugging", "value": "on"}]}}
+         ],
+         "response": [{"policy": "transform-headers", "configuration": {"addHeaders": [{"name": "X-Status-Seen", "value": "{#response.status}"}]}}]},
+        {"name": "hello", "selectors": [{"type": "http", "path": "/hello/:name", "pathOperator": "EQUALS"}],
+         "request": [{"policy": "mock", "configuration": {"status": 200, "content": "hello {#request.pathParams['name'][0]}"}}]},
+        {"name": "per client", "selectors": [{"type": "http", "path": "/limited"}],
+         "request": [{"policy": "rate-limit", "configuration": {"addHeaders": true,
+             "rate": {"limit": 1, "periodTime": 1, "periodTimeUnit": "HOURS", "key": "{#request.headers['X-Client'][0]}"}}}]}
+    ]);
+    sim.put_api(api).await;
+    let (_agent, dp) = gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+
+    let echo = |reply: reqwest::Response| async move { reply.json::<Value>().await.unwrap() };
+    let get_echo = echo(client.get(dp.url("/el/users/42?q=find")).header("X-Debug", "1").send().await.unwrap()).await;
+    assert_eq!(get_echo["headers"]["x-who"], "user-42");
+    assert_eq!(get_echo["headers"]["x-query"], "find");
+    assert_eq!(get_echo["headers"]["x-debugging"], "on", "step condition held");
+    assert!(get_echo["headers"].get("x-was-post").is_none(), "condition selector: GET is not POST");
+    assert!(get_echo["headers"].get("x-plan").is_none(), "no X-Channel: the public plan serves");
+    let reply = client.get(dp.url("/el/users/7")).send().await.unwrap();
+    assert_eq!(reply.headers()["x-status-seen"], "200", "response-phase template reads #response.status");
+    let no_debug = echo(reply).await;
+    assert!(no_debug["headers"].get("x-debugging").is_none(), "step condition did not hold");
+
+    let post = echo(client.post(dp.url("/el/anything")).body("x").send().await.unwrap()).await;
+    assert_eq!(post["headers"]["x-was-post"], "yes");
+    let beta = echo(client.get(dp.url("/el/x")).header("X-Channel", "beta").send().await.unwrap()).await;
+    assert_eq!(beta["headers"]["x-plan"], "beta", "the selection rule picked the beta plan");
+
+    let hello = get(&client, &dp.url("/el/hello/world")).await.unwrap();
+    assert_eq!(hello.body, "hello world");
+
+    let limited = |client_id: &'static str| {
+        let client = client.clone();
+        let url = dp.url("/el/limited");
+        async move { client.get(url).header("X-Client", client_id).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(
+        (limited("a").await, limited("a").await, limited("b").await),
+        (200, 429, 200),
+        "the counter key is per X-Client"
+    );
+}

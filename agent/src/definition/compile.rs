@@ -167,9 +167,7 @@ fn compile_api(
                 ));
             }
         };
-        if !plan.selection_rule.trim().is_empty() {
-            return Err(err(format!("{at}.selectionRule"), "plan selection rules (EL) are not supported yet"));
-        }
+        let selection_rule = el_expression(&plan.selection_rule, &format!("{at}.selectionRule"))?;
         let plan_id = if plan.id.trim().is_empty() { format!("{id}-plan-{i}") } else { plan.id.trim().to_owned() };
         plans.push(pb::Plan {
             id: plan_id,
@@ -178,6 +176,7 @@ fn compile_api(
             flows: compile_flows(&plan.flows, &format!("{at}.flows"))?,
             api_key,
             jwt,
+            selection_rule,
         });
     }
     if plans.is_empty() {
@@ -442,6 +441,7 @@ fn compile_flows(flows: &[Flow], at: &str) -> Result<Vec<pb::Flow>, CompileError
         let mut path = "/".to_owned();
         let mut operator = pb::PathOperator::StartsWith;
         let mut methods = Vec::new();
+        let mut condition = String::new();
         for (j, selector) in flow.selectors.iter().enumerate() {
             let at = format!("{at}.selectors[{j}]");
             match norm(&selector.selector_type).as_str() {
@@ -466,10 +466,10 @@ fn compile_flows(flows: &[Flow], at: &str) -> Result<Vec<pb::Flow>, CompileError
                     }
                 }
                 "condition" => {
-                    return Err(err(
-                        format!("{at}.condition"),
-                        "condition selectors need Gravitee EL, which is not supported yet",
-                    ));
+                    if !condition.is_empty() {
+                        return Err(err(format!("{at}.condition"), "a flow takes one condition selector"));
+                    }
+                    condition = el_expression(&selector.condition, &format!("{at}.condition"))?;
                 }
                 other => return Err(err(format!("{at}.type"), format!("selector `{other}` is not supported"))),
             }
@@ -481,6 +481,7 @@ fn compile_flows(flows: &[Flow], at: &str) -> Result<Vec<pb::Flow>, CompileError
             methods,
             request: compile_steps(&flow.request, &format!("{at}.request"), Phase::Request)?,
             response: compile_steps(&flow.response, &format!("{at}.response"), Phase::Response)?,
+            condition,
         });
     }
     Ok(compiled)
@@ -499,9 +500,7 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase) -> Result<Vec<pb::Step>
             continue;
         }
         let at = format!("{at}[{i}]");
-        if !step.condition.trim().is_empty() {
-            return Err(err(format!("{at}.condition"), "step conditions need Gravitee EL, which is not supported yet"));
-        }
+        let condition = el_expression(&step.condition, &format!("{at}.condition"))?;
         let configuration =
             model::object_or_json_string(&step.configuration).map_err(|m| err(format!("{at}.configuration"), m))?;
         let at_config = format!("{at}.configuration");
@@ -516,7 +515,7 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase) -> Result<Vec<pb::Step>
                 continue;
             }
         }
-        reject_el(&configuration, &at_config)?;
+        check_el(&configuration, &at_config, templated_fields(step.policy.trim()))?;
         use pb::step::Policy as P;
         let policy = match (step.policy.trim(), phase) {
             ("mock", Phase::Request) => P::Mock(mock(&configuration, &at_config)?),
@@ -545,25 +544,53 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase) -> Result<Vec<pb::Step>
                 ));
             }
         };
-        compiled.push(pb::Step { name: step.name.clone(), policy: Some(policy) });
+        compiled.push(pb::Step { name: step.name.clone(), condition, policy: Some(policy) });
     }
     Ok(compiled)
 }
 
-/// Values with Gravitee EL (`{#...}`) would be sent to the backend literally: refuse until EL runs.
-fn reject_el(configuration: &Value, at: &str) -> Result<(), CompileError> {
-    fn find(value: &Value, path: String) -> Option<String> {
+/// Checks Gravitee EL in a policy configuration: where the dataplane renders the value as a template
+/// (`templated(path)`), the template must parse; anywhere else EL would be used literally, so it is
+/// refused. Either way the API is rejected with the field path, never half-applied.
+fn check_el(configuration: &Value, at: &str, templated: &dyn Fn(&str) -> bool) -> Result<(), CompileError> {
+    fn walk(value: &Value, path: String, templated: &dyn Fn(&str) -> bool) -> Result<(), CompileError> {
         match value {
-            Value::String(s) if s.contains("{#") => Some(path),
-            Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| find(v, format!("{path}[{i}]"))),
-            Value::Object(map) => map.iter().find_map(|(k, v)| find(v, format!("{path}.{k}"))),
-            _ => None,
+            Value::String(text) if text.contains("{#") || text.contains("{(") => {
+                if !templated(&path) {
+                    return Err(err(path, "Gravitee EL is not supported in this field"));
+                }
+                hgw_el::parse_template(text).map(|_| ()).map_err(|e| err(path, format!("EL {e}")))
+            }
+            Value::Array(items) => {
+                items.iter().enumerate().try_for_each(|(i, v)| walk(v, format!("{path}[{i}]"), templated))
+            }
+            Value::Object(map) => map.iter().try_for_each(|(k, v)| walk(v, format!("{path}.{k}"), templated)),
+            _ => Ok(()),
         }
     }
-    match find(configuration, at.to_owned()) {
-        Some(path) => Err(err(path, "Gravitee EL in policy configuration is not supported yet")),
-        None => Ok(()),
+    walk(configuration, at.to_owned(), templated)
+}
+
+/// Which configuration values each policy renders as EL templates.
+fn templated_fields(policy: &str) -> &'static dyn Fn(&str) -> bool {
+    match policy {
+        "transform-headers" => &|path: &str| {
+            path.ends_with(".value") && (path.contains(".addHeaders[") || path.contains(".appendHeaders["))
+        },
+        "policy-assign-attributes" => &|path: &str| path.ends_with(".value") && path.contains(".attributes["),
+        "mock" => &|path: &str| path.ends_with(".content"),
+        "rate-limit" | "quota" | "spike-arrest" => &|path: &str| path.ends_with(".key"),
+        _ => &|_: &str| false,
     }
+}
+
+/// A condition or selection rule: empty stays empty; otherwise it must parse in hgw's EL subset.
+fn el_expression(text: &str, at: &str) -> Result<String, CompileError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(String::new());
+    }
+    hgw_el::parse(text).map(|_| text.to_owned()).map_err(|e| err(at, format!("EL {e}")))
 }
 
 fn string_list(configuration: &Value, field: &str, at: &str) -> Result<Vec<String>, CompileError> {
@@ -648,7 +675,7 @@ fn assign_attributes(configuration: &Value, at: &str) -> Result<pb::AssignAttrib
 
 /// A JWT plan's configuration (Gravitee's `jwt` policy): signature, key resolver, claims, scopes.
 fn jwt_security(configuration: &Value, at: &str) -> Result<pb::JwtSecurity, CompileError> {
-    reject_el(configuration, at)?;
+    check_el(configuration, at, &|_: &str| false)?;
     let signature =
         configuration.get("signature").and_then(Value::as_str).unwrap_or("RSA_RS256").trim().to_ascii_uppercase();
     let algorithm = match signature.as_str() {

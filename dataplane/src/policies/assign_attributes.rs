@@ -2,11 +2,11 @@
 
 use hgw_proto::v1 as pb;
 
-use super::{Outcome, Policy, PolicyError, RequestExchange, invalid};
+use super::{Outcome, Policy, PolicyError, RequestExchange, Value, invalid};
 
 #[derive(Debug)]
 pub struct AssignAttributes {
-    attributes: Vec<(String, String)>,
+    attributes: Vec<(String, Value)>,
 }
 
 impl AssignAttributes {
@@ -16,6 +16,7 @@ impl AssignAttributes {
             if name.trim().is_empty() {
                 return Err(invalid(format!("policy-assign-attributes.attributes[{i}].name"), "must not be empty"));
             }
+            let value = Value::compile(&format!("policy-assign-attributes.attributes[{i}].value"), value)?;
             attributes.push((name.trim().to_owned(), value));
         }
         Ok(AssignAttributes { attributes })
@@ -25,11 +26,17 @@ impl AssignAttributes {
 impl Policy for AssignAttributes {
     fn on_request(&self, exchange: &mut RequestExchange<'_>) -> Outcome {
         for (name, value) in &self.attributes {
+            // Each value sees the attributes set before it, as in Gravitee.
+            let value = value.render(&exchange.el());
             match exchange.attributes.iter_mut().find(|(n, _)| n == name) {
-                Some(existing) => existing.1 = value.clone(),
-                None => exchange.attributes.push((name.clone(), value.clone())),
+                Some(existing) => existing.1 = value,
+                None => exchange.attributes.push((name.clone(), value)),
             }
         }
         Outcome::Continue
+    }
+
+    fn uses_el(&self) -> bool {
+        self.attributes.iter().any(|(_, v)| v.is_template())
     }
 }

@@ -4,13 +4,15 @@ use bytes::Bytes;
 use hgw_proto::v1 as pb;
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use super::{Outcome, Policy, PolicyError, Reply, RequestExchange, header, invalid};
+use super::{Outcome, Policy, PolicyError, Reply, RequestExchange, Value, header, invalid};
 
 #[derive(Debug)]
 pub struct Mock {
     status: StatusCode,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// Constant content is kept as bytes, shared by every response.
     content: Bytes,
+    template: Option<Value>,
 }
 
 impl Mock {
@@ -30,18 +32,28 @@ impl Mock {
             .enumerate()
             .map(|(i, h)| header(&format!("mock.headers[{i}]"), h))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Mock { status, headers, content: Bytes::from(content) })
+        let value = Value::compile("mock.content", content.clone())?;
+        let template = value.is_template().then_some(value);
+        Ok(Mock { status, headers, content: Bytes::from(content), template })
     }
 }
 
 impl Policy for Mock {
-    fn on_request(&self, _exchange: &mut RequestExchange<'_>) -> Outcome {
+    fn on_request(&self, exchange: &mut RequestExchange<'_>) -> Outcome {
+        let body = match &self.template {
+            Some(template) => Bytes::from(template.render(&exchange.el())),
+            None => self.content.clone(),
+        };
         Outcome::Respond(Reply {
             status: self.status,
             headers: self.headers.clone(),
-            body: self.content.clone(),
+            body,
             error_key: None,
             error_message: None,
         })
+    }
+
+    fn uses_el(&self) -> bool {
+        self.template.is_some()
     }
 }

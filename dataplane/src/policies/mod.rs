@@ -18,6 +18,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hgw_proto::v1 as pb;
+
+use crate::el::{ElContext, RequestInfo};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 /// Request context attributes (`policy-assign-attributes`, read by later policies).
@@ -38,6 +40,17 @@ pub struct RequestExchange<'a> {
     pub now_ms: i64,
     /// Headers to add to whatever response the request gets (e.g. X-Rate-Limit-Remaining).
     pub response_headers: &'a mut Vec<(HeaderName, HeaderValue)>,
+    /// What EL reads about the request (empty for APIs without EL).
+    pub info: &'a RequestInfo,
+    /// The current flow's `:name` path parameters.
+    pub path_params: &'a [(String, String)],
+}
+
+impl RequestExchange<'_> {
+    /// An EL context over the request as it is now (headers include earlier policies' changes).
+    pub fn el(&self) -> ElContext<'_> {
+        ElContext::request(self.info, &self.parts.headers, self.path_params, self.attributes)
+    }
 }
 
 /// What a response-phase policy may look at and change (the body streams untouched).
@@ -45,6 +58,14 @@ pub struct ResponseExchange<'a> {
     pub status: &'a mut StatusCode,
     pub headers: &'a mut HeaderMap,
     pub attributes: &'a Attributes,
+    pub info: &'a RequestInfo,
+}
+
+impl ResponseExchange<'_> {
+    /// An EL context over the response (and the request as it was sent upstream).
+    pub fn el(&self) -> ElContext<'_> {
+        ElContext::response(self.info, self.attributes, self.status.as_u16(), self.headers)
+    }
 }
 
 /// A response the gateway makes itself (a policy's answer or refusal).
@@ -84,6 +105,35 @@ pub trait Policy: Send + Sync + Debug {
         Outcome::Continue
     }
     fn on_response(&self, _exchange: &mut ResponseExchange<'_>) {}
+    /// Whether the policy evaluates EL per request (the proxy then fills the EL request info).
+    fn uses_el(&self) -> bool {
+        false
+    }
+}
+
+/// A configuration value that is constant or a Gravitee EL template, compiled once.
+#[derive(Debug, Clone)]
+pub enum Value {
+    Constant(String),
+    Template(hgw_el::Template),
+}
+
+impl Value {
+    pub fn compile(field: &str, text: String) -> Result<Value, PolicyError> {
+        let template = hgw_el::parse_template(&text).map_err(|e| invalid(field, format!("EL {e}")))?;
+        Ok(if template.is_constant() { Value::Constant(text) } else { Value::Template(template) })
+    }
+
+    pub fn is_template(&self) -> bool {
+        matches!(self, Value::Template(_))
+    }
+
+    pub fn render(&self, el: &ElContext<'_>) -> String {
+        match self {
+            Value::Constant(text) => text.clone(),
+            Value::Template(template) => el.render(template),
+        }
+    }
 }
 
 /// Which phase a step is compiled for: some policies only make sense in one.
@@ -111,7 +161,7 @@ pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Po
 /// The registry: one line per policy.
 pub fn compile(step: pb::Step, phase: Phase) -> Result<Arc<dyn Policy>, PolicyError> {
     use pb::step::Policy as P;
-    let pb::Step { name: _, policy } = step;
+    let pb::Step { name: _, condition: _, policy } = step;
     match policy.ok_or(PolicyError::Unsupported)? {
         P::Mock(config) => request_only(phase, "mock", mock::Mock::compile(config)),
         P::TransformHeaders(config) => Ok(Arc::new(transform_headers::TransformHeaders::compile(config)?)),
@@ -149,6 +199,7 @@ pub(crate) fn with_test_exchange<T>(
     let mut attributes = Attributes::new();
     let counters = rate_limit::LocalCounters::default();
     let mut response_headers = Vec::new();
+    let info = RequestInfo::default();
     let mut exchange = RequestExchange {
         parts,
         peer_ip: peer.parse().expect("test peer address"),
@@ -158,6 +209,8 @@ pub(crate) fn with_test_exchange<T>(
         counters: &counters,
         now_ms: 0,
         response_headers: &mut response_headers,
+        info: &info,
+        path_params: &[],
     };
     run(&mut exchange)
 }

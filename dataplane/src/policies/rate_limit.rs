@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use hgw_proto::v1 as pb;
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use super::{Outcome, Policy, PolicyError, Reply, RequestExchange, invalid};
+use super::{Outcome, Policy, PolicyError, Reply, RequestExchange, Value, invalid};
 
 /// Spike arrest never counts in slices shorter than this (Gravitee's minimum).
 const MIN_SLICE_MS: u64 = 100;
@@ -99,7 +99,8 @@ pub struct RateLimit {
     limit: u64,
     /// Counting window (for spike arrest: the slice).
     window_ms: u64,
-    key: String,
+    /// Custom key: constant or an EL template (e.g. a client header).
+    key: Value,
     use_key_only: bool,
     add_headers: bool,
     message: String,
@@ -139,16 +140,17 @@ impl RateLimit {
                 format!("Quota exceeded! You reached the limit of {limit} requests per {period_time} {unit}"),
             ),
         };
+        let key = Value::compile("rate-limit.key", key)?;
         Ok(RateLimit { kind, limit, window_ms, key, use_key_only, add_headers, message })
     }
 
-    /// Gravitee's counter key.
-    fn counter_key(&self, plan: &str, subscription: &str) -> String {
+    /// Gravitee's counter key (`key` is the rendered custom key).
+    fn counter_key(&self, plan: &str, subscription: &str, key: &str) -> String {
         let suffix = self.kind.suffix();
-        match (self.use_key_only && !self.key.is_empty(), self.key.is_empty()) {
-            (true, _) => format!("ratelimit:{}:{suffix}", self.key),
+        match (self.use_key_only && !key.is_empty(), key.is_empty()) {
+            (true, _) => format!("ratelimit:{key}:{suffix}"),
             (false, true) => format!("ratelimit:{plan}{subscription}:{suffix}"),
-            (false, false) => format!("ratelimit:{plan}{subscription}:{}:{suffix}", self.key),
+            (false, false) => format!("ratelimit:{plan}{subscription}:{key}:{suffix}"),
         }
     }
 }
@@ -169,7 +171,8 @@ fn spike_slice(limit: u64, period_ms: u64) -> (u64, u64) {
 
 impl Policy for RateLimit {
     fn on_request(&self, exchange: &mut RequestExchange<'_>) -> Outcome {
-        let key = self.counter_key(exchange.plan_id, exchange.subscription_id);
+        let custom = self.key.render(&exchange.el());
+        let key = self.counter_key(exchange.plan_id, exchange.subscription_id, &custom);
         let window = exchange.counters.increment(&key, self.window_ms, exchange.now_ms);
         let remaining = self.limit.saturating_sub(window.counter);
         let headers: Vec<(HeaderName, HeaderValue)> = if self.add_headers {
@@ -229,6 +232,8 @@ mod tests {
             counters,
             now_ms,
             response_headers: &mut response_headers,
+            info: &crate::el::RequestInfo::default(),
+            path_params: &[],
         };
         match policy.on_request(&mut exchange) {
             Outcome::Continue => (true, response_headers),
@@ -269,9 +274,9 @@ mod tests {
         assert!(allowed);
         assert_eq!(headers[0].0, "x-quota-limit");
         assert_eq!(counters.len(), 2);
-        assert_eq!(rate.counter_key("p", "s"), "ratelimit:ps:rl");
+        assert_eq!(rate.counter_key("p", "s", ""), "ratelimit:ps:rl");
         let keyed = policy(pb::RateLimitKind::Quota, 1, 1000, "k");
-        assert_eq!(keyed.counter_key("p", "s"), "ratelimit:ps:k:q");
+        assert_eq!(keyed.counter_key("p", "s", "k"), "ratelimit:ps:k:q");
     }
 
     #[test]

@@ -4,14 +4,16 @@
 use hgw_proto::v1 as pb;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::{Outcome, Policy, PolicyError, RequestExchange, ResponseExchange, header, header_name};
+use super::{Outcome, Policy, PolicyError, RequestExchange, ResponseExchange, Value, header_name, invalid};
+use crate::el::ElContext;
 
 #[derive(Debug)]
 pub struct TransformHeaders {
     remove: Vec<HeaderName>,
     whitelist: Vec<HeaderName>,
-    set: Vec<(HeaderName, HeaderValue)>,
-    append: Vec<(HeaderName, HeaderValue)>,
+    set: Vec<(HeaderName, Value)>,
+    append: Vec<(HeaderName, Value)>,
+    uses_el: bool,
 }
 
 impl TransformHeaders {
@@ -20,19 +22,57 @@ impl TransformHeaders {
         let names = |field: &str, list: Vec<String>| -> Result<Vec<HeaderName>, PolicyError> {
             list.iter().enumerate().map(|(i, n)| header_name(&format!("transform-headers.{field}[{i}]"), n)).collect()
         };
-        let pairs = |field: &str, list: Vec<pb::Header>| -> Result<Vec<(HeaderName, HeaderValue)>, PolicyError> {
-            list.into_iter().enumerate().map(|(i, h)| header(&format!("transform-headers.{field}[{i}]"), h)).collect()
+        let pairs = |field: &str, list: Vec<pb::Header>| -> Result<Vec<(HeaderName, Value)>, PolicyError> {
+            list.into_iter()
+                .enumerate()
+                .map(|(i, pb::Header { name, value })| {
+                    let at = format!("transform-headers.{field}[{i}]");
+                    let value = Value::compile(&at, value)?;
+                    if let Value::Constant(text) = &value {
+                        HeaderValue::from_bytes(text.as_bytes())
+                            .map_err(|_| invalid(&at, format!("value of {name:?} is not a valid header value")))?;
+                    }
+                    Ok((header_name(&at, &name)?, value))
+                })
+                .collect()
         };
+        let set = pairs("addHeaders", add_headers)?;
+        let append = pairs("appendHeaders", append_headers)?;
+        let uses_el = set.iter().chain(append.iter()).any(|(_, v)| v.is_template());
         Ok(TransformHeaders {
             remove: names("removeHeaders", remove_headers)?,
             whitelist: names("whitelistHeaders", whitelist_headers)?,
-            set: pairs("addHeaders", add_headers)?,
-            append: pairs("appendHeaders", append_headers)?,
+            set,
+            append,
+            uses_el,
         })
     }
 
+    /// The values to set and append, rendered (templates read the headers before the change).
+    fn render(&self, el: Option<&ElContext<'_>>) -> (Vec<(HeaderName, HeaderValue)>, Vec<(HeaderName, HeaderValue)>) {
+        let render = |list: &[(HeaderName, Value)]| -> Vec<(HeaderName, HeaderValue)> {
+            list.iter()
+                .filter_map(|(name, value)| {
+                    let text = match (value, el) {
+                        (Value::Constant(text), _) => text.clone(),
+                        (Value::Template(_), Some(el)) => value.render(el),
+                        (Value::Template(_), None) => String::new(),
+                    };
+                    // A rendered value that is not a valid header value is dropped, not sent broken.
+                    HeaderValue::from_bytes(text.as_bytes()).ok().map(|v| (name.clone(), v))
+                })
+                .collect()
+        };
+        (render(&self.set), render(&self.append))
+    }
+
     /// Gravitee's order: removals, then the whitelist, then additions (so added headers always stay).
-    fn apply(&self, headers: &mut HeaderMap) {
+    fn apply(
+        &self,
+        headers: &mut HeaderMap,
+        set: Vec<(HeaderName, HeaderValue)>,
+        append: Vec<(HeaderName, HeaderValue)>,
+    ) {
         for name in &self.remove {
             headers.remove(name);
         }
@@ -46,23 +86,29 @@ impl TransformHeaders {
             }
             *headers = kept;
         }
-        for (name, value) in &self.set {
-            headers.insert(name.clone(), value.clone());
+        for (name, value) in set {
+            headers.insert(name, value);
         }
-        for (name, value) in &self.append {
-            headers.append(name.clone(), value.clone());
+        for (name, value) in append {
+            headers.append(name, value);
         }
     }
 }
 
 impl Policy for TransformHeaders {
     fn on_request(&self, exchange: &mut RequestExchange<'_>) -> Outcome {
-        self.apply(&mut exchange.parts.headers);
+        let (set, append) = if self.uses_el { self.render(Some(&exchange.el())) } else { self.render(None) };
+        self.apply(&mut exchange.parts.headers, set, append);
         Outcome::Continue
     }
 
     fn on_response(&self, exchange: &mut ResponseExchange<'_>) {
-        self.apply(exchange.headers);
+        let (set, append) = if self.uses_el { self.render(Some(&exchange.el())) } else { self.render(None) };
+        self.apply(exchange.headers, set, append);
+    }
+
+    fn uses_el(&self) -> bool {
+        self.uses_el
     }
 }
 
@@ -83,12 +129,17 @@ mod tests {
         .unwrap()
     }
 
+    fn apply(policy: &TransformHeaders, headers: &mut HeaderMap) {
+        let (set, append) = policy.render(None);
+        policy.apply(headers, set, append);
+    }
+
     #[test]
     fn remove_set_append_case_insensitively() {
         let mut headers = HeaderMap::new();
         headers.insert("x-secret", HeaderValue::from_static("1"));
         headers.insert("x-keep", HeaderValue::from_static("a"));
-        policy(&["X-Secret"], &[], &[("X-Keep", "b"), ("X-New", "n")], &[("X-Keep", "c")]).apply(&mut headers);
+        apply(&policy(&["X-Secret"], &[], &[("X-Keep", "b"), ("X-New", "n")], &[("X-Keep", "c")]), &mut headers);
         assert!(headers.get("x-secret").is_none());
         let keep: Vec<&str> = headers.get_all("x-keep").iter().map(|v| v.to_str().unwrap()).collect();
         assert_eq!(keep, vec!["b", "c"]);
@@ -101,7 +152,7 @@ mod tests {
         headers.insert("accept", HeaderValue::from_static("a"));
         headers.append("accept", HeaderValue::from_static("b"));
         headers.insert("cookie", HeaderValue::from_static("c"));
-        policy(&[], &["Accept"], &[("X-Added", "1")], &[]).apply(&mut headers);
+        apply(&policy(&[], &["Accept"], &[("X-Added", "1")], &[]), &mut headers);
         assert_eq!(headers.len(), 3);
         assert!(headers.get("cookie").is_none());
         assert_eq!(headers["x-added"], "1");
@@ -111,7 +162,7 @@ mod tests {
     fn empty_lists_change_nothing_and_unicode_values_are_refused_cleanly() {
         let mut headers = HeaderMap::new();
         headers.insert("a", HeaderValue::from_static("1"));
-        policy(&[], &[], &[], &[]).apply(&mut headers);
+        apply(&policy(&[], &[], &[], &[]), &mut headers);
         assert_eq!(headers.len(), 1);
         let err = TransformHeaders::compile(pb::TransformHeadersPolicy {
             add_headers: vec![pb::Header { name: "X Bad".into(), value: "v".into() }],

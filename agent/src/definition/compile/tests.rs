@@ -128,11 +128,22 @@ fn malformed_and_unsupported_definitions_say_where() {
 
     let mut el = v4("a", "/a", "http://b");
     el["flows"] = json!([{"selectors": [{"type": "http", "path": "/"}], "request": [{"policy": "transform-headers",
-        "configuration": {"addHeaders": [{"name": "X-User", "value": "{#request.headers['u'][0]}"}]}}]}]);
+        "configuration": {"addHeaders": [{"name": "X-User", "value": "{#jsonPath(#request.content, '$.user')}"}]}}]}]);
+    let reason = rejection(el);
+    assert!(reason.starts_with("flows[0].request[0].configuration.addHeaders[0].value: EL column"), "{reason}");
+    assert!(reason.contains("unsupported EL"), "{reason}");
+
+    let mut el_name = v4("a", "/a", "http://b");
+    el_name["flows"] = json!([{"request": [{"policy": "transform-headers", "configuration": {"removeHeaders": ["{#request.headers['h'][0]}"]}}]}]);
     assert_eq!(
-        rejection(el),
-        "flows[0].request[0].configuration.addHeaders[0].value: Gravitee EL in policy configuration is not supported yet"
+        rejection(el_name),
+        "flows[0].request[0].configuration.removeHeaders[0]: Gravitee EL is not supported in this field"
     );
+
+    let mut bad_condition = v4("a", "/a", "http://b");
+    bad_condition["flows"] =
+        json!([{"selectors": [{"type": "condition", "condition": "{T(java.lang.Runtime).getRuntime()}"}]}]);
+    assert!(rejection(bad_condition).starts_with("flows[0].selectors[0].condition: EL column"));
 
     let mut host_filter = v4("a", "/a", "http://b");
     host_filter["flows"] =
@@ -228,6 +239,19 @@ fn policies_and_api_key_plans_compile() {
         rejection(wrong_phase)
             .starts_with("flows[0].response[0].policy: policy `ip-filtering` is not supported yet in this phase")
     );
+}
+
+#[test]
+fn el_conditions_selection_rules_and_templates_compile() {
+    let mut api = v4("a", "/a", "http://b:1");
+    api["plans"][0]["selectionRule"] = json!("{#request.headers['X-Plan'][0] == 'free'}");
+    api["flows"] = json!([{"selectors": [{"type": "http", "path": "/"}, {"type": "condition", "condition": "{#request.method == 'POST'}"}],
+        "request": [{"policy": "transform-headers", "condition": "{#request.params['debug'] != null}",
+            "configuration": {"addHeaders": [{"name": "X-Path", "value": "path={#request.pathInfo}"}]}}]}]);
+    let api = deploy(api);
+    assert_eq!(api.plans[0].selection_rule, "{#request.headers['X-Plan'][0] == 'free'}");
+    assert_eq!(api.flows[0].condition, "{#request.method == 'POST'}");
+    assert_eq!(api.flows[0].request[0].condition, "{#request.params['debug'] != null}");
 }
 
 #[test]

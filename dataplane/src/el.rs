@@ -1,0 +1,177 @@
+//! Gravitee EL in the dataplane: a request (or response) seen as an [`hgw_el::Context`].
+//!
+//! Expressions are compiled once when an API arrives; per request the proxy fills a [`RequestInfo`]
+//! only for APIs that use EL, so requests of other APIs pay nothing.
+
+use std::cell::OnceCell;
+
+use http::HeaderMap;
+
+use crate::security::query_pairs;
+
+/// What EL can read about the request beyond its (live) headers.
+#[derive(Debug, Default, Clone)]
+pub struct RequestInfo {
+    pub path: String,
+    pub path_info: String,
+    pub method: String,
+    pub host: String,
+    pub query: String,
+    pub remote_address: String,
+    pub local_address: String,
+    pub request_id: String,
+    pub transaction_id: String,
+    pub api_id: String,
+    pub api_name: String,
+    /// The request headers as sent upstream (for response-phase expressions).
+    pub headers: HeaderMap,
+}
+
+/// One evaluation context; cheap to build, decodes the query string only if an expression asks.
+pub struct ElContext<'a> {
+    info: &'a RequestInfo,
+    headers: &'a HeaderMap,
+    path_params: &'a [(String, String)],
+    attributes: &'a [(String, String)],
+    response: Option<(u16, &'a HeaderMap)>,
+    query: OnceCell<Vec<(String, String)>>,
+}
+
+impl<'a> ElContext<'a> {
+    pub fn request(
+        info: &'a RequestInfo,
+        headers: &'a HeaderMap,
+        path_params: &'a [(String, String)],
+        attributes: &'a [(String, String)],
+    ) -> ElContext<'a> {
+        ElContext { info, headers, path_params, attributes, response: None, query: OnceCell::new() }
+    }
+
+    pub fn response(
+        info: &'a RequestInfo,
+        attributes: &'a [(String, String)],
+        status: u16,
+        response_headers: &'a HeaderMap,
+    ) -> ElContext<'a> {
+        ElContext {
+            info,
+            headers: &info.headers,
+            path_params: &[],
+            attributes,
+            response: Some((status, response_headers)),
+            query: OnceCell::new(),
+        }
+    }
+
+    /// Evaluates a condition: Gravitee treats an evaluation error as "not met".
+    pub fn holds(&self, expression: &hgw_el::Expression) -> bool {
+        match expression.eval_bool(self) {
+            Ok(value) => value,
+            Err(error) => {
+                tracing::debug!(expression = expression.source(), %error, "EL condition not met (evaluation error)");
+                false
+            }
+        }
+    }
+
+    /// Renders a template; an evaluation error renders as empty text (logged at debug).
+    pub fn render(&self, template: &hgw_el::Template) -> String {
+        template.render(self).unwrap_or_else(|error| {
+            tracing::debug!(template = template.source(), %error, "EL template rendered empty (evaluation error)");
+            String::new()
+        })
+    }
+}
+
+fn non_empty(text: &str) -> Option<&str> {
+    (!text.is_empty()).then_some(text)
+}
+
+fn values<'h>(headers: &'h HeaderMap, name: &str) -> Vec<&'h str> {
+    headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect()
+}
+
+impl hgw_el::Context for ElContext<'_> {
+    fn request_path(&self) -> Option<&str> {
+        non_empty(&self.info.path)
+    }
+    fn request_path_info(&self) -> Option<&str> {
+        Some(&self.info.path_info)
+    }
+    fn request_method(&self) -> Option<&str> {
+        non_empty(&self.info.method)
+    }
+    fn request_host(&self) -> Option<&str> {
+        non_empty(&self.info.host)
+    }
+    fn remote_address(&self) -> Option<&str> {
+        non_empty(&self.info.remote_address)
+    }
+    fn local_address(&self) -> Option<&str> {
+        non_empty(&self.info.local_address)
+    }
+    fn request_id(&self) -> Option<&str> {
+        non_empty(&self.info.request_id)
+    }
+    fn transaction_id(&self) -> Option<&str> {
+        non_empty(&self.info.transaction_id)
+    }
+    fn request_header(&self, name: &str) -> Vec<&str> {
+        values(self.headers, name)
+    }
+    fn query_param(&self, name: &str) -> Vec<&str> {
+        let pairs = self.query.get_or_init(|| query_pairs(&self.info.query).collect());
+        pairs.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+    }
+    fn path_param(&self, name: &str) -> Option<&str> {
+        self.path_params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+    fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+    fn api_field(&self, name: &str) -> Option<&str> {
+        match name {
+            "id" => non_empty(&self.info.api_id),
+            "name" => non_empty(&self.info.api_name),
+            _ => None,
+        }
+    }
+    fn response_status(&self) -> Option<u16> {
+        self.response.map(|(status, _)| status)
+    }
+    fn response_header(&self, name: &str) -> Vec<&str> {
+        self.response.map(|(_, headers)| values(headers, name)).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_values_reach_expressions() {
+        let info = RequestInfo {
+            path: "/api/users/7".into(),
+            path_info: "/users/7".into(),
+            method: "POST".into(),
+            query: "debug=1&tag=a&tag=b%20c".into(),
+            api_id: "api-1".into(),
+            ..RequestInfo::default()
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("x-team", "blue".parse().unwrap());
+        let params = vec![("id".to_owned(), "7".to_owned())];
+        let attributes = vec![("user".to_owned(), "alice".to_owned())];
+        let ctx = ElContext::request(&info, &headers, &params, &attributes);
+        let check = |text: &str| ctx.holds(&hgw_el::parse(text).unwrap());
+        assert!(check("{#request.headers['X-Team'][0] == 'blue'}"));
+        assert!(check("{#request.params['tag'][1] == 'b c'}"));
+        assert!(check("{#request.pathParams['id'][0] == '7'}"));
+        assert!(check("{#context.attributes['user'] == 'alice' && #request.method == 'POST'}"));
+        assert!(check("{#request.pathInfo.startsWith('/users')}"));
+        assert!(check("{#api.id == 'api-1'}"));
+        assert!(!check("{#request.headers['Missing'][0] == 'x'}"), "an evaluation error is 'not met'");
+        let template = hgw_el::parse_template("team={#request.headers['x-team'][0]}").unwrap();
+        assert_eq!(ctx.render(&template), "team=blue");
+    }
+}
