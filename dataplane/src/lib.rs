@@ -10,12 +10,15 @@ pub mod analytics;
 pub mod backoff;
 pub mod body;
 pub mod config;
+pub mod endpoints;
 pub mod flows;
+pub mod invoke;
 pub mod listen;
 pub mod metrics;
 pub mod proxy;
 pub mod routes;
 pub mod shutdown;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
