@@ -163,14 +163,10 @@ impl UpstreamError {
     pub fn classify(error: &hyper_util::client::legacy::Error) -> UpstreamError {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
         while let Some(e) = source {
-            if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            if let Some(tls) = rustls_error(e) {
                 return UpstreamError::Tls(tls.to_string());
             }
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                // std's io::Error hides its inner error from `source()`: look at it directly.
-                if let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-                    return UpstreamError::Tls(tls.to_string());
-                }
                 match io.kind() {
                     std::io::ErrorKind::TimedOut if error.is_connect() => {
                         return UpstreamError::ConnectTimeout;
@@ -185,6 +181,16 @@ impl UpstreamError {
         }
         UpstreamError::Connection(error_chain(error))
     }
+}
+
+/// The TLS error inside `error`, looking through `io::Error` wrappers (std's `io::Error` hides its
+/// inner error from `source()`, and hyper-rustls wraps tokio-rustls' io::Error in another one).
+fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    let inner = error.downcast_ref::<std::io::Error>()?.get_ref()?;
+    rustls_error(inner)
 }
 
 /// `error: cause: cause`, for messages that should explain themselves.

@@ -126,7 +126,9 @@ async fn broken_definitions_are_rejected_alone_with_their_reason() {
     let backend = Backend::start("good").await;
     sim.put_api(v4_api("good", "/good", &backend.url())).await;
     sim.put_raw_api("broken-json", "{\"id\": \"broken-json\", \"listeners\": [").await;
-    sim.put_api(v4_api("tls-target", "/tls", "https://127.0.0.1:1")).await;
+    let mut jks = v4_api("tls-target", "/tls", "https://127.0.0.1:1");
+    jks["endpointGroups"][0]["sharedConfiguration"] = json!({"ssl": {"trustStore": {"type": "JKS", "path": "/t.jks"}}});
+    sim.put_api(jks).await;
     let mut api_key = v4_api("api-key-plan", "/secured", &backend.url());
     api_key["plans"][0]["security"]["type"] = json!("API_KEY");
     sim.put_api(api_key).await;
@@ -159,7 +161,7 @@ async fn broken_definitions_are_rejected_alone_with_their_reason() {
             .to_owned()
     };
     assert!(reason("broken-json").starts_with("the definition is not valid JSON"), "{}", reason("broken-json"));
-    assert!(reason("tls-target").contains("endpointGroups[0].endpoints[0].configuration.target"));
+    assert!(reason("tls-target").contains("endpointGroups[0].sharedConfiguration.ssl.trustStore.type"));
     assert!(reason("api-key-plan").contains("plans[0].security.type"));
     assert!(reason("unknown-policy").contains("policy `groovy` is not supported"));
     assert_eq!(apis["deployed"].as_array().unwrap().len(), 1);
