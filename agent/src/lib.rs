@@ -71,7 +71,7 @@ async fn wait_for_signal() {
 /// what it holds within the grace period.
 pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     let metrics = Arc::new(metrics::Metrics::default());
-    let store = Arc::new(store::ConfigStore::new(config.tags.clone()));
+    let store = Arc::new(store::ConfigStore::new(config.tags.clone()).with_tenant(config.tenant.clone()));
     let status = Arc::new(sync::SyncStatus::default());
     let registry = Arc::new(grpc::registry::DataplaneRegistry::default());
     let mode = config.mode_name();

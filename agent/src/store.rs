@@ -43,6 +43,8 @@ pub struct DeployReport {
 
 pub struct ConfigStore {
     tags: ShardingTags,
+    /// The gateway's tenant: endpoints of other tenants are left out.
+    tenant: Option<String>,
     tx: watch::Sender<Arc<Snapshot>>,
     /// api id → (source fingerprint, outcome): unchanged sources are not recompiled.
     cache: Mutex<HashMap<String, (u64, Outcome)>>,
@@ -55,7 +57,13 @@ impl ConfigStore {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(1);
         let (tx, _) = watch::channel(Arc::new(Snapshot { version: start_version, ..Snapshot::default() }));
-        ConfigStore { tags, tx, cache: Mutex::new(HashMap::new()) }
+        ConfigStore { tags, tenant: None, tx, cache: Mutex::new(HashMap::new()) }
+    }
+
+    /// Compiles for a gateway of `tenant` (Gravitee's endpoint `tenants` rule).
+    pub fn with_tenant(mut self, tenant: Option<String>) -> ConfigStore {
+        self.tenant = tenant.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+        self
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
@@ -85,7 +93,7 @@ impl ConfigStore {
                 let outcome = match cache.get(&cache_key) {
                     Some((cached, outcome)) if *cached == fingerprint => outcome.clone(),
                     _ => {
-                        let outcome = definition::compile(source, &self.tags);
+                        let outcome = definition::compile_for_tenant(source, &self.tags, self.tenant.as_deref());
                         cache.insert(cache_key, (fingerprint, outcome.clone()));
                         outcome
                     }

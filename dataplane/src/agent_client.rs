@@ -262,7 +262,7 @@ mod tests {
             .apply(update(
                 2,
                 false,
-                vec![api("b", &[("", "/b")], "http://b"), api("bad", &[("", "/bad")], "https://x")],
+                vec![api("b", &[("", "/b")], "http://b"), api("bad", &[("", "/bad")], "ftp://x")],
                 &["a"],
             ))
             .unwrap_err();

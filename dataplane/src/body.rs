@@ -34,8 +34,16 @@ impl RequestStats {
 /// The client's request body on its way to the endpoint.
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Option<Incoming>,
+    inner: RequestInner,
     stats: Arc<RequestStats>,
+}
+
+#[derive(Debug)]
+enum RequestInner {
+    /// Streamed from the client as it arrives.
+    Stream(Incoming),
+    /// Already in memory (empty, or buffered so failover can send it again), sent in one frame.
+    Bytes(Option<Bytes>),
 }
 
 impl RequestBody {
@@ -45,14 +53,19 @@ impl RequestBody {
             // Clients may never poll an empty body, so it is "ended" from the start.
             stats.ended.store(true, Ordering::Relaxed);
         }
-        (RequestBody { inner: Some(inner), stats: stats.clone() }, stats)
+        (RequestBody { inner: RequestInner::Stream(inner), stats: stats.clone() }, stats)
     }
 
     /// A body without content (tests, and requests that have none).
     pub fn empty() -> RequestBody {
+        RequestBody::buffered(Bytes::new())
+    }
+
+    /// A body already read (its bytes were counted when the client's body was read).
+    pub fn buffered(content: Bytes) -> RequestBody {
         let stats = Arc::new(RequestStats::default());
         stats.ended.store(true, Ordering::Relaxed);
-        RequestBody { inner: None, stats }
+        RequestBody { inner: RequestInner::Bytes(Some(content).filter(|c| !c.is_empty())), stats }
     }
 }
 
@@ -62,8 +75,9 @@ impl Body for RequestBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        let Some(inner) = this.inner.as_mut() else {
-            return Poll::Ready(None);
+        let inner = match &mut this.inner {
+            RequestInner::Bytes(content) => return Poll::Ready(content.take().map(|c| Ok(Frame::data(c)))),
+            RequestInner::Stream(inner) => inner,
         };
         match ready!(Pin::new(&mut *inner).poll_frame(cx)) {
             Some(Ok(frame)) => {
@@ -84,11 +98,17 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        match &self.inner {
+            RequestInner::Stream(inner) => inner.is_end_stream(),
+            RequestInner::Bytes(content) => content.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        match &self.inner {
+            RequestInner::Stream(inner) => inner.size_hint(),
+            RequestInner::Bytes(content) => SizeHint::with_exact(content.as_ref().map_or(0, |c| c.len() as u64)),
+        }
     }
 }
 

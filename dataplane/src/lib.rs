@@ -11,7 +11,9 @@ pub mod backoff;
 pub mod body;
 pub mod config;
 pub mod el;
+pub mod endpoints;
 pub mod flows;
+pub mod invoke;
 pub mod listen;
 pub mod metrics;
 pub mod policies;
@@ -19,6 +21,7 @@ pub mod proxy;
 pub mod routes;
 pub mod security;
 pub mod shutdown;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;

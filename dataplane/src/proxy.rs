@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hgw_proto::v1::MetricsRecord;
 use http::header::{CONNECTION, CONTENT_TYPE, HOST, USER_AGENT};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -25,10 +25,11 @@ use crate::analytics::{PendingRecord, epoch_millis};
 use crate::body::{RequestBody, ResponseBody};
 use crate::el::{ElContext, RequestInfo};
 use crate::flows::Flow;
+use crate::invoke;
 use crate::metrics::InFlight;
 use crate::policies::{Attributes, Outcome, Reply, RequestExchange, ResponseExchange};
 use crate::routes::{RouteTable, normalise_host};
-use crate::upstream::{UpstreamError, error_chain};
+use crate::upstream::UpstreamError;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-gravitee-request-id");
 pub const X_TRANSACTION_ID: HeaderName = HeaderName::from_static("x-gravitee-transaction-id");
@@ -68,6 +69,7 @@ impl GatewayError {
             GatewayError::Upstream(UpstreamError::ConnectTimeout) => "UPSTREAM_CONNECT_TIMEOUT",
             GatewayError::Upstream(UpstreamError::ConnectionRefused) => "UPSTREAM_CONNECTION_REFUSED",
             GatewayError::Upstream(UpstreamError::Connection(_)) => "GATEWAY_CLIENT_CONNECTION_ERROR",
+            GatewayError::Upstream(UpstreamError::Tls(_)) => "UPSTREAM_TLS_FAILURE",
         }
     }
 
@@ -84,7 +86,7 @@ impl GatewayError {
     /// What the client reads: causes stay in logs and the metrics record, not in responses.
     pub fn public_message(&self) -> String {
         match self {
-            GatewayError::Upstream(UpstreamError::Connection(_)) => "Bad gateway".to_owned(),
+            GatewayError::Upstream(UpstreamError::Connection(_) | UpstreamError::Tls(_)) => "Bad gateway".to_owned(),
             other => other.to_string(),
         }
     }
@@ -311,57 +313,23 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
         r.set_request_stats(stats);
     }
 
-    let Some(endpoint) = api.endpoints.next_endpoint() else {
-        return error_response(&GatewayError::NoEndpoint, &ids, record, in_flight);
-    };
-    let Some(client) = table.client(&endpoint.http.client_key()) else {
-        return error_response(&GatewayError::NoEndpoint, &ids, record, in_flight);
-    };
-    let url = endpoint.target.url_for(&path_info, parts.uri.query());
-    if let Some(r) = record.as_mut() {
-        r.record_mut().endpoint = url.clone();
-    }
-    let uri: http::Uri = match url.parse() {
-        Ok(uri) => uri,
-        Err(error) => {
-            let error = UpstreamError::Connection(format!("invalid upstream URL {url:?}: {error}"));
-            return error_response(&error.into(), &ids, record, in_flight);
-        }
-    };
-
     let mut headers = forwardable(&parts.headers);
-    if endpoint.http.propagate_client_host {
-        if let Some(host) = parts.headers.get(HOST) {
-            headers.insert(HOST, host.clone());
-        } else if let Some(Ok(host)) = parts.uri.authority().map(|a| HeaderValue::from_str(a.as_str())) {
-            headers.insert(HOST, host);
-        }
-    }
     ids.apply(&mut headers);
-    for (name, value) in &endpoint.headers {
-        headers.insert(name.clone(), value.clone());
-    }
-    let mut upstream = Request::new(body);
-    *upstream.method_mut() = parts.method;
-    *upstream.uri_mut() = uri;
-    *upstream.version_mut() = Version::HTTP_11;
-    *upstream.headers_mut() = headers;
-
-    let sent = Instant::now();
-    let outcome = tokio::time::timeout(endpoint.http.read_timeout, client.request(upstream)).await;
-    if let Some(r) = record.as_mut() {
-        r.set_endpoint_time(sent.elapsed());
-    }
-    let response = match outcome {
-        Ok(Ok(response)) => response,
-        Ok(Err(error)) => {
-            let classified = UpstreamError::classify(&error);
-            tracing::debug!(api = %api.id, %url, error = %error_chain(&error), "endpoint call failed");
-            return error_response(&classified.into(), &ids, record, in_flight);
-        }
-        Err(_) => {
-            return error_response(&UpstreamError::ReadTimeout.into(), &ids, record, in_flight);
-        }
+    let outbound = invoke::Outbound {
+        client_host: parts
+            .headers
+            .get(HOST)
+            .cloned()
+            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())),
+        method: parts.method,
+        path_info,
+        query: parts.uri.query().map(str::to_owned),
+        headers,
+        body,
+    };
+    let response = match invoke::invoke(&api, &table, outbound, record.as_mut()).await {
+        Ok(response) => response,
+        Err(error) => return error_response(&error, &ids, record, in_flight),
     };
     let (mut parts, body) = response.into_parts();
     let mut headers = forwardable(&parts.headers);
@@ -532,6 +500,7 @@ mod tests {
             (UpstreamError::ConnectTimeout.into(), "UPSTREAM_CONNECT_TIMEOUT", 504),
             (UpstreamError::ConnectionRefused.into(), "UPSTREAM_CONNECTION_REFUSED", 502),
             (UpstreamError::Connection("x".into()).into(), "GATEWAY_CLIENT_CONNECTION_ERROR", 502),
+            (UpstreamError::Tls("x".into()).into(), "UPSTREAM_TLS_FAILURE", 502),
         ];
         for (error, key, status) in cases {
             assert_eq!((error.key(), error.status().as_u16()), (key, status));

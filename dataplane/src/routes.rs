@@ -6,22 +6,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use hgw_proto::v1 as pb;
-use http::{HeaderName, HeaderValue};
 
+use crate::endpoints::convert_group;
+pub use crate::endpoints::{Endpoint, EndpointGroup, HttpOptions, Target};
 use crate::flows::{Flow, FlowError};
 use crate::security::{Security, SecurityError};
+use crate::tls::TlsError;
 use crate::upstream::{ClientKey, UpstreamClient};
-
-/// Gravitee's default connect timeout, used when the agent leaves the field at zero.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(3_000);
-/// Gravitee's default read timeout (time to the response headers).
-pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_millis(10_000);
-/// Gravitee's default idle timeout of pooled connections.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_millis(60_000);
 
 /// A compiled Gravitee HTTP proxy API, ready to serve.
 #[derive(Debug)]
@@ -51,42 +44,6 @@ pub struct ContextPath {
     pub path: String,
 }
 
-/// Endpoints behind one round-robin load balancer.
-#[derive(Debug)]
-pub struct EndpointGroup {
-    pub name: String,
-    primaries: Vec<Endpoint>,
-    /// Next primary to use; shared by all requests of this API version.
-    next: AtomicUsize,
-}
-
-/// One backend target with its effective client options.
-#[derive(Debug)]
-pub struct Endpoint {
-    pub name: String,
-    pub target: Target,
-    pub http: HttpOptions,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-}
-
-/// An endpoint target split so the request path can be inserted before the target's own query.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// Scheme, authority and path, without a trailing '/'.
-    base: String,
-    query: Option<String>,
-}
-
-/// Effective HTTP client options of an endpoint (zeros from the agent replaced by Gravitee defaults).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct HttpOptions {
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub keep_alive: bool,
-    pub propagate_client_host: bool,
-}
-
 /// Why an `hgw.v1.Api` cannot be served; `field` is the path inside the message.
 #[derive(Debug, thiserror::Error)]
 #[error("api {api:?}: {field}: {reason}")]
@@ -103,14 +60,12 @@ pub enum Invalid {
     Empty,
     #[error("{0:?} must start with '/'")]
     ContextPath(String),
-    #[error("{0:?} is not an absolute http:// URL with a host")]
+    #[error("{0:?} is not an absolute http:// or https:// URL with a host")]
     Target(String),
-    #[error("{0:?}: https endpoints are not supported by this dataplane yet")]
-    HttpsTarget(String),
     #[error("no endpoint group")]
     NoEndpointGroup,
-    #[error("no primary (non-secondary) endpoint")]
-    NoPrimaryEndpoint,
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("load balancer {0} not supported by this dataplane")]
     LoadBalancer(String),
     #[error(transparent)]
@@ -143,6 +98,7 @@ impl TryFrom<pb::Api> for Api {
             tags: _,
             subscriptions,
             api_keys,
+            failover,
         } = api;
         let err = |field: String, reason: Invalid| ConversionError { api: id.clone(), field, reason };
         if id.is_empty() {
@@ -166,7 +122,7 @@ impl TryFrom<pb::Api> for Api {
             .into_iter()
             .next()
             .ok_or_else(|| err("endpoint_groups".into(), Invalid::NoEndpointGroup))?;
-        let endpoints = convert_group(group).map_err(|(field, reason)| err(field, reason))?;
+        let endpoints = convert_group(group, failover).map_err(|(field, reason)| err(field, reason))?;
 
         match pb::FlowMode::try_from(flow_mode) {
             Ok(pb::FlowMode::Default | pb::FlowMode::Unspecified) => {}
@@ -213,157 +169,6 @@ impl TryFrom<pb::Api> for Api {
 fn normalise_context_path(path: &str) -> String {
     let trimmed = path.trim_end_matches('/');
     if trimmed.is_empty() { "/".to_owned() } else { trimmed.to_owned() }
-}
-
-fn convert_group(group: pb::EndpointGroup) -> Result<EndpointGroup, (String, Invalid)> {
-    let pb::EndpointGroup { name, load_balancer, endpoints } = group;
-    match pb::LoadBalancer::try_from(load_balancer) {
-        // Unspecified is proto3's zero: Gravitee's default load balancer is round-robin.
-        Ok(pb::LoadBalancer::RoundRobin | pb::LoadBalancer::Unspecified) => {}
-        Ok(other) => {
-            return Err(("endpoint_groups[0].load_balancer".into(), Invalid::LoadBalancer(other.as_str_name().into())));
-        }
-        Err(_) => {
-            return Err(("endpoint_groups[0].load_balancer".into(), Invalid::LoadBalancer(load_balancer.to_string())));
-        }
-    }
-    let mut primaries = Vec::new();
-    for (i, endpoint) in endpoints.into_iter().enumerate() {
-        let field = |f: &str| format!("endpoint_groups[0].endpoints[{i}].{f}");
-        let pb::Endpoint { name, target, weight: _, secondary, http, headers } = endpoint;
-        let target = Target::parse(&target).map_err(|reason| (field("target"), reason))?;
-        let headers = headers
-            .into_iter()
-            .map(|pb::Header { name, value }| {
-                match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
-                    (Ok(n), Ok(v)) => Ok((n, v)),
-                    _ => Err((field("headers"), Invalid::Header(name))),
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        // Secondary endpoints only serve when no primary is available; without health checks every
-        // primary is always available, so they are validated but not kept.
-        if !secondary {
-            primaries.push(Endpoint { name, target, http: HttpOptions::from(http), headers });
-        }
-    }
-    if primaries.is_empty() {
-        return Err(("endpoint_groups[0].endpoints".into(), Invalid::NoPrimaryEndpoint));
-    }
-    Ok(EndpointGroup { name, primaries, next: AtomicUsize::new(0) })
-}
-
-impl From<Option<pb::HttpClientOptions>> for HttpOptions {
-    fn from(options: Option<pb::HttpClientOptions>) -> Self {
-        let Some(pb::HttpClientOptions {
-            connect_timeout_ms,
-            read_timeout_ms,
-            idle_timeout_ms,
-            keep_alive,
-            propagate_client_host,
-        }) = options
-        else {
-            return HttpOptions {
-                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-                read_timeout: DEFAULT_READ_TIMEOUT,
-                idle_timeout: DEFAULT_IDLE_TIMEOUT,
-                keep_alive: true,
-                propagate_client_host: false,
-            };
-        };
-        let millis = |ms: u32, default: Duration| {
-            if ms == 0 { default } else { Duration::from_millis(u64::from(ms)) }
-        };
-        HttpOptions {
-            connect_timeout: millis(connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT),
-            read_timeout: millis(read_timeout_ms, DEFAULT_READ_TIMEOUT),
-            idle_timeout: millis(idle_timeout_ms, DEFAULT_IDLE_TIMEOUT),
-            keep_alive,
-            propagate_client_host,
-        }
-    }
-}
-
-impl HttpOptions {
-    /// The options that shape a client's connection pool (the others apply per request).
-    pub fn client_key(&self) -> ClientKey {
-        ClientKey {
-            connect_timeout: self.connect_timeout,
-            idle_timeout: self.idle_timeout,
-            keep_alive: self.keep_alive,
-        }
-    }
-}
-
-impl Target {
-    /// Accepts an absolute `http://` URL with a host.
-    pub fn parse(target: &str) -> Result<Target, Invalid> {
-        let target = target.trim();
-        let uri: http::Uri = target.parse().map_err(|_| Invalid::Target(target.to_owned()))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => return Err(Invalid::HttpsTarget(target.to_owned())),
-            _ => return Err(Invalid::Target(target.to_owned())),
-        }
-        if uri.host().is_none_or(str::is_empty) {
-            return Err(Invalid::Target(target.to_owned()));
-        }
-        let without_fragment = target.split('#').next().unwrap_or(target);
-        let (base, query) = match without_fragment.split_once('?') {
-            Some((base, query)) => (base, Some(query.to_owned()).filter(|q| !q.is_empty())),
-            None => (without_fragment, None),
-        };
-        Ok(Target { base: base.trim_end_matches('/').to_owned(), query })
-    }
-
-    /// The upstream URL: target + path after the context path + query (the target's query first).
-    pub fn url_for(&self, path_info: &str, query: Option<&str>) -> String {
-        let query = query.filter(|q| !q.is_empty());
-        let mut url = String::with_capacity(self.base.len() + path_info.len() + query.map_or(0, str::len) + 2);
-        url.push_str(&self.base);
-        url.push_str(path_info);
-        match (&self.query, query) {
-            (Some(a), Some(b)) => {
-                url.push('?');
-                url.push_str(a);
-                url.push('&');
-                url.push_str(b);
-            }
-            (Some(q), None) => {
-                url.push('?');
-                url.push_str(q);
-            }
-            (None, Some(q)) => {
-                url.push('?');
-                url.push_str(q);
-            }
-            (None, None) => {}
-        }
-        url
-    }
-
-    /// The target as configured (without its trailing '/').
-    pub fn display(&self) -> String {
-        match &self.query {
-            Some(q) => format!("{}?{q}", self.base),
-            None => self.base.clone(),
-        }
-    }
-}
-
-impl EndpointGroup {
-    /// Round-robin over the primary endpoints.
-    pub fn next_endpoint(&self) -> Option<&Endpoint> {
-        if self.primaries.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        self.primaries.get(i % self.primaries.len())
-    }
-
-    pub fn endpoints(&self) -> &[Endpoint] {
-        &self.primaries
-    }
 }
 
 /// A request's match: the API and the context path it matched.
@@ -504,6 +309,7 @@ pub(crate) mod tests {
                     secondary: false,
                     http: None,
                     headers: vec![],
+                    tls: None,
                 }],
             }],
             plans: vec![pb::Plan {
@@ -606,16 +412,16 @@ pub(crate) mod tests {
     #[test]
     fn conversion_rejects_what_it_cannot_serve() {
         let reason = |a: pb::Api| Api::try_from(a).unwrap_err().to_string();
-        let https = api("x", &[("", "/x")], "https://b");
-        assert!(reason(https).contains("https"));
+        let ftp = api("x", &[("", "/x")], "ftp://b");
+        assert!(reason(ftp).contains("is not an absolute http:// or https:// URL"));
         let relative = api("x", &[("", "/x")], "/path");
         assert!(reason(relative).contains("endpoint_groups[0].endpoints[0].target"));
         let bad_path = api("x", &[("", "x")], "http://b");
         assert!(reason(bad_path).contains("context_paths[0].path"));
 
         let mut lb = api("x", &[("", "/x")], "http://b");
-        lb.endpoint_groups[0].load_balancer = pb::LoadBalancer::Random as i32;
-        assert!(reason(lb).contains("load balancer LOAD_BALANCER_RANDOM not supported by this dataplane"));
+        lb.endpoint_groups[0].load_balancer = 42;
+        assert!(reason(lb).contains("load balancer 42 not supported by this dataplane"));
 
         let mut jwt = api("x", &[("", "/x")], "http://b");
         jwt.plans[0].security = pb::SecurityType::Jwt as i32;
@@ -623,10 +429,6 @@ pub(crate) mod tests {
         let mut oauth2 = api("x", &[("", "/x")], "http://b");
         oauth2.plans[0].security = pb::SecurityType::Oauth2 as i32;
         assert!(reason(oauth2).contains("security type SECURITY_TYPE_OAUTH2 is not supported"));
-
-        let mut secondary_only = api("x", &[("", "/x")], "http://b");
-        secondary_only.endpoint_groups[0].endpoints[0].secondary = true;
-        assert!(reason(secondary_only).contains("no primary"));
 
         let mut no_group = api("x", &[("", "/x")], "http://b");
         no_group.endpoint_groups.clear();
@@ -651,22 +453,9 @@ pub(crate) mod tests {
         backup.secondary = true;
         a.endpoint_groups[0].endpoints.extend([second, backup]);
         let a = Api::try_from(a).unwrap();
-        let picks: Vec<String> = (0..4).map(|_| a.endpoints.next_endpoint().unwrap().target.display()).collect();
+        let now = tokio::time::Instant::now();
+        let picks: Vec<String> =
+            (0..4).map(|_| a.endpoints.select(&Default::default(), now).unwrap().endpoint.target.display()).collect();
         assert_eq!(picks, ["http://one", "http://two", "http://one", "http://two"]);
-    }
-
-    #[test]
-    fn zero_options_take_gravitee_defaults() {
-        let o = HttpOptions::from(Some(pb::HttpClientOptions {
-            connect_timeout_ms: 0,
-            read_timeout_ms: 250,
-            idle_timeout_ms: 0,
-            keep_alive: false,
-            propagate_client_host: true,
-        }));
-        assert_eq!(o.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
-        assert_eq!(o.read_timeout, Duration::from_millis(250));
-        assert_eq!(o.idle_timeout, DEFAULT_IDLE_TIMEOUT);
-        assert!(!o.keep_alive && o.propagate_client_host);
     }
 }

@@ -4,37 +4,104 @@
 //! tables: a config update that does not change an endpoint's options keeps its warm connections.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::RequestBody;
+use crate::endpoints::HttpOptions;
 use crate::routes::Api;
+use crate::tls::{self, TlsOptions};
 
-/// The client type every endpoint uses (plain HTTP/1.1; https is not supported yet).
-pub type UpstreamClient = Client<HttpConnector, RequestBody>;
+/// The client type every endpoint uses: plain HTTP or TLS (rustls), HTTP/1.1 or HTTP/2.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
 /// The endpoint options that need a separate connection pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientKey {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub keep_alive: bool,
+    /// HTTP/2 with prior knowledge (h2c): `HTTP_2` to an `http://` target.
+    pub h2c: bool,
+    /// Offer h2 through ALPN (falling back to HTTP/1.1): `HTTP_2` to an `https://` target.
+    pub alpn_h2: bool,
+    /// TLS options of `https://` targets.
+    pub tls: Option<TlsKey>,
+}
+
+/// TLS options as a cheap map key: hashed once, compared by pointer first.
+#[derive(Debug, Clone)]
+pub struct TlsKey {
+    options: Arc<TlsOptions>,
+    hash: u64,
+}
+
+impl TlsKey {
+    pub fn new(options: Arc<TlsOptions>) -> TlsKey {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        options.hash(&mut hasher);
+        TlsKey { hash: hasher.finish(), options }
+    }
+}
+
+impl PartialEq for TlsKey {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.options, &other.options) || (self.hash == other.hash && self.options == other.options)
+    }
+}
+
+impl Eq for TlsKey {}
+
+impl Hash for TlsKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.hash.hash(state);
+    }
 }
 
 impl ClientKey {
+    pub fn new(http: &HttpOptions, https: bool, tls: Option<TlsKey>) -> ClientKey {
+        ClientKey {
+            connect_timeout: http.connect_timeout,
+            idle_timeout: http.idle_timeout,
+            keep_alive: http.keep_alive,
+            h2c: http.http2 && !https,
+            alpn_h2: http.http2 && https,
+            tls,
+        }
+    }
+
     fn build(&self) -> UpstreamClient {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(self.connect_timeout));
         connector.set_nodelay(true);
-        connector.enforce_http(true);
+        connector.enforce_http(false);
+        let config = match &self.tls {
+            Some(tls) => tls.options.client_config().unwrap_or_else(|error| {
+                // Checked when the API was converted; failing closed if it ever happens anyway.
+                tracing::error!(%error, "endpoint TLS configuration; this client trusts nothing");
+                tls::plain_only_config()
+            }),
+            None => tls::plain_only_config(),
+        };
+        let builder = HttpsConnectorBuilder::new().with_tls_config(config).https_or_http();
+        let connector = if self.alpn_h2 {
+            builder.enable_all_versions().wrap_connector(connector)
+        } else {
+            builder.enable_http1().wrap_connector(connector)
+        };
         let mut builder = Client::builder(TokioExecutor::new());
         builder.pool_timer(TokioTimer::new()).pool_idle_timeout(self.idle_timeout);
         if !self.keep_alive {
             builder.pool_max_idle_per_host(0);
+        }
+        if self.h2c {
+            builder.http2_only(true);
         }
         builder.build(connector)
     }
@@ -53,12 +120,12 @@ impl ClientCache {
         let mut selected = HashMap::new();
         for api in apis.values() {
             for endpoint in api.endpoints.endpoints() {
-                let key = endpoint.http.client_key();
-                if selected.contains_key(&key) {
+                let key = &endpoint.client_key;
+                if selected.contains_key(key) {
                     continue;
                 }
-                let client = self.clients.entry(key).or_insert_with(|| key.build()).clone();
-                selected.insert(key, client);
+                let client = self.clients.entry(key.clone()).or_insert_with(|| key.build()).clone();
+                selected.insert(key.clone(), client);
             }
         }
         self.clients.retain(|key, _| selected.contains_key(key));
@@ -84,6 +151,9 @@ pub enum UpstreamError {
     ConnectTimeout,
     #[error("The upstream refused the connection")]
     ConnectionRefused,
+    /// The TLS handshake with the endpoint failed (untrusted or mismatched certificate, protocol).
+    #[error("TLS failure with the upstream: {0}")]
+    Tls(String),
     #[error("{0}")]
     Connection(String),
 }
@@ -93,6 +163,9 @@ impl UpstreamError {
     pub fn classify(error: &hyper_util::client::legacy::Error) -> UpstreamError {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
         while let Some(e) = source {
+            if let Some(tls) = rustls_error(e) {
+                return UpstreamError::Tls(tls.to_string());
+            }
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
                 match io.kind() {
                     std::io::ErrorKind::TimedOut if error.is_connect() => {
@@ -108,6 +181,16 @@ impl UpstreamError {
         }
         UpstreamError::Connection(error_chain(error))
     }
+}
+
+/// The TLS error inside `error`, looking through `io::Error` wrappers (std's `io::Error` hides its
+/// inner error from `source()`, and hyper-rustls wraps tokio-rustls' io::Error in another one).
+fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    let inner = error.downcast_ref::<std::io::Error>()?.get_ref()?;
+    rustls_error(inner)
 }
 
 /// `error: cause: cause`, for messages that should explain themselves.
@@ -148,7 +231,7 @@ mod tests {
             read_timeout_ms: 10,
             idle_timeout_ms: 10,
             keep_alive: false,
-            propagate_client_host: false,
+            ..Default::default()
         });
         let b = Arc::new(Api::try_from(other).unwrap());
         let mut only_b = BTreeMap::new();
@@ -166,12 +249,7 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let client = ClientKey {
-            connect_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(1),
-            keep_alive: true,
-        }
-        .build();
+        let client = ClientKey::new(&HttpOptions::from(None), false, None).build();
         let req = http::Request::get(format!("http://127.0.0.1:{port}/")).body(RequestBody::empty()).unwrap();
         let err = client.request(req).await.unwrap_err();
         assert_eq!(UpstreamError::classify(&err), UpstreamError::ConnectionRefused);

@@ -321,8 +321,10 @@ fn echo_api(id: &str, path: &str, backend: SocketAddr) -> pb::Api {
                     idle_timeout_ms: 30_000,
                     keep_alive: true,
                     propagate_client_host: false,
+                    ..Default::default()
                 }),
                 headers: vec![pb::Header { name: "X-Endpoint".into(), value: "from-endpoint".into() }],
+                ..Default::default()
             }],
         }],
         plans: vec![pb::Plan {
@@ -340,6 +342,7 @@ fn echo_api(id: &str, path: &str, backend: SocketAddr) -> pb::Api {
         tags: vec![],
         subscriptions: vec![],
         api_keys: vec![],
+        failover: None,
     }
 }
 
@@ -443,12 +446,14 @@ async fn routes_mocks_nacks_and_reports() {
     // A bad update is NACKed and the previous table keeps serving.
     let mut bad = echo_api("bad", "/bad", h.backend);
     bad.endpoint_groups[0].endpoints[0].target = "https://secure.example".into();
+    bad.endpoint_groups[0].endpoints[0].tls =
+        Some(pb::TlsOptions { trusted_ca_pem: "not PEM".into(), ..Default::default() });
     let answer = h.push(&mut stream, update(2, false, vec![bad], &["echo"])).await;
     let pb::stream_request::Kind::Nack(nack) = answer else {
         panic!("expected a NACK, got {answer:?}");
     };
     assert_eq!((nack.version, nack.nonce.as_str()), (2, "nonce-2"));
-    assert!(nack.error.contains("https"), "{}", nack.error);
+    assert!(nack.error.contains("endpoints[0].tls: trusted CA PEM"), "{}", nack.error);
     assert_eq!(h.get("/echo/still").await.status, 200);
     let config = h.admin("/config").await.json();
     assert_eq!(config["version"], 1);

@@ -1,5 +1,6 @@
-//! A real HTTP/1.1 backend inside the test process: it echoes what it received as JSON, so a test
-//! can check what the dataplane forwarded (path, headers, body size) and which backend answered.
+//! A real HTTP backend inside the test process: it echoes what it received as JSON, so a test can
+//! check what the dataplane forwarded (path, headers, body size, HTTP version) and which backend
+//! answered. Plain HTTP/1.1 by default; h2c-only and TLS variants for endpoint tests.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -11,36 +12,94 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 
-/// An HTTP/1.1 server on `127.0.0.1:0` answering every request with 200 JSON
-/// `{"backend","method","path","query","headers":{lowercase name: value},"body_len"}` once the whole
-/// body is read. Query `sleep_ms=N` delays the answer, `status=N` sets its status. Stops on drop.
+/// An HTTP server on `127.0.0.1:0` answering every request with 200 JSON
+/// `{"backend","method","path","query","version","headers":{lowercase name: value},"body_len"}` once
+/// the whole body is read. Query `sleep_ms=N` delays the answer, `status=N` sets its status. Stops on drop.
 pub struct Backend {
     pub addr: SocketAddr,
     name: Arc<str>,
     requests: Arc<AtomicU64>,
+    tls_failures: Arc<AtomicU64>,
+    https: bool,
     server: JoinHandle<()>,
+}
+
+/// What a backend speaks.
+enum Mode {
+    Http1,
+    H2c,
+    Tls(TlsAcceptor),
+}
+
+#[derive(Clone)]
+struct Counters {
+    requests: Arc<AtomicU64>,
+    tls_failures: Arc<AtomicU64>,
 }
 
 impl Backend {
     /// # Panics
     /// When no loopback port can be bound.
     pub async fn start(name: &str) -> Backend {
+        Backend::start_with(name, Mode::Http1).await
+    }
+
+    /// A backend that speaks HTTP/2 with prior knowledge (h2c) only: HTTP/1.1 requests fail.
+    ///
+    /// # Panics
+    /// When no loopback port can be bound.
+    pub async fn start_h2c(name: &str) -> Backend {
+        Backend::start_with(name, Mode::H2c).await
+    }
+
+    /// An HTTPS backend presenting `identity` (HTTP/1.1, or h2 when the client offers it by ALPN).
+    /// Failed handshakes are counted by [`Backend::tls_failures`], not as requests.
+    ///
+    /// # Panics
+    /// When the certificate or key cannot be read, or no loopback port can be bound.
+    pub async fn start_tls(name: &str, identity: &crate::CertifiedKey) -> Backend {
+        let certs = rustls::pki_types::CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificate PEM");
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).expect("key PEM");
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .expect("server certificate");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Backend::start_with(name, Mode::Tls(TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn start_with(name: &str, mode: Mode) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding a loopback port for the backend");
         let addr = listener.local_addr().expect("bound address");
         let name: Arc<str> = Arc::from(name);
         let requests = Arc::new(AtomicU64::new(0));
-        let server = tokio::spawn(serve(listener, name.clone(), requests.clone()));
-        Backend { addr, name, requests, server }
+        let tls_failures = Arc::new(AtomicU64::new(0));
+        let https = matches!(mode, Mode::Tls(_));
+        let counters = Counters { requests: requests.clone(), tls_failures: tls_failures.clone() };
+        let server = tokio::spawn(serve(listener, name.clone(), counters, mode));
+        Backend { addr, name, requests, tls_failures, https, server }
     }
 
-    /// `http://127.0.0.1:PORT`, the endpoint target to put in a definition.
+    /// `http://127.0.0.1:PORT` (`https://` for TLS backends), the endpoint target for a definition.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", if self.https { "https" } else { "http" }, self.addr)
+    }
+
+    /// TLS handshakes that failed (the client refused the certificate, or spoke no TLS).
+    pub fn tls_failures(&self) -> u64 {
+        self.tls_failures.load(Ordering::SeqCst)
     }
 
     pub fn name(&self) -> &str {
@@ -60,7 +119,7 @@ impl Drop for Backend {
     }
 }
 
-async fn serve(listener: TcpListener, name: Arc<str>, requests: Arc<AtomicU64>) {
+async fn serve(listener: TcpListener, name: Arc<str>, counters: Counters, mode: Mode) {
     let mut connections = JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
@@ -69,11 +128,36 @@ async fn serve(listener: TcpListener, name: Arc<str>, requests: Arc<AtomicU64>) 
             continue;
         };
         let name = name.clone();
-        let requests = requests.clone();
-        connections.spawn(async move {
-            let service = hyper::service::service_fn(move |req| echo(name.clone(), requests.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
-        });
+        let counters = counters.clone();
+        let requests = counters.requests.clone();
+        let service = hyper::service::service_fn(move |req| echo(name.clone(), requests.clone(), req));
+        match &mode {
+            Mode::Http1 => {
+                connections.spawn(async move {
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
+                });
+            }
+            Mode::H2c => {
+                connections.spawn(async move {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+            Mode::Tls(acceptor) => {
+                let acceptor = acceptor.clone();
+                connections.spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        counters.tls_failures.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    };
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        }
     }
 }
 
@@ -118,6 +202,7 @@ async fn echo(name: Arc<str>, requests: Arc<AtomicU64>, req: Request<Incoming>) 
         "method": parts.method.as_str(),
         "path": parts.uri.path(),
         "query": query,
+        "version": format!("{:?}", parts.version),
         "headers": headers,
         "body_len": body_len,
     });

@@ -126,10 +126,12 @@ async fn broken_definitions_are_rejected_alone_with_their_reason() {
     let backend = Backend::start("good").await;
     sim.put_api(v4_api("good", "/good", &backend.url())).await;
     sim.put_raw_api("broken-json", "{\"id\": \"broken-json\", \"listeners\": [").await;
-    sim.put_api(v4_api("tls-target", "/tls", "https://127.0.0.1:1")).await;
-    let mut jwt = v4_api("jwt-plan", "/secured", &backend.url());
-    jwt["plans"][0]["security"]["type"] = json!("JWT");
-    sim.put_api(jwt).await;
+    let mut jks = v4_api("tls-target", "/tls", "https://127.0.0.1:1");
+    jks["endpointGroups"][0]["sharedConfiguration"] = json!({"ssl": {"trustStore": {"type": "JKS", "path": "/t.jks"}}});
+    sim.put_api(jks).await;
+    let mut oauth2 = v4_api("oauth2-plan", "/secured", &backend.url());
+    oauth2["plans"][0]["security"]["type"] = json!("OAUTH2");
+    sim.put_api(oauth2).await;
     let mut unknown_policy = v4_api("unknown-policy", "/policy", &backend.url());
     unknown_policy["flows"] = json!([{"name": "f", "selectors": [{"type": "http", "path": "/"}],
         "request": [{"name": "x", "policy": "groovy", "configuration": {"script": "1"}}]}]);
@@ -159,8 +161,8 @@ async fn broken_definitions_are_rejected_alone_with_their_reason() {
             .to_owned()
     };
     assert!(reason("broken-json").starts_with("the definition is not valid JSON"), "{}", reason("broken-json"));
-    assert!(reason("tls-target").contains("endpointGroups[0].endpoints[0].configuration.target"));
-    assert!(reason("jwt-plan").contains("plans[0].security.type"));
+    assert!(reason("tls-target").contains("endpointGroups[0].sharedConfiguration.ssl.trustStore.type"));
+    assert!(reason("oauth2-plan").contains("plans[0].security.type"));
     assert!(reason("unknown-policy").contains("policy `groovy` is not supported"));
     assert_eq!(apis["deployed"].as_array().unwrap().len(), 1);
 

@@ -7,12 +7,14 @@ use hgw_proto::v1 as pb;
 use serde_json::Value;
 
 use super::ApiSource;
-use super::model::{self, ApiV4, Flow, HttpOptions, NameValue, SharedConfiguration, Step, norm};
+use super::model::{self, ApiV4, Flow, HttpOptions, NameValue, SharedConfiguration, Ssl, Step, norm};
 use super::v2;
 use crate::tags::ShardingTags;
 
 /// Longest timeout accepted (ms): beyond an hour a "timeout" is a configuration mistake.
 const MAX_TIMEOUT_MS: i64 = 3_600_000;
+/// Most failover retries accepted: each one is a full endpoint call.
+const MAX_RETRIES: i64 = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {message}")]
@@ -36,6 +38,7 @@ pub fn compile_value(
     value: Value,
     source: &ApiSource,
     tags: &ShardingTags,
+    tenant: Option<&str>,
 ) -> Result<Compiled, (String, CompileError)> {
     let name_of = |v: &Value| v.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
     let name = name_of(&value);
@@ -57,7 +60,7 @@ pub fn compile_value(
     };
     let api: ApiV4 = serde_path_to_error::deserialize(value)
         .map_err(|e| (name.clone(), err(e.path().to_string(), e.inner().to_string())))?;
-    compile_api(&api, definition_version, source, tags).map_err(|e| (api.name.clone(), e))
+    compile_api(&api, definition_version, source, tags, tenant).map_err(|e| (api.name.clone(), e))
 }
 
 enum DefinitionVersion {
@@ -87,6 +90,7 @@ fn compile_api(
     definition_version: &str,
     source: &ApiSource,
     tags: &ShardingTags,
+    tenant: Option<&str>,
 ) -> Result<Compiled, CompileError> {
     let id = if api.id.trim().is_empty() { source.id.trim().to_owned() } else { api.id.trim().to_owned() };
     if id.is_empty() {
@@ -109,7 +113,16 @@ fn compile_api(
     }
 
     let context_paths = compile_listeners(api)?;
-    let endpoint_groups = compile_endpoint_groups(api)?;
+    let endpoint_groups = compile_endpoint_groups(api, tenant)?;
+    if endpoint_groups[0].endpoints.is_empty() {
+        return Ok(Compiled::Skipped {
+            name,
+            why: format!(
+                "no endpoint of the first endpoint group serves this gateway's tenant `{}`",
+                tenant.unwrap_or_default()
+            ),
+        });
+    }
 
     let flow_mode = match norm(&api.flow_execution.mode).as_str() {
         "" | "default" => pb::FlowMode::Default,
@@ -186,9 +199,10 @@ fn compile_api(
         });
     }
 
-    if api.failover.as_ref().is_some_and(|f| f.enabled) {
-        return Err(err("failover", "failover is not supported yet"));
-    }
+    let failover = match &api.failover {
+        Some(f) if f.enabled => Some(compile_failover(f)?),
+        _ => None,
+    };
     if !api.response_templates.is_empty() {
         return Err(err("responseTemplates", "response templates are not supported yet"));
     }
@@ -213,6 +227,7 @@ fn compile_api(
         tags: api.tags.clone(),
         subscriptions: Vec::new(),
         api_keys: Vec::new(),
+        failover,
     })))
 }
 
@@ -281,7 +296,33 @@ pub fn normalize_context_path(path: &str) -> Result<String, String> {
     Ok(format!("/{}", segments.join("/")))
 }
 
-fn compile_endpoint_groups(api: &ApiV4) -> Result<Vec<pb::EndpointGroup>, CompileError> {
+/// v4 `failover` (v2's is mapped onto it with `maxFailures` 0: no circuit breaking).
+fn compile_failover(failover: &model::Failover) -> Result<pb::Failover, CompileError> {
+    let ranged = |name: &str, value: i64, min: i64, max: i64| -> Result<u32, CompileError> {
+        if !(min..=max).contains(&value) {
+            return Err(err(format!("failover.{name}"), format!("{value} is out of range ({min}..={max})")));
+        }
+        Ok(value as u32)
+    };
+    Ok(pb::Failover {
+        max_retries: ranged("maxRetries", failover.max_retries, 0, MAX_RETRIES)?,
+        slow_call_duration_ms: ranged("slowCallDuration", failover.slow_call_duration, 1, MAX_TIMEOUT_MS)?,
+        open_state_duration_ms: ranged("openStateDuration", failover.open_state_duration, 1, MAX_TIMEOUT_MS)?,
+        max_failures: ranged("maxFailures", failover.max_failures, 0, i64::from(u32::MAX))?,
+        per_subscription: failover.per_subscription,
+    })
+}
+
+/// Gravitee's tenant rule: an endpoint with tenants serves only gateways of one of them; a gateway
+/// without a tenant keeps every endpoint.
+fn serves_tenant(endpoint_tenants: &[String], tenant: Option<&str>) -> bool {
+    match tenant {
+        Some(tenant) if !endpoint_tenants.is_empty() => endpoint_tenants.iter().any(|t| t.trim() == tenant),
+        _ => true,
+    }
+}
+
+fn compile_endpoint_groups(api: &ApiV4, tenant: Option<&str>) -> Result<Vec<pb::EndpointGroup>, CompileError> {
     if api.endpoint_groups.is_empty() {
         return Err(err("endpointGroups", "the API has no endpoint group"));
     }
@@ -298,16 +339,10 @@ fn compile_endpoint_groups(api: &ApiV4) -> Result<Vec<pb::EndpointGroup>, Compil
             }
         }
         let load_balancer = match norm(&group.load_balancer.lb_type).as_str() {
-            "" | "round-robin" => pb::LoadBalancer::RoundRobin,
-            "random" | "weighted-round-robin" | "weighted-random" => {
-                return Err(err(
-                    format!("{at}.loadBalancer.type"),
-                    format!(
-                        "load balancer `{}` is not supported yet (round-robin only)",
-                        norm(&group.load_balancer.lb_type)
-                    ),
-                ));
-            }
+            "random" => pb::LoadBalancer::Random,
+            "weighted-round-robin" => pb::LoadBalancer::WeightedRoundRobin,
+            "weighted-random" => pb::LoadBalancer::WeightedRandom,
+            // Unknown values fall back to the default, as Gravitee reads enums.
             _ => pb::LoadBalancer::RoundRobin,
         };
         let shared = shared_configuration(&group.shared_configuration, &format!("{at}.sharedConfiguration"))?;
@@ -340,20 +375,32 @@ fn compile_endpoint_groups(api: &ApiV4) -> Result<Vec<pb::EndpointGroup>, Compil
             if !(0..=u32::MAX as i64).contains(&weight) {
                 return Err(err(format!("{at}.weight"), format!("weight {weight} is out of range")));
             }
+            let config_at = if effective.is_some() {
+                format!("{at}.sharedConfigurationOverride")
+            } else {
+                format!("endpointGroups[{i}].sharedConfiguration")
+            };
+            let tls = if target.starts_with("https://") {
+                let name = if endpoint.name.is_empty() { format!("endpoint-{j}") } else { endpoint.name.clone() };
+                Some(tls_options(config.ssl.as_ref(), &format!("{config_at}.ssl"), &api.id, &name)?)
+            } else {
+                None
+            };
+            if !serves_tenant(&endpoint.tenants, tenant) {
+                continue;
+            }
             endpoints.push(pb::Endpoint {
                 name: if endpoint.name.is_empty() { format!("endpoint-{j}") } else { endpoint.name.clone() },
                 target,
                 weight: weight as u32,
                 secondary: endpoint.secondary,
-                http: Some(http_options(&config.http, &at)?),
+                http: Some(http_options(&config.http, &config_at)?),
                 headers: headers(&config.headers),
+                tls,
             });
         }
-        if i == 0 && !endpoints.iter().any(|e| !e.secondary) {
-            return Err(err(
-                format!("{at}.endpoints"),
-                "the first endpoint group has no primary (non-secondary) endpoint",
-            ));
+        if i == 0 && group.endpoints.is_empty() {
+            return Err(err(format!("{at}.endpoints"), "the first endpoint group has no endpoint"));
         }
         groups.push(pb::EndpointGroup {
             name: if group.name.is_empty() { format!("group-{i}") } else { group.name.clone() },
@@ -375,13 +422,11 @@ fn shared_configuration(value: &Value, at: &str) -> Result<SharedConfiguration, 
 }
 
 fn http_options(http: &HttpOptions, at: &str) -> Result<pb::HttpClientOptions, CompileError> {
-    match norm(&http.version).as_str() {
-        "" | "http-1-1" | "http1" | "http-1" => {}
-        "http-2" | "http2" => {
-            return Err(err(format!("{at}.http.version"), "HTTP/2 to endpoints is not supported yet"));
-        }
+    let version = match norm(&http.version).as_str() {
+        "" | "http-1-1" | "http1" | "http-1" => pb::HttpVersion::Http11,
+        "http-2" | "http2" => pb::HttpVersion::Http2,
         other => return Err(err(format!("{at}.http.version"), format!("unknown HTTP version `{other}`"))),
-    }
+    };
     let timeout = |name: &str, value: i64| -> Result<u32, CompileError> {
         if !(1..=MAX_TIMEOUT_MS).contains(&value) {
             return Err(err(format!("{at}.http.{name}"), format!("{value} ms is out of range (1..={MAX_TIMEOUT_MS})")));
@@ -394,7 +439,65 @@ fn http_options(http: &HttpOptions, at: &str) -> Result<pb::HttpClientOptions, C
         idle_timeout_ms: timeout("idleTimeout", http.idle_timeout)?,
         keep_alive: http.keep_alive,
         propagate_client_host: http.propagate_client_host,
+        version: version as i32,
     })
+}
+
+/// An https endpoint's `ssl`: stores are read into PEM here, so dataplanes need no files.
+fn tls_options(ssl: Option<&Ssl>, at: &str, api_id: &str, endpoint: &str) -> Result<pb::TlsOptions, CompileError> {
+    let default = Ssl::default();
+    let ssl = ssl.unwrap_or(&default);
+    if ssl.trust_all {
+        tracing::warn!(api = %api_id, endpoint, "ssl.trustAll is set: the endpoint's certificate will not be verified");
+    }
+    let mut options = pb::TlsOptions {
+        trust_all: ssl.trust_all,
+        disable_hostname_verification: !ssl.hostname_verifier,
+        ..Default::default()
+    };
+    if let Some(store) = ssl.trust_store.as_ref() {
+        let at = format!("{at}.trustStore");
+        match norm(&store.store_type).as_str() {
+            "" | "none" => {}
+            "pem" => options.trusted_ca_pem = pem(&store.content, &store.path, &at, "content", "path")?,
+            other => return Err(store_type_error(&at, other)),
+        }
+    }
+    if let Some(store) = ssl.key_store.as_ref() {
+        let at = format!("{at}.keyStore");
+        match norm(&store.store_type).as_str() {
+            "" | "none" => {}
+            "pem" => {
+                options.client_cert_pem = pem(&store.cert_content, &store.cert_path, &at, "certContent", "certPath")?;
+                options.client_key_pem = pem(&store.key_content, &store.key_path, &at, "keyContent", "keyPath")?;
+            }
+            other => return Err(store_type_error(&at, other)),
+        }
+    }
+    Ok(options)
+}
+
+fn store_type_error(at: &str, store_type: &str) -> CompileError {
+    err(format!("{at}.type"), format!("`{}` stores are not supported yet (use PEM)", store_type.to_ascii_uppercase()))
+}
+
+/// PEM text given inline or as a file on the agent's host (read once, when the API is compiled).
+fn pem(content: &str, path: &str, at: &str, content_name: &str, path_name: &str) -> Result<String, CompileError> {
+    let text = if !content.trim().is_empty() {
+        content.to_owned()
+    } else if !path.trim().is_empty() {
+        std::fs::read_to_string(path.trim())
+            .map_err(|e| err(format!("{at}.{path_name}"), format!("cannot read `{}`: {e}", path.trim())))?
+    } else {
+        return Err(err(
+            format!("{at}.{content_name}"),
+            format!("a PEM store needs `{content_name}` or `{path_name}`"),
+        ));
+    };
+    if !text.contains("-----BEGIN ") {
+        return Err(err(format!("{at}.{content_name}"), "is not PEM (no -----BEGIN block)"));
+    }
+    Ok(text)
 }
 
 fn headers(list: &[NameValue]) -> Vec<pb::Header> {
@@ -415,11 +518,8 @@ fn validate_target(target: &str) -> Result<String, String> {
     }
     let uri: axum::http::Uri = target.parse().map_err(|e| format!("`{target}` is not a URL: {e}"))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!("`{target}`: https endpoints need backend TLS, which is not supported yet"));
-        }
-        Some(other) => return Err(format!("`{target}`: scheme `{other}` is not supported (http only)")),
+        Some("http" | "https") => {}
+        Some(other) => return Err(format!("`{target}`: scheme `{other}` is not supported (http or https)")),
         None => return Err(format!("`{target}` is not an absolute URL (http://host:port/path)")),
     }
     if uri.host().is_none_or(str::is_empty) {
@@ -839,3 +939,6 @@ fn mock(configuration: &Value, at: &str) -> Result<pb::MockPolicy, CompileError>
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod endpoint_tests;

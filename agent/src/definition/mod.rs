@@ -75,8 +75,14 @@ pub struct Rejection {
     pub reason: String,
 }
 
-/// Parses, validates and compiles one API for a gateway with `tags`.
+/// Parses, validates and compiles one API for a gateway with `tags` and no tenant.
 pub fn compile(source: &ApiSource, tags: &ShardingTags) -> Outcome {
+    compile_for_tenant(source, tags, None)
+}
+
+/// Parses, validates and compiles one API for a gateway with `tags` and `tenant` (endpoints whose
+/// `tenants` do not include it are left out).
+pub fn compile_for_tenant(source: &ApiSource, tags: &ShardingTags, tenant: Option<&str>) -> Outcome {
     let reject = |name: &str, reason: String| {
         Outcome::Rejected(Rejection {
             id: source.id.clone(),
@@ -94,7 +100,7 @@ pub fn compile(source: &ApiSource, tags: &ShardingTags) -> Outcome {
         DefinitionText::Invalid(reason) => return reject("", reason.clone()),
     };
     model::strip_nulls(&mut value);
-    match compile::compile_value(value, source, tags) {
+    match compile::compile_value(value, source, tags, tenant) {
         Ok(compile::Compiled::Deploy(mut api)) => {
             api.revision = revision(&api);
             Outcome::Deploy(api)

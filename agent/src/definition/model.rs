@@ -137,6 +137,39 @@ pub struct SharedConfiguration {
     pub http: HttpOptions,
     pub headers: Vec<NameValue>,
     pub proxy: Option<EndpointProxy>,
+    pub ssl: Option<Ssl>,
+}
+
+/// The `ssl` part of an endpoint's configuration (v4 http-proxy connector; v2 `ssl` has the same shape).
+#[derive(Debug, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Ssl {
+    pub trust_all: bool,
+    pub hostname_verifier: bool,
+    pub trust_store: Option<Store>,
+    pub key_store: Option<Store>,
+}
+
+/// Hostname verification is on unless turned off; trusting everything is off unless turned on.
+impl Default for Ssl {
+    fn default() -> Self {
+        Ssl { trust_all: false, hostname_verifier: true, trust_store: None, key_store: None }
+    }
+}
+
+/// A trust store or key store: `type` PEM (`path`/`content`; for key stores `certPath`/`certContent`
+/// and `keyPath`/`keyContent`), or JKS/PKCS12 (`path`/`content` base64, `password`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Store {
+    #[serde(rename = "type")]
+    pub store_type: String,
+    pub path: String,
+    pub content: String,
+    pub cert_path: String,
+    pub cert_content: String,
+    pub key_path: String,
+    pub key_content: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -243,10 +276,31 @@ impl Default for Analytics {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// v4 `failover`, with Gravitee's defaults.
+#[derive(Debug, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Failover {
     pub enabled: bool,
+    pub max_retries: i64,
+    /// Milliseconds.
+    pub slow_call_duration: i64,
+    /// Milliseconds.
+    pub open_state_duration: i64,
+    pub max_failures: i64,
+    pub per_subscription: bool,
+}
+
+impl Default for Failover {
+    fn default() -> Self {
+        Failover {
+            enabled: false,
+            max_retries: 2,
+            slow_call_duration: 2_000,
+            open_state_duration: 10_000,
+            max_failures: 5,
+            per_subscription: true,
+        }
+    }
 }
 
 /// Folds an enum-like value the way Gravitee reads it: case-insensitive, `_` ≙ `-`.

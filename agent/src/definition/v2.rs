@@ -54,6 +54,9 @@ pub fn to_v4(v2: &Value) -> Result<Value, String> {
             if let Some(headers) = endpoint.get("headers") {
                 override_config.insert("headers".into(), headers_list(headers));
             }
+            if let Some(ssl) = endpoint.get("ssl") {
+                override_config.insert("ssl".into(), ssl.clone());
+            }
             endpoints.push(json!({
                 "name": endpoint.get("name"),
                 "type": endpoint_type,
@@ -73,6 +76,7 @@ pub fn to_v4(v2: &Value) -> Result<Value, String> {
                 "http": http,
                 "headers": group.get("headers").map(headers_list),
                 "proxy": group.get("proxy"),
+                "ssl": group.get("ssl"),
             },
             "endpoints": endpoints,
         }));
@@ -124,11 +128,26 @@ pub fn to_v4(v2: &Value) -> Result<Value, String> {
         "flows": flows(obj.get("flows")),
         "plans": plans,
         "analytics": {"enabled": true, "logging": if logging_on { proxy.get("logging").cloned() } else { None }},
-        "failover": {"enabled": proxy.get("failover").is_some()},
+        "failover": failover(proxy.get("failover")),
         "responseTemplates": obj.get("response_templates"),
     });
     super::model::strip_nulls(&mut v4);
     Ok(v4)
+}
+
+/// v2 `proxy.failover{maxAttempts, retryTimeout, cases}` (present = on): each attempt is limited to
+/// `retryTimeout` and up to `maxAttempts` more are made; v2 has no circuit breaker (`maxFailures` 0).
+fn failover(failover: Option<&Value>) -> Value {
+    match failover {
+        Some(f) => json!({
+            "enabled": true,
+            "maxRetries": f.get("maxAttempts").cloned().unwrap_or(json!(1)),
+            "slowCallDuration": f.get("retryTimeout").cloned().unwrap_or(json!(10_000)),
+            "maxFailures": 0,
+            "perSubscription": false,
+        }),
+        None => json!({"enabled": false}),
+    }
 }
 
 /// v2 flows: `path-operator{path, operator}`, `methods`, `condition`, `pre`, `post`.

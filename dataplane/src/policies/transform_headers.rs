@@ -7,6 +7,9 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use super::{Outcome, Policy, PolicyError, RequestExchange, ResponseExchange, Value, header_name, invalid};
 use crate::el::ElContext;
 
+/// Rendered headers, in order.
+type Headers = Vec<(HeaderName, HeaderValue)>;
+
 #[derive(Debug)]
 pub struct TransformHeaders {
     remove: Vec<HeaderName>,
@@ -49,8 +52,8 @@ impl TransformHeaders {
     }
 
     /// The values to set and append, rendered (templates read the headers before the change).
-    fn render(&self, el: Option<&ElContext<'_>>) -> (Vec<(HeaderName, HeaderValue)>, Vec<(HeaderName, HeaderValue)>) {
-        let render = |list: &[(HeaderName, Value)]| -> Vec<(HeaderName, HeaderValue)> {
+    fn render(&self, el: Option<&ElContext<'_>>) -> (Headers, Headers) {
+        let render = |list: &[(HeaderName, Value)]| -> Headers {
             list.iter()
                 .filter_map(|(name, value)| {
                     let text = match (value, el) {

@@ -94,7 +94,7 @@ fn malformed_and_unsupported_definitions_say_where() {
         rejection(bad_target.take())
             .starts_with("endpointGroups[0].endpoints[0].configuration.target: `not a url` is not")
     );
-    assert!(rejection(v4("a", "/a", "https://secure")).contains("https endpoints need backend TLS"));
+    assert!(rejection(v4("a", "/a", "ftp://files")).contains("scheme `ftp` is not supported"));
     assert!(
         rejection(v4("a", "no-slash", "http://b"))
             .starts_with("listeners[0].paths[0].path: context path `no-slash` must start with `/`")

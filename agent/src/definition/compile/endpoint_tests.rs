@@ -1,0 +1,210 @@
+//! Endpoint groups: load balancers, HTTP options, TLS (`ssl`), failover and tenants.
+
+use serde_json::{Value, json};
+
+use super::super::{ApiSource, DefinitionText, Outcome, compile, compile_for_tenant};
+use crate::tags::ShardingTags;
+use hgw_proto::v1 as pb;
+
+fn v4(endpoints: Value) -> Value {
+    json!({
+        "id": "a", "name": "A", "definitionVersion": "4.0.0", "type": "proxy",
+        "listeners": [{"type": "http", "paths": [{"path": "/a"}], "entrypoints": [{"type": "http-proxy"}]}],
+        "endpointGroups": [{"name": "g", "type": "http-proxy", "loadBalancer": {"type": "ROUND_ROBIN"},
+            "sharedConfiguration": {}, "endpoints": endpoints}],
+        "plans": [{"id": "p1", "name": "Keyless", "security": {"type": "KEY_LESS"}, "status": "PUBLISHED"}]
+    })
+}
+
+fn endpoint(name: &str, target: &str) -> Value {
+    json!({"name": name, "type": "http-proxy", "configuration": {"target": target}})
+}
+
+fn source(definition: &Value) -> ApiSource {
+    ApiSource {
+        id: "a".into(),
+        name: String::new(),
+        origin: "test".into(),
+        definition: DefinitionText::Json(definition.to_string()),
+        environment_id: "DEFAULT".into(),
+        organization_id: "DEFAULT".into(),
+    }
+}
+
+fn deploy(definition: Value) -> pb::Api {
+    match compile(&source(&definition), &ShardingTags::default()) {
+        Outcome::Deploy(api) => *api,
+        other => panic!("expected a deployment, got {other:?}"),
+    }
+}
+
+fn rejection(definition: Value) -> String {
+    match compile(&source(&definition), &ShardingTags::default()) {
+        Outcome::Rejected(r) => r.reason,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_load_balancer_compiles() {
+    for (name, expected) in [
+        ("ROUND_ROBIN", pb::LoadBalancer::RoundRobin),
+        ("random", pb::LoadBalancer::Random),
+        ("WEIGHTED_ROUND_ROBIN", pb::LoadBalancer::WeightedRoundRobin),
+        ("weighted-random", pb::LoadBalancer::WeightedRandom),
+    ] {
+        let mut api = v4(json!([endpoint("e", "http://b")]));
+        api["endpointGroups"][0]["loadBalancer"]["type"] = json!(name);
+        assert_eq!(deploy(api).endpoint_groups[0].load_balancer, expected as i32, "{name}");
+    }
+    let mut weights = v4(json!([endpoint("a", "http://a"), endpoint("b", "http://b"), endpoint("s", "http://s")]));
+    weights["endpointGroups"][0]["endpoints"][0]["weight"] = json!(0);
+    weights["endpointGroups"][0]["endpoints"][1]["weight"] = json!(3);
+    weights["endpointGroups"][0]["endpoints"][2]["secondary"] = json!(true);
+    let endpoints = deploy(weights).endpoint_groups[0].endpoints.clone();
+    assert_eq!(endpoints.iter().map(|e| e.weight).collect::<Vec<_>>(), [0, 3, 1]);
+    assert_eq!(endpoints.iter().map(|e| e.secondary).collect::<Vec<_>>(), [false, false, true]);
+}
+
+#[test]
+fn http2_and_https_compile() {
+    let mut api = v4(json!([endpoint("e", "https://backend.example:8443/base")]));
+    api["endpointGroups"][0]["sharedConfiguration"] = json!({"http": {"version": "HTTP_2", "readTimeout": 500}});
+    let api = deploy(api);
+    let compiled = &api.endpoint_groups[0].endpoints[0];
+    let http = compiled.http.unwrap();
+    assert_eq!((http.version, http.read_timeout_ms), (pb::HttpVersion::Http2 as i32, 500));
+    let tls = compiled.tls.clone().expect("https endpoints carry TLS options");
+    assert!(!tls.trust_all && !tls.disable_hostname_verification, "verification is the default");
+
+    let plain = deploy(v4(json!([endpoint("e", "http://b")])));
+    assert_eq!(plain.endpoint_groups[0].endpoints[0].tls, None);
+    assert_eq!(plain.endpoint_groups[0].endpoints[0].http.unwrap().version, pb::HttpVersion::Http11 as i32);
+}
+
+#[test]
+fn ssl_trust_store_pem_and_switches() {
+    let ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let mut api = v4(json!([endpoint("e", "https://b")]));
+    api["endpointGroups"][0]["sharedConfiguration"] = json!({"ssl": {
+        "trustAll": false, "hostnameVerifier": false, "trustStore": {"type": "PEM", "content": ca}}});
+    let tls = deploy(api).endpoint_groups[0].endpoints[0].tls.clone().unwrap();
+    assert_eq!(tls.trusted_ca_pem, ca);
+    assert!(tls.disable_hostname_verification && !tls.trust_all);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ca.pem");
+    std::fs::write(&path, ca).unwrap();
+    let mut from_file = v4(json!([endpoint("e", "https://b")]));
+    from_file["endpointGroups"][0]["endpoints"][0]["inheritConfiguration"] = json!(false);
+    from_file["endpointGroups"][0]["endpoints"][0]["sharedConfigurationOverride"] =
+        json!({"ssl": {"trustAll": true, "trustStore": {"type": "pem", "path": path}}});
+    let tls = deploy(from_file).endpoint_groups[0].endpoints[0].tls.clone().unwrap();
+    assert_eq!((tls.trusted_ca_pem.as_str(), tls.trust_all), (ca, true));
+
+    let key = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n";
+    let mut mtls = v4(json!([endpoint("e", "https://b")]));
+    mtls["endpointGroups"][0]["sharedConfiguration"] =
+        json!({"ssl": {"keyStore": {"type": "PEM", "certContent": ca, "keyContent": key}}});
+    let tls = deploy(mtls).endpoint_groups[0].endpoints[0].tls.clone().unwrap();
+    assert_eq!((tls.client_cert_pem.as_str(), tls.client_key_pem.as_str()), (ca, key));
+}
+
+#[test]
+fn unsupported_ssl_says_where() {
+    let mut jks = v4(json!([endpoint("e", "https://b")]));
+    jks["endpointGroups"][0]["sharedConfiguration"] =
+        json!({"ssl": {"trustStore": {"type": "JKS", "content": "AAAA", "password": "x"}}});
+    assert_eq!(
+        rejection(jks),
+        "endpointGroups[0].sharedConfiguration.ssl.trustStore.type: `JKS` stores are not supported yet (use PEM)"
+    );
+    let mut p12 = v4(json!([endpoint("e", "https://b")]));
+    p12["endpointGroups"][0]["sharedConfiguration"] =
+        json!({"ssl": {"keyStore": {"type": "PKCS12", "path": "/k.p12"}}});
+    assert!(rejection(p12).contains("ssl.keyStore.type: `PKCS12` stores are not supported yet"));
+    let mut missing = v4(json!([endpoint("e", "https://b")]));
+    missing["endpointGroups"][0]["sharedConfiguration"] =
+        json!({"ssl": {"trustStore": {"type": "PEM", "path": "/nonexistent/ca.pem"}}});
+    assert!(rejection(missing).contains("ssl.trustStore.path: cannot read `/nonexistent/ca.pem`"));
+    let mut not_pem = v4(json!([endpoint("e", "https://b")]));
+    not_pem["endpointGroups"][0]["sharedConfiguration"] =
+        json!({"ssl": {"trustStore": {"type": "PEM", "content": "x"}}});
+    assert!(rejection(not_pem).contains("ssl.trustStore.content: is not PEM"));
+    let mut version = v4(json!([endpoint("e", "http://b")]));
+    version["endpointGroups"][0]["sharedConfiguration"] = json!({"http": {"version": "HTTP_3"}});
+    assert_eq!(rejection(version), "endpointGroups[0].sharedConfiguration.http.version: unknown HTTP version `http-3`");
+}
+
+#[test]
+fn failover_v4_defaults_and_ranges() {
+    let mut api = v4(json!([endpoint("e", "http://b")]));
+    api["failover"] = json!({"enabled": true});
+    assert_eq!(
+        deploy(api.clone()).failover,
+        Some(pb::Failover {
+            max_retries: 2,
+            slow_call_duration_ms: 2_000,
+            open_state_duration_ms: 10_000,
+            max_failures: 5,
+            per_subscription: true
+        })
+    );
+    api["failover"] = json!({"enabled": false, "maxRetries": 7});
+    assert_eq!(deploy(api.clone()).failover, None);
+    api["failover"] = json!({"enabled": true, "maxRetries": -1});
+    assert_eq!(rejection(api.clone()), "failover.maxRetries: -1 is out of range (0..=100)");
+    api["failover"] = json!({"enabled": true, "slowCallDuration": 0});
+    assert!(rejection(api).starts_with("failover.slowCallDuration: 0 is out of range"));
+}
+
+#[test]
+fn failover_v2_maps_without_circuit_breaking() {
+    let api = json!({
+        "id": "a", "name": "A", "gravitee": "2.0.0",
+        "proxy": {"virtual_hosts": [{"path": "/a"}],
+            "failover": {"maxAttempts": 3, "retryTimeout": 1500, "cases": ["TIMEOUT"]},
+            "groups": [{"name": "g", "load_balancing": {"type": "WEIGHTED_RANDOM"},
+                "http": {"version": "HTTP_2"},
+                "ssl": {"trustAll": true},
+                "endpoints": [{"name": "a", "target": "https://a", "weight": 2},
+                              {"name": "b", "target": "http://b", "backup": true, "tenants": ["eu"]}]}]},
+        "plans": [{"id": "p", "name": "free", "security": "KEY_LESS", "status": "PUBLISHED"}]
+    });
+    let compiled = deploy(api.clone());
+    let failover = compiled.failover.unwrap();
+    assert_eq!((failover.max_retries, failover.slow_call_duration_ms, failover.max_failures), (3, 1500, 0));
+    let group = &compiled.endpoint_groups[0];
+    assert_eq!(group.load_balancer, pb::LoadBalancer::WeightedRandom as i32);
+    assert!(group.endpoints[0].tls.as_ref().unwrap().trust_all);
+    assert_eq!(group.endpoints[0].http.unwrap().version, pb::HttpVersion::Http2 as i32);
+    assert!(group.endpoints[1].secondary);
+
+    let us = compile_for_tenant(&source(&api), &ShardingTags::default(), Some("us"));
+    let Outcome::Deploy(us) = us else { panic!("{us:?}") };
+    assert_eq!(us.endpoint_groups[0].endpoints.len(), 1, "the eu endpoint is left out");
+}
+
+#[test]
+fn tenants_filter_endpoints() {
+    let mut api = v4(json!([endpoint("any", "http://any"), endpoint("eu", "http://eu"), endpoint("us", "http://us")]));
+    api["endpointGroups"][0]["endpoints"][1]["tenants"] = json!(["eu", "ch"]);
+    api["endpointGroups"][0]["endpoints"][2]["tenants"] = json!(["us"]);
+    let names = |tenant: Option<&str>| match compile_for_tenant(&source(&api), &ShardingTags::default(), tenant) {
+        Outcome::Deploy(api) => api.endpoint_groups[0].endpoints.iter().map(|e| e.name.clone()).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(names(None), ["any", "eu", "us"], "a gateway without tenant keeps every endpoint");
+    assert_eq!(names(Some("eu")), ["any", "eu"]);
+    assert_eq!(names(Some("us")), ["any", "us"]);
+
+    let mut only_eu = v4(json!([endpoint("eu", "http://eu")]));
+    only_eu["endpointGroups"][0]["endpoints"][0]["tenants"] = json!(["eu"]);
+    match compile_for_tenant(&source(&only_eu), &ShardingTags::default(), Some("us")) {
+        Outcome::Skipped { why, .. } => assert!(why.contains("tenant `us`"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        rejection(v4(json!([]))).starts_with("endpointGroups[0].endpoints: the first endpoint group has no endpoint")
+    );
+}

@@ -1,0 +1,741 @@
+//! Endpoint groups: the endpoints of an API, their load balancer, their circuit breakers and the
+//! failover settings, converted once from `hgw.v1.EndpointGroup`.
+//!
+//! Everything a request touches here is lock-free: load balancers use an atomic counter or a
+//! thread-local RNG, circuit breakers are a few atomics. State lives as long as the API's
+//! revision: an update that does not change the API keeps its counters and circuits.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hgw_proto::v1 as pb;
+use http::{HeaderName, HeaderValue};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::time::Instant;
+
+use crate::routes::Invalid;
+use crate::tls::TlsOptions;
+use crate::upstream::{ClientKey, TlsKey};
+
+/// Gravitee's default connect timeout, used when the agent leaves the field at zero.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(3_000);
+/// Gravitee's default read timeout (time to the response headers).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_millis(10_000);
+/// Gravitee's default idle timeout of pooled connections.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_millis(60_000);
+/// Gravitee's default `failover.slowCallDuration`: one attempt's time limit.
+pub const DEFAULT_SLOW_CALL: Duration = Duration::from_millis(2_000);
+/// Gravitee's default `failover.openStateDuration`.
+pub const DEFAULT_OPEN_STATE: Duration = Duration::from_millis(10_000);
+/// Longest weighted round-robin schedule: weights are scaled down beyond it (memory per group).
+const MAX_SCHEDULE: u64 = 4_096;
+
+/// Gravitee's four load-balancing algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadBalancer {
+    RoundRobin,
+    Random,
+    WeightedRoundRobin,
+    WeightedRandom,
+}
+
+impl LoadBalancer {
+    fn weighted(self) -> bool {
+        matches!(self, LoadBalancer::WeightedRoundRobin | LoadBalancer::WeightedRandom)
+    }
+}
+
+/// Retries and circuit breaking (Gravitee's `failover`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failover {
+    /// Attempts after the first.
+    pub max_retries: u32,
+    /// One attempt's limit to get response headers; beyond it the attempt fails.
+    pub slow_call: Duration,
+    pub open_state: Duration,
+    /// Consecutive failures that open a circuit; 0 = no circuit breaking.
+    pub max_failures: u32,
+}
+
+impl From<pb::Failover> for Failover {
+    fn from(failover: pb::Failover) -> Self {
+        let pb::Failover {
+            max_retries,
+            slow_call_duration_ms,
+            open_state_duration_ms,
+            max_failures,
+            per_subscription: _,
+        } = failover;
+        Failover {
+            max_retries,
+            slow_call: millis(slow_call_duration_ms, DEFAULT_SLOW_CALL),
+            open_state: millis(open_state_duration_ms, DEFAULT_OPEN_STATE),
+            max_failures,
+        }
+    }
+}
+
+fn millis(ms: u32, default: Duration) -> Duration {
+    if ms == 0 { default } else { Duration::from_millis(u64::from(ms)) }
+}
+
+/// Endpoints behind one load balancer: primaries first, then secondaries, each tier balanced alone.
+#[derive(Debug)]
+pub struct EndpointGroup {
+    pub name: String,
+    pub load_balancer: LoadBalancer,
+    pub failover: Option<Failover>,
+    /// Primaries (`..primaries`) then secondaries, each in definition order.
+    endpoints: Vec<Endpoint>,
+    primaries: usize,
+    tiers: [Tier; 2],
+}
+
+/// The balancing state of primaries or secondaries.
+#[derive(Debug)]
+struct Tier {
+    /// Round-robin position.
+    next: AtomicUsize,
+    /// Weighted round-robin: a smooth interleaving of indexes (weight 0 never appears).
+    schedule: Vec<u32>,
+    /// Weighted random: running sums of the weights.
+    cumulative: Vec<u64>,
+}
+
+impl Tier {
+    fn new(weights: &[u32]) -> Tier {
+        let mut total = 0u64;
+        let cumulative = weights
+            .iter()
+            .map(|&w| {
+                total += u64::from(w);
+                total
+            })
+            .collect();
+        Tier { next: AtomicUsize::new(0), schedule: smooth_schedule(weights), cumulative }
+    }
+
+    /// The load balancer's choice among `n` endpoints of this tier (`None`: nothing eligible).
+    fn pick(&self, lb: LoadBalancer, n: usize) -> Option<usize> {
+        if n == 0 {
+            return None;
+        }
+        match lb {
+            LoadBalancer::RoundRobin => Some(self.next.fetch_add(1, Ordering::Relaxed) % n),
+            LoadBalancer::Random => Some(with_rng(|rng| rng.random_range(0..n))),
+            LoadBalancer::WeightedRoundRobin => {
+                let i = self.next.fetch_add(1, Ordering::Relaxed);
+                (!self.schedule.is_empty()).then(|| self.schedule[i % self.schedule.len()] as usize)
+            }
+            LoadBalancer::WeightedRandom => {
+                let total = self.cumulative.last().copied().unwrap_or(0);
+                if total == 0 {
+                    return None;
+                }
+                let r = with_rng(|rng| rng.random_range(0..total));
+                Some(self.cumulative.partition_point(|&c| c <= r))
+            }
+        }
+    }
+}
+
+thread_local! {
+    static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_os_rng());
+}
+
+fn with_rng<T>(f: impl FnOnce(&mut SmallRng) -> T) -> T {
+    RNG.with(|rng| f(&mut rng.borrow_mut()))
+}
+
+/// nginx's smooth weighted round-robin, unrolled once into a schedule of `sum(weights)/gcd` picks
+/// (scaled to at most [`MAX_SCHEDULE`]), so a request only needs an atomic increment.
+fn smooth_schedule(weights: &[u32]) -> Vec<u32> {
+    let gcd = weights.iter().fold(0u64, |g, &w| gcd(g, u64::from(w)));
+    if gcd == 0 {
+        return Vec::new();
+    }
+    let mut weights: Vec<u64> = weights.iter().map(|&w| u64::from(w) / gcd).collect();
+    let total: u64 = weights.iter().sum();
+    if total > MAX_SCHEDULE {
+        for w in &mut weights {
+            if *w > 0 {
+                *w = (*w * MAX_SCHEDULE / total).max(1);
+            }
+        }
+    }
+    let total: i64 = weights.iter().sum::<u64>() as i64;
+    let mut current = vec![0i64; weights.len()];
+    let mut schedule = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for (i, w) in weights.iter().enumerate() {
+            current[i] += *w as i64;
+            if weights[best] == 0 || (*w > 0 && current[i] > current[best]) {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        schedule.push(best as u32);
+    }
+    schedule
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// One backend target with its effective client options and circuit.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub name: String,
+    pub target: Target,
+    pub http: HttpOptions,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub weight: u32,
+    pub secondary: bool,
+    /// The pooled client this endpoint uses (see [`crate::upstream::ClientCache`]).
+    pub client_key: ClientKey,
+    pub circuit: Circuit,
+}
+
+/// Effective HTTP client options of an endpoint (zeros from the agent replaced by Gravitee defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HttpOptions {
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub keep_alive: bool,
+    pub propagate_client_host: bool,
+    pub http2: bool,
+}
+
+impl From<Option<pb::HttpClientOptions>> for HttpOptions {
+    fn from(options: Option<pb::HttpClientOptions>) -> Self {
+        let pb::HttpClientOptions {
+            connect_timeout_ms,
+            read_timeout_ms,
+            idle_timeout_ms,
+            keep_alive,
+            propagate_client_host,
+            version,
+        } = options.unwrap_or(pb::HttpClientOptions { keep_alive: true, ..Default::default() });
+        HttpOptions {
+            connect_timeout: millis(connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT),
+            read_timeout: millis(read_timeout_ms, DEFAULT_READ_TIMEOUT),
+            idle_timeout: millis(idle_timeout_ms, DEFAULT_IDLE_TIMEOUT),
+            keep_alive,
+            propagate_client_host,
+            http2: version == pb::HttpVersion::Http2 as i32,
+        }
+    }
+}
+
+/// An endpoint target split so the request path can be inserted before the target's own query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Scheme, authority and path, without a trailing '/'.
+    base: String,
+    query: Option<String>,
+    https: bool,
+}
+
+impl Target {
+    /// Accepts an absolute `http://` or `https://` URL with a host.
+    pub fn parse(target: &str) -> Result<Target, Invalid> {
+        let target = target.trim();
+        let uri: http::Uri = target.parse().map_err(|_| Invalid::Target(target.to_owned()))?;
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(Invalid::Target(target.to_owned())),
+        };
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(Invalid::Target(target.to_owned()));
+        }
+        let without_fragment = target.split('#').next().unwrap_or(target);
+        let (base, query) = match without_fragment.split_once('?') {
+            Some((base, query)) => (base, Some(query.to_owned()).filter(|q| !q.is_empty())),
+            None => (without_fragment, None),
+        };
+        Ok(Target { base: base.trim_end_matches('/').to_owned(), query, https })
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
+    /// The upstream URL: target + path after the context path + query (the target's query first).
+    pub fn url_for(&self, path_info: &str, query: Option<&str>) -> String {
+        let query = query.filter(|q| !q.is_empty());
+        let mut url = String::with_capacity(self.base.len() + path_info.len() + query.map_or(0, str::len) + 2);
+        url.push_str(&self.base);
+        url.push_str(path_info);
+        match (self.query.as_deref(), query) {
+            (Some(a), Some(b)) => {
+                url.push('?');
+                url.push_str(a);
+                url.push('&');
+                url.push_str(b);
+            }
+            (Some(q), None) | (None, Some(q)) => {
+                url.push('?');
+                url.push_str(q);
+            }
+            (None, None) => {}
+        }
+        url
+    }
+
+    /// The target as configured (without its trailing '/').
+    pub fn display(&self) -> String {
+        match &self.query {
+            Some(q) => format!("{}?{q}", self.base),
+            None => self.base.clone(),
+        }
+    }
+}
+
+/// A per-endpoint circuit breaker: closed → (max failures in a row) → open for `open_state` →
+/// half-open: one trial call, whose outcome closes or reopens it.
+#[derive(Debug)]
+pub struct Circuit {
+    max_failures: u32,
+    open_state: Duration,
+    /// Time origin of `open_until`.
+    epoch: Instant,
+    failures: AtomicU32,
+    /// Milliseconds after `epoch` (+1) until which the circuit is open; 0 = closed.
+    open_until: AtomicU64,
+    /// The half-open trial call is out.
+    trial: AtomicBool,
+}
+
+/// What [`Circuit::acquire`] granted; give it back with the outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permit {
+    Closed,
+    /// The one call of the half-open state.
+    Trial,
+}
+
+impl Circuit {
+    /// `max_failures` 0 makes a circuit that never opens.
+    pub fn new(max_failures: u32, open_state: Duration) -> Circuit {
+        Circuit {
+            max_failures,
+            open_state,
+            epoch: Instant::now(),
+            failures: AtomicU32::new(0),
+            open_until: AtomicU64::new(0),
+            trial: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// May a call go to this endpoint now? Half-open grants one trial to the first caller only.
+    pub fn acquire(&self, now: Instant) -> Option<Permit> {
+        if self.max_failures == 0 {
+            return Some(Permit::Closed);
+        }
+        let until = self.open_until.load(Ordering::Acquire);
+        if until == 0 {
+            return Some(Permit::Closed);
+        }
+        if self.now_ms(now) < until {
+            return None;
+        }
+        self.trial.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).ok().map(|_| Permit::Trial)
+    }
+
+    /// Whether calls are refused now (open, or half-open with its trial out).
+    pub fn is_open(&self, now: Instant) -> bool {
+        let until = self.open_until.load(Ordering::Acquire);
+        until != 0 && (self.now_ms(now) < until || self.trial.load(Ordering::Acquire))
+    }
+
+    /// Gives a permit back without an outcome (the call never reached the endpoint).
+    pub fn release(&self, permit: Permit) {
+        if permit == Permit::Trial {
+            self.trial.store(false, Ordering::Release);
+        }
+    }
+
+    pub fn on_success(&self, permit: Permit) {
+        if self.max_failures == 0 {
+            return;
+        }
+        self.failures.store(0, Ordering::Relaxed);
+        if permit == Permit::Trial {
+            self.open_until.store(0, Ordering::Release);
+            self.trial.store(false, Ordering::Release);
+        }
+    }
+
+    pub fn on_failure(&self, permit: Permit, now: Instant) {
+        if self.max_failures == 0 {
+            return;
+        }
+        let reopen = match permit {
+            Permit::Trial => true,
+            Permit::Closed => self.failures.fetch_add(1, Ordering::AcqRel) + 1 >= self.max_failures,
+        };
+        if reopen {
+            self.failures.store(0, Ordering::Relaxed);
+            let until = self.now_ms(now).saturating_add(u64::try_from(self.open_state.as_millis()).unwrap_or(u64::MAX));
+            self.open_until.store(until, Ordering::Release);
+            self.trial.store(false, Ordering::Release);
+            tracing::debug!(open_ms = self.open_state.as_millis() as u64, "endpoint circuit opened");
+        }
+    }
+}
+
+/// Endpoints a request already tried (indexes into the group), so a retry moves on.
+#[derive(Debug, Default)]
+pub struct Tried(Vec<usize>);
+
+impl Tried {
+    pub fn insert(&mut self, index: usize) {
+        if !self.0.contains(&index) {
+            self.0.push(index);
+        }
+    }
+
+    fn contains(&self, index: usize) -> bool {
+        self.0.contains(&index)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// An endpoint chosen for one attempt.
+#[derive(Debug)]
+pub struct Selected<'a> {
+    pub index: usize,
+    pub endpoint: &'a Endpoint,
+    pub permit: Permit,
+}
+
+impl EndpointGroup {
+    /// Every endpoint, primaries first.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    /// The endpoint for the next attempt: the load balancer's pick among available primaries not yet
+    /// tried, else among secondaries; when every available endpoint was tried, tried ones again.
+    /// `None` when nothing is available (every circuit open).
+    pub fn select(&self, tried: &Tried, now: Instant) -> Option<Selected<'_>> {
+        let tiers = [(0, self.primaries), (self.primaries, self.endpoints.len())];
+        for skip_tried in [true, false] {
+            if !skip_tried && tried.is_empty() {
+                break;
+            }
+            for (tier, &(start, end)) in self.tiers.iter().zip(tiers.iter()) {
+                if let Some(selected) = self.select_in(tier, start, end, tried, skip_tried, now) {
+                    return Some(selected);
+                }
+            }
+        }
+        None
+    }
+
+    fn select_in(
+        &self,
+        tier: &Tier,
+        start: usize,
+        end: usize,
+        tried: &Tried,
+        skip_tried: bool,
+        now: Instant,
+    ) -> Option<Selected<'_>> {
+        let n = end - start;
+        let first = tier.pick(self.load_balancer, n)?;
+        // The pick first, then the others in order: the first eligible one wins.
+        (0..n).map(|k| start + (first + k) % n).find_map(|index| {
+            let endpoint = &self.endpoints[index];
+            if (self.load_balancer.weighted() && endpoint.weight == 0) || (skip_tried && tried.contains(index)) {
+                return None;
+            }
+            endpoint.circuit.acquire(now).map(|permit| Selected { index, endpoint, permit })
+        })
+    }
+}
+
+/// Converts the first endpoint group; errors carry the field path inside `hgw.v1.Api`.
+pub fn convert_group(
+    group: pb::EndpointGroup,
+    failover: Option<pb::Failover>,
+) -> Result<EndpointGroup, (String, Invalid)> {
+    let pb::EndpointGroup { name, load_balancer, endpoints } = group;
+    let load_balancer = match pb::LoadBalancer::try_from(load_balancer) {
+        // Unspecified is proto3's zero: Gravitee's default load balancer is round-robin.
+        Ok(pb::LoadBalancer::RoundRobin | pb::LoadBalancer::Unspecified) => LoadBalancer::RoundRobin,
+        Ok(pb::LoadBalancer::Random) => LoadBalancer::Random,
+        Ok(pb::LoadBalancer::WeightedRoundRobin) => LoadBalancer::WeightedRoundRobin,
+        Ok(pb::LoadBalancer::WeightedRandom) => LoadBalancer::WeightedRandom,
+        Err(_) => {
+            return Err(("endpoint_groups[0].load_balancer".into(), Invalid::LoadBalancer(load_balancer.to_string())));
+        }
+    };
+    let failover = failover.map(Failover::from);
+    let max_failures = failover.map_or(0, |f| f.max_failures);
+    let open_state = failover.map_or(DEFAULT_OPEN_STATE, |f| f.open_state);
+    let mut converted = Vec::with_capacity(endpoints.len());
+    for (i, endpoint) in endpoints.into_iter().enumerate() {
+        let field = |f: &str| format!("endpoint_groups[0].endpoints[{i}].{f}");
+        let pb::Endpoint { name, target, weight, secondary, http, headers, tls } = endpoint;
+        let target = Target::parse(&target).map_err(|reason| (field("target"), reason))?;
+        let headers = headers
+            .into_iter()
+            .map(|pb::Header { name, value }| {
+                match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
+                    (Ok(n), Ok(v)) => Ok((n, v)),
+                    _ => Err((field("headers"), Invalid::Header(name))),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let http = HttpOptions::from(http);
+        // TLS options only matter for https targets; those always get some (verifying by default).
+        let tls = if target.is_https() {
+            let options = TlsOptions::try_from(tls.unwrap_or_default()).map_err(|e| (field("tls"), e.into()))?;
+            if options.trust_all {
+                tracing::warn!(endpoint = %name, "trustAll: this endpoint's certificate is not verified");
+            }
+            Some(TlsKey::new(Arc::new(options)))
+        } else {
+            None
+        };
+        let client_key = ClientKey::new(&http, target.is_https(), tls);
+        converted.push(Endpoint {
+            name,
+            target,
+            http,
+            headers,
+            weight,
+            secondary,
+            client_key,
+            circuit: Circuit::new(max_failures, open_state),
+        });
+    }
+    if converted.is_empty() {
+        return Err(("endpoint_groups[0].endpoints".into(), Invalid::Empty));
+    }
+    // Stable: definition order within each tier.
+    converted.sort_by_key(|e| e.secondary);
+    let primaries = converted.iter().filter(|e| !e.secondary).count();
+    let weights: Vec<u32> = converted.iter().map(|e| e.weight).collect();
+    let tiers = [Tier::new(&weights[..primaries]), Tier::new(&weights[primaries..])];
+    Ok(EndpointGroup { name, load_balancer, failover, endpoints: converted, primaries, tiers })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(target: &str, weight: u32, secondary: bool) -> pb::Endpoint {
+        pb::Endpoint { name: target.into(), target: target.into(), weight, secondary, ..Default::default() }
+    }
+
+    fn group(lb: pb::LoadBalancer, endpoints: Vec<pb::Endpoint>, failover: Option<pb::Failover>) -> EndpointGroup {
+        let group = pb::EndpointGroup { name: "g".into(), load_balancer: lb as i32, endpoints };
+        convert_group(group, failover).unwrap()
+    }
+
+    /// Picks `n` times (no retries) and counts picks per target.
+    fn distribution(g: &EndpointGroup, n: usize) -> Vec<usize> {
+        let mut counts = vec![0; g.endpoints().len()];
+        let now = Instant::now();
+        for _ in 0..n {
+            counts[g.select(&Tried::default(), now).unwrap().index] += 1;
+        }
+        counts
+    }
+
+    fn share(count: usize, n: usize) -> f64 {
+        count as f64 / n as f64
+    }
+
+    #[test]
+    fn round_robin_alternates_and_ignores_weights() {
+        let g = group(
+            pb::LoadBalancer::RoundRobin,
+            vec![endpoint("http://a", 1, false), endpoint("http://b", 5, false)],
+            None,
+        );
+        let now = Instant::now();
+        let picks: Vec<usize> = (0..4).map(|_| g.select(&Tried::default(), now).unwrap().index).collect();
+        assert_eq!(picks, [0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn random_is_uniform() {
+        let g = group(
+            pb::LoadBalancer::Random,
+            vec![endpoint("http://a", 1, false), endpoint("http://b", 1, false), endpoint("http://c", 1, false)],
+            None,
+        );
+        for count in distribution(&g, 10_000) {
+            assert!((share(count, 10_000) - 1.0 / 3.0).abs() < 0.03, "{count}");
+        }
+    }
+
+    #[test]
+    fn weighted_round_robin_follows_weights_smoothly() {
+        let g = group(
+            pb::LoadBalancer::WeightedRoundRobin,
+            vec![endpoint("http://a", 1, false), endpoint("http://b", 3, false), endpoint("http://zero", 0, false)],
+            None,
+        );
+        assert_eq!(distribution(&g, 10_000), [2_500, 7_500, 0]);
+        // Smooth: never a long run of the heavy endpoint.
+        assert_eq!(g.tiers[0].schedule, [1, 0, 1, 1]);
+        assert_eq!(smooth_schedule(&[2, 4]), [1, 0, 1]);
+        assert!(smooth_schedule(&[0, 0]).is_empty());
+        assert_eq!(smooth_schedule(&[1, 100_000]).len() as u64, MAX_SCHEDULE);
+    }
+
+    #[test]
+    fn weighted_random_follows_weights() {
+        let g = group(
+            pb::LoadBalancer::WeightedRandom,
+            vec![endpoint("http://a", 1, false), endpoint("http://zero", 0, false), endpoint("http://b", 3, false)],
+            None,
+        );
+        let counts = distribution(&g, 10_000);
+        assert!((share(counts[0], 10_000) - 0.25).abs() < 0.03, "{counts:?}");
+        assert!((share(counts[2], 10_000) - 0.75).abs() < 0.03, "{counts:?}");
+        assert_eq!(counts[1], 0, "weight 0 is never selected");
+    }
+
+    #[test]
+    fn secondaries_serve_only_when_primaries_cannot() {
+        let failover =
+            pb::Failover { max_retries: 1, max_failures: 1, open_state_duration_ms: 1_000, ..Default::default() };
+        let g = group(
+            pb::LoadBalancer::RoundRobin,
+            vec![endpoint("http://backup", 1, true), endpoint("http://a", 1, false)],
+            Some(failover),
+        );
+        let now = Instant::now();
+        assert_eq!(g.endpoints()[0].target.display(), "http://a", "primaries first");
+        assert_eq!(distribution(&g, 10), [10, 0]);
+        // A retry after the primary failed goes to the secondary.
+        let mut tried = Tried::default();
+        tried.insert(0);
+        assert_eq!(g.select(&tried, now).unwrap().index, 1);
+        // The primary's circuit opens: the secondary serves first attempts too.
+        g.endpoints()[0].circuit.on_failure(Permit::Closed, now);
+        assert_eq!(g.select(&Tried::default(), now).unwrap().index, 1);
+        // Everything open: nothing to select.
+        g.endpoints()[1].circuit.on_failure(Permit::Closed, now);
+        assert!(g.select(&Tried::default(), now).is_none());
+    }
+
+    #[test]
+    fn retries_move_on_then_reuse() {
+        let g = group(
+            pb::LoadBalancer::RoundRobin,
+            vec![endpoint("http://a", 1, false), endpoint("http://b", 1, false)],
+            None,
+        );
+        let now = Instant::now();
+        let mut tried = Tried::default();
+        let first = g.select(&tried, now).unwrap().index;
+        tried.insert(first);
+        let second = g.select(&tried, now).unwrap().index;
+        assert_ne!(first, second);
+        tried.insert(second);
+        assert!(g.select(&tried, now).is_some(), "all tried: tried ones are reused");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn circuit_opens_half_opens_and_closes() {
+        let circuit = Circuit::new(3, Duration::from_secs(10));
+        let now = Instant::now;
+        for _ in 0..2 {
+            let permit = circuit.acquire(now()).unwrap();
+            circuit.on_failure(permit, now());
+        }
+        // A success resets the count of consecutive failures.
+        circuit.on_success(circuit.acquire(now()).unwrap());
+        for _ in 0..2 {
+            circuit.on_failure(circuit.acquire(now()).unwrap(), now());
+        }
+        assert!(!circuit.is_open(now()));
+        circuit.on_failure(circuit.acquire(now()).unwrap(), now());
+        assert!(circuit.is_open(now()));
+        assert_eq!(circuit.acquire(now()), None);
+
+        tokio::time::advance(Duration::from_millis(9_999)).await;
+        assert_eq!(circuit.acquire(now()), None, "still open");
+        tokio::time::advance(Duration::from_millis(2)).await;
+        // Half-open: exactly one trial.
+        assert_eq!(circuit.acquire(now()), Some(Permit::Trial));
+        assert_eq!(circuit.acquire(now()), None);
+        assert!(circuit.is_open(now()));
+        // The trial fails: open again for the whole duration.
+        circuit.on_failure(Permit::Trial, now());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(circuit.acquire(now()), None);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        // The next trial succeeds: closed.
+        let trial = circuit.acquire(now()).unwrap();
+        assert_eq!(trial, Permit::Trial);
+        circuit.on_success(trial);
+        assert_eq!(circuit.acquire(now()), Some(Permit::Closed));
+        assert_eq!(circuit.acquire(now()), Some(Permit::Closed), "closed grants every caller");
+    }
+
+    #[test]
+    fn without_max_failures_circuits_never_open() {
+        let circuit = Circuit::new(0, Duration::from_secs(1));
+        let now = Instant::now();
+        for _ in 0..100 {
+            circuit.on_failure(Permit::Closed, now);
+        }
+        assert_eq!(circuit.acquire(now), Some(Permit::Closed));
+    }
+
+    #[test]
+    fn conversion_errors_name_the_field() {
+        let reason = |endpoints: Vec<pb::Endpoint>, lb: i32| {
+            let group = pb::EndpointGroup { name: "g".into(), load_balancer: lb, endpoints };
+            let (field, reason) = convert_group(group, None).unwrap_err();
+            format!("{field}: {reason}")
+        };
+        assert_eq!(
+            reason(vec![endpoint("http://a", 1, false)], 99),
+            "endpoint_groups[0].load_balancer: load balancer 99 not supported by this dataplane"
+        );
+        assert!(reason(vec![endpoint("ftp://a", 1, false)], 1).starts_with("endpoint_groups[0].endpoints[0].target"));
+        let mut bad_tls = endpoint("https://a", 1, false);
+        bad_tls.tls = Some(pb::TlsOptions { trusted_ca_pem: "junk".into(), ..Default::default() });
+        let bad_tls = reason(vec![bad_tls], 1);
+        assert!(bad_tls.starts_with("endpoint_groups[0].endpoints[0].tls: trusted CA PEM"), "{bad_tls}");
+        assert_eq!(reason(vec![], 1), "endpoint_groups[0].endpoints: must not be empty");
+    }
+
+    #[test]
+    fn http_options_take_gravitee_defaults() {
+        let o = HttpOptions::from(Some(pb::HttpClientOptions {
+            read_timeout_ms: 250,
+            propagate_client_host: true,
+            version: pb::HttpVersion::Http2 as i32,
+            ..Default::default()
+        }));
+        assert_eq!(o.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(o.read_timeout, Duration::from_millis(250));
+        assert_eq!(o.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+        assert!(!o.keep_alive && o.propagate_client_host && o.http2);
+        let defaults = HttpOptions::from(None);
+        assert!(defaults.keep_alive && !defaults.http2);
+    }
+}

@@ -1,0 +1,219 @@
+//! Calling the endpoint: pick one (load balancer, circuit breakers, secondaries), build the upstream
+//! request, send it with its time limit, and with failover retry on another endpoint.
+//!
+//! Only connection failures and timeouts are failures, as in Gravitee: an HTTP error status from the
+//! endpoint is an answer. A retry needs the request body again, so with failover a small body (up to
+//! [`MAX_REPLAY_BODY`]) is read into memory first; a larger or unknown-length body streams through
+//! once, without retry.
+
+use bytes::Bytes;
+use http::header::HOST;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::analytics::PendingRecord;
+use crate::body::RequestBody;
+use crate::endpoints::{Circuit, Endpoint, Permit, Tried};
+use crate::proxy::GatewayError;
+use crate::routes::{Api, RouteTable};
+use crate::upstream::{UpstreamError, error_chain};
+
+/// Largest request body kept in memory so failover can send it again (bytes). Larger bodies stream.
+pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
+
+/// What the proxy hands over: the request as it should reach any endpoint.
+#[derive(Debug)]
+pub struct Outbound {
+    pub method: Method,
+    /// The path after the context path (appended to the endpoint's target).
+    pub path_info: String,
+    pub query: Option<String>,
+    /// Headers to forward: hop-by-hop ones removed, the gateway's ids added, no Host.
+    pub headers: HeaderMap,
+    /// The client's Host (header or `:authority`), for endpoints that propagate it.
+    pub client_host: Option<HeaderValue>,
+    pub body: RequestBody,
+}
+
+/// The request body for one or more attempts.
+enum Payload {
+    /// Can be sent once only.
+    Once(Option<RequestBody>),
+    /// In memory: every attempt sends a copy.
+    Replay(Bytes),
+}
+
+impl Payload {
+    fn take(&mut self) -> Option<RequestBody> {
+        match self {
+            Payload::Once(body) => body.take(),
+            Payload::Replay(bytes) => Some(RequestBody::buffered(bytes.clone())),
+        }
+    }
+}
+
+/// A circuit permit that is given back if the attempt ends without an outcome (client gone).
+struct PermitGuard<'a> {
+    circuit: &'a Circuit,
+    permit: Option<Permit>,
+}
+
+impl PermitGuard<'_> {
+    fn success(mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.circuit.on_success(permit);
+        }
+    }
+
+    fn failure(mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.circuit.on_failure(permit, Instant::now());
+        }
+    }
+}
+
+impl Drop for PermitGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.circuit.release(permit);
+        }
+    }
+}
+
+/// Calls the API's endpoint group for this request; the answer's body streams from the endpoint.
+/// Sets the metrics record's endpoint (the URL of the last attempt) and endpoint time.
+pub async fn invoke(
+    api: &Api,
+    table: &RouteTable,
+    outbound: Outbound,
+    mut record: Option<&mut PendingRecord>,
+) -> Result<Response<Incoming>, GatewayError> {
+    let group = &api.endpoints;
+    let Outbound { method, path_info, query, mut headers, client_host, body } = outbound;
+    let mut payload = match group.failover {
+        Some(_) => replayable(body).await?,
+        None => Payload::Once(Some(body)),
+    };
+    let attempts = match (&group.failover, &payload) {
+        (Some(failover), Payload::Replay(_)) => failover.max_retries.saturating_add(1),
+        _ => 1,
+    };
+    let mut tried = Tried::default();
+    let mut last_error = None;
+    for attempt in 1..=attempts {
+        let Some(selected) = group.select(&tried, Instant::now()) else {
+            break;
+        };
+        tried.insert(selected.index);
+        let endpoint = selected.endpoint;
+        let guard = PermitGuard { circuit: &endpoint.circuit, permit: Some(selected.permit) };
+        let Some(client) = table.client(&endpoint.client_key) else {
+            return Err(GatewayError::NoEndpoint);
+        };
+        let url = endpoint.target.url_for(&path_info, query.as_deref());
+        let uri: http::Uri = match url.parse() {
+            Ok(uri) => uri,
+            Err(error) => {
+                return Err(UpstreamError::Connection(format!("invalid upstream URL {url:?}: {error}")).into());
+            }
+        };
+        let Some(body) = payload.take() else {
+            break;
+        };
+        let headers = if attempt == attempts { std::mem::take(&mut headers) } else { headers.clone() };
+        let request = build_request(endpoint, &method, uri, headers, client_host.as_ref(), body);
+        if let Some(r) = record.as_deref_mut() {
+            r.record_mut().endpoint = url.clone();
+        }
+
+        let limit = match group.failover {
+            Some(failover) => endpoint.http.read_timeout.min(failover.slow_call),
+            None => endpoint.http.read_timeout,
+        };
+        let sent = Instant::now();
+        let outcome = tokio::time::timeout(limit, client.request(request)).await;
+        if let Some(r) = record.as_deref_mut() {
+            r.set_endpoint_time(sent.elapsed());
+        }
+        let error = match outcome {
+            Ok(Ok(response)) => {
+                guard.success();
+                return Ok(response);
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(api = %api.id, %url, attempt, error = %error_chain(&error), "endpoint call failed");
+                UpstreamError::classify(&error)
+            }
+            Err(_) => {
+                tracing::debug!(api = %api.id, %url, attempt, limit_ms = limit.as_millis() as u64, "endpoint call timed out");
+                UpstreamError::ReadTimeout
+            }
+        };
+        guard.failure();
+        last_error = Some(error);
+    }
+    // Nothing was available (every circuit open), or every attempt failed: the last failure tells.
+    Err(last_error.map_or(GatewayError::NoEndpoint, GatewayError::from))
+}
+
+/// The request for one endpoint: its URL, the forwarded headers, the client's Host when the endpoint
+/// propagates it, then the endpoint's own headers (which win).
+fn build_request(
+    endpoint: &Endpoint,
+    method: &Method,
+    uri: http::Uri,
+    mut headers: HeaderMap,
+    client_host: Option<&HeaderValue>,
+    body: RequestBody,
+) -> Request<RequestBody> {
+    if endpoint.http.propagate_client_host
+        && let Some(host) = client_host
+    {
+        headers.insert(HOST, host.clone());
+    }
+    for (name, value) in &endpoint.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    let mut request = Request::new(body);
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri;
+    // h2c clients speak HTTP/2 only; otherwise HTTP/1.1 (an ALPN-negotiated h2 connection accepts it).
+    *request.version_mut() = if endpoint.client_key.h2c { Version::HTTP_2 } else { Version::HTTP_11 };
+    *request.headers_mut() = headers;
+    request
+}
+
+/// With failover, reads a small body into memory so it can be sent again; a large or unknown-length
+/// body is left streaming (one attempt only).
+async fn replayable(body: RequestBody) -> Result<Payload, GatewayError> {
+    if body.is_end_stream() {
+        return Ok(Payload::Replay(Bytes::new()));
+    }
+    if body.size_hint().upper().is_none_or(|upper| upper > MAX_REPLAY_BODY) {
+        return Ok(Payload::Once(Some(body)));
+    }
+    match body.collect().await {
+        Ok(collected) => Ok(Payload::Replay(collected.to_bytes())),
+        Err(error) => Err(UpstreamError::Connection(format!("reading the request body: {error}")).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn small_bodies_are_replayable_and_large_ones_stream() {
+        assert!(matches!(replayable(RequestBody::empty()).await, Ok(Payload::Replay(b)) if b.is_empty()));
+        let small = RequestBody::buffered(Bytes::from_static(b"hello"));
+        assert!(matches!(replayable(small).await, Ok(Payload::Replay(b)) if b == "hello"));
+        let large = RequestBody::buffered(Bytes::from(vec![0u8; MAX_REPLAY_BODY as usize + 1]));
+        let mut payload = replayable(large).await.unwrap();
+        assert!(matches!(payload, Payload::Once(_)));
+        assert!(payload.take().is_some());
+        assert!(payload.take().is_none(), "a streamed body goes once");
+    }
+}
