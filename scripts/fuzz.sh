@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS each (default 10): the Gravitee definition parser (agent) and the
+# EL parser (hgw-el). Installs cargo-fuzz when missing. On the stable toolchain cargo-fuzz's nightly
+# flags are unlocked with RUSTC_BOOTSTRAP=1 (no nightly download); set FUZZ_TOOLCHAIN=nightly to use
+# an installed nightly. Exits non-zero when a fuzzer finds a crash (the input lands in artifacts/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds="${1:-10}"
+case "$seconds" in
+  ''|*[!0-9]*) echo "usage: $0 SECONDS" >&2; exit 64 ;;
+esac
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "==> installing cargo-fuzz"
+  cargo install --locked cargo-fuzz
+fi
+# One target directory for both fuzz projects: their shared dependencies compile once.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/fuzz}"
+toolchain=()
+if [ -n "${FUZZ_TOOLCHAIN:-}" ]; then toolchain=("+${FUZZ_TOOLCHAIN}"); else export RUSTC_BOOTSTRAP=1; fi
+
+echo "==> fuzz: agent definition parser (${seconds}s)"
+(
+  cd agent/fuzz
+  mkdir -p corpus/definition
+  cargo "${toolchain[@]}" fuzz run definition corpus/definition seeds/definition -- \
+    -max_total_time="$seconds" -max_len=65536 -timeout=10 -print_final_stats=1 2>&1 | tail -n 15
+  exit "${PIPESTATUS[0]}"
+)
+echo "==> fuzz: EL parser (${seconds}s)"
+bash el/fuzz/run.sh "$seconds" 2>&1 | tail -n 15
+exit "${PIPESTATUS[0]}"
