@@ -112,6 +112,10 @@ pub struct Cli {
     #[arg(long, env = "HGW_REPORTS_FLUSH_INTERVAL", default_value = "5s", value_parser = parse_duration, help_heading = "Analytics")]
     pub reports_flush_interval: Duration,
 
+    /// How often key sets of JWT plans using a JWKS URL are fetched again (key rotation delay).
+    #[arg(long, env = "HGW_JWKS_REFRESH_INTERVAL", default_value = "5m", value_parser = parse_duration, help_heading = "Gateway")]
+    pub jwks_refresh_interval: Duration,
+
     /// Grace period for in-flight work after SIGTERM/SIGINT.
     #[arg(long, env = "HGW_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration, help_heading = "Runtime")]
     pub shutdown_grace: Duration,
@@ -209,6 +213,7 @@ pub struct Config {
     pub dataplane_listen: SocketAddr,
     pub reports_batch: usize,
     pub reports_flush_interval: Duration,
+    pub jwks_refresh_interval: Duration,
     pub shutdown_grace: Duration,
     pub workers: Option<usize>,
     pub log_json: bool,
@@ -322,6 +327,7 @@ impl Config {
             dataplane_listen: cli.dataplane_listen,
             reports_batch: cli.reports_batch,
             reports_flush_interval: cli.reports_flush_interval,
+            jwks_refresh_interval: cli.jwks_refresh_interval.max(MIN_SYNC_INTERVAL),
             shutdown_grace: cli.shutdown_grace,
             workers: cli.workers,
             log_json: cli.log_format == "json",

@@ -9,6 +9,7 @@ pub mod config;
 pub mod definition;
 pub mod grpc;
 pub mod heartbeat;
+pub mod jwks;
 pub mod license;
 pub mod local;
 pub mod metrics;
@@ -36,7 +37,7 @@ use config::{Config, Source};
 pub enum StartError {
     #[error("cannot listen on {what} {addr}: {source}")]
     Bind { what: &'static str, addr: String, source: std::io::Error },
-    #[error("Cloud Gate client: {0}")]
+    #[error("HTTP client: {0}")]
     GateClient(String),
     #[error("--addr-file {path}: {source}")]
     AddrFile { path: String, source: std::io::Error },
@@ -71,7 +72,10 @@ async fn wait_for_signal() {
 /// what it holds within the grace period.
 pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     let metrics = Arc::new(metrics::Metrics::default());
-    let store = Arc::new(store::ConfigStore::new(config.tags.clone()).with_tenant(config.tenant.clone()));
+    let jwks = Arc::new(jwks::JwksCache::new(config.jwks_refresh_interval).map_err(StartError::GateClient)?);
+    let store = Arc::new(
+        store::ConfigStore::new(config.tags.clone()).with_tenant(config.tenant.clone()).with_jwks(jwks.clone()),
+    );
     let status = Arc::new(sync::SyncStatus::default());
     let registry = Arc::new(grpc::registry::DataplaneRegistry::default());
     let mode = config.mode_name();
@@ -162,6 +166,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         }
     }
     let upload_task = tokio::spawn(uploader.run(uploads.clone()));
+    tasks.spawn(jwks.run(store.clone(), services.clone()));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     grpc::set_health(&health_reporter, tonic_health::ServingStatus::Serving).await;

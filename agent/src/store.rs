@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::cloudgate::{ApiKey, Subscription};
 use crate::definition::{self, ApiSource, Outcome, Rejection};
+use crate::jwks::JwksCache;
 use crate::tags::ShardingTags;
 
 /// One immutable state of the deployment set.
@@ -48,7 +49,13 @@ pub struct ConfigStore {
     tx: watch::Sender<Arc<Snapshot>>,
     /// api id → (source fingerprint, outcome): unchanged sources are not recompiled.
     cache: Mutex<HashMap<String, (u64, Outcome)>>,
+    /// Key sets of JWT plans using a JWKS URL.
+    jwks: Option<Arc<JwksCache>>,
+    /// The last inputs, so a JWKS change can re-deploy without waiting for the next sync.
+    last_inputs: Mutex<Option<Inputs>>,
 }
+
+type Inputs = (Vec<ApiSource>, Vec<Subscription>, Vec<ApiKey>);
 
 impl ConfigStore {
     pub fn new(tags: ShardingTags) -> ConfigStore {
@@ -57,7 +64,28 @@ impl ConfigStore {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(1);
         let (tx, _) = watch::channel(Arc::new(Snapshot { version: start_version, ..Snapshot::default() }));
-        ConfigStore { tags, tenant: None, tx, cache: Mutex::new(HashMap::new()) }
+        ConfigStore {
+            tags,
+            tenant: None,
+            tx,
+            cache: Mutex::new(HashMap::new()),
+            jwks: None,
+            last_inputs: Mutex::new(None),
+        }
+    }
+
+    /// Fills JWT plans that use a JWKS URL from `jwks`.
+    pub fn with_jwks(mut self, jwks: Arc<JwksCache>) -> ConfigStore {
+        self.jwks = Some(jwks);
+        self
+    }
+
+    /// Deploys the last inputs again (after a JWKS change).
+    pub fn redeploy(&self) {
+        let inputs = self.last_inputs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some((sources, subscriptions, keys)) = inputs {
+            self.deploy(sources, &subscriptions, &keys);
+        }
     }
 
     /// Compiles for a gateway of `tenant` (Gravitee's endpoint `tenants` rule).
@@ -77,6 +105,10 @@ impl ConfigStore {
     /// Replaces the deployment set with `sources` (the complete desired set) and the subscriptions and
     /// API keys that open their plans.
     pub fn deploy(&self, sources: Vec<ApiSource>, subscriptions: &[Subscription], keys: &[ApiKey]) -> DeployReport {
+        if self.jwks.is_some() {
+            *self.last_inputs.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((sources.clone(), subscriptions.to_vec(), keys.to_vec()));
+        }
         let previous = self.current();
         let mut apis: BTreeMap<String, Arc<Api>> = BTreeMap::new();
         let mut rejected = BTreeMap::new();
@@ -131,6 +163,9 @@ impl ConfigStore {
         }
         reject_path_conflicts(&mut apis, &mut rejected, &origins);
         attach_credentials(&mut apis, subscriptions, keys);
+        if let Some(jwks) = &self.jwks {
+            attach_jwks(&mut apis, jwks);
+        }
 
         for (id, rejection) in &rejected {
             if previous.rejected.get(id) != Some(rejection) {
@@ -249,6 +284,25 @@ fn attach_credentials(apis: &mut BTreeMap<String, Arc<Api>>, subscriptions: &[Su
         let mut updated = (**api).clone();
         updated.subscriptions = attached;
         updated.api_keys = hashed.into_values().collect();
+        updated.revision = definition::revision(&updated);
+        *api = Arc::new(updated);
+    }
+}
+
+/// Puts the cached key set into every JWT plan that uses a JWKS URL (empty until fetched: tokens are
+/// refused until then, never accepted unverified).
+fn attach_jwks(apis: &mut BTreeMap<String, Arc<Api>>, jwks: &JwksCache) {
+    for api in apis.values_mut() {
+        let uses_jwks = api.plans.iter().any(|p| p.jwt.as_ref().is_some_and(|j| !j.jwks_url.is_empty()));
+        if !uses_jwks {
+            continue;
+        }
+        let mut updated = (**api).clone();
+        for plan in &mut updated.plans {
+            if let Some(jwt) = plan.jwt.as_mut().filter(|j| !j.jwks_url.is_empty()) {
+                jwt.jwks = jwks.get(&jwt.jwks_url).unwrap_or_default();
+            }
+        }
         updated.revision = definition::revision(&updated);
         *api = Arc::new(updated);
     }

@@ -34,7 +34,8 @@ pub enum PlanKind {
 
 /// A JWT plan's verification settings, compiled once.
 pub struct JwtPlan {
-    keys: Vec<jsonwebtoken::DecodingKey>,
+    /// Verification keys with their JWKS `kid` (None for given keys).
+    keys: Vec<(Option<String>, jsonwebtoken::DecodingKey)>,
     validation: jsonwebtoken::Validation,
     client_id_claim: Option<String>,
     user_claim: String,
@@ -299,10 +300,13 @@ impl Security {
         token: &str,
         now_ms: i64,
     ) -> Option<Authenticated<'a>> {
+        // With key ids (JWKS), only the key the token names is tried.
+        let kid = jsonwebtoken::decode_header(token).ok()?.kid;
         let claims = config
             .keys
             .iter()
-            .find_map(|key| jsonwebtoken::decode::<serde_json::Value>(token, key, &config.validation).ok())?
+            .filter(|(key_id, _)| kid.is_none() || key_id.is_none() || key_id == &kid)
+            .find_map(|(_, key)| jsonwebtoken::decode::<serde_json::Value>(token, key, &config.validation).ok())?
             .claims;
         if !config.required_scopes.is_empty() {
             let granted: Vec<&str> = match (claims.get("scope"), claims.get("scp")) {
@@ -374,6 +378,8 @@ fn jwt_plan(config: pb::JwtSecurity) -> Result<JwtPlan, String> {
         propagate_auth_header,
         required_scopes,
         check_required_scopes,
+        jwks_url,
+        jwks,
     } = config;
     let algorithm = match algorithm.to_ascii_uppercase().as_str() {
         "RS256" => Algorithm::RS256,
@@ -384,21 +390,37 @@ fn jwt_plan(config: pb::JwtSecurity) -> Result<JwtPlan, String> {
         "HS512" => Algorithm::HS512,
         other => return Err(format!("algorithm {other:?} is not supported")),
     };
-    let keys: Vec<DecodingKey> = if matches!(algorithm, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+    let keys: Vec<(Option<String>, DecodingKey)> = if !jwks_url.is_empty() {
+        // Empty until the agent's first successful fetch: every token is refused meanwhile.
+        if jwks.is_empty() {
+            Vec::new()
+        } else {
+            let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&jwks).map_err(|e| format!("jwks: {e}"))?;
+            set.keys
+                .iter()
+                .filter_map(|jwk| DecodingKey::from_jwk(jwk).ok().map(|key| (jwk.common.key_id.clone(), key)))
+                .collect()
+        }
+    } else if matches!(algorithm, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
         if hmac_secret.is_empty() {
             return Err("an HMAC algorithm needs a secret".into());
         }
-        vec![DecodingKey::from_secret(hmac_secret.as_bytes())]
+        vec![(None, DecodingKey::from_secret(hmac_secret.as_bytes()))]
     } else {
-        public_keys_pem
+        let keys = public_keys_pem
             .iter()
             .enumerate()
-            .map(|(i, pem)| DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| format!("public_keys_pem[{i}]: {e}")))
-            .collect::<Result<_, _>>()?
+            .map(|(i, pem)| {
+                DecodingKey::from_rsa_pem(pem.as_bytes())
+                    .map(|key| (None, key))
+                    .map_err(|e| format!("public_keys_pem[{i}]: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() {
+            return Err("no verification key".into());
+        }
+        keys
     };
-    if keys.is_empty() {
-        return Err("no verification key".into());
-    }
     let mut validation = Validation::new(algorithm);
     // Gravitee validates exp/nbf when present but requires neither; the audience is a client id here.
     validation.required_spec_claims.clear();

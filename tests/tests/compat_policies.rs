@@ -342,3 +342,93 @@ async fn gravitee_el_conditions_rules_and_templates() {
         "the counter key is per X-Client"
     );
 }
+
+/// The JWK (RSA) of a PEM public key, with `kid`; the modulus comes from openssl.
+fn rsa_jwk(public_pem_path: &std::path::Path, kid: &str) -> Value {
+    use base64::Engine;
+    let out = std::process::Command::new("openssl")
+        .args(["rsa", "-pubin", "-in", public_pem_path.to_str().unwrap(), "-noout", "-modulus"])
+        .output()
+        .expect("openssl runs");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let hex = text.trim().trim_start_matches("Modulus=");
+    let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+    let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": n, "e": "AQAB"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_plan_with_a_jwks_url_follows_key_rotation() {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let key_a = dir.path().join("a");
+    let key_b = dir.path().join("b");
+    std::fs::create_dir_all(&key_a).unwrap();
+    std::fs::create_dir_all(&key_b).unwrap();
+    let (private_a, _) = rsa_key_pair(&key_a);
+    let (private_b, _) = rsa_key_pair(&key_b);
+    let jwk_a = rsa_jwk(&key_a.join("jwt-pub.pem"), "key-a");
+    let jwk_b = rsa_jwk(&key_b.join("jwt-pub.pem"), "key-b");
+
+    // A real JWKS endpoint whose document the test can change.
+    let document = Arc::new(Mutex::new(json!({"keys": [jwk_a]}).to_string()));
+    let served = document.clone();
+    let app = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let served = served.clone();
+            async move { served.lock().unwrap().clone() }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jwks_url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    let mut api = v4_api("jwks-api", "/jwks-api", &backend.url());
+    api["plans"] = json!([{"id": "jwks-plan", "name": "JWT", "status": "PUBLISHED", "security": {"type": "JWT", "configuration": {
+        "signature": "RSA_RS256", "publicKeyResolver": "JWKS_URL", "resolverParameter": jwks_url}}}]);
+    sim.put_api(api).await;
+    sim.put_subscription(json!({"id": "sub-k", "api": "jwks-api", "plan": "jwks-plan", "application": "app-k",
+        "clientId": "client-k", "status": "ACCEPTED", "updatedAt": now_ms()}))
+        .await;
+    let token = sim.token().await;
+    let agent = Agent::start_cloud(dir.path(), "agent", &sim, &token, &["--jwks-refresh-interval", "1s"]).await;
+    let dp = Dataplane::start(dir.path(), "dp", &agent.tcp_target()).await;
+    dp.wait_ready().await;
+    let client = reqwest::Client::new();
+
+    let sign = |private: &str, kid: &str| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some(kid.to_owned());
+        let claims = json!({"sub": "bob", "azp": "client-k", "exp": now_ms() / 1000 + 600});
+        jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_rsa_pem(private.as_bytes()).unwrap())
+            .unwrap()
+    };
+    let token_a = sign(&private_a, "key-a");
+    let token_b = sign(&private_b, "key-b");
+    let status = |token: String| {
+        let client = client.clone();
+        let url = dp.url("/jwks-api/x");
+        async move { client.get(url).bearer_auth(token).send().await.ok().map(|r| r.status().as_u16()) }
+    };
+    eventually("the agent fetched the JWKS", PROPAGATION, || async {
+        (status(token_a.clone()).await? == 200).then_some(())
+    })
+    .await;
+    assert_eq!(status(token_b.clone()).await, Some(401), "key B is not in the set yet");
+
+    *document.lock().unwrap() = json!({"keys": [jwk_b]}).to_string();
+    eventually("the rotated key set arrives", PROPAGATION, || async {
+        (status(token_b.clone()).await? == 200).then_some(())
+    })
+    .await;
+    assert_eq!(status(token_a.clone()).await, Some(401), "key A was rotated out");
+
+    // The identity provider going away keeps the last good key set.
+    server.abort();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(status(token_b).await, Some(200));
+    assert!(agent.proc.stderr().contains("JWKS fetch failed"));
+}

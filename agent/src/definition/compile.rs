@@ -793,29 +793,44 @@ fn jwt_security(configuration: &Value, at: &str) -> Result<pb::JwtSecurity, Comp
         .unwrap_or("GIVEN_KEY")
         .trim()
         .to_ascii_uppercase();
-    if resolver != "GIVEN_KEY" {
-        return Err(err(
-            format!("{at}.publicKeyResolver"),
-            format!("key resolver `{resolver}` is not supported yet (GIVEN_KEY is)"),
-        ));
-    }
     let parameter =
         configuration.get("resolverParameter").and_then(Value::as_str).unwrap_or_default().trim().to_owned();
     if parameter.is_empty() {
         return Err(err(format!("{at}.resolverParameter"), "the key is missing"));
     }
-    let (public_keys_pem, hmac_secret) = if algorithm.starts_with("HS") {
-        (Vec::new(), parameter)
-    } else {
-        if !parameter.contains("-----BEGIN") {
+    let mut jwks_url = String::new();
+    let (public_keys_pem, hmac_secret) = match resolver.as_str() {
+        "GIVEN_KEY" if algorithm.starts_with("HS") => (Vec::new(), parameter),
+        "GIVEN_KEY" => {
+            if !parameter.contains("-----BEGIN") {
+                return Err(err(
+                    format!("{at}.resolverParameter"),
+                    "expected an RSA public key in PEM form (ssh-rsa keys are not supported yet)",
+                ));
+            }
+            jsonwebtoken::DecodingKey::from_rsa_pem(parameter.as_bytes())
+                .map_err(|e| err(format!("{at}.resolverParameter"), format!("not an RSA public key: {e}")))?;
+            (vec![parameter], String::new())
+        }
+        "JWKS_URL" => {
+            if algorithm.starts_with("HS") {
+                return Err(err(format!("{at}.signature"), "a JWKS holds public keys: use an RSA signature"));
+            }
+            let uri: axum::http::Uri = parameter
+                .parse()
+                .map_err(|_| err(format!("{at}.resolverParameter"), format!("`{parameter}` is not a URL")))?;
+            if !matches!(uri.scheme_str(), Some("https" | "http")) || uri.host().is_none() {
+                return Err(err(format!("{at}.resolverParameter"), format!("`{parameter}` is not an http(s) URL")));
+            }
+            jwks_url = parameter;
+            (Vec::new(), String::new())
+        }
+        other => {
             return Err(err(
-                format!("{at}.resolverParameter"),
-                "expected an RSA public key in PEM form (ssh-rsa keys are not supported yet)",
+                format!("{at}.publicKeyResolver"),
+                format!("key resolver `{other}` is not supported yet (GIVEN_KEY and JWKS_URL are)"),
             ));
         }
-        jsonwebtoken::DecodingKey::from_rsa_pem(parameter.as_bytes())
-            .map_err(|e| err(format!("{at}.resolverParameter"), format!("not an RSA public key: {e}")))?;
-        (vec![parameter], String::new())
     };
     if configuration
         .get("confirmationMethodValidation")
@@ -843,6 +858,8 @@ fn jwt_security(configuration: &Value, at: &str) -> Result<pb::JwtSecurity, Comp
         propagate_auth_header: configuration.get("propagateAuthHeader").and_then(Value::as_bool).unwrap_or(true),
         required_scopes: string_list(configuration, "requiredScopes", at)?,
         check_required_scopes: configuration.get("checkRequiredScopes").and_then(Value::as_bool).unwrap_or(false),
+        jwks_url,
+        jwks: String::new(),
     })
 }
 

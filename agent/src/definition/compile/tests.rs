@@ -106,11 +106,18 @@ fn malformed_and_unsupported_definitions_say_where() {
         rejection(oauth2),
         "plans[0].security.type: plan `Keyless` uses `oauth2` security, which is not supported yet (key-less, api-key and jwt are)"
     );
-    let mut jwks = v4("a", "/a", "http://b");
-    jwks["plans"][0]["security"] = json!({"type": "JWT", "configuration": {"publicKeyResolver": "JWKS_URL", "resolverParameter": "https://idp/jwks"}});
-    assert!(rejection(jwks).starts_with(
-        "plans[0].security.configuration.publicKeyResolver: key resolver `JWKS_URL` is not supported yet"
+    let mut gateway_keys = v4("a", "/a", "http://b");
+    gateway_keys["plans"][0]["security"] =
+        json!({"type": "JWT", "configuration": {"publicKeyResolver": "GATEWAY_KEYS", "resolverParameter": "x"}});
+    assert!(rejection(gateway_keys).starts_with(
+        "plans[0].security.configuration.publicKeyResolver: key resolver `GATEWAY_KEYS` is not supported yet"
     ));
+    let mut jwks = v4("a", "/a", "http://b");
+    jwks["plans"][0]["security"] = json!({"type": "JWT", "configuration": {"publicKeyResolver": "JWKS_URL", "resolverParameter": "https://idp.example/jwks"}});
+    assert_eq!(deploy(jwks).plans[0].jwt.as_ref().unwrap().jwks_url, "https://idp.example/jwks");
+    let mut jwks_hmac = v4("a", "/a", "http://b");
+    jwks_hmac["plans"][0]["security"] = json!({"type": "JWT", "configuration": {"signature": "HMAC_HS256", "publicKeyResolver": "JWKS_URL", "resolverParameter": "https://idp/jwks"}});
+    assert!(rejection(jwks_hmac).contains("use an RSA signature"));
     let mut bad_pem = v4("a", "/a", "http://b");
     bad_pem["plans"][0]["security"] = json!({"type": "JWT", "configuration": {"signature": "RSA_RS256", "resolverParameter": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"}});
     assert!(rejection(bad_pem).starts_with("plans[0].security.configuration.resolverParameter: not an RSA public key"));
