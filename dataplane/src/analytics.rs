@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hgw_proto::v1::analytics_client::AnalyticsClient;
-use hgw_proto::v1::{MetricsRecord, ReportRequest, ReportResponse};
+use hgw_proto::v1::{HealthCheckRecord, MetricsRecord, ReportRequest, ReportResponse};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -37,9 +37,25 @@ pub struct AnalyticsSink {
     metrics: Arc<Metrics>,
     /// Drops since the last sealed batch, reported in its `dropped` field.
     dropped_since_batch: Arc<AtomicU64>,
+    /// Health-check results waiting for the next batch (bounded; probes are few and periodic).
+    health: Arc<std::sync::Mutex<Vec<HealthCheckRecord>>>,
 }
 
+/// Health-check results kept between batches before new ones are dropped (and counted).
+const MAX_PENDING_HEALTH: usize = 10_000;
+
 impl AnalyticsSink {
+    /// Queues a health-check result for the next batch; never blocks a probe.
+    pub fn health(&self, record: HealthCheckRecord) {
+        let mut pending = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.len() < MAX_PENDING_HEALTH {
+            pending.push(record);
+        } else {
+            self.metrics.analytics_dropped.fetch_add(1, Ordering::Relaxed);
+            self.dropped_since_batch.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Enqueues a record, or counts it as dropped when the queue is full or closed.
     pub fn record(&self, record: MetricsRecord) {
         match self.tx.try_send(record) {
@@ -58,7 +74,13 @@ impl AnalyticsSink {
 pub fn channel(capacity: usize, metrics: Arc<Metrics>, dataplane_id: String) -> (Arc<AnalyticsSink>, Reporter) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let dropped = Arc::new(AtomicU64::new(0));
-    let sink = Arc::new(AnalyticsSink { tx, metrics: metrics.clone(), dropped_since_batch: dropped.clone() });
+    let health = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Arc::new(AnalyticsSink {
+        tx,
+        metrics: metrics.clone(),
+        dropped_since_batch: dropped.clone(),
+        health: health.clone(),
+    });
     let reporter = Reporter {
         rx,
         batches: Batches {
@@ -69,6 +91,7 @@ pub fn channel(capacity: usize, metrics: Arc<Metrics>, dataplane_id: String) -> 
             dropped_since_batch: dropped,
             metrics,
             dataplane_id,
+            health,
         },
     };
     (sink, reporter)
@@ -145,6 +168,7 @@ struct Batches {
     dropped_since_batch: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
     dataplane_id: String,
+    health: Arc<std::sync::Mutex<Vec<HealthCheckRecord>>>,
 }
 
 impl Batches {
@@ -161,7 +185,8 @@ impl Batches {
     /// Seals the current batch (also an empty one when drops must be reported).
     fn seal(&mut self) -> Option<&ReportRequest> {
         let dropped = self.dropped_since_batch.load(Ordering::Relaxed);
-        if self.current.is_empty() && dropped == 0 {
+        let health = std::mem::take(&mut *self.health.lock().unwrap_or_else(|p| p.into_inner()));
+        if self.current.is_empty() && dropped == 0 && health.is_empty() {
             return None;
         }
         self.dropped_since_batch.fetch_sub(dropped, Ordering::Relaxed);
@@ -170,6 +195,7 @@ impl Batches {
             dataplane_id: self.dataplane_id.clone(),
             records: std::mem::replace(&mut self.current, Vec::with_capacity(BATCH_SIZE)),
             dropped,
+            health_checks: health,
         };
         self.next_sequence += 1;
         self.pending.push_back(batch);

@@ -88,6 +88,8 @@ pub struct EndpointGroup {
     pub name: String,
     pub load_balancer: LoadBalancer,
     pub failover: Option<Failover>,
+    /// Active health checking of this group's endpoints (see `health`).
+    pub health_check: Option<crate::health::HealthCheck>,
     /// Primaries (`..primaries`) then secondaries, each in definition order.
     endpoints: Vec<Endpoint>,
     primaries: usize,
@@ -199,6 +201,8 @@ pub struct Endpoint {
     /// The pooled client this endpoint uses (see [`crate::upstream::ClientCache`]).
     pub client_key: ClientKey,
     pub circuit: Circuit,
+    /// Health-check state: a DOWN endpoint is skipped like an open circuit.
+    pub health: crate::health::EndpointHealth,
 }
 
 /// Effective HTTP client options of an endpoint (zeros from the agent replaced by Gravitee defaults).
@@ -461,7 +465,10 @@ impl EndpointGroup {
         // The pick first, then the others in order: the first eligible one wins.
         (0..n).map(|k| start + (first + k) % n).find_map(|index| {
             let endpoint = &self.endpoints[index];
-            if (self.load_balancer.weighted() && endpoint.weight == 0) || (skip_tried && tried.contains(index)) {
+            if (self.load_balancer.weighted() && endpoint.weight == 0)
+                || (skip_tried && tried.contains(index))
+                || !endpoint.health.is_up()
+            {
                 return None;
             }
             endpoint.circuit.acquire(now).map(|permit| Selected { index, endpoint, permit })
@@ -474,7 +481,11 @@ pub fn convert_group(
     group: pb::EndpointGroup,
     failover: Option<pb::Failover>,
 ) -> Result<EndpointGroup, (String, Invalid)> {
-    let pb::EndpointGroup { name, load_balancer, endpoints } = group;
+    let pb::EndpointGroup { name, load_balancer, endpoints, health_check } = group;
+    let health_check = health_check
+        .map(crate::health::HealthCheck::try_from)
+        .transpose()
+        .map_err(|reason| ("endpoint_groups[0].health_check".to_owned(), Invalid::HealthCheck(reason)))?;
     let load_balancer = match pb::LoadBalancer::try_from(load_balancer) {
         // Unspecified is proto3's zero: Gravitee's default load balancer is round-robin.
         Ok(pb::LoadBalancer::RoundRobin | pb::LoadBalancer::Unspecified) => LoadBalancer::RoundRobin,
@@ -523,6 +534,7 @@ pub fn convert_group(
             secondary,
             client_key,
             circuit: Circuit::new(max_failures, open_state),
+            health: crate::health::EndpointHealth::default(),
         });
     }
     if converted.is_empty() {
@@ -533,7 +545,7 @@ pub fn convert_group(
     let primaries = converted.iter().filter(|e| !e.secondary).count();
     let weights: Vec<u32> = converted.iter().map(|e| e.weight).collect();
     let tiers = [Tier::new(&weights[..primaries]), Tier::new(&weights[primaries..])];
-    Ok(EndpointGroup { name, load_balancer, failover, endpoints: converted, primaries, tiers })
+    Ok(EndpointGroup { name, load_balancer, failover, health_check, endpoints: converted, primaries, tiers })
 }
 
 #[cfg(test)]
@@ -545,7 +557,7 @@ mod tests {
     }
 
     fn group(lb: pb::LoadBalancer, endpoints: Vec<pb::Endpoint>, failover: Option<pb::Failover>) -> EndpointGroup {
-        let group = pb::EndpointGroup { name: "g".into(), load_balancer: lb as i32, endpoints };
+        let group = pb::EndpointGroup { name: "g".into(), load_balancer: lb as i32, endpoints, health_check: None };
         convert_group(group, failover).unwrap()
     }
 
@@ -707,7 +719,7 @@ mod tests {
     #[test]
     fn conversion_errors_name_the_field() {
         let reason = |endpoints: Vec<pb::Endpoint>, lb: i32| {
-            let group = pb::EndpointGroup { name: "g".into(), load_balancer: lb, endpoints };
+            let group = pb::EndpointGroup { name: "g".into(), load_balancer: lb, endpoints, health_check: None };
             let (field, reason) = convert_group(group, None).unwrap_err();
             format!("{field}: {reason}")
         };

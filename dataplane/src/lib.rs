@@ -13,6 +13,7 @@ pub mod config;
 pub mod el;
 pub mod endpoints;
 pub mod flows;
+pub mod health;
 pub mod invoke;
 pub mod listen;
 pub mod metrics;
@@ -137,6 +138,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         tokio::spawn(agent_client::run(config.agent.clone(), identity, shared.clone(), shutdown.child_token()));
     let admin_cancel = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(admin_listener, shared.clone(), admin_cancel.clone()));
+    // Probes stop with the HTTP server: no health records are made while draining.
+    tokio::spawn(health::run(shared.clone(), shutdown.child_token()));
 
     let deadline = proxy::serve(listener, shared.clone(), shutdown, config.shutdown_grace).await;
     let _ = agent_task.await;

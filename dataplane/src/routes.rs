@@ -58,6 +58,8 @@ pub struct ConversionError {
 pub enum Invalid {
     #[error("must not be empty")]
     Empty,
+    #[error("{0}")]
+    HealthCheck(String),
     #[error("{0:?} must start with '/'")]
     ContextPath(String),
     #[error("{0:?} is not an absolute http:// or https:// URL with a host")]
@@ -311,6 +313,7 @@ pub(crate) mod tests {
                     headers: vec![],
                     tls: None,
                 }],
+                health_check: None,
             }],
             plans: vec![pb::Plan {
                 id: "plan-1".into(),

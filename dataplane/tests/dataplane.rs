@@ -326,6 +326,7 @@ fn echo_api(id: &str, path: &str, backend: SocketAddr) -> pb::Api {
                 headers: vec![pb::Header { name: "X-Endpoint".into(), value: "from-endpoint".into() }],
                 ..Default::default()
             }],
+            health_check: None,
         }],
         plans: vec![pb::Plan {
             id: "plan-keyless".into(),

@@ -406,6 +406,7 @@ fn compile_endpoint_groups(api: &ApiV4, tenant: Option<&str>) -> Result<Vec<pb::
             name: if group.name.is_empty() { format!("group-{i}") } else { group.name.clone() },
             load_balancer: load_balancer as i32,
             endpoints,
+            health_check: health_check(&group.services, &format!("{at}.services"))?,
         });
     }
     Ok(groups)
@@ -861,6 +862,99 @@ fn jwt_security(configuration: &Value, at: &str) -> Result<pb::JwtSecurity, Comp
         jwks_url,
         jwks: String::new(),
     })
+}
+
+/// The group's `services.healthCheck` (Gravitee's `http-health-check` service), when enabled.
+fn health_check(services: &Value, at: &str) -> Result<Option<pb::HealthCheck>, CompileError> {
+    let services = model::object_or_json_string(services).map_err(|m| err(at, m))?;
+    let Some(check) = services.get("healthCheck") else {
+        return Ok(None);
+    };
+    let at = format!("{at}.healthCheck");
+    if !check.get("enabled").and_then(Value::as_bool).unwrap_or(false) {
+        return Ok(None);
+    }
+    match check.get("type").and_then(Value::as_str).map(norm).as_deref() {
+        None | Some("http-health-check") => {}
+        Some(other) => {
+            return Err(err(
+                format!("{at}.type"),
+                format!("health check `{other}` is not supported (http-health-check is)"),
+            ));
+        }
+    }
+    let configuration = model::object_or_json_string(check.get("configuration").unwrap_or(&Value::Null))
+        .map_err(|m| err(format!("{at}.configuration"), m))?;
+    let at = format!("{at}.configuration");
+    check_el(&configuration, &at, &|path: &str| path.ends_with(".assertion"))?;
+    let text = |field: &str, default: &str| -> String {
+        configuration
+            .get(field)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(default)
+            .to_owned()
+    };
+    let interval =
+        schedule_interval(&text("schedule", "*/1 * * * * *")).map_err(|m| err(format!("{at}.schedule"), m))?;
+    let method = text("method", "GET").to_ascii_uppercase();
+    if !method.chars().all(|c| c.is_ascii_alphabetic()) {
+        return Err(err(format!("{at}.method"), format!("`{method}` is not an HTTP method")));
+    }
+    let path = text("target", "/");
+    if !path.starts_with('/') || path.chars().any(char::is_whitespace) {
+        return Err(err(format!("{at}.target"), format!("`{path}` is not a path")));
+    }
+    let assertion = el_expression(&text("assertion", "{#response.status == 200}"), &format!("{at}.assertion"))?;
+    let threshold = |field: &str| -> Result<u32, CompileError> {
+        match configuration.get(field) {
+            None => Ok(2),
+            Some(value) => value
+                .as_u64()
+                .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
+                .filter(|n| (1..=100).contains(n))
+                .map(|n| n as u32)
+                .ok_or_else(|| err(format!("{at}.{field}"), "must be a number from 1 to 100")),
+        }
+    };
+    Ok(Some(pb::HealthCheck {
+        interval_ms: interval.as_millis() as u64,
+        method,
+        path,
+        override_endpoint_path: configuration.get("overrideEndpointPath").and_then(Value::as_bool).unwrap_or(false),
+        headers: name_values(&configuration, "headers", &at)?,
+        assertion,
+        success_threshold: threshold("successThreshold")?,
+        failure_threshold: threshold("failureThreshold")?,
+    }))
+}
+
+/// Gravitee schedules are Spring cron expressions (seconds first). The fixed-period forms are
+/// supported: every N seconds, minutes or hours.
+fn schedule_interval(cron: &str) -> Result<std::time::Duration, String> {
+    let fields: Vec<&str> = cron.split_whitespace().collect();
+    let unsupported = || {
+        format!(
+            "schedule `{cron}`: only fixed periods (`*/N * * * * *`, `0 */N * * * *`, `0 0 */N * * *`) are supported"
+        )
+    };
+    if fields.len() != 6 || fields[3..].iter().any(|f| *f != "*" && *f != "?") {
+        return Err(unsupported());
+    }
+    let every = |field: &str| -> Option<u64> {
+        match field {
+            "*" => Some(1),
+            f => f.strip_prefix("*/").and_then(|n| n.parse().ok()).filter(|n| *n > 0),
+        }
+    };
+    let seconds = match (fields[0], fields[1], fields[2]) {
+        (s, "*", "*") => every(s).ok_or_else(unsupported)?,
+        ("0", m, "*") => every(m).ok_or_else(unsupported)? * 60,
+        ("0", "0", h) => every(h).ok_or_else(unsupported)? * 3600,
+        _ => return Err(unsupported()),
+    };
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 /// `rate-limit` (`rate`), `quota` (`quota`) and `spike-arrest` (`spike`): one shape, three semantics.

@@ -66,6 +66,8 @@ pub struct EndpointGroup {
     /// An object, or a JSON string holding one (both occur in exports).
     pub shared_configuration: Value,
     pub endpoints: Vec<Endpoint>,
+    /// `{healthCheck: {enabled, type, configuration}}`.
+    pub services: Value,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -69,6 +69,7 @@ pub fn to_v4(v2: &Value) -> Result<Value, String> {
             }));
         }
         groups.push(json!({
+            "services": health_check_v2(obj.get("services")),
             "name": group.get("name"),
             "type": "http-proxy",
             "loadBalancer": {"type": group.get("load_balancing").and_then(|lb| lb.get("type"))},
@@ -187,4 +188,37 @@ fn headers_list(headers: &Value) -> Value {
         }
         other => other.clone(),
     }
+}
+
+/// v2's API-level `services["health-check"]` (first step) as a v4 group `services.healthCheck`.
+fn health_check_v2(services: Option<&Value>) -> Value {
+    let Some(check) = services.and_then(|s| s.get("health-check")) else {
+        return Value::Null;
+    };
+    let step =
+        check.get("steps").and_then(Value::as_array).and_then(|steps| steps.first()).cloned().unwrap_or_default();
+    let request = step.get("request").cloned().unwrap_or_default();
+    let assertions: Vec<String> = step
+        .get("response")
+        .and_then(|r| r.get("assertions"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|a| format!("({})", a.trim().trim_start_matches('{').trim_end_matches('}')))
+        .collect();
+    let assertion =
+        if assertions.is_empty() { Value::Null } else { Value::String(format!("{{{}}}", assertions.join(" && "))) };
+    json!({"healthCheck": {
+        "enabled": check.get("enabled").and_then(Value::as_bool).unwrap_or(false),
+        "type": "http-health-check",
+        "configuration": {
+            "schedule": check.get("schedule"),
+            "method": request.get("method"),
+            "target": request.get("path"),
+            "headers": request.get("headers"),
+            "overrideEndpointPath": request.get("fromRoot"),
+            "assertion": assertion,
+        }
+    }})
 }

@@ -49,8 +49,12 @@ impl Analytics for AnalyticsService {
                     metrics.analytics_records_dropped_by_dataplanes.add(batch.dropped);
                     tracing::warn!(dataplane = %batch.dataplane_id, dropped = batch.dropped, "dataplane reports dropped analytics records");
                 }
-                let lines: Vec<String> =
-                    batch.records.iter().map(|r| es::metrics_document(r, &node_id).to_string()).collect();
+                let lines: Vec<String> = batch
+                    .records
+                    .iter()
+                    .map(|r| es::metrics_document(r, &node_id).to_string())
+                    .chain(batch.health_checks.iter().map(|h| es::health_document(h, &node_id).to_string()))
+                    .collect();
                 if queue.push(lines).await.is_err() {
                     let _ = tx.send(Err(Status::unavailable("agent shutting down"))).await;
                     break;

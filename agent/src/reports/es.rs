@@ -3,7 +3,7 @@
 //! Gravitee's method code, plus `type`, `date` (`yyyy.MM.dd`, the index suffix), `_id` (the request id, so
 //! a retried batch cannot count twice), `gateway` (node id) and `@timestamp`.
 
-use hgw_proto::v1::MetricsRecord;
+use hgw_proto::v1::{HealthCheckRecord, MetricsRecord};
 use serde_json::{Map, Value};
 
 /// Gravitee's `io.gravitee.common.http.HttpMethod` codes; anything else is 0 (OTHER).
@@ -86,10 +86,65 @@ pub fn metrics_document(record: &MetricsRecord, node_id: &str) -> Value {
     Value::Object(doc)
 }
 
+/// One `health` document (an endpoint probe). `_id` is derived from the probe itself, so a resent
+/// batch cannot count twice.
+pub fn health_document(record: &HealthCheckRecord, node_id: &str) -> Value {
+    let (timestamp, date) = timestamp_fields(record.timestamp_ms);
+    let id = format!("health-{}-{}-{}-{}", node_id, record.api_id, record.endpoint, record.timestamp_ms);
+    serde_json::json!({
+        "type": "health",
+        "date": date,
+        "_id": id,
+        "gateway": node_id,
+        "@timestamp": timestamp,
+        "api": record.api_id,
+        "api-name": record.api_name,
+        "endpoint": record.endpoint,
+        "available": record.available,
+        "success": record.success,
+        "response-time": record.response_time_ms,
+        "state": record.state,
+        "transition": record.transition,
+        "steps": [{
+            "name": "default-step",
+            "success": record.success,
+            "message": record.message,
+            "request": {"uri": record.uri, "method": record.method},
+            "response": {"status": record.status},
+        }],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn health_document_has_the_elasticsearch_form() {
+        let record = HealthCheckRecord {
+            timestamp_ms: 1_795_000_000_123,
+            api_id: "api-1".into(),
+            endpoint: "primary".into(),
+            uri: "http://b/health".into(),
+            method: "GET".into(),
+            available: false,
+            success: false,
+            response_time_ms: 3,
+            state: "DOWN".into(),
+            transition: true,
+            status: 500,
+            message: "assertion failed".into(),
+            ..HealthCheckRecord::default()
+        };
+        let doc = health_document(&record, "node");
+        assert_eq!(doc["type"], "health");
+        assert_eq!(doc["date"], "2026.11.18");
+        assert_eq!(doc["_id"], "health-node-api-1-primary-1795000000123");
+        assert_eq!((doc["available"].clone(), doc["transition"].clone()), (json!(false), json!(true)));
+        assert_eq!(doc["steps"][0]["response"]["status"], 500);
+        assert_eq!(doc["steps"][0]["request"]["uri"], "http://b/health");
+    }
 
     #[test]
     fn method_codes_follow_gravitee() {

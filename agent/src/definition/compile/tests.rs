@@ -300,3 +300,27 @@ fn context_paths_normalize() {
     assert!(normalize_context_path("/a b").is_err());
     assert!(normalize_context_path("a").is_err());
 }
+
+#[test]
+fn health_check_schedules_and_defaults() {
+    use super::schedule_interval;
+    use std::time::Duration;
+    assert_eq!(schedule_interval("*/1 * * * * *").unwrap(), Duration::from_secs(1));
+    assert_eq!(schedule_interval("*/30 * * * * *").unwrap(), Duration::from_secs(30));
+    assert_eq!(schedule_interval("0 */5 * * * *").unwrap(), Duration::from_secs(300));
+    assert_eq!(schedule_interval("0 0 */2 * * ?").unwrap(), Duration::from_secs(7200));
+    for bad in ["*/0 * * * * *", "0 15 10 * * MON-FRI", "* * * * *", "", "5 * * * * *"] {
+        assert!(schedule_interval(bad).is_err(), "{bad}");
+    }
+    let mut api = v4("a", "/a", "http://b:1");
+    api["endpointGroups"][0]["services"] = json!({"healthCheck": {"enabled": true, "configuration": {}}});
+    let check = deploy(api).endpoint_groups[0].health_check.clone().unwrap();
+    assert_eq!((check.interval_ms, check.method.as_str(), check.path.as_str()), (1000, "GET", "/"));
+    assert_eq!(
+        (check.assertion.as_str(), check.success_threshold, check.failure_threshold),
+        ("{#response.status == 200}", 2, 2)
+    );
+    let mut disabled = v4("a", "/a", "http://b:1");
+    disabled["endpointGroups"][0]["services"] = json!({"healthCheck": {"enabled": false}});
+    assert!(deploy(disabled).endpoint_groups[0].health_check.is_none());
+}
