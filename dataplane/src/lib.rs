@@ -10,6 +10,7 @@ pub mod analytics;
 pub mod backoff;
 pub mod body;
 pub mod config;
+pub mod cors;
 pub mod el;
 pub mod endpoints;
 pub mod flows;

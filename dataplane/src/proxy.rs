@@ -200,29 +200,80 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
     };
     let api = found.api.clone();
     let path_info = found.path_info(path).to_owned();
+    let cors_headers = match &api.cors {
+        Some(cors) if crate::cors::is_preflight(req.method(), req.headers()) => {
+            let reply = cors.preflight(req.headers());
+            let record = api.analytics_enabled.then(|| {
+                PendingRecord::new(
+                    new_record(&req, conn, &ids, &api, &path_info, timestamp_ms),
+                    arrival,
+                    shared.analytics.clone(),
+                )
+            });
+            return reply_response(reply, &ids, record, in_flight);
+        }
+        Some(cors) => cors.response_headers(req.headers()),
+        None => Vec::new(),
+    };
+    let mut response = serve_api(req, conn, shared, api, path_info, table, ids, arrival, timestamp_ms, in_flight).await;
+    let headers = response.headers_mut();
+    for (name, value) in cors_headers {
+        headers.insert(name, value);
+    }
+    response
+}
 
+/// The metrics record of a routed request, before security and flows fill in the rest.
+fn new_record(
+    req: &Request<Incoming>,
+    conn: ConnInfo,
+    ids: &Ids,
+    api: &crate::routes::Api,
+    path_info: &str,
+    timestamp_ms: i64,
+) -> MetricsRecord {
+    let path = req.uri().path();
+    MetricsRecord {
+        timestamp_ms,
+        request_id: lossy(&ids.request),
+        transaction_id: lossy(&ids.transaction),
+        api_id: api.id.clone(),
+        api_name: api.name.clone(),
+        api_type: "proxy".to_owned(),
+        organization_id: api.organization_id.clone(),
+        environment_id: api.environment_id.clone(),
+        http_method: req.method().as_str().to_owned(),
+        local_address: conn.local.ip().to_string(),
+        remote_address: conn.remote.ip().to_string(),
+        host: request_host(req).to_owned(),
+        uri: req.uri().path_and_query().map_or_else(|| path.to_owned(), |pq| pq.as_str().to_owned()),
+        path_info: path_info.to_owned(),
+        user_agent: req.headers().get(USER_AGENT).map(lossy).unwrap_or_default(),
+        entrypoint_id: "http-proxy".to_owned(),
+        ..Default::default()
+    }
+}
+
+/// Everything after routing: security, flows, the endpoint call and the response phase.
+#[allow(clippy::too_many_arguments)]
+async fn serve_api(
+    req: Request<Incoming>,
+    conn: ConnInfo,
+    shared: &Shared,
+    api: Arc<crate::routes::Api>,
+    path_info: String,
+    table: Arc<RouteTable>,
+    ids: Ids,
+    arrival: Instant,
+    timestamp_ms: i64,
+    in_flight: InFlight,
+) -> Response<ResponseBody> {
     let mut record = api.analytics_enabled.then(|| {
-        let client_ip = conn.remote.ip().to_string();
-        let record = MetricsRecord {
-            timestamp_ms,
-            request_id: lossy(&ids.request),
-            transaction_id: lossy(&ids.transaction),
-            api_id: api.id.clone(),
-            api_name: api.name.clone(),
-            api_type: "proxy".to_owned(),
-            organization_id: api.organization_id.clone(),
-            environment_id: api.environment_id.clone(),
-            http_method: req.method().as_str().to_owned(),
-            local_address: conn.local.ip().to_string(),
-            remote_address: client_ip,
-            host: raw_host.to_owned(),
-            uri: req.uri().path_and_query().map_or_else(|| path.to_owned(), |pq| pq.as_str().to_owned()),
-            path_info: path_info.clone(),
-            user_agent: req.headers().get(USER_AGENT).map(lossy).unwrap_or_default(),
-            entrypoint_id: "http-proxy".to_owned(),
-            ..Default::default()
-        };
-        PendingRecord::new(record, arrival, shared.analytics.clone())
+        PendingRecord::new(
+            new_record(&req, conn, &ids, &api, &path_info, timestamp_ms),
+            arrival,
+            shared.analytics.clone(),
+        )
     });
 
     let (mut parts, body) = req.into_parts();

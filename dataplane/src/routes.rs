@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use hgw_proto::v1 as pb;
 
+use crate::cors::{Cors, CorsError};
 use crate::endpoints::convert_group;
 pub use crate::endpoints::{Endpoint, EndpointGroup, HttpOptions, Target};
 use crate::flows::{Flow, FlowError};
@@ -35,6 +36,8 @@ pub struct Api {
     /// EL request info; other APIs skip building it).
     pub uses_el: bool,
     pub analytics_enabled: bool,
+    /// Listener CORS; `None` costs requests nothing.
+    pub cors: Option<Cors>,
 }
 
 /// Where an API listens: virtual host (lower case, empty for any) and context path.
@@ -76,6 +79,8 @@ pub enum Invalid {
     Header(String),
     #[error(transparent)]
     Flow(#[from] FlowError),
+    #[error(transparent)]
+    Cors(#[from] CorsError),
 }
 
 impl TryFrom<pb::Api> for Api {
@@ -99,6 +104,7 @@ impl TryFrom<pb::Api> for Api {
             subscriptions,
             api_keys,
             failover,
+            cors,
         } = api;
         let err = |field: String, reason: Invalid| ConversionError { api: id.clone(), field, reason };
         if id.is_empty() {
@@ -132,6 +138,7 @@ impl TryFrom<pb::Api> for Api {
             Err(_) => return Err(err("flow_mode".into(), Invalid::FlowMode(flow_mode.to_string()))),
         }
 
+        let cors = cors.map(Cors::try_from).transpose().map_err(|e| err("cors".into(), e.into()))?;
         let flows = flows
             .into_iter()
             .enumerate()
@@ -161,6 +168,7 @@ impl TryFrom<pb::Api> for Api {
             security,
             flows,
             analytics_enabled,
+            cors,
         })
     }
 }

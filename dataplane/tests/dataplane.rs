@@ -343,6 +343,7 @@ fn echo_api(id: &str, path: &str, backend: SocketAddr) -> pb::Api {
         subscriptions: vec![],
         api_keys: vec![],
         failover: None,
+        cors: None,
     }
 }
 

@@ -113,6 +113,7 @@ fn compile_api(
     }
 
     let context_paths = compile_listeners(api)?;
+    let cors = compile_cors(api)?;
     let endpoint_groups = compile_endpoint_groups(api, tenant)?;
     if endpoint_groups[0].endpoints.is_empty() {
         return Ok(Compiled::Skipped {
@@ -228,6 +229,7 @@ fn compile_api(
         subscriptions: Vec::new(),
         api_keys: Vec::new(),
         failover,
+        cors,
     })))
 }
 
@@ -260,9 +262,6 @@ fn compile_listeners(api: &ApiV4) -> Result<Vec<pb::ContextPath>, CompileError> 
                 }
             }
         }
-        if listener.cors.as_ref().is_some_and(|c| c.enabled) {
-            return Err(err(format!("{at}.cors"), "CORS is not supported yet"));
-        }
         for (j, path) in listener.paths.iter().enumerate() {
             let at = format!("{at}.paths[{j}]");
             let normalized = normalize_context_path(&path.path).map_err(|m| err(format!("{at}.path"), m))?;
@@ -281,6 +280,60 @@ fn compile_listeners(api: &ApiV4) -> Result<Vec<pb::ContextPath>, CompileError> 
         return Err(err("listeners", "the API has no http listener path to serve"));
     }
     Ok(context_paths)
+}
+
+/// The CORS configuration of the first http listener that enables it (Gravitee keeps CORS per listener;
+/// hgw has one http listener per API).
+fn compile_cors(api: &ApiV4) -> Result<Option<pb::Cors>, CompileError> {
+    let Some((i, cors)) =
+        api.listeners.iter().enumerate().find_map(|(i, l)| l.cors.as_ref().filter(|c| c.enabled).map(|c| (i, c)))
+    else {
+        return Ok(None);
+    };
+    let at = format!("listeners[{i}].cors");
+    if cors.run_policies {
+        return Err(err(
+            format!("{at}.runPolicies"),
+            "running flows on preflight requests is not supported yet (hgw answers preflights itself)",
+        ));
+    }
+    let clean = |list: &[String]| -> Vec<String> {
+        list.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    };
+    let allow_origin = clean(&cors.allow_origin);
+    for (j, origin) in allow_origin.iter().enumerate() {
+        if origin != "*" && regex::Regex::new(&format!("^(?:{origin})$")).is_err() {
+            return Err(err(
+                format!("{at}.allowOrigin[{j}]"),
+                format!("`{origin}` is neither `*`, an origin nor a valid regular expression"),
+            ));
+        }
+    }
+    let mut allow_methods = clean(&cors.allow_methods);
+    allow_methods.iter_mut().for_each(|m| m.make_ascii_uppercase());
+    let mut allow_headers = clean(&cors.allow_headers);
+    allow_headers.iter_mut().for_each(|h| h.make_ascii_lowercase());
+    let expose_headers = clean(&cors.expose_headers);
+    for (field, list) in [("allowHeaders", &allow_headers), ("exposeHeaders", &expose_headers)] {
+        for (j, name) in list.iter().enumerate() {
+            if name != "*" && axum::http::HeaderName::try_from(name.as_str()).is_err() {
+                return Err(err(format!("{at}.{field}[{j}]"), format!("`{name}` is not a header name")));
+            }
+        }
+    }
+    for (j, method) in allow_methods.iter().enumerate() {
+        if method != "*" && axum::http::Method::from_bytes(method.as_bytes()).is_err() {
+            return Err(err(format!("{at}.allowMethods[{j}]"), format!("`{method}` is not an HTTP method")));
+        }
+    }
+    Ok(Some(pb::Cors {
+        allow_origin,
+        allow_methods,
+        allow_headers,
+        expose_headers,
+        max_age: cors.max_age.clamp(-1, i64::from(i32::MAX)) as i32,
+        allow_credentials: cors.allow_credentials,
+    }))
 }
 
 /// `/a/b/` → `/a/b`; `/` stays `/`; doubled slashes fold.

@@ -293,3 +293,55 @@ fn context_paths_normalize() {
     assert!(normalize_context_path("/a b").is_err());
     assert!(normalize_context_path("a").is_err());
 }
+
+fn with_cors(cors: Value) -> Value {
+    let mut api = v4("c1", "/c", "http://127.0.0.1:9000");
+    api["listeners"][0]["cors"] = cors;
+    api
+}
+
+#[test]
+fn cors_compiles_with_gravitee_defaults_and_normalised_lists() {
+    let api = deploy(with_cors(json!({
+        "enabled": true, "allowOrigin": ["https://app.example.com", "https://.*\\.example\\.org", " "],
+        "allowMethods": ["get", "POST"], "allowHeaders": ["X-Token", "Content-Type"],
+        "exposeHeaders": ["X-Total"], "allowCredentials": true
+    })));
+    let cors = api.cors.expect("cors");
+    assert_eq!(cors.allow_origin, vec!["https://app.example.com", "https://.*\\.example\\.org"]);
+    assert_eq!(cors.allow_methods, vec!["GET", "POST"]);
+    assert_eq!(cors.allow_headers, vec!["x-token", "content-type"]);
+    assert_eq!(cors.expose_headers, vec!["X-Total"]);
+    assert_eq!(cors.max_age, -1);
+    assert!(cors.allow_credentials);
+    assert_eq!(deploy(with_cors(json!({"enabled": false, "allowOrigin": ["("]}))).cors, None);
+    assert_eq!(deploy(with_cors(json!({"enabled": true, "maxAge": 600}))).cors.unwrap().max_age, 600);
+}
+
+#[test]
+fn cors_rejects_invalid_entries_with_the_field_path() {
+    let reason = rejection(with_cors(json!({"enabled": true, "allowOrigin": ["*", "https://(a"]})));
+    assert!(reason.contains("listeners[0].cors.allowOrigin[1]"), "{reason}");
+    let reason = rejection(with_cors(json!({"enabled": true, "allowHeaders": ["bad header"]})));
+    assert!(reason.contains("listeners[0].cors.allowHeaders[0]"), "{reason}");
+    let reason = rejection(with_cors(json!({"enabled": true, "allowMethods": ["G(T"]})));
+    assert!(reason.contains("listeners[0].cors.allowMethods[0]"), "{reason}");
+    let reason = rejection(with_cors(json!({"enabled": true, "runPolicies": true})));
+    assert!(reason.contains("listeners[0].cors.runPolicies"), "{reason}");
+}
+
+#[test]
+fn v2_cors_is_mapped() {
+    let api = deploy(json!({
+        "id": "v2c", "name": "Old", "gravitee": "2.0.0",
+        "proxy": {"virtual_hosts": [{"path": "/c"}], "cors": {"enabled": true, "allowOrigin": ["*"],
+            "allowMethods": ["GET"], "maxAge": 30},
+            "groups": [{"name": "g", "endpoints": [{"name": "b", "target": "http://10.0.0.1:80/"}]}]},
+        "plans": [{"id": "p", "name": "free", "security": "KEY_LESS", "status": "PUBLISHED"}]
+    }));
+    let cors = api.cors.unwrap();
+    assert_eq!(
+        (cors.allow_origin, cors.allow_methods, cors.max_age),
+        (vec!["*".to_owned()], vec!["GET".to_owned()], 30)
+    );
+}
