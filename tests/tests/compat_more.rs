@@ -1,0 +1,111 @@
+//! Gravitee compatibility beyond policies: listener CORS (and, as they land, url-rewriting, response
+//! templates and best-match flows), from Gravitee-format definitions served by the Cloud Gate emulator.
+
+use std::time::Duration;
+
+use hgw_tests::gateway::{Agent, Dataplane};
+use hgw_tests::{Backend, CloudGateSim, eventually, v2_api, v4_api};
+use serde_json::{Value, json};
+
+const PROPAGATION: Duration = Duration::from_secs(20);
+
+async fn gateway(dir: &std::path::Path, sim: &CloudGateSim) -> (Agent, Dataplane) {
+    let token = sim.token().await;
+    let agent = Agent::start_cloud(dir, "agent", sim, &token, &[]).await;
+    let dp = Dataplane::start(dir, "dp", &agent.tcp_target()).await;
+    dp.wait_ready().await;
+    (agent, dp)
+}
+
+async fn report_for(sim: &CloudGateSim, request_id: &str) -> Value {
+    eventually(&format!("report for {request_id}"), PROPAGATION, || async {
+        sim.report_documents().await.into_iter().find(|d| d["_id"] == request_id)
+    })
+    .await
+}
+
+fn header<'a>(reply: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    reply.headers().get(name).map(|v| v.to_str().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflight_skips_security_and_actual_responses_carry_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+
+    let mut api = v4_api("cors", "/cors", &backend.url());
+    api["listeners"][0]["cors"] = json!({"enabled": true,
+        "allowOrigin": ["https://app.example.com", "https://.*\\.example\\.org"],
+        "allowMethods": ["GET", "POST"], "allowHeaders": ["X-Token", "Content-Type"], "exposeHeaders": ["X-Total"],
+        "maxAge": 600, "allowCredentials": true, "runPolicies": false});
+    api["plans"] = json!([{"id": "gold", "name": "Gold", "security": {"type": "API_KEY", "configuration": {}}, "status": "PUBLISHED"}]);
+    sim.put_api(api).await;
+    let mut v2 = v2_api("legacy-cors", "/legacy", &backend.url());
+    v2["proxy"]["cors"] = json!({"enabled": true, "allowOrigin": ["*"], "allowMethods": ["GET"], "allowHeaders": [],
+        "exposeHeaders": [], "maxAge": -1, "allowCredentials": false});
+    sim.put_api(v2).await;
+
+    let (_agent, dp) = gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+    let options = |path: &str, origin: &str, method: &str| {
+        client
+            .request(reqwest::Method::OPTIONS, dp.url(path))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", method)
+    };
+
+    // A preflight needs no API key.
+    let ok = options("/cors/items", "https://shop.example.org", "POST")
+        .header("Access-Control-Request-Headers", "x-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(header(&ok, "access-control-allow-origin"), Some("https://shop.example.org"));
+    assert_eq!(header(&ok, "access-control-allow-methods"), Some("GET, POST"));
+    assert_eq!(header(&ok, "access-control-allow-headers"), Some("x-token, content-type"));
+    assert_eq!(header(&ok, "access-control-max-age"), Some("600"));
+    assert_eq!(header(&ok, "access-control-allow-credentials"), Some("true"));
+    assert_eq!(header(&ok, "vary"), Some("Origin"));
+    assert_eq!(backend.requests(), 0, "a preflight never reaches the endpoint");
+
+    let refused = options("/cors/items", "https://evil.test", "GET").send().await.unwrap();
+    assert_eq!(refused.status(), 400);
+    assert!(header(&refused, "access-control-allow-origin").is_none());
+    let refused_id = header(&refused, "x-gravitee-request-id").unwrap().to_owned();
+    let doc = report_for(&sim, &refused_id).await;
+    assert_eq!((&doc["status"], &doc["error-key"]), (&json!(400), &json!("CORS_PREFLIGHT_FAILED")));
+    let bad_method = options("/cors/items", "https://app.example.com", "DELETE").send().await.unwrap();
+    assert_eq!(bad_method.status(), 400);
+    let bad_header = options("/cors/items", "https://app.example.com", "GET")
+        .header("Access-Control-Request-Headers", "x-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_header.status(), 400);
+
+    // Actual requests: the gateway's own 401 carries the CORS headers too, so the browser can read it.
+    let unauthorized =
+        client.get(dp.url("/cors/items")).header("Origin", "https://app.example.com").send().await.unwrap();
+    assert_eq!(unauthorized.status(), 401);
+    assert_eq!(header(&unauthorized, "access-control-allow-origin"), Some("https://app.example.com"));
+    assert_eq!(header(&unauthorized, "access-control-expose-headers"), Some("X-Total"));
+    let other = client.get(dp.url("/cors/items")).header("Origin", "https://evil.test").send().await.unwrap();
+    assert_eq!(other.status(), 401);
+    assert!(header(&other, "access-control-allow-origin").is_none());
+
+    // v2 `proxy.cors` with `*` and no credentials answers `*` and reaches the endpoint.
+    let v2_ok = client.get(dp.url("/legacy/x")).header("Origin", "https://any.test").send().await.unwrap();
+    assert_eq!(v2_ok.status(), 200);
+    assert_eq!(header(&v2_ok, "access-control-allow-origin"), Some("*"));
+    assert!(header(&v2_ok, "vary").is_none());
+    assert!(header(&v2_ok, "access-control-allow-credentials").is_none());
+    let v2_pre = options("/legacy/x", "https://any.test", "GET").send().await.unwrap();
+    assert_eq!(v2_pre.status(), 200);
+    assert!(header(&v2_pre, "access-control-max-age").is_none());
+    // Without a preflight's headers, OPTIONS is an ordinary request proxied to the endpoint.
+    let plain = client.request(reqwest::Method::OPTIONS, dp.url("/legacy/x")).send().await.unwrap();
+    assert_eq!(plain.status(), 200);
+    assert_eq!(backend.requests(), 2);
+}
