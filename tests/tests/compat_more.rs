@@ -109,3 +109,57 @@ async fn cors_preflight_skips_security_and_actual_responses_carry_headers() {
     assert_eq!(plain.status(), 200);
     assert_eq!(backend.requests(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_rewriting_rewrites_response_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    let backend_url = backend.url();
+
+    let mut api = v4_api("rewrite", "/rw", &backend_url);
+    // The echo backend sets no Location: an earlier response step adds one pointing at the backend.
+    api["flows"] = json!([{"name": "rewrite", "enabled": true,
+        "selectors": [{"type": "http", "path": "/", "pathOperator": "STARTS_WITH"}], "request": [],
+        "response": [
+            {"name": "loc", "policy": "transform-headers", "enabled": true, "configuration": {
+                "addHeaders": [{"name": "Location", "value": format!("{backend_url}/orders/42")}]}},
+            {"name": "rw", "policy": "url-rewriting", "enabled": true, "configuration": {
+                "rewriteResponseHeaders": true, "rewriteResponseBody": false,
+                "fromRegex": format!("{}/(.*)", regex_escape(&backend_url)),
+                "toReplacement": "https://{#request.headers['X-Forwarded-Host'][0]}/rw/$1"}}]}]);
+    sim.put_api(api).await;
+    let mut v2 = v2_api("legacy-rw", "/legacy", &backend_url);
+    v2["flows"] = json!([{"name": "all", "path-operator": {"path": "/", "operator": "STARTS_WITH"}, "methods": [], "enabled": true,
+        "pre": [], "post": [{"name": "rw", "policy": "url-rewriting", "enabled": true, "configuration": {
+            "rewriteResponseHeaders": true, "fromRegex": "application/(json)", "toReplacement": "text/$1"}}]}]);
+    sim.put_api(v2).await;
+    // Body rewriting is refused: the API is not deployed rather than deployed half-working.
+    let mut body = v4_api("rewrite-body", "/rwb", &backend_url);
+    body["flows"] = json!([{"name": "rw", "selectors": [{"type": "http", "path": "/"}], "request": [],
+        "response": [{"policy": "url-rewriting", "configuration": {"rewriteResponseBody": true, "fromRegex": "a", "toReplacement": "b"}}]}]);
+    sim.put_api(body).await;
+
+    let (_agent, dp) = gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+    let reply = client.get(dp.url("/rw/x")).header("X-Forwarded-Host", "api.example.com").send().await.unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(header(&reply, "location"), Some("https://api.example.com/rw/orders/42"));
+    assert_eq!(header(&reply, "content-type"), Some("application/json"), "non-matching headers stay");
+
+    let v2_reply = client.get(dp.url("/legacy/x")).send().await.unwrap();
+    assert_eq!(header(&v2_reply, "content-type"), Some("text/json"));
+
+    let refused = client.get(dp.url("/rwb/x")).send().await.unwrap();
+    assert_eq!(refused.status(), 404, "an API with body rewriting is not deployed");
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars().fold(String::new(), |mut out, c| {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+        out
+    })
+}

@@ -689,6 +689,7 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase) -> Result<Vec<pb::Step>
             ("spike-arrest", Phase::Request) => {
                 P::RateLimit(rate_limit(&configuration, &at_config, pb::RateLimitKind::SpikeArrest)?)
             }
+            ("url-rewriting", Phase::Response) => P::UrlRewriting(url_rewriting(&configuration, &at_config)?),
             ("", _) => return Err(err(format!("{at}.policy"), "the step names no policy")),
             (other, _) => {
                 return Err(err(
@@ -732,6 +733,7 @@ fn templated_fields(policy: &str) -> &'static dyn Fn(&str) -> bool {
         },
         "policy-assign-attributes" => &|path: &str| path.ends_with(".value") && path.contains(".attributes["),
         "mock" => &|path: &str| path.ends_with(".content"),
+        "url-rewriting" => &|path: &str| path.ends_with(".toReplacement"),
         "rate-limit" | "quota" | "spike-arrest" => &|path: &str| path.ends_with(".key"),
         _ => &|_: &str| false,
     }
@@ -957,6 +959,26 @@ fn rate_limit(configuration: &Value, at: &str, kind: pb::RateLimitKind) -> Resul
         key: rate.get("key").and_then(Value::as_str).unwrap_or_default().trim().to_owned(),
         use_key_only: rate.get("useKeyOnly").and_then(Value::as_bool).unwrap_or(false),
         add_headers: configuration.get("addHeaders").and_then(Value::as_bool).unwrap_or(default_headers),
+    })
+}
+
+/// `url-rewriting`: response headers only; body rewriting would need the body buffered.
+fn url_rewriting(configuration: &Value, at: &str) -> Result<pb::UrlRewritingPolicy, CompileError> {
+    let flag = |field: &str| configuration.get(field).and_then(Value::as_bool);
+    if flag("rewriteResponseBody") == Some(true) {
+        return Err(err(format!("{at}.rewriteResponseBody"), "body rewriting is not supported yet"));
+    }
+    let from_regex = configuration.get("fromRegex").and_then(Value::as_str).unwrap_or_default().to_owned();
+    if from_regex.is_empty() {
+        return Err(err(format!("{at}.fromRegex"), "the regular expression is missing"));
+    }
+    regex::Regex::new(&from_regex)
+        .map_err(|e| err(format!("{at}.fromRegex"), format!("not a valid regular expression: {e}")))?;
+    Ok(pb::UrlRewritingPolicy {
+        from_regex,
+        to_replacement: configuration.get("toReplacement").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        // Gravitee's default: headers are rewritten.
+        rewrite_response_headers: flag("rewriteResponseHeaders").unwrap_or(true),
     })
 }
 

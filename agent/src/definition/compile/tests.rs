@@ -345,3 +345,42 @@ fn v2_cors_is_mapped() {
         (vec!["*".to_owned()], vec!["GET".to_owned()], 30)
     );
 }
+
+fn with_response_step(policy: &str, configuration: Value) -> Value {
+    let mut api = v4("u1", "/u", "http://127.0.0.1:9000");
+    api["flows"] = json!([{"name": "f", "selectors": [{"type": "http", "path": "/", "pathOperator": "STARTS_WITH"}],
+        "request": [], "response": [{"name": "s", "policy": policy, "enabled": true, "configuration": configuration}]}]);
+    api
+}
+
+#[test]
+fn url_rewriting_compiles_headers_only() {
+    let api = deploy(with_response_step(
+        "url-rewriting",
+        json!({"rewriteResponseHeaders": true, "rewriteResponseBody": false,
+            "fromRegex": "https?://backend:8080/(.*)", "toReplacement": "https://{#request.headers['Host'][0]}/$1"}),
+    ));
+    let Some(pb::step::Policy::UrlRewriting(policy)) = &api.flows[0].response[0].policy else {
+        panic!("expected url-rewriting: {:?}", api.flows[0].response[0]);
+    };
+    assert_eq!(policy.from_regex, "https?://backend:8080/(.*)");
+    assert!(policy.rewrite_response_headers);
+
+    let reason = rejection(with_response_step(
+        "url-rewriting",
+        json!({"rewriteResponseBody": true, "fromRegex": "a", "toReplacement": "b"}),
+    ));
+    assert!(
+        reason.contains("rewriteResponseBody") && reason.contains("body rewriting is not supported yet"),
+        "{reason}"
+    );
+    let reason = rejection(with_response_step("url-rewriting", json!({"fromRegex": "(", "toReplacement": "b"})));
+    assert!(reason.contains("response[0].configuration.fromRegex"), "{reason}");
+    let reason = rejection(with_response_step("url-rewriting", json!({"toReplacement": "b"})));
+    assert!(reason.contains("fromRegex"), "{reason}");
+    // Request phase: Gravitee's url-rewriting only acts on responses.
+    let mut api = v4("u2", "/u", "http://127.0.0.1:9000");
+    api["flows"] = json!([{"name": "f", "selectors": [{"type": "http", "path": "/"}],
+        "request": [{"policy": "url-rewriting", "configuration": {"fromRegex": "a", "toReplacement": "b"}}]}]);
+    assert!(rejection(api).contains("not supported yet in this phase"));
+}
