@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod routes;
 pub mod security;
 pub mod shutdown;
+pub mod templates;
 pub mod tls;
 pub mod upstream;
 

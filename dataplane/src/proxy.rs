@@ -29,6 +29,7 @@ use crate::invoke;
 use crate::metrics::InFlight;
 use crate::policies::{Attributes, Outcome, Reply, RequestExchange, ResponseExchange};
 use crate::routes::{RouteTable, normalise_host};
+use crate::templates::ResponseTemplates;
 use crate::upstream::UpstreamError;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-gravitee-request-id");
@@ -188,7 +189,7 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
     let ids = Ids::new(req.headers());
 
     if !shared.is_ready() {
-        return error_response(&GatewayError::NotReady, &ids, None, in_flight);
+        return error_response(&GatewayError::NotReady, &ids, None, in_flight, None);
     }
     // The request keeps this snapshot (and its APIs and clients) until it is done.
     let table: Arc<RouteTable> = shared.routes.load_full();
@@ -200,6 +201,11 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
     };
     let api = found.api.clone();
     let path_info = found.path_info(path).to_owned();
+    // The Accept header is kept only for APIs with response templates (it picks the template).
+    let accept: Vec<HeaderValue> = match &api.response_templates {
+        Some(_) => req.headers().get_all(http::header::ACCEPT).iter().cloned().collect(),
+        None => Vec::new(),
+    };
     let cors_headers = match &api.cors {
         Some(cors) if crate::cors::is_preflight(req.method(), req.headers()) => {
             let reply = cors.preflight(req.headers());
@@ -210,12 +216,14 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
                     shared.analytics.clone(),
                 )
             });
-            return reply_response(reply, &ids, record, in_flight);
+            let templates = api.response_templates.as_ref().map(|t| (t, accept.as_slice()));
+            return reply_response(reply, &ids, record, in_flight, templates);
         }
         Some(cors) => cors.response_headers(req.headers()),
         None => Vec::new(),
     };
-    let mut response = serve_api(req, conn, shared, api, path_info, table, ids, arrival, timestamp_ms, in_flight).await;
+    let mut response =
+        serve_api(req, conn, shared, api, path_info, table, ids, arrival, timestamp_ms, in_flight, &accept).await;
     let headers = response.headers_mut();
     for (name, value) in cors_headers {
         headers.insert(name, value);
@@ -267,7 +275,9 @@ async fn serve_api(
     arrival: Instant,
     timestamp_ms: i64,
     in_flight: InFlight,
+    accept: &[HeaderValue],
 ) -> Response<ResponseBody> {
+    let templates = api.response_templates.as_ref().map(|t| (t, accept));
     let mut record = api.analytics_enabled.then(|| {
         PendingRecord::new(
             new_record(&req, conn, &ids, &api, &path_info, timestamp_ms),
@@ -298,7 +308,7 @@ async fn serve_api(
     }
     let authenticated = match api.security.authenticate(&mut parts, &client_ip, timestamp_ms, &info) {
         Ok(authenticated) => authenticated,
-        Err(reply) => return reply_response(reply, &ids, record, in_flight),
+        Err(reply) => return reply_response(reply, &ids, record, in_flight, templates),
     };
     let plan = authenticated.plan;
     let subscription_id = authenticated.subscription;
@@ -349,7 +359,7 @@ async fn serve_api(
                 }
                 if let Outcome::Respond(mut reply) = step.policy.on_request(&mut exchange) {
                     reply.headers.append(exchange.response_headers);
-                    return reply_response(reply, &ids, record, in_flight);
+                    return reply_response(reply, &ids, record, in_flight, templates);
                 }
             }
         }
@@ -380,7 +390,7 @@ async fn serve_api(
     };
     let response = match invoke::invoke(&api, &table, outbound, record.as_mut()).await {
         Ok(response) => response,
-        Err(error) => return error_response(&error, &ids, record, in_flight),
+        Err(error) => return error_response(&error, &ids, record, in_flight, templates),
     };
     let (mut parts, body) = response.into_parts();
     let mut headers = forwardable(&parts.headers);
@@ -445,14 +455,24 @@ fn lossy(value: &HeaderValue) -> String {
     String::from_utf8_lossy(value.as_bytes()).into_owned()
 }
 
-/// A response the gateway makes itself: a policy's answer (mock) or refusal (with its error key).
+/// An API's response templates with the request's Accept values.
+type Templates<'a> = Option<(&'a ResponseTemplates, &'a [HeaderValue])>;
+
+/// A response the gateway makes itself: a policy's answer (mock) or refusal (with its error key),
+/// which the API's response template for that key replaces.
 fn reply_response(
     reply: Reply,
     ids: &Ids,
     mut record: Option<PendingRecord>,
     in_flight: InFlight,
+    templates: Templates<'_>,
 ) -> Response<ResponseBody> {
-    let Reply { status, headers, body, error_key, error_message } = reply;
+    let Reply { mut status, mut headers, mut body, error_key, error_message } = reply;
+    if let (Some(key), Some((templates, accept))) = (error_key, templates)
+        && let Some(template) = templates.select(key, accept)
+    {
+        body = template.apply(&mut status, &mut headers);
+    }
     if let Some(r) = record.as_mut() {
         let rec = r.record_mut();
         rec.status = u32::from(status.as_u16());
@@ -482,30 +502,28 @@ fn not_found(ids: &Ids, in_flight: InFlight) -> Response<ResponseBody> {
     response
 }
 
-/// Gravitee's JSON error body: `{"message":"...","http_status_code":N}`.
+/// Gravitee's JSON error body: `{"message":"...","http_status_code":N}` (or the API's template).
 fn error_response(
     error: &GatewayError,
     ids: &Ids,
-    mut record: Option<PendingRecord>,
+    record: Option<PendingRecord>,
     in_flight: InFlight,
+    templates: Templates<'_>,
 ) -> Response<ResponseBody> {
     let status = error.status();
-    if let Some(r) = record.as_mut() {
-        let rec = r.record_mut();
-        rec.status = u32::from(status.as_u16());
-        rec.error_key = error.key().to_owned();
-        rec.error_message = error.to_string();
-    }
     let body = serde_json::json!({
         "message": error.public_message(),
         "http_status_code": status.as_u16(),
     })
     .to_string();
-    let mut response = Response::new(ResponseBody::full(Bytes::from(body), record, in_flight));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    ids.apply(response.headers_mut());
-    response
+    let reply = Reply {
+        status,
+        headers: vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body: Bytes::from(body),
+        error_key: Some(error.key()),
+        error_message: Some(error.to_string()),
+    };
+    reply_response(reply, ids, record, in_flight, templates)
 }
 
 #[cfg(test)]

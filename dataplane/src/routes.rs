@@ -14,6 +14,7 @@ use crate::endpoints::convert_group;
 pub use crate::endpoints::{Endpoint, EndpointGroup, HttpOptions, Target};
 use crate::flows::{Flow, FlowError};
 use crate::security::{Security, SecurityError};
+use crate::templates::{ResponseTemplates, TemplateError};
 use crate::tls::TlsError;
 use crate::upstream::{ClientKey, UpstreamClient};
 
@@ -38,6 +39,8 @@ pub struct Api {
     pub analytics_enabled: bool,
     /// Listener CORS; `None` costs requests nothing.
     pub cors: Option<Cors>,
+    /// Response templates by error key; `None` when the API has none.
+    pub response_templates: Option<ResponseTemplates>,
 }
 
 /// Where an API listens: virtual host (lower case, empty for any) and context path.
@@ -81,6 +84,8 @@ pub enum Invalid {
     Flow(#[from] FlowError),
     #[error(transparent)]
     Cors(#[from] CorsError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
 }
 
 impl TryFrom<pb::Api> for Api {
@@ -105,6 +110,7 @@ impl TryFrom<pb::Api> for Api {
             api_keys,
             failover,
             cors,
+            response_templates,
         } = api;
         let err = |field: String, reason: Invalid| ConversionError { api: id.clone(), field, reason };
         if id.is_empty() {
@@ -139,6 +145,8 @@ impl TryFrom<pb::Api> for Api {
         }
 
         let cors = cors.map(Cors::try_from).transpose().map_err(|e| err("cors".into(), e.into()))?;
+        let response_templates =
+            ResponseTemplates::compile(response_templates).map_err(|e| err("response_templates".into(), e.into()))?;
         let flows = flows
             .into_iter()
             .enumerate()
@@ -169,6 +177,7 @@ impl TryFrom<pb::Api> for Api {
             flows,
             analytics_enabled,
             cors,
+            response_templates,
         })
     }
 }

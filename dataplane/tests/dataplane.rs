@@ -344,6 +344,7 @@ fn echo_api(id: &str, path: &str, backend: SocketAddr) -> pb::Api {
         api_keys: vec![],
         failover: None,
         cors: None,
+        response_templates: Vec::new(),
     }
 }
 

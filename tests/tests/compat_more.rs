@@ -163,3 +163,74 @@ fn regex_escape(text: &str) -> String {
         out
     })
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_templates_replace_gateway_errors_by_key_and_accept() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+
+    let mut api = v4_api("templated", "/tpl", &backend.url());
+    api["plans"] = json!([{"id": "gold", "name": "Gold", "security": {"type": "API_KEY", "configuration": {}}, "status": "PUBLISHED"}]);
+    api["listeners"][0]["cors"] = json!({"enabled": true, "allowOrigin": ["*"], "allowMethods": ["GET"]});
+    api["responseTemplates"] = json!({
+        "API_KEY_MISSING": {
+            "application/json": {"status": 403, "headers": {"Content-Type": "application/json", "X-Why": "key"},
+                "body": "{\"error\":\"an API key is required\"}", "propagateErrorKeyToLogs": true},
+            "*/*": {"status": 403, "body": "an API key is required"}},
+        "DEFAULT": {"*/*": {"status": 418, "body": "something went wrong"}}
+    });
+    sim.put_api(api).await;
+    // Nothing listens on the endpoint: the 502 is answered by v2's DEFAULT template.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut v2 = v2_api("legacy-tpl", "/legacy", &dead);
+    v2["response_templates"] =
+        json!({"DEFAULT": {"text/plain": {"status": 503, "headers": {"Retry-After": "5"}, "body": "try later"}}});
+    sim.put_api(v2).await;
+
+    let (_agent, dp) = gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+
+    let json_reply = client
+        .get(dp.url("/tpl/x"))
+        .header("Accept", "application/json")
+        .header("Origin", "https://a.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_reply.status(), 403);
+    assert_eq!(header(&json_reply, "x-why"), Some("key"));
+    assert_eq!(header(&json_reply, "content-type"), Some("application/json"));
+    assert_eq!(header(&json_reply, "access-control-allow-origin"), Some("*"), "CORS headers on templated answers too");
+    let id = header(&json_reply, "x-gravitee-request-id").unwrap().to_owned();
+    assert_eq!(json_reply.json::<Value>().await.unwrap(), json!({"error": "an API key is required"}));
+    let doc = report_for(&sim, &id).await;
+    assert_eq!((&doc["status"], &doc["error-key"]), (&json!(403), &json!("API_KEY_MISSING")));
+
+    let text_reply = client.get(dp.url("/tpl/x")).header("Accept", "text/html").send().await.unwrap();
+    assert_eq!(text_reply.status(), 403);
+    assert!(header(&text_reply, "content-type").is_none());
+    assert_eq!(text_reply.text().await.unwrap(), "an API key is required");
+
+    // Another key falls back to DEFAULT.
+    let invalid = client.get(dp.url("/tpl/x")).header("X-Gravitee-Api-Key", "nope").send().await.unwrap();
+    assert_eq!(invalid.status(), 418);
+    let invalid_id = header(&invalid, "x-gravitee-request-id").unwrap().to_owned();
+    assert_eq!(invalid.text().await.unwrap(), "something went wrong");
+    let doc = report_for(&sim, &invalid_id).await;
+    assert_eq!((&doc["status"], &doc["error-key"]), (&json!(418), &json!("API_KEY_INVALID")));
+
+    // v2: an upstream failure with a matching Accept is templated; without one the standard body stays.
+    let down = client.get(dp.url("/legacy/x")).header("Accept", "text/plain").send().await.unwrap();
+    assert_eq!(down.status(), 503);
+    assert_eq!(header(&down, "retry-after"), Some("5"));
+    let down_id = header(&down, "x-gravitee-request-id").unwrap().to_owned();
+    assert_eq!(down.text().await.unwrap(), "try later");
+    let doc = report_for(&sim, &down_id).await;
+    assert_eq!(doc["error-key"], "UPSTREAM_CONNECTION_REFUSED");
+    let standard = client.get(dp.url("/legacy/x")).header("Accept", "application/json").send().await.unwrap();
+    assert_eq!(standard.status(), 502);
+    assert_eq!(standard.json::<Value>().await.unwrap()["http_status_code"], 502);
+}

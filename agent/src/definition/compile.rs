@@ -204,9 +204,7 @@ fn compile_api(
         Some(f) if f.enabled => Some(compile_failover(f)?),
         _ => None,
     };
-    if !api.response_templates.is_empty() {
-        return Err(err("responseTemplates", "response templates are not supported yet"));
-    }
+    let response_templates = compile_response_templates(&api.response_templates)?;
     let analytics = api.analytics.as_ref();
     if analytics.and_then(|a| a.logging.as_ref()).is_some_and(logging_requested) {
         tracing::warn!(api = %id, "analytics.logging is set but request/response logging is not supported yet; metrics are still reported");
@@ -230,6 +228,7 @@ fn compile_api(
         api_keys: Vec::new(),
         failover,
         cors,
+        response_templates,
     })))
 }
 
@@ -280,6 +279,73 @@ fn compile_listeners(api: &ApiV4) -> Result<Vec<pb::ContextPath>, CompileError> 
         return Err(err("listeners", "the API has no http listener path to serve"));
     }
     Ok(context_paths)
+}
+
+/// `responseTemplates{ERROR_KEY: {media type: {status, headers, body, propagateErrorKeyToLogs}}}`.
+fn compile_response_templates(
+    templates: &serde_json::Map<String, Value>,
+) -> Result<Vec<pb::ResponseTemplates>, CompileError> {
+    let mut compiled = Vec::new();
+    for (key, by_media) in templates {
+        let at = format!("responseTemplates.{key}");
+        if key.trim().is_empty() {
+            return Err(err("responseTemplates", "an error key is empty"));
+        }
+        let Value::Object(by_media) = by_media else {
+            if by_media.is_null() {
+                continue;
+            }
+            return Err(err(at, "expected an object of media types"));
+        };
+        let mut entry = pb::ResponseTemplates { error_key: key.trim().to_owned(), templates: Vec::new() };
+        for (media, template) in by_media {
+            let at = format!("{at}.{media}");
+            let media_type = media.trim().to_ascii_lowercase();
+            if media_type.split_once('/').is_none_or(|(t, s)| t.is_empty() || s.is_empty()) {
+                return Err(err(at, format!("`{media}` is not a media type")));
+            }
+            let status = match template.get("status") {
+                None | Some(Value::Null) => 0,
+                Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+                Some(Value::String(s)) => s.trim().parse().unwrap_or(0),
+                Some(_) => 0,
+            };
+            if status != 0 && !(100..=599).contains(&status) {
+                return Err(err(format!("{at}.status"), "must be an HTTP status code (100-599)"));
+            }
+            let mut headers = Vec::new();
+            if let Some(map) = template.get("headers").and_then(Value::as_object) {
+                for (name, value) in map {
+                    let value = value.as_str().unwrap_or_default();
+                    if axum::http::HeaderName::try_from(name.trim()).is_err()
+                        || axum::http::HeaderValue::try_from(value).is_err()
+                    {
+                        return Err(err(format!("{at}.headers.{name}"), "not a valid HTTP header"));
+                    }
+                    headers.push(pb::Header { name: name.trim().to_owned(), value: value.to_owned() });
+                }
+            }
+            let body = template.get("body").and_then(Value::as_str).unwrap_or_default().to_owned();
+            check_el(template, &at, &|_: &str| false).map_err(|e| {
+                err(
+                    e.path,
+                    "Gravitee EL is not supported in response templates yet (the error context `#error` is not available)",
+                )
+            })?;
+            entry.templates.push(pb::ResponseTemplate {
+                media_type,
+                status: status as u32,
+                headers,
+                body,
+                propagate_error_key_to_logs: template
+                    .get("propagateErrorKeyToLogs")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            });
+        }
+        compiled.push(entry);
+    }
+    Ok(compiled)
 }
 
 /// The CORS configuration of the first http listener that enables it (Gravitee keeps CORS per listener;

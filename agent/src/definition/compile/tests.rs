@@ -384,3 +384,46 @@ fn url_rewriting_compiles_headers_only() {
         "request": [{"policy": "url-rewriting", "configuration": {"fromRegex": "a", "toReplacement": "b"}}]}]);
     assert!(rejection(api).contains("not supported yet in this phase"));
 }
+
+#[test]
+fn response_templates_compile_per_key_and_media_type() {
+    let mut api = v4("t1", "/t", "http://127.0.0.1:9000");
+    api["responseTemplates"] = json!({
+        "API_KEY_MISSING": {"application/json": {"status": 403, "headers": {"X-Why": "no key"}, "body": "{\"error\":\"key\"}",
+            "propagateErrorKeyToLogs": true}, "*/*": {"status": 403, "body": "no key"}},
+        "DEFAULT": {"*/*": {"status": 500, "body": "oops"}}
+    });
+    let api = deploy(api);
+    assert_eq!(api.response_templates.len(), 2);
+    let missing = api.response_templates.iter().find(|t| t.error_key == "API_KEY_MISSING").unwrap();
+    let json = missing.templates.iter().find(|t| t.media_type == "application/json").unwrap();
+    assert_eq!((json.status, json.body.as_str()), (403, "{\"error\":\"key\"}"));
+    assert_eq!(json.headers, vec![pb::Header { name: "X-Why".into(), value: "no key".into() }]);
+    assert!(json.propagate_error_key_to_logs);
+
+    let v2 = deploy(json!({
+        "id": "v2t", "name": "Old", "gravitee": "2.0.0",
+        "proxy": {"virtual_hosts": [{"path": "/t"}], "groups": [{"name": "g", "endpoints": [{"name": "b", "target": "http://10.0.0.1:80/"}]}]},
+        "plans": [{"id": "p", "name": "free", "security": "KEY_LESS", "status": "PUBLISHED"}],
+        "response_templates": {"DEFAULT": {"*/*": {"status": 418, "body": "teapot"}}}
+    }));
+    assert_eq!(v2.response_templates[0].templates[0].status, 418);
+}
+
+#[test]
+fn response_templates_reject_el_and_bad_entries() {
+    let with = |templates: Value| {
+        let mut api = v4("t2", "/t", "http://127.0.0.1:9000");
+        api["responseTemplates"] = templates;
+        rejection(api)
+    };
+    let reason =
+        with(json!({"DEFAULT": {"application/json": {"status": 500, "body": "{\"m\":\"{#error.message}\"}"}}}));
+    assert!(
+        reason.contains("responseTemplates.DEFAULT.application/json.body") && reason.contains("#error"),
+        "{reason}"
+    );
+    assert!(with(json!({"DEFAULT": {"json": {"status": 500}}})).contains("not a media type"));
+    assert!(with(json!({"DEFAULT": {"*/*": {"status": 99}}})).contains(".status"));
+    assert!(with(json!({"DEFAULT": {"*/*": {"headers": {"bad name": "x"}}}})).contains("headers.bad name"));
+}
