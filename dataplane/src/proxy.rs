@@ -325,15 +325,26 @@ async fn serve_api(
     // Gravitee's order: plan flows, then API flows, in both phases. A flow applies when its method
     // and path match and its EL condition (if any) holds; its `:params` are captured for EL.
     let mut attributes = Attributes::new();
+    // In best-match mode only the most specific applicable flow runs, one among the plan's flows and
+    // one among the API's.
     let mut flows: Vec<(&Flow, Vec<(String, String)>)> = Vec::new();
-    for flow in plan.flows.iter().chain(api.flows.iter()).filter(|flow| flow.matches(&parts.method, &path_info)) {
-        let params = if api.uses_el { flow.path_params(&path_info) } else { Vec::new() };
-        if let Some(condition) = &flow.condition
-            && !ElContext::request(&info, &parts.headers, &params, &attributes).holds(condition)
-        {
-            continue;
+    for group in [&plan.flows, &api.flows] {
+        let first = flows.len();
+        for flow in group.iter().filter(|flow| flow.matches(&parts.method, &path_info)) {
+            if api.best_match && flows.get(first).is_some_and(|(best, _)| !flow.more_specific_than(best)) {
+                continue;
+            }
+            let params = if api.uses_el { flow.path_params(&path_info) } else { Vec::new() };
+            if let Some(condition) = &flow.condition
+                && !ElContext::request(&info, &parts.headers, &params, &attributes).holds(condition)
+            {
+                continue;
+            }
+            if api.best_match {
+                flows.truncate(first);
+            }
+            flows.push((flow, params));
         }
-        flows.push((flow, params));
     }
     let mut extra_headers = Vec::new();
     {

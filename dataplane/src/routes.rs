@@ -39,6 +39,9 @@ pub struct Api {
     pub analytics_enabled: bool,
     /// Listener CORS; `None` costs requests nothing.
     pub cors: Option<Cors>,
+    /// Gravitee's `best-match` flow mode: of the flows that apply, only the one whose path selector
+    /// matches most specifically runs (one among plan flows, one among API flows).
+    pub best_match: bool,
     /// Response templates by error key; `None` when the API has none.
     pub response_templates: Option<ResponseTemplates>,
 }
@@ -136,13 +139,11 @@ impl TryFrom<pb::Api> for Api {
             .ok_or_else(|| err("endpoint_groups".into(), Invalid::NoEndpointGroup))?;
         let endpoints = convert_group(group, failover).map_err(|(field, reason)| err(field, reason))?;
 
-        match pb::FlowMode::try_from(flow_mode) {
-            Ok(pb::FlowMode::Default | pb::FlowMode::Unspecified) => {}
-            Ok(other) => {
-                return Err(err("flow_mode".into(), Invalid::FlowMode(other.as_str_name().into())));
-            }
+        let best_match = match pb::FlowMode::try_from(flow_mode) {
+            Ok(pb::FlowMode::Default | pb::FlowMode::Unspecified) => false,
+            Ok(pb::FlowMode::BestMatch) => true,
             Err(_) => return Err(err("flow_mode".into(), Invalid::FlowMode(flow_mode.to_string()))),
-        }
+        };
 
         let cors = cors.map(Cors::try_from).transpose().map_err(|e| err("cors".into(), e.into()))?;
         let response_templates =
@@ -177,6 +178,7 @@ impl TryFrom<pb::Api> for Api {
             flows,
             analytics_enabled,
             cors,
+            best_match,
             response_templates,
         })
     }
@@ -455,9 +457,12 @@ pub(crate) mod tests {
         no_plan.plans.clear();
         assert!(reason(no_plan).contains("no plan"));
 
+        let mut unknown_mode = api("x", &[("", "/x")], "http://b");
+        unknown_mode.flow_mode = 42;
+        assert!(reason(unknown_mode).contains("flow mode 42"));
         let mut best = api("x", &[("", "/x")], "http://b");
         best.flow_mode = pb::FlowMode::BestMatch as i32;
-        assert!(reason(best).contains("flow mode"));
+        assert!(Api::try_from(best).unwrap().best_match);
     }
 
     #[test]

@@ -127,7 +127,7 @@ fn compile_api(
 
     let flow_mode = match norm(&api.flow_execution.mode).as_str() {
         "" | "default" => pb::FlowMode::Default,
-        "best-match" => return Err(err("flowExecution.mode", "`best-match` flow execution is not supported yet")),
+        "best-match" => pb::FlowMode::BestMatch,
         other => {
             tracing::debug!(api = %id, mode = other, "unknown flow mode, using default as Gravitee does");
             pb::FlowMode::Default

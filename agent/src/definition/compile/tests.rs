@@ -427,3 +427,19 @@ fn response_templates_reject_el_and_bad_entries() {
     assert!(with(json!({"DEFAULT": {"*/*": {"status": 99}}})).contains(".status"));
     assert!(with(json!({"DEFAULT": {"*/*": {"headers": {"bad name": "x"}}}})).contains("headers.bad name"));
 }
+
+#[test]
+fn best_match_flow_mode_compiles_for_v4_and_v2() {
+    let mut api = v4("b1", "/b", "http://127.0.0.1:9000");
+    api["flowExecution"] = json!({"mode": "BEST_MATCH", "matchRequired": false});
+    assert_eq!(deploy(api).flow_mode, pb::FlowMode::BestMatch as i32);
+    let v2 = deploy(json!({
+        "id": "v2b", "name": "Old", "gravitee": "2.0.0", "flow_mode": "BEST_MATCH",
+        "proxy": {"virtual_hosts": [{"path": "/b"}], "groups": [{"name": "g", "endpoints": [{"name": "b", "target": "http://10.0.0.1:80/"}]}]},
+        "plans": [{"id": "p", "name": "free", "security": "KEY_LESS", "status": "PUBLISHED"}]
+    }));
+    assert_eq!(v2.flow_mode, pb::FlowMode::BestMatch as i32);
+    let mut required = v4("b2", "/b", "http://127.0.0.1:9000");
+    required["flowExecution"] = json!({"mode": "BEST_MATCH", "matchRequired": true});
+    assert!(rejection(required).contains("matchRequired"));
+}
