@@ -234,3 +234,61 @@ async fn response_templates_replace_gateway_errors_by_key_and_accept() {
     assert_eq!(standard.status(), 502);
     assert_eq!(standard.json::<Value>().await.unwrap()["http_status_code"], 502);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn best_match_runs_only_the_most_specific_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    let tag = |path: &str, operator: &str, value: &str| {
+        json!({"name": value, "enabled": true, "selectors": [{"type": "http", "path": path, "pathOperator": operator}],
+            "request": [{"name": "tag", "policy": "transform-headers", "enabled": true, "configuration": {
+                "appendHeaders": [{"name": "X-Flow", "value": value}]}}], "response": []})
+    };
+    let flows = json!([
+        tag("/", "STARTS_WITH", "root"),
+        tag("/orders", "STARTS_WITH", "orders"),
+        tag("/orders/:id", "STARTS_WITH", "order"),
+        tag("/orders/special", "STARTS_WITH", "special"),
+    ]);
+    let mut api = v4_api("best", "/best", &backend.url());
+    api["flowExecution"] = json!({"mode": "BEST_MATCH", "matchRequired": false});
+    api["flows"] = flows.clone();
+    sim.put_api(api).await;
+    // The same flows in default mode all run.
+    let mut all = v4_api("all", "/all", &backend.url());
+    all["flows"] = flows;
+    sim.put_api(all).await;
+    let mut v2 = v2_api("legacy-best", "/legacy", &backend.url());
+    v2["flow_mode"] = json!("BEST_MATCH");
+    v2["flows"] = json!([
+        {"name": "root", "path-operator": {"path": "/", "operator": "STARTS_WITH"}, "methods": [], "enabled": true,
+         "pre": [{"name": "h", "policy": "transform-headers", "enabled": true, "configuration": {"addHeaders": [{"name": "X-Flow", "value": "root"}]}}], "post": []},
+        {"name": "items", "path-operator": {"path": "/items/:id", "operator": "EQUALS"}, "methods": ["GET"], "enabled": true,
+         "pre": [{"name": "h", "policy": "transform-headers", "enabled": true, "configuration": {"addHeaders": [{"name": "X-Flow", "value": "item"}]}}], "post": []}
+    ]);
+    sim.put_api(v2).await;
+
+    let (_agent, dp) = gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+    let flow_of = |path: &'static str| {
+        let client = client.clone();
+        let url = dp.url(path);
+        async move {
+            let reply = client.get(url).send().await.unwrap();
+            assert_eq!(reply.status(), 200, "{path}");
+            let echo: Value = reply.json().await.unwrap();
+            echo["headers"]["x-flow"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    assert_eq!(flow_of("/best/other").await, "root");
+    assert_eq!(flow_of("/best/orders").await, "orders");
+    assert_eq!(flow_of("/best/orders/42").await, "order");
+    assert_eq!(flow_of("/best/orders/special/x").await, "special");
+    assert_eq!(flow_of("/all/orders/special/x").await, "root, orders, order, special");
+    assert_eq!(flow_of("/legacy/items/7").await, "item");
+    assert_eq!(flow_of("/legacy/items/7/more").await, "root");
+    let post = client.post(dp.url("/legacy/items/7")).send().await.unwrap();
+    let echo: Value = post.json().await.unwrap();
+    assert_eq!(echo["headers"]["x-flow"], "root", "the method filter applies before best-match");
+}
