@@ -226,7 +226,12 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
         serve_api(req, conn, shared, api, path_info, table, ids, arrival, timestamp_ms, in_flight, &accept).await;
     let headers = response.headers_mut();
     for (name, value) in cors_headers {
-        headers.insert(name, value);
+        // The endpoint's own Vary (e.g. Accept-Encoding) stays; Access-Control-* are the gateway's.
+        if name == http::header::VARY {
+            headers.append(name, value);
+        } else {
+            headers.insert(name, value);
+        }
     }
     response
 }
