@@ -41,6 +41,9 @@ pub enum PathOperator {
 struct PathSelector {
     operator: PathOperator,
     segments: Vec<Segment>,
+    /// Best-match rank, computed once: per segment 2 for a literal and 1 for a `:param` (compared
+    /// lexicographically, so literals beat params and longer beats shorter), then EQUALS over STARTS_WITH.
+    specificity: (Vec<u8>, bool),
 }
 
 #[derive(Debug, Clone)]
@@ -94,7 +97,7 @@ impl TryFrom<pb::Flow> for Flow {
         if !path.starts_with('/') {
             return Err(FlowError::Path(path));
         }
-        let segments = path
+        let segments: Vec<Segment> = path
             .split('/')
             .filter(|s| !s.is_empty())
             .map(|s| match s.strip_prefix(':') {
@@ -102,12 +105,14 @@ impl TryFrom<pb::Flow> for Flow {
                 None => Segment::Literal(s.to_owned()),
             })
             .collect();
+        let ranks = segments.iter().map(|s| if matches!(s, Segment::Literal(_)) { 2 } else { 1 }).collect();
+        let specificity = (ranks, operator == PathOperator::Equals);
         let request = compile_steps(request, Phase::Request)?;
         let response = compile_steps(response, Phase::Response)?;
         Ok(Flow {
             name,
             methods,
-            path: PathSelector { operator, segments },
+            path: PathSelector { operator, segments, specificity },
             condition: flow_condition,
             request,
             response,
@@ -137,6 +142,12 @@ impl Flow {
     /// path. The EL condition, if any, is checked by the caller, which has the request context.
     pub fn matches(&self, method: &Method, path_info: &str) -> bool {
         (self.methods.is_empty() || self.methods.contains(method)) && self.path.matches(path_info)
+    }
+
+    /// Whether this flow's path is a strictly better match than `other`'s (Gravitee's best-match:
+    /// among equals the first one defined wins, so ties are not better).
+    pub fn more_specific_than(&self, other: &Flow) -> bool {
+        self.path.specificity > other.path.specificity
     }
 
     /// The `:name` segments of the flow path, with the request's values.
@@ -181,6 +192,41 @@ impl PathSelector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The index of the flow best-match would run among those that apply.
+    fn best(flows: &[Flow], path: &str) -> Option<usize> {
+        let mut chosen: Option<usize> = None;
+        for (i, flow) in flows.iter().enumerate().filter(|(_, f)| f.matches(&Method::GET, path)) {
+            if chosen.is_none_or(|c| flow.more_specific_than(&flows[c])) {
+                chosen = Some(i);
+            }
+        }
+        chosen
+    }
+
+    #[test]
+    fn best_match_prefers_literals_then_length_then_equals_then_order() {
+        use pb::PathOperator::{Equals, StartsWith};
+        let flows = vec![
+            flow("/", StartsWith, &[]),
+            flow("/orders", StartsWith, &[]),
+            flow("/orders/:id", StartsWith, &[]),
+            flow("/orders/special", StartsWith, &[]),
+            flow("/orders/special", Equals, &[]),
+            flow("/orders/:id", StartsWith, &[]),
+            flow("/:any/special/x", StartsWith, &[]),
+        ];
+        assert_eq!(best(&flows, "/other"), Some(0));
+        assert_eq!(best(&flows, "/orders"), Some(1));
+        assert_eq!(best(&flows, "/orders/42"), Some(2), "the first of equal matches");
+        assert_eq!(best(&flows, "/orders/special"), Some(4), "EQUALS beats STARTS_WITH on the same path");
+        assert_eq!(best(&flows, "/orders/special/more"), Some(3));
+        assert_eq!(best(&flows, "/orders/special/x"), Some(3), "a literal first segment beats a longer :param path");
+        assert_eq!(best(&flows, "/ünïcode/special/x"), Some(6));
+        assert_eq!(best(&[], "/x"), None);
+        let get_only = vec![flow("/a", StartsWith, &[]), flow("/a/b", StartsWith, &["POST"])];
+        assert_eq!(best(&get_only, "/a/b"), Some(0), "method filters apply before best-match");
+    }
 
     fn flow(path: &str, op: pb::PathOperator, methods: &[&str]) -> Flow {
         Flow::try_from(pb::Flow {

@@ -10,6 +10,7 @@ pub mod analytics;
 pub mod backoff;
 pub mod body;
 pub mod config;
+pub mod cors;
 pub mod el;
 pub mod endpoints;
 pub mod flows;
@@ -22,6 +23,7 @@ pub mod proxy;
 pub mod routes;
 pub mod security;
 pub mod shutdown;
+pub mod templates;
 pub mod tls;
 pub mod upstream;
 

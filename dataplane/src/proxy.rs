@@ -29,6 +29,7 @@ use crate::invoke;
 use crate::metrics::InFlight;
 use crate::policies::{Attributes, Outcome, Reply, RequestExchange, ResponseExchange};
 use crate::routes::{RouteTable, normalise_host};
+use crate::templates::ResponseTemplates;
 use crate::upstream::UpstreamError;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-gravitee-request-id");
@@ -188,7 +189,7 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
     let ids = Ids::new(req.headers());
 
     if !shared.is_ready() {
-        return error_response(&GatewayError::NotReady, &ids, None, in_flight);
+        return error_response(&GatewayError::NotReady, &ids, None, in_flight, None);
     }
     // The request keeps this snapshot (and its APIs and clients) until it is done.
     let table: Arc<RouteTable> = shared.routes.load_full();
@@ -200,29 +201,94 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
     };
     let api = found.api.clone();
     let path_info = found.path_info(path).to_owned();
+    // The Accept header is kept only for APIs with response templates (it picks the template).
+    let accept: Vec<HeaderValue> = match &api.response_templates {
+        Some(_) => req.headers().get_all(http::header::ACCEPT).iter().cloned().collect(),
+        None => Vec::new(),
+    };
+    let cors_headers = match &api.cors {
+        Some(cors) if crate::cors::is_preflight(req.method(), req.headers()) => {
+            let reply = cors.preflight(req.headers());
+            let record = api.analytics_enabled.then(|| {
+                PendingRecord::new(
+                    new_record(&req, conn, &ids, &api, &path_info, timestamp_ms),
+                    arrival,
+                    shared.analytics.clone(),
+                )
+            });
+            let templates = api.response_templates.as_ref().map(|t| (t, accept.as_slice()));
+            return reply_response(reply, &ids, record, in_flight, templates);
+        }
+        Some(cors) => cors.response_headers(req.headers()),
+        None => Vec::new(),
+    };
+    let mut response =
+        serve_api(req, conn, shared, api, path_info, table, ids, arrival, timestamp_ms, in_flight, &accept).await;
+    let headers = response.headers_mut();
+    for (name, value) in cors_headers {
+        // The endpoint's own Vary (e.g. Accept-Encoding) stays; Access-Control-* are the gateway's.
+        if name == http::header::VARY {
+            headers.append(name, value);
+        } else {
+            headers.insert(name, value);
+        }
+    }
+    response
+}
 
+/// The metrics record of a routed request, before security and flows fill in the rest.
+fn new_record(
+    req: &Request<Incoming>,
+    conn: ConnInfo,
+    ids: &Ids,
+    api: &crate::routes::Api,
+    path_info: &str,
+    timestamp_ms: i64,
+) -> MetricsRecord {
+    let path = req.uri().path();
+    MetricsRecord {
+        timestamp_ms,
+        request_id: lossy(&ids.request),
+        transaction_id: lossy(&ids.transaction),
+        api_id: api.id.clone(),
+        api_name: api.name.clone(),
+        api_type: "proxy".to_owned(),
+        organization_id: api.organization_id.clone(),
+        environment_id: api.environment_id.clone(),
+        http_method: req.method().as_str().to_owned(),
+        local_address: conn.local.ip().to_string(),
+        remote_address: conn.remote.ip().to_string(),
+        host: request_host(req).to_owned(),
+        uri: req.uri().path_and_query().map_or_else(|| path.to_owned(), |pq| pq.as_str().to_owned()),
+        path_info: path_info.to_owned(),
+        user_agent: req.headers().get(USER_AGENT).map(lossy).unwrap_or_default(),
+        entrypoint_id: "http-proxy".to_owned(),
+        ..Default::default()
+    }
+}
+
+/// Everything after routing: security, flows, the endpoint call and the response phase.
+#[allow(clippy::too_many_arguments)]
+async fn serve_api(
+    req: Request<Incoming>,
+    conn: ConnInfo,
+    shared: &Shared,
+    api: Arc<crate::routes::Api>,
+    path_info: String,
+    table: Arc<RouteTable>,
+    ids: Ids,
+    arrival: Instant,
+    timestamp_ms: i64,
+    in_flight: InFlight,
+    accept: &[HeaderValue],
+) -> Response<ResponseBody> {
+    let templates = api.response_templates.as_ref().map(|t| (t, accept));
     let mut record = api.analytics_enabled.then(|| {
-        let client_ip = conn.remote.ip().to_string();
-        let record = MetricsRecord {
-            timestamp_ms,
-            request_id: lossy(&ids.request),
-            transaction_id: lossy(&ids.transaction),
-            api_id: api.id.clone(),
-            api_name: api.name.clone(),
-            api_type: "proxy".to_owned(),
-            organization_id: api.organization_id.clone(),
-            environment_id: api.environment_id.clone(),
-            http_method: req.method().as_str().to_owned(),
-            local_address: conn.local.ip().to_string(),
-            remote_address: client_ip,
-            host: raw_host.to_owned(),
-            uri: req.uri().path_and_query().map_or_else(|| path.to_owned(), |pq| pq.as_str().to_owned()),
-            path_info: path_info.clone(),
-            user_agent: req.headers().get(USER_AGENT).map(lossy).unwrap_or_default(),
-            entrypoint_id: "http-proxy".to_owned(),
-            ..Default::default()
-        };
-        PendingRecord::new(record, arrival, shared.analytics.clone())
+        PendingRecord::new(
+            new_record(&req, conn, &ids, &api, &path_info, timestamp_ms),
+            arrival,
+            shared.analytics.clone(),
+        )
     });
 
     let (mut parts, body) = req.into_parts();
@@ -247,7 +313,7 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
     }
     let authenticated = match api.security.authenticate(&mut parts, &client_ip, timestamp_ms, &info) {
         Ok(authenticated) => authenticated,
-        Err(reply) => return reply_response(reply, &ids, record, in_flight),
+        Err(reply) => return reply_response(reply, &ids, record, in_flight, templates),
     };
     let plan = authenticated.plan;
     let subscription_id = authenticated.subscription;
@@ -264,15 +330,26 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
     // Gravitee's order: plan flows, then API flows, in both phases. A flow applies when its method
     // and path match and its EL condition (if any) holds; its `:params` are captured for EL.
     let mut attributes = Attributes::new();
+    // In best-match mode only the most specific applicable flow runs, one among the plan's flows and
+    // one among the API's.
     let mut flows: Vec<(&Flow, Vec<(String, String)>)> = Vec::new();
-    for flow in plan.flows.iter().chain(api.flows.iter()).filter(|flow| flow.matches(&parts.method, &path_info)) {
-        let params = if api.uses_el { flow.path_params(&path_info) } else { Vec::new() };
-        if let Some(condition) = &flow.condition
-            && !ElContext::request(&info, &parts.headers, &params, &attributes).holds(condition)
-        {
-            continue;
+    for group in [&plan.flows, &api.flows] {
+        let first = flows.len();
+        for flow in group.iter().filter(|flow| flow.matches(&parts.method, &path_info)) {
+            if api.best_match && flows.get(first).is_some_and(|(best, _)| !flow.more_specific_than(best)) {
+                continue;
+            }
+            let params = if api.uses_el { flow.path_params(&path_info) } else { Vec::new() };
+            if let Some(condition) = &flow.condition
+                && !ElContext::request(&info, &parts.headers, &params, &attributes).holds(condition)
+            {
+                continue;
+            }
+            if api.best_match {
+                flows.truncate(first);
+            }
+            flows.push((flow, params));
         }
-        flows.push((flow, params));
     }
     let mut extra_headers = Vec::new();
     {
@@ -298,7 +375,7 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
                 }
                 if let Outcome::Respond(mut reply) = step.policy.on_request(&mut exchange) {
                     reply.headers.append(exchange.response_headers);
-                    return reply_response(reply, &ids, record, in_flight);
+                    return reply_response(reply, &ids, record, in_flight, templates);
                 }
             }
         }
@@ -329,7 +406,7 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
     };
     let response = match invoke::invoke(&api, &table, outbound, record.as_mut()).await {
         Ok(response) => response,
-        Err(error) => return error_response(&error, &ids, record, in_flight),
+        Err(error) => return error_response(&error, &ids, record, in_flight, templates),
     };
     let (mut parts, body) = response.into_parts();
     let mut headers = forwardable(&parts.headers);
@@ -394,14 +471,24 @@ fn lossy(value: &HeaderValue) -> String {
     String::from_utf8_lossy(value.as_bytes()).into_owned()
 }
 
-/// A response the gateway makes itself: a policy's answer (mock) or refusal (with its error key).
+/// An API's response templates with the request's Accept values.
+type Templates<'a> = Option<(&'a ResponseTemplates, &'a [HeaderValue])>;
+
+/// A response the gateway makes itself: a policy's answer (mock) or refusal (with its error key),
+/// which the API's response template for that key replaces.
 fn reply_response(
     reply: Reply,
     ids: &Ids,
     mut record: Option<PendingRecord>,
     in_flight: InFlight,
+    templates: Templates<'_>,
 ) -> Response<ResponseBody> {
-    let Reply { status, headers, body, error_key, error_message } = reply;
+    let Reply { mut status, mut headers, mut body, error_key, error_message } = reply;
+    if let (Some(key), Some((templates, accept))) = (error_key, templates)
+        && let Some(template) = templates.select(key, accept)
+    {
+        body = template.apply(&mut status, &mut headers);
+    }
     if let Some(r) = record.as_mut() {
         let rec = r.record_mut();
         rec.status = u32::from(status.as_u16());
@@ -431,30 +518,28 @@ fn not_found(ids: &Ids, in_flight: InFlight) -> Response<ResponseBody> {
     response
 }
 
-/// Gravitee's JSON error body: `{"message":"...","http_status_code":N}`.
+/// Gravitee's JSON error body: `{"message":"...","http_status_code":N}` (or the API's template).
 fn error_response(
     error: &GatewayError,
     ids: &Ids,
-    mut record: Option<PendingRecord>,
+    record: Option<PendingRecord>,
     in_flight: InFlight,
+    templates: Templates<'_>,
 ) -> Response<ResponseBody> {
     let status = error.status();
-    if let Some(r) = record.as_mut() {
-        let rec = r.record_mut();
-        rec.status = u32::from(status.as_u16());
-        rec.error_key = error.key().to_owned();
-        rec.error_message = error.to_string();
-    }
     let body = serde_json::json!({
         "message": error.public_message(),
         "http_status_code": status.as_u16(),
     })
     .to_string();
-    let mut response = Response::new(ResponseBody::full(Bytes::from(body), record, in_flight));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    ids.apply(response.headers_mut());
-    response
+    let reply = Reply {
+        status,
+        headers: vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body: Bytes::from(body),
+        error_key: Some(error.key()),
+        error_message: Some(error.to_string()),
+    };
+    reply_response(reply, ids, record, in_flight, templates)
 }
 
 #[cfg(test)]

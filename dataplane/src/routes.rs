@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use hgw_proto::v1 as pb;
 
+use crate::cors::{Cors, CorsError};
 use crate::endpoints::convert_group;
 pub use crate::endpoints::{Endpoint, EndpointGroup, HttpOptions, Target};
 use crate::flows::{Flow, FlowError};
 use crate::security::{Security, SecurityError};
+use crate::templates::{ResponseTemplates, TemplateError};
 use crate::tls::TlsError;
 use crate::upstream::{ClientKey, UpstreamClient};
 
@@ -35,6 +37,13 @@ pub struct Api {
     /// EL request info; other APIs skip building it).
     pub uses_el: bool,
     pub analytics_enabled: bool,
+    /// Listener CORS; `None` costs requests nothing.
+    pub cors: Option<Cors>,
+    /// Gravitee's `best-match` flow mode: of the flows that apply, only the one whose path selector
+    /// matches most specifically runs (one among plan flows, one among API flows).
+    pub best_match: bool,
+    /// Response templates by error key; `None` when the API has none.
+    pub response_templates: Option<ResponseTemplates>,
 }
 
 /// Where an API listens: virtual host (lower case, empty for any) and context path.
@@ -78,6 +87,10 @@ pub enum Invalid {
     Header(String),
     #[error(transparent)]
     Flow(#[from] FlowError),
+    #[error(transparent)]
+    Cors(#[from] CorsError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
 }
 
 impl TryFrom<pb::Api> for Api {
@@ -101,6 +114,8 @@ impl TryFrom<pb::Api> for Api {
             subscriptions,
             api_keys,
             failover,
+            cors,
+            response_templates,
         } = api;
         let err = |field: String, reason: Invalid| ConversionError { api: id.clone(), field, reason };
         if id.is_empty() {
@@ -126,14 +141,15 @@ impl TryFrom<pb::Api> for Api {
             .ok_or_else(|| err("endpoint_groups".into(), Invalid::NoEndpointGroup))?;
         let endpoints = convert_group(group, failover).map_err(|(field, reason)| err(field, reason))?;
 
-        match pb::FlowMode::try_from(flow_mode) {
-            Ok(pb::FlowMode::Default | pb::FlowMode::Unspecified) => {}
-            Ok(other) => {
-                return Err(err("flow_mode".into(), Invalid::FlowMode(other.as_str_name().into())));
-            }
+        let best_match = match pb::FlowMode::try_from(flow_mode) {
+            Ok(pb::FlowMode::Default | pb::FlowMode::Unspecified) => false,
+            Ok(pb::FlowMode::BestMatch) => true,
             Err(_) => return Err(err("flow_mode".into(), Invalid::FlowMode(flow_mode.to_string()))),
-        }
+        };
 
+        let cors = cors.map(Cors::try_from).transpose().map_err(|e| err("cors".into(), e.into()))?;
+        let response_templates =
+            ResponseTemplates::compile(response_templates).map_err(|e| err("response_templates".into(), e.into()))?;
         let flows = flows
             .into_iter()
             .enumerate()
@@ -163,6 +179,9 @@ impl TryFrom<pb::Api> for Api {
             security,
             flows,
             analytics_enabled,
+            cors,
+            best_match,
+            response_templates,
         })
     }
 }
@@ -441,9 +460,12 @@ pub(crate) mod tests {
         no_plan.plans.clear();
         assert!(reason(no_plan).contains("no plan"));
 
+        let mut unknown_mode = api("x", &[("", "/x")], "http://b");
+        unknown_mode.flow_mode = 42;
+        assert!(reason(unknown_mode).contains("flow mode 42"));
         let mut best = api("x", &[("", "/x")], "http://b");
         best.flow_mode = pb::FlowMode::BestMatch as i32;
-        assert!(reason(best).contains("flow mode"));
+        assert!(Api::try_from(best).unwrap().best_match);
     }
 
     #[test]

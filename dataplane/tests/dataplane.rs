@@ -344,6 +344,8 @@ fn echo_api(id: &str, path: &str, backend: SocketAddr) -> pb::Api {
         subscriptions: vec![],
         api_keys: vec![],
         failover: None,
+        cors: None,
+        response_templates: Vec::new(),
     }
 }
 

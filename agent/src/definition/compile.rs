@@ -113,6 +113,7 @@ fn compile_api(
     }
 
     let context_paths = compile_listeners(api)?;
+    let cors = compile_cors(api)?;
     let endpoint_groups = compile_endpoint_groups(api, tenant)?;
     if endpoint_groups[0].endpoints.is_empty() {
         return Ok(Compiled::Skipped {
@@ -126,7 +127,7 @@ fn compile_api(
 
     let flow_mode = match norm(&api.flow_execution.mode).as_str() {
         "" | "default" => pb::FlowMode::Default,
-        "best-match" => return Err(err("flowExecution.mode", "`best-match` flow execution is not supported yet")),
+        "best-match" => pb::FlowMode::BestMatch,
         other => {
             tracing::debug!(api = %id, mode = other, "unknown flow mode, using default as Gravitee does");
             pb::FlowMode::Default
@@ -203,9 +204,7 @@ fn compile_api(
         Some(f) if f.enabled => Some(compile_failover(f)?),
         _ => None,
     };
-    if !api.response_templates.is_empty() {
-        return Err(err("responseTemplates", "response templates are not supported yet"));
-    }
+    let response_templates = compile_response_templates(&api.response_templates)?;
     let analytics = api.analytics.as_ref();
     if analytics.and_then(|a| a.logging.as_ref()).is_some_and(logging_requested) {
         tracing::warn!(api = %id, "analytics.logging is set but request/response logging is not supported yet; metrics are still reported");
@@ -228,6 +227,8 @@ fn compile_api(
         subscriptions: Vec::new(),
         api_keys: Vec::new(),
         failover,
+        cors,
+        response_templates,
     })))
 }
 
@@ -260,9 +261,6 @@ fn compile_listeners(api: &ApiV4) -> Result<Vec<pb::ContextPath>, CompileError> 
                 }
             }
         }
-        if listener.cors.as_ref().is_some_and(|c| c.enabled) {
-            return Err(err(format!("{at}.cors"), "CORS is not supported yet"));
-        }
         for (j, path) in listener.paths.iter().enumerate() {
             let at = format!("{at}.paths[{j}]");
             let normalized = normalize_context_path(&path.path).map_err(|m| err(format!("{at}.path"), m))?;
@@ -281,6 +279,127 @@ fn compile_listeners(api: &ApiV4) -> Result<Vec<pb::ContextPath>, CompileError> 
         return Err(err("listeners", "the API has no http listener path to serve"));
     }
     Ok(context_paths)
+}
+
+/// `responseTemplates{ERROR_KEY: {media type: {status, headers, body, propagateErrorKeyToLogs}}}`.
+fn compile_response_templates(
+    templates: &serde_json::Map<String, Value>,
+) -> Result<Vec<pb::ResponseTemplates>, CompileError> {
+    let mut compiled = Vec::new();
+    for (key, by_media) in templates {
+        let at = format!("responseTemplates.{key}");
+        if key.trim().is_empty() {
+            return Err(err("responseTemplates", "an error key is empty"));
+        }
+        let Value::Object(by_media) = by_media else {
+            if by_media.is_null() {
+                continue;
+            }
+            return Err(err(at, "expected an object of media types"));
+        };
+        let mut entry = pb::ResponseTemplates { error_key: key.trim().to_owned(), templates: Vec::new() };
+        for (media, template) in by_media {
+            let at = format!("{at}.{media}");
+            let media_type = media.trim().to_ascii_lowercase();
+            if media_type.split_once('/').is_none_or(|(t, s)| t.is_empty() || s.is_empty()) {
+                return Err(err(at, format!("`{media}` is not a media type")));
+            }
+            let status = match template.get("status") {
+                None | Some(Value::Null) => 0,
+                Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+                Some(Value::String(s)) => s.trim().parse().unwrap_or(0),
+                Some(_) => 0,
+            };
+            if status != 0 && !(100..=599).contains(&status) {
+                return Err(err(format!("{at}.status"), "must be an HTTP status code (100-599)"));
+            }
+            let mut headers = Vec::new();
+            if let Some(map) = template.get("headers").and_then(Value::as_object) {
+                for (name, value) in map {
+                    let value = value.as_str().unwrap_or_default();
+                    if axum::http::HeaderName::try_from(name.trim()).is_err()
+                        || axum::http::HeaderValue::try_from(value).is_err()
+                    {
+                        return Err(err(format!("{at}.headers.{name}"), "not a valid HTTP header"));
+                    }
+                    headers.push(pb::Header { name: name.trim().to_owned(), value: value.to_owned() });
+                }
+            }
+            let body = template.get("body").and_then(Value::as_str).unwrap_or_default().to_owned();
+            check_el(template, &at, &|_: &str| false).map_err(|e| {
+                err(
+                    e.path,
+                    "Gravitee EL is not supported in response templates yet (the error context `#error` is not available)",
+                )
+            })?;
+            entry.templates.push(pb::ResponseTemplate {
+                media_type,
+                status: status as u32,
+                headers,
+                body,
+                propagate_error_key_to_logs: template
+                    .get("propagateErrorKeyToLogs")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            });
+        }
+        compiled.push(entry);
+    }
+    Ok(compiled)
+}
+
+/// The CORS configuration of the first http listener that enables it (Gravitee keeps CORS per listener;
+/// hgw has one http listener per API).
+fn compile_cors(api: &ApiV4) -> Result<Option<pb::Cors>, CompileError> {
+    let Some((i, cors)) =
+        api.listeners.iter().enumerate().find_map(|(i, l)| l.cors.as_ref().filter(|c| c.enabled).map(|c| (i, c)))
+    else {
+        return Ok(None);
+    };
+    let at = format!("listeners[{i}].cors");
+    if cors.run_policies {
+        return Err(err(
+            format!("{at}.runPolicies"),
+            "running flows on preflight requests is not supported yet (hgw answers preflights itself)",
+        ));
+    }
+    let clean = |list: &[String]| -> Vec<String> {
+        list.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    };
+    let allow_origin = clean(&cors.allow_origin);
+    for (j, origin) in allow_origin.iter().enumerate() {
+        if origin != "*" && regex::Regex::new(&format!("^(?:{origin})$")).is_err() {
+            return Err(err(
+                format!("{at}.allowOrigin[{j}]"),
+                format!("`{origin}` is neither `*`, an origin nor a valid regular expression"),
+            ));
+        }
+    }
+    let mut allow_methods = clean(&cors.allow_methods);
+    allow_methods.iter_mut().for_each(|m| m.make_ascii_uppercase());
+    let mut allow_headers = clean(&cors.allow_headers);
+    allow_headers.iter_mut().for_each(|h| h.make_ascii_lowercase());
+    let expose_headers = clean(&cors.expose_headers);
+    for (field, list) in [("allowHeaders", &allow_headers), ("exposeHeaders", &expose_headers)] {
+        for (j, name) in list.iter().enumerate() {
+            if name != "*" && axum::http::HeaderName::try_from(name.as_str()).is_err() {
+                return Err(err(format!("{at}.{field}[{j}]"), format!("`{name}` is not a header name")));
+            }
+        }
+    }
+    for (j, method) in allow_methods.iter().enumerate() {
+        if method != "*" && axum::http::Method::from_bytes(method.as_bytes()).is_err() {
+            return Err(err(format!("{at}.allowMethods[{j}]"), format!("`{method}` is not an HTTP method")));
+        }
+    }
+    Ok(Some(pb::Cors {
+        allow_origin,
+        allow_methods,
+        allow_headers,
+        expose_headers,
+        max_age: cors.max_age.clamp(-1, i64::from(i32::MAX)) as i32,
+        allow_credentials: cors.allow_credentials,
+    }))
 }
 
 /// `/a/b/` → `/a/b`; `/` stays `/`; doubled slashes fold.
@@ -637,6 +756,7 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase) -> Result<Vec<pb::Step>
             ("spike-arrest", Phase::Request) => {
                 P::RateLimit(rate_limit(&configuration, &at_config, pb::RateLimitKind::SpikeArrest)?)
             }
+            ("url-rewriting", Phase::Response) => P::UrlRewriting(url_rewriting(&configuration, &at_config)?),
             ("", _) => return Err(err(format!("{at}.policy"), "the step names no policy")),
             (other, _) => {
                 return Err(err(
@@ -680,6 +800,7 @@ fn templated_fields(policy: &str) -> &'static dyn Fn(&str) -> bool {
         },
         "policy-assign-attributes" => &|path: &str| path.ends_with(".value") && path.contains(".attributes["),
         "mock" => &|path: &str| path.ends_with(".content"),
+        "url-rewriting" => &|path: &str| path.ends_with(".toReplacement"),
         "rate-limit" | "quota" | "spike-arrest" => &|path: &str| path.ends_with(".key"),
         _ => &|_: &str| false,
     }
@@ -1015,6 +1136,26 @@ fn rate_limit(configuration: &Value, at: &str, kind: pb::RateLimitKind) -> Resul
         key: rate.get("key").and_then(Value::as_str).unwrap_or_default().trim().to_owned(),
         use_key_only: rate.get("useKeyOnly").and_then(Value::as_bool).unwrap_or(false),
         add_headers: configuration.get("addHeaders").and_then(Value::as_bool).unwrap_or(default_headers),
+    })
+}
+
+/// `url-rewriting`: response headers only; body rewriting would need the body buffered.
+fn url_rewriting(configuration: &Value, at: &str) -> Result<pb::UrlRewritingPolicy, CompileError> {
+    let flag = |field: &str| configuration.get(field).and_then(Value::as_bool);
+    if flag("rewriteResponseBody") == Some(true) {
+        return Err(err(format!("{at}.rewriteResponseBody"), "body rewriting is not supported yet"));
+    }
+    let from_regex = configuration.get("fromRegex").and_then(Value::as_str).unwrap_or_default().to_owned();
+    if from_regex.is_empty() {
+        return Err(err(format!("{at}.fromRegex"), "the regular expression is missing"));
+    }
+    regex::Regex::new(&from_regex)
+        .map_err(|e| err(format!("{at}.fromRegex"), format!("not a valid regular expression: {e}")))?;
+    Ok(pb::UrlRewritingPolicy {
+        from_regex,
+        to_replacement: configuration.get("toReplacement").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        // Gravitee's default: headers are rewritten.
+        rewrite_response_headers: flag("rewriteResponseHeaders").unwrap_or(true),
     })
 }
 

@@ -54,6 +54,19 @@ pub struct Entrypoint {
 #[serde(default, rename_all = "camelCase")]
 pub struct Cors {
     pub enabled: bool,
+    pub allow_origin: Vec<String>,
+    pub allow_methods: Vec<String>,
+    pub allow_headers: Vec<String>,
+    pub expose_headers: Vec<String>,
+    /// Seconds; Gravitee's default -1 sends no `Access-Control-Max-Age`.
+    #[serde(default = "minus_one")]
+    pub max_age: i64,
+    pub allow_credentials: bool,
+    pub run_policies: bool,
+}
+
+fn minus_one() -> i64 {
+    -1
 }
 
 #[derive(Debug, Default, Deserialize)]

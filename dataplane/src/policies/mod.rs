@@ -11,6 +11,7 @@ mod mock;
 pub mod rate_limit;
 mod request_content_limit;
 mod transform_headers;
+mod url_rewriting;
 
 use std::fmt::Debug;
 use std::net::IpAddr;
@@ -175,6 +176,12 @@ pub fn compile(step: pb::Step, phase: Phase) -> Result<Arc<dyn Policy>, PolicyEr
             request_only(phase, "policy-assign-attributes", assign_attributes::AssignAttributes::compile(config))
         }
         P::RateLimit(config) => request_only(phase, "rate-limit", rate_limit::RateLimit::compile(config)),
+        P::UrlRewriting(config) => {
+            if phase != Phase::Response {
+                return Err(PolicyError::Phase("url-rewriting", phase));
+            }
+            Ok(Arc::new(url_rewriting::UrlRewriting::compile(config)?))
+        }
     }
 }
 

@@ -324,3 +324,153 @@ fn health_check_schedules_and_defaults() {
     disabled["endpointGroups"][0]["services"] = json!({"healthCheck": {"enabled": false}});
     assert!(deploy(disabled).endpoint_groups[0].health_check.is_none());
 }
+
+fn with_cors(cors: Value) -> Value {
+    let mut api = v4("c1", "/c", "http://127.0.0.1:9000");
+    api["listeners"][0]["cors"] = cors;
+    api
+}
+
+#[test]
+fn cors_compiles_with_gravitee_defaults_and_normalised_lists() {
+    let api = deploy(with_cors(json!({
+        "enabled": true, "allowOrigin": ["https://app.example.com", "https://.*\\.example\\.org", " "],
+        "allowMethods": ["get", "POST"], "allowHeaders": ["X-Token", "Content-Type"],
+        "exposeHeaders": ["X-Total"], "allowCredentials": true
+    })));
+    let cors = api.cors.expect("cors");
+    assert_eq!(cors.allow_origin, vec!["https://app.example.com", "https://.*\\.example\\.org"]);
+    assert_eq!(cors.allow_methods, vec!["GET", "POST"]);
+    assert_eq!(cors.allow_headers, vec!["x-token", "content-type"]);
+    assert_eq!(cors.expose_headers, vec!["X-Total"]);
+    assert_eq!(cors.max_age, -1);
+    assert!(cors.allow_credentials);
+    assert_eq!(deploy(with_cors(json!({"enabled": false, "allowOrigin": ["("]}))).cors, None);
+    assert_eq!(deploy(with_cors(json!({"enabled": true, "maxAge": 600}))).cors.unwrap().max_age, 600);
+}
+
+#[test]
+fn cors_rejects_invalid_entries_with_the_field_path() {
+    let reason = rejection(with_cors(json!({"enabled": true, "allowOrigin": ["*", "https://(a"]})));
+    assert!(reason.contains("listeners[0].cors.allowOrigin[1]"), "{reason}");
+    let reason = rejection(with_cors(json!({"enabled": true, "allowHeaders": ["bad header"]})));
+    assert!(reason.contains("listeners[0].cors.allowHeaders[0]"), "{reason}");
+    let reason = rejection(with_cors(json!({"enabled": true, "allowMethods": ["G(T"]})));
+    assert!(reason.contains("listeners[0].cors.allowMethods[0]"), "{reason}");
+    let reason = rejection(with_cors(json!({"enabled": true, "runPolicies": true})));
+    assert!(reason.contains("listeners[0].cors.runPolicies"), "{reason}");
+}
+
+#[test]
+fn v2_cors_is_mapped() {
+    let api = deploy(json!({
+        "id": "v2c", "name": "Old", "gravitee": "2.0.0",
+        "proxy": {"virtual_hosts": [{"path": "/c"}], "cors": {"enabled": true, "allowOrigin": ["*"],
+            "allowMethods": ["GET"], "maxAge": 30},
+            "groups": [{"name": "g", "endpoints": [{"name": "b", "target": "http://10.0.0.1:80/"}]}]},
+        "plans": [{"id": "p", "name": "free", "security": "KEY_LESS", "status": "PUBLISHED"}]
+    }));
+    let cors = api.cors.unwrap();
+    assert_eq!(
+        (cors.allow_origin, cors.allow_methods, cors.max_age),
+        (vec!["*".to_owned()], vec!["GET".to_owned()], 30)
+    );
+}
+
+fn with_response_step(policy: &str, configuration: Value) -> Value {
+    let mut api = v4("u1", "/u", "http://127.0.0.1:9000");
+    api["flows"] = json!([{"name": "f", "selectors": [{"type": "http", "path": "/", "pathOperator": "STARTS_WITH"}],
+        "request": [], "response": [{"name": "s", "policy": policy, "enabled": true, "configuration": configuration}]}]);
+    api
+}
+
+#[test]
+fn url_rewriting_compiles_headers_only() {
+    let api = deploy(with_response_step(
+        "url-rewriting",
+        json!({"rewriteResponseHeaders": true, "rewriteResponseBody": false,
+            "fromRegex": "https?://backend:8080/(.*)", "toReplacement": "https://{#request.headers['Host'][0]}/$1"}),
+    ));
+    let Some(pb::step::Policy::UrlRewriting(policy)) = &api.flows[0].response[0].policy else {
+        panic!("expected url-rewriting: {:?}", api.flows[0].response[0]);
+    };
+    assert_eq!(policy.from_regex, "https?://backend:8080/(.*)");
+    assert!(policy.rewrite_response_headers);
+
+    let reason = rejection(with_response_step(
+        "url-rewriting",
+        json!({"rewriteResponseBody": true, "fromRegex": "a", "toReplacement": "b"}),
+    ));
+    assert!(
+        reason.contains("rewriteResponseBody") && reason.contains("body rewriting is not supported yet"),
+        "{reason}"
+    );
+    let reason = rejection(with_response_step("url-rewriting", json!({"fromRegex": "(", "toReplacement": "b"})));
+    assert!(reason.contains("response[0].configuration.fromRegex"), "{reason}");
+    let reason = rejection(with_response_step("url-rewriting", json!({"toReplacement": "b"})));
+    assert!(reason.contains("fromRegex"), "{reason}");
+    // Request phase: Gravitee's url-rewriting only acts on responses.
+    let mut api = v4("u2", "/u", "http://127.0.0.1:9000");
+    api["flows"] = json!([{"name": "f", "selectors": [{"type": "http", "path": "/"}],
+        "request": [{"policy": "url-rewriting", "configuration": {"fromRegex": "a", "toReplacement": "b"}}]}]);
+    assert!(rejection(api).contains("not supported yet in this phase"));
+}
+
+#[test]
+fn response_templates_compile_per_key_and_media_type() {
+    let mut api = v4("t1", "/t", "http://127.0.0.1:9000");
+    api["responseTemplates"] = json!({
+        "API_KEY_MISSING": {"application/json": {"status": 403, "headers": {"X-Why": "no key"}, "body": "{\"error\":\"key\"}",
+            "propagateErrorKeyToLogs": true}, "*/*": {"status": 403, "body": "no key"}},
+        "DEFAULT": {"*/*": {"status": 500, "body": "oops"}}
+    });
+    let api = deploy(api);
+    assert_eq!(api.response_templates.len(), 2);
+    let missing = api.response_templates.iter().find(|t| t.error_key == "API_KEY_MISSING").unwrap();
+    let json = missing.templates.iter().find(|t| t.media_type == "application/json").unwrap();
+    assert_eq!((json.status, json.body.as_str()), (403, "{\"error\":\"key\"}"));
+    assert_eq!(json.headers, vec![pb::Header { name: "X-Why".into(), value: "no key".into() }]);
+    assert!(json.propagate_error_key_to_logs);
+
+    let v2 = deploy(json!({
+        "id": "v2t", "name": "Old", "gravitee": "2.0.0",
+        "proxy": {"virtual_hosts": [{"path": "/t"}], "groups": [{"name": "g", "endpoints": [{"name": "b", "target": "http://10.0.0.1:80/"}]}]},
+        "plans": [{"id": "p", "name": "free", "security": "KEY_LESS", "status": "PUBLISHED"}],
+        "response_templates": {"DEFAULT": {"*/*": {"status": 418, "body": "teapot"}}}
+    }));
+    assert_eq!(v2.response_templates[0].templates[0].status, 418);
+}
+
+#[test]
+fn response_templates_reject_el_and_bad_entries() {
+    let with = |templates: Value| {
+        let mut api = v4("t2", "/t", "http://127.0.0.1:9000");
+        api["responseTemplates"] = templates;
+        rejection(api)
+    };
+    let reason =
+        with(json!({"DEFAULT": {"application/json": {"status": 500, "body": "{\"m\":\"{#error.message}\"}"}}}));
+    assert!(
+        reason.contains("responseTemplates.DEFAULT.application/json.body") && reason.contains("#error"),
+        "{reason}"
+    );
+    assert!(with(json!({"DEFAULT": {"json": {"status": 500}}})).contains("not a media type"));
+    assert!(with(json!({"DEFAULT": {"*/*": {"status": 99}}})).contains(".status"));
+    assert!(with(json!({"DEFAULT": {"*/*": {"headers": {"bad name": "x"}}}})).contains("headers.bad name"));
+}
+
+#[test]
+fn best_match_flow_mode_compiles_for_v4_and_v2() {
+    let mut api = v4("b1", "/b", "http://127.0.0.1:9000");
+    api["flowExecution"] = json!({"mode": "BEST_MATCH", "matchRequired": false});
+    assert_eq!(deploy(api).flow_mode, pb::FlowMode::BestMatch as i32);
+    let v2 = deploy(json!({
+        "id": "v2b", "name": "Old", "gravitee": "2.0.0", "flow_mode": "BEST_MATCH",
+        "proxy": {"virtual_hosts": [{"path": "/b"}], "groups": [{"name": "g", "endpoints": [{"name": "b", "target": "http://10.0.0.1:80/"}]}]},
+        "plans": [{"id": "p", "name": "free", "security": "KEY_LESS", "status": "PUBLISHED"}]
+    }));
+    assert_eq!(v2.flow_mode, pb::FlowMode::BestMatch as i32);
+    let mut required = v4("b2", "/b", "http://127.0.0.1:9000");
+    required["flowExecution"] = json!({"mode": "BEST_MATCH", "matchRequired": true});
+    assert!(rejection(required).contains("matchRequired"));
+}
