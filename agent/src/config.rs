@@ -112,6 +112,12 @@ pub struct Cli {
     #[arg(long, env = "HGW_REPORTS_FLUSH_INTERVAL", default_value = "5s", value_parser = parse_duration, help_heading = "Analytics")]
     pub reports_flush_interval: Duration,
 
+    /// Request header carrying the key of API-key plans (Gravitee's `policy.api-key.header`).
+    #[arg(long, env = "HGW_API_KEY_HEADER", default_value = "X-Gravitee-Api-Key", help_heading = "Gateway")]
+    pub api_key_header: String,
+    /// Query parameter carrying the key of API-key plans (Gravitee's `policy.api-key.param`).
+    #[arg(long, env = "HGW_API_KEY_QUERY_PARAM", default_value = "api-key", help_heading = "Gateway")]
+    pub api_key_query_param: String,
     /// How often key sets of JWT plans using a JWKS URL are fetched again (key rotation delay).
     #[arg(long, env = "HGW_JWKS_REFRESH_INTERVAL", default_value = "5m", value_parser = parse_duration, help_heading = "Gateway")]
     pub jwks_refresh_interval: Duration,
@@ -165,6 +171,8 @@ pub enum ConfigError {
     DataplaneBin { path: String, problem: String },
     #[error("--node-id must not be empty")]
     NodeId,
+    #[error("{0}")]
+    ApiKeyLocation(String),
 }
 
 /// Where API definitions come from.
@@ -214,6 +222,8 @@ pub struct Config {
     pub reports_batch: usize,
     pub reports_flush_interval: Duration,
     pub jwks_refresh_interval: Duration,
+    pub api_key_header: String,
+    pub api_key_query_param: String,
     pub shutdown_grace: Duration,
     pub workers: Option<usize>,
     pub log_json: bool,
@@ -288,6 +298,18 @@ impl Config {
             }
         };
 
+        let api_key_header = cli.api_key_header.trim().to_owned();
+        if axum::http::HeaderName::try_from(api_key_header.as_str()).is_err() {
+            return Err(ConfigError::ApiKeyLocation(format!(
+                "--api-key-header `{api_key_header}` is not a header name"
+            )));
+        }
+        let api_key_query_param = cli.api_key_query_param.trim().to_owned();
+        if api_key_query_param.is_empty() || api_key_query_param.contains(['&', '=', '#', ' ']) {
+            return Err(ConfigError::ApiKeyLocation(format!(
+                "--api-key-query-param `{api_key_query_param}` is not a query parameter name"
+            )));
+        }
         let node_id = match cli.node_id {
             Some(id) if id.trim().is_empty() => return Err(ConfigError::NodeId),
             Some(id) => id,
@@ -328,6 +350,8 @@ impl Config {
             reports_batch: cli.reports_batch,
             reports_flush_interval: cli.reports_flush_interval,
             jwks_refresh_interval: cli.jwks_refresh_interval.max(MIN_SYNC_INTERVAL),
+            api_key_header,
+            api_key_query_param,
             shutdown_grace: cli.shutdown_grace,
             workers: cli.workers,
             log_json: cli.log_format == "json",
@@ -428,6 +452,20 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, ConfigError::SyncInterval(_)));
+    }
+
+    #[test]
+    fn api_key_location_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().to_str().unwrap();
+        let err =
+            Config::from_cli(cli(&["--local-apis", local, "--api-key-header", "X Bad"]), &HashMap::new()).unwrap_err();
+        assert_eq!(err.to_string(), "--api-key-header `X Bad` is not a header name");
+        let err = Config::from_cli(cli(&["--local-apis", local, "--api-key-query-param", "a&b"]), &HashMap::new())
+            .unwrap_err();
+        assert!(err.to_string().starts_with("--api-key-query-param `a&b`"));
+        let ok = Config::from_cli(cli(&["--local-apis", local]), &HashMap::new()).unwrap();
+        assert_eq!((ok.api_key_header.as_str(), ok.api_key_query_param.as_str()), ("X-Gravitee-Api-Key", "api-key"));
     }
 
     #[test]

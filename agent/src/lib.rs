@@ -74,7 +74,10 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     let metrics = Arc::new(metrics::Metrics::default());
     let jwks = Arc::new(jwks::JwksCache::new(config.jwks_refresh_interval).map_err(StartError::GateClient)?);
     let store = Arc::new(
-        store::ConfigStore::new(config.tags.clone()).with_tenant(config.tenant.clone()).with_jwks(jwks.clone()),
+        store::ConfigStore::new(config.tags.clone())
+            .with_tenant(config.tenant.clone())
+            .with_jwks(jwks.clone())
+            .with_api_key_location(config.api_key_header.clone(), config.api_key_query_param.clone()),
     );
     let status = Arc::new(sync::SyncStatus::default());
     let registry = Arc::new(grpc::registry::DataplaneRegistry::default());

@@ -51,6 +51,8 @@ pub struct ConfigStore {
     cache: Mutex<HashMap<String, (u64, Outcome)>>,
     /// Key sets of JWT plans using a JWKS URL.
     jwks: Option<Arc<JwksCache>>,
+    /// Where API-key plans read the key (header, query parameter); empty: the dataplane's defaults.
+    api_key_location: (String, String),
     /// The last inputs, so a JWKS change can re-deploy without waiting for the next sync.
     last_inputs: Mutex<Option<Inputs>>,
 }
@@ -71,7 +73,14 @@ impl ConfigStore {
             cache: Mutex::new(HashMap::new()),
             jwks: None,
             last_inputs: Mutex::new(None),
+            api_key_location: Default::default(),
         }
+    }
+
+    /// Where API-key plans read the key (the gateway's setting, as in Gravitee).
+    pub fn with_api_key_location(mut self, header: String, query_param: String) -> ConfigStore {
+        self.api_key_location = (header, query_param);
+        self
     }
 
     /// Fills JWT plans that use a JWKS URL from `jwks`.
@@ -162,7 +171,7 @@ impl ConfigStore {
             cache.retain(|key, _| cache_keys.contains(key));
         }
         reject_path_conflicts(&mut apis, &mut rejected, &origins);
-        attach_credentials(&mut apis, subscriptions, keys);
+        attach_credentials(&mut apis, subscriptions, keys, &self.api_key_location);
         if let Some(jwks) = &self.jwks {
             attach_jwks(&mut apis, jwks);
         }
@@ -227,7 +236,12 @@ fn subscription_status(status: &str) -> Option<pb::SubscriptionStatus> {
 /// Gives each API with API-key or JWT plans the subscriptions to those plans and their keys, hashed (the
 /// plaintext key never leaves the agent). The API's revision then covers its credentials, so a
 /// revoked key reaches dataplanes like any other change.
-fn attach_credentials(apis: &mut BTreeMap<String, Arc<Api>>, subscriptions: &[Subscription], keys: &[ApiKey]) {
+fn attach_credentials(
+    apis: &mut BTreeMap<String, Arc<Api>>,
+    subscriptions: &[Subscription],
+    keys: &[ApiKey],
+    (key_header, key_param): &(String, String),
+) {
     let mut by_api: HashMap<&str, Vec<&Subscription>> = HashMap::new();
     for subscription in subscriptions {
         by_api.entry(subscription.api.as_str()).or_default().push(subscription);
@@ -282,6 +296,10 @@ fn attach_credentials(apis: &mut BTreeMap<String, Arc<Api>>, subscriptions: &[Su
             }
         }
         let mut updated = (**api).clone();
+        for location in updated.plans.iter_mut().filter_map(|p| p.api_key.as_mut()) {
+            location.header = key_header.clone();
+            location.query_param = key_param.clone();
+        }
         updated.subscriptions = attached;
         updated.api_keys = hashed.into_values().collect();
         updated.revision = definition::revision(&updated);

@@ -429,10 +429,65 @@ async fn serve_api(
         headers.insert(name, value);
     }
     ids.apply(&mut headers);
-    let mut response = Response::new(ResponseBody::upstream(body, record, in_flight));
+    let rewriters: Vec<&crate::flows::Step> =
+        flows.iter().flat_map(|(flow, _)| flow.response.iter()).filter(|step| step.policy.rewrites_body()).collect();
+    let body = if rewriters.is_empty() {
+        ResponseBody::upstream(body, record, in_flight)
+    } else {
+        match rewrite_body(body, &mut headers, &rewriters, &info, &attributes, parts.status).await {
+            Ok(content) => ResponseBody::full(content, record, in_flight),
+            Err(error) => {
+                let error = GatewayError::Upstream(UpstreamError::Connection(error));
+                return error_response(&error, &ids, record, in_flight, templates);
+            }
+        }
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = parts.status;
     *response.headers_mut() = headers;
     response
+}
+
+/// Largest response body `url-rewriting` buffers (Gravitee buffers whole bodies; hgw bounds it).
+const MAX_REWRITTEN_BODY: usize = 16 * 1024 * 1024;
+
+/// Buffers the upstream body and applies the body rewriters in order. A body that is not UTF-8 text
+/// is passed on unchanged; one larger than [`MAX_REWRITTEN_BODY`] is an error (502), never truncated.
+async fn rewrite_body(
+    body: Incoming,
+    headers: &mut HeaderMap,
+    rewriters: &[&crate::flows::Step],
+    info: &RequestInfo,
+    attributes: &Attributes,
+    status: http::StatusCode,
+) -> Result<bytes::Bytes, String> {
+    use http_body_util::BodyExt;
+    let collected = http_body_util::Limited::new(body, MAX_REWRITTEN_BODY)
+        .collect()
+        .await
+        .map_err(|e| format!("response body for url-rewriting: {e}"))?
+        .to_bytes();
+    let Ok(text) = std::str::from_utf8(&collected) else {
+        return Ok(collected);
+    };
+    let mut current: Option<String> = None;
+    for step in rewriters {
+        let el = ElContext::response(info, attributes, status.as_u16(), headers);
+        if let Some(condition) = &step.condition
+            && !el.holds(condition)
+        {
+            continue;
+        }
+        if let Some(rewritten) = step.policy.rewrite_body(current.as_deref().unwrap_or(text), &el) {
+            current = Some(rewritten);
+        }
+    }
+    let Some(rewritten) = current else {
+        return Ok(collected);
+    };
+    headers.remove(http::header::CONTENT_LENGTH);
+    headers.remove(http::header::TRANSFER_ENCODING);
+    Ok(bytes::Bytes::from(rewritten))
 }
 
 /// The Host the client asked for: the Host header, or the HTTP/2 :authority.

@@ -432,3 +432,30 @@ async fn jwt_plan_with_a_jwks_url_follows_key_rotation() {
     assert_eq!(status(token_b).await, Some(200));
     assert!(agent.proc.stderr().contains("JWKS fetch failed"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_location_is_the_gateways_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    let mut api = v4_api("keyed", "/keyed", &backend.url());
+    api["plans"] = json!([{"id": "gold", "name": "Gold", "security": {"type": "API_KEY"}, "status": "PUBLISHED"}]);
+    sim.put_api(api).await;
+    sim.put_subscription(json!({"id": "s", "api": "keyed", "plan": "gold", "application": "a", "status": "ACCEPTED", "updatedAt": now_ms()}))
+        .await;
+    sim.put_key(json!({"id": "k", "key": "my-key", "subscriptions": ["s"], "subscription": "s", "revoked": false, "updatedAt": now_ms()}))
+        .await;
+    let token = sim.token().await;
+    let args = ["--api-key-header", "X-Api-Key", "--api-key-query-param", "key"];
+    let agent = Agent::start_cloud(dir.path(), "agent", &sim, &token, &args).await;
+    let dp = Dataplane::start(dir.path(), "dp", &agent.tcp_target()).await;
+    dp.wait_ready().await;
+    let client = reqwest::Client::new();
+    let ok = client.get(dp.url("/keyed/x")).header("X-Api-Key", "my-key").send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let echo: Value = ok.json().await.unwrap();
+    assert!(echo["headers"].get("x-api-key").is_none(), "the configured header is stripped");
+    assert_eq!(get(&client, &dp.url("/keyed/x?key=my-key")).await.unwrap().status, 200);
+    let default_header = client.get(dp.url("/keyed/x")).header("X-Gravitee-Api-Key", "my-key").send().await.unwrap();
+    assert_eq!(default_header.status(), 401, "only the configured location is read");
+}

@@ -1139,12 +1139,9 @@ fn rate_limit(configuration: &Value, at: &str, kind: pb::RateLimitKind) -> Resul
     })
 }
 
-/// `url-rewriting`: response headers only; body rewriting would need the body buffered.
+/// `url-rewriting`: response headers and (when asked) the response body.
 fn url_rewriting(configuration: &Value, at: &str) -> Result<pb::UrlRewritingPolicy, CompileError> {
     let flag = |field: &str| configuration.get(field).and_then(Value::as_bool);
-    if flag("rewriteResponseBody") == Some(true) {
-        return Err(err(format!("{at}.rewriteResponseBody"), "body rewriting is not supported yet"));
-    }
     let from_regex = configuration.get("fromRegex").and_then(Value::as_str).unwrap_or_default().to_owned();
     if from_regex.is_empty() {
         return Err(err(format!("{at}.fromRegex"), "the regular expression is missing"));
@@ -1154,8 +1151,9 @@ fn url_rewriting(configuration: &Value, at: &str) -> Result<pb::UrlRewritingPoli
     Ok(pb::UrlRewritingPolicy {
         from_regex,
         to_replacement: configuration.get("toReplacement").and_then(Value::as_str).unwrap_or_default().to_owned(),
-        // Gravitee's default: headers are rewritten.
+        // Gravitee's defaults: headers are rewritten, bodies are not.
         rewrite_response_headers: flag("rewriteResponseHeaders").unwrap_or(true),
+        rewrite_response_body: flag("rewriteResponseBody").unwrap_or(false),
     })
 }
 

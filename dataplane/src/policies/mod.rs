@@ -110,6 +110,14 @@ pub trait Policy: Send + Sync + Debug {
     fn uses_el(&self) -> bool {
         false
     }
+    /// Whether the policy rewrites the response body (the proxy then buffers it).
+    fn rewrites_body(&self) -> bool {
+        false
+    }
+    /// The rewritten body, or `None` to keep it.
+    fn rewrite_body(&self, _body: &str, _el: &ElContext<'_>) -> Option<String> {
+        None
+    }
 }
 
 /// A configuration value that is constant or a Gravitee EL template, compiled once.

@@ -13,17 +13,20 @@ pub struct UrlRewriting {
     from: Regex,
     to: Value,
     headers: bool,
+    body: bool,
 }
 
 impl UrlRewriting {
     pub fn compile(config: pb::UrlRewritingPolicy) -> Result<UrlRewriting, PolicyError> {
-        let pb::UrlRewritingPolicy { from_regex, to_replacement, rewrite_response_headers } = config;
+        let pb::UrlRewritingPolicy { from_regex, to_replacement, rewrite_response_headers, rewrite_response_body } =
+            config;
         let from = Regex::new(&from_regex)
             .map_err(|e| invalid("url-rewriting.fromRegex", format!("not a valid regular expression: {e}")))?;
         Ok(UrlRewriting {
             from,
             to: Value::compile("url-rewriting.toReplacement", to_replacement)?,
             headers: rewrite_response_headers,
+            body: rewrite_response_body,
         })
     }
 }
@@ -68,6 +71,18 @@ impl Policy for UrlRewriting {
     fn uses_el(&self) -> bool {
         self.to.is_template()
     }
+
+    fn rewrites_body(&self) -> bool {
+        self.body
+    }
+
+    fn rewrite_body(&self, body: &str, el: &crate::el::ElContext<'_>) -> Option<String> {
+        if !self.body || !self.from.is_match(body) {
+            return None;
+        }
+        let to = self.to.render(el);
+        Some(self.from.replace_all(body, to.as_str()).into_owned())
+    }
 }
 
 #[cfg(test)]
@@ -90,8 +105,23 @@ mod tests {
             from_regex: from.into(),
             to_replacement: to.into(),
             rewrite_response_headers: headers,
+            rewrite_response_body: true,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn bodies_are_rewritten_with_groups() {
+        let p = policy("http://backend:8080/(\\w+)", "https://api.example.com/$1", false);
+        let info = RequestInfo::default();
+        let headers = HeaderMap::new();
+        let el = crate::el::ElContext::response(&info, &[], 200, &headers);
+        assert_eq!(
+            p.rewrite_body("see http://backend:8080/orders and http://backend:8080/items", &el).as_deref(),
+            Some("see https://api.example.com/orders and https://api.example.com/items")
+        );
+        assert_eq!(p.rewrite_body("nothing to do", &el), None);
+        assert!(p.rewrites_body());
     }
 
     #[test]

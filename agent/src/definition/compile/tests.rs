@@ -397,14 +397,14 @@ fn url_rewriting_compiles_headers_only() {
     assert_eq!(policy.from_regex, "https?://backend:8080/(.*)");
     assert!(policy.rewrite_response_headers);
 
-    let reason = rejection(with_response_step(
+    let body = deploy(with_response_step(
         "url-rewriting",
         json!({"rewriteResponseBody": true, "fromRegex": "a", "toReplacement": "b"}),
     ));
-    assert!(
-        reason.contains("rewriteResponseBody") && reason.contains("body rewriting is not supported yet"),
-        "{reason}"
-    );
+    match &body.flows[0].response[0].policy {
+        Some(pb::step::Policy::UrlRewriting(p)) => assert!(p.rewrite_response_body && p.rewrite_response_headers),
+        other => panic!("{other:?}"),
+    }
     let reason = rejection(with_response_step("url-rewriting", json!({"fromRegex": "(", "toReplacement": "b"})));
     assert!(reason.contains("response[0].configuration.fromRegex"), "{reason}");
     let reason = rejection(with_response_step("url-rewriting", json!({"toReplacement": "b"})));
