@@ -53,11 +53,7 @@ pub struct ConfigStore {
     jwks: Option<Arc<JwksCache>>,
     /// Where API-key plans read the key (header, query parameter); empty: the dataplane's defaults.
     api_key_location: (String, String),
-    /// The last inputs, so a JWKS change can re-deploy without waiting for the next sync.
-    last_inputs: Mutex<Option<Inputs>>,
 }
-
-type Inputs = (Vec<ApiSource>, Vec<Subscription>, Vec<ApiKey>);
 
 impl ConfigStore {
     pub fn new(tags: ShardingTags) -> ConfigStore {
@@ -72,7 +68,6 @@ impl ConfigStore {
             tx,
             cache: Mutex::new(HashMap::new()),
             jwks: None,
-            last_inputs: Mutex::new(None),
             api_key_location: Default::default(),
         }
     }
@@ -89,12 +84,26 @@ impl ConfigStore {
         self
     }
 
-    /// Deploys the last inputs again (after a JWKS change).
+    /// Puts the current key sets into the deployed APIs (after a JWKS change). Only the JWKS part of
+    /// each API can differ, so the current snapshot is reused rather than compiling everything again.
     pub fn redeploy(&self) {
-        let inputs = self.last_inputs.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some((sources, subscriptions, keys)) = inputs {
-            self.deploy(sources, &subscriptions, &keys);
+        let Some(jwks) = &self.jwks else {
+            return;
+        };
+        let previous = self.current();
+        if !previous.initialized {
+            return;
         }
+        let mut apis = previous.apis.clone();
+        attach_jwks(&mut apis, jwks);
+        self.publish(
+            &previous,
+            apis,
+            previous.rejected.clone(),
+            previous.skipped.clone(),
+            previous.subscriptions,
+            previous.api_keys,
+        );
     }
 
     /// Compiles for a gateway of `tenant` (Gravitee's endpoint `tenants` rule).
@@ -114,10 +123,6 @@ impl ConfigStore {
     /// Replaces the deployment set with `sources` (the complete desired set) and the subscriptions and
     /// API keys that open their plans.
     pub fn deploy(&self, sources: Vec<ApiSource>, subscriptions: &[Subscription], keys: &[ApiKey]) -> DeployReport {
-        if self.jwks.is_some() {
-            *self.last_inputs.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some((sources.clone(), subscriptions.to_vec(), keys.to_vec()));
-        }
         let previous = self.current();
         let mut apis: BTreeMap<String, Arc<Api>> = BTreeMap::new();
         let mut rejected = BTreeMap::new();
@@ -175,7 +180,19 @@ impl ConfigStore {
         if let Some(jwks) = &self.jwks {
             attach_jwks(&mut apis, jwks);
         }
+        self.publish(&previous, apis, rejected, skipped, subscriptions.len(), keys.len())
+    }
 
+    /// Publishes a new snapshot; the version moves only when some API's revision changed.
+    fn publish(
+        &self,
+        previous: &Snapshot,
+        apis: BTreeMap<String, Arc<Api>>,
+        rejected: BTreeMap<String, Rejection>,
+        skipped: BTreeMap<String, String>,
+        subscriptions: usize,
+        api_keys: usize,
+    ) -> DeployReport {
         for (id, rejection) in &rejected {
             if previous.rejected.get(id) != Some(rejection) {
                 tracing::warn!(api = %rejection.id, name = %rejection.name, origin = %rejection.origin, reason = %rejection.reason, "API rejected");
@@ -206,8 +223,8 @@ impl ConfigStore {
             apis,
             rejected,
             skipped,
-            subscriptions: subscriptions.len(),
-            api_keys: keys.len(),
+            subscriptions,
+            api_keys,
         }));
         report
     }
