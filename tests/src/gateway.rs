@@ -259,3 +259,28 @@ pub async fn run_grpcurl(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// How long a change may take to reach a dataplane or `/reports` on a loaded 2-core machine.
+pub const PROPAGATION: Duration = Duration::from_secs(20);
+
+/// An agent in cloud mode against `sim` and one dataplane on its TCP listener, ready to serve.
+pub async fn cloud_gateway(dir: &Path, sim: &CloudGateSim) -> (Agent, Dataplane) {
+    let token = sim.token().await;
+    let agent = Agent::start_cloud(dir, "agent", sim, &token, &[]).await;
+    let dp = Dataplane::start(dir, "dp", &agent.tcp_target()).await;
+    dp.wait_ready().await;
+    (agent, dp)
+}
+
+/// The `/reports` document of a request (its `_id` is the request id), waiting for the upload.
+pub async fn report_for(sim: &CloudGateSim, request_id: &str) -> Value {
+    eventually(&format!("report for {request_id}"), PROPAGATION, || async {
+        sim.report_documents().await.into_iter().find(|d| d["_id"] == request_id)
+    })
+    .await
+}
+
+/// Now, in epoch milliseconds (Gravitee's `updatedAt` form).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

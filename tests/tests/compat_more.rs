@@ -1,28 +1,9 @@
 //! Gravitee compatibility beyond policies: listener CORS (and, as they land, url-rewriting, response
 //! templates and best-match flows), from Gravitee-format definitions served by the Cloud Gate emulator.
 
-use std::time::Duration;
-
-use hgw_tests::gateway::{Agent, Dataplane};
-use hgw_tests::{Backend, CloudGateSim, eventually, v2_api, v4_api};
+use hgw_tests::gateway::{cloud_gateway, report_for};
+use hgw_tests::{Backend, CloudGateSim, v2_api, v4_api};
 use serde_json::{Value, json};
-
-const PROPAGATION: Duration = Duration::from_secs(20);
-
-async fn gateway(dir: &std::path::Path, sim: &CloudGateSim) -> (Agent, Dataplane) {
-    let token = sim.token().await;
-    let agent = Agent::start_cloud(dir, "agent", sim, &token, &[]).await;
-    let dp = Dataplane::start(dir, "dp", &agent.tcp_target()).await;
-    dp.wait_ready().await;
-    (agent, dp)
-}
-
-async fn report_for(sim: &CloudGateSim, request_id: &str) -> Value {
-    eventually(&format!("report for {request_id}"), PROPAGATION, || async {
-        sim.report_documents().await.into_iter().find(|d| d["_id"] == request_id)
-    })
-    .await
-}
 
 fn header<'a>(reply: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     reply.headers().get(name).map(|v| v.to_str().unwrap())
@@ -46,7 +27,7 @@ async fn cors_preflight_skips_security_and_actual_responses_carry_headers() {
         "exposeHeaders": [], "maxAge": -1, "allowCredentials": false});
     sim.put_api(v2).await;
 
-    let (_agent, dp) = gateway(dir.path(), &sim).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
     let client = reqwest::Client::new();
     let options = |path: &str, origin: &str, method: &str| {
         client
@@ -141,7 +122,7 @@ async fn url_rewriting_rewrites_response_headers() {
             "fromRegex": "\"backend\":\"B\"", "toReplacement": "\"backend\":\"rewritten\""}}]}]);
     sim.put_api(body).await;
 
-    let (_agent, dp) = gateway(dir.path(), &sim).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
     let client = reqwest::Client::new();
     let reply = client.get(dp.url("/rw/x")).header("X-Forwarded-Host", "api.example.com").send().await.unwrap();
     assert_eq!(reply.status(), 200);
@@ -194,7 +175,7 @@ async fn response_templates_replace_gateway_errors_by_key_and_accept() {
         json!({"DEFAULT": {"text/plain": {"status": 503, "headers": {"Retry-After": "5"}, "body": "try later"}}});
     sim.put_api(v2).await;
 
-    let (_agent, dp) = gateway(dir.path(), &sim).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
     let client = reqwest::Client::new();
 
     let json_reply = client
@@ -273,7 +254,7 @@ async fn best_match_runs_only_the_most_specific_flow() {
     ]);
     sim.put_api(v2).await;
 
-    let (_agent, dp) = gateway(dir.path(), &sim).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
     let client = reqwest::Client::new();
     let flow_of = |path: &'static str| {
         let client = client.clone();

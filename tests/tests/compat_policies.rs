@@ -2,32 +2,9 @@
 //! Cloud Gate emulator, checked with real requests (status codes, headers, bodies, error keys) and the
 //! metrics records that reach `/reports`.
 
-use std::time::Duration;
-
-use hgw_tests::gateway::{Agent, Dataplane, get};
+use hgw_tests::gateway::{Agent, Dataplane, PROPAGATION, cloud_gateway, get, now_ms, report_for};
 use hgw_tests::{Backend, CloudGateSim, eventually, v2_api, v4_api};
 use serde_json::{Value, json};
-
-const PROPAGATION: Duration = Duration::from_secs(20);
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
-async fn gateway(dir: &std::path::Path, sim: &CloudGateSim) -> (Agent, Dataplane) {
-    let token = sim.token().await;
-    let agent = Agent::start_cloud(dir, "agent", sim, &token, &[]).await;
-    let dp = Dataplane::start(dir, "dp", &agent.tcp_target()).await;
-    dp.wait_ready().await;
-    (agent, dp)
-}
-
-async fn report_for(sim: &CloudGateSim, request_id: &str) -> Value {
-    eventually(&format!("report for {request_id}"), PROPAGATION, || async {
-        sim.report_documents().await.into_iter().find(|d| d["_id"] == request_id)
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_key_plan_authenticates_strips_and_revokes() {
@@ -43,7 +20,7 @@ async fn api_key_plan_authenticates_strips_and_revokes() {
     sim.put_key(json!({"id": "key-1", "key": "s3cr3t-key", "subscriptions": ["sub-1"], "subscription": "sub-1",
         "api": "secured", "plan": "gold", "application": "app-1", "revoked": false, "paused": false, "updatedAt": now_ms()}))
         .await;
-    let (agent, dp) = gateway(dir.path(), &sim).await;
+    let (agent, dp) = cloud_gateway(dir.path(), &sim).await;
     let client = reqwest::Client::new();
 
     let missing = get(&client, &dp.url("/secured/x")).await.unwrap();
@@ -119,7 +96,7 @@ async fn policies_transform_filter_limit_and_mock() {
         "post": [{"name": "h", "policy": "transform-headers", "enabled": true, "configuration": {"scope": "RESPONSE", "addHeaders": [{"name": "X-V2-Out", "value": "out"}]}}]}]);
     sim.put_api(v2).await;
 
-    let (_agent, dp) = gateway(dir.path(), &sim).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
     let client = reqwest::Client::new();
 
     let reply =
@@ -174,7 +151,7 @@ async fn rate_limit_and_quota_answer_429_with_gravitee_headers() {
          "request": [{"policy": "quota", "configuration": {"quota": {"limit": 1, "periodTime": 1, "periodTimeUnit": "DAYS"}}}]}
     ]);
     sim.put_api(api).await;
-    let (_agent, dp) = gateway(dir.path(), &sim).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
     let client = reqwest::Client::new();
 
     let mut remaining = Vec::new();
@@ -232,7 +209,7 @@ async fn jwt_plan_with_a_given_rsa_key() {
     sim.put_subscription(json!({"id": "sub-jwt", "api": "jwt-api", "plan": "jwt-plan", "application": "app-jwt",
         "clientId": "my-client", "status": "ACCEPTED", "updatedAt": now_ms()}))
         .await;
-    let (_agent, dp) = gateway(dir.path(), &sim).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
     let client = reqwest::Client::new();
 
     let sign = |claims: Value| {
@@ -308,7 +285,7 @@ async fn gravitee_el_conditions_rules_and_templates() {
              "rate": {"limit": 1, "periodTime": 1, "periodTimeUnit": "HOURS", "key": "{#request.headers['X-Client'][0]}"}}}]}
     ]);
     sim.put_api(api).await;
-    let (_agent, dp) = gateway(dir.path(), &sim).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
     let client = reqwest::Client::new();
 
     let echo = |reply: reqwest::Response| async move { reply.json::<Value>().await.unwrap() };
