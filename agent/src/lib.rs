@@ -14,6 +14,7 @@ pub mod license;
 pub mod local;
 pub mod metrics;
 pub mod node_api;
+pub mod ratelimit;
 pub mod reports;
 pub mod secret;
 pub mod store;
@@ -171,6 +172,9 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     let upload_task = tokio::spawn(uploader.run(uploads.clone()));
     tasks.spawn(jwks.run(store.clone(), services.clone()));
 
+    // Without Redis the counters are this agent's own: exact for every dataplane it serves, not shared
+    // with other hosts.
+    let counters = Arc::new(ratelimit::CounterStore::Memory(ratelimit::MemoryCounters::default()));
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     grpc::set_health(&health_reporter, tonic_health::ServingStatus::Serving).await;
     let grpc_state = grpc::GrpcState {
@@ -179,6 +183,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         reports: reports_queue.clone(),
         metrics: metrics.clone(),
         status: status.clone(),
+        counters: counters.clone(),
         mode,
         node_id: config.node_id.clone(),
         cancel: services.clone(),

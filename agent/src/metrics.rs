@@ -39,6 +39,10 @@ pub struct Metrics {
     pub reports_documents_lost: Counter,
     pub reports_upload_bytes: Counter,
     pub reports_upload_latency_ms_total: Counter,
+    /// `hgw.v1.RateLimit/Acquire` calls, the hits they carried, and calls the counter store failed.
+    pub ratelimit_calls: Counter,
+    pub ratelimit_hits: Counter,
+    pub ratelimit_errors: Counter,
 }
 
 /// Gauges read at render time from the rest of the agent.
@@ -59,6 +63,19 @@ impl Metrics {
         };
         metric("hgw_agent_sync_total", "counter", "Successful syncs (Cloud Gate or local folder).", self.sync_ok.get());
         metric("hgw_agent_sync_errors_total", "counter", "Failed syncs.", self.sync_errors.get());
+        metric(
+            "hgw_agent_ratelimit_calls_total",
+            "counter",
+            "RateLimit/Acquire calls from dataplanes.",
+            self.ratelimit_calls.get(),
+        );
+        metric("hgw_agent_ratelimit_hits_total", "counter", "Counter hits answered.", self.ratelimit_hits.get());
+        metric(
+            "hgw_agent_ratelimit_errors_total",
+            "counter",
+            "Acquire calls the counter store could not answer (Redis down or slow).",
+            self.ratelimit_errors.get(),
+        );
         metric(
             "hgw_agent_sync_initial_done",
             "gauge",

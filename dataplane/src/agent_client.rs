@@ -49,18 +49,41 @@ pub async fn connect(agent: &AgentAddr) -> Result<Channel, AgentError> {
             Ok(configure(endpoint).connect().await?)
         }
         AgentAddr::Unix(path) => {
-            let path = path.clone();
             // The URI only fills the :authority pseudo-header; the connector ignores it.
             let endpoint = configure(Endpoint::from_static("http://hgw-agent"));
-            let connector = tower::service_fn(move |_: http::Uri| {
-                let path = path.clone();
-                async move {
-                    let stream = tokio::net::UnixStream::connect(path).await?;
-                    Ok::<_, std::io::Error>(TokioIo::new(stream))
-                }
-            });
-            Ok(endpoint.connect_with_connector(connector).await?)
+            Ok(endpoint.connect_with_connector(unix_connector(path.clone())).await?)
         }
+    }
+}
+
+/// Connects every new channel connection to the agent's Unix socket.
+fn unix_connector(
+    path: std::path::PathBuf,
+) -> impl tower::Service<
+    http::Uri,
+    Response = TokioIo<tokio::net::UnixStream>,
+    Error = std::io::Error,
+    Future = impl Future<Output = std::io::Result<TokioIo<tokio::net::UnixStream>>> + Send,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(move |_: http::Uri| {
+        let path = path.clone();
+        async move { Ok(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+    })
+}
+
+/// A channel that connects on first use and reconnects by itself after failures (for unary calls such
+/// as rate-limit counters, which must fail fast rather than wait for a connection at start).
+pub fn connect_lazy(agent: &AgentAddr) -> Channel {
+    match agent {
+        AgentAddr::Http(uri) => match Endpoint::from_shared(uri.clone()) {
+            Ok(endpoint) => configure(endpoint).connect_lazy(),
+            // Validated at start-up; keep a channel that fails every call rather than panic.
+            Err(_) => configure(Endpoint::from_static("http://invalid.invalid")).connect_lazy(),
+        },
+        AgentAddr::Unix(path) => configure(Endpoint::from_static("http://hgw-agent"))
+            .connect_with_connector_lazy(unix_connector(path.clone())),
     }
 }
 

@@ -130,6 +130,15 @@ impl PendingRecord {
     pub fn add_response_bytes(&mut self, bytes: u64) {
         self.response_bytes += bytes;
     }
+
+    /// Records a warning (e.g. `RATE_LIMIT_NOT_APPLIED`) in the error fields, unless an error is already
+    /// there; a later gateway error replaces it.
+    pub fn warn(&mut self, warning: crate::policies::Warning) {
+        if self.record.error_key.is_empty() {
+            self.record.error_key = warning.key.to_owned();
+            self.record.error_message = warning.message;
+        }
+    }
 }
 
 impl Drop for PendingRecord {

@@ -17,6 +17,9 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:18083";
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "10s";
 /// Analytics records buffered before new ones are dropped (about 1 KiB each, so ~10 MiB).
 pub const DEFAULT_ANALYTICS_QUEUE: usize = 10_000;
+/// How long a strict rate-limit check waits for the agent before the policy's error strategy applies.
+/// The agent's own Redis timeout is shorter, so this only fires when the agent itself is stuck.
+pub const DEFAULT_RATE_LIMIT_TIMEOUT: &str = "1s";
 
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -59,6 +62,10 @@ pub struct Cli {
     /// Analytics records buffered before new ones are dropped.
     #[arg(long, env = "HGW_ANALYTICS_QUEUE", default_value_t = DEFAULT_ANALYTICS_QUEUE)]
     pub analytics_queue: usize,
+    /// Longest wait for the agent's rate-limit counters before the policy's errorStrategy applies
+    /// (pass through, or refuse with 429).
+    #[arg(long, env = "HGW_RATE_LIMIT_TIMEOUT", default_value = DEFAULT_RATE_LIMIT_TIMEOUT)]
+    pub rate_limit_timeout: String,
     /// Log format on stderr; the level comes from RUST_LOG (default info).
     #[arg(long, env = "HGW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -95,6 +102,7 @@ pub struct Config {
     pub addr_file: Option<PathBuf>,
     pub shutdown_grace: Duration,
     pub analytics_queue: usize,
+    pub rate_limit_timeout: Duration,
     pub log_format: LogFormat,
 }
 
@@ -105,8 +113,8 @@ pub enum ConfigError {
     Agent(String),
     #[error("--{flag} {value:?}: expected ip:port")]
     SocketAddr { flag: &'static str, value: String },
-    #[error("--shutdown-grace {value:?}: {reason}")]
-    Duration { value: String, reason: DurationError },
+    #[error("--{flag} {value:?}: {reason}")]
+    Duration { flag: &'static str, value: String, reason: DurationError },
     #[error("--{0} must be at least 1")]
     Zero(&'static str),
     #[error("--id must not be empty")]
@@ -127,6 +135,7 @@ impl Config {
             addr_file,
             shutdown_grace,
             analytics_queue,
+            rate_limit_timeout,
             log_format,
         } = cli;
         let agent = parse_agent(&agent)?;
@@ -145,8 +154,14 @@ impl Config {
         if analytics_queue == 0 {
             return Err(ConfigError::Zero("analytics-queue"));
         }
-        let shutdown_grace = parse_duration(&shutdown_grace)
-            .map_err(|reason| ConfigError::Duration { value: shutdown_grace.clone(), reason })?;
+        let duration = |flag: &'static str, value: String| {
+            parse_duration(&value).map_err(|reason| ConfigError::Duration { flag, value, reason })
+        };
+        let shutdown_grace = duration("shutdown-grace", shutdown_grace)?;
+        let rate_limit_timeout = duration("rate-limit-timeout", rate_limit_timeout)?;
+        if rate_limit_timeout.is_zero() {
+            return Err(ConfigError::Zero("rate-limit-timeout"));
+        }
         Ok(Config {
             agent,
             listen,
@@ -158,6 +173,7 @@ impl Config {
             addr_file,
             shutdown_grace,
             analytics_queue,
+            rate_limit_timeout,
             log_format,
         })
     }

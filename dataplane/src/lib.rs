@@ -11,6 +11,7 @@ pub mod backoff;
 pub mod body;
 pub mod config;
 pub mod cors;
+pub mod counters;
 pub mod el;
 pub mod endpoints;
 pub mod flows;
@@ -50,20 +51,25 @@ pub struct Shared {
     ready: AtomicBool,
     pub metrics: Arc<Metrics>,
     pub analytics: Arc<AnalyticsSink>,
-    /// Local rate-limit / quota / spike-arrest counters (they outlive route-table updates).
-    pub counters: policies::rate_limit::LocalCounters,
+    /// Rate-limit / quota / spike-arrest counters, held by the agent (they outlive route-table updates).
+    pub counters: Arc<counters::Counters>,
     /// The root shutdown token: cancelled means draining.
     shutdown: CancellationToken,
 }
 
 impl Shared {
-    pub fn new(metrics: Arc<Metrics>, analytics: Arc<AnalyticsSink>, shutdown: CancellationToken) -> Shared {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        analytics: Arc<AnalyticsSink>,
+        counters: Arc<counters::Counters>,
+        shutdown: CancellationToken,
+    ) -> Shared {
         Shared {
             routes: ArcSwap::from_pointee(RouteTable::default()),
             ready: AtomicBool::new(false),
             metrics,
             analytics,
-            counters: policies::rate_limit::LocalCounters::default(),
+            counters,
             shutdown,
         }
     }
@@ -126,7 +132,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
     let metrics = Arc::new(Metrics::default());
     let (sink, reporter) = analytics::channel(config.analytics_queue, metrics.clone(), config.id.clone());
-    let shared = Arc::new(Shared::new(metrics, sink, shutdown.clone()));
+    let counter_backend = counters::AgentBackend::start(
+        agent_client::connect_lazy(&config.agent),
+        config.id.clone(),
+        config.rate_limit_timeout,
+    );
+    let counters = Arc::new(counters::Counters::new(Arc::new(counter_backend)));
+    let shared = Arc::new(Shared::new(metrics, sink, counters, shutdown.clone()));
 
     let (flush_tx, flush_rx) = oneshot::channel();
     let reporter_task = tokio::spawn(reporter.run(config.agent.clone(), flush_rx));

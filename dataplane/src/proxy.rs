@@ -373,10 +373,23 @@ async fn serve_api(
                 {
                     continue;
                 }
-                if let Outcome::Respond(mut reply) = step.policy.on_request(&mut exchange) {
-                    reply.headers.append(exchange.response_headers);
-                    return reply_response(reply, &ids, record, in_flight, templates);
-                }
+                let mut reply = match step.policy.on_request(&mut exchange) {
+                    Outcome::Continue => continue,
+                    Outcome::Respond(reply) => reply,
+                    Outcome::Wait(pending) => {
+                        let verdict = pending.await;
+                        exchange.response_headers.extend(verdict.headers);
+                        if let (Some(warning), Some(r)) = (verdict.warning, record.as_mut()) {
+                            r.warn(warning);
+                        }
+                        match verdict.reply {
+                            Some(reply) => reply,
+                            None => continue,
+                        }
+                    }
+                };
+                reply.headers.append(exchange.response_headers);
+                return reply_response(reply, &ids, record, in_flight, templates);
             }
         }
     }

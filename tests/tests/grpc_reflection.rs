@@ -19,6 +19,7 @@ async fn grpcurl_lists_describes_and_calls_through_reflection() {
     for service in [
         "hgw.v1.ConfigDiscovery",
         "hgw.v1.Analytics",
+        "hgw.v1.RateLimit",
         "hgw.v1.Admin",
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",

@@ -1136,7 +1136,29 @@ fn rate_limit(configuration: &Value, at: &str, kind: pb::RateLimitKind) -> Resul
         key: rate.get("key").and_then(Value::as_str).unwrap_or_default().trim().to_owned(),
         use_key_only: rate.get("useKeyOnly").and_then(Value::as_bool).unwrap_or(false),
         add_headers: configuration.get("addHeaders").and_then(Value::as_bool).unwrap_or(default_headers),
+        mode: if configuration.get("async").and_then(Value::as_bool).unwrap_or(false) {
+            pb::RateLimitMode::Async
+        } else {
+            pb::RateLimitMode::Strict
+        } as i32,
+        error_strategy: error_strategy(configuration, at)? as i32,
     })
+}
+
+/// Gravitee's `errorStrategy` (its spelling `FALLBACK_PASS_TROUGH`, and the corrected one, both accepted).
+fn error_strategy(configuration: &Value, at: &str) -> Result<pb::RateLimitErrorStrategy, CompileError> {
+    match configuration.get("errorStrategy") {
+        None | Some(Value::Null) => Ok(pb::RateLimitErrorStrategy::PassThrough),
+        Some(Value::String(s)) => match s.trim().to_ascii_uppercase().as_str() {
+            "" | "FALLBACK_PASS_TROUGH" | "FALLBACK_PASS_THROUGH" => Ok(pb::RateLimitErrorStrategy::PassThrough),
+            "BLOCK_ON_INTERNAL_ERROR" => Ok(pb::RateLimitErrorStrategy::Block),
+            other => Err(err(
+                format!("{at}.errorStrategy"),
+                format!("unknown strategy `{other}` (FALLBACK_PASS_TROUGH or BLOCK_ON_INTERNAL_ERROR)"),
+            )),
+        },
+        Some(_) => Err(err(format!("{at}.errorStrategy"), "must be a string")),
+    }
 }
 
 /// `url-rewriting`: response headers and (when asked) the response body.

@@ -5,6 +5,7 @@
 mod admin;
 mod analytics;
 mod discovery;
+mod ratelimit;
 pub mod registry;
 
 use std::sync::Arc;
@@ -13,12 +14,14 @@ use std::time::Duration;
 use hgw_proto::v1::admin_server::AdminServer;
 use hgw_proto::v1::analytics_server::AnalyticsServer;
 use hgw_proto::v1::config_discovery_server::ConfigDiscoveryServer;
+use hgw_proto::v1::rate_limit_server::RateLimitServer;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Router;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::metrics::Metrics;
+use crate::ratelimit::CounterStore;
 use crate::reports::ReportsQueue;
 use crate::store::ConfigStore;
 use crate::sync::SyncStatus;
@@ -31,7 +34,7 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The services every gRPC listener offers.
-pub const SERVICE_NAMES: &[&str] = &["hgw.v1.ConfigDiscovery", "hgw.v1.Analytics", "hgw.v1.Admin"];
+pub const SERVICE_NAMES: &[&str] = &["hgw.v1.ConfigDiscovery", "hgw.v1.Analytics", "hgw.v1.RateLimit", "hgw.v1.Admin"];
 
 pub struct GrpcState {
     pub store: Arc<ConfigStore>,
@@ -39,6 +42,7 @@ pub struct GrpcState {
     pub reports: ReportsQueue,
     pub metrics: Arc<Metrics>,
     pub status: Arc<SyncStatus>,
+    pub counters: Arc<CounterStore>,
     pub mode: &'static str,
     pub node_id: String,
     pub cancel: CancellationToken,
@@ -60,6 +64,7 @@ pub fn router(
         node_id: state.node_id.clone(),
         cancel: state.cancel.clone(),
     };
+    let ratelimit = ratelimit::RateLimitService { counters: state.counters.clone(), metrics: state.metrics.clone() };
     let admin = admin::AdminService {
         store: state.store.clone(),
         registry: state.registry.clone(),
@@ -80,6 +85,7 @@ pub fn router(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(AnalyticsServer::new(analytics).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(RateLimitServer::new(ratelimit))
         .add_service(AdminServer::new(admin).max_encoding_message_size(MAX_MESSAGE_BYTES))
         .add_service(health.clone())
         .add_service(reflection().build_v1()?)

@@ -35,8 +35,8 @@ pub struct RequestExchange<'a> {
     /// The plan and subscription the request runs under (counter keys).
     pub plan_id: &'a str,
     pub subscription_id: &'a str,
-    /// This dataplane's rate-limit counters.
-    pub counters: &'a rate_limit::LocalCounters,
+    /// The cluster-wide rate-limit counters (through the agent).
+    pub counters: &'a Arc<crate::counters::Counters>,
     /// Request arrival, epoch milliseconds.
     pub now_ms: i64,
     /// Headers to add to whatever response the request gets (e.g. X-Rate-Limit-Remaining).
@@ -95,10 +95,39 @@ impl Reply {
     }
 }
 
-#[derive(Debug)]
 pub enum Outcome {
     Continue,
     Respond(Reply),
+    /// The policy needs an answer from elsewhere (the agent's counters) before deciding.
+    Wait(futures::future::BoxFuture<'static, Verdict>),
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Continue => f.write_str("Continue"),
+            Outcome::Respond(reply) => f.debug_tuple("Respond").field(reply).finish(),
+            Outcome::Wait(_) => f.write_str("Wait"),
+        }
+    }
+}
+
+/// The decision of a policy that waited.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// `None`: the request continues.
+    pub reply: Option<Reply>,
+    /// Added to whatever response the request gets.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub warning: Option<Warning>,
+}
+
+/// Something the metrics record should say although the request went on (Gravitee's `warnWith`),
+/// e.g. `RATE_LIMIT_NOT_APPLIED`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub key: &'static str,
+    pub message: String,
 }
 
 pub trait Policy: Send + Sync + Debug {
@@ -212,7 +241,7 @@ pub(crate) fn with_test_exchange<T>(
     run: impl FnOnce(&mut RequestExchange<'_>) -> T,
 ) -> T {
     let mut attributes = Attributes::new();
-    let counters = rate_limit::LocalCounters::default();
+    let counters = Arc::new(crate::counters::Counters::new(Arc::new(crate::counters::tests::MapBackend::default())));
     let mut response_headers = Vec::new();
     let info = RequestInfo::default();
     let mut exchange = RequestExchange {

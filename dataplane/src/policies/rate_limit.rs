@@ -1,23 +1,25 @@
-//! `rate-limit`, `quota` and `spike-arrest`, counted in this dataplane (the agent-backed, cluster-wide
-//! counters are a later step).
+//! `rate-limit`, `quota` and `spike-arrest`, counted cluster-wide by the agent ([`crate::counters`]).
 //!
 //! Gravitee's semantics: a counter per key `ratelimit:{plan}{subscription}[:{key}]:{rl|q|sa}`; its window
 //! starts at the first request and resets `period` later (not clock-aligned); a request is allowed while
 //! the counter, after counting it, is `<= limit`. Spike arrest cuts the period into slices of
 //! `period/limit` (at least 100 ms, allowing proportionally more per slice).
+//!
+//! Strict mode asks the agent for every request; async mode (`"async": true`) admits from leased budgets.
+//! When the counters cannot answer, the policy's `errorStrategy` passes the request (marking its metrics
+//! record `*_NOT_APPLIED`, as Gravitee's warning does) or refuses it with 429
+//! `*_BLOCK_ON_INTERNAL_ERROR`.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use hgw_proto::v1 as pb;
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use super::{Outcome, Policy, PolicyError, Reply, RequestExchange, Value, invalid};
+use super::{Outcome, Policy, PolicyError, Reply, RequestExchange, Value, Verdict, Warning, invalid};
+use crate::counters::{Answer, CounterRef, Unavailable};
 
 /// Spike arrest never counts in slices shorter than this (Gravitee's minimum).
 const MIN_SLICE_MS: u64 = 100;
-/// Counters kept before expired windows are swept (bounded memory with per-client key-less keys).
-const SWEEP_AT: usize = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -43,6 +45,32 @@ impl Kind {
         }
     }
 
+    /// Gravitee's warning when the counters could not be reached and the request passed.
+    fn not_applied_key(self) -> &'static str {
+        match self {
+            Kind::RateLimit => "RATE_LIMIT_NOT_APPLIED",
+            Kind::Quota => "QUOTA_NOT_APPLIED",
+            Kind::SpikeArrest => "SPIKE_ARREST_NOT_APPLIED",
+        }
+    }
+
+    /// Gravitee's refusal when the counters could not be reached under `BLOCK_ON_INTERNAL_ERROR`.
+    fn blocked_key(self) -> &'static str {
+        match self {
+            Kind::RateLimit => "RATE_LIMIT_BLOCK_ON_INTERNAL_ERROR",
+            Kind::Quota => "QUOTA_BLOCK_ON_INTERNAL_ERROR",
+            Kind::SpikeArrest => "SPIKE_ARREST_BLOCK_ON_INTERNAL_ERROR",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Kind::RateLimit => "Rate limit",
+            Kind::Quota => "Quota",
+            Kind::SpikeArrest => "Spike arrest",
+        }
+    }
+
     fn headers(self) -> [HeaderName; 3] {
         let names = match self {
             Kind::RateLimit => ["x-rate-limit-limit", "x-rate-limit-remaining", "x-rate-limit-reset"],
@@ -53,63 +81,85 @@ impl Kind {
     }
 }
 
-/// One counting window.
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    counter: u64,
-    /// Epoch milliseconds when the window ends.
-    reset_at: i64,
-}
-
-/// The dataplane's local counters, shared by every rate-limiting step (keys include the kind).
-#[derive(Debug, Default)]
-pub struct LocalCounters {
-    windows: Mutex<HashMap<String, Window>>,
-}
-
-impl LocalCounters {
-    /// Counts one request on `key`; returns the window after counting.
-    fn increment(&self, key: &str, period_ms: u64, now_ms: i64) -> Window {
-        let mut windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if windows.len() >= SWEEP_AT && !windows.contains_key(key) {
-            windows.retain(|_, w| w.reset_at > now_ms);
-        }
-        let window =
-            windows.entry(key.to_owned()).or_insert(Window { counter: 0, reset_at: now_ms + period_ms as i64 });
-        if window.reset_at <= now_ms {
-            *window = Window { counter: 0, reset_at: now_ms + period_ms as i64 };
-        }
-        window.counter += 1;
-        *window
-    }
-
-    pub fn len(&self) -> usize {
-        self.windows.lock().map(|w| w.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
+/// What decides a request once its counter answered (shared with the request's future).
 #[derive(Debug)]
-pub struct RateLimit {
+struct Rules {
     kind: Kind,
     /// Allowed per counting window (for spike arrest: per slice).
     limit: u64,
     /// Counting window (for spike arrest: the slice).
     window_ms: u64,
+    add_headers: bool,
+    message: String,
+    strict: bool,
+    block_on_error: bool,
+}
+
+impl Rules {
+    fn headers(&self, remaining: u64, reset_at_ms: i64) -> Vec<(HeaderName, HeaderValue)> {
+        if !self.add_headers {
+            return Vec::new();
+        }
+        let [limit, left, reset] = self.kind.headers();
+        vec![
+            (limit, HeaderValue::from(self.limit)),
+            (left, HeaderValue::from(remaining)),
+            (reset, HeaderValue::from(reset_at_ms)),
+        ]
+    }
+
+    fn decide(&self, answer: Result<Answer, Unavailable>) -> Verdict {
+        match answer {
+            Ok(answer) => {
+                let headers = self.headers(answer.remaining, answer.reset_at_ms);
+                let reply = (!answer.admitted).then(|| {
+                    Reply::error(StatusCode::TOO_MANY_REQUESTS, Some(self.kind.error_key()), self.message.clone())
+                });
+                Verdict { reply, headers, warning: None }
+            }
+            Err(error) if self.block_on_error => {
+                let message = format!("{} blocked the query due to internal error", self.kind.label());
+                Verdict {
+                    reply: Some(Reply::error(StatusCode::TOO_MANY_REQUESTS, Some(self.kind.blocked_key()), message)),
+                    headers: Vec::new(),
+                    warning: Some(Warning { key: self.kind.blocked_key(), message: error.0 }),
+                }
+            }
+            // Gravitee's pass-through headers: the remaining count is unknown, so the limit; reset -1.
+            Err(error) => Verdict {
+                reply: None,
+                headers: self.headers(self.limit, -1),
+                warning: Some(Warning {
+                    key: self.kind.not_applied_key(),
+                    message: format!("Request bypassed {} policy due to internal error: {error}", self.kind.label()),
+                }),
+            },
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct RateLimit {
+    rules: Arc<Rules>,
     /// Custom key: constant or an EL template (e.g. a client header).
     key: Value,
     use_key_only: bool,
-    add_headers: bool,
-    message: String,
 }
 
 impl RateLimit {
     pub fn compile(config: pb::RateLimitPolicy) -> Result<RateLimit, PolicyError> {
-        let pb::RateLimitPolicy { kind, limit, period_time, period_unit, period_ms, key, use_key_only, add_headers } =
-            config;
+        let pb::RateLimitPolicy {
+            kind,
+            limit,
+            period_time,
+            period_unit,
+            period_ms,
+            key,
+            use_key_only,
+            add_headers,
+            mode,
+            error_strategy,
+        } = config;
         let kind = match pb::RateLimitKind::try_from(kind) {
             Ok(pb::RateLimitKind::RateLimit) => Kind::RateLimit,
             Ok(pb::RateLimitKind::Quota) => Kind::Quota,
@@ -141,12 +191,25 @@ impl RateLimit {
             ),
         };
         let key = Value::compile("rate-limit.key", key)?;
-        Ok(RateLimit { kind, limit, window_ms, key, use_key_only, add_headers, message })
+        let strict = match pb::RateLimitMode::try_from(mode) {
+            Ok(pb::RateLimitMode::Async) => false,
+            Ok(pb::RateLimitMode::Strict | pb::RateLimitMode::Unspecified) => true,
+            Err(_) => return Err(invalid("rate-limit.async", format!("unknown mode {mode}"))),
+        };
+        let block_on_error = match pb::RateLimitErrorStrategy::try_from(error_strategy) {
+            Ok(pb::RateLimitErrorStrategy::Block) => true,
+            Ok(pb::RateLimitErrorStrategy::PassThrough | pb::RateLimitErrorStrategy::Unspecified) => false,
+            Err(_) => {
+                return Err(invalid("rate-limit.errorStrategy", format!("unknown strategy {error_strategy}")));
+            }
+        };
+        let rules = Rules { kind, limit, window_ms, add_headers, message, strict, block_on_error };
+        Ok(RateLimit { rules: Arc::new(rules), key, use_key_only })
     }
 
     /// Gravitee's counter key (`key` is the rendered custom key).
     fn counter_key(&self, plan: &str, subscription: &str, key: &str) -> String {
-        let suffix = self.kind.suffix();
+        let suffix = self.rules.kind.suffix();
         match (self.use_key_only && !key.is_empty(), key.is_empty()) {
             (true, _) => format!("ratelimit:{key}:{suffix}"),
             (false, true) => format!("ratelimit:{plan}{subscription}:{suffix}"),
@@ -173,32 +236,31 @@ impl Policy for RateLimit {
     fn on_request(&self, exchange: &mut RequestExchange<'_>) -> Outcome {
         let custom = self.key.render(&exchange.el());
         let key = self.counter_key(exchange.plan_id, exchange.subscription_id, &custom);
-        let window = exchange.counters.increment(&key, self.window_ms, exchange.now_ms);
-        let remaining = self.limit.saturating_sub(window.counter);
-        let headers: Vec<(HeaderName, HeaderValue)> = if self.add_headers {
-            let [limit, left, reset] = self.kind.headers();
-            vec![
-                (limit, HeaderValue::from(self.limit)),
-                (left, HeaderValue::from(remaining)),
-                (reset, HeaderValue::from(window.reset_at)),
-            ]
-        } else {
-            Vec::new()
-        };
-        if window.counter <= self.limit {
-            exchange.response_headers.extend(headers);
-            return Outcome::Continue;
-        }
-        let mut reply = Reply::error(StatusCode::TOO_MANY_REQUESTS, Some(self.kind.error_key()), self.message.clone());
-        reply.headers.extend(headers);
-        Outcome::Respond(reply)
+        let subscription = exchange.subscription_id.to_owned();
+        let counters = exchange.counters.clone();
+        let rules = self.rules.clone();
+        let now_ms = exchange.now_ms;
+        Outcome::Wait(Box::pin(async move {
+            let counter =
+                CounterRef { key: &key, limit: rules.limit, period_ms: rules.window_ms, subscription: &subscription };
+            let answer =
+                if rules.strict { counters.count(counter, now_ms).await } else { counters.take(counter, now_ms).await };
+            rules.decide(answer)
+        }))
+    }
+
+    fn uses_el(&self) -> bool {
+        self.key.is_template()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::counters::Counters;
+    use crate::counters::tests::MapBackend;
     use crate::policies::Attributes;
+    use std::sync::atomic::Ordering;
 
     fn policy(kind: pb::RateLimitKind, limit: u64, period_ms: u64, key: &str) -> RateLimit {
         RateLimit::compile(pb::RateLimitPolicy {
@@ -210,16 +272,18 @@ mod tests {
             key: key.into(),
             use_key_only: false,
             add_headers: true,
+            mode: pb::RateLimitMode::Strict as i32,
+            error_strategy: pb::RateLimitErrorStrategy::PassThrough as i32,
         })
         .unwrap()
     }
 
-    fn call(
-        policy: &RateLimit,
-        counters: &LocalCounters,
-        subscription: &str,
-        now_ms: i64,
-    ) -> (bool, Vec<(HeaderName, HeaderValue)>) {
+    fn counters() -> (Arc<MapBackend>, Arc<Counters>) {
+        let backend = Arc::new(MapBackend::default());
+        (backend.clone(), Arc::new(Counters::new(backend)))
+    }
+
+    async fn call(policy: &RateLimit, counters: &Arc<Counters>, subscription: &str, now_ms: i64) -> Verdict {
         let (mut parts, ()) = http::Request::builder().body(()).unwrap().into_parts();
         let mut attributes = Attributes::new();
         let mut response_headers = Vec::new();
@@ -236,47 +300,47 @@ mod tests {
             path_params: &[],
         };
         match policy.on_request(&mut exchange) {
-            Outcome::Continue => (true, response_headers),
-            Outcome::Respond(reply) => {
-                assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
-                (false, reply.headers)
-            }
+            Outcome::Wait(pending) => pending.await,
+            other => panic!("rate limits wait for the counters: {other:?}"),
         }
     }
 
-    #[test]
-    fn window_starts_at_first_request_and_allows_exactly_the_limit() {
-        let counters = LocalCounters::default();
+    fn header(verdict: &Verdict, name: &str) -> Option<HeaderValue> {
+        verdict.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    }
+
+    #[tokio::test]
+    async fn window_starts_at_first_request_and_allows_exactly_the_limit() {
+        let (backend, counters) = counters();
         let p = policy(pb::RateLimitKind::RateLimit, 3, 1000, "");
         let start = 1_000_000;
-        let results: Vec<bool> = (0..5).map(|i| call(&p, &counters, "s1", start + i).0).collect();
-        assert_eq!(results, vec![true, true, true, false, false]);
-        let (_, headers) = call(&p, &counters, "s1", start + 10);
-        let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
-        assert_eq!(header("x-rate-limit-limit"), Some(HeaderValue::from(3u64)));
-        assert_eq!(header("x-rate-limit-remaining"), Some(HeaderValue::from(0u64)));
+        backend.now_ms.store(start, Ordering::Relaxed);
+        let mut allowed = Vec::new();
+        for i in 0..5 {
+            allowed.push(call(&p, &counters, "s1", start + i).await.reply.is_none());
+        }
+        assert_eq!(allowed, vec![true, true, true, false, false]);
+        let refused = call(&p, &counters, "s1", start + 10).await;
+        let reply = refused.reply.as_ref().unwrap();
         assert_eq!(
-            header("x-rate-limit-reset"),
-            Some(HeaderValue::from(start + 1000)),
-            "reset = first request + period"
+            (reply.status, reply.error_key),
+            (StatusCode::TOO_MANY_REQUESTS, Some("RATE_LIMIT_TOO_MANY_REQUESTS"))
         );
-        assert!(call(&p, &counters, "s2", start + 10).0, "another subscription has its own counter");
-        assert!(call(&p, &counters, "s1", start + 1000).0, "a new window after the reset");
+        assert_eq!(header(&refused, "x-rate-limit-limit"), Some(HeaderValue::from(3u64)));
+        assert_eq!(header(&refused, "x-rate-limit-remaining"), Some(HeaderValue::from(0u64)));
+        assert_eq!(header(&refused, "x-rate-limit-reset"), Some(HeaderValue::from(start + 1000)));
+        assert!(call(&p, &counters, "s2", start + 10).await.reply.is_none(), "another subscription, another counter");
     }
 
     #[test]
-    fn quota_and_rate_limit_count_separately_with_their_own_headers() {
-        let counters = LocalCounters::default();
+    fn counter_keys_follow_gravitee() {
         let rate = policy(pb::RateLimitKind::RateLimit, 1, 1000, "");
-        let quota = policy(pb::RateLimitKind::Quota, 1, 1000, "");
-        assert!(call(&rate, &counters, "s", 0).0);
-        let (allowed, headers) = call(&quota, &counters, "s", 0);
-        assert!(allowed);
-        assert_eq!(headers[0].0, "x-quota-limit");
-        assert_eq!(counters.len(), 2);
         assert_eq!(rate.counter_key("p", "s", ""), "ratelimit:ps:rl");
         let keyed = policy(pb::RateLimitKind::Quota, 1, 1000, "k");
         assert_eq!(keyed.counter_key("p", "s", "k"), "ratelimit:ps:k:q");
+        let mut only = policy(pb::RateLimitKind::SpikeArrest, 1, 1000, "k");
+        only.use_key_only = true;
+        assert_eq!(only.counter_key("p", "s", "k"), "ratelimit:k:sa");
     }
 
     #[test]
@@ -285,18 +349,47 @@ mod tests {
         assert_eq!(spike_slice(2, 1000), (500, 1));
         assert_eq!(spike_slice(100, 1000), (100, 10), "slices never shorter than 100 ms");
         assert_eq!(spike_slice(0, 1000), (1000, 0));
-        let counters = LocalCounters::default();
         let spike = policy(pb::RateLimitKind::SpikeArrest, 2, 1000, "");
-        assert!(call(&spike, &counters, "s", 0).0);
-        assert!(!call(&spike, &counters, "s", 100).0, "one request per 500 ms slice");
-        assert!(call(&spike, &counters, "s", 500).0);
-        assert_eq!(spike.message, "Spike limit exceeded! You reached the limit of 1 requests per 500 ms.");
+        assert_eq!((spike.rules.limit, spike.rules.window_ms), (1, 500));
+        assert_eq!(spike.rules.message, "Spike limit exceeded! You reached the limit of 1 requests per 500 ms.");
     }
 
-    #[test]
-    fn zero_limit_blocks_and_zero_period_is_refused() {
-        let counters = LocalCounters::default();
-        assert!(!call(&policy(pb::RateLimitKind::RateLimit, 0, 1000, ""), &counters, "s", 0).0);
+    #[tokio::test]
+    async fn zero_limit_blocks_and_zero_period_is_refused() {
+        let (_, counters) = counters();
+        assert!(call(&policy(pb::RateLimitKind::RateLimit, 0, 1000, ""), &counters, "s", 0).await.reply.is_some());
         assert!(RateLimit::compile(pb::RateLimitPolicy { kind: 1, period_ms: 0, ..Default::default() }).is_err());
+    }
+
+    #[tokio::test]
+    async fn unreachable_counters_pass_with_a_warning_or_block() {
+        let (backend, counters) = counters();
+        backend.fail.store(true, Ordering::Relaxed);
+        let pass = policy(pb::RateLimitKind::Quota, 5, 1000, "");
+        let verdict = call(&pass, &counters, "s", 0).await;
+        assert!(verdict.reply.is_none());
+        assert_eq!(verdict.warning.as_ref().map(|w| w.key), Some("QUOTA_NOT_APPLIED"));
+        assert_eq!(header(&verdict, "x-quota-remaining"), Some(HeaderValue::from(5u64)));
+        assert_eq!(header(&verdict, "x-quota-reset"), Some(HeaderValue::from(-1i64)));
+
+        let mut block = policy(pb::RateLimitKind::RateLimit, 5, 1000, "");
+        Arc::get_mut(&mut block.rules).unwrap().block_on_error = true;
+        let verdict = call(&block, &counters, "s", 0).await;
+        let reply = verdict.reply.expect("blocked");
+        assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(reply.error_key, Some("RATE_LIMIT_BLOCK_ON_INTERNAL_ERROR"));
+    }
+
+    #[tokio::test]
+    async fn async_mode_admits_from_leases() {
+        let (_, counters) = counters();
+        let mut lazy = policy(pb::RateLimitKind::RateLimit, 100, 1000, "");
+        Arc::get_mut(&mut lazy.rules).unwrap().strict = false;
+        let mut admitted = 0;
+        for _ in 0..150 {
+            admitted += call(&lazy, &counters, "s", 0).await.reply.is_none() as u32;
+        }
+        assert_eq!(admitted, 100);
+        assert!(counters.calls.load(Ordering::Relaxed) < 100, "most admissions came from leases");
     }
 }

@@ -60,6 +60,7 @@ mod tests {
         crate::policies::with_test_exchange(&mut parts, "127.0.0.1", |exchange| match policy.on_request(exchange) {
             Outcome::Continue => None,
             Outcome::Respond(reply) => Some((reply.status.as_u16(), reply.error_key)),
+            Outcome::Wait(_) => panic!("request-content-limit decides at once"),
         })
     }
 

@@ -294,6 +294,31 @@ fn rate_limit_quota_and_spike_arrest_compile_with_gravitee_defaults() {
 }
 
 #[test]
+fn rate_limit_mode_and_error_strategy() {
+    let compiled = |configuration: Value| {
+        let mut api = v4("a", "/a", "http://b:1");
+        api["flows"] = json!([{"request": [{"policy": "rate-limit", "configuration": configuration}]}]);
+        match deploy(api).flows[0].request[0].policy.clone() {
+            Some(pb::step::Policy::RateLimit(r)) => (r.mode, r.error_strategy),
+            other => panic!("{other:?}"),
+        }
+    };
+    let strict = (pb::RateLimitMode::Strict as i32, pb::RateLimitErrorStrategy::PassThrough as i32);
+    assert_eq!(compiled(json!({"rate": {"limit": 1}})), strict, "Gravitee's defaults");
+    assert_eq!(
+        compiled(json!({"async": true, "errorStrategy": "BLOCK_ON_INTERNAL_ERROR", "rate": {"limit": 1}})),
+        (pb::RateLimitMode::Async as i32, pb::RateLimitErrorStrategy::Block as i32)
+    );
+    for spelling in ["FALLBACK_PASS_TROUGH", "FALLBACK_PASS_THROUGH"] {
+        assert_eq!(compiled(json!({"errorStrategy": spelling, "rate": {"limit": 1}})), strict);
+    }
+    let mut bad = v4("a", "/a", "http://b:1");
+    bad["flows"] = json!([{"request": [{"policy": "rate-limit", "configuration": {"errorStrategy": "RETRY", "rate": {"limit": 1}}}]}]);
+    let reason = rejection(bad);
+    assert!(reason.contains("errorStrategy") && reason.contains("RETRY"), "{reason}");
+}
+
+#[test]
 fn context_paths_normalize() {
     assert_eq!(normalize_context_path("/").unwrap(), "/");
     assert_eq!(normalize_context_path("//a//b/").unwrap(), "/a/b");

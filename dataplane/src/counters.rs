@@ -1,0 +1,411 @@
+//! The dataplane's way to the cluster-wide rate-limit counters, which the agent holds (in Redis when
+//! it has one). The dataplane never talks to Redis.
+//!
+//! - **Strict** hits wait for the agent: the hits of concurrent requests are batched into one
+//!   `hgw.v1.RateLimit/Acquire` call (a few calls in flight at most; what arrives meanwhile joins the
+//!   next batch), so the added latency is one round trip to the agent plus one to Redis, shared.
+//! - **Async** hits are admitted from budgets leased from the agent. A request finding its lease
+//!   empty refills it (one refill per counter at a time; others wait for it), so most requests wait
+//!   for nothing. Leases are granted only up to the limit: async mode never admits more than the
+//!   limit; it may admit fewer, by at most one unused lease per dataplane and counter per window.
+//!
+//! When the agent (or its Redis) cannot answer, the caller gets [`Unavailable`] and applies the
+//! policy's error strategy. After a failure, calls are not retried for [`BACKOFF`]: requests then
+//! fail over to the strategy at once instead of each waiting for a timeout.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use hgw_proto::v1 as pb;
+use hgw_proto::v1::rate_limit_client::RateLimitClient;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tonic::transport::Channel;
+
+/// Hits sent in one call at most.
+const MAX_BATCH: usize = 1024;
+/// Calls in flight at once; hits arriving meanwhile wait for the next batch.
+const MAX_IN_FLIGHT: usize = 4;
+/// Hits waiting for a batch; past this, hits fail over to the error strategy (never block).
+const QUEUE: usize = 65_536;
+/// How long after a failed call hits fail over without trying.
+pub const BACKOFF: Duration = Duration::from_secs(1);
+/// A lease is this fraction of the limit (at least 1, at most [`MAX_LEASE`]): small enough that what a
+/// dataplane leaves unused is a small part of the limit, large enough that most requests find a token.
+const LEASE_DIVISOR: u64 = 50;
+const MAX_LEASE: u64 = 1000;
+/// Lease entries kept before expired ones are swept.
+const SWEEP_AT: usize = 100_000;
+
+/// The counters could not answer (agent unreachable, Redis down, queue full); the message says which.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable(pub String);
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where hits go: the agent over gRPC, or a stand-in in unit tests.
+pub trait Backend: Send + Sync {
+    fn acquire(&self, hit: pb::CounterHit) -> BoxFuture<'static, Result<pb::CounterState, Unavailable>>;
+}
+
+/// A counter as one request sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    pub admitted: bool,
+    /// Admissions left in the window (for async mode, an estimate that includes this dataplane's
+    /// unused lease).
+    pub remaining: u64,
+    pub reset_at_ms: i64,
+}
+
+/// One counter, identified as Gravitee does.
+#[derive(Debug, Clone)]
+pub struct CounterRef<'a> {
+    pub key: &'a str,
+    pub limit: u64,
+    pub period_ms: u64,
+    pub subscription: &'a str,
+}
+
+impl CounterRef<'_> {
+    fn hit(&self, count: u64, lease: u64) -> pb::CounterHit {
+        pb::CounterHit {
+            key: self.key.to_owned(),
+            limit: self.limit,
+            period_ms: self.period_ms,
+            subscription: self.subscription.to_owned(),
+            count,
+            lease,
+        }
+    }
+}
+
+/// The lease size for a limit.
+pub fn lease_size(limit: u64) -> u64 {
+    (limit / LEASE_DIVISOR).clamp(1, MAX_LEASE)
+}
+
+#[derive(Default)]
+struct Lease {
+    /// Admissions left in this dataplane's lease.
+    tokens: u64,
+    /// The counter's value after the last lease (all dataplanes' leases and counts).
+    value: u64,
+    reset_at_ms: i64,
+    /// The last refill was granted nothing: the counter is at its limit until `reset_at_ms`.
+    exhausted: bool,
+    /// Set while a refill is in flight; waiters see it change (or close) when the refill is done.
+    refill: Option<watch::Receiver<()>>,
+}
+
+impl Lease {
+    /// Admits one request from the lease, or refuses it when the lease is empty.
+    fn take_one(&mut self, limit: u64) -> Answer {
+        let admitted = self.tokens > 0;
+        self.tokens = self.tokens.saturating_sub(1);
+        Answer {
+            admitted,
+            remaining: limit.saturating_sub(self.value).saturating_add(self.tokens),
+            reset_at_ms: self.reset_at_ms,
+        }
+    }
+}
+
+/// Counters for every rate-limiting step of this dataplane (they outlive route-table updates).
+pub struct Counters {
+    backend: Arc<dyn Backend>,
+    leases: Mutex<HashMap<String, Lease>>,
+    /// Epoch ms before which calls are not tried (after a failure).
+    down_until_ms: AtomicI64,
+    /// Calls (strict hits and lease refills) that reached the backend, and those that failed.
+    pub calls: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+impl fmt::Debug for Counters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Counters").field("calls", &self.calls).field("failures", &self.failures).finish()
+    }
+}
+
+impl Counters {
+    pub fn new(backend: Arc<dyn Backend>) -> Counters {
+        Counters {
+            backend,
+            leases: Mutex::new(HashMap::new()),
+            down_until_ms: AtomicI64::new(0),
+            calls: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    /// Sends one hit unless a recent failure says the backend is down.
+    async fn call(&self, hit: pb::CounterHit, now_ms: i64) -> Result<pb::CounterState, Unavailable> {
+        let down_until = self.down_until_ms.load(Ordering::Relaxed);
+        if now_ms < down_until {
+            return Err(Unavailable("rate-limit counters unavailable (a recent call failed)".into()));
+        }
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let result = self.backend.acquire(hit).await;
+        if result.is_err() {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            self.down_until_ms.store(now_ms + BACKOFF.as_millis() as i64, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Strict mode: counts this request, then answers whether it is within the limit.
+    pub async fn count(&self, counter: CounterRef<'_>, now_ms: i64) -> Result<Answer, Unavailable> {
+        let state = self.call(counter.hit(1, 0), now_ms).await?;
+        Ok(Answer {
+            admitted: state.value <= counter.limit,
+            remaining: counter.limit.saturating_sub(state.value),
+            reset_at_ms: state.reset_at_ms,
+        })
+    }
+
+    /// Async mode: takes one admission from this dataplane's lease, refilling it from the agent when
+    /// empty.
+    pub async fn take(&self, counter: CounterRef<'_>, now_ms: i64) -> Result<Answer, Unavailable> {
+        loop {
+            let waiting = {
+                let mut leases = self.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if leases.len() >= SWEEP_AT && !leases.contains_key(counter.key) {
+                    leases.retain(|_, lease| lease.reset_at_ms > now_ms || lease.refill.is_some());
+                }
+                let lease = leases.entry(counter.key.to_owned()).or_default();
+                if lease.reset_at_ms <= now_ms && lease.refill.is_none() {
+                    // The window this lease belonged to is over; its tokens counted in it.
+                    *lease = Lease::default();
+                }
+                if lease.tokens > 0 || lease.exhausted {
+                    return Ok(lease.take_one(counter.limit));
+                }
+                lease.refill.clone()
+            };
+            match waiting {
+                // Closed or changed, the refill is over: look again (at worst this request then
+                // refills itself, and returns with that answer).
+                Some(mut refill) => {
+                    let _ = refill.changed().await;
+                }
+                None => return self.refill(&counter, now_ms).await,
+            }
+        }
+    }
+
+    /// Leases a budget for `counter`, takes this request's admission from it and stores the rest;
+    /// waiters are released when this returns. Answers from the lease itself, not by looking again, so
+    /// a counter whose reset time is already past on this host's clock cannot make a request loop.
+    async fn refill(&self, counter: &CounterRef<'_>, now_ms: i64) -> Result<Answer, Unavailable> {
+        let (done, watching) = watch::channel(());
+        {
+            let mut leases = self.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            leases.entry(counter.key.to_owned()).or_default().refill = Some(watching);
+        }
+        let result = self.call(counter.hit(0, lease_size(counter.limit)), now_ms).await;
+        let mut leases = self.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let lease = leases.entry(counter.key.to_owned()).or_default();
+        lease.refill = None;
+        let answer = result.map(|state| {
+            if state.reset_at_ms != lease.reset_at_ms {
+                lease.tokens = 0;
+            }
+            lease.tokens += state.granted;
+            lease.value = state.value;
+            lease.reset_at_ms = state.reset_at_ms;
+            lease.exhausted = state.granted == 0;
+            lease.take_one(counter.limit)
+        });
+        drop(leases);
+        drop(done);
+        answer
+    }
+}
+
+/// The agent as a [`Backend`]: hits go into a queue that a batching task drains into `Acquire` calls.
+pub struct AgentBackend {
+    queue: mpsc::Sender<(pb::CounterHit, oneshot::Sender<Result<pb::CounterState, Unavailable>>)>,
+}
+
+impl AgentBackend {
+    /// Starts the batching task on `channel` (a lazily connecting channel to the agent).
+    pub fn start(channel: Channel, dataplane_id: String, timeout: Duration) -> AgentBackend {
+        let (queue, pending) = mpsc::channel(QUEUE);
+        tokio::spawn(batch_calls(RateLimitClient::new(channel), pending, dataplane_id, timeout));
+        AgentBackend { queue }
+    }
+}
+
+impl Backend for AgentBackend {
+    fn acquire(&self, hit: pb::CounterHit) -> BoxFuture<'static, Result<pb::CounterState, Unavailable>> {
+        let (reply, answer) = oneshot::channel();
+        let queued = self.queue.try_send((hit, reply));
+        Box::pin(async move {
+            queued.map_err(|_| Unavailable("rate-limit queue full".into()))?;
+            answer.await.map_err(|_| Unavailable("rate-limit call abandoned".into()))?
+        })
+    }
+}
+
+type Waiting = (pb::CounterHit, oneshot::Sender<Result<pb::CounterState, Unavailable>>);
+
+async fn batch_calls(
+    client: RateLimitClient<Channel>,
+    mut pending: mpsc::Receiver<Waiting>,
+    dataplane_id: String,
+    timeout: Duration,
+) {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    while let Some(first) = pending.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match pending.try_recv() {
+                Ok(waiting) => batch.push(waiting),
+                Err(_) => break,
+            }
+        }
+        let mut client = client.clone();
+        let dataplane_id = dataplane_id.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (hits, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let expected = hits.len();
+            let mut request = tonic::Request::new(pb::AcquireRequest { dataplane_id, hits });
+            request.set_timeout(timeout);
+            let answers = match tokio::time::timeout(timeout, client.acquire(request)).await {
+                Ok(Ok(response)) => {
+                    let counters = response.into_inner().counters;
+                    if counters.len() == expected {
+                        Ok(counters)
+                    } else {
+                        Err(Unavailable(format!("the agent answered {} of {expected} hits", counters.len())))
+                    }
+                }
+                Ok(Err(status)) => Err(Unavailable(format!("agent: {}", status.message()))),
+                Err(_) => Err(Unavailable(format!("agent did not answer within {timeout:?}"))),
+            };
+            match answers {
+                Ok(counters) => {
+                    for (reply, state) in replies.into_iter().zip(counters) {
+                        let _ = reply.send(Ok(state));
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "rate-limit call failed");
+                    for reply in replies {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Counters in a map, with the agent's arithmetic; `fail` makes every call fail.
+    #[derive(Default)]
+    pub(crate) struct MapBackend {
+        counters: Mutex<HashMap<String, (u64, i64)>>,
+        pub fail: std::sync::atomic::AtomicBool,
+        pub now_ms: AtomicI64,
+    }
+
+    impl Backend for MapBackend {
+        fn acquire(&self, hit: pb::CounterHit) -> BoxFuture<'static, Result<pb::CounterState, Unavailable>> {
+            let result = if self.fail.load(Ordering::Relaxed) {
+                Err(Unavailable("down".into()))
+            } else {
+                let now = self.now_ms.load(Ordering::Relaxed);
+                let mut counters = self.counters.lock().unwrap();
+                let entry = counters.entry(hit.key.clone()).or_insert((0, now + hit.period_ms as i64));
+                if entry.1 <= now {
+                    *entry = (0, now + hit.period_ms as i64);
+                }
+                let granted = hit.lease.min(hit.limit.saturating_sub(entry.0));
+                entry.0 += granted + hit.count;
+                Ok(pb::CounterState { value: entry.0, reset_at_ms: entry.1, granted })
+            };
+            Box::pin(async move { result })
+        }
+    }
+
+    fn counter(limit: u64) -> CounterRef<'static> {
+        CounterRef { key: "ratelimit:ps:rl", limit, period_ms: 1000, subscription: "s" }
+    }
+
+    #[tokio::test]
+    async fn strict_admits_exactly_the_limit() {
+        let counters = Counters::new(Arc::new(MapBackend::default()));
+        let mut admitted = 0;
+        for _ in 0..10 {
+            admitted += counters.count(counter(3), 0).await.unwrap().admitted as u32;
+        }
+        assert_eq!(admitted, 3);
+    }
+
+    #[tokio::test]
+    async fn leases_admit_locally_and_never_past_the_limit() {
+        let backend = Arc::new(MapBackend::default());
+        let counters = Counters::new(backend.clone());
+        let limit = 500;
+        let mut admitted = 0;
+        for _ in 0..700 {
+            admitted += counters.take(counter(limit), 0).await.unwrap().admitted as u64;
+        }
+        assert_eq!(admitted, limit, "one dataplane uses its leases to the last token");
+        assert_eq!(
+            counters.calls.load(Ordering::Relaxed),
+            limit / lease_size(limit) + 1,
+            "one call per lease, plus the one that found the counter exhausted"
+        );
+        backend.now_ms.store(1000, Ordering::Relaxed);
+        assert!(counters.take(counter(limit), 1000).await.unwrap().admitted, "a new window, a new lease");
+    }
+
+    #[tokio::test]
+    async fn two_dataplanes_sharing_a_counter_stay_within_the_bound() {
+        let backend = Arc::new(MapBackend::default());
+        let (a, b) = (Counters::new(backend.clone()), Counters::new(backend));
+        let limit = 100;
+        let mut admitted = 0;
+        for i in 0..300 {
+            let side = if i % 3 == 0 { &a } else { &b };
+            admitted += side.take(counter(limit), 0).await.unwrap().admitted as u64;
+        }
+        assert!(admitted <= limit && admitted >= limit - 2 * lease_size(limit), "{admitted}");
+    }
+
+    #[tokio::test]
+    async fn a_reset_time_already_past_on_this_clock_cannot_loop() {
+        // The agent's clock (the backend's, at 0) is 5 s behind this host's.
+        let counters = Counters::new(Arc::new(MapBackend::default()));
+        assert!(counters.take(counter(100), 5_000).await.unwrap().admitted);
+        assert!(counters.take(counter(100), 5_000).await.unwrap().admitted);
+    }
+
+    #[tokio::test]
+    async fn failures_back_off_then_recover() {
+        let backend = Arc::new(MapBackend::default());
+        backend.fail.store(true, Ordering::Relaxed);
+        let counters = Counters::new(backend.clone());
+        assert!(counters.count(counter(5), 0).await.is_err());
+        assert!(counters.take(counter(5), 10).await.is_err());
+        assert_eq!(counters.calls.load(Ordering::Relaxed), 1, "the second hit failed over without a call");
+        backend.fail.store(false, Ordering::Relaxed);
+        let later = BACKOFF.as_millis() as i64;
+        assert!(counters.count(counter(5), later).await.unwrap().admitted);
+        assert!(counters.take(counter(5), later).await.unwrap().admitted);
+    }
+}
