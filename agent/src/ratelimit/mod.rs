@@ -16,12 +16,12 @@
 //! order, so a batch of concurrent requests costs one Redis call per distinct key.
 
 mod memory;
-// mod redis; (merged with the Redis connection)
+mod redis;
 
 use std::collections::HashMap;
 
 pub use memory::MemoryCounters;
-// pub use redis::RedisCounters;
+pub use redis::RedisCounters;
 
 /// One request for a counter (a domain copy of the wire `CounterHit`, validated).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,8 +47,8 @@ pub struct CounterState {
 /// Why the counters could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum CounterError {
-    // #[error("redis: {0}")]
-    // Redis(#[from] crate::redis::RedisError),
+    #[error("redis: {0}")]
+    Redis(#[from] crate::redis::RedisError),
     #[error("redis answered an unexpected value: {0}")]
     Reply(String),
 }
@@ -95,7 +95,7 @@ pub(crate) fn split(hits: &[Hit], groups: &[Hit], group_of: &[usize], results: &
 /// Where counters live: Redis (shared by every agent of the cluster) or this agent's memory.
 pub enum CounterStore {
     Memory(MemoryCounters),
-    // Redis(RedisCounters),
+    Redis(RedisCounters),
 }
 
 impl CounterStore {
@@ -104,16 +104,9 @@ impl CounterStore {
         let (groups, group_of) = merge(hits);
         let results = match self {
             CounterStore::Memory(memory) => memory.apply(&groups, now_ms),
-            // CounterStore::Redis(redis) => redis.apply(&groups, now_ms).await?,
+            CounterStore::Redis(redis) => redis.apply(&groups, now_ms).await?,
         };
         Ok(split(hits, &groups, &group_of, &results))
-    }
-
-    pub fn describe(&self) -> &'static str {
-        match self {
-            CounterStore::Memory(_) => "memory",
-            // CounterStore::Redis(_) => "redis",
-        }
     }
 }
 

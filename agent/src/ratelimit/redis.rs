@@ -36,12 +36,12 @@ return {after, tonumber(reset), granted}
 
 pub struct RedisCounters {
     redis: Redis,
-    script: redis::Script,
+    script: ::redis::Script,
 }
 
 impl RedisCounters {
     pub fn new(redis: Redis) -> RedisCounters {
-        RedisCounters { redis, script: redis::Script::new(SCRIPT) }
+        RedisCounters { redis, script: ::redis::Script::new(SCRIPT) }
     }
 
     /// Runs the script once per key, all keys at once: the multiplexed connection pipelines them, so a
