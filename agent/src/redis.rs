@@ -163,27 +163,33 @@ impl RedisConfig {
         let (scheme, rest) =
             url.split_once("://").ok_or_else(|| url_error(format!("not a Redis URL; expected {URL_FORMS}")))?;
         let scheme = scheme.to_ascii_lowercase();
+        #[derive(PartialEq)]
+        enum Kind {
+            Standalone,
+            Sentinel,
+            Cluster,
+        }
         let (kind, tls) = match scheme.as_str() {
-            "redis" => ("standalone", false),
-            "rediss" => ("standalone", true),
-            "redis+sentinel" => ("sentinel", false),
-            "rediss+sentinel" => ("sentinel", true),
-            "redis+cluster" => ("cluster", false),
-            "rediss+cluster" => ("cluster", true),
+            "redis" => (Kind::Standalone, false),
+            "rediss" => (Kind::Standalone, true),
+            "redis+sentinel" => (Kind::Sentinel, false),
+            "rediss+sentinel" => (Kind::Sentinel, true),
+            "redis+cluster" => (Kind::Cluster, false),
+            "rediss+cluster" => (Kind::Cluster, true),
             // The scheme is shown only when it cannot be a mangled secret.
             other if !other.is_empty() && other.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) => {
                 return Err(url_error(format!("unknown scheme `{other}://`; expected {URL_FORMS}")));
             }
             _ => return Err(url_error(format!("unknown scheme; expected {URL_FORMS}"))),
         };
-        if rest.contains(['?', '#']) {
-            return Err(url_error("query parameters and fragments are not supported"));
-        }
         // The last `@` ends the credentials, so an unencoded `@` in a password still works.
         let (userinfo, rest) = match rest.rfind('@') {
             Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
             None => (None, rest),
         };
+        if rest.contains(['?', '#']) {
+            return Err(url_error("query parameters and fragments are not supported"));
+        }
         let (username, password) = match userinfo {
             None => (None, None),
             Some(info) => {
@@ -203,7 +209,7 @@ impl RedisConfig {
             return Err(url_error("a user name needs a password (redis://user:password@host)"));
         }
         let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let default_port = if kind == "sentinel" { DEFAULT_SENTINEL_PORT } else { DEFAULT_PORT };
+        let default_port = if kind == Kind::Sentinel { DEFAULT_SENTINEL_PORT } else { DEFAULT_PORT };
         let nodes = hosts
             .split(',')
             .enumerate()
@@ -219,7 +225,7 @@ impl RedisConfig {
                 .ok_or_else(|| url_error("the database must be a number (redis://host:port/DB)"))
         };
         let (topology, db) = match kind {
-            "standalone" => {
+            Kind::Standalone => {
                 let [node] = <[RedisNode; 1]>::try_from(nodes)
                     .map_err(|_| url_error("several hosts need redis+sentinel:// or redis+cluster://"))?;
                 let db = match segments.as_slice() {
@@ -229,7 +235,7 @@ impl RedisConfig {
                 };
                 (Topology::Standalone(node), db)
             }
-            "sentinel" => {
+            Kind::Sentinel => {
                 let (master, db) = match segments.as_slice() {
                     [] => {
                         return Err(url_error(
@@ -244,7 +250,7 @@ impl RedisConfig {
                     percent_decode(master).ok_or_else(|| url_error("the master name has a malformed %-escape"))?;
                 (Topology::Sentinel { master, sentinels: nodes }, db)
             }
-            _ => {
+            Kind::Cluster => {
                 match segments.as_slice() {
                     [] | ["0"] => {}
                     _ => return Err(url_error("Redis Cluster has only database 0; the URL takes no path")),
@@ -329,16 +335,9 @@ impl RedisConfig {
             (false, false) => Topology::Cluster(cluster),
             (false, true) => {
                 let host = lookup("gravitee_ratelimit_redis_host").unwrap_or_else(|| "localhost".to_owned());
-                let node = parse_node(&host, DEFAULT_PORT)
-                    .map_err(|problem| variable("gravitee_ratelimit_redis_host", problem))?;
-                if node.port != DEFAULT_PORT && host.contains(':') && !host.ends_with(']') {
-                    return Err(variable(
-                        "gravitee_ratelimit_redis_host",
-                        "give the port in gravitee_ratelimit_redis_port".into(),
-                    ));
-                }
+                let host = parse_host(&host).map_err(|problem| variable("gravitee_ratelimit_redis_host", problem))?;
                 let port = parse_port("gravitee_ratelimit_redis_port", DEFAULT_PORT)?;
-                Topology::Standalone(RedisNode { host: node.host, port })
+                Topology::Standalone(RedisNode { host, port })
             }
         };
         Ok(Some(RedisConfig {
@@ -408,8 +407,8 @@ fn indexed_nodes(
                 variable: name("host"),
                 problem: "missing (the node has a port but no host)".into(),
             })?;
-            let node = parse_node(&host, default_port)
-                .map_err(|problem| RedisConfigError::Variable { variable: name("host"), problem })?;
+            let host =
+                parse_host(&host).map_err(|problem| RedisConfigError::Variable { variable: name("host"), problem })?;
             let port = match port {
                 None => default_port,
                 Some(text) => {
@@ -419,7 +418,7 @@ fn indexed_nodes(
                     })?
                 }
             };
-            Ok(RedisNode { host: node.host, port })
+            Ok(RedisNode { host, port })
         })
         .collect()
 }
@@ -454,6 +453,20 @@ fn parse_node(text: &str, default_port: u16) -> Result<RedisNode, String> {
     Ok(RedisNode { host: host.to_owned(), port })
 }
 
+/// A host alone (Gravitee's `host` keys, whose port is a key of its own): a name, an IPv4 or IPv6
+/// address (bracketed or not).
+fn parse_host(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let bare = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(text);
+    if bare.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok(bare.to_owned());
+    }
+    if text.contains(':') {
+        return Err("a host name or address only; the port has a variable of its own".into());
+    }
+    parse_node(text, DEFAULT_PORT).map(|node| node.host)
+}
+
 /// Decodes `%XX` escapes (RFC 3986 userinfo); `None` on a malformed escape or non-UTF-8 result.
 fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
@@ -461,7 +474,7 @@ fn percent_decode(text: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
+            let hex = text.get(i + 1..i + 3).filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))?;
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
@@ -882,9 +895,9 @@ mod tests {
         assert_eq!(c.topology, Topology::Standalone(node("redis.example.com", DEFAULT_PORT)));
         assert_eq!((c.tls, c.db, c.username.as_deref()), (true, 3, Some("bob")));
         assert_eq!(c.password.as_ref().unwrap().expose(), "s@cret");
-        let c = RedisConfig::from_url("redis://:pw@with@at@[::1]:7000/").unwrap();
+        let c = RedisConfig::from_url("redis://:pw@with@at?#@[::1]:7000/").unwrap();
         assert_eq!(c.topology, Topology::Standalone(node("::1", 7000)));
-        assert_eq!(c.password.unwrap().expose(), "pw@with@at");
+        assert_eq!(c.password.unwrap().expose(), "pw@with@at?#");
         assert_eq!(c.username, None);
         assert_eq!(c.timeout, DEFAULT_TIMEOUT);
         assert_eq!(c.pool_size, DEFAULT_POOL_SIZE);
@@ -920,6 +933,7 @@ mod tests {
             ("redis://:secretpw@h:1?db=1", "query parameters"),
             ("redis://user@h:1", "a user name needs a password"),
             ("redis://:secretpw%zz@h:1", "malformed %-escape"),
+            ("redis://:secretpw%+1@h:1", "malformed %-escape"),
             // A forgotten `@` puts the password in the host: it must not be repeated.
             ("redis://:secretpw127.0.0.1:6379", "host 1: not a valid host name"),
             ("redis://", "host 1: not a valid host name"),
@@ -972,6 +986,13 @@ mod tests {
 
         let c = RedisConfig::from_gravitee_env(&env(&[("gravitee_ratelimit_type", "redis")])).unwrap().unwrap();
         assert_eq!(c.topology, Topology::Standalone(node("localhost", DEFAULT_PORT)), "Gravitee's defaults");
+        let c = RedisConfig::from_gravitee_env(&env(&[
+            ("gravitee_ratelimit_type", "redis"),
+            ("gravitee_ratelimit_redis_host", "[::1]"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.describe(), "standalone [::1]:6379 db 0, TLS off, no auth");
 
         let c = RedisConfig::from_gravitee_env(&env(&[
             ("gravitee_ratelimit_type", "redis"),
@@ -1021,6 +1042,14 @@ mod tests {
             "gravitee_ratelimit_redis_port: `http` is not a port number (1-65535)"
         );
         assert!(error(&[("gravitee_ratelimit_redis_ssl", "maybe")]).starts_with("gravitee_ratelimit_redis_ssl:"));
+        assert_eq!(
+            error(&[("gravitee_ratelimit_redis_host", "redis:6380")]),
+            "gravitee_ratelimit_redis_host: a host name or address only; the port has a variable of its own"
+        );
+        assert!(
+            error(&[("gravitee_ratelimit_redis_cluster_nodes_0_host", "a b")])
+                .starts_with("gravitee_ratelimit_redis_cluster_nodes_0_host: not a valid host")
+        );
         assert!(
             error(&[("gravitee_ratelimit_redis_sentinel_nodes_0_host", "s")])
                 .starts_with("gravitee_ratelimit_redis_sentinel_master: missing")
