@@ -577,19 +577,23 @@ enum Pool {
     Cluster(deadpool_redis::cluster::Pool),
 }
 
-/// A connection taken from whichever pool; returned to it on drop.
-enum PooledConnection {
-    Standalone(deadpool_redis::Connection),
-    Sentinel(deadpool_redis::sentinel::Connection),
-    Cluster(deadpool_redis::cluster::Connection),
+/// A connection taken from its pool for good and shared by every caller.
+///
+/// redis-rs connections are multiplexed: clones write to one socket, so concurrent commands are
+/// pipelined on it. Sharing one avoids deadpool's check on every checkout (an `UNWATCH` + `PING` round
+/// trip, which would double the latency of each rate-limit call). The pool still opens (and, after a
+/// failure, reopens) the connection.
+#[derive(Clone)]
+enum SharedConnection {
+    Multiplexed(::redis::aio::MultiplexedConnection),
+    Cluster(::redis::cluster_async::ClusterConnection),
 }
 
-impl ConnectionLike for PooledConnection {
+impl ConnectionLike for SharedConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a ::redis::Cmd) -> RedisFuture<'a, ::redis::Value> {
         match self {
-            PooledConnection::Standalone(c) => c.req_packed_command(cmd),
-            PooledConnection::Sentinel(c) => c.req_packed_command(cmd),
-            PooledConnection::Cluster(c) => c.req_packed_command(cmd),
+            SharedConnection::Multiplexed(c) => c.req_packed_command(cmd),
+            SharedConnection::Cluster(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -600,17 +604,15 @@ impl ConnectionLike for PooledConnection {
         count: usize,
     ) -> RedisFuture<'a, Vec<::redis::Value>> {
         match self {
-            PooledConnection::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
-            PooledConnection::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
-            PooledConnection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            SharedConnection::Multiplexed(c) => c.req_packed_commands(pipeline, offset, count),
+            SharedConnection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            PooledConnection::Standalone(c) => c.get_db(),
-            PooledConnection::Sentinel(c) => c.get_db(),
-            PooledConnection::Cluster(c) => c.get_db(),
+            SharedConnection::Multiplexed(c) => c.get_db(),
+            SharedConnection::Cluster(c) => c.get_db(),
         }
     }
 }
@@ -633,6 +635,8 @@ struct Inner {
     timeout: Duration,
     connect_timeout: Duration,
     health: Mutex<RedisHealth>,
+    /// The connection every command uses, until one fails for a reason a new connection may fix.
+    shared: Mutex<Option<SharedConnection>>,
 }
 
 /// The agent's Redis: a pool per deployment kind behind one cheap-to-clone handle.
@@ -746,6 +750,7 @@ impl Redis {
                 timeout: config.timeout,
                 connect_timeout,
                 health: Mutex::new(RedisHealth::Unknown),
+                shared: Mutex::new(None),
             }),
         })
     }
@@ -846,7 +851,11 @@ impl Redis {
         }
     }
 
-    async fn connection(&self) -> Result<PooledConnection, RedisError> {
+    /// The shared connection, opened through the pool when there is none.
+    async fn connection(&self) -> Result<SharedConnection, RedisError> {
+        if let Some(shared) = self.inner.shared.lock().unwrap_or_else(PoisonError::into_inner).clone() {
+            return Ok(shared);
+        }
         let after = self.inner.connect_timeout;
         let pool_error = |error: deadpool_redis::PoolError| match error {
             deadpool_redis::PoolError::Backend(e) => RedisError::classify(e, Phase::Connect, after),
@@ -855,22 +864,44 @@ impl Redis {
         };
         let got = tokio::time::timeout(after, async {
             match &self.inner.pool {
-                Pool::Standalone(pool) => pool.get().await.map(PooledConnection::Standalone).map_err(pool_error),
-                Pool::Sentinel(pool) => pool.get().await.map(PooledConnection::Sentinel).map_err(pool_error),
-                Pool::Cluster(pool) => pool.get().await.map(PooledConnection::Cluster).map_err(pool_error),
+                Pool::Standalone(pool) => pool
+                    .get()
+                    .await
+                    .map(|c| SharedConnection::Multiplexed(deadpool_redis::Connection::take(c)))
+                    .map_err(pool_error),
+                Pool::Sentinel(pool) => pool
+                    .get()
+                    .await
+                    .map(|c| SharedConnection::Multiplexed(deadpool_redis::sentinel::Connection::take(c)))
+                    .map_err(pool_error),
+                Pool::Cluster(pool) => pool
+                    .get()
+                    .await
+                    .map(|c| SharedConnection::Cluster(deadpool_redis::cluster::Connection::take(c)))
+                    .map_err(pool_error),
             }
         })
         .await;
-        got.unwrap_or(Err(RedisError::Timeout { phase: Phase::Connect, after }))
+        let shared = got.unwrap_or(Err(RedisError::Timeout { phase: Phase::Connect, after }))?;
+        *self.inner.shared.lock().unwrap_or_else(PoisonError::into_inner) = Some(shared.clone());
+        Ok(shared)
     }
 
+    /// Applies the command timeout; after an outage, a timeout or a write refused by a demoted master
+    /// (`READONLY`, a Sentinel failover), the shared connection is dropped so the next command opens a
+    /// new one.
     async fn bounded<T>(&self, call: impl Future<Output = ::redis::RedisResult<T>>) -> Result<T, RedisError> {
         let after = self.inner.timeout;
-        match tokio::time::timeout(after, call).await {
-            Ok(Ok(value)) => Ok(value),
+        let result = match tokio::time::timeout(after, call).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) if error.code() == Some("READONLY") => Err(RedisError::Unavailable(error)),
             Ok(Err(error)) => Err(RedisError::classify(error, Phase::Command, after)),
             Err(_) => Err(RedisError::Timeout { phase: Phase::Command, after }),
+        };
+        if let Err(RedisError::Unavailable(_) | RedisError::Timeout { .. }) = &result {
+            *self.inner.shared.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
+        result
     }
 }
 
