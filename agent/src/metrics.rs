@@ -39,6 +39,15 @@ pub struct Metrics {
     pub reports_documents_lost: Counter,
     pub reports_upload_bytes: Counter,
     pub reports_upload_latency_ms_total: Counter,
+    /// Last-good snapshots written, per location.
+    pub last_good_writes_redis: Counter,
+    pub last_good_writes_file: Counter,
+    pub last_good_write_errors_redis: Counter,
+    pub last_good_write_errors_file: Counter,
+    /// Stored snapshots found at start but not served (corrupt, another format, foreign).
+    pub last_good_ignored: Counter,
+    /// Snapshots restored at start (0 or 1 per process).
+    pub last_good_restored: Counter,
 }
 
 /// Gauges read at render time from the rest of the agent.
@@ -52,6 +61,16 @@ pub struct Gauges {
 }
 
 impl Metrics {
+    /// Counts one last-good snapshot write to `to` (`redis` or `file`).
+    pub fn last_good_write(&self, to: &str, ok: bool) {
+        match (to, ok) {
+            ("redis", true) => self.last_good_writes_redis.inc(),
+            ("redis", false) => self.last_good_write_errors_redis.inc(),
+            (_, true) => self.last_good_writes_file.inc(),
+            (_, false) => self.last_good_write_errors_file.inc(),
+        }
+    }
+
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(2048);
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
@@ -145,6 +164,34 @@ impl Metrics {
             "counter",
             "Sum of successful upload latencies (ms); divide by batches for the mean.",
             self.reports_upload_latency_ms_total.get(),
+        );
+        metric(
+            "hgw_agent_last_good_ignored_total",
+            "counter",
+            "Stored last-good snapshots not served at start (corrupt, other format, other cluster or organization).",
+            self.last_good_ignored.get(),
+        );
+        metric(
+            "hgw_agent_last_good_restored_total",
+            "counter",
+            "Last-good snapshots served at start, before the first sync.",
+            self.last_good_restored.get(),
+        );
+        let mut labelled = |name: &str, help: &str, values: [(&str, u64); 2]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (to, value) in values {
+                let _ = writeln!(out, "{name}{{to=\"{to}\"}} {value}");
+            }
+        };
+        labelled(
+            "hgw_agent_last_good_writes_total",
+            "Last-good snapshots written.",
+            [("redis", self.last_good_writes_redis.get()), ("file", self.last_good_writes_file.get())],
+        );
+        labelled(
+            "hgw_agent_last_good_write_errors_total",
+            "Last-good snapshot writes that failed (retried later).",
+            [("redis", self.last_good_write_errors_redis.get()), ("file", self.last_good_write_errors_file.get())],
         );
         out
     }
