@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::license::{License, LicenseError};
+use crate::redis::{DEFAULT_POOL_SIZE as DEFAULT_REDIS_POOL_SIZE, RedisConfig, RedisConfigError, Topology};
 use crate::tags::{ShardingTags, TagsError};
 use crate::token::{CloudToken, TokenError, TokenKey};
 
@@ -128,6 +129,30 @@ pub struct Cli {
     /// StateDirectory=), else $XDG_STATE_HOME/hgw, else $HOME/.local/state/hgw].
     #[arg(long, env = "HGW_STATE_DIR", help_heading = "Runtime")]
     pub state_dir: Option<PathBuf>,
+
+    /// Redis shared by the agents of a cluster for rate-limit counters and the last-good config snapshot
+    /// [default: none: state in memory, single host]. Forms (`rediss` = TLS):
+    /// `redis[s]://[user[:password]@]host:port[/db]`;
+    /// `redis[s]+sentinel://[user[:password]@]host1:port1,host2:port2/MASTER_NAME[/db]` (credentials are
+    /// for the master, not the Sentinels);
+    /// `redis[s]+cluster://[user[:password]@]host1:port1,host2:port2`.
+    /// Without it, Gravitee's variables are read: `gravitee_ratelimit_type=redis` with
+    /// `gravitee_ratelimit_redis_{host,port,username,password,ssl}`, `..._sentinel_master`,
+    /// `..._sentinel_nodes_N_{host,port}` or `..._cluster_nodes_N_{host,port}`.
+    #[arg(long, env = "HGW_REDIS_URL", hide_env_values = true, help_heading = "Redis")]
+    pub redis_url: Option<String>,
+    /// CA certificate(s) (PEM) trusted for `rediss://` instead of the system roots. Standalone only:
+    /// for Sentinel or Cluster over TLS with a private CA, point SSL_CERT_FILE at the PEM instead
+    /// (it replaces the system roots for the whole process).
+    #[arg(long, env = "HGW_REDIS_CA", help_heading = "Redis")]
+    pub redis_ca: Option<PathBuf>,
+    /// Timeout of each Redis command (e.g. 200ms); opening a connection may take up to max(this, 1s).
+    #[arg(long, env = "HGW_REDIS_TIMEOUT", default_value = "200ms", value_parser = parse_duration, help_heading = "Redis")]
+    pub redis_timeout: Duration,
+    /// Redis connections per pool (each multiplexes many commands).
+    #[arg(long, env = "HGW_REDIS_POOL_SIZE", default_value_t = DEFAULT_REDIS_POOL_SIZE, help_heading = "Redis")]
+    pub redis_pool_size: usize,
+
     /// Grace period for in-flight work after SIGTERM/SIGINT.
     #[arg(long, env = "HGW_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration, help_heading = "Runtime")]
     pub shutdown_grace: Duration,
@@ -179,6 +204,8 @@ pub enum ConfigError {
     NodeId,
     #[error("{0}")]
     ApiKeyLocation(String),
+    #[error(transparent)]
+    Redis(#[from] RedisConfigError),
 }
 
 /// Where API definitions come from.
@@ -235,6 +262,8 @@ pub struct Config {
     pub log_json: bool,
     /// Where the last-good snapshot file goes; `None` when no default could be derived (no `$HOME`).
     pub state_dir: Option<PathBuf>,
+    /// `None`: rate-limit counters and state stay in this agent's memory.
+    pub redis: Option<RedisConfig>,
 }
 
 /// Looks `name` up in `env` ignoring case, so Gravitee's lower-case variable names work.
@@ -341,6 +370,14 @@ impl Config {
             (None, None) => Some(DEFAULT_GRPC_LISTEN.parse().expect("valid default address")),
         };
 
+        let redis = redis_config(
+            cli.redis_url.as_deref(),
+            cli.redis_ca.as_deref(),
+            cli.redis_timeout,
+            cli.redis_pool_size,
+            env,
+        )?;
+
         Ok(Config {
             source,
             tags,
@@ -364,6 +401,7 @@ impl Config {
             workers: cli.workers,
             log_json: cli.log_format == "json",
             state_dir: cli.state_dir.or_else(|| default_state_dir(env)),
+            redis,
         })
     }
 
@@ -413,6 +451,59 @@ fn default_state_dir(env: &HashMap<String, String>) -> Option<PathBuf> {
         return Some(PathBuf::from(xdg).join("hgw"));
     }
     var("HOME").map(|home| PathBuf::from(home).join(".local/state/hgw"))
+}
+
+/// `--redis-url` wins over Gravitee's variables, as every flag does; the other `--redis-*` flags apply
+/// to either source.
+fn redis_config(
+    url: Option<&str>,
+    ca: Option<&std::path::Path>,
+    timeout: Duration,
+    pool_size: usize,
+    env: &HashMap<String, String>,
+) -> Result<Option<RedisConfig>, RedisConfigError> {
+    let config = match url.map(str::trim).filter(|u| !u.is_empty()) {
+        Some(url) => Some(RedisConfig::from_url(url)?),
+        None => RedisConfig::from_gravitee_env(env)?,
+    };
+    let Some(mut config) = config else {
+        return match ca {
+            Some(path) => Err(RedisConfigError::Ca {
+                path: path.display().to_string(),
+                problem: "no Redis is configured (--redis-url or gravitee_ratelimit_type=redis)".into(),
+            }),
+            None => Ok(None),
+        };
+    };
+    if timeout.is_zero() || timeout > Duration::from_secs(60) {
+        return Err(RedisConfigError::Timeout);
+    }
+    if pool_size == 0 || pool_size > 1024 {
+        return Err(RedisConfigError::PoolSize);
+    }
+    config.timeout = timeout;
+    config.pool_size = pool_size;
+    if let Some(path) = ca {
+        let err = |problem: String| RedisConfigError::Ca { path: path.display().to_string(), problem };
+        if !config.tls {
+            return Err(err("trust for TLS, but the Redis connection is plaintext (use rediss://)".into()));
+        }
+        if !matches!(config.topology, Topology::Standalone(_)) {
+            // The pools for Sentinel and Cluster build their TLS settings from the system roots only.
+            return Err(err(format!(
+                "supported for standalone Redis only, not {}; set SSL_CERT_FILE to the PEM instead",
+                config.topology.mode()
+            )));
+        }
+        let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let found =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(format!("not PEM certificates: {e}")))?;
+        if found.is_empty() {
+            return Err(err("no PEM certificate in the file".into()));
+        }
+        config.ca_pem = Some(pem);
+    }
+    Ok(Some(config))
 }
 
 fn default_dataplane_bin() -> PathBuf {
@@ -508,6 +599,64 @@ mod tests {
         let local = dir.path().to_str().unwrap();
         let given = Config::from_cli(cli(&["--local-apis", local, "--state-dir", "/s"]), &all).unwrap();
         assert_eq!(given.state_dir, Some(PathBuf::from("/s")));
+    }
+
+    #[test]
+    fn redis_comes_from_the_flag_or_gravitee_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().to_str().unwrap();
+        let none = Config::from_cli(cli(&["--local-apis", local]), &HashMap::new()).unwrap();
+        assert!(none.redis.is_none());
+
+        let gravitee = HashMap::from([
+            ("GRAVITEE_RATELIMIT_TYPE".to_owned(), "redis".to_owned()),
+            ("GRAVITEE_RATELIMIT_REDIS_HOST".to_owned(), "10.1.1.1".to_owned()),
+            ("GRAVITEE_RATELIMIT_REDIS_PASSWORD".to_owned(), "gravitee-secret".to_owned()),
+        ]);
+        let config = Config::from_cli(cli(&["--local-apis", local, "--redis-timeout", "1s"]), &gravitee).unwrap();
+        let redis = config.redis.as_ref().unwrap();
+        assert_eq!(redis.describe(), "standalone 10.1.1.1:6379 db 0, TLS off, password");
+        assert_eq!(redis.timeout, Duration::from_secs(1));
+        assert!(!format!("{config:?}").contains("gravitee-secret"), "Debug of the whole config redacts it");
+
+        // The flag wins over the variables.
+        let config = Config::from_cli(
+            cli(&["--local-apis", local, "--redis-url", "redis+cluster://a:7000,b:7001", "--redis-pool-size", "4"]),
+            &gravitee,
+        )
+        .unwrap();
+        let redis = config.redis.unwrap();
+        assert_eq!(redis.topology.mode(), "cluster");
+        assert_eq!(redis.pool_size, 4);
+    }
+
+    #[test]
+    fn redis_flag_mistakes_are_config_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().to_str().unwrap();
+        let error = |args: &[&str]| {
+            let mut all = vec!["--local-apis", local];
+            all.extend_from_slice(args);
+            Config::from_cli(cli(&all), &HashMap::new()).unwrap_err().to_string()
+        };
+        assert!(error(&["--redis-url", "mongodb://x"]).starts_with("--redis-url: unknown scheme `mongodb://`"));
+        assert_eq!(
+            error(&["--redis-url", "redis://h", "--redis-timeout", "0s"]),
+            "--redis-timeout must be between 1ms and 60s"
+        );
+        assert_eq!(
+            error(&["--redis-url", "redis://h", "--redis-pool-size", "0"]),
+            "--redis-pool-size must be between 1 and 1024"
+        );
+        assert!(error(&["--redis-ca", "/x.pem"]).contains("no Redis is configured"));
+        assert!(error(&["--redis-url", "redis://h", "--redis-ca", "/x.pem"]).contains("plaintext"));
+        assert!(
+            error(&["--redis-url", "rediss+cluster://h", "--redis-ca", "/x.pem"]).contains("standalone Redis only")
+        );
+        assert!(
+            error(&["--redis-url", "rediss://h", "--redis-ca", "/nonexistent.pem"])
+                .starts_with("--redis-ca /nonexistent.pem:")
+        );
     }
 
     #[test]

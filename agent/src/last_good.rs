@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::redis::Redis;
 use crate::store::{ConfigStore, Restored, Snapshot};
 use crate::tags::ShardingTags;
 
@@ -232,6 +233,7 @@ fn check_identity(snapshot: &pb::LastGoodSnapshot, identity: &Identity) -> Resul
 /// Where snapshots are kept.
 #[derive(Clone)]
 enum Location {
+    Redis { redis: Redis, key: String },
     File(PathBuf),
 }
 
@@ -239,18 +241,21 @@ impl Location {
     /// `redis` or `file`, as logs and `/_node/sync` say it.
     fn kind(&self) -> &'static str {
         match self {
+            Location::Redis { .. } => "redis",
             Location::File(_) => "file",
         }
     }
 
     fn describe(&self) -> String {
         match self {
+            Location::Redis { redis, key } => format!("{key} on {}", redis.describe()),
             Location::File(path) => path.display().to_string(),
         }
     }
 
     async fn load(&self) -> Result<Option<Vec<u8>>, String> {
         match self {
+            Location::Redis { redis, key } => redis.get_bytes(key).await.map_err(|e| e.to_string()),
             Location::File(path) => {
                 let path = path.clone();
                 match tokio::task::spawn_blocking(move || std::fs::read(&path)).await {
@@ -265,6 +270,7 @@ impl Location {
 
     async fn save(&self, bytes: Arc<Vec<u8>>) -> Result<(), String> {
         match self {
+            Location::Redis { redis, key } => redis.set_bytes(key, &bytes).await.map_err(|e| e.to_string()),
             Location::File(path) => {
                 let path = path.clone();
                 tokio::task::spawn_blocking(move || write_atomic(&path, &bytes))
@@ -324,10 +330,19 @@ pub struct LastGood {
 }
 
 impl LastGood {
-    /// Prepares the locations: the file in `state_dir` (created if missing; left out, with a warning,
-    /// when it cannot be).
-    pub fn new(identity: Identity, node_id: String, state_dir: Option<&Path>, metrics: Arc<Metrics>) -> LastGood {
+    /// Prepares the locations: `redis` when configured (no I/O: it may be down now and up later), and
+    /// the file in `state_dir` (created if missing; left out, with a warning, when it cannot be).
+    pub fn new(
+        identity: Identity,
+        node_id: String,
+        redis: Option<Redis>,
+        state_dir: Option<&Path>,
+        metrics: Arc<Metrics>,
+    ) -> LastGood {
         let mut locations = Vec::new();
+        if let Some(redis) = redis {
+            locations.push(Location::Redis { redis, key: redis_key(&identity.cluster_id) });
+        }
         match state_dir {
             Some(dir) => {
                 if let Some(dir) = prepare_state_dir(dir) {
@@ -632,7 +647,8 @@ mod tests {
     async fn the_writer_skips_unchanged_and_restored_sets_and_restore_reads_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Arc::new(Metrics::default());
-        let last_good = LastGood::new(identity(), "node-a".into(), Some(&dir.path().join("state")), metrics.clone());
+        let last_good =
+            LastGood::new(identity(), "node-a".into(), None, Some(&dir.path().join("state")), metrics.clone());
         let path = file_path(&dir.path().join("state"), "eu-1");
         let store = ConfigStore::new(ShardingTags::default());
         let cancel = CancellationToken::new();
@@ -701,7 +717,7 @@ mod tests {
         let blocker = dir.path().join("file");
         std::fs::write(&blocker, b"x").unwrap();
         let last_good =
-            LastGood::new(identity(), "n".into(), Some(&blocker.join("state")), Arc::new(Metrics::default()));
+            LastGood::new(identity(), "n".into(), None, Some(&blocker.join("state")), Arc::new(Metrics::default()));
         assert!(last_good.describe().is_empty());
     }
 }

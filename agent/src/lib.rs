@@ -15,6 +15,7 @@ pub mod license;
 pub mod local;
 pub mod metrics;
 pub mod node_api;
+pub mod redis;
 pub mod reports;
 pub mod secret;
 pub mod store;
@@ -44,6 +45,8 @@ pub enum StartError {
     AddrFile { path: String, source: std::io::Error },
     #[error("gRPC reflection: {0}")]
     Reflection(String),
+    #[error("{0}")]
+    Redis(#[from] crate::redis::RedisError),
 }
 
 /// Runs the agent until SIGINT/SIGTERM, then shuts down within the grace period.
@@ -83,6 +86,8 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     let status = Arc::new(sync::SyncStatus::default());
     let registry = Arc::new(grpc::registry::DataplaneRegistry::default());
     let mode = config.mode_name();
+    // No I/O here: the pool connects on first use, so Redis may be down at start.
+    let redis = config.redis.as_ref().map(crate::redis::Redis::new).transpose()?;
 
     // Bind everything first: a port conflict fails start-up before any background work begins.
     let node_listener = bind_tcp("node API", config.node_listen).await?;
@@ -128,6 +133,14 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     );
 
     log_start(&config, node_addr, grpc_addr, socket_path.as_deref());
+    match &redis {
+        Some(redis) => {
+            tracing::info!("Redis: {} — rate-limit counters and last-good snapshot are shared there", redis.describe())
+        }
+        None => tracing::info!(
+            "no Redis configured: rate-limit counters and state are kept in memory in this agent (single-host use)"
+        ),
+    }
 
     let tasks = TaskTracker::new();
     let services = CancellationToken::new();
@@ -158,6 +171,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
             let last_good = last_good::LastGood::new(
                 identity,
                 config.node_id.clone(),
+                redis.clone(),
                 config.state_dir.as_deref(),
                 metrics.clone(),
             );
@@ -194,6 +208,9 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     }
     let upload_task = tokio::spawn(uploader.run(uploads.clone()));
     tasks.spawn(jwks.run(store.clone(), services.clone()));
+    if let Some(redis) = &redis {
+        tasks.spawn(redis.clone().monitor(metrics.clone(), crate::redis::PING_INTERVAL, services.clone()));
+    }
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     grpc::set_health(&health_reporter, tonic_health::ServingStatus::Serving).await;
@@ -206,6 +223,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         mode,
         node_id: config.node_id.clone(),
         cancel: services.clone(),
+        redis: redis.clone(),
     };
     if let Some(listener) = grpc_tcp {
         let router = grpc::router(&grpc_state, &health_service).map_err(|e| StartError::Reflection(e.to_string()))?;
@@ -236,6 +254,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         reports: reports_queue,
         mode,
         draining: shutdown.clone(),
+        redis,
     });
     let node_stop = services.clone();
     tasks.spawn(async move {
@@ -347,7 +366,7 @@ fn log_start(config: &Config, node: Option<SocketAddr>, grpc: Option<SocketAddr>
                 token_signature = if cloud.token.verified { "verified" } else { "not verified (no --cloud-token-key)" },
                 license_bytes = cloud.license.len, license = %cloud.license.fingerprint(),
                 node_id = %config.node_id, %node, %grpc, %socket, tags = ?config.tags.to_list(),
-                "hgw-agent starting; state in memory (no Redis configured)"
+                "hgw-agent starting"
             );
         }
         Source::Local(local) => {
@@ -356,7 +375,7 @@ fn log_start(config: &Config, node: Option<SocketAddr>, grpc: Option<SocketAddr>
             tracing::info!(
                 mode = "local", dir = %local.dir.display(), %reports, node_id = %config.node_id, %node, %grpc, %socket,
                 tags = ?config.tags.to_list(), license = local.license.is_some(),
-                "hgw-agent starting; state in memory (no Redis configured)"
+                "hgw-agent starting"
             );
         }
     }

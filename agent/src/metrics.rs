@@ -20,6 +20,19 @@ impl Counter {
     }
 }
 
+/// A value that goes up and down (set, not added to).
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub sync_ok: Counter,
@@ -48,6 +61,9 @@ pub struct Metrics {
     pub last_good_ignored: Counter,
     /// Snapshots restored at start (0 or 1 per process).
     pub last_good_restored: Counter,
+    /// 1 when the last background Redis ping succeeded (kept by `Redis::monitor`).
+    pub redis_up: Gauge,
+    pub redis_ping_failures: Counter,
 }
 
 /// Gauges read at render time from the rest of the agent.
@@ -58,6 +74,7 @@ pub struct Gauges {
     pub dataplanes_connected: usize,
     pub reports_queue_documents: usize,
     pub sync_initial_done: bool,
+    pub redis_configured: bool,
 }
 
 impl Metrics {
@@ -164,6 +181,24 @@ impl Metrics {
             "counter",
             "Sum of successful upload latencies (ms); divide by batches for the mean.",
             self.reports_upload_latency_ms_total.get(),
+        );
+        metric(
+            "hgw_agent_redis_configured",
+            "gauge",
+            "1 when a Redis is configured (else state is in memory).",
+            gauges.redis_configured as u64,
+        );
+        metric(
+            "hgw_agent_redis_up",
+            "gauge",
+            "1 when the last Redis ping succeeded; 0 when it failed or no Redis is configured.",
+            self.redis_up.get(),
+        );
+        metric(
+            "hgw_agent_redis_ping_failures_total",
+            "counter",
+            "Background Redis pings that failed.",
+            self.redis_ping_failures.get(),
         );
         metric(
             "hgw_agent_last_good_ignored_total",

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::grpc::registry::DataplaneRegistry;
 use crate::metrics::{Gauges, Metrics};
+use crate::redis::{Redis, RedisHealth};
 use crate::reports::ReportsQueue;
 use crate::store::ConfigStore;
 use crate::sync::SyncStatus;
@@ -26,6 +27,8 @@ pub struct NodeState {
     pub mode: &'static str,
     /// Cancelled when shutdown starts: health turns 503 so load balancers stop sending.
     pub draining: CancellationToken,
+    /// `None`: no Redis configured (state in memory).
+    pub redis: Option<Redis>,
 }
 
 pub fn router(state: Arc<NodeState>) -> axum::Router {
@@ -47,8 +50,25 @@ async fn health(State(state): State<Arc<NodeState>>) -> Response {
         "sync": {"initialDone": sync.initial_done, "lastOnError": sync.last_on_error},
         "dataplanes": state.registry.connected(),
     });
+    let mut body = body;
+    if let Some(redis) = &state.redis {
+        // Shown, but never turns the node DOWN: the gateway keeps serving without Redis (rate limits
+        // apply their errorStrategy).
+        body["redis"] = redis_health(redis);
+    }
     let code = if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     (code, Json(body)).into_response()
+}
+
+fn redis_health(redis: &Redis) -> serde_json::Value {
+    let mut entry = match redis.health() {
+        RedisHealth::Up => json!({"healthy": true}),
+        RedisHealth::Unknown => json!({"healthy": false, "error": "pending", "message": "not checked yet"}),
+        RedisHealth::Down { kind, message } => json!({"healthy": false, "error": kind, "message": message}),
+    };
+    entry["mode"] = json!(redis.mode());
+    entry["description"] = json!(redis.describe());
+    entry
 }
 
 /// Gravitee's sync state, plus `restoredSnapshot` while a last-good snapshot is served (null otherwise).
@@ -76,6 +96,7 @@ async fn prometheus(State(state): State<Arc<NodeState>>) -> Response {
         dataplanes_connected: state.registry.connected(),
         reports_queue_documents: state.reports.depth(),
         sync_initial_done: state.status.snapshot().initial_done,
+        redis_configured: state.redis.is_some(),
     };
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&gauges)).into_response()
 }

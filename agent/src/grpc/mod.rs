@@ -42,6 +42,8 @@ pub struct GrpcState {
     pub mode: &'static str,
     pub node_id: String,
     pub cancel: CancellationToken,
+    /// Shared rate-limit counters and snapshot store; `None`: state in memory.
+    pub redis: Option<crate::redis::Redis>,
 }
 
 /// Builds one router (each listener gets its own; the state behind them is shared).
