@@ -32,6 +32,9 @@ if ! command -v grpcurl >/dev/null; then
   go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
 fi
 if ! command -v npx >/dev/null; then apt_install nodejs npm; fi
+# Real Redis for the agent's Redis tests (standalone, TLS, Cluster, Sentinel).
+if ! command -v redis-server >/dev/null; then apt_install redis-server; fi
+if ! command -v redis-cli >/dev/null; then apt_install redis-tools; fi
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

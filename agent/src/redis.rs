@@ -795,7 +795,8 @@ impl Redis {
     }
 
     /// Pings every `interval` until `cancel`: keeps [`Redis::health`] and the `hgw_agent_redis_up`
-    /// gauge current, and logs each change (down, up again) once rather than every ping.
+    /// gauge current, and logs each change (down, up again, down for another reason) once rather than
+    /// every ping.
     pub async fn monitor(self, metrics: Arc<Metrics>, interval: Duration, cancel: CancellationToken) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -819,7 +820,9 @@ impl Redis {
             let before =
                 std::mem::replace(&mut *self.inner.health.lock().unwrap_or_else(PoisonError::into_inner), now.clone());
             match (&before, &now) {
-                (RedisHealth::Up, RedisHealth::Up) | (RedisHealth::Down { .. }, RedisHealth::Down { .. }) => {}
+                // Same state, or still down for the same kind of reason: already logged.
+                (RedisHealth::Up, RedisHealth::Up) => {}
+                (RedisHealth::Down { kind: was, .. }, RedisHealth::Down { kind, .. }) if was == kind => {}
                 (_, RedisHealth::Up) => tracing::info!(redis = %self.inner.description, "Redis is reachable"),
                 (_, RedisHealth::Down { kind, message }) => tracing::warn!(
                     redis = %self.inner.description, kind, "Redis is down: {message}; the agent keeps serving and \

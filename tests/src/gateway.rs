@@ -61,6 +61,18 @@ impl Agent {
 
     /// Starts the agent in local mode on `apis_dir`, analytics appended to `reports_file`.
     pub async fn start_local(dir: &Path, label: &str, apis_dir: &Path, reports_file: &Path, extra: &[&str]) -> Agent {
+        Agent::start_local_with_env(dir, label, apis_dir, reports_file, extra, &[]).await
+    }
+
+    /// [`Agent::start_local`] with `envs` added to its environment (Gravitee's variables, for instance).
+    pub async fn start_local_with_env(
+        dir: &Path,
+        label: &str,
+        apis_dir: &Path,
+        reports_file: &Path,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Agent {
         let mut args = vec![
             "--local-apis".to_owned(),
             apis_dir.display().to_string(),
@@ -74,7 +86,8 @@ impl Agent {
             dir.join(format!("{label}.sock")).display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        Agent::start(dir, label, args, &[]).await
+        let envs: Vec<(String, String)> = envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Agent::start(dir, label, args, &envs).await
     }
 
     async fn start(dir: &Path, label: &str, mut args: Vec<String>, envs: &[(String, String)]) -> Agent {

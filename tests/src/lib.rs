@@ -3,7 +3,8 @@
 //! End-to-end tests (in `tests/tests/`) start the real binaries as child processes ([`Proc`]), a
 //! Cloud Gate stand-in ([`CloudGateSim`], the `hgw-cloudgate-sim` binary built from [`cloudgate`])
 //! and in-process HTTP backends ([`Backend`]), everything on `127.0.0.1:0`, and build Gravitee API
-//! definitions with [`v4_api`] and [`v2_api`].
+//! definitions with [`v4_api`] and [`v2_api`]. Real `redis-server`s (standalone, TLS, Cluster, Sentinel)
+//! come from [`redis`].
 
 pub mod backend;
 pub mod certs;
@@ -11,10 +12,12 @@ pub mod cloudgate;
 pub mod definitions;
 pub mod gateway;
 pub mod process;
+pub mod redis;
 pub mod sim;
 
 pub use backend::Backend;
 pub use certs::{CertifiedKey, TestCa};
 pub use definitions::{v2_api, v4_api};
 pub use process::{Proc, bin_path, eventually, read_addr_file, run_to_exit};
+pub use redis::{RedisCluster, RedisOptions, RedisSentinel, RedisServer};
 pub use sim::{CloudGateSim, client_trusting};
