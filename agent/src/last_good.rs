@@ -6,7 +6,9 @@
 //! `hgw.v1.LastGoodEnvelope` (`proto/hgw/v1/snapshot.proto`: format version, SHA-256 of the payload,
 //! payload) and writes it to Redis under `hgw:{cluster_id}:last-good` (one prefix per cluster id, so
 //! the agents of a cluster share it) and atomically to `{state_dir}/last-good-{cluster_id}.pb`. A
-//! failed write is a warning and a metric, retried later; sync never waits for it.
+//! failed write is a warning and a metric, retried later; sync never waits for it. The Redis write is
+//! one `SET`, bounded by `--redis-timeout` like every Redis command: a very large set over a slow link
+//! needs a longer one.
 //!
 //! At start in cloud mode, before the first sync, the agent reads both, keeps the newest snapshot that
 //! is intact and was made for this agent (cluster, organization, environments, sharding tags, tenant,
