@@ -4,8 +4,13 @@
 
 use std::path::PathBuf;
 
-const PROTO_FILES: &[&str] =
-    &["hgw/v1/config.proto", "hgw/v1/analytics.proto", "hgw/v1/admin.proto", "hgw/v1/ratelimit.proto"];
+const PROTO_FILES: &[&str] = &[
+    "hgw/v1/config.proto",
+    "hgw/v1/analytics.proto",
+    "hgw/v1/admin.proto",
+    "hgw/v1/ratelimit.proto",
+    "hgw/v1/snapshot.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);

@@ -79,7 +79,8 @@ pub struct Cli {
     /// Node id shown in the control plane [default: a new UUID per start, as Gravitee does].
     #[arg(long, env = "HGW_NODE_ID", help_heading = "Gateway")]
     pub node_id: Option<String>,
-    /// Cluster id reported in heartbeats.
+    /// Cluster id reported in heartbeats. Agents of one cluster share their last-good snapshot in Redis
+    /// (`hgw:{cluster_id}:last-good`) [default: none; snapshots then use the cluster name `default`].
     #[arg(long, env = "HGW_CLUSTER_ID", help_heading = "Gateway")]
     pub cluster_id: Option<String>,
 
@@ -122,6 +123,12 @@ pub struct Cli {
     /// How often key sets of JWT plans using a JWKS URL are fetched again (key rotation delay).
     #[arg(long, env = "HGW_JWKS_REFRESH_INTERVAL", default_value = "5m", value_parser = parse_duration, help_heading = "Gateway")]
     pub jwks_refresh_interval: Duration,
+
+    /// Directory for state kept across restarts: the last-good snapshot file, served by a restarted agent
+    /// until the Cloud Gate answers. Created if missing [default: $STATE_DIRECTORY (systemd's
+    /// StateDirectory=), else $XDG_STATE_HOME/hgw, else $HOME/.local/state/hgw].
+    #[arg(long, env = "HGW_STATE_DIR", help_heading = "Runtime")]
+    pub state_dir: Option<PathBuf>,
 
     /// Redis shared by the agents of a cluster for rate-limit counters and the last-good config snapshot
     /// [default: none: state in memory, single host]. Forms (`rediss` = TLS):
@@ -253,6 +260,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub workers: Option<usize>,
     pub log_json: bool,
+    /// Where the last-good snapshot file goes; `None` when no default could be derived (no `$HOME`).
+    pub state_dir: Option<PathBuf>,
     /// `None`: rate-limit counters and state stay in this agent's memory.
     pub redis: Option<RedisConfig>,
 }
@@ -391,6 +400,7 @@ impl Config {
             shutdown_grace: cli.shutdown_grace,
             workers: cli.workers,
             log_json: cli.log_format == "json",
+            state_dir: cli.state_dir.or_else(|| default_state_dir(env)),
             redis,
         })
     }
@@ -428,6 +438,19 @@ fn read_ca(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
         return Err(err("no PEM certificate in the file".into()));
     }
     Ok(pem)
+}
+
+/// The state directory when `--state-dir` is not given: systemd's `StateDirectory=` (the first path of
+/// `$STATE_DIRECTORY`), else the XDG base directory for state, else its default under `$HOME`.
+fn default_state_dir(env: &HashMap<String, String>) -> Option<PathBuf> {
+    let var = |name: &str| env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+    if let Some(dirs) = var("STATE_DIRECTORY") {
+        return dirs.split(':').find(|d| !d.is_empty()).map(PathBuf::from);
+    }
+    if let Some(xdg) = var("XDG_STATE_HOME").filter(|d| d.starts_with('/')) {
+        return Some(PathBuf::from(xdg).join("hgw"));
+    }
+    var("HOME").map(|home| PathBuf::from(home).join(".local/state/hgw"))
 }
 
 /// `--redis-url` wins over Gravitee's variables, as every flag does; the other `--redis-*` flags apply
@@ -556,6 +579,26 @@ mod tests {
         assert!(err.to_string().starts_with("--api-key-query-param `a&b`"));
         let ok = Config::from_cli(cli(&["--local-apis", local]), &HashMap::new()).unwrap();
         assert_eq!((ok.api_key_header.as_str(), ok.api_key_query_param.as_str()), ("X-Gravitee-Api-Key", "api-key"));
+    }
+
+    #[test]
+    fn state_dir_defaults_follow_systemd_then_xdg_then_home() {
+        let env = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let all = env(&[("STATE_DIRECTORY", "/var/lib/hgw:/var/lib/other"), ("XDG_STATE_HOME", "/x"), ("HOME", "/h")]);
+        assert_eq!(default_state_dir(&all), Some(PathBuf::from("/var/lib/hgw")));
+        assert_eq!(default_state_dir(&env(&[("XDG_STATE_HOME", "/x"), ("HOME", "/h")])), Some(PathBuf::from("/x/hgw")));
+        // The XDG spec ignores relative paths.
+        assert_eq!(
+            default_state_dir(&env(&[("XDG_STATE_HOME", "x"), ("HOME", "/h")])),
+            Some(PathBuf::from("/h/.local/state/hgw"))
+        );
+        assert_eq!(default_state_dir(&HashMap::new()), None);
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().to_str().unwrap();
+        let given = Config::from_cli(cli(&["--local-apis", local, "--state-dir", "/s"]), &all).unwrap();
+        assert_eq!(given.state_dir, Some(PathBuf::from("/s")));
     }
 
     #[test]

@@ -62,6 +62,17 @@ impl JwksCache {
         }
     }
 
+    /// Starts `url` with a key set fetched earlier (a restored last-good snapshot) unless one is known
+    /// already, and asks for a fetch: the seed serves until the identity provider answers.
+    pub fn seed(&self, url: &str, jwks: &str) {
+        let mut entries = self.lock();
+        let entry = entries.entry(url.to_owned()).or_default();
+        if entry.jwks.is_none() {
+            entry.jwks = Some(jwks.to_owned());
+        }
+        self.wake.notify_one();
+    }
+
     /// Fetches every known URL now and then every refresh period; re-deploys when a key set changed.
     pub async fn run(self: Arc<Self>, store: Arc<ConfigStore>, cancel: CancellationToken) {
         loop {

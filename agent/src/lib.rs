@@ -10,6 +10,7 @@ pub mod definition;
 pub mod grpc;
 pub mod heartbeat;
 pub mod jwks;
+pub mod last_good;
 pub mod license;
 pub mod local;
 pub mod metrics;
@@ -138,7 +139,8 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
             tracing::info!("Redis: {} — rate-limit counters and last-good snapshot are shared there", redis.describe())
         }
         None => tracing::info!(
-            "no Redis configured: rate-limit counters and state are kept in memory in this agent (single-host use)"
+            "no Redis configured: rate-limit counters are kept in this agent's memory (shared by its own \
+             dataplanes, not with other hosts: single-host use); the last-good snapshot is kept on disk only"
         ),
     }
 
@@ -158,7 +160,31 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
                 organization: cloud.token.claims.org.clone(),
                 interval: config.sync_interval,
             };
-            tasks.spawn(sync.run(services.clone()));
+            // The last-good snapshot is served before the first sync answers (the same task, so a sync
+            // result always lands after it), and each new synced set is written in the background.
+            let identity = last_good::Identity::new(
+                config.cluster_id.as_deref(),
+                &cloud.token.claims.org,
+                &cloud.token.claims.envs,
+                &config.tags,
+                config.tenant.as_deref(),
+                (&config.api_key_header, &config.api_key_query_param),
+            );
+            let last_good = last_good::LastGood::new(
+                identity,
+                config.node_id.clone(),
+                redis.clone(),
+                config.state_dir.as_deref(),
+                metrics.clone(),
+            );
+            tracing::info!(locations = ?last_good.describe(), "last-good snapshot locations");
+            tasks.spawn(last_good.clone().run(store.subscribe(), services.clone()));
+            let restore_into = store.clone();
+            let sync_stop = services.clone();
+            tasks.spawn(async move {
+                last_good.restore(&restore_into).await;
+                sync.run(sync_stop).await;
+            });
             let heartbeat = heartbeat::Heartbeat {
                 gate,
                 metrics: metrics.clone(),

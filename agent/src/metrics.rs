@@ -56,6 +56,15 @@ pub struct Metrics {
     pub ratelimit_calls: Counter,
     pub ratelimit_hits: Counter,
     pub ratelimit_errors: Counter,
+    /// Last-good snapshots written, per location.
+    pub last_good_writes_redis: Counter,
+    pub last_good_writes_file: Counter,
+    pub last_good_write_errors_redis: Counter,
+    pub last_good_write_errors_file: Counter,
+    /// Stored snapshots found at start but not served (corrupt, another format, foreign).
+    pub last_good_ignored: Counter,
+    /// Snapshots restored at start (0 or 1 per process).
+    pub last_good_restored: Counter,
     /// 1 when the last background Redis ping succeeded (kept by `Redis::monitor`).
     pub redis_up: Gauge,
     pub redis_ping_failures: Counter,
@@ -73,6 +82,16 @@ pub struct Gauges {
 }
 
 impl Metrics {
+    /// Counts one last-good snapshot write to `to` (`redis` or `file`).
+    pub fn last_good_write(&self, to: &str, ok: bool) {
+        match (to, ok) {
+            ("redis", true) => self.last_good_writes_redis.inc(),
+            ("redis", false) => self.last_good_write_errors_redis.inc(),
+            (_, true) => self.last_good_writes_file.inc(),
+            (_, false) => self.last_good_write_errors_file.inc(),
+        }
+    }
+
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(2048);
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
@@ -197,6 +216,34 @@ impl Metrics {
             "counter",
             "Background Redis pings that failed.",
             self.redis_ping_failures.get(),
+        );
+        metric(
+            "hgw_agent_last_good_ignored_total",
+            "counter",
+            "Stored last-good snapshots not served at start (corrupt, other format, other cluster or organization).",
+            self.last_good_ignored.get(),
+        );
+        metric(
+            "hgw_agent_last_good_restored_total",
+            "counter",
+            "Last-good snapshots served at start, before the first sync.",
+            self.last_good_restored.get(),
+        );
+        let mut labelled = |name: &str, help: &str, values: [(&str, u64); 2]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (to, value) in values {
+                let _ = writeln!(out, "{name}{{to=\"{to}\"}} {value}");
+            }
+        };
+        labelled(
+            "hgw_agent_last_good_writes_total",
+            "Last-good snapshots written.",
+            [("redis", self.last_good_writes_redis.get()), ("file", self.last_good_writes_file.get())],
+        );
+        labelled(
+            "hgw_agent_last_good_write_errors_total",
+            "Last-good snapshot writes that failed (retried later).",
+            [("redis", self.last_good_write_errors_redis.get()), ("file", self.last_good_write_errors_file.get())],
         );
         out
     }

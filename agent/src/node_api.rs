@@ -71,10 +71,20 @@ fn redis_health(redis: &Redis) -> serde_json::Value {
     entry
 }
 
+/// Gravitee's sync state, plus `restoredSnapshot` while a last-good snapshot is served (null otherwise).
+/// 503 until the first successful sync, even when a restored snapshot serves.
 async fn sync(State(state): State<Arc<NodeState>>) -> Response {
     let sync = state.status.snapshot();
     let code = if sync.initial_done { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(sync)).into_response()
+    let mut body = serde_json::to_value(&sync).unwrap_or_default();
+    body["restoredSnapshot"] = match &state.store.current().restored {
+        Some(restored) => json!({
+            "source": restored.source, "version": restored.version, "writtenAt": restored.written_at_ms,
+            "writtenBy": restored.written_by_node,
+        }),
+        None => serde_json::Value::Null,
+    };
+    (code, Json(body)).into_response()
 }
 
 async fn prometheus(State(state): State<Arc<NodeState>>) -> Response {

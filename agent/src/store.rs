@@ -31,6 +31,22 @@ pub struct Snapshot {
     pub skipped: BTreeMap<String, String>,
     pub subscriptions: usize,
     pub api_keys: usize,
+    /// Set while the set is a last-good snapshot restored at start, until the config source's first
+    /// set replaces it.
+    pub restored: Option<Arc<Restored>>,
+}
+
+/// Where a restored deployment set came from (see [`crate::last_good`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// `redis` or `file`.
+    pub source: &'static str,
+    /// The version at the agent that wrote it.
+    pub version: u64,
+    /// When it was written, epoch milliseconds.
+    pub written_at_ms: i64,
+    /// Node id of the agent that wrote it.
+    pub written_by_node: String,
 }
 
 /// The outcome of one [`ConfigStore::deploy`].
@@ -98,12 +114,54 @@ impl ConfigStore {
         attach_jwks(&mut apis, jwks);
         self.publish(
             &previous,
-            apis,
-            previous.rejected.clone(),
-            previous.skipped.clone(),
-            previous.subscriptions,
-            previous.api_keys,
+            Published {
+                apis,
+                rejected: previous.rejected.clone(),
+                skipped: previous.skipped.clone(),
+                subscriptions: previous.subscriptions,
+                api_keys: previous.api_keys,
+                restored: previous.restored.clone(),
+            },
         );
+    }
+
+    /// Publishes a restored, already compiled set (a last-good snapshot) — only while the config source
+    /// has delivered nothing yet: a set from the source is always newer. Answers the version it was
+    /// published as, `None` when it came too late.
+    ///
+    /// The version is the snapshot's own unless this agent's versions are already past it, so versions
+    /// seen by dataplanes keep increasing across restarts and later syncs.
+    pub fn restore(&self, apis: Vec<Api>, subscriptions: usize, api_keys: usize, restored: Restored) -> Option<u64> {
+        let apis: BTreeMap<String, Arc<Api>> = apis.into_iter().map(|api| (api.id.clone(), Arc::new(api))).collect();
+        let restored = Arc::new(restored);
+        let mut published = None;
+        self.tx.send_if_modified(|current| {
+            if current.initialized {
+                return false;
+            }
+            let version = current.version.max(restored.version);
+            *current = Arc::new(Snapshot {
+                version,
+                initialized: true,
+                apis: apis.clone(),
+                rejected: BTreeMap::new(),
+                skipped: BTreeMap::new(),
+                subscriptions,
+                api_keys,
+                restored: Some(restored.clone()),
+            });
+            published = Some(version);
+            true
+        });
+        if let (Some(jwks), Some(_)) = (&self.jwks, published) {
+            // Key sets fetched by the writing agent keep JWT plans working until fetched again here.
+            for jwt in apis.values().flat_map(|api| api.plans.iter().filter_map(|p| p.jwt.as_ref())) {
+                if !jwt.jwks_url.is_empty() && !jwt.jwks.is_empty() {
+                    jwks.seed(&jwt.jwks_url, &jwt.jwks);
+                }
+            }
+        }
+        published
     }
 
     /// Compiles for a gateway of `tenant` (Gravitee's endpoint `tenants` rule).
@@ -180,19 +238,22 @@ impl ConfigStore {
         if let Some(jwks) = &self.jwks {
             attach_jwks(&mut apis, jwks);
         }
-        self.publish(&previous, apis, rejected, skipped, subscriptions.len(), keys.len())
+        self.publish(
+            &previous,
+            Published {
+                apis,
+                rejected,
+                skipped,
+                subscriptions: subscriptions.len(),
+                api_keys: keys.len(),
+                restored: None,
+            },
+        )
     }
 
     /// Publishes a new snapshot; the version moves only when some API's revision changed.
-    fn publish(
-        &self,
-        previous: &Snapshot,
-        apis: BTreeMap<String, Arc<Api>>,
-        rejected: BTreeMap<String, Rejection>,
-        skipped: BTreeMap<String, String>,
-        subscriptions: usize,
-        api_keys: usize,
-    ) -> DeployReport {
+    fn publish(&self, previous: &Snapshot, next: Published) -> DeployReport {
+        let Published { apis, rejected, skipped, subscriptions, api_keys, restored } = next;
         for (id, rejection) in &rejected {
             if previous.rejected.get(id) != Some(rejection) {
                 tracing::warn!(api = %rejection.id, name = %rejection.name, origin = %rejection.origin, reason = %rejection.reason, "API rejected");
@@ -216,6 +277,15 @@ impl ConfigStore {
                 tracing::info!(api = %id, version, "API undeployed");
             }
         }
+        if let (Some(old), None) = (&previous.restored, &restored) {
+            tracing::info!(
+                restored_version = old.version,
+                from = old.source,
+                version,
+                changed,
+                "the first sync replaced the last-good snapshot"
+            );
+        }
         let report = DeployReport { version, changed, deployed: apis.len(), rejected: rejected.len() };
         self.tx.send_replace(Arc::new(Snapshot {
             version,
@@ -225,9 +295,20 @@ impl ConfigStore {
             skipped,
             subscriptions,
             api_keys,
+            restored,
         }));
         report
     }
+}
+
+/// The parts of a new snapshot, before its version is known.
+struct Published {
+    apis: BTreeMap<String, Arc<Api>>,
+    rejected: BTreeMap<String, Rejection>,
+    skipped: BTreeMap<String, String>,
+    subscriptions: usize,
+    api_keys: usize,
+    restored: Option<Arc<Restored>>,
 }
 
 fn outcome_id(outcome: &Outcome, source: &ApiSource) -> String {

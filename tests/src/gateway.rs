@@ -101,6 +101,9 @@ impl Agent {
         ]);
         let mut envs = envs.to_vec();
         envs.push(("RUST_LOG".to_owned(), "info,hgw_agent=debug".to_owned()));
+        // Never the user's own state directory: agents of one test share `DIR/state` (like agents on
+        // one host); `--state-dir` in the arguments overrides it.
+        envs.push(("HGW_STATE_DIR".to_owned(), dir.join("state").display().to_string()));
         let proc = Proc::spawn_path(&crate::bin_path("hgw-agent"), &args, &envs, dir, label);
         let addrs = read_addr_file(&addr_file, START_TIMEOUT).await;
         let node = format!("http://{}", addrs["node"].as_str().expect("node address"));

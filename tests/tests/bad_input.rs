@@ -259,6 +259,7 @@ async fn unreachable_cloud_gate_and_wrong_ca_are_retried_not_fatal() {
     let envs = [
         ("GRAVITEE_CLOUD_TOKEN".to_owned(), token.clone()),
         ("GRAVITEE_LICENSE_KEY".to_owned(), TEST_LICENSE_B64.to_owned()),
+        ("HGW_STATE_DIR".to_owned(), dir.path().join("state").display().to_string()),
     ];
     let mut proc =
         hgw_tests::Proc::spawn_path(&hgw_tests::bin_path("hgw-agent"), &full, &envs, dir.path(), "untrusted");

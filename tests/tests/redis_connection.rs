@@ -114,7 +114,7 @@ async fn standalone_with_password_healthy_and_wrong_password_reported() {
     let (_, body) = plain.node_get("/_node/health").await;
     assert!(body.get("redis").is_none(), "{body}");
     assert_eq!(gauge(&plain, "hgw_agent_redis_configured").await, Some(0));
-    assert!(plain.proc.stderr().contains("no Redis configured: rate-limit counters and state are kept in memory"));
+    assert!(plain.proc.stderr().contains("no Redis configured: rate-limit counters are kept in this agent"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use hgw_proto::v1::admin_server::Admin;
 use hgw_proto::v1::{
     DumpConfigRequest, DumpConfigResponse, GetSyncStatusRequest, GetSyncStatusResponse, ListDataplanesRequest,
-    ListDataplanesResponse, RejectedApi,
+    ListDataplanesResponse, RejectedApi, RestoredSnapshot,
 };
 use tonic::{Request, Response, Status};
 
@@ -51,6 +51,12 @@ impl Admin for AdminService {
             rejected_apis: snapshot.rejected.len() as u32,
             subscriptions: snapshot.subscriptions as u32,
             api_keys: snapshot.api_keys as u32,
+            restored_snapshot: snapshot.restored.as_ref().map(|r| RestoredSnapshot {
+                source: r.source.to_owned(),
+                version: r.version,
+                written_at_ms: r.written_at_ms,
+                written_by_node: r.written_by_node.clone(),
+            }),
         }))
     }
 
