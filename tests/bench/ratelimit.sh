@@ -12,7 +12,7 @@ set -euo pipefail
 
 SECONDS_PER_RUN="${1:-10}"
 RUNS="${2:-3}"
-CONNECTIONS=16
+CONNECTIONS="${CONNECTIONS:-16}"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 
