@@ -14,6 +14,7 @@ use clap::Parser;
 
 use crate::license::{License, LicenseError};
 use crate::redis::{DEFAULT_POOL_SIZE as DEFAULT_REDIS_POOL_SIZE, RedisConfig, RedisConfigError, Topology};
+use crate::reports::spool::{Fsync, MIN_MAX_BYTES as MIN_SPOOL_MAX_BYTES, SpoolOptions};
 use crate::tags::{ShardingTags, TagsError};
 use crate::token::{CloudToken, TokenError, TokenKey};
 
@@ -28,6 +29,9 @@ pub const MIN_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// Gravitee's reporter batch: up to 1000 documents or 5 s, whichever comes first.
 pub const DEFAULT_REPORTS_BATCH: usize = 1000;
 pub const DEFAULT_REPORTS_FLUSH: Duration = Duration::from_secs(5);
+/// Disk the reports spool may use before acknowledgements stop: hours of a busy gateway's analytics
+/// (a record is ~1 KiB) while the Cloud Gate is away.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 /// Time given to in-flight work (uploads, dataplane children) after SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Where supervised dataplanes listen by default: Gravitee's gateway HTTP port.
@@ -66,7 +70,8 @@ pub struct Cli {
     /// definitions, `*.json`), reloaded when they change.
     #[arg(long, env = "HGW_LOCAL_APIS", help_heading = "Local")]
     pub local_apis: Option<PathBuf>,
-    /// Local mode: append analytics (NDJSON, Elasticsearch form) to this file [default: stdout].
+    /// Local mode: append analytics (NDJSON, Elasticsearch form) to this file [default: stdout]. Records
+    /// pass through the spool (--spool-dir) first, as in cloud mode.
     #[arg(long, env = "HGW_REPORTS_FILE", help_heading = "Local")]
     pub reports_file: Option<PathBuf>,
 
@@ -113,6 +118,22 @@ pub struct Cli {
     /// Longest time a document waits before upload.
     #[arg(long, env = "HGW_REPORTS_FLUSH_INTERVAL", default_value = "5s", value_parser = parse_duration, help_heading = "Analytics")]
     pub reports_flush_interval: Duration,
+    /// Directory of the reports spool: dataplane batches are acknowledged only once written here, kept
+    /// until delivered (so they survive a killed agent and Cloud Gate outages), and batches the Cloud Gate
+    /// refused (4xx) are kept in its `rejected/` folder. One agent per directory (locked)
+    /// [default: {--state-dir}/spool].
+    #[arg(long, env = "HGW_SPOOL_DIR", help_heading = "Analytics")]
+    pub spool_dir: Option<PathBuf>,
+    /// Bound of the spool (e.g. 1GiB, 512MiB, 100MB). When reached, the agent stops acknowledging
+    /// dataplane batches: dataplanes buffer, then drop (counted). Undelivered data is never deleted.
+    #[arg(long, env = "HGW_SPOOL_MAX_BYTES", default_value = "1GiB", value_parser = parse_bytes, help_heading = "Analytics")]
+    pub spool_max_bytes: u64,
+    /// When spooled batches reach the disk. `batch`: fsync before acknowledging (batches arriving
+    /// together share one fsync): acknowledged records survive a killed agent and a host crash.
+    /// `never`: written to the OS before acknowledging, never fsynced: they survive a killed agent, not a
+    /// power loss or kernel crash (faster on slow disks).
+    #[arg(long, env = "HGW_SPOOL_FSYNC", default_value = "batch", value_parser = ["batch", "never"], help_heading = "Analytics")]
+    pub spool_fsync: String,
 
     /// Request header carrying the key of API-key plans (Gravitee's `policy.api-key.header`).
     #[arg(long, env = "HGW_API_KEY_HEADER", default_value = "X-Gravitee-Api-Key", help_heading = "Gateway")]
@@ -169,6 +190,27 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|e| format!("`{text}` is not a duration like 5s or 500ms: {e}"))
 }
 
+/// Parses `1GiB`, `512MiB`, `64KiB`, `100MB`, `1G` (binary), `65536` (bytes).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits.parse().map_err(|_| format!("`{text}` is not a size like 1GiB or 512MiB"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return Err(format!("`{text}`: unknown unit (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)")),
+    };
+    number.checked_mul(factor).ok_or_else(|| format!("`{text}` is too large"))
+}
+
 /// A configuration the agent cannot run with. Shown as one line, exit code 64.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -196,6 +238,8 @@ pub enum ConfigError {
     SyncInterval(Duration),
     #[error("--reports-batch must be between 1 and 10000 documents")]
     ReportsBatch,
+    #[error("--spool-max-bytes must be at least 64KiB")]
+    SpoolMaxBytes,
     #[error("--workers must be at least 1")]
     Workers,
     #[error("--dataplane-bin {path}: {problem}")]
@@ -264,6 +308,8 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// `None`: rate-limit counters and state stay in this agent's memory.
     pub redis: Option<RedisConfig>,
+    /// The reports spool (its roll interval is `reports_flush_interval`).
+    pub spool: SpoolOptions,
 }
 
 /// Looks `name` up in `env` ignoring case, so Gravitee's lower-case variable names work.
@@ -295,6 +341,9 @@ impl Config {
         }
         if cli.reports_batch == 0 || cli.reports_batch > 10_000 {
             return Err(ConfigError::ReportsBatch);
+        }
+        if cli.spool_max_bytes < MIN_SPOOL_MAX_BYTES {
+            return Err(ConfigError::SpoolMaxBytes);
         }
         if cli.workers == Some(0) {
             return Err(ConfigError::Workers);
@@ -378,6 +427,19 @@ impl Config {
             env,
         )?;
 
+        let state_dir = cli.state_dir.or_else(|| default_state_dir(env));
+        let spool = SpoolOptions {
+            dir: match (cli.spool_dir, &state_dir) {
+                (Some(dir), _) => dir,
+                (None, Some(state)) => state.join("spool"),
+                // No $HOME either: the temporary directory still outlives a killed agent (not a reboot).
+                (None, None) => std::env::temp_dir().join("hgw-spool"),
+            },
+            max_bytes: cli.spool_max_bytes,
+            fsync: if cli.spool_fsync == "never" { Fsync::Never } else { Fsync::Batch },
+            roll_after: cli.reports_flush_interval,
+        };
+
         Ok(Config {
             source,
             tags,
@@ -400,8 +462,9 @@ impl Config {
             shutdown_grace: cli.shutdown_grace,
             workers: cli.workers,
             log_json: cli.log_format == "json",
-            state_dir: cli.state_dir.or_else(|| default_state_dir(env)),
+            state_dir,
             redis,
+            spool,
         })
     }
 
@@ -657,6 +720,38 @@ mod tests {
             error(&["--redis-url", "rediss://h", "--redis-ca", "/nonexistent.pem"])
                 .starts_with("--redis-ca /nonexistent.pem:")
         );
+    }
+
+    #[test]
+    fn sizes_and_spool_options() {
+        assert_eq!(parse_bytes("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("64k").unwrap(), 65536);
+        assert_eq!(parse_bytes("100MB").unwrap(), 100_000_000);
+        assert_eq!(parse_bytes("4096").unwrap(), 4096);
+        assert!(parse_bytes("1.5G").is_err());
+        assert!(parse_bytes("GiB").is_err());
+        assert!(parse_bytes("99999999999TiB").is_err());
+
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().to_str().unwrap();
+        let home = HashMap::from([("HOME".to_owned(), "/h".to_owned())]);
+        let defaults = Config::from_cli(cli(&["--local-apis", local]), &home).unwrap();
+        assert_eq!(defaults.spool.dir, PathBuf::from("/h/.local/state/hgw/spool"));
+        assert_eq!((defaults.spool.max_bytes, defaults.spool.fsync), (DEFAULT_SPOOL_MAX_BYTES, Fsync::Batch));
+        assert_eq!(defaults.spool.roll_after, DEFAULT_REPORTS_FLUSH);
+        let given = Config::from_cli(
+            cli(&["--local-apis", local, "--spool-dir", "/sp", "--spool-max-bytes", "1MiB", "--spool-fsync", "never"]),
+            &home,
+        )
+        .unwrap();
+        assert_eq!(
+            (given.spool.dir, given.spool.max_bytes, given.spool.fsync),
+            (PathBuf::from("/sp"), 1 << 20, Fsync::Never)
+        );
+        let small = Config::from_cli(cli(&["--local-apis", local, "--spool-max-bytes", "1000"]), &home).unwrap_err();
+        assert_eq!(small.to_string(), "--spool-max-bytes must be at least 64KiB");
+        assert!(Cli::try_parse_from(["hgw-agent", "--spool-fsync", "always"]).is_err());
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub enum StartError {
     Reflection(String),
     #[error("{0}")]
     Redis(#[from] crate::redis::RedisError),
+    #[error("{0}")]
+    Spool(#[from] reports::spool::SpoolError),
 }
 
 /// Runs the agent until SIGINT/SIGTERM, then shuts down within the grace period.
@@ -73,8 +75,8 @@ async fn wait_for_signal() {
 /// Runs the agent until `shutdown` is cancelled.
 ///
 /// Shutdown order matters: supervised dataplanes stop first (they finish requests and flush analytics
-/// into this agent), then the config sources, gRPC and node API stop, and the reports uploader delivers
-/// what it holds within the grace period.
+/// into this agent), then the config sources, gRPC and node API stop, the spool seals its last segment,
+/// and the reports uploader delivers what it can within the grace period (the rest stays spooled).
 pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     let metrics = Arc::new(metrics::Metrics::default());
     let jwks = Arc::new(jwks::JwksCache::new(config.jwks_refresh_interval).map_err(StartError::GateClient)?);
@@ -125,13 +127,21 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         (Source::Local(local), _) => reports::ReportsSink::File(local.reports_file.clone()),
         (Source::Cloud(_), None) => unreachable!("cloud mode always has a gate client"),
     };
-    let (reports_queue, uploader) = reports::channel(
+    let (spool, spool_writer, spool_reader) = {
+        let (options, metrics) = (config.spool.clone(), metrics.clone());
+        tokio::task::spawn_blocking(move || reports::spool::open(options, metrics))
+            .await
+            .expect("spool recovery does not panic")?
+    };
+    tracing::info!(dir = %config.spool.dir.display(), max_bytes = config.spool.max_bytes, fsync = ?config.spool.fsync,
+        "reports spool open");
+    let uploader = reports::Uploader {
+        reader: spool_reader,
         sink,
-        config.reports_batch,
-        config.reports_flush_interval,
-        metrics.clone(),
-        config.shutdown_grace,
-    );
+        batch_size: config.reports_batch,
+        metrics: metrics.clone(),
+        grace: config.shutdown_grace,
+    };
 
     log_start(&config, node_addr, grpc_addr, socket_path.as_deref());
     match &redis {
@@ -147,6 +157,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     let tasks = TaskTracker::new();
     let services = CancellationToken::new();
     let uploads = CancellationToken::new();
+    let spool_writes = CancellationToken::new();
 
     match &config.source {
         Source::Cloud(cloud) => {
@@ -208,6 +219,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
             tasks.spawn(source.run(services.clone()));
         }
     }
+    let spool_task = tokio::spawn(spool_writer.run(spool_writes.clone()));
     let upload_task = tokio::spawn(uploader.run(uploads.clone()));
     tasks.spawn(jwks.run(store.clone(), services.clone()));
     if let Some(redis) = &redis {
@@ -225,7 +237,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     let grpc_state = grpc::GrpcState {
         store: store.clone(),
         registry: registry.clone(),
-        reports: reports_queue.clone(),
+        reports: spool.clone(),
         metrics: metrics.clone(),
         status: status.clone(),
         counters: counters.clone(),
@@ -260,7 +272,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         status: status.clone(),
         metrics: metrics.clone(),
         registry: registry.clone(),
-        reports: reports_queue,
+        reports: spool.stats.clone(),
         mode,
         draining: shutdown.clone(),
         redis,
@@ -305,6 +317,11 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     if tokio::time::timeout(config.shutdown_grace, tasks.wait()).await.is_err() {
         tracing::warn!("some tasks did not stop within the grace period");
     }
+    // The writer seals what it holds, then the uploader delivers within the grace period; the rest
+    // stays in the spool for the next start.
+    spool_writes.cancel();
+    let _ = spool_task.await;
+    drop(spool);
     uploads.cancel();
     let _ = upload_task.await;
     if let Some(path) = &socket_path {

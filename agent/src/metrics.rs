@@ -33,6 +33,45 @@ impl Gauge {
     }
 }
 
+/// Upper bounds (seconds) of the upload latency histogram buckets.
+const LATENCY_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// A Prometheus histogram of durations with fixed buckets ([`LATENCY_BUCKETS`]).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Per bucket (not cumulative); the last slot is `+Inf`.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: std::time::Duration) {
+        let secs = elapsed.as_secs_f64();
+        let slot = LATENCY_BUCKETS.iter().position(|le| secs <= *le).unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (le, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        cumulative += self.buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {}", self.count());
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub sync_ok: Counter,
@@ -43,15 +82,24 @@ pub struct Metrics {
     pub analytics_records_received: Counter,
     /// Records dataplanes reported as dropped on their side (queue full).
     pub analytics_records_dropped_by_dataplanes: Counter,
-    pub reports_documents_uploaded: Counter,
+    /// Records whose batch was acknowledged to its dataplane (after the spool made it durable).
+    pub reports_records_acknowledged: Counter,
+    /// Records written to the spool (a few more than acknowledged when a stream broke before the ack).
+    pub reports_records_spooled: Counter,
+    pub reports_records_uploaded: Counter,
     pub reports_batches_uploaded: Counter,
     pub reports_upload_failures: Counter,
-    /// Documents the Cloud Gate refused for good (4xx other than 408/429).
-    pub reports_documents_rejected: Counter,
-    /// Documents lost at shutdown because the grace period ran out before they were delivered.
-    pub reports_documents_lost: Counter,
+    /// Records the Cloud Gate refused for good (4xx other than 401/403/408/429), kept in `rejected/`.
+    pub reports_records_rejected: Counter,
+    pub reports_batches_rejected: Counter,
     pub reports_upload_bytes: Counter,
-    pub reports_upload_latency_ms_total: Counter,
+    pub reports_upload_latency: Histogram,
+    /// Bytes cut from spool segments at start (interrupted writes, damage).
+    pub reports_spool_corrupt_bytes: Counter,
+    /// Spool writes or fsyncs that failed (batches not acknowledged; dataplanes resend them).
+    pub reports_spool_write_errors: Counter,
+    /// Times the spool filled up and acknowledgements stopped.
+    pub reports_spool_full_events: Counter,
     /// `hgw.v1.RateLimit/Acquire` calls, the hits they carried, and calls the counter store failed.
     pub ratelimit_calls: Counter,
     pub ratelimit_hits: Counter,
@@ -76,7 +124,12 @@ pub struct Gauges {
     pub apis_deployed: usize,
     pub apis_rejected: usize,
     pub dataplanes_connected: usize,
-    pub reports_queue_documents: usize,
+    /// Documents in the spool, not yet delivered.
+    pub reports_spool_documents: u64,
+    pub reports_spool_bytes: u64,
+    pub reports_spool_max_bytes: u64,
+    pub reports_spool_segments: usize,
+    pub reports_spool_full: bool,
     pub sync_initial_done: bool,
     pub redis_configured: bool,
 }
@@ -152,16 +205,28 @@ impl Metrics {
             self.analytics_records_dropped_by_dataplanes.get(),
         );
         metric(
-            "hgw_agent_reports_queue_documents",
-            "gauge",
-            "Documents waiting for upload.",
-            gauges.reports_queue_documents as u64,
+            "hgw_agent_reports_records_acknowledged_total",
+            "counter",
+            "Records acknowledged to dataplanes once the spool made them durable.",
+            self.reports_records_acknowledged.get(),
         );
         metric(
-            "hgw_agent_reports_documents_uploaded_total",
+            "hgw_agent_reports_records_spooled_total",
             "counter",
-            "Documents delivered.",
-            self.reports_documents_uploaded.get(),
+            "Records written to the spool.",
+            self.reports_records_spooled.get(),
+        );
+        metric(
+            "hgw_agent_reports_records_uploaded_total",
+            "counter",
+            "Records delivered (2xx from /reports, or written to the local reports file).",
+            self.reports_records_uploaded.get(),
+        );
+        metric(
+            "hgw_agent_reports_records_rejected_total",
+            "counter",
+            "Records the Cloud Gate refused for good (4xx); kept under {spool}/rejected/.",
+            self.reports_records_rejected.get(),
         );
         metric(
             "hgw_agent_reports_batches_uploaded_total",
@@ -170,34 +235,73 @@ impl Metrics {
             self.reports_batches_uploaded.get(),
         );
         metric(
+            "hgw_agent_reports_batches_rejected_total",
+            "counter",
+            "Batches refused for good (4xx).",
+            self.reports_batches_rejected.get(),
+        );
+        metric(
             "hgw_agent_reports_upload_failures_total",
             "counter",
-            "Upload attempts that failed (retried).",
+            "Upload attempts that failed and will be retried (network, timeout, 401/403/408/429, 5xx).",
             self.reports_upload_failures.get(),
-        );
-        metric(
-            "hgw_agent_reports_documents_rejected_total",
-            "counter",
-            "Documents the Cloud Gate refused for good (4xx).",
-            self.reports_documents_rejected.get(),
-        );
-        metric(
-            "hgw_agent_reports_documents_lost_total",
-            "counter",
-            "Documents not delivered before the shutdown grace period ended.",
-            self.reports_documents_lost.get(),
         );
         metric(
             "hgw_agent_reports_upload_bytes_total",
             "counter",
-            "Compressed bytes uploaded.",
+            "Bytes uploaded (gzip to /reports; NDJSON to a local file).",
             self.reports_upload_bytes.get(),
         );
+        self.reports_upload_latency.render(
+            &mut out,
+            "hgw_agent_reports_upload_latency_seconds",
+            "Time of successful uploads (one POST /reports, or one local write).",
+        );
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
         metric(
-            "hgw_agent_reports_upload_latency_ms_total",
+            "hgw_agent_reports_spool_documents",
+            "gauge",
+            "Documents in the spool waiting for delivery.",
+            gauges.reports_spool_documents,
+        );
+        metric("hgw_agent_reports_spool_bytes", "gauge", "Bytes of spool segment files.", gauges.reports_spool_bytes);
+        metric(
+            "hgw_agent_reports_spool_max_bytes",
+            "gauge",
+            "--spool-max-bytes: above it, acknowledgements stop.",
+            gauges.reports_spool_max_bytes,
+        );
+        metric(
+            "hgw_agent_reports_spool_segments",
+            "gauge",
+            "Spool segment files.",
+            gauges.reports_spool_segments as u64,
+        );
+        metric(
+            "hgw_agent_reports_spool_full",
+            "gauge",
+            "1 while the spool is full and dataplane batches wait for acknowledgement.",
+            gauges.reports_spool_full as u64,
+        );
+        metric(
+            "hgw_agent_reports_spool_full_total",
             "counter",
-            "Sum of successful upload latencies (ms); divide by batches for the mean.",
-            self.reports_upload_latency_ms_total.get(),
+            "Times the spool filled up.",
+            self.reports_spool_full_events.get(),
+        );
+        metric(
+            "hgw_agent_reports_spool_write_errors_total",
+            "counter",
+            "Spool writes that failed (the batches were not acknowledged; dataplanes resend them).",
+            self.reports_spool_write_errors.get(),
+        );
+        metric(
+            "hgw_agent_reports_spool_corrupt_bytes_total",
+            "counter",
+            "Bytes cut from spool segments at start (interrupted writes, damage; see the log).",
+            self.reports_spool_corrupt_bytes.get(),
         );
         metric(
             "hgw_agent_redis_configured",

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::grpc::registry::DataplaneRegistry;
 use crate::metrics::{Gauges, Metrics};
 use crate::redis::{Redis, RedisHealth};
-use crate::reports::ReportsQueue;
+use crate::reports::spool::SpoolStats;
 use crate::store::ConfigStore;
 use crate::sync::SyncStatus;
 
@@ -23,7 +23,7 @@ pub struct NodeState {
     pub status: Arc<SyncStatus>,
     pub metrics: Arc<Metrics>,
     pub registry: Arc<DataplaneRegistry>,
-    pub reports: ReportsQueue,
+    pub reports: SpoolStats,
     pub mode: &'static str,
     /// Cancelled when shutdown starts: health turns 503 so load balancers stop sending.
     pub draining: CancellationToken,
@@ -94,7 +94,11 @@ async fn prometheus(State(state): State<Arc<NodeState>>) -> Response {
         apis_deployed: snapshot.apis.len(),
         apis_rejected: snapshot.rejected.len(),
         dataplanes_connected: state.registry.connected(),
-        reports_queue_documents: state.reports.depth(),
+        reports_spool_documents: state.reports.records(),
+        reports_spool_bytes: state.reports.bytes(),
+        reports_spool_max_bytes: state.reports.max_bytes,
+        reports_spool_segments: state.reports.segments(),
+        reports_spool_full: state.reports.full(),
         sync_initial_done: state.status.snapshot().initial_done,
         redis_configured: state.redis.is_some(),
     };

@@ -104,12 +104,25 @@ impl Agent {
         // Never the user's own state directory: agents of one test share `DIR/state` (like agents on
         // one host); `--state-dir` in the arguments overrides it.
         envs.push(("HGW_STATE_DIR".to_owned(), dir.join("state").display().to_string()));
+        // The reports spool is one agent's alone (it is locked): one per label, kept across restarts of
+        // that label like a real agent's; `--spool-dir` in the arguments overrides it.
+        envs.push(("HGW_SPOOL_DIR".to_owned(), Agent::spool_dir_for(dir, label).display().to_string()));
         let proc = Proc::spawn_path(&crate::bin_path("hgw-agent"), &args, &envs, dir, label);
         let addrs = read_addr_file(&addr_file, START_TIMEOUT).await;
         let node = format!("http://{}", addrs["node"].as_str().expect("node address"));
         let grpc = addrs["grpc"].as_str().map(|a| a.parse().expect("grpc address"));
         let socket = addrs["grpc_socket"].as_str().map(PathBuf::from);
         Agent { proc, node, grpc, socket, http: reqwest::Client::new() }
+    }
+
+    /// The reports spool of the agent labelled `label` in `dir` (unless `--spool-dir` was given).
+    pub fn spool_dir_for(dir: &Path, label: &str) -> PathBuf {
+        dir.join(format!("{label}-spool"))
+    }
+
+    /// The value of an unlabelled metric on `/_node/metrics/prometheus` (`None` when absent).
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        prometheus_value(&self.node_text("/_node/metrics/prometheus").await, name)
     }
 
     /// `unix:/path` for dataplanes.
@@ -159,6 +172,11 @@ pub struct Dataplane {
 impl Dataplane {
     /// Starts a dataplane connected to `agent_target` (`unix:/path` or `http://host:port`).
     pub async fn start(dir: &Path, id: &str, agent_target: &str) -> Dataplane {
+        Dataplane::start_with(dir, id, agent_target, &[]).await
+    }
+
+    /// [`Dataplane::start`] with `extra` arguments (`--analytics-queue N`, ...).
+    pub async fn start_with(dir: &Path, id: &str, agent_target: &str, extra: &[&str]) -> Dataplane {
         let addr_file = dir.join(format!("{id}-addr.json"));
         let _ = std::fs::remove_file(&addr_file);
         let args: Vec<String> = [
@@ -179,6 +197,7 @@ impl Dataplane {
         .iter()
         .map(|s| s.to_string())
         .chain([addr_file.display().to_string()])
+        .chain(extra.iter().map(|s| s.to_string()))
         .collect();
         let proc = Proc::spawn_path(&crate::bin_path("hgw-dataplane"), &args, &[], dir, id);
         let addrs = read_addr_file(&addr_file, START_TIMEOUT).await;
@@ -214,6 +233,16 @@ impl Dataplane {
     pub async fn metrics(&self) -> String {
         self.http.get(format!("http://{}/metrics", self.admin)).send().await.expect("admin").text().await.expect("text")
     }
+
+    /// The value of an unlabelled metric on `/metrics` (`None` when absent).
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        prometheus_value(&self.metrics().await, name)
+    }
+}
+
+/// The value of the sample `name` (no labels) in a Prometheus text page.
+pub fn prometheus_value(page: &str, name: &str) -> Option<f64> {
+    page.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// A small HTTP response as tests look at it.

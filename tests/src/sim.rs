@@ -141,6 +141,16 @@ impl CloudGateSim {
         self.control(Method::GET, "/_sim/reports", None).await
     }
 
+    /// `{"requests":N,"documents":N,"unique_ids":N,"rejected":N,"bytes":N}` without the documents.
+    pub async fn reports_summary(&self) -> Value {
+        self.control(Method::GET, "/_sim/reports/summary", None).await
+    }
+
+    /// Distinct `_id`s of the report documents received so far (what Elasticsearch would hold).
+    pub async fn report_ids(&self) -> Vec<String> {
+        serde_json::from_value(self.control(Method::GET, "/_sim/reports/ids", None).await).expect("a list of ids")
+    }
+
     /// Every report document received so far.
     pub async fn report_documents(&self) -> Vec<Value> {
         array(self.reports().await["documents"].take())

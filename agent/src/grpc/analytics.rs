@@ -1,5 +1,6 @@
 //! `hgw.v1.Analytics`: receives record batches from dataplanes and acknowledges each once the reports
-//! queue has taken it (so a dataplane keeps records the agent could not take yet).
+//! spool holds it durably (so a dataplane keeps records the agent could not take yet, and resends them
+//! after a reconnect). A full spool makes the acknowledgement wait: that is the backpressure.
 
 use std::sync::Arc;
 
@@ -11,10 +12,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::Metrics;
-use crate::reports::{ReportsQueue, es};
+use crate::reports::es;
+use crate::reports::spool::{AppendError, SpoolHandle};
 
 pub struct AnalyticsService {
-    pub queue: ReportsQueue,
+    pub spool: SpoolHandle,
     pub metrics: Arc<Metrics>,
     pub node_id: String,
     pub cancel: CancellationToken,
@@ -27,7 +29,7 @@ impl Analytics for AnalyticsService {
     async fn report(&self, request: Request<Streaming<ReportRequest>>) -> Result<Response<Self::ReportStream>, Status> {
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
-        let queue = self.queue.clone();
+        let spool = self.spool.clone();
         let metrics = self.metrics.clone();
         let node_id = self.node_id.clone();
         let cancel = self.cancel.clone();
@@ -45,23 +47,30 @@ impl Analytics for AnalyticsService {
                     _ = cancel.cancelled() => break,
                 };
                 metrics.analytics_records_received.add(batch.records.len() as u64);
-                if batch.dropped > 0 {
-                    metrics.analytics_records_dropped_by_dataplanes.add(batch.dropped);
-                    tracing::warn!(dataplane = %batch.dataplane_id, dropped = batch.dropped, "dataplane reports dropped analytics records");
-                }
                 let lines: Vec<String> = batch
                     .records
                     .iter()
                     .map(|r| es::metrics_document(r, &node_id).to_string())
                     .chain(batch.health_checks.iter().map(|h| es::health_document(h, &node_id).to_string()))
                     .collect();
-                if queue.push(lines).await.is_err() {
-                    let _ = tx.send(Err(Status::unavailable("agent shutting down"))).await;
+                let appended = tokio::select! {
+                    appended = spool.append(&lines) => appended,
+                    // Not acknowledged: the dataplane keeps the batch and resends it.
+                    _ = cancel.cancelled() => Err(AppendError::Closed),
+                };
+                if let Err(error) = appended {
+                    let _ = tx.send(Err(Status::unavailable(error.to_string()))).await;
                     break;
+                }
+                // Counted once the batch is ours, so a resent batch does not count its drops twice.
+                if batch.dropped > 0 {
+                    metrics.analytics_records_dropped_by_dataplanes.add(batch.dropped);
+                    tracing::warn!(dataplane = %batch.dataplane_id, dropped = batch.dropped, "dataplane reports dropped analytics records");
                 }
                 if tx.send(Ok(ReportResponse { sequence: batch.sequence })).await.is_err() {
                     break;
                 }
+                metrics.reports_records_acknowledged.add(lines.len() as u64);
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))

@@ -22,7 +22,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::metrics::Metrics;
 use crate::ratelimit::CounterStore;
-use crate::reports::ReportsQueue;
+use crate::reports::spool::SpoolHandle;
 use crate::store::ConfigStore;
 use crate::sync::SyncStatus;
 use registry::DataplaneRegistry;
@@ -39,7 +39,7 @@ pub const SERVICE_NAMES: &[&str] = &["hgw.v1.ConfigDiscovery", "hgw.v1.Analytics
 pub struct GrpcState {
     pub store: Arc<ConfigStore>,
     pub registry: Arc<DataplaneRegistry>,
-    pub reports: ReportsQueue,
+    pub reports: SpoolHandle,
     pub metrics: Arc<Metrics>,
     pub status: Arc<SyncStatus>,
     pub counters: Arc<CounterStore>,
@@ -61,7 +61,7 @@ pub fn router(
         cancel: state.cancel.clone(),
     };
     let analytics = analytics::AnalyticsService {
-        queue: state.reports.clone(),
+        spool: state.reports.clone(),
         metrics: state.metrics.clone(),
         node_id: state.node_id.clone(),
         cancel: state.cancel.clone(),

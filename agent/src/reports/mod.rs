@@ -1,30 +1,31 @@
 //! Analytics from dataplanes to the Cloud Gate's `/reports` (or, in local mode, a file or stdout).
 //!
-//! The gRPC Analytics service hands documents to a bounded queue and acknowledges a dataplane batch only
-//! once the queue took it: when uploads stall, the queue fills, acknowledgements stop, and dataplanes
-//! keep their records (and count what they must drop). The uploader sends batches of up to
-//! `--reports-batch` documents or every `--reports-flush-interval`, as gzip NDJSON, and retries
-//! retryable failures (network, 408, 429, 5xx) with jittered backoff. Documents live in memory here: a
-//! killed agent loses what it had not uploaded yet (the on-disk spool is the next step).
+//! The gRPC Analytics service appends each dataplane batch to the on-disk [`spool`] and acknowledges it
+//! once durable; a full spool stops acknowledgements (backpressure). The [`Uploader`] reads the spool in
+//! order, sends batches of up to `--reports-batch` documents (segments become readable after
+//! `--reports-flush-interval` at most) as gzip NDJSON, and deletes what a 2xx accepted. Network errors,
+//! timeouts, 408, 429, 5xx and 401/403 (a token problem is not the batch's fault) are retried forever
+//! with jittered backoff; any other 4xx moves the batch to `{spool}/rejected/` and counts it. Local mode
+//! uses the same path with the file (or stdout) as the sink.
 
 pub mod es;
+pub mod segment;
+pub mod spool;
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::cloudgate::CloudGate;
+use crate::cloudgate::{CloudGate, GateError};
 use crate::metrics::Metrics;
 use crate::sync::jitter;
+use spool::{Batch, SpoolReader};
 
-/// Dataplane batches waiting in the queue before acknowledgements stop (backpressure).
-const QUEUE_BATCHES: usize = 64;
 const RETRY_START: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
@@ -35,183 +36,211 @@ pub enum ReportsSink {
     File(Option<PathBuf>),
 }
 
-/// The sending side, used by the Analytics gRPC service.
-#[derive(Clone)]
-pub struct ReportsQueue {
-    tx: mpsc::Sender<Vec<String>>,
-    depth: Arc<AtomicUsize>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("the reports uploader has stopped")]
-pub struct QueueClosed;
-
-impl ReportsQueue {
-    /// Queues NDJSON lines; waits while the queue is full (that is the backpressure).
-    pub async fn push(&self, lines: Vec<String>) -> Result<(), QueueClosed> {
-        let count = lines.len();
-        self.depth.fetch_add(count, Ordering::Relaxed);
-        self.tx.send(lines).await.map_err(|_| {
-            self.depth.fetch_sub(count, Ordering::Relaxed);
-            QueueClosed
-        })
-    }
-
-    /// Documents accepted but not yet delivered.
-    pub fn depth(&self) -> usize {
-        self.depth.load(Ordering::Relaxed)
-    }
+/// Epoch milliseconds now (names of kept files).
+pub fn epoch_millis() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
 }
 
 pub struct Uploader {
-    rx: mpsc::Receiver<Vec<String>>,
-    depth: Arc<AtomicUsize>,
-    sink: ReportsSink,
-    batch_size: usize,
-    flush_interval: Duration,
-    metrics: Arc<Metrics>,
-    grace: Duration,
+    pub reader: SpoolReader,
+    pub sink: ReportsSink,
+    /// Documents per upload, at most.
+    pub batch_size: usize,
+    pub metrics: Arc<Metrics>,
+    /// After `cancel`: how long to go on delivering what the spool holds.
+    pub grace: Duration,
 }
 
-pub fn channel(
-    sink: ReportsSink,
-    batch_size: usize,
-    flush_interval: Duration,
-    metrics: Arc<Metrics>,
-    grace: Duration,
-) -> (ReportsQueue, Uploader) {
-    let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
-    let depth = Arc::new(AtomicUsize::new(0));
-    (
-        ReportsQueue { tx, depth: depth.clone() },
-        Uploader { rx, depth, sink, batch_size, flush_interval, metrics, grace },
-    )
-}
-
-impl Uploader {
-    /// Runs until `cancel`, then delivers what is queued within the grace period.
-    pub async fn run(mut self, cancel: CancellationToken) {
-        let mut pending: Vec<String> = Vec::new();
-        let mut deadline: Option<tokio::time::Instant> = None;
-        loop {
-            let flush_at = deadline;
-            tokio::select! {
-                item = self.rx.recv() => match item {
-                    Some(lines) => {
-                        pending.extend(lines);
-                        deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.flush_interval);
-                        while pending.len() >= self.batch_size {
-                            let batch: Vec<String> = pending.drain(..self.batch_size).collect();
-                            self.deliver(batch, None).await;
-                        }
-                        if pending.is_empty() {
-                            deadline = None;
-                        }
-                    }
-                    None => break,
-                },
-                _ = async { tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)).await }, if flush_at.is_some() => {
-                    deadline = None;
-                    let batch = std::mem::take(&mut pending);
-                    self.deliver(batch, None).await;
-                }
-                _ = cancel.cancelled() => break,
-            }
-        }
-        // Shutdown: take what is still queued and deliver it before the grace period ends.
-        let give_up_at = Instant::now() + self.grace;
-        self.rx.close();
-        while let Some(lines) = self.rx.recv().await {
-            pending.extend(lines);
-        }
-        while !pending.is_empty() {
-            let take = pending.len().min(self.batch_size);
-            let batch: Vec<String> = pending.drain(..take).collect();
-            self.deliver(batch, Some(give_up_at)).await;
-        }
-    }
-
-    /// Delivers one batch, retrying retryable failures (until `give_up_at`, when shutting down).
-    async fn deliver(&self, batch: Vec<String>, give_up_at: Option<Instant>) {
-        if batch.is_empty() {
-            return;
-        }
-        let count = batch.len();
-        let mut backoff = RETRY_START;
-        loop {
-            let started = Instant::now();
-            let result = self.send(&batch).await;
-            match result {
-                Ok(bytes) => {
-                    self.metrics.reports_documents_uploaded.add(count as u64);
-                    self.metrics.reports_batches_uploaded.inc();
-                    self.metrics.reports_upload_bytes.add(bytes as u64);
-                    self.metrics.reports_upload_latency_ms_total.add(started.elapsed().as_millis() as u64);
-                    break;
-                }
-                Err(SendError::Rejected(reason)) => {
-                    self.metrics.reports_documents_rejected.add(count as u64);
-                    tracing::error!(documents = count, reason = %reason, "the Cloud Gate refused a reports batch; it will not be retried");
-                    break;
-                }
-                Err(SendError::Retry(reason)) => {
-                    self.metrics.reports_upload_failures.inc();
-                    let wait = jitter(backoff);
-                    backoff = (backoff * 2).min(RETRY_MAX);
-                    if give_up_at.is_some_and(|at| Instant::now() + wait > at) {
-                        self.metrics.reports_documents_lost.add(count as u64);
-                        tracing::error!(documents = count, reason = %reason, "shutdown grace period over: reports batch not delivered");
-                        break;
-                    }
-                    tracing::warn!(documents = count, reason = %reason, retry_in_ms = wait.as_millis() as u64, "reports upload failed; retrying");
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
-        self.depth.fetch_sub(count, Ordering::Relaxed);
-    }
-
-    /// Returns the bytes sent.
-    async fn send(&self, batch: &[String]) -> Result<usize, SendError> {
-        let mut ndjson = Vec::with_capacity(batch.iter().map(|l| l.len() + 1).sum());
-        for line in batch {
-            ndjson.extend_from_slice(line.as_bytes());
-            ndjson.push(b'\n');
-        }
-        match &self.sink {
-            ReportsSink::CloudGate(gate) => {
-                let mut encoder =
-                    flate2::write::GzEncoder::new(Vec::with_capacity(ndjson.len() / 4), flate2::Compression::default());
-                encoder.write_all(&ndjson).map_err(|e| SendError::Retry(e.to_string()))?;
-                let gzipped = encoder.finish().map_err(|e| SendError::Retry(e.to_string()))?;
-                let bytes = gzipped.len();
-                gate.post_reports(gzipped).await.map_err(|e| {
-                    if e.is_retryable() { SendError::Retry(e.to_string()) } else { SendError::Rejected(e.to_string()) }
-                })?;
-                Ok(bytes)
-            }
-            ReportsSink::File(None) => {
-                let mut stdout = tokio::io::stdout();
-                stdout.write_all(&ndjson).await.map_err(|e| SendError::Retry(format!("stdout: {e}")))?;
-                stdout.flush().await.map_err(|e| SendError::Retry(format!("stdout: {e}")))?;
-                Ok(ndjson.len())
-            }
-            ReportsSink::File(Some(path)) => {
-                let mut file = tokio::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .await
-                    .map_err(|e| SendError::Retry(format!("{}: {e}", path.display())))?;
-                file.write_all(&ndjson).await.map_err(|e| SendError::Retry(format!("{}: {e}", path.display())))?;
-                file.flush().await.map_err(|e| SendError::Retry(format!("{}: {e}", path.display())))?;
-                Ok(ndjson.len())
-            }
-        }
-    }
-}
-
+/// Why an upload did not succeed.
 enum SendError {
     Retry(String),
     Rejected(String),
+}
+
+impl Uploader {
+    /// Delivers the spool in order until `cancel`; then goes on until the spool is empty, an upload
+    /// fails, or the grace period ends. What is left stays in the spool for the next start.
+    pub async fn run(self, cancel: CancellationToken) {
+        let Uploader { reader, sink, batch_size, metrics, grace } = self;
+        let sealed = reader.notifier();
+        let reader = Arc::new(Mutex::new(reader));
+        let mut backoff = RETRY_START;
+        let mut give_up_at: Option<Instant> = None;
+        loop {
+            if give_up_at.is_none() && cancel.is_cancelled() {
+                give_up_at = Some(Instant::now() + grace);
+            }
+            let next = {
+                let reader = reader.clone();
+                tokio::task::spawn_blocking(move || lock(&reader).next_batch(batch_size))
+                    .await
+                    .expect("spool reads do not panic")
+            };
+            let batch = match next {
+                Ok(Some(batch)) => batch,
+                Ok(None) if give_up_at.is_some() => return,
+                Ok(None) => {
+                    // A seal between the read and now is remembered by the notifier.
+                    tokio::select! {
+                        _ = sealed.sealed() => {}
+                        _ = cancel.cancelled() => {}
+                    }
+                    continue;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot read the reports spool; retrying");
+                    if give_up_at.is_some() || sleep_or_cancel(jitter(backoff), &cancel).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                    continue;
+                }
+            };
+            if batch.records == 0 {
+                if let Err(error) = finish(&reader, batch, Outcome::Delivered).await {
+                    tracing::error!(%error, "cannot update the reports spool");
+                }
+                continue;
+            }
+            // One batch: retried until delivered or refused (or shutdown ends it; it stays spooled).
+            loop {
+                let started = std::time::Instant::now();
+                let deadline = give_up_at;
+                let result = tokio::select! {
+                    result = send(&sink, &batch.ndjson) => result,
+                    _ = grace_over(&cancel, deadline, grace) => {
+                        tracing::info!(documents = batch.records, "shutdown: upload not finished; the batch stays in the spool");
+                        return;
+                    }
+                };
+                match result {
+                    Ok(bytes) => {
+                        metrics.reports_upload_latency.observe(started.elapsed());
+                        metrics.reports_records_uploaded.add(batch.records);
+                        metrics.reports_batches_uploaded.inc();
+                        metrics.reports_upload_bytes.add(bytes as u64);
+                        backoff = RETRY_START;
+                        if let Err(error) = finish(&reader, batch, Outcome::Delivered).await {
+                            tracing::error!(%error, "cannot update the reports spool (delivered documents may be sent again)");
+                        }
+                        break;
+                    }
+                    Err(SendError::Rejected(reason)) => {
+                        metrics.reports_records_rejected.add(batch.records);
+                        metrics.reports_batches_rejected.inc();
+                        let records = batch.records;
+                        match finish(&reader, batch, Outcome::Rejected).await {
+                            Ok(Some(kept)) => tracing::error!(documents = records, %reason, kept = %kept.display(),
+                                "the Cloud Gate refused a reports batch; it is kept and will not be retried"),
+                            Ok(None) => {}
+                            Err(error) => tracing::error!(%error, documents = records, %reason,
+                                "the Cloud Gate refused a reports batch and it could not be kept"),
+                        }
+                        break;
+                    }
+                    Err(SendError::Retry(reason)) => {
+                        metrics.reports_upload_failures.inc();
+                        if give_up_at.is_some() {
+                            tracing::info!(documents = batch.records, %reason, "shutdown: upload failed; the batch stays in the spool");
+                            return;
+                        }
+                        let wait = jitter(backoff);
+                        backoff = (backoff * 2).min(RETRY_MAX);
+                        tracing::warn!(documents = batch.records, %reason, retry_in_ms = wait.as_millis() as u64, "reports upload failed; retrying");
+                        if sleep_or_cancel(wait, &cancel).await {
+                            return;
+                        }
+                    }
+                }
+            }
+            if let Some(at) = give_up_at
+                && Instant::now() >= at
+            {
+                return;
+            }
+        }
+    }
+}
+
+fn lock(reader: &Mutex<SpoolReader>) -> std::sync::MutexGuard<'_, SpoolReader> {
+    reader.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+enum Outcome {
+    Delivered,
+    Rejected,
+}
+
+/// Commits (or rejects) the batch on the blocking pool; answers where a rejected batch was kept.
+async fn finish(reader: &Arc<Mutex<SpoolReader>>, batch: Batch, outcome: Outcome) -> std::io::Result<Option<PathBuf>> {
+    let reader = reader.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut reader = lock(&reader);
+        match outcome {
+            Outcome::Delivered => reader.commit(&batch).map(|()| None),
+            Outcome::Rejected => reader.reject(&batch).map(Some),
+        }
+    })
+    .await
+    .expect("spool writes do not panic")
+}
+
+/// Sleeps `wait`; true when cancelled first.
+async fn sleep_or_cancel(wait: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => false,
+        _ = cancel.cancelled() => true,
+    }
+}
+
+/// Completes when the shutdown grace period is over (never before `cancel`).
+async fn grace_over(cancel: &CancellationToken, give_up_at: Option<Instant>, grace: Duration) {
+    let at = match give_up_at {
+        Some(at) => at,
+        None => {
+            cancel.cancelled().await;
+            Instant::now() + grace
+        }
+    };
+    tokio::time::sleep_until(at).await
+}
+
+/// Sends one batch; returns the bytes sent.
+async fn send(sink: &ReportsSink, ndjson: &[u8]) -> Result<usize, SendError> {
+    match sink {
+        ReportsSink::CloudGate(gate) => {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::with_capacity(ndjson.len() / 4), flate2::Compression::default());
+            encoder.write_all(ndjson).map_err(|e| SendError::Retry(e.to_string()))?;
+            let gzipped = encoder.finish().map_err(|e| SendError::Retry(e.to_string()))?;
+            let bytes = gzipped.len();
+            gate.post_reports(gzipped).await.map_err(|e| {
+                if retry_upload(&e) { SendError::Retry(e.to_string()) } else { SendError::Rejected(e.to_string()) }
+            })?;
+            Ok(bytes)
+        }
+        ReportsSink::File(None) => {
+            let mut stdout = tokio::io::stdout();
+            stdout.write_all(ndjson).await.map_err(|e| SendError::Retry(format!("stdout: {e}")))?;
+            stdout.flush().await.map_err(|e| SendError::Retry(format!("stdout: {e}")))?;
+            Ok(ndjson.len())
+        }
+        ReportsSink::File(Some(path)) => {
+            let mut file = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .await
+                .map_err(|e| SendError::Retry(format!("{}: {e}", path.display())))?;
+            file.write_all(ndjson).await.map_err(|e| SendError::Retry(format!("{}: {e}", path.display())))?;
+            file.flush().await.map_err(|e| SendError::Retry(format!("{}: {e}", path.display())))?;
+            Ok(ndjson.len())
+        }
+    }
+}
+
+/// Retried: what may succeed later without changing the batch. 401/403 too: a token or license problem
+/// refuses every batch alike, and moving the whole spool to `rejected/` would not help anyone.
+fn retry_upload(error: &GateError) -> bool {
+    error.is_retryable() || matches!(error, GateError::Status { status: 401 | 403, .. })
 }

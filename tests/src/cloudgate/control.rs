@@ -26,6 +26,8 @@ pub fn routes() -> Router<Arc<SimState>> {
         .route("/_sim/keys", put(put_key))
         .route("/_sim/faults", post(add_fault).delete(clear_faults))
         .route("/_sim/reports", get(get_reports).delete(clear_reports))
+        .route("/_sim/reports/summary", get(get_reports_summary))
+        .route("/_sim/reports/ids", get(get_report_ids))
         .route("/_sim/heartbeats", get(get_heartbeats))
         .route("/_sim/stats", get(get_stats))
 }
@@ -160,6 +162,27 @@ async fn clear_faults(State(state): State<Arc<SimState>>) -> Json<Value> {
 
 async fn get_reports(State(state): State<Arc<SimState>>) -> Json<Value> {
     Json(json!(state.store().reports))
+}
+
+/// The counters without the documents, plus how many distinct `_id`s they hold: at-least-once delivery
+/// may post a document twice, Elasticsearch keeps one per `_id`.
+async fn get_reports_summary(State(state): State<Arc<SimState>>) -> Json<Value> {
+    let store = state.store();
+    let reports = &store.reports;
+    let unique = distinct_ids(&reports.documents).len();
+    Json(json!({
+        "requests": reports.requests, "rejected": reports.rejected, "bytes": reports.bytes,
+        "documents": reports.documents.len(), "unique_ids": unique,
+    }))
+}
+
+/// Distinct `_id`s of the documents received, sorted.
+async fn get_report_ids(State(state): State<Arc<SimState>>) -> Json<Vec<String>> {
+    Json(distinct_ids(&state.store().reports.documents).into_iter().collect())
+}
+
+fn distinct_ids(documents: &[Value]) -> std::collections::BTreeSet<String> {
+    documents.iter().filter_map(|d| d["_id"].as_str()).map(str::to_owned).collect()
 }
 
 async fn clear_reports(State(state): State<Arc<SimState>>) -> Json<Value> {
