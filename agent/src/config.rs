@@ -146,7 +146,7 @@ pub struct Cli {
     pub jwks_refresh_interval: Duration,
 
     /// Directory for state kept across restarts: the last-good snapshot file, served by a restarted agent
-    /// until the Cloud Gate answers. Created if missing [default: $STATE_DIRECTORY (systemd's
+    /// until the Cloud Gate answers, and the reports spool (unless --spool-dir). Created if missing [default: $STATE_DIRECTORY (systemd's
     /// StateDirectory=), else $XDG_STATE_HOME/hgw, else $HOME/.local/state/hgw].
     #[arg(long, env = "HGW_STATE_DIR", help_heading = "Runtime")]
     pub state_dir: Option<PathBuf>,
