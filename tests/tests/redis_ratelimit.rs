@@ -209,6 +209,22 @@ async fn redis_outage_passes_or_blocks_as_configured_and_recovers() {
     assert_eq!(reply.status, 200);
     let remaining: u64 = reply.header("x-rate-limit-remaining").unwrap().parse().unwrap();
     assert!(remaining < 1000, "counted again after recovery: {remaining}");
+
+    // A Redis that hangs rather than refuses (every client paused): the agent's command timeout turns
+    // it into a failure, and requests pass instead of waiting for Redis.
+    redis.cli(&["CLIENT", "PAUSE", "4000", "ALL"]).await;
+    let mut bypassed = 0;
+    for _ in 0..10 {
+        let reply = get(&client, &dp.url("/pass/x")).await.unwrap();
+        assert_eq!(reply.status, 200, "pass-through while Redis hangs: {}", reply.body);
+        bypassed += usize::from(reply.header("x-rate-limit-reset") == Some("-1"));
+    }
+    assert!(bypassed > 0, "some request passed without counters while Redis was paused");
+    eventually("counting resumes after the pause", TIMEOUT, || async {
+        let reply = get(&client, &dp.url("/pass/x")).await?;
+        (reply.status == 200 && reply.header("x-rate-limit-reset") != Some("-1")).then_some(())
+    })
+    .await;
     assert!(!agent.proc.stderr().contains("panicked") && !dp.proc.stderr().contains("panicked"));
 }
 
