@@ -14,6 +14,7 @@ pub mod last_good;
 pub mod license;
 pub mod local;
 pub mod metrics;
+pub mod monitor;
 pub mod node_api;
 pub mod ratelimit;
 pub mod redis;
@@ -209,6 +210,13 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         }
     }
     let upload_task = tokio::spawn(uploader.run(uploads.clone()));
+    let monitor = monitor::Monitor {
+        queue: reports_queue.clone(),
+        registry: registry.clone(),
+        node_id: config.node_id.clone(),
+        interval: config.monitor_interval,
+    };
+    tasks.spawn(monitor.run(services.clone()));
     tasks.spawn(jwks.run(store.clone(), services.clone()));
     if let Some(redis) = &redis {
         tasks.spawn(redis.clone().monitor(metrics.clone(), crate::redis::PING_INTERVAL, services.clone()));

@@ -159,6 +159,11 @@ pub struct Dataplane {
 impl Dataplane {
     /// Starts a dataplane connected to `agent_target` (`unix:/path` or `http://host:port`).
     pub async fn start(dir: &Path, id: &str, agent_target: &str) -> Dataplane {
+        Dataplane::start_with(dir, id, agent_target, &[]).await
+    }
+
+    /// [`Dataplane::start`] with `extra` flags (`--analytics-queue`, `--log-max-payload`, ...).
+    pub async fn start_with(dir: &Path, id: &str, agent_target: &str, extra: &[&str]) -> Dataplane {
         let addr_file = dir.join(format!("{id}-addr.json"));
         let _ = std::fs::remove_file(&addr_file);
         let args: Vec<String> = [
@@ -179,6 +184,7 @@ impl Dataplane {
         .iter()
         .map(|s| s.to_string())
         .chain([addr_file.display().to_string()])
+        .chain(extra.iter().map(|s| s.to_string()))
         .collect();
         let proc = Proc::spawn_path(&crate::bin_path("hgw-dataplane"), &args, &[], dir, id);
         let addrs = read_addr_file(&addr_file, START_TIMEOUT).await;

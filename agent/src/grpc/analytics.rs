@@ -54,6 +54,7 @@ impl Analytics for AnalyticsService {
                     .iter()
                     .map(|r| es::metrics_document(r, &node_id).to_string())
                     .chain(batch.health_checks.iter().map(|h| es::health_document(h, &node_id).to_string()))
+                    .chain(batch.logs.iter().map(|l| es::log_document(l, &node_id).to_string()))
                     .collect();
                 if queue.push(lines).await.is_err() {
                     let _ = tx.send(Err(Status::unavailable("agent shutting down"))).await;
