@@ -32,6 +32,10 @@ pub const DEFAULT_REPORTS_FLUSH: Duration = Duration::from_secs(5);
 /// Disk the reports spool may use before acknowledgements stop: hours of a busy gateway's analytics
 /// (a record is ~1 KiB) while the Cloud Gate is away.
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+/// Gravitee's node monitor period.
+pub const DEFAULT_MONITOR_INTERVAL: &str = "30s";
+/// Floor for `--monitor-interval`: tests use short periods, zero would spin.
+pub const MIN_MONITOR_INTERVAL: Duration = Duration::from_millis(100);
 /// Time given to in-flight work (uploads, dataplane children) after SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Where supervised dataplanes listen by default: Gravitee's gateway HTTP port.
@@ -134,6 +138,10 @@ pub struct Cli {
     /// power loss or kernel crash (faster on slow disks).
     #[arg(long, env = "HGW_SPOOL_FSYNC", default_value = "batch", value_parser = ["batch", "never"], help_heading = "Analytics")]
     pub spool_fsync: String,
+    /// How often a `monitor` document about this agent process (CPU, memory, open files, connected
+    /// dataplanes) joins the reports (Gravitee's node monitor reports every 30 s).
+    #[arg(long, env = "HGW_MONITOR_INTERVAL", default_value = DEFAULT_MONITOR_INTERVAL, value_parser = parse_duration, help_heading = "Analytics")]
+    pub monitor_interval: Duration,
 
     /// Request header carrying the key of API-key plans (Gravitee's `policy.api-key.header`).
     #[arg(long, env = "HGW_API_KEY_HEADER", default_value = "X-Gravitee-Api-Key", help_heading = "Gateway")]
@@ -298,6 +306,8 @@ pub struct Config {
     pub dataplane_listen: SocketAddr,
     pub reports_batch: usize,
     pub reports_flush_interval: Duration,
+    /// At least [`MIN_MONITOR_INTERVAL`].
+    pub monitor_interval: Duration,
     pub jwks_refresh_interval: Duration,
     pub api_key_header: String,
     pub api_key_query_param: String,
@@ -456,6 +466,7 @@ impl Config {
             dataplane_listen: cli.dataplane_listen,
             reports_batch: cli.reports_batch,
             reports_flush_interval: cli.reports_flush_interval,
+            monitor_interval: cli.monitor_interval.max(MIN_MONITOR_INTERVAL),
             jwks_refresh_interval: cli.jwks_refresh_interval.max(MIN_SYNC_INTERVAL),
             api_key_header,
             api_key_query_param,

@@ -14,6 +14,7 @@ pub mod last_good;
 pub mod license;
 pub mod local;
 pub mod metrics;
+pub mod monitor;
 pub mod node_api;
 pub mod ratelimit;
 pub mod redis;
@@ -221,6 +222,13 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     }
     let spool_task = tokio::spawn(spool_writer.run(spool_writes.clone()));
     let upload_task = tokio::spawn(uploader.run(uploads.clone()));
+    let monitor = monitor::Monitor {
+        spool: spool.clone(),
+        registry: registry.clone(),
+        node_id: config.node_id.clone(),
+        interval: config.monitor_interval,
+    };
+    tasks.spawn(monitor.run(services.clone()));
     tasks.spawn(jwks.run(store.clone(), services.clone()));
     if let Some(redis) = &redis {
         tasks.spawn(redis.clone().monitor(metrics.clone(), crate::redis::PING_INTERVAL, services.clone()));

@@ -1,9 +1,13 @@
-//! Analytics: one Gravitee v4 metrics record per request, queued without ever blocking a request,
-//! batched, and streamed to the agent on `hgw.v1.Analytics/Report` until acknowledged.
+//! Analytics: one Gravitee v4 metrics record per request (and a v4 log record when the API's logging
+//! settings apply), queued without ever blocking a request, batched, and streamed to the agent on
+//! `hgw.v1.Analytics/Report` until acknowledged.
 //!
-//! Memory is bounded twice: the record queue (`--analytics-queue`) and the unacknowledged batches
-//! (`queue / 500 + 1`). When the batches are full the reporter stops draining the queue, so the queue
-//! fills and further records are dropped and counted: the agent learns the count in `dropped`.
+//! Memory is bounded twice: the queue (`--analytics-queue` entries; an entry is one request's metrics
+//! record with its log record, or nothing else) and the unacknowledged batches (`queue / 500 + 1`).
+//! Batches are formed only while a stream to the agent is open: while the agent is away, or while it
+//! stops acknowledging (its spool is full), records wait in the queue, and once the queue is full the
+//! **oldest** queued entry makes room for the new one. Every dropped record is counted on `/metrics`
+//! and reported to the agent in the next batch's `dropped`; none is dropped silently.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -13,8 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hgw_proto::v1::analytics_client::AnalyticsClient;
-use hgw_proto::v1::{HealthCheckRecord, MetricsRecord, ReportRequest, ReportResponse};
-use tokio::sync::{mpsc, oneshot};
+use hgw_proto::v1::{HealthCheckRecord, LogRecord, MetricsRecord, ReportRequest, ReportResponse};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -22,6 +26,7 @@ use crate::agent_client::{self, AgentError};
 use crate::backoff::Backoff;
 use crate::body::RequestStats;
 use crate::config::AgentAddr;
+use crate::logging::LogCapture;
 use crate::metrics::Metrics;
 use crate::upstream::error_chain;
 
@@ -30,15 +35,93 @@ pub const BATCH_SIZE: usize = 500;
 /// A partial batch is sent after this long, so records reach the agent promptly at low traffic.
 pub const BATCH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// One request's records, queued and dropped together.
+#[derive(Debug)]
+struct Entry {
+    metrics: MetricsRecord,
+    log: Option<Box<LogRecord>>,
+}
+
+impl Entry {
+    /// Records this entry counts for.
+    fn records(&self) -> u64 {
+        1 + u64::from(self.log.is_some())
+    }
+}
+
+/// The bounded queue between requests and the reporter: a ring that drops its oldest entry when a new
+/// one arrives while it is full. The lock is held only to push or pop, never across an await.
+#[derive(Debug)]
+struct Queue {
+    state: std::sync::Mutex<QueueState>,
+    ready: Notify,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    entries: VecDeque<Entry>,
+    /// Records in `entries` (for the queued gauge).
+    records: u64,
+    /// Set at shutdown, once the reporter took what was queued.
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds `entry`; returns what could not be kept (the evicted oldest entry, or `entry` itself once
+    /// the queue is closed) and the records now queued.
+    fn push(&self, entry: Entry) -> (Option<Entry>, u64) {
+        let mut state = self.lock();
+        if state.closed {
+            return (Some(entry), state.records);
+        }
+        let evicted = if state.entries.len() >= self.capacity { state.entries.pop_front() } else { None };
+        if let Some(old) = &evicted {
+            state.records -= old.records();
+        }
+        state.records += entry.records();
+        state.entries.push_back(entry);
+        let records = state.records;
+        drop(state);
+        self.ready.notify_one();
+        (evicted, records)
+    }
+
+    /// The oldest entry, and the records left queued.
+    fn pop(&self) -> (Option<Entry>, u64) {
+        let mut state = self.lock();
+        let entry = state.entries.pop_front();
+        if let Some(e) = &entry {
+            state.records -= e.records();
+        }
+        (entry, state.records)
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+}
+
 /// The request path's handle on the queue. Cheap to share; `record` never awaits.
 #[derive(Debug)]
 pub struct AnalyticsSink {
-    tx: mpsc::Sender<MetricsRecord>,
+    queue: Arc<Queue>,
     metrics: Arc<Metrics>,
     /// Drops since the last sealed batch, reported in its `dropped` field.
     dropped_since_batch: Arc<AtomicU64>,
     /// Health-check results waiting for the next batch (bounded; probes are few and periodic).
     health: Arc<std::sync::Mutex<Vec<HealthCheckRecord>>>,
+    /// Bytes of each body a log record keeps (`--log-max-payload`).
+    log_max_payload: usize,
 }
 
 /// Health-check results kept between batches before new ones are dropped (and counted).
@@ -47,46 +130,62 @@ const MAX_PENDING_HEALTH: usize = 10_000;
 impl AnalyticsSink {
     /// Queues a health-check result for the next batch; never blocks a probe.
     pub fn health(&self, record: HealthCheckRecord) {
+        self.metrics.analytics_produced.fetch_add(1, Ordering::Relaxed);
         let mut pending = self.health.lock().unwrap_or_else(|p| p.into_inner());
         if pending.len() < MAX_PENDING_HEALTH {
             pending.push(record);
         } else {
-            self.metrics.analytics_dropped.fetch_add(1, Ordering::Relaxed);
-            self.dropped_since_batch.fetch_add(1, Ordering::Relaxed);
+            self.count_dropped(1);
         }
     }
 
-    /// Enqueues a record, or counts it as dropped when the queue is full or closed.
-    pub fn record(&self, record: MetricsRecord) {
-        match self.tx.try_send(record) {
-            Ok(()) => {
-                self.metrics.analytics_queued.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(_) => {
-                self.metrics.analytics_dropped.fetch_add(1, Ordering::Relaxed);
-                self.dropped_since_batch.fetch_add(1, Ordering::Relaxed);
-            }
+    /// Enqueues a request's records; when the queue is full its oldest entry is dropped (and counted)
+    /// to make room.
+    pub fn record(&self, metrics: MetricsRecord, log: Option<LogRecord>) {
+        let entry = Entry { metrics, log: log.map(Box::new) };
+        self.metrics.analytics_produced.fetch_add(entry.records(), Ordering::Relaxed);
+        let (lost, queued) = self.queue.push(entry);
+        self.metrics.analytics_queued.store(queued, Ordering::Relaxed);
+        if let Some(lost) = lost {
+            self.count_dropped(lost.records());
         }
+    }
+
+    fn count_dropped(&self, records: u64) {
+        self.metrics.analytics_dropped.fetch_add(records, Ordering::Relaxed);
+        self.dropped_since_batch.fetch_add(records, Ordering::Relaxed);
+    }
+
+    /// Bytes of each body a log record keeps.
+    pub fn log_max_payload(&self) -> usize {
+        self.log_max_payload
     }
 }
 
 /// Creates the queue: the sink for requests and the reporter that drains it.
-pub fn channel(capacity: usize, metrics: Arc<Metrics>, dataplane_id: String) -> (Arc<AnalyticsSink>, Reporter) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
+pub fn channel(
+    capacity: usize,
+    log_max_payload: usize,
+    metrics: Arc<Metrics>,
+    dataplane_id: String,
+) -> (Arc<AnalyticsSink>, Reporter) {
+    let queue = Arc::new(Queue { state: Default::default(), ready: Notify::new(), capacity: capacity.max(1) });
     let dropped = Arc::new(AtomicU64::new(0));
     let health = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = Arc::new(AnalyticsSink {
-        tx,
+        queue: queue.clone(),
         metrics: metrics.clone(),
         dropped_since_batch: dropped.clone(),
         health: health.clone(),
+        log_max_payload,
     });
     let reporter = Reporter {
-        rx,
+        queue,
         batches: Batches {
             pending: VecDeque::new(),
             max_pending: capacity / BATCH_SIZE + 1,
             current: Vec::with_capacity(BATCH_SIZE),
+            current_logs: Vec::new(),
             next_sequence: 1,
             dropped_since_batch: dropped,
             metrics,
@@ -106,12 +205,28 @@ pub struct PendingRecord {
     request: Option<Arc<RequestStats>>,
     response_bytes: u64,
     sink: Arc<AnalyticsSink>,
+    /// The request's log while it runs, when the API's logging settings apply to it.
+    log: Option<Box<LogCapture>>,
 }
 
 impl PendingRecord {
     /// `record` carries the fields known at arrival; `arrival` starts the gateway response time.
     pub fn new(record: MetricsRecord, arrival: Instant, sink: Arc<AnalyticsSink>) -> PendingRecord {
-        PendingRecord { record, arrival, endpoint_time: None, request: None, response_bytes: 0, sink }
+        PendingRecord { record, arrival, endpoint_time: None, request: None, response_bytes: 0, sink, log: None }
+    }
+
+    /// Logs this request too (its log record is emitted with the metrics record).
+    pub fn set_log(&mut self, capture: LogCapture) {
+        self.log = Some(Box::new(capture));
+    }
+
+    pub fn log_mut(&mut self) -> Option<&mut LogCapture> {
+        self.log.as_deref_mut()
+    }
+
+    /// How many request-body bytes to tee for the log, when the log wants the request body.
+    pub fn request_capture(&self) -> Option<usize> {
+        self.log.as_ref().filter(|l| l.wants_request_body()).map(|l| l.max_payload())
     }
 
     pub fn record_mut(&mut self) -> &mut MetricsRecord {
@@ -127,8 +242,12 @@ impl PendingRecord {
         self.endpoint_time = Some(elapsed);
     }
 
-    pub fn add_response_bytes(&mut self, bytes: u64) {
-        self.response_bytes += bytes;
+    /// A chunk of the response body on its way to the client: counted, and teed into the log.
+    pub fn response_data(&mut self, data: &[u8]) {
+        self.response_bytes += data.len() as u64;
+        if let Some(log) = self.log.as_deref_mut() {
+            log.response_data(data);
+        }
     }
 
     /// Records a warning (e.g. `RATE_LIMIT_NOT_APPLIED`) in the error fields, unless an error is already
@@ -154,7 +273,9 @@ impl Drop for PendingRecord {
             record.request_content_length = i64::try_from(stats.bytes()).unwrap_or(i64::MAX);
             record.request_ended = stats.ended();
         }
-        self.sink.record(record);
+        let log =
+            self.log.take().map(|capture| capture.finish(&record, self.request.as_ref().and_then(|s| s.captured())));
+        self.sink.record(record, log);
     }
 }
 
@@ -173,6 +294,7 @@ struct Batches {
     pending: VecDeque<ReportRequest>,
     max_pending: usize,
     current: Vec<MetricsRecord>,
+    current_logs: Vec<LogRecord>,
     next_sequence: u64,
     dropped_since_batch: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
@@ -185,9 +307,12 @@ impl Batches {
         self.pending.len() < self.max_pending
     }
 
-    /// Adds a record; returns a sealed batch when it fills one.
-    fn push(&mut self, record: MetricsRecord) -> Option<&ReportRequest> {
-        self.current.push(record);
+    /// Adds a request's records; returns a sealed batch when it fills one.
+    fn push(&mut self, entry: Entry) -> Option<&ReportRequest> {
+        self.current.push(entry.metrics);
+        if let Some(log) = entry.log {
+            self.current_logs.push(*log);
+        }
         if self.current.len() >= BATCH_SIZE { self.seal() } else { None }
     }
 
@@ -205,6 +330,7 @@ impl Batches {
             records: std::mem::replace(&mut self.current, Vec::with_capacity(BATCH_SIZE)),
             dropped,
             health_checks: health,
+            logs: std::mem::take(&mut self.current_logs),
         };
         self.next_sequence += 1;
         self.pending.push_back(batch);
@@ -215,7 +341,7 @@ impl Batches {
     fn ack(&mut self, sequence: u64) {
         if let Some(pos) = self.pending.iter().position(|b| b.sequence == sequence) {
             if let Some(batch) = self.pending.remove(pos) {
-                self.metrics.analytics_acked.fetch_add(batch.records.len() as u64, Ordering::Relaxed);
+                self.metrics.analytics_acked.fetch_add(batch_records(&batch), Ordering::Relaxed);
             }
             self.publish_pending();
         }
@@ -226,12 +352,18 @@ impl Batches {
     }
 
     fn unacknowledged_records(&self) -> u64 {
-        self.pending.iter().map(|b| b.records.len() as u64).sum::<u64>() + self.current.len() as u64
+        self.pending.iter().map(batch_records).sum::<u64>() + (self.current.len() + self.current_logs.len()) as u64
     }
 
     fn publish_pending(&self) {
         self.metrics.analytics_batches_pending.store(self.pending.len() as u64, Ordering::Relaxed);
+        self.metrics.analytics_unacked.store(self.pending.iter().map(batch_records).sum(), Ordering::Relaxed);
     }
+}
+
+/// Records a batch carries, of every kind.
+fn batch_records(batch: &ReportRequest) -> u64 {
+    (batch.records.len() + batch.logs.len() + batch.health_checks.len()) as u64
 }
 
 /// An open `Analytics/Report` stream.
@@ -252,7 +384,7 @@ type Connecting = Pin<Box<dyn Future<Output = Result<(ReportStream, u64), AgentE
 /// Drains the record queue into batches and keeps them flowing to the agent.
 #[derive(Debug)]
 pub struct Reporter {
-    rx: mpsc::Receiver<MetricsRecord>,
+    queue: Arc<Queue>,
     batches: Batches,
 }
 
@@ -276,7 +408,9 @@ impl Reporter {
                 tracing::info!("analytics flushed and acknowledged");
                 return;
             }
-            let draining = deadline.is_none() && rx_open && self.batches.has_room();
+            // Batches are made only for an open stream: while the agent is away records stay in the
+            // queue, whose bound then drops the oldest ones first.
+            let draining = deadline.is_none() && rx_open && stream.is_some() && self.batches.has_room();
             tokio::select! {
                 flushed = &mut flush, if flush_armed => {
                     flush_armed = false;
@@ -290,17 +424,17 @@ impl Reporter {
                         "shutdown grace period over: analytics records not acknowledged by the agent are lost");
                     return;
                 }
-                received = self.rx.recv(), if draining => match received {
-                    Some(record) => {
-                        if let Some(batch) = self.batches.push(record) {
+                received = self.next_entry(), if draining => match received {
+                    Some(entry) => {
+                        if let Some(batch) = self.batches.push(entry) {
                             send(&mut stream, batch);
                         }
                     }
                     None => rx_open = false,
                 },
                 _ = tick.tick() => {
-                    // Without room, drops keep accumulating and ride on the next batch.
-                    if !self.batches.has_room() {
+                    // Without a stream or without room, drops keep accumulating and ride on the next batch.
+                    if stream.is_none() || !self.batches.has_room() {
                         continue;
                     }
                     if let Some(batch) = self.batches.seal() {
@@ -350,9 +484,10 @@ impl Reporter {
     /// Moves every queued record into batches, ignoring the pending bound: the queue is bounded
     /// already, and this is the last chance to deliver them.
     fn drain_for_shutdown(&mut self, stream: Option<&ReportStream>) {
-        self.rx.close();
-        while let Ok(record) = self.rx.try_recv() {
-            if let Some(batch) = self.batches.push(record)
+        self.queue.close();
+        while let (Some(entry), queued) = self.queue.pop() {
+            self.batches.metrics.analytics_queued.store(queued, Ordering::Relaxed);
+            if let Some(batch) = self.batches.push(entry)
                 && let Some(s) = stream
             {
                 s.send(batch);
@@ -362,6 +497,22 @@ impl Reporter {
             && let Some(s) = stream
         {
             s.send(batch);
+        }
+    }
+
+    /// The next queued entry, waiting for one; `None` once the queue is closed and empty.
+    async fn next_entry(&self) -> Option<Entry> {
+        loop {
+            let (entry, queued) = self.queue.pop();
+            if let Some(entry) = entry {
+                self.batches.metrics.analytics_queued.store(queued, Ordering::Relaxed);
+                return Some(entry);
+            }
+            if self.queue.is_closed() {
+                return None;
+            }
+            // `notify_one` keeps a permit when nobody waits, so a push between `pop` and here is not lost.
+            self.queue.ready.notified().await;
         }
     }
 
@@ -422,8 +573,12 @@ mod tests {
 
     fn batches(capacity: usize) -> (Batches, Arc<AtomicU64>) {
         let metrics = Arc::new(Metrics::default());
-        let (sink, reporter) = channel(capacity, metrics, "dp".into());
+        let (sink, reporter) = channel(capacity, 1024, metrics, "dp".into());
         (reporter.batches, sink.dropped_since_batch.clone())
+    }
+
+    fn entry(id: &str) -> Entry {
+        Entry { metrics: MetricsRecord { request_id: id.into(), ..Default::default() }, log: None }
     }
 
     #[test]
@@ -431,20 +586,23 @@ mod tests {
         let (mut b, _) = batches(10_000);
         assert_eq!(b.max_pending, 21);
         for i in 0..BATCH_SIZE - 1 {
-            assert!(b.push(MetricsRecord { request_id: i.to_string(), ..Default::default() }).is_none());
+            assert!(b.push(entry(&i.to_string())).is_none());
         }
-        let sealed = b.push(MetricsRecord::default()).unwrap();
+        let sealed = b.push(entry("last")).unwrap();
         assert_eq!((sealed.sequence, sealed.records.len()), (1, BATCH_SIZE));
-        b.push(MetricsRecord::default());
-        assert_eq!(b.seal().unwrap().sequence, 2);
+        b.push(Entry { log: Some(Box::new(LogRecord::default())), ..entry("logged") });
+        let sealed = b.seal().unwrap();
+        assert_eq!((sealed.sequence, sealed.records.len(), sealed.logs.len()), (2, 1, 1));
         assert!(b.seal().is_none(), "nothing to report");
         assert_eq!(b.pending.len(), 2);
         assert_eq!(b.metrics.analytics_batches_pending.load(Ordering::Relaxed), 2);
+        assert_eq!(b.metrics.analytics_unacked.load(Ordering::Relaxed), BATCH_SIZE as u64 + 2);
         b.ack(1);
         assert_eq!(b.metrics.analytics_acked.load(Ordering::Relaxed), BATCH_SIZE as u64);
         b.ack(1);
         assert_eq!(b.pending.len(), 1);
         b.ack(2);
+        assert_eq!(b.metrics.analytics_acked.load(Ordering::Relaxed), BATCH_SIZE as u64 + 2, "log records count");
         assert!(b.is_empty());
     }
 
@@ -460,30 +618,46 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_queue_drops_and_counts() {
+    async fn a_full_queue_drops_the_oldest_and_counts() {
         let metrics = Arc::new(Metrics::default());
-        let (sink, _reporter) = channel(2, metrics.clone(), "dp".into());
-        for _ in 0..5 {
-            sink.record(MetricsRecord::default());
+        let (sink, reporter) = channel(2, 1024, metrics.clone(), "dp".into());
+        for i in 0..5 {
+            let log = (i == 0).then(LogRecord::default);
+            sink.record(MetricsRecord { request_id: i.to_string(), ..Default::default() }, log);
         }
+        assert_eq!(metrics.analytics_produced.load(Ordering::Relaxed), 6);
         assert_eq!(metrics.analytics_queued.load(Ordering::Relaxed), 2);
-        assert_eq!(metrics.analytics_dropped.load(Ordering::Relaxed), 3);
-        assert_eq!(sink.dropped_since_batch.load(Ordering::Relaxed), 3);
+        // Entry 0 carried a log record: dropping it dropped two records.
+        assert_eq!(metrics.analytics_dropped.load(Ordering::Relaxed), 4);
+        assert_eq!(sink.dropped_since_batch.load(Ordering::Relaxed), 4);
+        let kept: Vec<String> = std::iter::from_fn(|| reporter.queue.pop().0).map(|e| e.metrics.request_id).collect();
+        assert_eq!(kept, vec!["3", "4"], "the newest stay");
+    }
+
+    #[tokio::test]
+    async fn a_closed_queue_counts_what_it_refuses() {
+        let metrics = Arc::new(Metrics::default());
+        let (sink, reporter) = channel(2, 1024, metrics.clone(), "dp".into());
+        reporter.queue.close();
+        sink.record(MetricsRecord::default(), None);
+        assert_eq!(metrics.analytics_dropped.load(Ordering::Relaxed), 1);
+        assert!(reporter.next_entry().await.is_none());
     }
 
     #[tokio::test]
     async fn pending_record_emits_once_on_drop() {
         let metrics = Arc::new(Metrics::default());
-        let (sink, mut reporter) = channel(10, metrics, "dp".into());
+        let (sink, reporter) = channel(10, 1024, metrics, "dp".into());
         let mut pending =
             PendingRecord::new(MetricsRecord { request_id: "r".into(), ..Default::default() }, Instant::now(), sink);
-        pending.add_response_bytes(5);
+        pending.response_data(b"hello");
         pending.set_endpoint_time(Duration::ZERO);
         drop(pending);
-        let record = reporter.rx.try_recv().unwrap();
-        assert_eq!(record.request_id, "r");
-        assert_eq!(record.response_content_length, 5);
-        assert!(record.gateway_latency_ms >= 0);
-        assert!(reporter.rx.try_recv().is_err());
+        let entry = reporter.next_entry().await.unwrap();
+        assert_eq!(entry.metrics.request_id, "r");
+        assert_eq!(entry.metrics.response_content_length, 5);
+        assert!(entry.metrics.gateway_latency_ms >= 0);
+        assert!(entry.log.is_none());
+        assert!(reporter.queue.pop().0.is_none());
     }
 }

@@ -1,5 +1,6 @@
 //! Streaming body wrappers: they pass frames through untouched and count bytes for the metrics record.
-//! Nothing is buffered, so request and response sizes are unbounded and memory stays flat.
+//! Nothing is buffered, so request and response sizes are unbounded and memory stays flat; for a
+//! request the API logs with payloads, the first `--log-max-payload` bytes are copied aside (a tee).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::analytics::PendingRecord;
+use crate::logging::CappedBody;
 use crate::metrics::InFlight;
 
 /// What the proxy learned about the client's request body while streaming it upstream.
@@ -18,6 +20,8 @@ use crate::metrics::InFlight;
 pub struct RequestStats {
     bytes: AtomicU64,
     ended: AtomicBool,
+    /// The tee for the log: its byte limit and what it kept so far.
+    capture: Option<(usize, std::sync::Mutex<CappedBody>)>,
 }
 
 impl RequestStats {
@@ -28,6 +32,20 @@ impl RequestStats {
     /// Whether the whole request body was read.
     pub fn ended(&self) -> bool {
         self.ended.load(Ordering::Relaxed)
+    }
+
+    /// What the tee kept, when the body was teed.
+    pub fn captured(&self) -> Option<CappedBody> {
+        self.capture.as_ref().map(|(_, kept)| kept.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    fn tee(&self, data: &[u8]) {
+        if let Some((max, kept)) = &self.capture {
+            let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+            if kept.bytes.len() < *max || !kept.truncated {
+                kept.push(data, *max);
+            }
+        }
     }
 }
 
@@ -47,8 +65,12 @@ enum RequestInner {
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming) -> (RequestBody, Arc<RequestStats>) {
-        let stats = Arc::new(RequestStats::default());
+    /// Wraps the client's body; with `capture`, its first `capture` bytes are kept for the log.
+    pub fn new(inner: Incoming, capture: Option<usize>) -> (RequestBody, Arc<RequestStats>) {
+        let stats = Arc::new(RequestStats {
+            capture: capture.map(|max| (max, std::sync::Mutex::new(CappedBody::default()))),
+            ..RequestStats::default()
+        });
         if inner.is_end_stream() {
             // Clients may never poll an empty body, so it is "ended" from the start.
             stats.ended.store(true, Ordering::Relaxed);
@@ -83,6 +105,7 @@ impl Body for RequestBody {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     this.stats.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    this.stats.tee(data);
                 }
                 if inner.is_end_stream() {
                     this.stats.ended.store(true, Ordering::Relaxed);
@@ -138,9 +161,9 @@ impl ResponseBody {
         ResponseBody { inner: Inner::Upstream(body), record, _in_flight: in_flight }
     }
 
-    fn count(&mut self, bytes: usize) {
+    fn count(&mut self, data: &[u8]) {
         if let Some(record) = self.record.as_mut() {
-            record.add_response_bytes(bytes as u64);
+            record.response_data(data);
         }
     }
 
@@ -163,7 +186,7 @@ impl Body for ResponseBody {
         match ready!(polled) {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
-                    this.count(data.len());
+                    this.count(data);
                 }
                 if this.is_end_stream() {
                     this.finish();

@@ -59,9 +59,14 @@ pub struct Cli {
     /// Time in-flight requests and analytics get to finish on shutdown (`500ms`, `5s`, `1m`).
     #[arg(long, env = "HGW_SHUTDOWN_GRACE", default_value = DEFAULT_SHUTDOWN_GRACE)]
     pub shutdown_grace: String,
-    /// Analytics records buffered before new ones are dropped.
+    /// Analytics entries (a request's metrics record with its log record) queued while the agent is
+    /// away or not acknowledging; when full, the oldest entry is dropped (and counted) for a new one.
     #[arg(long, env = "HGW_ANALYTICS_QUEUE", default_value_t = DEFAULT_ANALYTICS_QUEUE)]
     pub analytics_queue: usize,
+    /// Bytes of each request/response body kept in a v4 log record (APIs logging payloads); longer
+    /// bodies are cut and marked truncated.
+    #[arg(long, env = "HGW_LOG_MAX_PAYLOAD", default_value_t = crate::logging::DEFAULT_LOG_MAX_PAYLOAD)]
+    pub log_max_payload: usize,
     /// Longest wait for the agent's rate-limit counters before the policy's errorStrategy applies
     /// (pass through, or refuse with 429).
     #[arg(long, env = "HGW_RATE_LIMIT_TIMEOUT", default_value = DEFAULT_RATE_LIMIT_TIMEOUT)]
@@ -102,6 +107,7 @@ pub struct Config {
     pub addr_file: Option<PathBuf>,
     pub shutdown_grace: Duration,
     pub analytics_queue: usize,
+    pub log_max_payload: usize,
     pub rate_limit_timeout: Duration,
     pub log_format: LogFormat,
 }
@@ -135,6 +141,7 @@ impl Config {
             addr_file,
             shutdown_grace,
             analytics_queue,
+            log_max_payload,
             rate_limit_timeout,
             log_format,
         } = cli;
@@ -173,6 +180,7 @@ impl Config {
             addr_file,
             shutdown_grace,
             analytics_queue,
+            log_max_payload,
             rate_limit_timeout,
             log_format,
         })

@@ -127,6 +127,9 @@ pub async fn invoke(
         let request = build_request(endpoint, &method, uri, headers, client_host.as_ref(), body);
         if let Some(r) = record.as_deref_mut() {
             r.record_mut().endpoint = url.clone();
+            if let Some(log) = r.log_mut() {
+                log.endpoint_request(request.method(), &url, request.headers());
+            }
         }
 
         let limit = match group.failover {
@@ -141,6 +144,9 @@ pub async fn invoke(
         let error = match outcome {
             Ok(Ok(response)) => {
                 guard.success();
+                if let Some(log) = record.as_deref_mut().and_then(PendingRecord::log_mut) {
+                    log.endpoint_response(response.status(), response.headers());
+                }
                 return Ok(response);
             }
             Ok(Err(error)) => {

@@ -18,6 +18,7 @@ pub mod flows;
 pub mod health;
 pub mod invoke;
 pub mod listen;
+pub mod logging;
 pub mod metrics;
 pub mod policies;
 pub mod proxy;
@@ -131,7 +132,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     );
 
     let metrics = Arc::new(Metrics::default());
-    let (sink, reporter) = analytics::channel(config.analytics_queue, metrics.clone(), config.id.clone());
+    let (sink, reporter) =
+        analytics::channel(config.analytics_queue, config.log_max_payload, metrics.clone(), config.id.clone());
     let counter_backend = counters::AgentBackend::start(
         agent_client::connect_lazy(&config.agent),
         config.id.clone(),

@@ -17,9 +17,17 @@ pub struct Metrics {
     pub config_nacks: AtomicU64,
     pub apis: AtomicU64,
     pub agent_connected: AtomicU64,
-    pub analytics_queued: AtomicU64,
+    /// Analytics records made (metrics, log and health-check records alike).
+    pub analytics_produced: AtomicU64,
+    /// Records acknowledged by the agent.
     pub analytics_acked: AtomicU64,
+    /// Records dropped: the oldest queued ones when the queue was full, or those still unacknowledged
+    /// when the shutdown grace ran out.
     pub analytics_dropped: AtomicU64,
+    /// Gauge: records waiting in the queue (not yet in a batch).
+    pub analytics_queued: AtomicU64,
+    /// Gauge: records in batches sent (or to be sent) and not acknowledged yet.
+    pub analytics_unacked: AtomicU64,
     pub analytics_batches_pending: AtomicU64,
 }
 
@@ -79,17 +87,39 @@ impl Metrics {
             "1 while the config stream to the agent is up.",
             get(&self.agent_connected),
         );
-        family(
-            &mut out,
-            "hgw_dataplane_analytics_records_total",
-            "counter",
-            "Analytics records: queued, acknowledged by the agent, dropped.",
-        );
-        for (state, counter) in
-            [("queued", &self.analytics_queued), ("acked", &self.analytics_acked), ("dropped", &self.analytics_dropped)]
-        {
-            let _ = writeln!(out, "hgw_dataplane_analytics_records_total{{state=\"{state}\"}} {}", get(counter));
+        for (name, help, counter) in [
+            (
+                "hgw_dataplane_analytics_records_produced_total",
+                "Analytics records made (v4 metrics, v4 log and health-check records).",
+                &self.analytics_produced,
+            ),
+            (
+                "hgw_dataplane_analytics_records_acknowledged_total",
+                "Analytics records the agent acknowledged.",
+                &self.analytics_acked,
+            ),
+            (
+                "hgw_dataplane_analytics_records_dropped_total",
+                "Analytics records dropped (oldest first when the queue is full; also reported to the agent).",
+                &self.analytics_dropped,
+            ),
+        ] {
+            single(&mut out, name, "counter", help, get(counter));
         }
+        single(
+            &mut out,
+            "hgw_dataplane_analytics_records_queued",
+            "gauge",
+            "Analytics records waiting in the queue for a batch.",
+            get(&self.analytics_queued),
+        );
+        single(
+            &mut out,
+            "hgw_dataplane_analytics_records_pending",
+            "gauge",
+            "Analytics records in batches not yet acknowledged by the agent.",
+            get(&self.analytics_unacked),
+        );
         single(
             &mut out,
             "hgw_dataplane_analytics_batches_pending",
@@ -126,7 +156,9 @@ mod tests {
         assert!(text.contains("hgw_dataplane_requests_total{code=\"4xx\"} 2\n"));
         assert!(text.contains("hgw_dataplane_requests_in_flight 1\n"));
         assert!(text.contains("hgw_dataplane_config_updates_total{result=\"nack\"} 0\n"));
-        assert!(text.contains("hgw_dataplane_analytics_records_total{state=\"dropped\"} 0\n"));
+        assert!(text.contains("hgw_dataplane_analytics_records_dropped_total 0\n"));
+        assert!(text.contains("# TYPE hgw_dataplane_analytics_records_produced_total counter\n"));
+        assert!(text.contains("# TYPE hgw_dataplane_analytics_records_queued gauge\n"));
         assert!(text.contains("# TYPE hgw_dataplane_analytics_batches_pending gauge\n"));
         drop(guard);
         assert!(m.render().contains("hgw_dataplane_requests_in_flight 0\n"));

@@ -311,6 +311,16 @@ async fn serve_api(
             headers: HeaderMap::new(),
         };
     }
+    // The log captures the request as the client sent it, before security and flows change it.
+    if let (Some(logging), Some(r)) = (&api.logging, record.as_mut()) {
+        let applies = logging
+            .condition
+            .as_ref()
+            .is_none_or(|condition| ElContext::request(&info, &parts.headers, &[], &[]).holds(condition));
+        if applies {
+            r.set_log(logging.capture(&parts.method, &parts.uri, &parts.headers, shared.analytics.log_max_payload()));
+        }
+    }
     let authenticated = match api.security.authenticate(&mut parts, &client_ip, timestamp_ms, &info) {
         Ok(authenticated) => authenticated,
         Err(reply) => return reply_response(reply, &ids, record, in_flight, templates),
@@ -398,7 +408,7 @@ async fn serve_api(
         info.headers = parts.headers.clone();
     }
 
-    let (body, stats) = RequestBody::new(body);
+    let (body, stats) = RequestBody::new(body, record.as_ref().and_then(PendingRecord::request_capture));
     if let Some(r) = record.as_mut() {
         r.set_request_stats(stats);
     }
@@ -444,6 +454,12 @@ async fn serve_api(
     ids.apply(&mut headers);
     let rewriters: Vec<&crate::flows::Step> =
         flows.iter().flat_map(|(flow, _)| flow.response.iter()).filter(|step| step.policy.rewrites_body()).collect();
+    if let Some(log) = record.as_mut().and_then(PendingRecord::log_mut) {
+        log.entrypoint_response(parts.status, &headers);
+        if rewriters.is_empty() {
+            log.response_from_endpoint();
+        }
+    }
     let body = if rewriters.is_empty() {
         ResponseBody::upstream(body, record, in_flight)
     } else {
@@ -557,6 +573,11 @@ fn reply_response(
     {
         body = template.apply(&mut status, &mut headers);
     }
+    let mut response_headers = HeaderMap::with_capacity(headers.len() + 2);
+    for (name, value) in headers {
+        response_headers.append(name, value);
+    }
+    ids.apply(&mut response_headers);
     if let Some(r) = record.as_mut() {
         let rec = r.record_mut();
         rec.status = u32::from(status.as_u16());
@@ -566,14 +587,13 @@ fn reply_response(
         if let Some(message) = error_message {
             rec.error_message = message;
         }
+        if let Some(log) = r.log_mut() {
+            log.entrypoint_response(status, &response_headers);
+        }
     }
     let mut response = Response::new(ResponseBody::full(body, record, in_flight));
     *response.status_mut() = status;
-    let response_headers = response.headers_mut();
-    for (name, value) in headers {
-        response_headers.append(name, value);
-    }
-    ids.apply(response_headers);
+    *response.headers_mut() = response_headers;
     response
 }
 

@@ -13,6 +13,7 @@ use crate::cors::{Cors, CorsError};
 use crate::endpoints::convert_group;
 pub use crate::endpoints::{Endpoint, EndpointGroup, HttpOptions, Target};
 use crate::flows::{Flow, FlowError};
+use crate::logging::{Logging, LoggingError};
 use crate::security::{Security, SecurityError};
 use crate::templates::{ResponseTemplates, TemplateError};
 use crate::tls::TlsError;
@@ -44,6 +45,8 @@ pub struct Api {
     pub best_match: bool,
     /// Response templates by error key; `None` when the API has none.
     pub response_templates: Option<ResponseTemplates>,
+    /// Request/response logging (v4 log records); `None` costs requests nothing.
+    pub logging: Option<Logging>,
 }
 
 /// Where an API listens: virtual host (lower case, empty for any) and context path.
@@ -91,6 +94,8 @@ pub enum Invalid {
     Cors(#[from] CorsError),
     #[error(transparent)]
     Template(#[from] TemplateError),
+    #[error(transparent)]
+    Logging(#[from] LoggingError),
 }
 
 impl TryFrom<pb::Api> for Api {
@@ -116,6 +121,7 @@ impl TryFrom<pb::Api> for Api {
             failover,
             cors,
             response_templates,
+            logging,
         } = api;
         let err = |field: String, reason: Invalid| ConversionError { api: id.clone(), field, reason };
         if id.is_empty() {
@@ -166,6 +172,7 @@ impl TryFrom<pb::Api> for Api {
         }
         let security =
             Security::new(plans_with_flows, subscriptions, api_keys).map_err(|e| err("plans".into(), e.into()))?;
+        let logging = logging.map(Logging::try_from).transpose().map_err(|e| err("logging".into(), e.into()))?;
 
         Ok(Api {
             id,
@@ -175,13 +182,16 @@ impl TryFrom<pb::Api> for Api {
             organization_id,
             context_paths,
             endpoints,
-            uses_el: flows.iter().any(Flow::uses_el) || security.uses_el(),
+            uses_el: flows.iter().any(Flow::uses_el)
+                || security.uses_el()
+                || logging.as_ref().is_some_and(|l| l.condition.is_some()),
             security,
             flows,
             analytics_enabled,
             cors,
             best_match,
             response_templates,
+            logging,
         })
     }
 }

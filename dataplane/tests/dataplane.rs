@@ -190,6 +190,7 @@ async fn start_with(unix_agent: bool) -> Harness {
         addr_file: Some(addr_file.clone()),
         shutdown_grace: Duration::from_secs(5),
         analytics_queue: 1000,
+        log_max_payload: 8192,
         rate_limit_timeout: Duration::from_secs(1),
         log_format: LogFormat::Text,
     };
@@ -347,6 +348,7 @@ fn echo_api(id: &str, path: &str, backend: SocketAddr) -> pb::Api {
         failover: None,
         cors: None,
         response_templates: Vec::new(),
+        logging: None,
     }
 }
 

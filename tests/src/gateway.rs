@@ -175,7 +175,7 @@ impl Dataplane {
         Dataplane::start_with(dir, id, agent_target, &[]).await
     }
 
-    /// [`Dataplane::start`] with `extra` arguments (`--analytics-queue N`, ...).
+    /// [`Dataplane::start`] with `extra` flags (`--analytics-queue`, `--log-max-payload`, ...).
     pub async fn start_with(dir: &Path, id: &str, agent_target: &str, extra: &[&str]) -> Dataplane {
         let addr_file = dir.join(format!("{id}-addr.json"));
         let _ = std::fs::remove_file(&addr_file);

@@ -141,14 +141,16 @@ impl CloudGateSim {
         self.control(Method::GET, "/_sim/reports", None).await
     }
 
-    /// `{"requests":N,"documents":N,"unique_ids":N,"rejected":N,"bytes":N}` without the documents.
+    /// `{"requests":N,"rejected":N,"bytes":N,"all_documents":N,"documents":N,"unique_ids":N}` without the
+    /// documents; `documents` and `unique_ids` count `v4-metrics` documents only (one per request).
     pub async fn reports_summary(&self) -> Value {
-        self.control(Method::GET, "/_sim/reports/summary", None).await
+        self.control(Method::GET, "/_sim/reports/summary?type=v4-metrics", None).await
     }
 
-    /// Distinct `_id`s of the report documents received so far (what Elasticsearch would hold).
+    /// Distinct `_id`s of the `v4-metrics` documents received so far (what Elasticsearch would hold).
     pub async fn report_ids(&self) -> Vec<String> {
-        serde_json::from_value(self.control(Method::GET, "/_sim/reports/ids", None).await).expect("a list of ids")
+        let ids = self.control(Method::GET, "/_sim/reports/ids?type=v4-metrics", None).await;
+        serde_json::from_value(ids).expect("a list of ids")
     }
 
     /// Every report document received so far.

@@ -23,7 +23,7 @@ const CONCURRENCY: usize = 32;
 const DELIVERY: Duration = Duration::from_secs(120);
 /// Time for the load to pass a milestone on a loaded 2-core machine.
 const PROGRESS: Duration = Duration::from_secs(300);
-const DROPPED: &str = "hgw_dataplane_analytics_records_total{state=\"dropped\"}";
+const DROPPED: &str = "hgw_dataplane_analytics_records_dropped_total";
 
 /// Sends `total` GETs across the live dataplanes with bounded concurrency, keeping the request id of
 /// every answered one. A dataplane is taken out of `targets` before it is stopped, so none fails.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hgw_tests::gateway::{Agent, Dataplane, get};
-use hgw_tests::redis::{RedisCluster, RedisOptions, RedisServer};
+use hgw_tests::redis::{RedisCluster, RedisOptions, RedisSentinel, RedisServer};
 use hgw_tests::{Backend, eventually, v4_api};
 use serde_json::{Value, json};
 
@@ -209,6 +209,22 @@ async fn redis_outage_passes_or_blocks_as_configured_and_recovers() {
     assert_eq!(reply.status, 200);
     let remaining: u64 = reply.header("x-rate-limit-remaining").unwrap().parse().unwrap();
     assert!(remaining < 1000, "counted again after recovery: {remaining}");
+
+    // A Redis that hangs rather than refuses (every client paused): the agent's command timeout turns
+    // it into a failure, and requests pass instead of waiting for Redis.
+    redis.cli(&["CLIENT", "PAUSE", "4000", "ALL"]).await;
+    let mut bypassed = 0;
+    for _ in 0..10 {
+        let reply = get(&client, &dp.url("/pass/x")).await.unwrap();
+        assert_eq!(reply.status, 200, "pass-through while Redis hangs: {}", reply.body);
+        bypassed += usize::from(reply.header("x-rate-limit-reset") == Some("-1"));
+    }
+    assert!(bypassed > 0, "some request passed without counters while Redis was paused");
+    eventually("counting resumes after the pause", TIMEOUT, || async {
+        let reply = get(&client, &dp.url("/pass/x")).await?;
+        (reply.status == 200 && reply.header("x-rate-limit-reset") != Some("-1")).then_some(())
+    })
+    .await;
     assert!(!agent.proc.stderr().contains("panicked") && !dp.proc.stderr().contains("panicked"));
 }
 
@@ -248,4 +264,27 @@ async fn redis_cluster_counts_per_client_keys_across_slots() {
     }
     assert_eq!(masters_used, 3, "counters spread over the cluster's masters");
     assert!(agent.proc.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_names_the_master_that_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let sentinel = RedisSentinel::start(dir.path()).await;
+    let backend = Backend::start("B").await;
+    let apis = write_apis(
+        dir.path(),
+        &[limited_api(
+            "guarded",
+            &backend.url(),
+            json!({"rate": {"limit": 3, "periodTime": 1, "periodTimeUnit": "HOURS"}}),
+        )],
+    );
+    let reports = dir.path().join("reports.ndjson");
+    let agent = Agent::start_local(dir.path(), "agent", &apis, &reports, &["--redis-url", &sentinel.redis_url()]).await;
+    let dp = Dataplane::start(dir.path(), "dp", &agent.unix_target()).await;
+    dp.wait_ready().await;
+    let statuses = burst(&[&dp], "/guarded/x", 5).await;
+    assert_eq!((count(&statuses, 200), count(&statuses, 429)), (3, 2), "{statuses:?}");
+    let hash = counter_hash(sentinel.master(), ":rl").await;
+    assert_eq!(field(&hash, "counter"), "5", "counted on the master the Sentinels name: {hash:?}");
 }

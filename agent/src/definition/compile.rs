@@ -206,9 +206,10 @@ fn compile_api(
     };
     let response_templates = compile_response_templates(&api.response_templates)?;
     let analytics = api.analytics.as_ref();
-    if analytics.and_then(|a| a.logging.as_ref()).is_some_and(logging_requested) {
-        tracing::warn!(api = %id, "analytics.logging is set but request/response logging is not supported yet; metrics are still reported");
-    }
+    let logging = match analytics.and_then(|a| a.logging.as_ref()) {
+        Some(logging) => compile_logging(logging, "analytics.logging")?,
+        None => None,
+    };
 
     Ok(Compiled::Deploy(Box::new(pb::Api {
         id,
@@ -229,15 +230,71 @@ fn compile_api(
         failover,
         cors,
         response_templates,
+        logging,
     })))
 }
 
-fn logging_requested(logging: &Value) -> bool {
-    match logging.get("mode") {
-        Some(Value::String(mode)) => !mode.eq_ignore_ascii_case("none"),
-        Some(Value::Object(mode)) => mode.values().any(|v| v.as_bool() == Some(true)),
-        _ => false,
+/// Gravitee's logging settings, in either shape: v4 `{mode{entrypoint, endpoint}, phase{request,
+/// response}, content{headers, payload}, condition}` or v2 `{mode: CLIENT|PROXY|CLIENT_PROXY, scope:
+/// REQUEST|RESPONSE|REQUEST_RESPONSE, content: HEADERS|PAYLOADS|HEADERS_PAYLOADS, condition}`.
+///
+/// `None` when nothing would be captured (no side, or no direction). Leniency: a v4 `phase` left out
+/// means both directions, and a v2 `scope`/`content` left out means everything, since a user who turned
+/// a mode on wants logs. Message-API fields (`messageHeaders`, `messagePayload`) have no meaning for a
+/// proxy API and are ignored.
+fn compile_logging(logging: &Value, at: &str) -> Result<Option<pb::LoggingSettings>, CompileError> {
+    let flag = |object: Option<&Value>, key: &str, default: bool| {
+        object.and_then(|o| o.get(key)).map_or(default, |v| v.as_bool().unwrap_or(false))
+    };
+    let mut settings = match logging.get("mode") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(_)) => {
+            let mode = logging.get("mode");
+            let phase = logging.get("phase").filter(|p| p.is_object());
+            let content = logging.get("content");
+            pb::LoggingSettings {
+                entrypoint: flag(mode, "entrypoint", false),
+                endpoint: flag(mode, "endpoint", false),
+                request: flag(phase, "request", phase.is_none()),
+                response: flag(phase, "response", phase.is_none()),
+                headers: flag(content, "headers", false),
+                payload: flag(content, "payload", false),
+                condition: String::new(),
+            }
+        }
+        Some(Value::String(mode)) => {
+            let upper = |key: &str, default: &str| {
+                logging.get(key).and_then(Value::as_str).unwrap_or(default).trim().to_ascii_uppercase()
+            };
+            let (entrypoint, endpoint) = match mode.trim().to_ascii_uppercase().as_str() {
+                "NONE" | "" => (false, false),
+                "CLIENT" => (true, false),
+                "PROXY" => (false, true),
+                "CLIENT_PROXY" => (true, true),
+                other => return Err(err(format!("{at}.mode"), format!("unknown logging mode `{other}`"))),
+            };
+            let scope = upper("scope", "REQUEST_RESPONSE");
+            let content = upper("content", "HEADERS_PAYLOADS");
+            pb::LoggingSettings {
+                entrypoint,
+                endpoint,
+                request: scope.contains("REQUEST"),
+                response: scope.contains("RESPONSE"),
+                headers: content.contains("HEADERS"),
+                payload: content.contains("PAYLOADS"),
+                condition: String::new(),
+            }
+        }
+        Some(_) => return Err(err(format!("{at}.mode"), "expected an object or a string")),
+    };
+    if !(settings.entrypoint || settings.endpoint) || !(settings.request || settings.response) {
+        return Ok(None);
     }
+    if let Some(condition) = logging.get("condition") {
+        let text = condition.as_str().ok_or_else(|| err(format!("{at}.condition"), "expected a string"))?;
+        settings.condition = el_expression(text, &format!("{at}.condition"))?;
+    }
+    Ok(Some(settings))
 }
 
 fn compile_listeners(api: &ApiV4) -> Result<Vec<pb::ContextPath>, CompileError> {

@@ -52,6 +52,7 @@ impl Analytics for AnalyticsService {
                     .iter()
                     .map(|r| es::metrics_document(r, &node_id).to_string())
                     .chain(batch.health_checks.iter().map(|h| es::health_document(h, &node_id).to_string()))
+                    .chain(batch.logs.iter().map(|l| es::log_document(l, &node_id).to_string()))
                     .collect();
                 let appended = tokio::select! {
                     appended = spool.append(&lines) => appended,

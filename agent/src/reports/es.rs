@@ -3,10 +3,13 @@
 //! Gravitee's method code, plus `type`, `date` (`yyyy.MM.dd`, the index suffix), `_id` (the request id, so
 //! a retried batch cannot count twice), `gateway` (node id) and `@timestamp`.
 
-use hgw_proto::v1::{HealthCheckRecord, MetricsRecord};
+use hgw_proto::v1::{HealthCheckRecord, LogHeader, LogRecord, LogRequest, LogResponse, MetricsRecord};
 use serde_json::{Map, Value};
 
-/// Gravitee's `io.gravitee.common.http.HttpMethod` codes; anything else is 0 (OTHER).
+/// Gravitee's `io.gravitee.common.http.HttpMethod` codes; anything else is 0 (OTHER). The numbers are
+/// the enum's own `code()` in gravitee-common (`io/gravitee/common/http/HttpMethod.java`:
+/// `CONNECT(1), DELETE(2), GET(3), HEAD(4), OPTIONS(5), PATCH(6), POST(7), PUT(8), TRACE(9)`), which the
+/// Elasticsearch reporter writes as `metrics.getHttpMethod().code()`.
 pub fn http_method_code(method: &str) -> u8 {
     match method.to_ascii_uppercase().as_str() {
         "CONNECT" => 1,
@@ -115,6 +118,123 @@ pub fn health_document(record: &HealthCheckRecord, node_id: &str) -> Value {
     })
 }
 
+/// One `v4-log` document, the shape of Gravitee's Elasticsearch reporter's v4 `log.ftl`: `api-id`,
+/// `request-id`, `client-identifier`, `request-ended`, then one object per captured phase
+/// (`entrypoint-request`, `endpoint-request` with `method` and `uri`; `endpoint-response`,
+/// `entrypoint-response` with `status`), each with `headers` (`{name: [values]}`) and `body` when
+/// captured. A body cut at the dataplane's `--log-max-payload` carries `"body-truncated": true` (an hgw
+/// addition; Gravitee truncates silently). `_id` is the request id, as for the metrics document.
+pub fn log_document(record: &LogRecord, node_id: &str) -> Value {
+    let (timestamp, date) = timestamp_fields(record.timestamp_ms);
+    let mut doc = Map::new();
+    doc.insert("type".into(), "v4-log".into());
+    doc.insert("date".into(), date.into());
+    doc.insert("_id".into(), record.request_id.clone().into());
+    doc.insert("gateway".into(), node_id.into());
+    doc.insert("@timestamp".into(), timestamp.into());
+    let mut text = |key: &str, value: &str| {
+        if !value.is_empty() {
+            doc.insert(key.into(), value.into());
+        }
+    };
+    text("request-id", &record.request_id);
+    text("transaction-id", &record.transaction_id);
+    text("api-id", &record.api_id);
+    text("api-name", &record.api_name);
+    text("client-identifier", &record.client_identifier);
+    text("application-id", &record.application_id);
+    text("plan-id", &record.plan_id);
+    text("subscription-id", &record.subscription_id);
+    doc.insert("request-ended".into(), record.request_ended.into());
+    if let Some(request) = &record.entrypoint_request {
+        doc.insert("entrypoint-request".into(), log_request(request));
+    }
+    if let Some(request) = &record.endpoint_request {
+        doc.insert("endpoint-request".into(), log_request(request));
+    }
+    if let Some(response) = &record.endpoint_response {
+        doc.insert("endpoint-response".into(), log_response(response));
+    }
+    if let Some(response) = &record.entrypoint_response {
+        doc.insert("entrypoint-response".into(), log_response(response));
+    }
+    Value::Object(doc)
+}
+
+fn log_request(request: &LogRequest) -> Value {
+    let mut phase = Map::new();
+    phase.insert("method".into(), request.method.clone().into());
+    phase.insert("uri".into(), request.uri.clone().into());
+    log_content(&mut phase, &request.headers, &request.body, request.body_truncated);
+    Value::Object(phase)
+}
+
+fn log_response(response: &LogResponse) -> Value {
+    let mut phase = Map::new();
+    phase.insert("status".into(), response.status.into());
+    log_content(&mut phase, &response.headers, &response.body, response.body_truncated);
+    Value::Object(phase)
+}
+
+/// Headers and body of one phase; a phase without them (content not asked for) has neither key.
+fn log_content(phase: &mut Map<String, Value>, headers: &[LogHeader], body: &[u8], truncated: bool) {
+    if !headers.is_empty() {
+        let headers: Map<String, Value> =
+            headers.iter().map(|h| (h.name.clone(), Value::from(h.values.clone()))).collect();
+        phase.insert("headers".into(), headers.into());
+    }
+    if !body.is_empty() {
+        // Gravitee logs bodies as text; bytes that are not UTF-8 become U+FFFD.
+        phase.insert("body".into(), String::from_utf8_lossy(body).into_owned().into());
+    }
+    if truncated {
+        phase.insert("body-truncated".into(), true.into());
+    }
+}
+
+/// What a `monitor` document reports about one node (the agent process).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeMonitor {
+    pub timestamp_ms: i64,
+    pub hostname: String,
+    /// Process CPU over the last interval, percent of one core (can exceed 100 on several cores).
+    pub cpu_percent: f64,
+    /// User + system CPU time since start, milliseconds.
+    pub cpu_total_ms: u64,
+    pub resident_bytes: u64,
+    pub virtual_bytes: u64,
+    pub open_file_descriptors: u64,
+    /// Dataplanes with an open config stream to this agent.
+    pub connected_dataplanes: u64,
+}
+
+/// One `monitor` document. Gravitee's node monitor (its `monitor.ftl`) writes an Elasticsearch
+/// node-stats-like shape: `gateway`, `hostname`, `process{open_file_descriptors, cpu{percent,
+/// total_in_millis}, mem{...}}` with snake_case keys inside (unlike the kebab-case request documents);
+/// hgw keeps that shape (inferred: the Cloud Gate's mapping is not public) without the JVM part, and
+/// adds `dataplanes{connected}`. `_id` is derived from node and time, so a resent batch cannot count
+/// twice.
+pub fn monitor_document(monitor: &NodeMonitor, node_id: &str) -> Value {
+    let (timestamp, date) = timestamp_fields(monitor.timestamp_ms);
+    // Two decimals are plenty for a percentage and keep the document stable to compare.
+    let cpu_percent = (monitor.cpu_percent * 100.0).round() / 100.0;
+    serde_json::json!({
+        "type": "monitor",
+        "date": date,
+        "_id": format!("monitor-{node_id}-{}", monitor.timestamp_ms),
+        "gateway": node_id,
+        "@timestamp": timestamp,
+        "hostname": monitor.hostname,
+        "process": {
+            "timestamp": monitor.timestamp_ms,
+            "open_file_descriptors": monitor.open_file_descriptors,
+            "cpu": {"percent": cpu_percent, "total_in_millis": monitor.cpu_total_ms},
+            "mem": {"resident_in_bytes": monitor.resident_bytes, "total_virtual_in_bytes": monitor.virtual_bytes},
+        },
+        "dataplanes": {"connected": monitor.connected_dataplanes},
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +306,144 @@ mod tests {
             "security-type": "KEY_LESS"
         });
         assert_eq!(doc, expected);
+    }
+
+    // The documents below are written by hand from GRAVITEE-FORMATS.md ("Reports") and Gravitee's
+    // Elasticsearch reporter templates, not produced by the encoder: a renamed key fails here.
+
+    #[test]
+    fn date_is_the_utc_day_of_the_instant() {
+        assert_eq!(
+            timestamp_fields(1_767_225_599_999),
+            ("2025-12-31T23:59:59.999Z".to_owned(), "2025.12.31".to_owned())
+        );
+        assert_eq!(timestamp_fields(1_767_225_600_000).1, "2026.01.01");
+    }
+
+    #[test]
+    fn health_document_is_exactly_gravitees_health_form() {
+        let record = HealthCheckRecord {
+            timestamp_ms: 1_795_000_000_123,
+            api_id: "api-1".into(),
+            api_name: "Orders".into(),
+            endpoint: "primary".into(),
+            uri: "http://b/health".into(),
+            method: "GET".into(),
+            available: true,
+            success: true,
+            response_time_ms: 7,
+            state: "UP".into(),
+            transition: false,
+            status: 200,
+            message: String::new(),
+        };
+        let expected = json!({
+            "type": "health", "date": "2026.11.18", "_id": "health-node-api-1-primary-1795000000123",
+            "gateway": "node", "@timestamp": "2026-11-18T11:06:40.123Z",
+            "api": "api-1", "api-name": "Orders", "endpoint": "primary", "available": true, "success": true,
+            "response-time": 7, "state": "UP", "transition": false,
+            "steps": [{"name": "default-step", "success": true, "message": "",
+                "request": {"uri": "http://b/health", "method": "GET"}, "response": {"status": 200}}]
+        });
+        assert_eq!(health_document(&record, "node"), expected);
+    }
+
+    #[test]
+    fn log_document_has_the_v4_log_form() {
+        let header = |name: &str, values: &[&str]| LogHeader {
+            name: name.into(),
+            values: values.iter().map(|v| (*v).to_owned()).collect(),
+        };
+        let record = LogRecord {
+            timestamp_ms: 1_795_000_000_123,
+            request_id: "req-1".into(),
+            transaction_id: "tx-1".into(),
+            api_id: "api-1".into(),
+            api_name: "Orders".into(),
+            client_identifier: "127.0.0.1".into(),
+            application_id: "1".into(),
+            plan_id: "plan-1".into(),
+            subscription_id: "127.0.0.1".into(),
+            request_ended: true,
+            entrypoint_request: Some(LogRequest {
+                method: "POST".into(),
+                uri: "/orders?x=1".into(),
+                headers: vec![header("content-type", &["application/json"]), header("accept", &["a", "b"])],
+                body: b"{\"n\":1}".to_vec(),
+                body_truncated: false,
+            }),
+            endpoint_request: Some(LogRequest {
+                method: "POST".into(),
+                uri: "http://backend/orders?x=1".into(),
+                headers: Vec::new(),
+                body: Vec::new(),
+                body_truncated: false,
+            }),
+            endpoint_response: Some(LogResponse {
+                status: 201,
+                headers: vec![header("content-length", &["12"])],
+                body: b"created-".to_vec(),
+                body_truncated: true,
+            }),
+            entrypoint_response: Some(LogResponse {
+                status: 201,
+                headers: vec![header("x-gravitee-request-id", &["req-1"])],
+                body: vec![b'o', b'k', 0xff],
+                body_truncated: false,
+            }),
+        };
+        let expected = json!({
+            "type": "v4-log", "date": "2026.11.18", "_id": "req-1", "gateway": "node-9",
+            "@timestamp": "2026-11-18T11:06:40.123Z",
+            "request-id": "req-1", "transaction-id": "tx-1", "api-id": "api-1", "api-name": "Orders",
+            "client-identifier": "127.0.0.1", "application-id": "1", "plan-id": "plan-1",
+            "subscription-id": "127.0.0.1", "request-ended": true,
+            "entrypoint-request": {"method": "POST", "uri": "/orders?x=1",
+                "headers": {"content-type": ["application/json"], "accept": ["a", "b"]}, "body": "{\"n\":1}"},
+            "endpoint-request": {"method": "POST", "uri": "http://backend/orders?x=1"},
+            "endpoint-response": {"status": 201, "headers": {"content-length": ["12"]}, "body": "created-",
+                "body-truncated": true},
+            "entrypoint-response": {"status": 201, "headers": {"x-gravitee-request-id": ["req-1"]},
+                "body": "ok\u{fffd}"}
+        });
+        assert_eq!(log_document(&record, "node-9"), expected);
+
+        // Phases that were not captured are absent, not empty objects.
+        let bare = LogRecord { request_id: "r".into(), ..LogRecord::default() };
+        let doc = log_document(&bare, "n");
+        for phase in ["entrypoint-request", "endpoint-request", "endpoint-response", "entrypoint-response"] {
+            assert!(doc.get(phase).is_none(), "{phase}");
+        }
+    }
+
+    #[test]
+    fn monitor_document_has_the_node_monitor_form() {
+        let monitor = NodeMonitor {
+            timestamp_ms: 1_795_000_000_123,
+            hostname: "host-a".into(),
+            cpu_percent: 12.345_6,
+            cpu_total_ms: 4200,
+            resident_bytes: 10_485_760,
+            virtual_bytes: 104_857_600,
+            open_file_descriptors: 42,
+            connected_dataplanes: 2,
+        };
+        let expected = json!({
+            "type": "monitor", "date": "2026.11.18", "_id": "monitor-node-9-1795000000123", "gateway": "node-9",
+            "@timestamp": "2026-11-18T11:06:40.123Z", "hostname": "host-a",
+            "process": {"timestamp": 1_795_000_000_123_i64, "open_file_descriptors": 42,
+                "cpu": {"percent": 12.35, "total_in_millis": 4200},
+                "mem": {"resident_in_bytes": 10_485_760, "total_virtual_in_bytes": 104_857_600}},
+            "dataplanes": {"connected": 2}
+        });
+        assert_eq!(monitor_document(&monitor, "node-9"), expected);
+    }
+
+    #[test]
+    fn every_http_method_of_a_metrics_document_is_a_number() {
+        for (method, code) in [("GET", 3), ("DELETE", 2), ("OPTIONS", 5), ("PROPFIND", 0)] {
+            let record = MetricsRecord { http_method: method.into(), ..MetricsRecord::default() };
+            assert_eq!(metrics_document(&record, "n")["http-method"], json!(code), "{method}");
+        }
     }
 }

@@ -126,10 +126,12 @@ impl Uploader {
                         break;
                     }
                     Err(SendError::Rejected(reason)) => {
-                        metrics.reports_records_rejected.add(batch.records);
-                        metrics.reports_batches_rejected.inc();
                         let records = batch.records;
-                        match finish(&reader, batch, Outcome::Rejected).await {
+                        let kept = finish(&reader, batch, Outcome::Rejected).await;
+                        // Counted once the copy is on disk, so the counter never runs ahead of `rejected/`.
+                        metrics.reports_records_rejected.add(records);
+                        metrics.reports_batches_rejected.inc();
+                        match kept {
                             Ok(Some(kept)) => tracing::error!(documents = records, %reason, kept = %kept.display(),
                                 "the Cloud Gate refused a reports batch; it is kept and will not be retried"),
                             Ok(None) => {}

@@ -106,6 +106,7 @@ async fn push(target: &str, stream: usize, n: usize) -> usize {
                 records,
                 dropped: 0,
                 health_checks: Vec::new(),
+                logs: Vec::new(),
             };
             tx.send(batch).await.expect("stream open");
             sent += 1;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router, body::Bytes};
@@ -164,25 +164,36 @@ async fn get_reports(State(state): State<Arc<SimState>>) -> Json<Value> {
     Json(json!(state.store().reports))
 }
 
-/// The counters without the documents, plus how many distinct `_id`s they hold: at-least-once delivery
-/// may post a document twice, Elasticsearch keeps one per `_id`.
-async fn get_reports_summary(State(state): State<Arc<SimState>>) -> Json<Value> {
+/// `?type=v4-metrics`: only documents of that `type`.
+#[derive(Debug, Default, Deserialize)]
+struct TypeFilter {
+    r#type: Option<String>,
+}
+
+/// The counters without the documents, plus how many distinct `_id`s they hold (of `type`, when given):
+/// at-least-once delivery may post a document twice, Elasticsearch keeps one per `_id`.
+async fn get_reports_summary(State(state): State<Arc<SimState>>, Query(filter): Query<TypeFilter>) -> Json<Value> {
     let store = state.store();
     let reports = &store.reports;
-    let unique = distinct_ids(&reports.documents).len();
+    let selected: Vec<&Value> = select(&reports.documents, &filter).collect();
+    let unique = distinct_ids(selected.iter().copied()).len();
     Json(json!({
         "requests": reports.requests, "rejected": reports.rejected, "bytes": reports.bytes,
-        "documents": reports.documents.len(), "unique_ids": unique,
+        "all_documents": reports.documents.len(), "documents": selected.len(), "unique_ids": unique,
     }))
 }
 
-/// Distinct `_id`s of the documents received, sorted.
-async fn get_report_ids(State(state): State<Arc<SimState>>) -> Json<Vec<String>> {
-    Json(distinct_ids(&state.store().reports.documents).into_iter().collect())
+/// Distinct `_id`s of the documents received (of `type`, when given), sorted.
+async fn get_report_ids(State(state): State<Arc<SimState>>, Query(filter): Query<TypeFilter>) -> Json<Vec<String>> {
+    Json(distinct_ids(select(&state.store().reports.documents, &filter)).into_iter().collect())
 }
 
-fn distinct_ids(documents: &[Value]) -> std::collections::BTreeSet<String> {
-    documents.iter().filter_map(|d| d["_id"].as_str()).map(str::to_owned).collect()
+fn select<'a>(documents: &'a [Value], filter: &'a TypeFilter) -> impl Iterator<Item = &'a Value> {
+    documents.iter().filter(|d| filter.r#type.as_deref().is_none_or(|t| d["type"] == t))
+}
+
+fn distinct_ids<'a>(documents: impl Iterator<Item = &'a Value>) -> std::collections::BTreeSet<String> {
+    documents.filter_map(|d| d["_id"].as_str()).map(str::to_owned).collect()
 }
 
 async fn clear_reports(State(state): State<Arc<SimState>>) -> Json<Value> {

@@ -499,3 +499,55 @@ fn best_match_flow_mode_compiles_for_v4_and_v2() {
     required["flowExecution"] = json!({"mode": "BEST_MATCH", "matchRequired": true});
     assert!(rejection(required).contains("matchRequired"));
 }
+
+#[test]
+fn v4_logging_compiles_to_settings() {
+    let mut def = v4("log", "/log", "http://127.0.0.1:9000");
+    def["analytics"] = json!({"enabled": true, "logging": {
+        "condition": "{#request.headers['X-Log'][0] == 'yes'}",
+        "mode": {"entrypoint": true, "endpoint": false},
+        "phase": {"request": true, "response": true},
+        "content": {"headers": true, "messageHeaders": false, "payload": true, "messageMetadata": false}}});
+    let logging = deploy(def).logging.expect("logging settings");
+    assert_eq!(
+        logging,
+        pb::LoggingSettings {
+            entrypoint: true,
+            endpoint: false,
+            request: true,
+            response: true,
+            headers: true,
+            payload: true,
+            condition: "{#request.headers['X-Log'][0] == 'yes'}".into(),
+        }
+    );
+
+    // Nothing to capture: no side, or no direction.
+    let mut def = v4("log", "/log", "http://127.0.0.1:9000");
+    def["analytics"] =
+        json!({"logging": {"mode": {"entrypoint": false, "endpoint": false}, "content": {"headers": true}}});
+    assert_eq!(deploy(def).logging, None);
+    let mut def = v4("log", "/log", "http://127.0.0.1:9000");
+    def["analytics"] = json!({"logging": {"mode": {"endpoint": true}, "phase": {"request": false, "response": false}}});
+    assert_eq!(deploy(def).logging, None);
+
+    // An EL condition outside the supported subset rejects the API with the field path.
+    let mut def = v4("log", "/log", "http://127.0.0.1:9000");
+    def["analytics"] = json!({"logging": {"mode": {"endpoint": true}, "condition": "{#request.headers['X'"}});
+    assert!(rejection(def).contains("analytics.logging.condition"));
+}
+
+#[test]
+fn v2_logging_maps_mode_scope_and_content() {
+    let mut def = json!({
+        "id": "v2log", "name": "Old", "gravitee": "2.0.0",
+        "proxy": {"virtual_hosts": [{"path": "/old"}], "groups": [{"name": "g", "endpoints": [{"name": "b", "target": "http://10.0.0.1/"}]}],
+            "logging": {"mode": "CLIENT_PROXY", "content": "HEADERS", "scope": "RESPONSE"}},
+        "plans": [{"id": "p", "name": "free", "security": "KEY_LESS", "status": "PUBLISHED"}]
+    });
+    let logging = deploy(def.clone()).logging.expect("logging settings");
+    assert!(logging.entrypoint && logging.endpoint && !logging.request && logging.response);
+    assert!(logging.headers && !logging.payload);
+    def["proxy"]["logging"] = json!({"mode": "NONE", "content": "HEADERS_PAYLOADS", "scope": "REQUEST_RESPONSE"});
+    assert_eq!(deploy(def).logging, None);
+}
