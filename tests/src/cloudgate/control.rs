@@ -26,6 +26,7 @@ pub fn routes() -> Router<Arc<SimState>> {
         .route("/_sim/keys", put(put_key))
         .route("/_sim/faults", post(add_fault).delete(clear_faults))
         .route("/_sim/reports", get(get_reports).delete(clear_reports))
+        .route("/_sim/reports/summary", get(get_reports_summary))
         .route("/_sim/heartbeats", get(get_heartbeats))
         .route("/_sim/stats", get(get_stats))
 }
@@ -160,6 +161,16 @@ async fn clear_faults(State(state): State<Arc<SimState>>) -> Json<Value> {
 
 async fn get_reports(State(state): State<Arc<SimState>>) -> Json<Value> {
     Json(json!(state.store().reports))
+}
+
+/// The counters of `/_sim/reports` without the documents: cheap to poll under load.
+async fn get_reports_summary(State(state): State<Arc<SimState>>) -> Json<Value> {
+    let store = state.store();
+    let reports = &store.reports;
+    Json(json!({
+        "requests": reports.requests, "documentsReceived": reports.documents_received,
+        "documentsStored": reports.documents.len(), "rejected": reports.rejected, "bytes": reports.bytes,
+    }))
 }
 
 async fn clear_reports(State(state): State<Arc<SimState>>) -> Json<Value> {

@@ -203,6 +203,13 @@ async fn reports_accept_gzip_ndjson_only() {
     assert_eq!(reports["requests"], 4);
     assert_eq!(reports["rejected"], 3);
     assert_eq!(reports["documents"].as_array().unwrap().len(), 2);
+    // Clearing drops the stored documents; the summary's received count stays.
+    sim.call("DELETE", "/_sim/reports", None, json!({})).await;
+    let (_, summary) = sim.call("GET", "/_sim/reports/summary", None, json!({})).await;
+    assert_eq!(
+        summary,
+        json!({"requests": 4, "documentsReceived": 2, "documentsStored": 0, "rejected": 3, "bytes": summary["bytes"]})
+    );
 }
 
 #[tokio::test]
