@@ -170,8 +170,9 @@ struct TypeFilter {
     r#type: Option<String>,
 }
 
-/// The counters without the documents, plus how many distinct `_id`s they hold (of `type`, when given):
-/// at-least-once delivery may post a document twice, Elasticsearch keeps one per `_id`.
+/// The counters without the documents (cheap to poll under load), plus how many distinct `_id`s the
+/// stored documents hold (of `type`, when given): at-least-once delivery may post a document twice,
+/// Elasticsearch keeps one per `_id`. `documentsReceived` survives `DELETE /_sim/reports`.
 async fn get_reports_summary(State(state): State<Arc<SimState>>, Query(filter): Query<TypeFilter>) -> Json<Value> {
     let store = state.store();
     let reports = &store.reports;
@@ -180,6 +181,7 @@ async fn get_reports_summary(State(state): State<Arc<SimState>>, Query(filter): 
     Json(json!({
         "requests": reports.requests, "rejected": reports.rejected, "bytes": reports.bytes,
         "all_documents": reports.documents.len(), "documents": selected.len(), "unique_ids": unique,
+        "documentsReceived": reports.documents_received, "documentsStored": reports.documents.len(),
     }))
 }
 

@@ -144,6 +144,9 @@ pub struct Reports {
     /// Authenticated `POST /reports` calls, accepted or not.
     pub requests: u64,
     pub documents: Vec<Value>,
+    /// Documents accepted since start; unlike `documents`, never cleared (benchmarks count with it
+    /// while clearing the stored documents to bound the sim's memory).
+    pub documents_received: u64,
     /// Batches refused whole (wrong headers, bad gzip, a bad line).
     pub rejected: u64,
     /// Compressed bytes received, as on the wire.

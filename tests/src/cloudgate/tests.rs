@@ -203,6 +203,11 @@ async fn reports_accept_gzip_ndjson_only() {
     assert_eq!(reports["requests"], 4);
     assert_eq!(reports["rejected"], 3);
     assert_eq!(reports["documents"].as_array().unwrap().len(), 2);
+    // Clearing drops the stored documents; the summary's received count stays.
+    sim.call("DELETE", "/_sim/reports", None, json!({})).await;
+    let (_, summary) = sim.call("GET", "/_sim/reports/summary", None, json!({})).await;
+    let fields = ["requests", "documentsReceived", "documentsStored", "rejected", "unique_ids"].map(|f| &summary[f]);
+    assert_eq!(fields, [&json!(4), &json!(2), &json!(0), &json!(3), &json!(0)], "{summary}");
 }
 
 #[tokio::test]
