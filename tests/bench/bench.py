@@ -358,16 +358,17 @@ backend be
                                                    text=True).stdout.strip() == "PONG", procs=[proc])
         return port
 
-    def agent_env(self) -> dict[str, str]:
-        # Never the user's state directory; the reports spool (when there is one) lives there too.
-        return {"HGW_STATE_DIR": os.path.join(self.work, "state"), "RUST_LOG": "warn"}
+    def agent_env(self, label: str) -> dict[str, str]:
+        # Never the user's state directory; each agent its own, since its reports spool lives there (and
+        # a spool is locked by the agent that owns it).
+        return {"HGW_STATE_DIR": os.path.join(self.work, f"{label}-state"), "RUST_LOG": "warn"}
 
     def start_local_agent(self, label: str, apis_dir: str, extra: list[str] = ()) -> tuple[Proc, dict]:
         addr_file = os.path.join(self.work, f"{label}-addr.json")
         argv = [os.path.join(self.bin, "hgw-agent"), "--local-apis", apis_dir, "--reports-file", "/dev/null",
                 "--node-listen", "127.0.0.1:0", "--grpc-socket", os.path.join(self.work, f"{label}.sock"),
                 "--workers", "1", "--addr-file", addr_file, *extra]
-        proc = Proc(self, label, argv, self.pin("agent"), self.agent_env())
+        proc = Proc(self, label, argv, self.pin("agent"), self.agent_env(label))
         return proc, read_addr_file(addr_file, proc)
 
     def start_dataplane(self, label: str, agent_socket: str, cores: str | None) -> tuple[Proc, dict]:
@@ -708,9 +709,8 @@ backend be
         argv = [os.path.join(self.bin, "hgw-agent"), "--cloud-gate-url", sim["url"], "--cloud-gate-ca", sim["ca"],
                 "--cloud-token-key", sim["token_key"], "--node-listen", "127.0.0.1:0", "--grpc-socket",
                 os.path.join(self.work, f"{label}.sock"), "--workers", "1", "--addr-file", addr_file, *extra]
-        env = self.agent_env()
-        env.update({"GRAVITEE_CLOUD_TOKEN": sim["token"], "GRAVITEE_LICENSE_KEY": LICENSE_B64,
-                    "HGW_STATE_DIR": os.path.join(self.work, f"{label}-state")})
+        env = self.agent_env(label)
+        env.update({"GRAVITEE_CLOUD_TOKEN": sim["token"], "GRAVITEE_LICENSE_KEY": LICENSE_B64})
         proc = Proc(self, label, argv, self.pin("agent"), env)
         return proc, read_addr_file(addr_file, proc)
 
@@ -851,7 +851,7 @@ backend be
             if total == 0:
                 raise HarnessError("no analytics record reached the emulator's /reports")
         metrics = urllib.request.urlopen(f"http://{dp_addrs['admin']}/metrics", timeout=10).read().decode()
-        dropped = re.search(r'hgw_dataplane_analytics_records_total\{state="dropped"\} (\d+)', metrics)
+        dropped = re.search(r'hgw_dataplane_analytics_records_dropped_total (\d+)', metrics)
         self.sections.append("\n".join([
             "## 6. Analytics throughput", "",
             f"Cloud mode: one dataplane (`--workers 1`, on the proxy core) answering a mock API with analytics on, "
