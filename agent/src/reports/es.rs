@@ -33,15 +33,22 @@ pub fn timestamp_fields(epoch_ms: i64) -> (String, String) {
     (rfc3339, date)
 }
 
-/// One `v4-metrics` document.
-pub fn metrics_document(record: &MetricsRecord, node_id: &str) -> Value {
-    let (timestamp, date) = timestamp_fields(record.timestamp_ms);
+/// The fields every per-request document starts with: its `type`, the index `date`, `_id` = the request
+/// id (so a resent batch cannot count twice), the reporting `gateway` and `@timestamp`.
+fn request_document(kind: &str, request_id: &str, timestamp_ms: i64, node_id: &str) -> Map<String, Value> {
+    let (timestamp, date) = timestamp_fields(timestamp_ms);
     let mut doc = Map::new();
-    doc.insert("type".into(), "v4-metrics".into());
+    doc.insert("type".into(), kind.into());
     doc.insert("date".into(), date.into());
-    doc.insert("_id".into(), record.request_id.clone().into());
+    doc.insert("_id".into(), request_id.into());
     doc.insert("gateway".into(), node_id.into());
     doc.insert("@timestamp".into(), timestamp.into());
+    doc
+}
+
+/// One `v4-metrics` document.
+pub fn metrics_document(record: &MetricsRecord, node_id: &str) -> Value {
+    let mut doc = request_document("v4-metrics", &record.request_id, record.timestamp_ms, node_id);
     let mut text = |key: &str, value: &str| {
         if !value.is_empty() {
             doc.insert(key.into(), value.into());
@@ -125,13 +132,7 @@ pub fn health_document(record: &HealthCheckRecord, node_id: &str) -> Value {
 /// captured. A body cut at the dataplane's `--log-max-payload` carries `"body-truncated": true` (an hgw
 /// addition; Gravitee truncates silently). `_id` is the request id, as for the metrics document.
 pub fn log_document(record: &LogRecord, node_id: &str) -> Value {
-    let (timestamp, date) = timestamp_fields(record.timestamp_ms);
-    let mut doc = Map::new();
-    doc.insert("type".into(), "v4-log".into());
-    doc.insert("date".into(), date.into());
-    doc.insert("_id".into(), record.request_id.clone().into());
-    doc.insert("gateway".into(), node_id.into());
-    doc.insert("@timestamp".into(), timestamp.into());
+    let mut doc = request_document("v4-log", &record.request_id, record.timestamp_ms, node_id);
     let mut text = |key: &str, value: &str| {
         if !value.is_empty() {
             doc.insert(key.into(), value.into());
