@@ -53,8 +53,8 @@ pub enum CounterError {
     Reply(String),
 }
 
-/// The hits of one batch merged per key: `(first hit index of the key, merged hit)`, plus for every
-/// hit the index of its merged group.
+/// The hits of one batch merged per key: one hit per distinct key (counts and leases summed, in order of
+/// first appearance), plus for every hit the index of its merged group.
 pub(crate) fn merge(hits: &[Hit]) -> (Vec<Hit>, Vec<usize>) {
     let mut groups: Vec<Hit> = Vec::new();
     let mut by_key: HashMap<&str, usize> = HashMap::new();
