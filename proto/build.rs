@@ -10,6 +10,7 @@ const PROTO_FILES: &[&str] = &[
     "hgw/v1/admin.proto",
     "hgw/v1/ratelimit.proto",
     "hgw/v1/snapshot.proto",
+    "hgw/v1/identity.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -99,6 +99,33 @@ pub struct Cli {
     /// gRPC listener (Unix domain socket) for dataplanes on this host.
     #[arg(long, env = "HGW_GRPC_SOCKET", help_heading = "Listeners")]
     pub grpc_socket: Option<PathBuf>,
+    /// Group (name or gid) given to the socket's folder and file, so its members may connect (mode 0750
+    /// folder, 0660 socket) [default: the agent's own group].
+    #[arg(long, env = "HGW_GRPC_SOCKET_GROUP", help_heading = "Trust")]
+    pub grpc_socket_group: Option<String>,
+    /// Uids allowed to connect to the gRPC socket, checked with SO_PEERCRED (comma-separated)
+    /// [default: the agent's own uid and root].
+    #[arg(long, env = "HGW_GRPC_SOCKET_ALLOW_UID", value_delimiter = ',', help_heading = "Trust")]
+    pub grpc_socket_allow_uid: Vec<u32>,
+    /// Folder of the CA that issues dataplane and admin certificates (`ca.pem`, `ca-key.pem`; an
+    /// operator's CA, never created) [default: {--state-dir}/pki, created at first start, 0700].
+    #[arg(long, env = "HGW_PKI_DIR", help_heading = "Trust")]
+    pub pki_dir: Option<PathBuf>,
+    /// SPIFFE trust domain of the identities: spiffe://{domain}/dataplane/{id}, spiffe://{domain}/admin/{name}.
+    #[arg(long, env = "HGW_TRUST_DOMAIN", default_value = crate::identity::DEFAULT_TRUST_DOMAIN, help_heading = "Trust")]
+    pub trust_domain: String,
+    /// Extra names (DNS or IP, comma-separated) in the TCP listener's certificate, besides 127.0.0.1,
+    /// ::1, localhost and the hostname: how remote dataplanes address the agent.
+    #[arg(long, env = "HGW_GRPC_SERVER_NAME", value_delimiter = ',', help_heading = "Trust")]
+    pub grpc_server_name: Vec<String>,
+    /// Join tokens dataplanes may exchange for certificates (one per line: the token or sha256:HEX, then
+    /// optional `id=PATTERN` and `expires=RFC3339`); reloaded when it changes [default: no joins].
+    #[arg(long, env = "HGW_JOIN_TOKENS", help_heading = "Trust")]
+    pub join_tokens: Option<PathBuf>,
+    /// Lifetime of the certificates dataplanes get by joining (renewed at 2/3 of it).
+    #[arg(long, env = "HGW_DATAPLANE_CERT_TTL", default_value = "24h", value_parser = parse_duration, help_heading = "Trust")]
+    pub dataplane_cert_ttl: Duration,
+
     /// Node API (/_node/health, /_node/sync, /_node/metrics/prometheus).
     #[arg(long, env = "HGW_NODE_LISTEN", default_value = DEFAULT_NODE_LISTEN, help_heading = "Listeners")]
     pub node_listen: SocketAddr,
@@ -258,6 +285,59 @@ pub enum ConfigError {
     ApiKeyLocation(String),
     #[error(transparent)]
     Redis(#[from] RedisConfigError),
+    #[error(transparent)]
+    SocketDir(#[from] crate::identity::socket::SocketDirError),
+    #[error("--trust-domain: {0}")]
+    TrustDomain(crate::identity::IdError),
+    #[error("--grpc-server-name `{0}` is not a DNS name or IP address")]
+    ServerName(String),
+    #[error(transparent)]
+    JoinTokens(#[from] crate::identity::join::TokenFileError),
+    #[error("--dataplane-cert-ttl must be between 10s and 365 days")]
+    CertTtl,
+    #[error("--join-tokens needs the TCP listener (--grpc-listen): joins happen over mutual TLS")]
+    JoinWithoutTcp,
+    #[error("no place for the CA: set --pki-dir or --state-dir")]
+    NoPkiDir,
+}
+
+/// How the agent proves itself and checks who calls it.
+#[derive(Debug)]
+pub struct TrustConfig {
+    /// The CA folder, and whether the agent may create the CA there (its own `{state}/pki`).
+    pub pki_dir: PathBuf,
+    pub pki_create: bool,
+    pub trust_domain: String,
+    /// Names in the TCP listener's certificate.
+    pub server_names: Vec<String>,
+    pub join_tokens: Option<std::sync::Arc<crate::identity::join::TokenFile>>,
+    pub dataplane_cert_ttl: Duration,
+    pub socket_group: Option<nix::unistd::Gid>,
+    pub socket_allow_uids: Vec<u32>,
+}
+
+/// Shortest and longest `--dataplane-cert-ttl`: renewals every few seconds would be load for nothing,
+/// and a certificate outliving a year is no longer short-lived.
+const MIN_CERT_TTL: Duration = Duration::from_secs(10);
+const MAX_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The names of the TCP listener's certificate: loopback, localhost, this host's name, and the extras.
+fn server_names(extra: &[String]) -> Result<Vec<String>, ConfigError> {
+    let mut names = vec!["127.0.0.1".to_owned(), "::1".to_owned(), "localhost".to_owned()];
+    if let Ok(host) = nix::unistd::gethostname()
+        && let Some(host) = host.to_str().map(str::trim).filter(|h| !h.is_empty())
+    {
+        names.push(host.to_owned());
+    }
+    for name in extra.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        let dns_like = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '*'));
+        if name.parse::<std::net::IpAddr>().is_err() && !dns_like {
+            return Err(ConfigError::ServerName(name.to_owned()));
+        }
+        names.push(name.to_owned());
+    }
+    names.dedup();
+    Ok(names)
 }
 
 /// Where API definitions come from.
@@ -320,6 +400,7 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// The reports spool (its roll interval is `reports_flush_interval`).
     pub spool: SpoolOptions,
+    pub trust: TrustConfig,
 }
 
 /// Looks `name` up in `env` ignoring case, so Gravitee's lower-case variable names work.
@@ -438,6 +519,42 @@ impl Config {
         )?;
 
         let state_dir = cli.state_dir.or_else(|| default_state_dir(env));
+
+        crate::identity::check_trust_domain(cli.trust_domain.trim()).map_err(ConfigError::TrustDomain)?;
+        if !(MIN_CERT_TTL..=MAX_CERT_TTL).contains(&cli.dataplane_cert_ttl) {
+            return Err(ConfigError::CertTtl);
+        }
+        if cli.join_tokens.is_some() && grpc_listen.is_none() {
+            return Err(ConfigError::JoinWithoutTcp);
+        }
+        let (pki_dir, pki_create) = match (cli.pki_dir, &state_dir) {
+            (Some(dir), _) => (dir, false),
+            (None, Some(state)) => (state.join("pki"), true),
+            (None, None) => (PathBuf::new(), false),
+        };
+        if grpc_listen.is_some() && pki_dir.as_os_str().is_empty() {
+            return Err(ConfigError::NoPkiDir);
+        }
+        let join_tokens =
+            cli.join_tokens.as_deref().map(crate::identity::join::TokenFile::open).transpose()?.map(std::sync::Arc::new);
+        let socket_group =
+            cli.grpc_socket_group.as_deref().map(crate::identity::socket::resolve_group).transpose()?;
+        // A supervising agent always has a socket for its dataplanes, in a folder only it controls.
+        let grpc_socket = match (cli.grpc_socket, cli.dataplanes) {
+            (Some(path), _) => Some(path),
+            (None, n) if n > 0 => Some(crate::identity::socket::default_socket(env, state_dir.as_deref())?),
+            (None, _) => None,
+        };
+        let trust = TrustConfig {
+            pki_dir,
+            pki_create,
+            trust_domain: cli.trust_domain.trim().to_owned(),
+            server_names: server_names(&cli.grpc_server_name)?,
+            join_tokens,
+            dataplane_cert_ttl: cli.dataplane_cert_ttl,
+            socket_group,
+            socket_allow_uids: crate::identity::socket::allowed_uids(&cli.grpc_socket_allow_uid),
+        };
         let spool = SpoolOptions {
             dir: match (cli.spool_dir, &state_dir) {
                 (Some(dir), _) => dir,
@@ -458,7 +575,7 @@ impl Config {
             cluster_id: cli.cluster_id,
             sync_interval: cli.sync_interval,
             grpc_listen,
-            grpc_socket: cli.grpc_socket,
+            grpc_socket,
             node_listen: cli.node_listen,
             addr_file: cli.addr_file,
             dataplanes: cli.dataplanes,
@@ -476,6 +593,7 @@ impl Config {
             state_dir,
             redis,
             spool,
+            trust,
         })
     }
 
@@ -516,7 +634,7 @@ fn read_ca(path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
 
 /// The state directory when `--state-dir` is not given: systemd's `StateDirectory=` (the first path of
 /// `$STATE_DIRECTORY`), else the XDG base directory for state, else its default under `$HOME`.
-fn default_state_dir(env: &HashMap<String, String>) -> Option<PathBuf> {
+pub fn default_state_dir(env: &HashMap<String, String>) -> Option<PathBuf> {
     let var = |name: &str| env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
     if let Some(dirs) = var("STATE_DIRECTORY") {
         return dirs.split(':').find(|d| !d.is_empty()).map(PathBuf::from);

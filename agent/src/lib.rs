@@ -9,6 +9,7 @@ pub mod config;
 pub mod definition;
 pub mod grpc;
 pub mod heartbeat;
+pub mod identity;
 pub mod jwks;
 pub mod last_good;
 pub mod license;
@@ -51,6 +52,16 @@ pub enum StartError {
     Redis(#[from] crate::redis::RedisError),
     #[error("{0}")]
     Spool(#[from] reports::spool::SpoolError),
+    /// The CA or the socket folder cannot be used: a configuration problem (exit 64).
+    #[error("{0}")]
+    Trust(String),
+}
+
+impl StartError {
+    /// Whether the operator must change the configuration (exit 64) rather than retry.
+    pub fn is_config(&self) -> bool {
+        matches!(self, StartError::Trust(_))
+    }
 }
 
 /// Runs the agent until SIGINT/SIGTERM, then shuts down within the grace period.
@@ -93,27 +104,47 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     // No I/O here: the pool connects on first use, so Redis may be down at start.
     let redis = config.redis.as_ref().map(crate::redis::Redis::new).transpose()?;
 
+    // Trust material before any port: a CA or socket folder that cannot be used is a config error.
+    let trust = &config.trust;
+    let socket_path = config.grpc_socket.clone();
+    if let Some(path) = &socket_path {
+        identity::socket::prepare_dir(path, trust.socket_group).map_err(|e| StartError::Trust(e.to_string()))?;
+    }
+    let ca = match config.grpc_listen {
+        Some(_) => Some(Arc::new(
+            identity::pki::CertificateAuthority::open(&trust.pki_dir, trust.pki_create)
+                .map_err(|e| StartError::Trust(format!("CA: {e}")))?,
+        )),
+        None => None,
+    };
+    let grpc_tls = match &ca {
+        Some(ca) => Some(ca.server_config(&trust.server_names).map_err(|e| StartError::Trust(format!("CA: {e}")))?),
+        None => None,
+    };
+
     // Bind everything first: a port conflict fails start-up before any background work begins.
     let node_listener = bind_tcp("node API", config.node_listen).await?;
     let grpc_tcp = match config.grpc_listen {
         Some(addr) => Some(bind_tcp("gRPC", addr).await?),
         None => None,
     };
-    let socket_path = match (&config.grpc_socket, config.dataplanes) {
-        (Some(path), _) => Some(path.clone()),
-        (None, n) if n > 0 => {
-            Some(std::env::temp_dir().join(format!("hgw-agent-{}", std::process::id())).join("agent.sock"))
-        }
-        (None, _) => None,
-    };
     let grpc_uds = match &socket_path {
-        Some(path) => Some(bind_unix(path)?),
+        Some(path) => {
+            let listener = bind_unix(path)?;
+            identity::socket::secure_socket(path, trust.socket_group).map_err(|source| StartError::Bind {
+                what: "gRPC socket",
+                addr: path.display().to_string(),
+                source,
+            })?;
+            Some(listener)
+        }
         None => None,
     };
     let node_addr = node_listener.local_addr().ok();
     let grpc_addr = grpc_tcp.as_ref().and_then(|l| l.local_addr().ok());
     if let Some(path) = &config.addr_file {
-        write_addr_file(path, node_addr, grpc_addr, socket_path.as_deref())?;
+        let pki = ca.as_ref().map(|ca| ca.dir());
+        write_addr_file(path, node_addr, grpc_addr, socket_path.as_deref(), pki)?;
     }
 
     let gate = match &config.source {
@@ -253,12 +284,22 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         node_id: config.node_id.clone(),
         cancel: services.clone(),
         redis: redis.clone(),
+        identity: ca.as_ref().map(|ca| grpc::IdentityState {
+            ca: ca.clone(),
+            authenticator: match &trust.join_tokens {
+                Some(tokens) => tokens.clone() as Arc<dyn identity::join::JoinAuthenticator>,
+                None => Arc::new(identity::join::NoJoin),
+            },
+            trust_domain: trust.trust_domain.clone(),
+            dataplane_cert_ttl: trust.dataplane_cert_ttl,
+        }),
     };
-    if let Some(listener) = grpc_tcp {
+    if let (Some(listener), Some(tls)) = (grpc_tcp, grpc_tls) {
         let router = grpc::router(&grpc_state, &health_service).map_err(|e| StartError::Reflection(e.to_string()))?;
         let stop = services.clone();
+        let domain = trust.trust_domain.clone();
         tasks.spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let incoming = grpc::listen::tls_incoming(listener, tls, domain, stop.clone());
             if let Err(error) = router.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await {
                 tracing::error!(%error, "gRPC (TCP) server failed");
             }
@@ -267,8 +308,9 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     if let Some(listener) = grpc_uds {
         let router = grpc::router(&grpc_state, &health_service).map_err(|e| StartError::Reflection(e.to_string()))?;
         let stop = services.clone();
+        let allowed = trust.socket_allow_uids.clone();
         tasks.spawn(async move {
-            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            let incoming = grpc::listen::unix_incoming(listener, allowed, stop.clone());
             if let Err(error) = router.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await {
                 tracing::error!(%error, "gRPC (Unix socket) server failed");
             }
@@ -295,10 +337,10 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
 
     let children = CancellationToken::new();
     let supervisor_task = if config.dataplanes > 0 {
-        let agent_target = match (&socket_path, grpc_addr) {
-            (Some(path), _) => format!("unix:{}", path.display()),
-            (None, Some(addr)) => format!("http://{addr}"),
-            (None, None) => unreachable!("a gRPC listener exists when dataplanes are supervised"),
+        // Config validation gives a supervising agent a socket: its dataplanes never need certificates.
+        let agent_target = match &socket_path {
+            Some(path) => format!("unix:{}", path.display()),
+            None => unreachable!("a supervising agent always has a gRPC socket"),
         };
         let supervisor = supervisor::Supervisor {
             bin: config.dataplane_bin.clone(),
@@ -375,11 +417,13 @@ fn write_addr_file(
     node: Option<SocketAddr>,
     grpc: Option<SocketAddr>,
     socket: Option<&Path>,
+    pki: Option<&Path>,
 ) -> Result<(), StartError> {
     let body = serde_json::json!({
         "node": node.map(|a| a.to_string()),
         "grpc": grpc.map(|a| a.to_string()),
         "grpc_socket": socket.map(|p| p.display().to_string()),
+        "pki_dir": pki.map(|p| p.display().to_string()),
         "pid": std::process::id(),
     });
     let tmp: PathBuf = path.with_extension("tmp");

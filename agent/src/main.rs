@@ -9,6 +9,9 @@ use hgw_agent::config::{Cli, Config};
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "pki") {
+        return pki();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error)
@@ -50,11 +53,49 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(hgw_agent::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.is_config() => {
+            eprintln!("hgw-agent: invalid configuration: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(error) => {
             tracing::error!("{error}");
             eprintln!("hgw-agent: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `hgw-agent pki ...`: certificate authority chores, no runtime needed.
+fn pki() -> ExitCode {
+    use hgw_agent::identity::issue::{PkiCli, PkiCommand, issue};
+    let args = std::env::args_os().skip(1);
+    let cli = match PkiCli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error)
+            if matches!(error.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) =>
+        {
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            let text = error.to_string();
+            let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
+            eprintln!("hgw-agent pki: {first} (see hgw-agent pki issue --help)");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    match cli.command {
+        PkiCommand::Issue(args) => match issue(args, &env) {
+            Ok(done) => {
+                println!("{done}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("hgw-agent pki issue: {error}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
     }
 }
 

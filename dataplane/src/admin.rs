@@ -89,7 +89,7 @@ fn config_json(shared: &Shared) -> String {
                     .map(|cp| serde_json::json!({"host": cp.host, "path": cp.path}))
                     .collect::<Vec<_>>(),
                 "targets": api.endpoints.endpoints().iter()
-                    .map(|e| e.target.display())
+                    .map(|e| hgw_proto::redact::url(&e.target.display().to_string()))
                     .collect::<Vec<_>>(),
             })
         })

@@ -6,27 +6,19 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use hgw_proto::v1 as pb;
 use hgw_proto::v1::config_discovery_client::ConfigDiscoveryClient;
-use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::Shared;
 use crate::backoff::Backoff;
-use crate::config::AgentAddr;
+use crate::agent_link::AgentLink;
 use crate::routes::{Api, ConversionError, RouteTable};
 use crate::upstream::{ClientCache, error_chain};
 
-/// Time to establish the connection to the agent; it is local, so this is generous.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// HTTP/2 pings detect an agent that vanished without closing the connection.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A full update of 10,000 APIs is several MiB; the gRPC default of 4 MiB is too small.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
@@ -39,61 +31,6 @@ pub enum AgentError {
     Rpc(#[from] tonic::Status),
     #[error("the agent closed the stream")]
     Closed,
-}
-
-/// Opens a gRPC channel to the agent, over a Unix socket or TCP.
-pub async fn connect(agent: &AgentAddr) -> Result<Channel, AgentError> {
-    match agent {
-        AgentAddr::Http(uri) => {
-            let endpoint = Endpoint::from_shared(uri.clone())?;
-            Ok(configure(endpoint).connect().await?)
-        }
-        AgentAddr::Unix(path) => {
-            // The URI only fills the :authority pseudo-header; the connector ignores it.
-            let endpoint = configure(Endpoint::from_static("http://hgw-agent"));
-            Ok(endpoint.connect_with_connector(unix_connector(path.clone())).await?)
-        }
-    }
-}
-
-/// Connects every new channel connection to the agent's Unix socket.
-fn unix_connector(
-    path: std::path::PathBuf,
-) -> impl tower::Service<
-    http::Uri,
-    Response = TokioIo<tokio::net::UnixStream>,
-    Error = std::io::Error,
-    Future = impl Future<Output = std::io::Result<TokioIo<tokio::net::UnixStream>>> + Send,
-> + Clone
-+ Send
-+ 'static {
-    tower::service_fn(move |_: http::Uri| {
-        let path = path.clone();
-        async move { Ok(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
-    })
-}
-
-/// A channel that connects on first use and reconnects by itself after failures (for unary calls such
-/// as rate-limit counters, which must fail fast rather than wait for a connection at start).
-pub fn connect_lazy(agent: &AgentAddr) -> Channel {
-    match agent {
-        AgentAddr::Http(uri) => match Endpoint::from_shared(uri.clone()) {
-            Ok(endpoint) => configure(endpoint).connect_lazy(),
-            // Validated at start-up; keep a channel that fails every call rather than panic.
-            Err(_) => configure(Endpoint::from_static("http://invalid.invalid")).connect_lazy(),
-        },
-        AgentAddr::Unix(path) => configure(Endpoint::from_static("http://hgw-agent"))
-            .connect_with_connector_lazy(unix_connector(path.clone())),
-    }
-}
-
-fn configure(endpoint: Endpoint) -> Endpoint {
-    endpoint
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
 }
 
 /// Why an update was NACKed.
@@ -156,7 +93,7 @@ pub struct Identity {
 }
 
 /// Keeps the config stream open until `cancel`; never returns early.
-pub async fn run(agent: AgentAddr, identity: Identity, shared: Arc<Shared>, cancel: CancellationToken) {
+pub async fn run(agent: AgentLink, identity: Identity, shared: Arc<Shared>, cancel: CancellationToken) {
     let mut state = ConfigState::default();
     let mut backoff = Backoff::default();
     loop {
@@ -179,13 +116,13 @@ pub async fn run(agent: AgentAddr, identity: Identity, shared: Arc<Shared>, canc
 }
 
 async fn stream_once(
-    agent: &AgentAddr,
+    agent: &AgentLink,
     identity: &Identity,
     shared: &Shared,
     state: &mut ConfigState,
     backoff: &mut Backoff,
 ) -> Result<Infallible, AgentError> {
-    let channel = connect(agent).await?;
+    let channel = agent.connect().await?;
     let (tx, rx) = mpsc::channel(4);
     let hello = pb::Hello {
         dataplane_id: identity.dataplane_id.clone(),

@@ -22,10 +22,10 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::agent_client::{self, AgentError};
+use crate::agent_client::AgentError;
 use crate::backoff::Backoff;
 use crate::body::RequestStats;
-use crate::config::AgentAddr;
+use crate::agent_link::AgentLink;
 use crate::logging::LogCapture;
 use crate::metrics::Metrics;
 use crate::upstream::error_chain;
@@ -391,7 +391,7 @@ pub struct Reporter {
 impl Reporter {
     /// Runs until `flush` delivers a deadline and every batch is acknowledged, or the deadline passes.
     /// The deadline comes after the HTTP server drained, so the last requests' records are included.
-    pub async fn run(mut self, agent: AgentAddr, flush: oneshot::Receiver<Instant>) {
+    pub async fn run(mut self, agent: AgentLink, flush: oneshot::Receiver<Instant>) {
         let mut backoff = Backoff::default();
         let mut stream: Option<ReportStream> = None;
         let mut connecting: Option<Connecting> = Some(self.connect(&agent));
@@ -518,13 +518,13 @@ impl Reporter {
 
     /// Opens a stream with every pending batch already queued on it (so an agent that waits for the
     /// first message before answering cannot deadlock it); returns the last sequence queued.
-    fn connect(&self, agent: &AgentAddr) -> Connecting {
+    fn connect(&self, agent: &AgentLink) -> Connecting {
         let agent = agent.clone();
         let initial: Vec<ReportRequest> = self.batches.pending.iter().cloned().collect();
         // Room for every batch this stream can ever hold, so `try_send` only fails when it is closed.
         let capacity = self.batches.max_pending + initial.len() + 8;
         Box::pin(async move {
-            let channel = agent_client::connect(&agent).await?;
+            let channel = agent.connect().await?;
             let (tx, rx) = mpsc::channel(capacity);
             let sent_through = initial.last().map_or(0, |b| b.sequence);
             for batch in initial {

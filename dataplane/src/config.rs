@@ -32,9 +32,24 @@ pub enum LogFormat {
 #[derive(Debug, Parser)]
 #[command(name = "hgw-dataplane", version, about = "hgw dataplane: an HTTP proxy configured by hgw-agent")]
 pub struct Cli {
-    /// Agent address: `unix:/path/to.sock` or `http://host:port`.
+    /// Agent address: `unix:/path/to.sock` (same host) or `https://host:port` (mutual TLS; needs
+    /// --agent-ca and either --cert/--key or --join-token-file).
     #[arg(long, env = "HGW_AGENT")]
     pub agent: String,
+    /// The agent's CA certificate (PEM), pinned for `https://` agents: only an agent whose certificate
+    /// chains to it can configure this dataplane (no trust on first use).
+    #[arg(long, env = "HGW_AGENT_CA")]
+    pub agent_ca: Option<PathBuf>,
+    /// This dataplane's certificate (PEM, from `hgw-agent pki issue --dataplane ID`), with --key.
+    #[arg(long, env = "HGW_CERT")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, env = "HGW_KEY")]
+    pub key: Option<PathBuf>,
+    /// A file holding a join token: the dataplane asks the agent for a short-lived certificate
+    /// (`hgw.v1.Identity/Join`) and renews it before it expires.
+    #[arg(long, env = "HGW_JOIN_TOKEN_FILE")]
+    pub join_token_file: Option<PathBuf>,
     /// Address of the HTTP proxy listener.
     #[arg(long, env = "HGW_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: String,
@@ -81,23 +96,51 @@ pub struct Cli {
 pub enum AgentAddr {
     /// A Unix domain socket path (sidecar / same host).
     Unix(PathBuf),
-    /// A plain-text gRPC endpoint, `http://host:port`.
-    Http(String),
+    /// A mutual-TLS gRPC endpoint, `https://host:port`.
+    Https { uri: String, host: String, port: u16 },
 }
 
 impl std::fmt::Display for AgentAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AgentAddr::Unix(path) => write!(f, "unix:{}", path.display()),
-            AgentAddr::Http(uri) => f.write_str(uri),
+            AgentAddr::Https { uri, .. } => f.write_str(uri),
         }
     }
+}
+
+/// How this dataplane proves who it is to an `https://` agent.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A certificate and key provisioned by the operator (PEM).
+    Static { cert_pem: Vec<u8>, key_pem: Vec<u8> },
+    /// A join token exchanged for short-lived certificates.
+    JoinToken(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::Static { .. } => f.write_str("Static([redacted])"),
+            Credential::JoinToken(_) => f.write_str("JoinToken([redacted])"),
+        }
+    }
+}
+
+/// Trust settings of an `https://` agent link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentTls {
+    /// The pinned CA (PEM).
+    pub ca_pem: Vec<u8>,
+    pub credential: Credential,
 }
 
 /// The validated configuration the library runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub agent: AgentAddr,
+    /// Set for `https://` agents.
+    pub agent_tls: Option<AgentTls>,
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub id: String,
@@ -115,8 +158,22 @@ pub struct Config {
 /// A configuration value that cannot be used; the message names the flag.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("--agent {0:?}: expected unix:/path/to.sock or http://host:port")]
+    #[error("--agent {0:?}: expected unix:/path/to.sock or https://host:port")]
     Agent(String),
+    #[error(
+        "--agent {0:?}: the agent serves gRPC over TLS only (plaintext would let anyone on the network read and forge config); use https://HOST:PORT with --agent-ca FILE"
+    )]
+    PlaintextAgent(String),
+    #[error("--agent {0:?}: an https:// agent needs --agent-ca FILE (its CA certificate, pinned: no trust on first use)")]
+    NoAgentCa(String),
+    #[error("--agent {0:?}: an https:// agent needs --cert and --key, or --join-token-file")]
+    NoCredential(String),
+    #[error("--cert and --key go together, and exclude --join-token-file")]
+    CredentialMix,
+    #[error("--agent-ca, --cert, --key and --join-token-file are for https:// agents; a unix: agent is trusted by its socket")]
+    TlsForUnix,
+    #[error("--{flag} {path}: {problem}")]
+    File { flag: &'static str, path: String, problem: String },
     #[error("--{flag} {value:?}: expected ip:port")]
     SocketAddr { flag: &'static str, value: String },
     #[error("--{flag} {value:?}: {reason}")]
@@ -132,6 +189,10 @@ impl Config {
     pub fn from_cli(cli: Cli, hostname: &str, pid: u32, cores: usize) -> Result<Config, ConfigError> {
         let Cli {
             agent,
+            agent_ca,
+            cert,
+            key,
+            join_token_file,
             listen,
             admin_listen,
             id,
@@ -146,6 +207,7 @@ impl Config {
             log_format,
         } = cli;
         let agent = parse_agent(&agent)?;
+        let agent_tls = agent_tls(&agent, agent_ca, cert, key, join_token_file)?;
         let listen = parse_socket_addr("listen", &listen)?;
         let admin_listen = parse_socket_addr("admin-listen", &admin_listen)?;
         let id = match id {
@@ -171,6 +233,7 @@ impl Config {
         }
         Ok(Config {
             agent,
+            agent_tls,
             listen,
             admin_listen,
             id,
@@ -208,14 +271,67 @@ fn parse_agent(value: &str) -> Result<AgentAddr, ConfigError> {
         }
         return Ok(AgentAddr::Unix(PathBuf::from(path)));
     }
-    if let Some(rest) = value.strip_prefix("http://") {
+    if value.starts_with("http://") {
+        return Err(ConfigError::PlaintextAgent(value.to_owned()));
+    }
+    if let Some(rest) = value.strip_prefix("https://") {
         let uri: http::Uri = value.parse().map_err(|_| bad())?;
-        if uri.host().is_none_or(str::is_empty) || rest.is_empty() {
+        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(bad)?;
+        if rest.is_empty() || uri.path().len() > 1 || uri.query().is_some() {
             return Err(bad());
         }
-        return Ok(AgentAddr::Http(value.trim_end_matches('/').to_owned()));
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let port = uri.port_u16().unwrap_or(443);
+        return Ok(AgentAddr::Https { uri: value.trim_end_matches('/').to_owned(), host, port });
     }
     Err(bad())
+}
+
+fn read_file(flag: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|e| ConfigError::File {
+        flag,
+        path: path.display().to_string(),
+        problem: e.to_string(),
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ConfigError::File { flag, path: path.display().to_string(), problem: "empty".into() });
+    }
+    Ok(bytes)
+}
+
+/// Checks the trust flags against the agent address and reads their files (so a missing file is a
+/// configuration error, before any port is bound). PEM contents are checked when the TLS client is built.
+fn agent_tls(
+    agent: &AgentAddr,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    join_token_file: Option<PathBuf>,
+) -> Result<Option<AgentTls>, ConfigError> {
+    let AgentAddr::Https { uri, .. } = agent else {
+        if ca.is_some() || cert.is_some() || key.is_some() || join_token_file.is_some() {
+            return Err(ConfigError::TlsForUnix);
+        }
+        return Ok(None);
+    };
+    let ca = ca.ok_or_else(|| ConfigError::NoAgentCa(uri.clone()))?;
+    let ca_pem = read_file("agent-ca", &ca)?;
+    let credential = match (cert, key, join_token_file) {
+        (Some(cert), Some(key), None) => {
+            Credential::Static { cert_pem: read_file("cert", &cert)?, key_pem: read_file("key", &key)? }
+        }
+        (None, None, Some(file)) => {
+            let token = String::from_utf8(read_file("join-token-file", &file)?).map_err(|_| ConfigError::File {
+                flag: "join-token-file",
+                path: file.display().to_string(),
+                problem: "not UTF-8 text".into(),
+            })?;
+            Credential::JoinToken(token.trim().to_owned())
+        }
+        (None, None, None) => return Err(ConfigError::NoCredential(uri.clone())),
+        _ => return Err(ConfigError::CredentialMix),
+    };
+    Ok(Some(AgentTls { ca_pem, credential }))
 }
 
 fn parse_socket_addr(flag: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -292,9 +408,19 @@ mod tests {
 
     #[test]
     fn explicit_values() {
+        let dir = std::env::temp_dir().join(format!("hgw-dp-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        let token = dir.join("token");
+        std::fs::write(&ca, "pem").unwrap();
+        std::fs::write(&token, "tok-0123456789abcdef\n").unwrap();
         let c = config(&[
             "--agent",
-            "http://127.0.0.1:9000",
+            "https://127.0.0.1:9000",
+            "--agent-ca",
+            ca.to_str().unwrap(),
+            "--join-token-file",
+            token.to_str().unwrap(),
             "--tags",
             " a, !b ,,",
             "--id",
@@ -308,7 +434,21 @@ mod tests {
             "--reuse-port",
         ])
         .unwrap();
-        assert_eq!(c.agent, AgentAddr::Http("http://127.0.0.1:9000".into()));
+        assert_eq!(
+            c.agent,
+            AgentAddr::Https { uri: "https://127.0.0.1:9000".into(), host: "127.0.0.1".into(), port: 9000 }
+        );
+        assert_eq!(c.agent_tls.as_ref().unwrap().credential, Credential::JoinToken("tok-0123456789abcdef".into()));
+        let ca_arg = ca.to_str().unwrap();
+        assert!(matches!(config(&["--agent", "https://h:1"]), Err(ConfigError::NoAgentCa(_))));
+        assert!(matches!(config(&["--agent", "https://h:1", "--agent-ca", ca_arg]), Err(ConfigError::NoCredential(_))));
+        assert!(matches!(
+            config(&["--agent", "https://h:1", "--agent-ca", ca_arg, "--cert", ca_arg]),
+            Err(ConfigError::CredentialMix)
+        ));
+        assert!(matches!(config(&["--agent", "unix:/s", "--agent-ca", ca_arg]), Err(ConfigError::TlsForUnix)));
+        assert!(matches!(config(&["--agent", "http://127.0.0.1:1"]), Err(ConfigError::PlaintextAgent(_))));
+        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(c.tags, vec!["a", "!b"]);
         assert_eq!(c.id, "dp-1");
         assert_eq!(c.workers, 3);
@@ -321,7 +461,7 @@ mod tests {
     fn invalid_values() {
         assert!(matches!(config(&["--agent", "tcp://x:1"]), Err(ConfigError::Agent(_))));
         assert!(matches!(config(&["--agent", "unix:"]), Err(ConfigError::Agent(_))));
-        assert!(matches!(config(&["--agent", "http://"]), Err(ConfigError::Agent(_))));
+        assert!(matches!(config(&["--agent", "https://"]), Err(ConfigError::Agent(_))));
         assert!(matches!(
             config(&["--agent", "unix:/s", "--listen", "localhost"]),
             Err(ConfigError::SocketAddr { flag: "listen", .. })

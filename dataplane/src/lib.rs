@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod agent_client;
+pub mod agent_link;
 pub mod analytics;
 pub mod backoff;
 pub mod body;
@@ -17,6 +18,7 @@ pub mod endpoints;
 pub mod flows;
 pub mod health;
 pub mod invoke;
+pub mod join;
 pub mod listen;
 pub mod logging;
 pub mod metrics;
@@ -97,6 +99,8 @@ pub enum RunError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("cannot write the address file {path}: {source}")]
     AddrFile { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Link(#[from] agent_link::LinkError),
 }
 
 /// Runs until SIGTERM or SIGINT, then drains.
@@ -109,6 +113,7 @@ pub async fn run_until_signal(config: Config) -> Result<(), RunError> {
 /// Runs the dataplane until `shutdown` is cancelled, then: stop accepting, let in-flight requests
 /// finish within the grace period, flush analytics within what is left of it, and return.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let link = agent_link::AgentLink::new(config.agent.clone(), config.agent_tls.as_ref())?;
     let listener = listen::bind(config.listen, config.reuse_port).map_err(|source| RunError::Bind {
         what: "HTTP",
         addr: config.listen,
@@ -135,7 +140,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let (sink, reporter) =
         analytics::channel(config.analytics_queue, config.log_max_payload, metrics.clone(), config.id.clone());
     let counter_backend = counters::AgentBackend::start(
-        agent_client::connect_lazy(&config.agent),
+        link.connect_lazy(),
         config.id.clone(),
         config.rate_limit_timeout,
     );
@@ -143,7 +148,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let shared = Arc::new(Shared::new(metrics, sink, counters, shutdown.clone()));
 
     let (flush_tx, flush_rx) = oneshot::channel();
-    let reporter_task = tokio::spawn(reporter.run(config.agent.clone(), flush_rx));
+    if let Some(config::AgentTls { credential: config::Credential::JoinToken(token), .. }) = &config.agent_tls {
+        tokio::spawn(join::run(link.clone(), token.clone(), config.id.clone(), shutdown.child_token()));
+    }
+    let reporter_task = tokio::spawn(reporter.run(link.clone(), flush_rx));
     let identity = agent_client::Identity {
         dataplane_id: config.id.clone(),
         tags: config.tags.clone(),
@@ -151,7 +159,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         listen_address: listen_addr.to_string(),
     };
     let agent_task =
-        tokio::spawn(agent_client::run(config.agent.clone(), identity, shared.clone(), shutdown.child_token()));
+        tokio::spawn(agent_client::run(link.clone(), identity, shared.clone(), shutdown.child_token()));
     let admin_cancel = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(admin_listener, shared.clone(), admin_cancel.clone()));
     // Probes stop with the HTTP server: no health records are made while draining.

@@ -32,6 +32,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    // PEM files of the agent link are checked here, so a bad one is a configuration error too.
+    if let Err(e) = hgw_dataplane::agent_link::AgentLink::new(config.agent.clone(), config.agent_tls.as_ref()) {
+        eprintln!("hgw-dataplane: invalid configuration: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     init_logs(config.log_format);
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send>>;
@@ -101,29 +101,18 @@ impl Drop for TempDir {
     }
 }
 
-async fn start_agent(
-    unix: Option<PathBuf>,
-) -> (AgentAddr, mpsc::Receiver<ConfigStream>, mpsc::Receiver<pb::ReportRequest>) {
+/// The fake agent listens on a Unix socket: the real agent's TCP listener is mutual TLS only, which the
+/// end-to-end tests (tests/tests/trust.rs) cover with real certificates.
+async fn start_agent(path: PathBuf) -> (AgentAddr, mpsc::Receiver<ConfigStream>, mpsc::Receiver<pb::ReportRequest>) {
     let (streams_tx, streams) = mpsc::channel(8);
     let (batches_tx, batches) = mpsc::channel(1024);
     let agent = Arc::new(FakeAgent { streams: streams_tx, batches: batches_tx });
     let router = tonic::transport::Server::builder()
         .add_service(ConfigDiscoveryServer::from_arc(agent.clone()))
         .add_service(AnalyticsServer::from_arc(agent));
-    let addr = match unix {
-        Some(path) => {
-            let listener = tokio::net::UnixListener::bind(&path).unwrap();
-            tokio::spawn(router.serve_with_incoming(UnixListenerStream::new(listener)));
-            AgentAddr::Unix(path)
-        }
-        None => {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            tokio::spawn(router.serve_with_incoming(TcpListenerStream::new(listener)));
-            AgentAddr::Http(format!("http://{addr}"))
-        }
-    };
-    (addr, streams, batches)
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    tokio::spawn(router.serve_with_incoming(UnixListenerStream::new(listener)));
+    (AgentAddr::Unix(path), streams, batches)
 }
 
 /// A backend that answers with what it received: method, URI, a few headers and the body size.
@@ -170,17 +159,18 @@ async fn start_backend() -> SocketAddr {
 }
 
 async fn start() -> Harness {
-    start_with(false).await
+    start_with().await
 }
 
-async fn start_with(unix_agent: bool) -> Harness {
+async fn start_with() -> Harness {
     let dir = std::env::temp_dir().join(format!("hgw-dp-test-{}-{}", std::process::id(), uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (agent, streams, batches) = start_agent(unix_agent.then(|| dir.join("agent.sock"))).await;
+    let (agent, streams, batches) = start_agent(dir.join("agent.sock")).await;
     let backend = start_backend().await;
     let addr_file = dir.join("addr.json");
     let config = Config {
         agent,
+        agent_tls: None,
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: "127.0.0.1:0".parse().unwrap(),
         id: "dp-test".into(),
@@ -585,7 +575,7 @@ async fn analytics_are_flushed_on_shutdown() {
 
 #[tokio::test]
 async fn talks_to_the_agent_over_a_unix_socket() {
-    let mut h = start_with(true).await;
+    let mut h = start_with().await;
     let mut stream = h.next_stream().await;
     let answer = h.push(&mut stream, update(1, true, vec![echo_api("echo", "/echo", h.backend)], &[])).await;
     assert!(matches!(answer, pb::stream_request::Kind::Ack(_)));

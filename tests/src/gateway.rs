@@ -22,7 +22,69 @@ pub struct Agent {
     pub grpc: Option<SocketAddr>,
     /// The gRPC Unix socket, when one was asked for.
     pub socket: Option<PathBuf>,
+    /// The folder of the agent's CA (`ca.pem`, `ca-key.pem`), when it has a TCP listener.
+    pub pki_dir: Option<PathBuf>,
     http: reqwest::Client,
+}
+
+/// Where a dataplane finds its agent: `unix:/path`, or `https://host:port` with the agent's CA folder
+/// so the test support can provision the dataplane a certificate (`hgw-agent pki issue`), as an
+/// operator would for static provisioning.
+#[derive(Debug, Clone)]
+pub struct AgentTarget {
+    pub url: String,
+    /// `None`: no certificate is provisioned (a test passing its own trust flags, or a Unix socket).
+    pub pki_dir: Option<PathBuf>,
+}
+
+impl From<&str> for AgentTarget {
+    fn from(url: &str) -> Self {
+        AgentTarget { url: url.to_owned(), pki_dir: None }
+    }
+}
+
+impl From<&String> for AgentTarget {
+    fn from(url: &String) -> Self {
+        AgentTarget::from(url.as_str())
+    }
+}
+
+impl From<String> for AgentTarget {
+    fn from(url: String) -> Self {
+        AgentTarget { url, pki_dir: None }
+    }
+}
+
+impl From<&AgentTarget> for AgentTarget {
+    fn from(target: &AgentTarget) -> Self {
+        target.clone()
+    }
+}
+
+/// Files written by `hgw-agent pki issue`.
+#[derive(Debug, Clone)]
+pub struct IssuedCert {
+    pub dir: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+/// Runs `hgw-agent pki issue --dataplane NAME | --admin NAME --out OUT --pki-dir PKI` as an operator would.
+pub async fn pki_issue(pki_dir: &Path, kind: &str, name: &str, out: &Path, extra: &[&str]) -> IssuedCert {
+    let pki = pki_dir.display().to_string();
+    let out_arg = out.display().to_string();
+    let mut args = vec!["pki", "issue", kind, name, "--out", out_arg.as_str(), "--pki-dir", pki.as_str()];
+    args.extend_from_slice(extra);
+    let output = tokio::time::timeout(
+        START_TIMEOUT,
+        tokio::process::Command::new(crate::bin_path("hgw-agent")).args(&args).env_remove("HGW_PKI_DIR").output(),
+    )
+    .await
+    .expect("hgw-agent pki issue timed out")
+    .expect("hgw-agent pki issue runs");
+    assert!(output.status.success(), "hgw-agent pki issue failed: {}", String::from_utf8_lossy(&output.stderr));
+    IssuedCert { dir: out.to_owned(), cert: out.join("cert.pem"), key: out.join("key.pem"), ca: out.join("ca.pem") }
 }
 
 impl Agent {
@@ -112,7 +174,8 @@ impl Agent {
         let node = format!("http://{}", addrs["node"].as_str().expect("node address"));
         let grpc = addrs["grpc"].as_str().map(|a| a.parse().expect("grpc address"));
         let socket = addrs["grpc_socket"].as_str().map(PathBuf::from);
-        Agent { proc, node, grpc, socket, http: reqwest::Client::new() }
+        let pki_dir = addrs["pki_dir"].as_str().map(PathBuf::from);
+        Agent { proc, node, grpc, socket, pki_dir, http: reqwest::Client::new() }
     }
 
     /// The reports spool of the agent labelled `label` in `dir` (unless `--spool-dir` was given).
@@ -130,9 +193,43 @@ impl Agent {
         format!("unix:{}", self.socket.as_ref().expect("agent has a socket").display())
     }
 
-    /// `http://127.0.0.1:port` for dataplanes.
-    pub fn tcp_target(&self) -> String {
-        format!("http://{}", self.grpc.expect("agent has a TCP listener"))
+    /// `https://127.0.0.1:port` for dataplanes; [`Dataplane::start`] provisions them a certificate.
+    pub fn tcp_target(&self) -> AgentTarget {
+        AgentTarget { url: self.tcp_url(), pki_dir: self.pki_dir.clone() }
+    }
+
+    /// `https://127.0.0.1:port`, with nothing provisioned.
+    pub fn tcp_url(&self) -> String {
+        format!("https://{}", self.grpc.expect("agent has a TCP listener"))
+    }
+
+    /// `127.0.0.1:port` of the TCP listener, as grpcurl takes it.
+    pub fn grpc_addr(&self) -> String {
+        self.grpc.expect("agent has a TCP listener").to_string()
+    }
+
+    /// The agent's CA certificate (what dataplanes pin with `--agent-ca`).
+    pub fn ca_pem_path(&self) -> PathBuf {
+        self.pki_dir.as_ref().expect("agent has a CA (TCP listener)").join("ca.pem")
+    }
+
+    /// Issues a certificate from this agent's CA into `out` (`kind`: `--dataplane` or `--admin`).
+    pub async fn issue(&self, kind: &str, name: &str, out: &Path) -> IssuedCert {
+        pki_issue(self.pki_dir.as_ref().expect("agent has a CA (TCP listener)"), kind, name, out, &[]).await
+    }
+
+    /// grpcurl flags for TLS with an admin certificate (`-cacert`, `-cert`, `-key`), issued into
+    /// `dir/admin-pki` the way the README shows.
+    pub async fn grpcurl_admin_args(&self, dir: &Path) -> Vec<String> {
+        let issued = self.issue("--admin", "test-operator", &dir.join("admin-pki")).await;
+        vec![
+            "-cacert".to_owned(),
+            issued.ca.display().to_string(),
+            "-cert".to_owned(),
+            issued.cert.display().to_string(),
+            "-key".to_owned(),
+            issued.key.display().to_string(),
+        ]
     }
 
     /// GET on the node API: status and JSON body (Null when not JSON).
@@ -170,18 +267,32 @@ pub struct Dataplane {
 }
 
 impl Dataplane {
-    /// Starts a dataplane connected to `agent_target` (`unix:/path` or `http://host:port`).
-    pub async fn start(dir: &Path, id: &str, agent_target: &str) -> Dataplane {
+    /// Starts a dataplane connected to `agent_target` (`unix:/path`, or `https://host:port` with a
+    /// certificate issued for `id` by the agent's CA).
+    pub async fn start(dir: &Path, id: &str, agent_target: impl Into<AgentTarget>) -> Dataplane {
         Dataplane::start_with(dir, id, agent_target, &[]).await
     }
 
     /// [`Dataplane::start`] with `extra` flags (`--analytics-queue`, `--log-max-payload`, ...).
-    pub async fn start_with(dir: &Path, id: &str, agent_target: &str, extra: &[&str]) -> Dataplane {
+    pub async fn start_with(dir: &Path, id: &str, agent_target: impl Into<AgentTarget>, extra: &[&str]) -> Dataplane {
+        let target: AgentTarget = agent_target.into();
+        let mut trust: Vec<String> = Vec::new();
+        if let (true, Some(pki)) = (target.url.starts_with("https://"), &target.pki_dir) {
+            let issued = pki_issue(pki, "--dataplane", id, &dir.join(format!("{id}-pki")), &[]).await;
+            trust = vec![
+                "--agent-ca".to_owned(),
+                issued.ca.display().to_string(),
+                "--cert".to_owned(),
+                issued.cert.display().to_string(),
+                "--key".to_owned(),
+                issued.key.display().to_string(),
+            ];
+        }
         let addr_file = dir.join(format!("{id}-addr.json"));
         let _ = std::fs::remove_file(&addr_file);
         let args: Vec<String> = [
             "--agent",
-            agent_target,
+            target.url.as_str(),
             "--listen",
             "127.0.0.1:0",
             "--admin-listen",
@@ -197,6 +308,7 @@ impl Dataplane {
         .iter()
         .map(|s| s.to_string())
         .chain([addr_file.display().to_string()])
+        .chain(trust)
         .chain(extra.iter().map(|s| s.to_string()))
         .collect();
         let proc = Proc::spawn_path(&crate::bin_path("hgw-dataplane"), &args, &[], dir, id);

@@ -1,5 +1,6 @@
 //! A real gRPC client with no proto files at hand (grpcurl, through server reflection) lists, describes
-//! and calls the agent's services, over TCP and over the Unix socket.
+//! and calls the agent's services, over TCP (TLS, with an admin certificate from `hgw-agent pki issue`)
+//! and over the Unix socket.
 
 use hgw_tests::gateway::{Agent, run_grpcurl};
 use serde_json::Value;
@@ -12,30 +13,40 @@ async fn grpcurl_lists_describes_and_calls_through_reflection() {
     std::fs::write(apis.join("broken.json"), "{ not json").unwrap();
     let agent = Agent::start_local(dir.path(), "agent", &apis, &dir.path().join("reports.ndjson"), &[]).await;
     agent.wait_synced().await;
-    let tcp = agent.grpc.unwrap().to_string();
+    let tcp = agent.grpc_addr();
+    let tls = agent.grpcurl_admin_args(dir.path()).await;
+    let grpcurl = |args: &[&str]| {
+        let mut all: Vec<&str> = tls.iter().map(String::as_str).collect();
+        all.extend_from_slice(args);
+        let all: Vec<String> = all.into_iter().map(str::to_owned).collect();
+        async move {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            run_grpcurl(&refs).await
+        }
+    };
 
-    let (ok, listed, stderr) = run_grpcurl(&["-plaintext", &tcp, "list"]).await;
+    let (ok, listed, stderr) = grpcurl(&[&tcp, "list"]).await;
     assert!(ok, "grpcurl list failed: {stderr}");
     for service in [
         "hgw.v1.ConfigDiscovery",
         "hgw.v1.Analytics",
         "hgw.v1.RateLimit",
         "hgw.v1.Admin",
+        "hgw.v1.Identity",
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
     ] {
         assert!(listed.lines().any(|l| l.trim() == service), "{service} missing from:\n{listed}");
     }
 
-    let (ok, described, stderr) = run_grpcurl(&["-plaintext", &tcp, "describe", "hgw.v1.ConfigDiscovery"]).await;
+    let (ok, described, stderr) = grpcurl(&[&tcp, "describe", "hgw.v1.ConfigDiscovery"]).await;
     assert!(ok, "{stderr}");
     assert!(
         described.contains("rpc Stream ( stream .hgw.v1.StreamRequest ) returns ( stream .hgw.v1.StreamResponse )"),
         "{described}"
     );
 
-    let (ok, health, stderr) = run_grpcurl(&[
-        "-plaintext",
+    let (ok, health, stderr) = grpcurl(&[
         "-d",
         r#"{"service":"hgw.v1.ConfigDiscovery"}"#,
         &tcp,
@@ -45,14 +56,14 @@ async fn grpcurl_lists_describes_and_calls_through_reflection() {
     assert!(ok, "{stderr}");
     assert!(health.contains("SERVING"), "{health}");
 
-    let (ok, status, stderr) = run_grpcurl(&["-plaintext", &tcp, "hgw.v1.Admin/GetSyncStatus"]).await;
+    let (ok, status, stderr) = grpcurl(&[&tcp, "hgw.v1.Admin/GetSyncStatus"]).await;
     assert!(ok, "{stderr}");
     let status: Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["mode"], "local");
     assert_eq!(status["initialDone"], true);
     assert_eq!(status["rejectedApis"], 1);
 
-    let (ok, dump, stderr) = run_grpcurl(&["-plaintext", &tcp, "hgw.v1.Admin/DumpConfig"]).await;
+    let (ok, dump, stderr) = grpcurl(&[&tcp, "hgw.v1.Admin/DumpConfig"]).await;
     assert!(ok, "{stderr}");
     let dump: Value = serde_json::from_str(&dump).unwrap();
     assert_eq!(dump["rejected"][0]["id"], "broken", "{dump}");

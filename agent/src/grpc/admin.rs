@@ -79,15 +79,7 @@ impl Admin for AdminService {
     }
 }
 
-/// The API as dumped for operators: shared secrets (JWT HMAC keys) are replaced by a marker.
+/// The API as dumped for operators: every secret replaced, by the one redaction function.
 fn redacted(api: &hgw_proto::v1::Api) -> hgw_proto::v1::Api {
-    let mut copy = api.clone();
-    for plan in &mut copy.plans {
-        if let Some(jwt) = plan.jwt.as_mut()
-            && !jwt.hmac_secret.is_empty()
-        {
-            jwt.hmac_secret = "[redacted]".to_owned();
-        }
-    }
-    copy
+    hgw_proto::redact::api(api)
 }

@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::identity::Caller;
 use crate::metrics::Metrics;
 use crate::reports::es;
 use crate::reports::spool::{AppendError, SpoolHandle};
@@ -27,6 +28,8 @@ impl Analytics for AnalyticsService {
     type ReportStream = ReceiverStream<Result<ReportResponse, Status>>;
 
     async fn report(&self, request: Request<Streaming<ReportRequest>>) -> Result<Response<Self::ReportStream>, Status> {
+        // Batches are attributed to the certificate's dataplane, never to the id a message claims.
+        let certified = request.extensions().get::<Caller>().and_then(|c| c.bound_dataplane().map(str::to_owned));
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let spool = self.spool.clone();
@@ -35,7 +38,7 @@ impl Analytics for AnalyticsService {
         let cancel = self.cancel.clone();
         tokio::spawn(async move {
             loop {
-                let batch = tokio::select! {
+                let mut batch = tokio::select! {
                     message = inbound.message() => match message {
                         Ok(Some(batch)) => batch,
                         Ok(None) => break,
@@ -46,6 +49,9 @@ impl Analytics for AnalyticsService {
                     },
                     _ = cancel.cancelled() => break,
                 };
+                if let Some(id) = &certified {
+                    batch.dataplane_id.clone_from(id);
+                }
                 metrics.analytics_records_received.add(batch.records.len() as u64);
                 let lines: Vec<String> = batch
                     .records

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::registry::{DataplaneRegistry, Session};
+use crate::identity::{Caller, Peer};
 use crate::store::Snapshot;
 use crate::tags::ShardingTags;
 
@@ -34,7 +35,8 @@ impl ConfigDiscovery for DiscoveryService {
     type StreamStream = ReceiverStream<Result<StreamResponse, Status>>;
 
     async fn stream(&self, request: Request<Streaming<StreamRequest>>) -> Result<Response<Self::StreamStream>, Status> {
-        let peer = request.remote_addr().map_or_else(|| "unix".to_owned(), |a| a.to_string());
+        let peer = request.extensions().get::<Peer>().map_or_else(|| "unknown".to_owned(), Peer::describe);
+        let caller = request.extensions().get::<Caller>().cloned().unwrap_or(Caller::Anonymous);
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(StreamRequest { kind: Some(Kind::Hello(hello)) }))) => hello,
@@ -47,7 +49,22 @@ impl ConfigDiscovery for DiscoveryService {
         };
         let tags =
             ShardingTags::parse(&hello.tags).map_err(|e| Status::invalid_argument(format!("Hello.tags: {e}")))?;
-        let session = self.registry.connect(&hello, &peer);
+        // A certified dataplane acts under the id in its certificate only (an empty id means that one).
+        let mut hello = hello;
+        if let Some(certified) = caller.bound_dataplane() {
+            let asked = hello.dataplane_id.trim();
+            if !asked.is_empty() && asked != certified {
+                tracing::warn!(%peer, asked, certified, "config stream refused: Hello names another dataplane than the certificate");
+                return Err(Status::permission_denied(format!(
+                    "this certificate is for dataplane `{certified}`, not `{asked}`"
+                )));
+            }
+            hello.dataplane_id = certified.to_owned();
+        }
+        let session = self.registry.connect(&hello, &peer).map_err(|error| {
+            tracing::warn!(%peer, dataplane = %hello.dataplane_id, "config stream refused: {error}");
+            Status::already_exists(error)
+        })?;
         tracing::info!(dataplane = %session.id, %peer, held_version = hello.version, "dataplane connected");
         let (tx, rx) = mpsc::channel(4);
         let stream = ConfigSession {

@@ -4,7 +4,10 @@
 
 mod admin;
 mod analytics;
+pub mod authz;
 mod discovery;
+mod identity;
+pub mod listen;
 mod ratelimit;
 pub mod registry;
 
@@ -14,6 +17,7 @@ use std::time::Duration;
 use hgw_proto::v1::admin_server::AdminServer;
 use hgw_proto::v1::analytics_server::AnalyticsServer;
 use hgw_proto::v1::config_discovery_server::ConfigDiscoveryServer;
+use hgw_proto::v1::identity_server::IdentityServer;
 use hgw_proto::v1::rate_limit_server::RateLimitServer;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Router;
@@ -34,7 +38,19 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The services every gRPC listener offers.
-pub const SERVICE_NAMES: &[&str] = &["hgw.v1.ConfigDiscovery", "hgw.v1.Analytics", "hgw.v1.RateLimit", "hgw.v1.Admin"];
+pub const SERVICE_NAMES: &[&str] =
+    &["hgw.v1.ConfigDiscovery", "hgw.v1.Analytics", "hgw.v1.RateLimit", "hgw.v1.Admin", "hgw.v1.Identity"];
+
+/// What `hgw.v1.Identity` needs: the CA, the join-token check and the certificate lifetime.
+pub struct IdentityState {
+    pub ca: Arc<crate::identity::pki::CertificateAuthority>,
+    pub authenticator: Arc<dyn crate::identity::join::JoinAuthenticator>,
+    pub trust_domain: String,
+    pub dataplane_cert_ttl: Duration,
+}
+
+/// The router type every listener serves: all services behind the authorization layer.
+pub type GrpcRouter = Router<tower::layer::util::Stack<authz::AuthzLayer, tower::layer::util::Identity>>;
 
 pub struct GrpcState {
     pub store: Arc<ConfigStore>,
@@ -48,13 +64,15 @@ pub struct GrpcState {
     pub cancel: CancellationToken,
     /// Shared rate-limit counters and snapshot store; `None`: state in memory.
     pub redis: Option<crate::redis::Redis>,
+    /// `None` without a TCP listener: socket peers need no certificates.
+    pub identity: Option<IdentityState>,
 }
 
 /// Builds one router (each listener gets its own; the state behind them is shared).
 pub fn router(
     state: &GrpcState,
     health: &tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
-) -> Result<Router, tonic_reflection::server::Error> {
+) -> Result<GrpcRouter, tonic_reflection::server::Error> {
     let discovery = discovery::DiscoveryService {
         snapshots: state.store.subscribe(),
         registry: state.registry.clone(),
@@ -78,9 +96,19 @@ pub fn router(
             .register_encoded_file_descriptor_set(hgw_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
+    let identity = state.identity.as_ref().map(|id| {
+        IdentityServer::new(identity::IdentityService {
+            ca: id.ca.clone(),
+            authenticator: id.authenticator.clone(),
+            trust_domain: id.trust_domain.clone(),
+            lifetime: id.dataplane_cert_ttl,
+        })
+    });
     Ok(tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .layer(authz::AuthzLayer::new())
+        .add_optional_service(identity)
         .add_service(
             ConfigDiscoveryServer::new(discovery)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES)

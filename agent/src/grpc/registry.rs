@@ -37,7 +37,10 @@ impl DataplaneRegistry {
         self.dataplanes.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn connect(&self, hello: &Hello, peer: &str) -> Session {
+    /// Registers a new config stream. A second stream for an id whose stream is live is refused (the
+    /// first keeps running): an impostor cannot take over a dataplane's id, and the real dataplane
+    /// reconnects once its old stream is gone.
+    pub fn connect(&self, hello: &Hello, peer: &str) -> Result<Session, String> {
         let number = self.next_session.fetch_add(1, Ordering::Relaxed);
         let id = if hello.dataplane_id.trim().is_empty() {
             format!("{peer}#{number}")
@@ -59,8 +62,12 @@ impl DataplaneRegistry {
             last_seen_ms: now,
             api_count: 0,
         };
-        self.lock().insert(id.clone(), Entry { status, session: number });
-        Session { id, number }
+        let mut dataplanes = self.lock();
+        if dataplanes.get(&id).is_some_and(|entry| entry.status.connected) {
+            return Err(format!("dataplane id `{id}` already has a live config stream"));
+        }
+        dataplanes.insert(id.clone(), Entry { status, session: number });
+        Ok(Session { id, number })
     }
 
     fn update(&self, session: &Session, change: impl FnOnce(&mut DataplaneStatus)) {

@@ -34,7 +34,8 @@ async fn main() {
     let sim = CloudGateSim::start(dir.path(), &[]).await;
     let token = sim.token().await;
     let agent = Agent::start_cloud(dir.path(), "agent", &sim, &token, &extra).await;
-    let target = agent.tcp_target();
+    // The Unix socket, as a supervised dataplane connects (TCP would need a dataplane certificate).
+    let target = agent.socket.clone().expect("the agent has a gRPC socket");
 
     let per_stream = records.div_ceil(streams);
     let started = Instant::now();
@@ -88,8 +89,16 @@ async fn main() {
 
 /// Pushes `n` records on one stream, keeping up to [`WINDOW`] batches un-acknowledged; answers the
 /// records acknowledged.
-async fn push(target: &str, stream: usize, n: usize) -> usize {
-    let mut client = AnalyticsClient::connect(target.to_owned()).await.expect("agent gRPC");
+async fn push(target: &std::path::Path, stream: usize, n: usize) -> usize {
+    let path = target.to_owned();
+    let channel = tonic::transport::Endpoint::from_static("http://hgw-agent")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .expect("agent gRPC socket");
+    let mut client = AnalyticsClient::new(channel);
     let (tx, rx) = mpsc::channel::<ReportRequest>(WINDOW);
     let mut acks = client.report(ReceiverStream::new(rx)).await.expect("Report stream").into_inner();
     let batches = n.div_ceil(BATCH);
