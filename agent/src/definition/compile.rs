@@ -103,6 +103,13 @@ fn compile_api(
 
     match norm(&api.api_type).as_str() {
         "" | "proxy" => {}
+        "message" => {
+            return Err(err(
+                "type",
+                "message APIs (SSE, WebSocket, webhook and HTTP GET/POST entrypoints; Kafka, MQTT and other \
+                 broker endpoints) are not supported: hgw runs HTTP proxy APIs",
+            ));
+        }
         other => return Err(err("type", format!("API type `{other}` is not supported (hgw runs HTTP proxy APIs)"))),
     }
     if !tags.matches_api(&api.tags) {
@@ -764,7 +771,7 @@ fn compile_flows(flows: &[Flow], at: &str) -> Result<Vec<pb::Flow>, CompileError
     Ok(compiled)
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Debug)]
 enum Phase {
     Request,
     Response,
@@ -792,6 +799,9 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase) -> Result<Vec<pb::Step>
                 continue;
             }
         }
+        // The policy is named before anything inside its configuration: an EL complaint about a policy
+        // hgw does not run at all would send the user looking in the wrong place.
+        check_policy_runs(step.policy.trim(), phase, &at)?;
         check_el(&configuration, &at_config, templated_fields(step.policy.trim()))?;
         use pb::step::Policy as P;
         let policy = match (step.policy.trim(), phase) {
@@ -814,17 +824,57 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase) -> Result<Vec<pb::Step>
                 P::RateLimit(rate_limit(&configuration, &at_config, pb::RateLimitKind::SpikeArrest)?)
             }
             ("url-rewriting", Phase::Response) => P::UrlRewriting(url_rewriting(&configuration, &at_config)?),
-            ("", _) => return Err(err(format!("{at}.policy"), "the step names no policy")),
-            (other, _) => {
-                return Err(err(
-                    format!("{at}.policy"),
-                    format!("policy `{other}` is not supported yet in this phase"),
-                ));
-            }
+            (other, _) => unreachable!("check_policy_runs admitted `{other}` in {phase:?}"),
         };
         compiled.push(pb::Step { name: step.name.clone(), condition, policy: Some(policy) });
     }
     Ok(compiled)
+}
+
+/// The policies hgw runs, each with the phases it runs them in (Gravitee's policy ids).
+const POLICIES: &[(&str, &[Phase])] = &[
+    ("mock", &[Phase::Request]),
+    ("transform-headers", &[Phase::Request, Phase::Response]),
+    ("ip-filtering", &[Phase::Request]),
+    ("request-content-limit", &[Phase::Request]),
+    ("policy-assign-attributes", &[Phase::Request]),
+    ("rate-limit", &[Phase::Request]),
+    ("quota", &[Phase::Request]),
+    ("spike-arrest", &[Phase::Request]),
+    ("url-rewriting", &[Phase::Response]),
+];
+
+/// Refuses a step whose policy hgw does not run at all, or not in this phase, naming which it is.
+fn check_policy_runs(policy: &str, phase: Phase, at: &str) -> Result<(), CompileError> {
+    if policy.is_empty() {
+        return Err(err(format!("{at}.policy"), "the step names no policy"));
+    }
+    let phase_name = |p: &Phase| match p {
+        Phase::Request => "request",
+        Phase::Response => "response",
+    };
+    match POLICIES.iter().find(|(id, _)| *id == policy) {
+        Some((_, phases)) if phases.contains(&phase) => Ok(()),
+        Some((_, phases)) => Err(err(
+            format!("{at}.policy"),
+            format!(
+                "policy `{policy}` runs in the {} phase only in hgw, not in the {} phase",
+                phases.iter().map(phase_name).collect::<Vec<_>>().join(" and "),
+                phase_name(&phase)
+            ),
+        )),
+        None if policy == "groovy" => Err(err(
+            format!("{at}.policy"),
+            "policy `groovy` is not supported: hgw does not run Groovy scripts (no JVM)",
+        )),
+        None => Err(err(
+            format!("{at}.policy"),
+            format!(
+                "policy `{policy}` is not supported by hgw (it runs {})",
+                POLICIES.iter().map(|(id, _)| *id).collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
 }
 
 /// Checks Gravitee EL in a policy configuration: where the dataplane renders the value as a template

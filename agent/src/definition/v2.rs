@@ -34,54 +34,22 @@ pub fn to_v4(v2: &Value) -> Result<Value, String> {
     });
 
     let preserve_host = proxy.get("preserve_host").and_then(Value::as_bool).unwrap_or(false);
-    let mut groups = Vec::new();
-    for group in proxy.get("groups").and_then(Value::as_array).into_iter().flatten() {
-        let mut http = group.get("http").cloned().unwrap_or_else(|| json!({}));
-        if let Some(http) = http.as_object_mut() {
-            http.insert("propagateClientHost".into(), Value::Bool(preserve_host));
-        }
-        let mut endpoints = Vec::new();
-        for endpoint in group.get("endpoints").and_then(Value::as_array).into_iter().flatten() {
-            let endpoint_type = match endpoint.get("type").and_then(Value::as_str) {
-                None => "http-proxy".to_owned(),
-                Some(t) if t.eq_ignore_ascii_case("http") => "http-proxy".to_owned(),
-                Some(other) => other.to_owned(),
-            };
-            let mut override_config = Map::new();
-            if let Some(http) = endpoint.get("http") {
-                override_config.insert("http".into(), http.clone());
-            }
-            if let Some(headers) = endpoint.get("headers") {
-                override_config.insert("headers".into(), headers_list(headers));
-            }
-            if let Some(ssl) = endpoint.get("ssl") {
-                override_config.insert("ssl".into(), ssl.clone());
-            }
-            endpoints.push(json!({
-                "name": endpoint.get("name"),
-                "type": endpoint_type,
-                "weight": endpoint.get("weight"),
-                "secondary": endpoint.get("backup").and_then(Value::as_bool).unwrap_or(false),
-                "tenants": endpoint.get("tenants"),
-                "inheritConfiguration": endpoint.get("inherit").and_then(Value::as_bool).unwrap_or(true),
-                "configuration": {"target": endpoint.get("target")},
-                "sharedConfigurationOverride": Value::Object(override_config),
-            }));
-        }
-        groups.push(json!({
-            "services": health_check_v2(obj.get("services")),
-            "name": group.get("name"),
-            "type": "http-proxy",
-            "loadBalancer": {"type": group.get("load_balancing").and_then(|lb| lb.get("type"))},
-            "sharedConfiguration": {
-                "http": http,
-                "headers": group.get("headers").map(headers_list),
-                "proxy": group.get("proxy"),
-                "ssl": group.get("ssl"),
-            },
-            "endpoints": endpoints,
-        }));
-    }
+    let services = health_check_v2(obj.get("services"));
+    // Gravitee reads a `proxy.endpoints` list (the form before endpoint groups) as one group named
+    // `default-group` whose settings (load balancing, http, ssl, proxy, headers) sit on `proxy` itself;
+    // when both are present the list wins, as in Gravitee's `ProxyDeserializer`.
+    let groups: Vec<Value> = if proxy.get("endpoints").is_some_and(Value::is_array) {
+        let proxy = Value::Object(proxy.clone());
+        vec![group(&proxy, Some("default-group"), preserve_host, &services)]
+    } else {
+        proxy
+            .get("groups")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|g| group(g, None, preserve_host, &services))
+            .collect()
+    };
 
     let plans: Vec<Value> = obj
         .get("plans")
@@ -134,6 +102,68 @@ pub fn to_v4(v2: &Value) -> Result<Value, String> {
     });
     super::model::strip_nulls(&mut v4);
     Ok(v4)
+}
+
+/// One v2 endpoint group (or the `proxy` node of the list form) in the v4 shape.
+fn group(group: &Value, name: Option<&str>, preserve_host: bool, services: &Value) -> Value {
+    let mut http = group.get("http").cloned().unwrap_or_else(|| json!({}));
+    if let Some(http) = http.as_object_mut() {
+        http.insert("propagateClientHost".into(), Value::Bool(preserve_host));
+    }
+    let endpoints: Vec<Value> =
+        group.get("endpoints").and_then(Value::as_array).into_iter().flatten().map(endpoint).collect();
+    json!({
+        "services": services,
+        "name": name.map(Value::from).or_else(|| group.get("name").cloned()),
+        "type": "http-proxy",
+        "loadBalancer": {"type": group.get("load_balancing").and_then(|lb| lb.get("type"))},
+        "sharedConfiguration": {
+            "http": http,
+            "headers": group.get("headers").map(headers_list),
+            "proxy": group.get("proxy"),
+            "ssl": group.get("ssl"),
+        },
+        "endpoints": endpoints,
+    })
+}
+
+/// One v2 endpoint. `inherit` absent means false, as Gravitee reads it (`Endpoint.inherit` is a nullable
+/// Boolean tested for `true`): the endpoint's own `http`, `ssl` and `headers` apply, defaults where absent.
+/// A single `tenant` is the older spelling of `tenants`.
+fn endpoint(endpoint: &Value) -> Value {
+    let endpoint_type = match endpoint.get("type").and_then(Value::as_str) {
+        None => "http-proxy".to_owned(),
+        Some(t) if t.eq_ignore_ascii_case("http") => "http-proxy".to_owned(),
+        Some(other) => other.to_owned(),
+    };
+    let mut override_config = Map::new();
+    if let Some(http) = endpoint.get("http") {
+        override_config.insert("http".into(), http.clone());
+    }
+    if let Some(headers) = endpoint.get("headers") {
+        override_config.insert("headers".into(), headers_list(headers));
+    }
+    if let Some(ssl) = endpoint.get("ssl") {
+        override_config.insert("ssl".into(), ssl.clone());
+    }
+    if let Some(proxy) = endpoint.get("proxy") {
+        override_config.insert("proxy".into(), proxy.clone());
+    }
+    let tenants = match (endpoint.get("tenants"), endpoint.get("tenant")) {
+        (Some(tenants), _) => Some(tenants.clone()),
+        (None, Some(Value::String(tenant))) => Some(json!([tenant])),
+        _ => None,
+    };
+    json!({
+        "name": endpoint.get("name"),
+        "type": endpoint_type,
+        "weight": endpoint.get("weight"),
+        "secondary": endpoint.get("backup").and_then(Value::as_bool).unwrap_or(false),
+        "tenants": tenants,
+        "inheritConfiguration": endpoint.get("inherit").and_then(Value::as_bool).unwrap_or(false),
+        "configuration": {"target": endpoint.get("target")},
+        "sharedConfigurationOverride": Value::Object(override_config),
+    })
 }
 
 /// v2 `proxy.failover{maxAttempts, retryTimeout, cases}` (present = on): each attempt is limited to

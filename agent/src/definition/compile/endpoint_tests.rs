@@ -167,7 +167,7 @@ fn failover_v2_maps_without_circuit_breaking() {
             "groups": [{"name": "g", "load_balancing": {"type": "WEIGHTED_RANDOM"},
                 "http": {"version": "HTTP_2"},
                 "ssl": {"trustAll": true},
-                "endpoints": [{"name": "a", "target": "https://a", "weight": 2},
+                "endpoints": [{"name": "a", "target": "https://a", "weight": 2, "inherit": true},
                               {"name": "b", "target": "http://b", "backup": true, "tenants": ["eu"]}]}]},
         "plans": [{"id": "p", "name": "free", "security": "KEY_LESS", "status": "PUBLISHED"}]
     });
@@ -207,4 +207,41 @@ fn tenants_filter_endpoints() {
     assert!(
         rejection(v4(json!([]))).starts_with("endpointGroups[0].endpoints: the first endpoint group has no endpoint")
     );
+}
+
+#[test]
+fn v2_endpoint_list_is_one_default_group_and_inherit_defaults_to_false() {
+    // The form before endpoint groups: settings on `proxy`, endpoints listed there (Gravitee names the
+    // group `default-group`); the list wins over `groups`.
+    let api = json!({
+        "id": "a", "name": "A", "gravitee": "2.0.0",
+        "proxy": {"context_path": "/a",
+            "load_balancing": {"type": "WEIGHTED_ROUND_ROBIN"},
+            "http": {"connectTimeout": 1234, "version": "HTTP_2"},
+            "headers": [{"name": "X-Group", "value": "g"}],
+            "endpoints": [
+                {"name": "own", "target": "http://own", "http": {"connectTimeout": 99}},
+                {"name": "inherits", "target": "http://inherits", "inherit": true},
+                {"name": "eu", "target": "http://eu", "tenant": "eu", "inherit": true}],
+            "groups": [{"name": "ignored", "endpoints": [{"name": "x", "target": "http://x"}]}]},
+        "plans": [{"id": "p", "name": "free", "security": "KEY_LESS", "status": "PUBLISHED"}]
+    });
+    let compiled = deploy(api.clone());
+    assert_eq!(compiled.endpoint_groups.len(), 1);
+    let group = &compiled.endpoint_groups[0];
+    assert_eq!(group.name, "default-group");
+    assert_eq!(group.load_balancer, pb::LoadBalancer::WeightedRoundRobin as i32);
+    let names: Vec<_> = group.endpoints.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["own", "inherits", "eu"]);
+    let own = &group.endpoints[0];
+    assert_eq!(own.http.unwrap().connect_timeout_ms, 99, "the endpoint's own http settings");
+    assert_eq!(own.http.unwrap().version, pb::HttpVersion::Http11 as i32, "not the group's HTTP_2");
+    assert!(own.headers.is_empty(), "no inherit: the group's headers do not apply");
+    let inherits = &group.endpoints[1];
+    assert_eq!(inherits.http.unwrap().connect_timeout_ms, 1234);
+    assert_eq!(inherits.headers, vec![pb::Header { name: "X-Group".into(), value: "g".into() }]);
+
+    let us = compile_for_tenant(&source(&api), &ShardingTags::default(), Some("us"));
+    let Outcome::Deploy(us) = us else { panic!("{us:?}") };
+    assert_eq!(us.endpoint_groups[0].endpoints.len(), 2, "`tenant: eu` is left out for tenant us");
 }

@@ -62,7 +62,7 @@ fn v2_maps_onto_the_same_model() {
     let api = deploy(json!({
         "id": "v2api", "name": "Old", "gravitee": "2.0.0", "flow_mode": "DEFAULT",
         "proxy": {"virtual_hosts": [{"host": "Shop.Example.com:8082", "path": "/shop"}], "strip_context_path": false,
-            "groups": [{"name": "g", "endpoints": [{"name": "b", "target": "http://10.0.0.1:80/", "weight": 2, "backup": false}],
+            "groups": [{"name": "g", "endpoints": [{"name": "b", "target": "http://10.0.0.1:80/", "weight": 2, "backup": false, "inherit": true}],
                 "load_balancing": {"type": "ROUND_ROBIN"}, "http": {"connectTimeout": 1000, "readTimeout": 2000, "idleTimeout": 3000, "keepAlive": false},
                 "headers": {"X-Team": "a"}}]},
         "plans": [{"id": "p", "name": "free", "security": "KEY_LESS", "status": "PUBLISHED", "tags": null, "flows": [
@@ -162,10 +162,20 @@ fn malformed_and_unsupported_definitions_say_where() {
 
     let mut unknown_policy = v4("a", "/a", "http://b");
     unknown_policy["flows"] = json!([{"selectors": [{"type": "http", "path": "/"}], "request": [{"policy": "json-validation", "configuration": {}}]}]);
-    assert_eq!(
-        rejection(unknown_policy),
-        "flows[0].request[0].policy: policy `json-validation` is not supported yet in this phase"
+    assert!(
+        rejection(unknown_policy)
+            .starts_with("flows[0].request[0].policy: policy `json-validation` is not supported by hgw (it runs mock,")
     );
+    // The policy is named before the EL inside its configuration.
+    let mut js = v4("a", "/a", "http://b");
+    js["flows"] = json!([{"request": [{"policy": "js", "configuration": {"script": "{#request.headers['x'][0]}"}}]}]);
+    assert!(rejection(js).starts_with("flows[0].request[0].policy: policy `js` is not supported by hgw"));
+    let mut groovy = v4("a", "/a", "http://b");
+    groovy["flows"] = json!([{"request": [{"policy": "groovy", "configuration": {}}]}]);
+    assert!(rejection(groovy).contains("hgw does not run Groovy scripts"));
+    let mut message = v4("a", "/a", "http://b");
+    message["type"] = json!("message");
+    assert!(rejection(message).starts_with("type: message APIs (SSE, WebSocket, webhook"));
 
     let mut wrong_type = v4("a", "/a", "http://b");
     wrong_type["listeners"] = json!("oops");
@@ -244,7 +254,7 @@ fn policies_and_api_key_plans_compile() {
     wrong_phase["flows"] = json!([{"response": [{"policy": "ip-filtering", "configuration": {}}]}]);
     assert!(
         rejection(wrong_phase)
-            .starts_with("flows[0].response[0].policy: policy `ip-filtering` is not supported yet in this phase")
+            .starts_with("flows[0].response[0].policy: policy `ip-filtering` runs in the request phase only in hgw, not in the response phase")
     );
 }
 
@@ -438,7 +448,7 @@ fn url_rewriting_compiles_headers_only() {
     let mut api = v4("u2", "/u", "http://127.0.0.1:9000");
     api["flows"] = json!([{"name": "f", "selectors": [{"type": "http", "path": "/"}],
         "request": [{"policy": "url-rewriting", "configuration": {"fromRegex": "a", "toReplacement": "b"}}]}]);
-    assert!(rejection(api).contains("not supported yet in this phase"));
+    assert!(rejection(api).contains("policy `url-rewriting` runs in the response phase only in hgw"));
 }
 
 #[test]
