@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
@@ -15,6 +15,7 @@ use clap::Parser;
 use crate::license::{License, LicenseError};
 use crate::redis::{DEFAULT_POOL_SIZE as DEFAULT_REDIS_POOL_SIZE, RedisConfig, RedisConfigError, Topology};
 use crate::reports::spool::{Fsync, MIN_MAX_BYTES as MIN_SPOOL_MAX_BYTES, SpoolOptions};
+use crate::secret::{Secret, SecretBytes};
 use crate::tags::{ShardingTags, TagsError};
 use crate::token::{CloudToken, TokenError, TokenKey};
 
@@ -40,6 +41,16 @@ pub const MIN_MONITOR_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Where supervised dataplanes listen by default: Gravitee's gateway HTTP port.
 pub const DEFAULT_DATAPLANE_LISTEN: &str = "0.0.0.0:8082";
+/// Largest API definition the agent reads (a file, or one `/sync` event payload). Real definitions are
+/// kilobytes, large OpenAPI-carrying ones a few megabytes; a bigger one would cost the agent many times
+/// its size in memory and stall config pushes.
+pub const DEFAULT_MAX_DEFINITION_BYTES: &str = "8MiB";
+/// Largest last-good snapshot the agent writes or reads (file or Redis value).
+pub const DEFAULT_MAX_SNAPSHOT_BYTES: &str = "256MiB";
+/// A `--snapshot-key-file` holds at least this much key material (the HMAC key is derived from it).
+pub const MIN_SNAPSHOT_KEY_BYTES: usize = 32;
+/// A `--node-api-token-file` token has at least this many bytes: a bearer token must not be guessable.
+pub const MIN_NODE_API_TOKEN_BYTES: usize = 16;
 
 /// hgw-agent: one control agent per host. It owns the Cloud Token, pulls API definitions from the
 /// Cloud Gate (or a local folder), pushes compiled config to dataplanes over gRPC and uploads their
@@ -218,6 +229,29 @@ pub struct Cli {
     /// Log format.
     #[arg(long, env = "HGW_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], help_heading = "Runtime")]
     pub log_format: String,
+
+    /// In-memory rate-limit counters at most (without Redis). When full, counters whose window ended are
+    /// dropped; a new counter that still finds no room is refused and its policy's errorStrategy applies
+    /// (counted in hgw_agent_ratelimit_table_full_total).
+    #[arg(long, env = "HGW_RATE_LIMIT_MAX_KEYS", default_value_t = crate::ratelimit::DEFAULT_MAX_KEYS, help_heading = "Limits")]
+    pub rate_limit_max_keys: usize,
+    /// Largest API definition read (a local file or one /sync event payload, e.g. 8MiB); a bigger one is
+    /// rejected alone, with the reason, and the others deploy.
+    #[arg(long, env = "HGW_MAX_DEFINITION_BYTES", default_value = DEFAULT_MAX_DEFINITION_BYTES, value_parser = parse_bytes, help_heading = "Limits")]
+    pub max_definition_bytes: u64,
+    /// Largest last-good snapshot written or read (file or Redis value); a bigger or non-regular file is
+    /// refused unread.
+    #[arg(long, env = "HGW_MAX_SNAPSHOT_BYTES", default_value = DEFAULT_MAX_SNAPSHOT_BYTES, value_parser = parse_bytes, help_heading = "Limits")]
+    pub max_snapshot_bytes: u64,
+    /// File with at least 32 bytes of secret key material that authenticates last-good snapshots (an
+    /// HMAC-SHA256 key is derived from it with HKDF). Every agent of a cluster needs the same file
+    /// [default: derived from the Cloud Token, which the agents of a cluster share].
+    #[arg(long, env = "HGW_SNAPSHOT_KEY_FILE", help_heading = "Limits")]
+    pub snapshot_key_file: Option<PathBuf>,
+    /// File holding a bearer token (at least 16 bytes, surrounding whitespace ignored) that every node API
+    /// path except /_node/health requires (`Authorization: Bearer TOKEN`) [default: no token].
+    #[arg(long, env = "HGW_NODE_API_TOKEN_FILE", help_heading = "Limits")]
+    pub node_api_token_file: Option<PathBuf>,
 }
 
 /// Parses `5s`, `500ms`, `1m`, `1h 30m`.
@@ -299,6 +333,16 @@ pub enum ConfigError {
     JoinWithoutTcp,
     #[error("no place for the CA: set --pki-dir or --state-dir")]
     NoPkiDir,
+    #[error("--rate-limit-max-keys must be at least 1")]
+    RateLimitMaxKeys,
+    #[error("--max-definition-bytes must be at least 1KiB")]
+    MaxDefinitionBytes,
+    #[error("--max-snapshot-bytes must be at least 1KiB")]
+    MaxSnapshotBytes,
+    #[error("--snapshot-key-file {path}: {problem}")]
+    SnapshotKeyFile { path: String, problem: String },
+    #[error("--node-api-token-file {path}: {problem}")]
+    NodeApiTokenFile { path: String, problem: String },
 }
 
 /// How the agent proves itself and checks who calls it.
@@ -401,6 +445,17 @@ pub struct Config {
     /// The reports spool (its roll interval is `reports_flush_interval`).
     pub spool: SpoolOptions,
     pub trust: TrustConfig,
+    /// In-memory rate-limit counters at most (at least 1).
+    pub rate_limit_max_keys: usize,
+    /// Largest definition read, bytes.
+    pub max_definition_bytes: u64,
+    /// Largest last-good snapshot written or read, bytes.
+    pub max_snapshot_bytes: u64,
+    /// Key material of `--snapshot-key-file` (at least [`MIN_SNAPSHOT_KEY_BYTES`]); `None`: derived from
+    /// the Cloud Token.
+    pub snapshot_key: Option<SecretBytes>,
+    /// Bearer token the node API requires; `None`: no token.
+    pub node_api_token: Option<Secret>,
 }
 
 /// Looks `name` up in `env` ignoring case, so Gravitee's lower-case variable names work.
@@ -567,6 +622,18 @@ impl Config {
             roll_after: cli.reports_flush_interval,
         };
 
+        if cli.rate_limit_max_keys == 0 {
+            return Err(ConfigError::RateLimitMaxKeys);
+        }
+        if cli.max_definition_bytes < 1024 {
+            return Err(ConfigError::MaxDefinitionBytes);
+        }
+        if cli.max_snapshot_bytes < 1024 {
+            return Err(ConfigError::MaxSnapshotBytes);
+        }
+        let snapshot_key = cli.snapshot_key_file.as_deref().map(read_snapshot_key).transpose()?;
+        let node_api_token = cli.node_api_token_file.as_deref().map(read_node_api_token).transpose()?;
+
         Ok(Config {
             source,
             tags,
@@ -594,6 +661,11 @@ impl Config {
             redis,
             spool,
             trust,
+            rate_limit_max_keys: cli.rate_limit_max_keys,
+            max_definition_bytes: cli.max_definition_bytes,
+            max_snapshot_bytes: cli.max_snapshot_bytes,
+            snapshot_key,
+            node_api_token,
         })
     }
 
@@ -603,6 +675,47 @@ impl Config {
             Source::Local(_) => "local",
         }
     }
+}
+
+/// Reads a small secret file: a regular file of at most 64 KiB (a key, not a log someone pointed at).
+fn read_secret_file(path: &Path) -> Result<Vec<u8>, String> {
+    const MAX: u64 = 64 * 1024;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > MAX {
+        return Err(format!("larger than {MAX} bytes"));
+    }
+    std::fs::read(path).map_err(|e| e.to_string())
+}
+
+fn read_snapshot_key(path: &Path) -> Result<SecretBytes, ConfigError> {
+    let err = |problem: String| ConfigError::SnapshotKeyFile { path: path.display().to_string(), problem };
+    let bytes = read_secret_file(path).map_err(err)?;
+    if bytes.len() < MIN_SNAPSHOT_KEY_BYTES {
+        return Err(err(format!("holds {} bytes; at least {MIN_SNAPSHOT_KEY_BYTES} are needed", bytes.len())));
+    }
+    Ok(SecretBytes::new(bytes))
+}
+
+fn read_node_api_token(path: &Path) -> Result<Secret, ConfigError> {
+    let err = |problem: String| ConfigError::NodeApiTokenFile { path: path.display().to_string(), problem };
+    let bytes = read_secret_file(path).map_err(err)?;
+    let text = String::from_utf8(bytes).map_err(|_| err("the token is not UTF-8 text".into()))?;
+    let token = text.trim();
+    if token.len() < MIN_NODE_API_TOKEN_BYTES {
+        return Err(err(format!(
+            "the token has {} bytes; at least {MIN_NODE_API_TOKEN_BYTES} are needed",
+            token.len()
+        )));
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(err(
+            "the token must be one line without spaces (it is sent as `Authorization: Bearer TOKEN`)".into()
+        ));
+    }
+    Ok(Secret::new(token))
 }
 
 fn validate_gate_url(url: &str) -> Result<String, ConfigError> {
@@ -727,6 +840,38 @@ mod tests {
         let config = Config::from_cli(cli(&["--local-apis", dir.path().to_str().unwrap()]), &HashMap::new()).unwrap();
         assert_eq!(config.mode_name(), "local");
         assert_eq!(config.grpc_listen, Some(DEFAULT_GRPC_LISTEN.parse().unwrap()));
+    }
+
+    #[test]
+    fn limits_are_checked_before_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let apis = dir.path().to_str().unwrap();
+        let config = Config::from_cli(cli(&["--local-apis", apis]), &HashMap::new()).unwrap();
+        assert_eq!((config.rate_limit_max_keys, config.max_definition_bytes), (100_000, 8 << 20));
+        assert_eq!(config.max_snapshot_bytes, 256 << 20);
+        assert!(config.snapshot_key.is_none() && config.node_api_token.is_none());
+
+        let short = dir.path().join("short");
+        std::fs::write(&short, "0123456789").unwrap();
+        let short = short.to_str().unwrap();
+        let err = Config::from_cli(cli(&["--local-apis", apis, "--snapshot-key-file", short]), &HashMap::new());
+        assert!(err.unwrap_err().to_string().contains("at least 32 are needed"));
+        let err = Config::from_cli(cli(&["--local-apis", apis, "--node-api-token-file", short]), &HashMap::new());
+        assert!(err.unwrap_err().to_string().contains("at least 16 are needed"));
+        let err = Config::from_cli(cli(&["--local-apis", apis, "--node-api-token-file", "/dev/zero"]), &HashMap::new());
+        assert!(err.unwrap_err().to_string().contains("not a regular file"));
+
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret-node-api-token\n").unwrap();
+        let config = Config::from_cli(
+            cli(&["--local-apis", apis, "--node-api-token-file", token.to_str().unwrap()]),
+            &HashMap::new(),
+        )
+        .unwrap();
+        assert_eq!(config.node_api_token.as_ref().map(Secret::expose), Some("s3cret-node-api-token"));
+        assert!(!format!("{config:?}").contains("s3cret"), "the token never shows in Debug output");
+        let err = Config::from_cli(cli(&["--local-apis", apis, "--rate-limit-max-keys", "0"]), &HashMap::new());
+        assert!(matches!(err.unwrap_err(), ConfigError::RateLimitMaxKeys));
     }
 
     #[test]

@@ -11,17 +11,27 @@
 //! needs a longer one.
 //!
 //! At start in cloud mode, before the first sync, the agent reads both, keeps the newest snapshot that
-//! is intact and was made for this agent (cluster, organization, environments, sharding tags, tenant,
-//! API-key location, config schema), and publishes it to the store: dataplanes serve it at once. The
-//! first successful sync replaces it. Anything else — unreadable, corrupt, another format, another
-//! cluster or organization — is logged with the reason and never served. Local mode neither writes nor
-//! restores: its files are already on disk.
+//! is intact, authentic and was made for this agent (cluster, organization, environments, sharding tags,
+//! tenant, API-key location, config schema), and publishes it to the store: dataplanes serve it at once.
+//! The first successful sync replaces it. Anything else — unreadable, too large, not a regular file,
+//! corrupt, without a valid MAC, another format, another cluster or organization — is logged with the
+//! reason, counted, and never served. Local mode neither writes nor restores: its files are already on
+//! disk.
+//!
+//! **Authenticity.** The SHA-256 checksum only detects corruption: anyone able to write the Redis key or
+//! the file could recompute it. So the envelope also carries an HMAC-SHA256 of the payload, keyed with
+//! [`SnapshotKey`]: derived with HKDF-SHA256 (salt: the cluster id) from secret material every agent of
+//! the cluster holds and a Redis or file writer does not — the Cloud Token the cluster's agents share,
+//! or `--snapshot-key-file`. Reads are bounded (`--max-snapshot-bytes`): a file is opened without
+//! blocking, checked to be a regular file of acceptable size before a byte is read, and read with a
+//! bound; a Redis value is read with `GETRANGE` up to the bound.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hgw_proto::v1 as pb;
+use hmac::Hmac;
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -32,8 +42,11 @@ use crate::redis::Redis;
 use crate::store::{ConfigStore, Restored, Snapshot};
 use crate::tags::ShardingTags;
 
-/// Version of the stored format: bump it when the envelope or snapshot changes incompatibly.
-pub const FORMAT: u32 = 1;
+/// Version of the stored format: bump it when the envelope or snapshot changes incompatibly (2: the
+/// envelope carries a MAC).
+pub const FORMAT: u32 = 2;
+/// HKDF `info` of the snapshot MAC key: a key derived from the same material for another purpose differs.
+const KEY_INFO: &[u8] = b"hgw last-good snapshot hmac-sha256 v1";
 /// `LastGoodEnvelope.magic`: tells an hgw snapshot from any other bytes under the same name.
 pub const MAGIC: &str = "hgw.last-good";
 /// The cluster name used in keys and file names when `--cluster-id` is not given.
@@ -99,9 +112,57 @@ impl Identity {
     }
 }
 
+/// The key of the snapshot MAC. `Debug` never prints it.
+#[derive(Clone)]
+pub struct SnapshotKey([u8; 32]);
+
+impl std::fmt::Debug for SnapshotKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SnapshotKey([redacted])")
+    }
+}
+
+impl SnapshotKey {
+    /// Derives the key from secret material (the Cloud Token, or `--snapshot-key-file`'s bytes) with
+    /// HKDF-SHA256, salted with the cluster id: clusters sharing the material still get distinct keys.
+    pub fn derive(material: &[u8], cluster_id: &str) -> SnapshotKey {
+        let mut key = [0u8; 32];
+        hkdf::Hkdf::<Sha256>::new(Some(cluster_id.as_bytes()), material)
+            .expand(KEY_INFO, &mut key)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        SnapshotKey(key)
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        <Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.0).expect("HMAC takes keys of any length")
+    }
+
+    /// HMAC-SHA256 of `payload`.
+    pub fn sign(&self, payload: &[u8]) -> Vec<u8> {
+        let mut mac = self.mac();
+        hmac::Mac::update(&mut mac, payload);
+        hmac::Mac::finalize(mac).into_bytes().to_vec()
+    }
+
+    /// Whether `tag` is `payload`'s MAC (compared in constant time).
+    fn verify(&self, payload: &[u8], tag: &[u8]) -> bool {
+        let mut mac = self.mac();
+        hmac::Mac::update(&mut mac, payload);
+        hmac::Mac::verify_slice(mac, tag).is_ok()
+    }
+}
+
 /// Why a stored snapshot is not served. Each has a fixed [`label`](SnapshotError::label) for metrics.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
+    #[error("{bytes} bytes, more than --max-snapshot-bytes ({max})")]
+    TooLarge { bytes: u64, max: u64 },
+    #[error("not a regular file ({0})")]
+    NotAFile(String),
+    #[error(
+        "no valid MAC: not written by an agent holding this cluster's snapshot key (the Cloud Token or --snapshot-key-file)"
+    )]
+    Mac,
     #[error("not an hgw last-good snapshot: {0}")]
     NotASnapshot(String),
     #[error("snapshot format {found}, this agent reads format {FORMAT}")]
@@ -119,6 +180,9 @@ pub enum SnapshotError {
 impl SnapshotError {
     pub fn label(&self) -> &'static str {
         match self {
+            SnapshotError::TooLarge { .. } => "too_large",
+            SnapshotError::NotAFile(_) => "not_a_file",
+            SnapshotError::Mac => "mac",
             SnapshotError::NotASnapshot(_) => "not_a_snapshot",
             SnapshotError::Format { .. } => "format",
             SnapshotError::Checksum => "checksum",
@@ -150,8 +214,14 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Encodes `snapshot` as a stored envelope.
-pub fn encode(snapshot: &Snapshot, identity: &Identity, node_id: &str, written_at_ms: i64) -> Vec<u8> {
+/// Encodes `snapshot` as a stored envelope, authenticated with `key`.
+pub fn encode(
+    snapshot: &Snapshot,
+    identity: &Identity,
+    node_id: &str,
+    written_at_ms: i64,
+    key: &SnapshotKey,
+) -> Vec<u8> {
     let Identity {
         cluster_id,
         organization_id,
@@ -183,13 +253,15 @@ pub fn encode(snapshot: &Snapshot, identity: &Identity, node_id: &str, written_a
         magic: MAGIC.to_owned(),
         format: FORMAT,
         payload_sha256: Sha256::digest(&payload).to_vec(),
+        payload_hmac_sha256: key.sign(&payload),
         payload,
     }
     .encode_to_vec()
 }
 
-/// Decodes a stored envelope and checks that it is intact and made for `identity`.
-pub fn decode(bytes: &[u8], identity: &Identity) -> Result<pb::LastGoodSnapshot, SnapshotError> {
+/// Decodes a stored envelope and checks that it is intact, authenticated by `key` and made for
+/// `identity`. The MAC is checked before the payload is decoded: nothing a forger wrote is parsed.
+pub fn decode(bytes: &[u8], identity: &Identity, key: &SnapshotKey) -> Result<pb::LastGoodSnapshot, SnapshotError> {
     let envelope =
         pb::LastGoodEnvelope::decode(bytes).map_err(|e| SnapshotError::NotASnapshot(format!("undecodable ({e})")))?;
     if envelope.magic != MAGIC {
@@ -200,6 +272,9 @@ pub fn decode(bytes: &[u8], identity: &Identity) -> Result<pb::LastGoodSnapshot,
     }
     if envelope.payload_sha256[..] != Sha256::digest(&envelope.payload)[..] {
         return Err(SnapshotError::Checksum);
+    }
+    if !key.verify(&envelope.payload, &envelope.payload_hmac_sha256) {
+        return Err(SnapshotError::Mac);
     }
     let snapshot = pb::LastGoodSnapshot::decode(envelope.payload.as_slice()).map_err(SnapshotError::Payload)?;
     if snapshot.schema_sha256 != schema_sha256() {
@@ -255,17 +330,23 @@ impl Location {
         }
     }
 
-    async fn load(&self) -> Result<Option<Vec<u8>>, String> {
+    /// Reads the stored bytes, at most `max` of them.
+    async fn load(&self, max: u64) -> Result<Option<Vec<u8>>, LoadError> {
         match self {
-            Location::Redis { redis, key } => redis.get_bytes(key).await.map_err(|e| e.to_string()),
+            Location::Redis { redis, key } => {
+                let bytes = redis.get_bytes_bounded(key, max).await.map_err(|e| LoadError::Io(e.to_string()))?;
+                match bytes {
+                    Some(bytes) if bytes.len() as u64 > max => {
+                        Err(LoadError::Refused(SnapshotError::TooLarge { bytes: bytes.len() as u64, max }))
+                    }
+                    other => Ok(other),
+                }
+            }
             Location::File(path) => {
                 let path = path.clone();
-                match tokio::task::spawn_blocking(move || std::fs::read(&path)).await {
-                    Ok(Ok(bytes)) => Ok(Some(bytes)),
-                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
+                tokio::task::spawn_blocking(move || read_bounded(&path, max))
+                    .await
+                    .map_err(|e| LoadError::Io(e.to_string()))?
             }
         }
     }
@@ -282,6 +363,58 @@ impl Location {
             }
         }
     }
+}
+
+/// Why a location gave no snapshot bytes.
+#[derive(Debug)]
+enum LoadError {
+    /// Something is there, but it is refused unread (too large, not a regular file).
+    Refused(SnapshotError),
+    /// It could not be read (I/O error, Redis down).
+    Io(String),
+}
+
+/// Reads the snapshot file, refusing what is not a regular file or is larger than `max` before reading
+/// a byte of it: opened without blocking (a FIFO would otherwise hang the agent), checked with fstat on
+/// the opened file (the file read is the file checked), read with a bound (a file growing meanwhile is
+/// cut, and then fails its checks).
+fn read_bounded(path: &Path, max: u64) -> Result<Option<Vec<u8>>, LoadError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file =
+        match std::fs::OpenOptions::new().read(true).custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits()).open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(LoadError::Io(e.to_string())),
+        };
+    let meta = file.metadata().map_err(|e| LoadError::Io(e.to_string()))?;
+    if !meta.is_file() {
+        let kind = meta.file_type();
+        use std::os::unix::fs::FileTypeExt;
+        let what = if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_block_device() {
+            "a block device"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_dir() {
+            "a directory"
+        } else {
+            "not a file"
+        };
+        return Err(LoadError::Refused(SnapshotError::NotAFile(what.into())));
+    }
+    if meta.len() > max {
+        return Err(LoadError::Refused(SnapshotError::TooLarge { bytes: meta.len(), max }));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max.saturating_add(1)).read_to_end(&mut bytes).map_err(|e| LoadError::Io(e.to_string()))?;
+    if bytes.len() as u64 > max {
+        return Err(LoadError::Refused(SnapshotError::TooLarge { bytes: bytes.len() as u64, max }));
+    }
+    Ok(Some(bytes))
 }
 
 /// Writes `bytes` to `path` so that a reader sees the old file or the new one, never a part: a
@@ -329,6 +462,9 @@ pub struct LastGood {
     node_id: String,
     locations: Vec<Location>,
     metrics: Arc<Metrics>,
+    key: Arc<SnapshotKey>,
+    /// Largest snapshot written or read (`--max-snapshot-bytes`).
+    max_bytes: u64,
 }
 
 impl LastGood {
@@ -340,6 +476,8 @@ impl LastGood {
         redis: Option<Redis>,
         state_dir: Option<&Path>,
         metrics: Arc<Metrics>,
+        key: SnapshotKey,
+        max_bytes: u64,
     ) -> LastGood {
         let mut locations = Vec::new();
         if let Some(redis) = redis {
@@ -355,7 +493,7 @@ impl LastGood {
                 "no state directory (no --state-dir, $STATE_DIRECTORY, $XDG_STATE_HOME or $HOME); the last-good snapshot is not kept on disk"
             ),
         }
-        LastGood { identity: Arc::new(identity), node_id, locations, metrics }
+        LastGood { identity: Arc::new(identity), node_id, locations, metrics, key: Arc::new(key), max_bytes }
     }
 
     /// Where snapshots are read and written, for the start-up log (`file:/path`, `redis:key`).
@@ -366,8 +504,9 @@ impl LastGood {
     /// Reads every location and publishes the newest snapshot made for this agent, unless the store
     /// already holds a set. Answers the version published.
     pub async fn restore(&self, store: &ConfigStore) -> Option<u64> {
+        let max = self.max_bytes;
         let reads = self.locations.iter().map(|location| async move {
-            let loaded = tokio::time::timeout(RESTORE_TIMEOUT, location.load()).await;
+            let loaded = tokio::time::timeout(RESTORE_TIMEOUT, location.load(max)).await;
             (location, loaded)
         });
         let mut best: Option<(&'static str, pb::LastGoodSnapshot)> = None;
@@ -379,8 +518,13 @@ impl LastGood {
                     tracing::debug!(from, %at, "no last-good snapshot");
                     continue;
                 }
-                Ok(Err(error)) => {
+                Ok(Err(LoadError::Io(error))) => {
                     tracing::warn!(from, %at, %error, "cannot read the last-good snapshot");
+                    continue;
+                }
+                Ok(Err(LoadError::Refused(error))) => {
+                    self.metrics.last_good_ignored.inc();
+                    tracing::warn!(from, %at, reason = %error, kind = error.label(), "last-good snapshot ignored unread; it is not served");
                     continue;
                 }
                 Err(_) => {
@@ -388,7 +532,7 @@ impl LastGood {
                     continue;
                 }
             };
-            match decode(&bytes, &self.identity) {
+            match decode(&bytes, &self.identity, &self.key) {
                 Ok(snapshot) => {
                     let newer = best.as_ref().is_none_or(|(_, b)| {
                         (snapshot.written_at_ms, snapshot.config_version) > (b.written_at_ms, b.config_version)
@@ -431,10 +575,24 @@ impl LastGood {
                 written = Some(snapshot.version);
                 let identity = self.identity.clone();
                 let node_id = self.node_id.clone();
-                let encoded =
-                    tokio::task::spawn_blocking(move || encode(&snapshot, &identity, &node_id, crate::sync::now_ms()))
-                        .await;
+                let key = self.key.clone();
+                let encoded = tokio::task::spawn_blocking(move || {
+                    encode(&snapshot, &identity, &node_id, crate::sync::now_ms(), &key)
+                })
+                .await;
                 match encoded {
+                    Ok(bytes) if bytes.len() as u64 > self.max_bytes => {
+                        // Every agent would refuse to read it: writing it would only replace a usable one.
+                        for location in &self.locations {
+                            self.metrics.last_good_write(location.kind(), false);
+                        }
+                        tracing::warn!(
+                            bytes = bytes.len(),
+                            max = self.max_bytes,
+                            "the last-good snapshot is larger than --max-snapshot-bytes; not written"
+                        );
+                        retry = None;
+                    }
                     Ok(bytes) => {
                         let failed = self.write(Arc::new(bytes), written.unwrap_or_default(), &self.locations).await;
                         retry = failed;
@@ -517,6 +675,10 @@ mod tests {
         )
     }
 
+    fn key() -> SnapshotKey {
+        SnapshotKey::derive(b"the cluster's cloud token", "eu-1")
+    }
+
     fn snapshot(version: u64) -> Snapshot {
         let api = pb::Api { id: "orders".into(), name: "Orders".into(), revision: "r1".into(), ..Default::default() };
         Snapshot {
@@ -535,8 +697,8 @@ mod tests {
 
     #[test]
     fn a_snapshot_round_trips_with_its_metadata() {
-        let bytes = encode(&snapshot(42), &identity(), "node-1", 1_700_000_000_000);
-        let decoded = decode(&bytes, &identity()).unwrap();
+        let bytes = encode(&snapshot(42), &identity(), "node-1", 1_700_000_000_000, &key());
+        let decoded = decode(&bytes, &identity(), &key()).unwrap();
         assert_eq!(decoded.config_version, 42);
         assert_eq!(decoded.written_at_ms, 1_700_000_000_000);
         assert_eq!(decoded.written_by_node, "node-1");
@@ -550,28 +712,28 @@ mod tests {
 
     #[test]
     fn any_changed_byte_of_the_payload_is_detected() {
-        let bytes = encode(&snapshot(1), &identity(), "n", 1);
+        let bytes = encode(&snapshot(1), &identity(), "n", 1, &key());
         let payload_len = envelope(&bytes).payload.len();
         // The payload is the last field: flipping any of its bytes must fail the checksum.
         for offset in bytes.len() - payload_len..bytes.len() {
             let mut corrupt = bytes.clone();
             corrupt[offset] ^= 0x40;
-            assert!(matches!(decode(&corrupt, &identity()), Err(SnapshotError::Checksum)), "byte {offset}");
+            assert!(matches!(decode(&corrupt, &identity(), &key()), Err(SnapshotError::Checksum)), "byte {offset}");
         }
         let mut truncated = bytes.clone();
         truncated.truncate(bytes.len() - 1);
-        assert!(decode(&truncated, &identity()).is_err());
+        assert!(decode(&truncated, &identity(), &key()).is_err());
     }
 
     #[test]
     fn garbage_and_other_formats_are_refused_with_their_reason() {
-        let garbage = decode(b"garbage", &identity()).unwrap_err();
+        let garbage = decode(b"garbage", &identity(), &key()).unwrap_err();
         assert_eq!(garbage.label(), "not_a_snapshot", "{garbage}");
-        assert_eq!(decode(b"", &identity()).unwrap_err().label(), "not_a_snapshot");
+        assert_eq!(decode(b"", &identity(), &key()).unwrap_err().label(), "not_a_snapshot");
 
-        let mut other = envelope(&encode(&snapshot(1), &identity(), "n", 1));
+        let mut other = envelope(&encode(&snapshot(1), &identity(), "n", 1, &key()));
         other.format = FORMAT + 1;
-        let err = decode(&other.encode_to_vec(), &identity()).unwrap_err();
+        let err = decode(&other.encode_to_vec(), &identity(), &key()).unwrap_err();
         assert_eq!(err.to_string(), format!("snapshot format {}, this agent reads format {FORMAT}", FORMAT + 1));
 
         // A payload with the right checksum that is not a snapshot.
@@ -580,14 +742,62 @@ mod tests {
             magic: MAGIC.into(),
             format: FORMAT,
             payload_sha256: Sha256::digest(&payload).to_vec(),
+            payload_hmac_sha256: key().sign(&payload),
             payload,
         };
-        assert_eq!(decode(&forged.encode_to_vec(), &identity()).unwrap_err().label(), "payload");
+        assert_eq!(decode(&forged.encode_to_vec(), &identity(), &key()).unwrap_err().label(), "payload");
+    }
+
+    #[test]
+    fn a_forged_snapshot_with_a_correct_checksum_is_refused_for_its_mac() {
+        // What a writer of the Redis key or the file can do: change the payload, fix the checksum.
+        let mut forged = envelope(&encode(&snapshot(1), &identity(), "n", 1, &key()));
+        let mut payload = pb::LastGoodSnapshot::decode(forged.payload.as_slice()).unwrap();
+        payload.apis[0].name = "Redirected".into();
+        forged.payload = payload.encode_to_vec();
+        forged.payload_sha256 = Sha256::digest(&forged.payload).to_vec();
+        let err = decode(&forged.encode_to_vec(), &identity(), &key()).unwrap_err();
+        assert_eq!(err.label(), "mac", "{err}");
+        forged.payload_hmac_sha256.clear();
+        assert_eq!(decode(&forged.encode_to_vec(), &identity(), &key()).unwrap_err().label(), "mac");
+
+        // Signed with another cluster's key, or another token: refused too.
+        let bytes = encode(&snapshot(1), &identity(), "n", 1, &key());
+        let other_token = SnapshotKey::derive(b"another cloud token", "eu-1");
+        assert_eq!(decode(&bytes, &identity(), &other_token).unwrap_err().label(), "mac");
+        let other_cluster = SnapshotKey::derive(b"the cluster's cloud token", "us-1");
+        assert_eq!(decode(&bytes, &identity(), &other_cluster).unwrap_err().label(), "mac");
+        assert_eq!(format!("{:?}", key()), "SnapshotKey([redacted])");
+    }
+
+    #[test]
+    fn reads_are_bounded_and_only_of_regular_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        assert!(matches!(read_bounded(&missing, 1024), Ok(None)));
+        let big = dir.path().join("big");
+        std::fs::File::create(&big).unwrap().set_len(1 << 30).unwrap();
+        match read_bounded(&big, 1024) {
+            Err(LoadError::Refused(e)) => assert_eq!(e.label(), "too_large", "{e}"),
+            other => panic!("{other:?}"),
+        }
+        let zero = dir.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        match read_bounded(&zero, 1024) {
+            Err(LoadError::Refused(e)) => assert_eq!(e.to_string(), "not a regular file (a character device)"),
+            other => panic!("{other:?}"),
+        }
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(matches!(read_bounded(&fifo, 1024), Err(LoadError::Refused(_))), "a FIFO never blocks the read");
+        let small = dir.path().join("small");
+        std::fs::write(&small, b"12345").unwrap();
+        assert_eq!(read_bounded(&small, 5).unwrap().unwrap(), b"12345");
     }
 
     #[test]
     fn foreign_snapshots_name_what_differs() {
-        let bytes = encode(&snapshot(1), &identity(), "n", 1);
+        let bytes = encode(&snapshot(1), &identity(), "n", 1, &key());
         let cases: [(Identity, &str); 5] = [
             (Identity { cluster_id: "us-1".into(), ..identity() }, "written for cluster `eu-1`, this agent has `us-1`"),
             (Identity { organization_id: "other".into(), ..identity() }, "written for organization `org`"),
@@ -602,24 +812,25 @@ mod tests {
             (Identity { tenant: "t".into(), ..identity() }, "tenant (none)"),
         ];
         for (other, expected) in cases {
-            let err = decode(&bytes, &other).unwrap_err();
+            let err = decode(&bytes, &other, &key()).unwrap_err();
             assert_eq!(err.label(), "foreign");
             assert!(err.to_string().contains(expected), "{err} / {expected}");
         }
         // The order of environments does not matter.
         let reordered = Identity { environment_ids: vec!["env-a".into(), "env-b".into()], ..identity() };
-        assert!(decode(&bytes, &reordered).is_ok());
+        assert!(decode(&bytes, &reordered, &key()).is_ok());
     }
 
     #[test]
     fn another_config_schema_is_refused() {
-        let mut env = envelope(&encode(&snapshot(1), &identity(), "n", 1));
+        let mut env = envelope(&encode(&snapshot(1), &identity(), "n", 1, &key()));
         let mut payload = pb::LastGoodSnapshot::decode(env.payload.as_slice()).unwrap();
         payload.schema_sha256 = "0".repeat(64);
         payload.written_by_version = "9.9.9".into();
         env.payload = payload.encode_to_vec();
         env.payload_sha256 = Sha256::digest(&env.payload).to_vec();
-        let err = decode(&env.encode_to_vec(), &identity()).unwrap_err();
+        env.payload_hmac_sha256 = key().sign(&env.payload);
+        let err = decode(&env.encode_to_vec(), &identity(), &key()).unwrap_err();
         assert_eq!(err.to_string(), "written by hgw-agent 9.9.9 with another config schema");
         assert_eq!(schema_sha256().len(), 64);
     }
@@ -649,8 +860,15 @@ mod tests {
     async fn the_writer_skips_unchanged_and_restored_sets_and_restore_reads_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Arc::new(Metrics::default());
-        let last_good =
-            LastGood::new(identity(), "node-a".into(), None, Some(&dir.path().join("state")), metrics.clone());
+        let last_good = LastGood::new(
+            identity(),
+            "node-a".into(),
+            None,
+            Some(&dir.path().join("state")),
+            metrics.clone(),
+            key(),
+            1 << 20,
+        );
         let path = file_path(&dir.path().join("state"), "eu-1");
         let store = ConfigStore::new(ShardingTags::default());
         let cancel = CancellationToken::new();
@@ -718,8 +936,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blocker = dir.path().join("file");
         std::fs::write(&blocker, b"x").unwrap();
-        let last_good =
-            LastGood::new(identity(), "n".into(), None, Some(&blocker.join("state")), Arc::new(Metrics::default()));
+        let last_good = LastGood::new(
+            identity(),
+            "n".into(),
+            None,
+            Some(&blocker.join("state")),
+            Arc::new(Metrics::default()),
+            key(),
+            1 << 20,
+        );
         assert!(last_good.describe().is_empty());
     }
 }

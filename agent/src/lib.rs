@@ -202,6 +202,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
                 environments: cloud.token.claims.envs.clone(),
                 organization: cloud.token.claims.org.clone(),
                 interval: config.sync_interval,
+                max_definition_bytes: config.max_definition_bytes,
             };
             // The last-good snapshot is served before the first sync answers (the same task, so a sync
             // result always lands after it), and each new synced set is written in the background.
@@ -213,12 +214,25 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
                 config.tenant.as_deref(),
                 (&config.api_key_header, &config.api_key_query_param),
             );
+            // The MAC key: from --snapshot-key-file, else from the Cloud Token, which every agent of the
+            // cluster holds and a Redis or state-file writer does not.
+            let key_source = if config.snapshot_key.is_some() { "--snapshot-key-file" } else { "the Cloud Token" };
+            let key_material =
+                config.snapshot_key.as_ref().map_or(cloud.token.bearer().expose().as_bytes(), |k| k.expose());
+            let snapshot_key = last_good::SnapshotKey::derive(key_material, &identity.cluster_id);
             let last_good = last_good::LastGood::new(
                 identity,
                 config.node_id.clone(),
                 redis.clone(),
                 config.state_dir.as_deref(),
                 metrics.clone(),
+                snapshot_key,
+                config.max_snapshot_bytes,
+            );
+            tracing::info!(
+                key = key_source,
+                max_bytes = config.max_snapshot_bytes,
+                "last-good snapshots are authenticated (HMAC-SHA256)"
             );
             tracing::info!(locations = ?last_good.describe(), "last-good snapshot locations");
             tasks.spawn(last_good.clone().run(store.subscribe(), services.clone()));
@@ -247,6 +261,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
                 store: store.clone(),
                 status: status.clone(),
                 metrics: metrics.clone(),
+                max_definition_bytes: config.max_definition_bytes,
             };
             tasks.spawn(source.run(services.clone()));
         }
@@ -269,7 +284,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     // with other hosts.
     let counters = Arc::new(match &redis {
         Some(redis) => ratelimit::CounterStore::Redis(ratelimit::RedisCounters::new(redis.clone())),
-        None => ratelimit::CounterStore::Memory(ratelimit::MemoryCounters::default()),
+        None => ratelimit::CounterStore::Memory(ratelimit::MemoryCounters::new(config.rate_limit_max_keys)),
     });
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     grpc::set_health(&health_reporter, tonic_health::ServingStatus::Serving).await;
@@ -326,6 +341,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         mode,
         draining: shutdown.clone(),
         redis,
+        token_sha256: config.node_api_token.as_ref().map(|t| node_api::token_sha256(t.expose())),
     });
     let node_stop = services.clone();
     tasks.spawn(async move {

@@ -3,7 +3,8 @@
 //! Reads every `*.json` file: Gravitee's local registry files (`{"apiEvent", "subscriptions", "apiKeys"}`,
 //! as DB-less Gravitee gateways use) or plain API definitions (v4 or v2). The folder is polled; any
 //! change (file added, removed, modified) reloads the whole set, and an unreadable or broken file is
-//! rejected alone, like a broken API from the cloud.
+//! rejected alone, like a broken API from the cloud. So is a file larger than `--max-definition-bytes`,
+//! or one that is not a regular file (a symlink to a device): neither is read.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub struct LocalSource {
     pub store: Arc<ConfigStore>,
     pub status: Arc<SyncStatus>,
     pub metrics: Arc<Metrics>,
+    /// `--max-definition-bytes`: larger files are rejected unread.
+    pub max_definition_bytes: u64,
 }
 
 /// Name, modification time and size of every candidate file: a change in any reloads the folder.
@@ -41,7 +44,7 @@ impl LocalSource {
             match fingerprint(&self.dir) {
                 Ok(current) => {
                     if last.as_ref() != Some(&current) {
-                        let loaded = load_dir(&self.dir, &current);
+                        let loaded = load_dir(&self.dir, &current, self.max_definition_bytes);
                         let report = self.store.deploy(loaded.sources, &loaded.subscriptions, &loaded.keys);
                         tracing::info!(dir = %self.dir.display(), version = report.version, deployed = report.deployed, rejected = report.rejected, "local API definitions loaded");
                         self.metrics.sync_ok.inc();
@@ -85,16 +88,43 @@ pub struct Loaded {
     pub keys: Vec<ApiKey>,
 }
 
-fn load_dir(_dir: &Path, files: &Fingerprint) -> Loaded {
+fn load_dir(_dir: &Path, files: &Fingerprint, max_bytes: u64) -> Loaded {
     let mut loaded = Loaded::default();
     for (path, _, _) in files {
-        load_file(path, &mut loaded);
+        load_file(path, &mut loaded, max_bytes);
     }
     loaded
 }
 
+/// Reads a definition file of at most `max_bytes`, refusing anything else before reading it: opened
+/// without blocking (a FIFO), checked with fstat on the opened file, read with a bound (a file growing
+/// meanwhile).
+fn read_definition(path: &Path, max_bytes: u64) -> Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("cannot read the file: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let too_large = |bytes: u64| format!("the file is {bytes} bytes, more than --max-definition-bytes ({max_bytes})");
+    if meta.len() > max_bytes {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes).map_err(|e| format!("cannot read the file: {e}"))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_large(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|_| "cannot read the file: not UTF-8 text".into())
+}
+
 /// Reads one file into `loaded`; problems become rejected sources named after the file.
-pub fn load_file(path: &Path, loaded: &mut Loaded) {
+pub fn load_file(path: &Path, loaded: &mut Loaded, max_bytes: u64) {
     let origin = format!("file {}", path.display());
     let file_id = || path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let invalid = |reason: String| ApiSource {
@@ -105,9 +135,9 @@ pub fn load_file(path: &Path, loaded: &mut Loaded) {
         environment_id: LOCAL_ENVIRONMENT.into(),
         organization_id: LOCAL_ORGANIZATION.into(),
     };
-    let text = match std::fs::read_to_string(path) {
+    let text = match read_definition(path, max_bytes) {
         Ok(text) => text,
-        Err(e) => return loaded.sources.push(invalid(format!("cannot read the file: {e}"))),
+        Err(reason) => return loaded.sources.push(invalid(reason)),
     };
     let value: Value = match serde_json::from_str(&text) {
         Ok(value) => value,
@@ -118,7 +148,7 @@ pub fn load_file(path: &Path, loaded: &mut Loaded) {
             Ok(event) => event,
             Err(e) => return loaded.sources.push(invalid(format!("`apiEvent` is not a Gravitee event: {e}"))),
         };
-        match decode_api_event(&event, &origin, LOCAL_ENVIRONMENT, LOCAL_ORGANIZATION).1 {
+        match decode_api_event(&event, &origin, LOCAL_ENVIRONMENT, LOCAL_ORGANIZATION, max_bytes).1 {
             ApiChange::Deploy(source) => loaded.sources.push(source),
             ApiChange::Undeploy { api_id } => {
                 tracing::debug!(api = %api_id, %origin, "registry file holds a stopped API")
@@ -173,12 +203,36 @@ mod tests {
         std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
         let files = fingerprint(dir.path()).unwrap();
         assert_eq!(files.len(), 3);
-        let loaded = load_dir(dir.path(), &files);
+        let loaded = load_dir(dir.path(), &files, u64::MAX);
         let ids: Vec<&str> = loaded.sources.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(ids, vec!["broken", "plain", "reg"]);
         assert!(
             matches!(&loaded.sources[0].definition, DefinitionText::Invalid(r) if r.starts_with("the file is not valid JSON"))
         );
         assert_eq!((loaded.subscriptions.len(), loaded.keys.len()), (1, 1));
+    }
+
+    #[test]
+    fn oversized_and_non_regular_files_are_rejected_alone_and_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("small.json"), json!({"id": "small", "definitionVersion": "4.0.0"}).to_string())
+            .unwrap();
+        std::fs::write(dir.path().join("big.json"), format!("{{\"id\": \"big\", \"x\": \"{}\"}}", "x".repeat(4096)))
+            .unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.json")).unwrap();
+        let files = fingerprint(dir.path()).unwrap();
+        let loaded = load_dir(dir.path(), &files, 1024);
+        let outcome: Vec<(&str, String)> = loaded
+            .sources
+            .iter()
+            .map(|s| match &s.definition {
+                DefinitionText::Invalid(reason) => (s.id.as_str(), reason.clone()),
+                _ => (s.id.as_str(), "parsed".to_owned()),
+            })
+            .collect();
+        assert_eq!(outcome[0].0, "big");
+        assert!(outcome[0].1.contains("more than --max-definition-bytes (1024)"), "{}", outcome[0].1);
+        assert_eq!(outcome[1], ("small", "parsed".to_owned()));
+        assert_eq!(outcome[2], ("zero", "not a regular file".to_owned()));
     }
 }

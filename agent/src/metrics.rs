@@ -100,10 +100,16 @@ pub struct Metrics {
     pub reports_spool_write_errors: Counter,
     /// Times the spool filled up and acknowledgements stopped.
     pub reports_spool_full_events: Counter,
+    /// Dataplane batches refused because they alone exceed the spool bound.
+    pub reports_batches_too_large: Counter,
     /// `hgw.v1.RateLimit/Acquire` calls, the hits they carried, and calls the counter store failed.
     pub ratelimit_calls: Counter,
     pub ratelimit_hits: Counter,
     pub ratelimit_errors: Counter,
+    /// Hits refused because they named no deployed policy step or asked more than it allows.
+    pub ratelimit_refused: Counter,
+    /// Hits refused because the in-memory counter table was full (`--rate-limit-max-keys`).
+    pub ratelimit_table_full: Counter,
     /// Last-good snapshots written, per location.
     pub last_good_writes_redis: Counter,
     pub last_good_writes_file: Counter,
@@ -164,6 +170,24 @@ impl Metrics {
             "counter",
             "Acquire calls the counter store could not answer (Redis down or slow).",
             self.ratelimit_errors.get(),
+        );
+        metric(
+            "hgw_agent_reports_batches_too_large_total",
+            "counter",
+            "Dataplane analytics batches refused because they alone exceed --spool-max-bytes.",
+            self.reports_batches_too_large.get(),
+        );
+        metric(
+            "hgw_agent_ratelimit_refused_total",
+            "counter",
+            "Counter hits refused: no such deployed policy step, or a count or lease beyond the policy's.",
+            self.ratelimit_refused.get(),
+        );
+        metric(
+            "hgw_agent_ratelimit_table_full_total",
+            "counter",
+            "Counter hits refused because the in-memory counter table was full (--rate-limit-max-keys).",
+            self.ratelimit_table_full.get(),
         );
         metric(
             "hgw_agent_sync_initial_done",

@@ -1,5 +1,10 @@
 //! The node API on `--node-listen` (Gravitee's port 18082): health, sync state, Prometheus metrics, and
 //! hgw's views of the deployment set and the connected dataplanes.
+//!
+//! With `--node-api-token-file`, every path needs `Authorization: Bearer TOKEN` (401 otherwise), except
+//! `/_node/health`: load balancers and orchestrator probes must reach it without credentials, so without
+//! the token it answers only `{"status": "UP"|"DOWN"}` (and the same status code); the details (mode,
+//! sync state, dataplanes, Redis) need the token like everything else.
 
 use std::sync::Arc;
 
@@ -9,6 +14,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 use crate::grpc::registry::DataplaneRegistry;
@@ -29,6 +36,45 @@ pub struct NodeState {
     pub draining: CancellationToken,
     /// `None`: no Redis configured (state in memory).
     pub redis: Option<Redis>,
+    /// SHA-256 of the bearer token every path but a bare health check needs; `None`: no token.
+    pub token_sha256: Option<[u8; 32]>,
+}
+
+impl NodeState {
+    /// Whether `headers` carry the node API token (always, when none is configured). Both sides are
+    /// hashed first, so the comparison takes the same time whatever the token's length or content.
+    fn authorized(&self, headers: &axum::http::HeaderMap) -> bool {
+        let Some(expected) = &self.token_sha256 else { return true };
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .unwrap_or_default();
+        let presented: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
+        bool::from(presented.ct_eq(expected))
+    }
+}
+
+/// The SHA-256 kept in place of the token.
+pub fn token_sha256(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// 401 unless the request carries the token; `/_node/health` passes (it shows less without it).
+async fn require_token(
+    State(state): State<Arc<NodeState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.uri().path() == "/_node/health" || state.authorized(request.headers()) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer realm=\"hgw node API\"")],
+        Json(json!({"message": "Unauthorized: this node API needs `Authorization: Bearer <token>` (--node-api-token-file)", "http_status_code": 401})),
+    )
+        .into_response()
 }
 
 pub fn router(state: Arc<NodeState>) -> axum::Router {
@@ -38,12 +84,17 @@ pub fn router(state: Arc<NodeState>) -> axum::Router {
         .route("/_node/metrics/prometheus", get(prometheus))
         .route("/_node/apis", get(apis))
         .route("/_node/dataplanes", get(dataplanes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }
 
-async fn health(State(state): State<Arc<NodeState>>) -> Response {
+async fn health(State(state): State<Arc<NodeState>>, headers: axum::http::HeaderMap) -> Response {
     let sync = state.status.snapshot();
     let draining = state.draining.is_cancelled();
+    let code = if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    if !state.authorized(&headers) {
+        return (code, Json(json!({"status": if draining { "DOWN" } else { "UP" }}))).into_response();
+    }
     let body = json!({
         "status": if draining { "DOWN" } else { "UP" },
         "mode": state.mode,
@@ -56,7 +107,6 @@ async fn health(State(state): State<Arc<NodeState>>) -> Response {
         // apply their errorStrategy).
         body["redis"] = redis_health(redis);
     }
-    let code = if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     (code, Json(body)).into_response()
 }
 

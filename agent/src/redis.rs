@@ -782,6 +782,14 @@ impl Redis {
         self.query(::redis::cmd("GET").arg(key)).await
     }
 
+    /// `GETRANGE key 0 max`: at most `max + 1` bytes of a string value, so a caller tells a value over
+    /// `max` bytes from one at the bound without ever receiving more. `None` for a missing (or empty) key.
+    pub async fn get_bytes_bounded(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>, RedisError> {
+        let end = i64::try_from(max).unwrap_or(i64::MAX);
+        let bytes: Vec<u8> = self.query(::redis::cmd("GETRANGE").arg(key).arg(0).arg(end)).await?;
+        Ok((!bytes.is_empty()).then_some(bytes))
+    }
+
     /// `SET key value` (no expiry).
     pub async fn set_bytes(&self, key: &str, value: &[u8]) -> Result<(), RedisError> {
         self.query::<()>(::redis::cmd("SET").arg(key).arg(value)).await

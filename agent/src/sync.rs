@@ -96,8 +96,16 @@ pub enum ApiChange {
 }
 
 /// Decodes one Event (from the bridge or a local registry file). A payload that cannot be read still
-/// yields a source, marked invalid, so the API shows up as rejected with the reason.
-pub fn decode_api_event(event: &Event, origin: &str, default_env: &str, default_org: &str) -> (String, ApiChange) {
+/// yields a source, marked invalid, so the API shows up as rejected with the reason. A payload larger
+/// than `max_bytes` (`--max-definition-bytes`) is rejected unparsed: parsing and compiling cost many times
+/// the size of a definition, and one huge API must not stall the others.
+pub fn decode_api_event(
+    event: &Event,
+    origin: &str,
+    default_env: &str,
+    default_org: &str,
+    max_bytes: u64,
+) -> (String, ApiChange) {
     let type_ = event.event_type.to_ascii_uppercase();
     let deploy = match type_.as_str() {
         "PUBLISH_API" | "START_API" => true,
@@ -105,8 +113,12 @@ pub fn decode_api_event(event: &Event, origin: &str, default_env: &str, default_
         _ => return (String::new(), ApiChange::Ignore),
     };
     let property_id = event.property("api_id").unwrap_or_default();
+    let too_large = event.payload.as_ref().is_some_and(|text| text.len() as u64 > max_bytes);
     let payload: Result<ApiEventPayload, String> = match &event.payload {
         None => Err("the event has no payload".into()),
+        Some(text) if too_large => {
+            Err(format!("the definition is {} bytes, more than --max-definition-bytes ({max_bytes})", text.len()))
+        }
         Some(text) => serde_json::from_str::<Value>(text)
             .map_err(|e| format!("the event payload is not JSON: {e}"))
             .and_then(|mut v| {
@@ -148,7 +160,7 @@ pub fn decode_api_event(event: &Event, origin: &str, default_env: &str, default_
             };
         }
     }
-    if source.id.is_empty() {
+    if source.id.is_empty() && !too_large {
         source.definition =
             DefinitionText::Invalid("the event names no API id (properties.api_id or payload.id)".into());
     }
@@ -178,6 +190,8 @@ pub struct CloudSync {
     pub environments: Vec<String>,
     pub organization: String,
     pub interval: Duration,
+    /// `--max-definition-bytes`: larger event payloads are rejected alone.
+    pub max_definition_bytes: u64,
 }
 
 impl CloudSync {
@@ -254,6 +268,7 @@ impl CloudSync {
                 "cloud",
                 self.environments.first().map_or("", String::as_str),
                 &self.organization,
+                self.max_definition_bytes,
             );
             let newer_than_known = next.apis.get(&api_id).is_none_or(|d| updated_at >= d.updated_at)
                 && next.undeployed_at.get(&api_id).is_none_or(|at| updated_at >= *at);
@@ -355,7 +370,7 @@ mod tests {
     fn publish_event_yields_the_definition_string() {
         let payload =
             json!({"id": "api-1", "name": "Orders", "lifecycleState": "STARTED", "definition": "{\"id\":\"api-1\"}"});
-        let (id, change) = decode_api_event(&event("PUBLISH_API", payload), "cloud", "DEFAULT", "org");
+        let (id, change) = decode_api_event(&event("PUBLISH_API", payload), "cloud", "DEFAULT", "org", u64::MAX);
         assert_eq!(id, "api-1");
         match change {
             ApiChange::Deploy(source) => {
@@ -370,16 +385,43 @@ mod tests {
     #[test]
     fn stopped_and_stop_events_undeploy() {
         let stopped = json!({"id": "api-1", "lifecycleState": "STOPPED", "definition": "{}"});
-        assert!(matches!(decode_api_event(&event("START_API", stopped), "c", "", "").1, ApiChange::Undeploy { .. }));
-        assert!(matches!(decode_api_event(&event("STOP_API", json!({})), "c", "", "").1, ApiChange::Undeploy { .. }));
-        assert!(matches!(decode_api_event(&event("GATEWAY_STARTED", json!({})), "c", "", "").1, ApiChange::Ignore));
+        assert!(matches!(
+            decode_api_event(&event("START_API", stopped), "c", "", "", u64::MAX).1,
+            ApiChange::Undeploy { .. }
+        ));
+        assert!(matches!(
+            decode_api_event(&event("STOP_API", json!({})), "c", "", "", u64::MAX).1,
+            ApiChange::Undeploy { .. }
+        ));
+        assert!(matches!(
+            decode_api_event(&event("GATEWAY_STARTED", json!({})), "c", "", "", u64::MAX).1,
+            ApiChange::Ignore
+        ));
+    }
+
+    #[test]
+    fn an_oversized_payload_is_rejected_unparsed() {
+        let payload = json!({"id": "big", "definition": "x".repeat(4096)});
+        let mut big = event("PUBLISH_API", payload);
+        big.properties.insert("api_id".into(), json!("big"));
+        match decode_api_event(&big, "cloud", "", "", 1024) {
+            (id, ApiChange::Deploy(source)) => {
+                assert_eq!(id, "big");
+                assert!(
+                    matches!(source.definition, DefinitionText::Invalid(ref r) if r.contains("more than --max-definition-bytes (1024)")),
+                    "{:?}",
+                    source.definition
+                );
+            }
+            _ => panic!("an oversized API is rejected, not skipped"),
+        }
     }
 
     #[test]
     fn broken_payload_becomes_a_visible_rejection() {
         let mut broken = event("PUBLISH_API", json!({}));
         broken.payload = Some("{not json".into());
-        match decode_api_event(&broken, "cloud", "", "").1 {
+        match decode_api_event(&broken, "cloud", "", "", u64::MAX).1 {
             ApiChange::Deploy(source) => {
                 assert_eq!(source.id, "api-1");
                 assert!(

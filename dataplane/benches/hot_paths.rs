@@ -169,6 +169,7 @@ fn policy_chain(bencher: divan::Bencher) {
             parts: &mut parts,
             peer_ip: "10.1.2.3".parse().expect("an address"),
             attributes: &mut attributes,
+            api_id: "api",
             plan_id: "plan",
             subscription_id: "subscription",
             counters: &counters,

@@ -9,9 +9,15 @@
 //!   for nothing. Leases are granted only up to the limit: async mode never admits more than the
 //!   limit; it may admit fewer, by at most one unused lease per dataplane and counter per window.
 //!
+//! A hit names its counter (API, plan, policy step, subscription, custom key); the agent finds the
+//! policy in the config it compiled and counts with that policy's limit and period, so the dataplane
+//! decides with the limit the agent answers (the newest, when a config change is on its way here).
+//!
 //! When the agent (or its Redis) cannot answer, the caller gets [`Unavailable`] and applies the
 //! policy's error strategy. After a failure, calls are not retried for [`BACKOFF`]: requests then
-//! fail over to the strategy at once instead of each waiting for a timeout.
+//! fail over to the strategy at once instead of each waiting for a timeout. A hit the agent refuses
+//! alone (a step it no longer deploys, its counter table full) applies the strategy too, without the
+//! backoff: the other counters are fine.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -25,8 +31,8 @@ use hgw_proto::v1::rate_limit_client::RateLimitClient;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tonic::transport::Channel;
 
-/// Hits sent in one call at most.
-const MAX_BATCH: usize = 1024;
+/// Hits sent in one call at most (what the agent accepts).
+const MAX_BATCH: usize = hgw_proto::counters::MAX_HITS_PER_CALL;
 /// Calls in flight at once; hits arriving meanwhile wait for the next batch. Strict mode is bound by
 /// the round trip, not by the calls: fewer, larger batches cost the agent and Redis less (measured with
 /// tests/bench/ratelimit.sh: 1 or 4 in flight gave the same throughput, 1 with 8× fewer Redis calls).
@@ -35,10 +41,6 @@ const MAX_IN_FLIGHT: usize = 2;
 const QUEUE: usize = 65_536;
 /// How long after a failed call hits fail over without trying.
 pub const BACKOFF: Duration = Duration::from_secs(1);
-/// A lease is this fraction of the limit (at least 1, at most [`MAX_LEASE`]): small enough that what a
-/// dataplane leaves unused is a small part of the limit, large enough that most requests find a token.
-const LEASE_DIVISOR: u64 = 50;
-const MAX_LEASE: u64 = 1000;
 /// Lease entries kept before expired ones are swept.
 const SWEEP_AT: usize = 100_000;
 
@@ -67,32 +69,37 @@ pub struct Answer {
     pub reset_at_ms: i64,
 }
 
-/// One counter, identified as Gravitee does.
+/// One counter, as the agent knows it: a deployed policy step and what the request adds to its key.
 #[derive(Debug, Clone)]
 pub struct CounterRef<'a> {
+    /// Gravitee's key of the counter: this dataplane's name for its lease (the agent builds its own).
     pub key: &'a str,
+    /// The policy's limit as this dataplane's config says (the agent's answer may bring a newer one).
     pub limit: u64,
-    pub period_ms: u64,
+    pub api_id: &'a str,
+    pub plan_id: &'a str,
+    /// The step's number within its API (`RateLimitPolicy.step`).
+    pub step: u32,
     pub subscription: &'a str,
+    /// The rendered custom key (empty: none).
+    pub custom_key: &'a str,
 }
 
 impl CounterRef<'_> {
     fn hit(&self, count: u64, lease: u64) -> pb::CounterHit {
         pb::CounterHit {
-            key: self.key.to_owned(),
-            limit: self.limit,
-            period_ms: self.period_ms,
+            api_id: self.api_id.to_owned(),
+            plan_id: self.plan_id.to_owned(),
+            step: self.step,
             subscription: self.subscription.to_owned(),
+            custom_key: hgw_proto::counters::key_part(self.custom_key).into_owned(),
             count,
             lease,
         }
     }
 }
 
-/// The lease size for a limit.
-pub fn lease_size(limit: u64) -> u64 {
-    (limit / LEASE_DIVISOR).clamp(1, MAX_LEASE)
-}
+pub use hgw_proto::counters::lease_size;
 
 #[derive(Default)]
 struct Lease {
@@ -103,13 +110,16 @@ struct Lease {
     reset_at_ms: i64,
     /// The last refill was granted nothing: the counter is at its limit until `reset_at_ms`.
     exhausted: bool,
+    /// The limit the agent counted the last refill against.
+    limit: u64,
     /// Set while a refill is in flight; waiters see it change (or close) when the refill is done.
     refill: Option<watch::Receiver<()>>,
 }
 
 impl Lease {
     /// Admits one request from the lease, or refuses it when the lease is empty.
-    fn take_one(&mut self, limit: u64) -> Answer {
+    fn take_one(&mut self) -> Answer {
+        let limit = self.limit;
         let admitted = self.tokens > 0;
         self.tokens = self.tokens.saturating_sub(1);
         Answer {
@@ -126,9 +136,11 @@ pub struct Counters {
     leases: Mutex<HashMap<String, Lease>>,
     /// Epoch ms before which calls are not tried (after a failure).
     down_until_ms: AtomicI64,
-    /// Calls (strict hits and lease refills) that reached the backend, and those that failed.
+    /// Calls (strict hits and lease refills) that reached the backend, those that failed, and hits the
+    /// agent refused alone.
     pub calls: AtomicU64,
     pub failures: AtomicU64,
+    pub refused: AtomicU64,
 }
 
 impl fmt::Debug for Counters {
@@ -145,6 +157,7 @@ impl Counters {
             down_until_ms: AtomicI64::new(0),
             calls: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
         }
     }
 
@@ -156,19 +169,26 @@ impl Counters {
         }
         self.calls.fetch_add(1, Ordering::Relaxed);
         let result = self.backend.acquire(hit).await;
-        if result.is_err() {
-            self.failures.fetch_add(1, Ordering::Relaxed);
-            self.down_until_ms.store(now_ms + BACKOFF.as_millis() as i64, Ordering::Relaxed);
+        match result {
+            Err(_) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                self.down_until_ms.store(now_ms + BACKOFF.as_millis() as i64, Ordering::Relaxed);
+                result
+            }
+            Ok(state) if !state.refused.is_empty() => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                Err(Unavailable(format!("the agent refused the counter: {}", state.refused)))
+            }
+            Ok(state) => Ok(state),
         }
-        result
     }
 
     /// Strict mode: counts this request, then answers whether it is within the limit.
     pub async fn count(&self, counter: CounterRef<'_>, now_ms: i64) -> Result<Answer, Unavailable> {
         let state = self.call(counter.hit(1, 0), now_ms).await?;
         Ok(Answer {
-            admitted: state.value <= counter.limit,
-            remaining: counter.limit.saturating_sub(state.value),
+            admitted: state.value <= state.limit,
+            remaining: state.limit.saturating_sub(state.value),
             reset_at_ms: state.reset_at_ms,
         })
     }
@@ -192,7 +212,7 @@ impl Counters {
                     *lease = Lease::default();
                 }
                 if lease.tokens > 0 || lease.exhausted {
-                    return Ok(lease.take_one(counter.limit));
+                    return Ok(lease.take_one());
                 }
                 lease.refill.clone()
             };
@@ -228,7 +248,8 @@ impl Counters {
             lease.value = state.value;
             lease.reset_at_ms = state.reset_at_ms;
             lease.exhausted = state.granted == 0;
-            lease.take_one(counter.limit)
+            lease.limit = state.limit;
+            lease.take_one()
         });
         drop(leases);
         drop(done);
@@ -332,23 +353,29 @@ pub(crate) mod tests {
         fn acquire(&self, hit: pb::CounterHit) -> BoxFuture<'static, Result<pb::CounterState, Unavailable>> {
             let result = if self.fail.load(Ordering::Relaxed) {
                 Err(Unavailable("down".into()))
+            } else if hit.step == 0 {
+                Ok(pb::CounterState { refused: "unknown step 0".into(), ..Default::default() })
             } else {
                 let now = self.now_ms.load(Ordering::Relaxed);
+                // Test steps: step N (from 1, as the agent numbers them) has the limit N - 1, a 1 s window.
+                let (limit, period_ms) = (u64::from(hit.step) - 1, 1000);
+                let key = format!("{}/{}/{}/{}", hit.plan_id, hit.step, hit.subscription, hit.custom_key);
                 let mut counters = self.counters.lock().unwrap();
-                let entry = counters.entry(hit.key.clone()).or_insert((0, now + hit.period_ms as i64));
+                let entry = counters.entry(key).or_insert((0, now + period_ms));
                 if entry.1 <= now {
-                    *entry = (0, now + hit.period_ms as i64);
+                    *entry = (0, now + period_ms);
                 }
-                let granted = hit.lease.min(hit.limit.saturating_sub(entry.0));
+                let granted = hit.lease.min(limit.saturating_sub(entry.0));
                 entry.0 += granted + hit.count;
-                Ok(pb::CounterState { value: entry.0, reset_at_ms: entry.1, granted })
+                Ok(pb::CounterState { value: entry.0, reset_at_ms: entry.1, granted, limit, refused: String::new() })
             };
             Box::pin(async move { result })
         }
     }
 
     fn counter(limit: u64) -> CounterRef<'static> {
-        CounterRef { key: "ratelimit:ps:rl", limit, period_ms: 1000, subscription: "s" }
+        let step = u32::try_from(limit + 1).unwrap();
+        CounterRef { key: "ratelimit:ps:rl", limit, api_id: "a", plan_id: "p", step, subscription: "s", custom_key: "" }
     }
 
     #[tokio::test]
@@ -413,5 +440,28 @@ pub(crate) mod tests {
         let later = BACKOFF.as_millis() as i64;
         assert!(counters.count(counter(5), later).await.unwrap().admitted);
         assert!(counters.take(counter(5), later).await.unwrap().admitted);
+    }
+
+    #[tokio::test]
+    async fn a_refused_hit_applies_the_strategy_and_others_keep_counting() {
+        let counters = Counters::new(Arc::new(MapBackend::default()));
+        let stale = CounterRef { step: 0, ..counter(5) };
+        let refused = counters.count(stale.clone(), 0).await.unwrap_err();
+        assert!(refused.0.contains("unknown step 0"), "{refused}");
+        assert!(counters.take(stale, 0).await.is_err(), "a lease on a refused counter is refused too");
+        assert!(counters.count(counter(5), 1).await.unwrap().admitted, "no backoff after a refusal");
+        assert_eq!(counters.refused.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.failures.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn the_agents_limit_decides() {
+        // The dataplane still thinks the limit is 100; the agent's policy (here: 2) counts.
+        let counters = Counters::new(Arc::new(MapBackend::default()));
+        let mut admitted = 0;
+        for _ in 0..5 {
+            admitted += counters.count(CounterRef { limit: 100, ..counter(2) }, 0).await.unwrap().admitted as u32;
+        }
+        assert_eq!(admitted, 2);
     }
 }

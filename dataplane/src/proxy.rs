@@ -367,6 +367,7 @@ async fn serve_api(
             parts: &mut parts,
             peer_ip: conn.remote.ip(),
             attributes: &mut attributes,
+            api_id: &api.id,
             plan_id: &plan.id,
             subscription_id: &subscription_id,
             counters: &shared.counters,

@@ -248,6 +248,30 @@ impl Agent {
         self.http.get(format!("{}{path}", self.node)).send().await.expect("node API").text().await.expect("text")
     }
 
+    /// GET on the node API with `Authorization: Bearer {token}` (`None`: no header): status and body.
+    pub async fn node_get_as(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let mut request = self.http.get(format!("{}{path}", self.node));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap_or_else(|e| panic!("node API {path}: {e}"));
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    }
+
+    /// A gRPC channel over the agent's Unix socket, as a dataplane on this host opens it.
+    pub async fn unix_channel(&self) -> tonic::transport::Channel {
+        let path = self.socket.clone().expect("agent has a socket");
+        // The URI is required by the API and unused: every connection goes to the socket.
+        tonic::transport::Endpoint::from_static("http://agent.invalid")
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let path = path.clone();
+                async move { tokio::net::UnixStream::connect(path).await.map(hyper_util::rt::TokioIo::new) }
+            }))
+            .await
+            .expect("gRPC over the agent's Unix socket")
+    }
+
     /// Waits until the agent reports a successful first sync.
     pub async fn wait_synced(&self) {
         eventually("agent initial sync", START_TIMEOUT, || async {

@@ -231,25 +231,36 @@ async fn corrupt_or_foreign_snapshot_is_ignored() {
     let good = std::fs::read(&file).unwrap();
     cloud_gate_fails(&sim).await;
 
-    // Another cluster: the snapshot copied under the names of cluster `eu`, in Redis and on disk.
+    // Another cluster: the snapshot copied under the names of cluster `eu`, in Redis and on disk. The
+    // MAC key is salted with the cluster id, so the copy does not even authenticate.
     assert_eq!(redis.cli(&["COPY", "hgw:default:last-good", "hgw:eu:last-good"]).await.trim(), "1");
     std::fs::write(snapshot_file(dir.path(), "eu"), &good).unwrap();
     let args = ["--redis-url", url.as_str(), "--cluster-id", "eu"];
     let agent = Agent::start_cloud(dir.path(), "agent-eu", &sim, &sim.token().await, &args).await;
     let dp = Dataplane::start(dir.path(), "dp-eu", &agent.tcp_target()).await;
     for from in ["redis", "file"] {
-        let warning = ignored_warning(&agent, "written for cluster `default`, this agent has `eu`", from).await;
+        let warning = ignored_warning(&agent, "no valid MAC", from).await;
         assert!(warning.contains("WARN"), "{warning}");
     }
     serves_nothing(&agent, &dp).await;
     drop((agent, dp));
 
-    // Another organization (same cluster).
+    // Another organization (same cluster): its Cloud Token differs, so does the MAC key.
     let other_org = sim.mint_token(json!({"claims": {"org": "other-org"}})).await;
     let agent = Agent::start_cloud(dir.path(), "agent-org", &sim, &other_org, &["--redis-url", &url]).await;
     let dp = Dataplane::start(dir.path(), "dp-org", &agent.tcp_target()).await;
     for from in ["redis", "file"] {
-        ignored_warning(&agent, "written for organization `DEFAULT`, this agent has `other-org`", from).await;
+        ignored_warning(&agent, "no valid MAC", from).await;
+    }
+    serves_nothing(&agent, &dp).await;
+    drop((agent, dp));
+
+    // Same token and cluster, other sharding tags: authentic, but made for another gateway.
+    let args = ["--redis-url", url.as_str(), "--tags", "internal"];
+    let agent = Agent::start_cloud(dir.path(), "agent-tags", &sim, &sim.token().await, &args).await;
+    let dp = Dataplane::start(dir.path(), "dp-tags", &agent.tcp_target()).await;
+    for from in ["redis", "file"] {
+        ignored_warning(&agent, "written for sharding tags (none), this agent has `internal`", from).await;
     }
     serves_nothing(&agent, &dp).await;
     drop((agent, dp));
@@ -282,4 +293,88 @@ async fn corrupt_or_foreign_snapshot_is_ignored() {
         (redis.cli(&["GET", "hgw:default:last-good"]).await.trim() != "garbage").then_some(())
     })
     .await;
+}
+
+/// The snapshot as an attacker with write access to the state file or the Redis key would change it:
+/// the API's endpoint pointed at `target`, the SHA-256 checksum recomputed. The MAC cannot be.
+fn forge(good: &[u8], target: &str) -> Vec<u8> {
+    use prost::Message;
+    use sha2::Digest;
+    let mut envelope = hgw_proto::v1::LastGoodEnvelope::decode(good).expect("an hgw snapshot");
+    let mut snapshot = hgw_proto::v1::LastGoodSnapshot::decode(envelope.payload.as_slice()).expect("a snapshot");
+    snapshot.apis[0].endpoint_groups[0].endpoints[0].target = target.to_owned();
+    envelope.payload = snapshot.encode_to_vec();
+    envelope.payload_sha256 = sha2::Sha256::digest(&envelope.payload).to_vec();
+    envelope.encode_to_vec()
+}
+
+/// Peak resident memory of a process (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_snapshot_with_a_correct_checksum_is_ignored_and_reads_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let redis = RedisServer::start(&dir.path().join("redis"), RedisOptions::default()).await;
+    let url = redis.url();
+    let backend = Backend::start("A").await;
+    first_agent_syncs_then_dies(dir.path(), &sim, &backend, Some(&url)).await;
+    let file = snapshot_file(dir.path(), "default");
+    let good = std::fs::read(&file).unwrap();
+    cloud_gate_fails(&sim).await;
+
+    // Forged in both places, pointing the API at the attacker's backend.
+    let attacker = Backend::start("attacker").await;
+    let forged = forge(&good, &attacker.url());
+    std::fs::write(&file, &forged).unwrap();
+    let forged_file = dir.path().join("forged.pb");
+    std::fs::write(&forged_file, &forged).unwrap();
+    set_from_file(&redis, "hgw:default:last-good", &forged_file).await;
+    let agent = Agent::start_cloud(dir.path(), "agent-forged", &sim, &sim.token().await, &["--redis-url", &url]).await;
+    let dp = Dataplane::start(dir.path(), "dp-forged", &agent.tcp_target()).await;
+    for from in ["redis", "file"] {
+        let warning = ignored_warning(&agent, "no valid MAC", from).await;
+        assert!(warning.contains("mac"), "the reason's label is logged: {warning}");
+    }
+    serves_nothing(&agent, &dp).await;
+    assert_eq!(attacker.requests(), 0, "nothing reached the attacker's backend");
+    let metrics = agent.node_text("/_node/metrics/prometheus").await;
+    assert!(metrics.contains("hgw_agent_last_good_ignored_total 2"), "{metrics}");
+    drop((agent, dp));
+
+    // The file is a symlink to an endless device, and the Redis value is larger than the bound: both
+    // refused unread, and the agent does not grow.
+    std::fs::remove_file(&file).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &file).unwrap();
+    assert_eq!(redis.cli(&["SETRANGE", "hgw:default:last-good", "2097152", "x"]).await.trim(), "2097153");
+    let args = ["--redis-url", url.as_str(), "--max-snapshot-bytes", "1MiB"];
+    let agent = Agent::start_cloud(dir.path(), "agent-bounded", &sim, &sim.token().await, &args).await;
+    let dp = Dataplane::start(dir.path(), "dp-bounded", &agent.tcp_target()).await;
+    ignored_warning(&agent, "not a regular file (a character device)", "file").await;
+    ignored_warning(&agent, "more than --max-snapshot-bytes (1048576)", "redis").await;
+    serves_nothing(&agent, &dp).await;
+    let peak = peak_rss_kib(agent.proc.pid());
+    assert!(peak < 200 * 1024, "the agent read neither: peak RSS {peak} KiB");
+}
+
+/// `SET key <content of file>` through redis-cli (binary-safe).
+async fn set_from_file(redis: &RedisServer, key: &str, file: &Path) {
+    let command = tokio::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &redis.port().to_string(), "-x", "SET", key])
+        .stdin(std::fs::File::open(file).unwrap())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), command)
+        .await
+        .expect("redis-cli finishes")
+        .expect("redis-cli runs");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK", "{output:?}");
 }

@@ -143,7 +143,7 @@ fn compile_api(
     if api.flow_execution.match_required {
         return Err(err("flowExecution.matchRequired", "`matchRequired` is not supported yet"));
     }
-    let flows = compile_flows(&api.flows, "flows")?;
+    let mut flows = compile_flows(&api.flows, "flows")?;
 
     let mut plans = Vec::new();
     for (i, plan) in api.plans.iter().enumerate() {
@@ -212,6 +212,7 @@ fn compile_api(
         _ => None,
     };
     let response_templates = compile_response_templates(&api.response_templates)?;
+    number_counter_steps(&mut flows, &mut plans);
     let analytics = api.analytics.as_ref();
     let logging = match analytics.and_then(|a| a.logging.as_ref()) {
         Some(logging) => compile_logging(logging, "analytics.logging")?,
@@ -239,6 +240,23 @@ fn compile_api(
         response_templates,
         logging,
     })))
+}
+
+/// Numbers the rate-limit, quota and spike-arrest steps of an API 1, 2, ... (API flows first, then each
+/// plan's flows, in order): a dataplane names a counter by this number, and the agent finds the policy
+/// (and its limit and period) by it, never trusting a limit or period sent by the caller.
+fn number_counter_steps(flows: &mut [pb::Flow], plans: &mut [pb::Plan]) {
+    let mut next = 0u32;
+    let api_flows = flows.iter_mut();
+    let plan_flows = plans.iter_mut().flat_map(|plan| plan.flows.iter_mut());
+    for flow in api_flows.chain(plan_flows) {
+        for step in flow.request.iter_mut().chain(flow.response.iter_mut()) {
+            if let Some(pb::step::Policy::RateLimit(policy)) = &mut step.policy {
+                next += 1;
+                policy.step = next;
+            }
+        }
+    }
 }
 
 /// Gravitee's logging settings, in either shape: v4 `{mode{entrypoint, endpoint}, phase{request,
@@ -1249,6 +1267,8 @@ fn rate_limit(configuration: &Value, at: &str, kind: pb::RateLimitKind) -> Resul
             pb::RateLimitMode::Strict
         } as i32,
         error_strategy: error_strategy(configuration, at)? as i32,
+        // Numbered once the whole API is compiled (`number_counter_steps`).
+        step: 0,
     })
 }
 

@@ -66,7 +66,15 @@ impl Analytics for AnalyticsService {
                     _ = cancel.cancelled() => Err(AppendError::Closed),
                 };
                 if let Err(error) = appended {
-                    let _ = tx.send(Err(Status::unavailable(error.to_string()))).await;
+                    let status = match &error {
+                        AppendError::TooLarge { .. } => {
+                            metrics.reports_batches_too_large.inc();
+                            tracing::warn!(dataplane = %batch.dataplane_id, %error, "analytics batch refused");
+                            Status::invalid_argument(error.to_string())
+                        }
+                        _ => Status::unavailable(error.to_string()),
+                    };
+                    let _ = tx.send(Err(status)).await;
                     break;
                 }
                 // Counted once the batch is ours, so a resent batch does not count its drops twice.

@@ -84,7 +84,8 @@ pub fn router(
         node_id: state.node_id.clone(),
         cancel: state.cancel.clone(),
     };
-    let ratelimit = ratelimit::RateLimitService { counters: state.counters.clone(), metrics: state.metrics.clone() };
+    let ratelimit =
+        ratelimit::RateLimitService::new(state.counters.clone(), state.metrics.clone(), state.store.clone());
     let admin = admin::AdminService {
         store: state.store.clone(),
         registry: state.registry.clone(),

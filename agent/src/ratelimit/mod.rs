@@ -15,15 +15,18 @@
 //! Hits of one batch on the same key are merged into one store operation, then answered one by one in
 //! order, so a batch of concurrent requests costs one Redis call per distinct key.
 
+mod deployed;
 mod memory;
 mod redis;
 
 use std::collections::HashMap;
 
-pub use memory::MemoryCounters;
+pub use deployed::{DeployedCounters, Refusal};
+pub use memory::{DEFAULT_MAX_KEYS, MemoryCounters};
 pub use redis::RedisCounters;
 
-/// One request for a counter (a domain copy of the wire `CounterHit`, validated).
+/// One request for a counter: a wire `CounterHit` resolved against the deployed policy
+/// ([`DeployedCounters::resolve`]), with the key, limit and period the agent derived.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hit {
     pub key: String,
@@ -71,23 +74,28 @@ pub(crate) fn merge(hits: &[Hit]) -> (Vec<Hit>, Vec<usize>) {
     (groups, group_of)
 }
 
-/// Answers each hit from its merged group's result.
+/// Answers each hit from its merged group's result (`None`: the group was not counted).
 ///
 /// A group's store operation granted `granted` admissions to its leases, then added its counts, ending at
 /// `value`. Leases are served first, in order; counted hits then see the counter rise one by one.
-pub(crate) fn split(hits: &[Hit], groups: &[Hit], group_of: &[usize], results: &[CounterState]) -> Vec<CounterState> {
+pub(crate) fn split(
+    hits: &[Hit],
+    groups: &[Hit],
+    group_of: &[usize],
+    results: &[Option<CounterState>],
+) -> Vec<Option<CounterState>> {
     // Per group: admissions still to hand to leases, and the value before its counted hits.
-    let mut to_grant: Vec<u64> = results.iter().map(|r| r.granted).collect();
+    let mut to_grant: Vec<u64> = results.iter().map(|r| r.map_or(0, |r| r.granted)).collect();
     let mut counted: Vec<u64> =
-        results.iter().zip(groups).map(|(r, group)| r.value.saturating_sub(group.count)).collect();
+        results.iter().zip(groups).map(|(r, group)| r.map_or(0, |r| r.value.saturating_sub(group.count))).collect();
     hits.iter()
         .zip(group_of)
         .map(|(hit, &group)| {
-            let result = results[group];
+            let result = results[group]?;
             let granted = hit.lease.min(to_grant[group]);
             to_grant[group] -= granted;
             counted[group] += hit.count;
-            CounterState { value: counted[group], reset_at_ms: result.reset_at_ms, granted }
+            Some(CounterState { value: counted[group], reset_at_ms: result.reset_at_ms, granted })
         })
         .collect()
 }
@@ -99,12 +107,13 @@ pub enum CounterStore {
 }
 
 impl CounterStore {
-    /// Applies a batch of hits at `now_ms` (this agent's clock starts new windows).
-    pub async fn acquire(&self, hits: &[Hit], now_ms: i64) -> Result<Vec<CounterState>, CounterError> {
+    /// Applies a batch of hits at `now_ms` (this agent's clock starts new windows). A hit answered
+    /// `None` was not counted: the in-memory table is full.
+    pub async fn acquire(&self, hits: &[Hit], now_ms: i64) -> Result<Vec<Option<CounterState>>, CounterError> {
         let (groups, group_of) = merge(hits);
         let results = match self {
             CounterStore::Memory(memory) => memory.apply(&groups, now_ms),
-            CounterStore::Redis(redis) => redis.apply(&groups, now_ms).await?,
+            CounterStore::Redis(redis) => redis.apply(&groups, now_ms).await?.into_iter().map(Some).collect(),
         };
         Ok(split(hits, &groups, &group_of, &results))
     }
@@ -122,25 +131,31 @@ mod tests {
     async fn a_batch_is_answered_in_order_as_if_hits_came_one_by_one() {
         let store = CounterStore::Memory(MemoryCounters::default());
         let hits: Vec<Hit> = (0..5).map(|_| hit("k", 1, 0)).chain([hit("other", 1, 0)]).collect();
-        let states = store.acquire(&hits, 1_000).await.unwrap();
+        let states: Vec<CounterState> = store.acquire(&hits, 1_000).await.unwrap().into_iter().flatten().collect();
         let values: Vec<u64> = states.iter().map(|s| s.value).collect();
         assert_eq!(values, vec![1, 2, 3, 4, 5, 1]);
         assert!(states.iter().all(|s| s.reset_at_ms == 2_000), "the window starts at the first hit");
-        let next = store.acquire(&[hit("k", 1, 0)], 1_500).await.unwrap();
-        assert_eq!((next[0].value, next[0].reset_at_ms), (6, 2_000), "counted even when over the limit");
-        let fresh = store.acquire(&[hit("k", 1, 0)], 2_000).await.unwrap();
-        assert_eq!((fresh[0].value, fresh[0].reset_at_ms), (1, 3_000), "a new window after the reset");
+        let next = store.acquire(&[hit("k", 1, 0)], 1_500).await.unwrap()[0].unwrap();
+        assert_eq!((next.value, next.reset_at_ms), (6, 2_000), "counted even when over the limit");
+        let fresh = store.acquire(&[hit("k", 1, 0)], 2_000).await.unwrap()[0].unwrap();
+        assert_eq!((fresh.value, fresh.reset_at_ms), (1, 3_000), "a new window after the reset");
     }
 
     #[tokio::test]
     async fn leases_never_grant_past_the_limit() {
         let store = CounterStore::Memory(MemoryCounters::default());
-        let states = store.acquire(&[hit("k", 0, 2), hit("k", 0, 2), hit("k", 0, 2)], 0).await.unwrap();
+        let states: Vec<CounterState> = store
+            .acquire(&[hit("k", 0, 2), hit("k", 0, 2), hit("k", 0, 2)], 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .flatten()
+            .collect();
         let granted: Vec<u64> = states.iter().map(|s| s.granted).collect();
         assert_eq!(granted, vec![2, 1, 0]);
         assert_eq!(states[2].value, 3);
-        let later = store.acquire(&[hit("k", 0, 5)], 10).await.unwrap();
-        assert_eq!((later[0].granted, later[0].value), (0, 3), "an exhausted counter grants nothing");
+        let later = store.acquire(&[hit("k", 0, 5)], 10).await.unwrap()[0].unwrap();
+        assert_eq!((later.granted, later.value), (0, 3), "an exhausted counter grants nothing");
     }
 
     #[test]
@@ -149,8 +164,11 @@ mod tests {
         let (groups, group_of) = merge(&hits);
         assert_eq!((groups.len(), groups[0].count, groups[0].lease), (1, 2, 4));
         // The store granted 3 of the 4 leased, then counted 2: 0 + 3 + 2.
-        let results = [CounterState { value: 5, reset_at_ms: 9, granted: 3 }];
+        let results = [Some(CounterState { value: 5, reset_at_ms: 9, granted: 3 })];
         let answers = split(&hits, &groups, &group_of, &results);
-        assert_eq!(answers.iter().map(|a| (a.value, a.granted)).collect::<Vec<_>>(), vec![(4, 0), (4, 3), (5, 0)]);
+        assert_eq!(
+            answers.iter().flatten().map(|a| (a.value, a.granted)).collect::<Vec<_>>(),
+            vec![(4, 0), (4, 3), (5, 0)]
+        );
     }
 }

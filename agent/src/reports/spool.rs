@@ -4,7 +4,11 @@
 //! is written and, with `--spool-fsync batch` (the default), fsynced. Batches arriving together share one
 //! fsync (group commit). When the spool holds `--spool-max-bytes`, appends wait: acknowledgements stop,
 //! dataplanes keep their records, and only they drop (counted) once their own queues are full. Nothing
-//! undelivered is ever deleted to make room.
+//! undelivered is ever deleted to make room. The wait ends as soon as uploads free room for the waiting
+//! batch, or when its sender is gone. A batch that could never fit (larger than the whole bound) is
+//! refused at once with [`AppendError::TooLarge`]: waiting for it would need the spool to be empty
+//! and then overfill it, stalling every dataplane behind one batch (one forged batch used to latch the
+//! spool "full").
 //!
 //! Read side: the uploader reads sealed segments only (the active segment is sealed at the segment size,
 //! after the flush interval, or when the spool is full), in order, and advances a cursor after each
@@ -80,6 +84,8 @@ pub enum AppendError {
     Closed,
     #[error("the reports spool cannot write: {0}")]
     Io(String),
+    #[error("a batch of {bytes} bytes can never fit the reports spool (--spool-max-bytes {max}); refused")]
+    TooLarge { bytes: u64, max: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,7 +284,12 @@ impl SpoolHandle {
     /// Writes the documents (NDJSON lines) as one frame; returns when they are on disk (per the fsync
     /// policy). Waits while the spool is full: that wait is the backpressure.
     pub async fn append(&self, lines: &[String]) -> Result<(), AppendError> {
-        let mut payload = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+        let size: usize = lines.iter().map(|l| l.len() + 1).sum();
+        let bytes = (MAGIC.len() + segment::FRAME_HEADER + size) as u64;
+        if bytes > self.stats.max_bytes || size > segment::MAX_FRAME_PAYLOAD {
+            return Err(AppendError::TooLarge { bytes, max: self.stats.max_bytes });
+        }
+        let mut payload = Vec::with_capacity(size);
         for line in lines {
             payload.extend_from_slice(line.as_bytes());
             payload.push(b'\n');
@@ -347,6 +358,14 @@ async fn blocking<T: Send + 'static>(
         .expect("spool I/O does not panic")
 }
 
+/// How a wait for room in the spool ended.
+enum Space {
+    Free,
+    /// The waiting batch's sender went away.
+    Abandoned,
+    Cancelled,
+}
+
 /// Takes appends, writes them in groups under one fsync, acknowledges, seals segments.
 pub struct SpoolWriter {
     rx: mpsc::Receiver<Append>,
@@ -396,16 +415,21 @@ impl SpoolWriter {
         let mut written: Vec<Append> = Vec::with_capacity(group.len());
         let mut frames = Vec::new();
         let mut group = group.into_iter();
-        while let Some(append) = group.next() {
+        while let Some(mut append) = group.next() {
             let need = (segment::FRAME_HEADER + append.payload.len()) as u64;
             if !self.fits(need + frames.len() as u64) {
                 self.flush(&mut frames, &mut written).await;
-                if !self.wait_for_space(need, cancel).await {
-                    let _ = append.done.send(Err(AppendError::Closed));
-                    for rest in group {
-                        let _ = rest.done.send(Err(AppendError::Closed));
+                match self.wait_for_space(need, &mut append.done, cancel).await {
+                    Space::Free => {}
+                    // Its stream ended: nobody to acknowledge, nothing to write (the dataplane resends).
+                    Space::Abandoned => continue,
+                    Space::Cancelled => {
+                        let _ = append.done.send(Err(AppendError::Closed));
+                        for rest in group {
+                            let _ = rest.done.send(Err(AppendError::Closed));
+                        }
+                        return false;
                     }
-                    return false;
                 }
             }
             segment::encode_frame(&append.payload, &mut frames);
@@ -465,8 +489,14 @@ impl SpoolWriter {
         }
     }
 
-    /// Waits until `need` bytes fit; acknowledgements stop meanwhile. Returns false when cancelled.
-    async fn wait_for_space(&mut self, need: u64, cancel: &CancellationToken) -> bool {
+    /// Waits until `need` bytes fit, or the waiting batch's sender is gone; acknowledgements stop
+    /// meanwhile, and start again either way.
+    async fn wait_for_space(
+        &mut self,
+        need: u64,
+        waiting: &mut oneshot::Sender<Result<(), AppendError>>,
+        cancel: &CancellationToken,
+    ) -> Space {
         self.shared.ledger().full = true;
         self.metrics.reports_spool_full_events.inc();
         tracing::warn!(
@@ -476,23 +506,28 @@ impl SpoolWriter {
         );
         // Everything written so far becomes uploadable now, so the uploader can make room.
         self.seal().await;
-        let fitted = loop {
+        let outcome = loop {
             let space = self.shared.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();
             if self.fits(need) {
-                break true;
+                break Space::Free;
             }
             tokio::select! {
                 _ = space => {}
-                _ = cancel.cancelled() => break false,
+                _ = waiting.closed() => break Space::Abandoned,
+                _ = cancel.cancelled() => break Space::Cancelled,
             }
         };
         self.shared.ledger().full = false;
-        if fitted {
-            tracing::info!("reports spool has room again: acknowledging");
+        match outcome {
+            Space::Free => tracing::info!("reports spool has room again: acknowledging"),
+            Space::Abandoned => {
+                tracing::info!("the batch waiting for room in the reports spool was abandoned by its sender")
+            }
+            Space::Cancelled => {}
         }
-        fitted
+        outcome
     }
 
     async fn roll_if_old(&mut self) {
@@ -833,6 +868,78 @@ mod tests {
         assert!(!handle.stats.full());
         cancel.cancel();
         task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_the_spool_is_refused_and_the_spool_keeps_acknowledging() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let max = MIN_MAX_BYTES;
+        let (handle, writer, mut reader) = open(options(dir.path(), max), metrics.clone()).unwrap();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(writer.run(cancel.clone()));
+        handle.append(&lines("before", 10)).await.unwrap();
+        let forged = vec!["x".repeat(max as usize)];
+        let refused = handle.append(&forged).await.unwrap_err();
+        assert!(matches!(refused, AppendError::TooLarge { .. }), "{refused}");
+        assert!(refused.to_string().contains("can never fit the reports spool"), "{refused}");
+        assert!(!handle.stats.full(), "a refused batch does not latch the spool full");
+        handle.append(&lines("after", 10)).await.unwrap();
+        cancel.cancel();
+        task.await.unwrap();
+        let batch = reader.next_batch(100).unwrap().unwrap();
+        assert_eq!(batch.records, 20, "both small batches were written, the forged one was not");
+    }
+
+    #[tokio::test]
+    async fn a_full_spool_clears_when_the_waiting_sender_leaves_or_room_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let max = MIN_MAX_BYTES;
+        let (handle, writer, mut reader) = open(options(dir.path(), max), metrics.clone()).unwrap();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(writer.run(cancel.clone()));
+        // Fill the spool to a few hundred bytes of its bound.
+        let mut filled = 0;
+        while handle.stats.bytes() + 2048 < max {
+            handle.append(&lines(&format!("f{filled}"), 20)).await.unwrap();
+            filled += 1;
+            assert!(filled < 1000);
+        }
+        // A batch that fits the bound but not the room left: it waits, the spool is full.
+        let waiting = {
+            let handle = handle.clone();
+            let batch = vec!["y".repeat(8192)];
+            tokio::spawn(async move { handle.append(&batch).await })
+        };
+        assert!(wait_until(|| handle.stats.full()).await, "the spool turns full");
+        // Its sender gives up (a stream that ended): the latch clears without any upload.
+        waiting.abort();
+        assert!(wait_until(|| !handle.stats.full()).await, "an abandoned wait clears the latch");
+        // Full again, then room is made by a delivery: the waiting batch is acknowledged.
+        let again = {
+            let handle = handle.clone();
+            let batch = vec!["z".repeat(8192)];
+            tokio::spawn(async move { handle.append(&batch).await })
+        };
+        assert!(wait_until(|| handle.stats.full()).await);
+        let batch = reader.next_batch(100_000).unwrap().unwrap();
+        reader.commit(&batch).unwrap();
+        again.await.unwrap().unwrap();
+        assert!(!handle.stats.full(), "room freed: the latch clears");
+        assert_eq!(metrics.reports_spool_full_events.get(), 2);
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
+    async fn wait_until(mut condition: impl FnMut() -> bool) -> bool {
+        for _ in 0..1000 {
+            if condition() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
     }
 
     #[tokio::test]

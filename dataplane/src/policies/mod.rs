@@ -32,7 +32,8 @@ pub struct RequestExchange<'a> {
     /// The connection's peer address.
     pub peer_ip: IpAddr,
     pub attributes: &'a mut Attributes,
-    /// The plan and subscription the request runs under (counter keys).
+    /// The API, plan and subscription the request runs under (counter names).
+    pub api_id: &'a str,
     pub plan_id: &'a str,
     pub subscription_id: &'a str,
     /// The cluster-wide rate-limit counters (through the agent).
@@ -248,6 +249,7 @@ pub(crate) fn with_test_exchange<T>(
         parts,
         peer_ip: peer.parse().expect("test peer address"),
         attributes: &mut attributes,
+        api_id: "api",
         plan_id: "plan",
         subscription_id: "subscription",
         counters: &counters,

@@ -18,8 +18,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use super::{Outcome, Policy, PolicyError, Reply, RequestExchange, Value, Verdict, Warning, invalid};
 use crate::counters::{Answer, CounterRef, Unavailable};
 
-/// Spike arrest never counts in slices shorter than this (Gravitee's minimum).
-const MIN_SLICE_MS: u64 = 100;
+use hgw_proto::counters::spike_slice;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -85,14 +84,15 @@ impl Kind {
 #[derive(Debug)]
 struct Rules {
     kind: Kind,
-    /// Allowed per counting window (for spike arrest: per slice).
+    /// Allowed per counting window (for spike arrest: per slice), as this dataplane's config says; the
+    /// agent counts with the window and limit of the policy it compiled.
     limit: u64,
-    /// Counting window (for spike arrest: the slice).
-    window_ms: u64,
     add_headers: bool,
     message: String,
     strict: bool,
     block_on_error: bool,
+    /// The step's number within its API: how the agent finds this policy (`RateLimitPolicy.step`).
+    step: u32,
 }
 
 impl Rules {
@@ -159,6 +159,7 @@ impl RateLimit {
             add_headers,
             mode,
             error_strategy,
+            step,
         } = config;
         let kind = match pb::RateLimitKind::try_from(kind) {
             Ok(pb::RateLimitKind::RateLimit) => Kind::RateLimit,
@@ -170,25 +171,21 @@ impl RateLimit {
             return Err(invalid("rate-limit.period", "the period must be longer than 0 ms"));
         }
         let unit = period_unit.to_ascii_lowercase();
-        let (limit, window_ms, message) = match kind {
+        let (limit, message) = match kind {
             Kind::SpikeArrest => {
                 let (slice_ms, slice_limit) = spike_slice(limit, period_ms);
                 (
                     slice_limit,
-                    slice_ms,
                     format!("Spike limit exceeded! You reached the limit of {slice_limit} requests per {slice_ms} ms."),
                 )
             }
             Kind::RateLimit => (
                 limit,
-                period_ms,
                 format!("Rate limit exceeded! You reached the limit of {limit} requests per {period_time} {unit}"),
             ),
-            Kind::Quota => (
-                limit,
-                period_ms,
-                format!("Quota exceeded! You reached the limit of {limit} requests per {period_time} {unit}"),
-            ),
+            Kind::Quota => {
+                (limit, format!("Quota exceeded! You reached the limit of {limit} requests per {period_time} {unit}"))
+            }
         };
         let key = Value::compile("rate-limit.key", key)?;
         let strict = match pb::RateLimitMode::try_from(mode) {
@@ -203,32 +200,14 @@ impl RateLimit {
                 return Err(invalid("rate-limit.errorStrategy", format!("unknown strategy {error_strategy}")));
             }
         };
-        let rules = Rules { kind, limit, window_ms, add_headers, message, strict, block_on_error };
+        let rules = Rules { kind, limit, add_headers, message, strict, block_on_error, step };
         Ok(RateLimit { rules: Arc::new(rules), key, use_key_only })
     }
 
-    /// Gravitee's counter key (`key` is the rendered custom key).
+    /// Gravitee's counter key (`key` is the rendered custom key), as the agent builds it: this
+    /// dataplane's name for the counter's lease.
     fn counter_key(&self, plan: &str, subscription: &str, key: &str) -> String {
-        let suffix = self.rules.kind.suffix();
-        match (self.use_key_only && !key.is_empty(), key.is_empty()) {
-            (true, _) => format!("ratelimit:{key}:{suffix}"),
-            (false, true) => format!("ratelimit:{plan}{subscription}:{suffix}"),
-            (false, false) => format!("ratelimit:{plan}{subscription}:{key}:{suffix}"),
-        }
-    }
-}
-
-/// Spike arrest's slice: `(slice period ms, requests per slice)`.
-fn spike_slice(limit: u64, period_ms: u64) -> (u64, u64) {
-    if limit == 0 {
-        return (period_ms, 0);
-    }
-    let slice = period_ms as f64 / limit as f64;
-    if slice < MIN_SLICE_MS as f64 {
-        let per_slice = (MIN_SLICE_MS as f64 / slice).round().max(1.0);
-        ((slice * per_slice) as u64, per_slice as u64)
-    } else {
-        (slice as u64, 1)
+        hgw_proto::counters::counter_key(self.rules.kind.suffix(), plan, subscription, key, self.use_key_only)
     }
 }
 
@@ -237,12 +216,21 @@ impl Policy for RateLimit {
         let custom = self.key.render(&exchange.el());
         let key = self.counter_key(exchange.plan_id, exchange.subscription_id, &custom);
         let subscription = exchange.subscription_id.to_owned();
+        let api_id = exchange.api_id.to_owned();
+        let plan_id = exchange.plan_id.to_owned();
         let counters = exchange.counters.clone();
         let rules = self.rules.clone();
         let now_ms = exchange.now_ms;
         Outcome::Wait(Box::pin(async move {
-            let counter =
-                CounterRef { key: &key, limit: rules.limit, period_ms: rules.window_ms, subscription: &subscription };
+            let counter = CounterRef {
+                key: &key,
+                limit: rules.limit,
+                api_id: &api_id,
+                plan_id: &plan_id,
+                step: rules.step,
+                subscription: &subscription,
+                custom_key: &custom,
+            };
             let answer =
                 if rules.strict { counters.count(counter, now_ms).await } else { counters.take(counter, now_ms).await };
             rules.decide(answer)
@@ -274,6 +262,8 @@ mod tests {
             add_headers: true,
             mode: pb::RateLimitMode::Strict as i32,
             error_strategy: pb::RateLimitErrorStrategy::PassThrough as i32,
+            // The test backend's convention: step N has the limit N - 1.
+            step: u32::try_from(limit + 1).unwrap(),
         })
         .unwrap()
     }
@@ -291,6 +281,7 @@ mod tests {
             parts: &mut parts,
             peer_ip: "127.0.0.1".parse().unwrap(),
             attributes: &mut attributes,
+            api_id: "api",
             plan_id: "plan",
             subscription_id: subscription,
             counters,
@@ -350,7 +341,7 @@ mod tests {
         assert_eq!(spike_slice(100, 1000), (100, 10), "slices never shorter than 100 ms");
         assert_eq!(spike_slice(0, 1000), (1000, 0));
         let spike = policy(pb::RateLimitKind::SpikeArrest, 2, 1000, "");
-        assert_eq!((spike.rules.limit, spike.rules.window_ms), (1, 500));
+        assert_eq!(spike.rules.limit, 1);
         assert_eq!(spike.rules.message, "Spike limit exceeded! You reached the limit of 1 requests per 500 ms.");
     }
 

@@ -294,6 +294,7 @@ fn rate_limit_quota_and_spike_arrest_compile_with_gravitee_defaults() {
         ("MONTHS", "team", true)
     );
     assert_eq!((limits[2].kind, limits[2].period_ms), (pb::RateLimitKind::SpikeArrest as i32, 1000));
+    assert_eq!(limits.iter().map(|l| l.step).collect::<Vec<_>>(), vec![1, 2, 3], "steps numbered in API order");
 
     let mut dynamic = v4("a", "/a", "http://b:1");
     dynamic["flows"] = json!([{"request": [{"policy": "rate-limit", "configuration": {"rate": {"dynamicLimit": "{#request.headers['l'][0]}"}}}]}]);
