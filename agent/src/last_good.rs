@@ -713,9 +713,10 @@ mod tests {
     #[test]
     fn any_changed_byte_of_the_payload_is_detected() {
         let bytes = encode(&snapshot(1), &identity(), "n", 1, &key());
-        let payload_len = envelope(&bytes).payload.len();
-        // The payload is the last field: flipping any of its bytes must fail the checksum.
-        for offset in bytes.len() - payload_len..bytes.len() {
+        let payload = envelope(&bytes).payload;
+        let start = bytes.windows(payload.len()).position(|w| w == payload).expect("the payload is in the envelope");
+        // Flipping any byte of the payload must fail the checksum (checked before the MAC).
+        for offset in start..start + payload.len() {
             let mut corrupt = bytes.clone();
             corrupt[offset] ^= 0x40;
             assert!(matches!(decode(&corrupt, &identity(), &key()), Err(SnapshotError::Checksum)), "byte {offset}");

@@ -12,7 +12,13 @@ use serde_json::{Value, json};
 
 /// Agent A syncs `orders` (served by `backend`) and writes its snapshot (to its state file, and to
 /// Redis when `redis_url` is given), then is killed (a crash: no chance to write anything on the way out).
-async fn first_agent_syncs_then_dies(dir: &Path, sim: &CloudGateSim, backend: &Backend, redis_url: Option<&str>) {
+/// Answers its Cloud Token: the agents of a cluster share one (it keys the snapshot's MAC).
+async fn first_agent_syncs_then_dies(
+    dir: &Path,
+    sim: &CloudGateSim,
+    backend: &Backend,
+    redis_url: Option<&str>,
+) -> String {
     sim.put_api(v4_api("orders", "/orders", &backend.url())).await;
     let token = sim.token().await;
     let extra: Vec<&str> = redis_url.map(|url| vec!["--redis-url", url]).unwrap_or_default();
@@ -31,6 +37,7 @@ async fn first_agent_syncs_then_dies(dir: &Path, sim: &CloudGateSim, backend: &B
     }
     agent.proc.signal(9);
     agent.proc.wait_exit(Duration::from_secs(10)).await.expect("agent A killed");
+    token
 }
 
 /// The Cloud Gate's sync answers 503 from now on (until `clear_faults`).
@@ -130,7 +137,7 @@ async fn file_snapshot_without_redis() {
     let dir = tempfile::tempdir().unwrap();
     let sim = CloudGateSim::start(dir.path(), &[]).await;
     let backend = Backend::start("A").await;
-    first_agent_syncs_then_dies(dir.path(), &sim, &backend, None).await;
+    let token = first_agent_syncs_then_dies(dir.path(), &sim, &backend, None).await;
     let file = snapshot_file(dir.path(), "default");
     {
         use std::os::unix::fs::PermissionsExt;
@@ -140,7 +147,7 @@ async fn file_snapshot_without_redis() {
     cloud_gate_fails(&sim).await;
 
     // Same state directory (the default of both agents in this test).
-    let agent = Agent::start_cloud(dir.path(), "agent-b", &sim, &sim.token().await, &[]).await;
+    let agent = Agent::start_cloud(dir.path(), "agent-b", &sim, &token, &[]).await;
     let dp = Dataplane::start(dir.path(), "dp-b", &agent.tcp_target()).await;
     serves_restored_snapshot(&agent, &dp, "A", "file").await;
     sync_replaces_the_snapshot(&sim, &agent, &dp, &backend).await;
@@ -159,7 +166,7 @@ async fn restarted_agent_serves_last_good_from_redis() {
     let redis = RedisServer::start(&dir.path().join("redis"), RedisOptions::default()).await;
     let url = redis.url();
     let backend = Backend::start("A").await;
-    first_agent_syncs_then_dies(dir.path(), &sim, &backend, Some(&url)).await;
+    let token = first_agent_syncs_then_dies(dir.path(), &sim, &backend, Some(&url)).await;
     assert_eq!(redis.cli(&["EXISTS", "hgw:default:last-good"]).await.trim(), "1", "one key per cluster id");
     cloud_gate_fails(&sim).await;
 
@@ -167,7 +174,6 @@ async fn restarted_agent_serves_last_good_from_redis() {
     let fresh = dir.path().join("state-b");
     let fresh_arg = fresh.display().to_string();
     let args = ["--redis-url", url.as_str(), "--state-dir", fresh_arg.as_str()];
-    let token = sim.token().await;
     let started = std::time::Instant::now();
     let agent = Agent::start_cloud(dir.path(), "agent-b", &sim, &token, &args).await;
     let dp = Dataplane::start(dir.path(), "dp-b", &agent.tcp_target()).await;
@@ -193,12 +199,12 @@ async fn redis_down_falls_back_to_the_file() {
     let mut redis = RedisServer::start(&dir.path().join("redis"), RedisOptions::default()).await;
     let url = redis.url();
     let backend = Backend::start("A").await;
-    first_agent_syncs_then_dies(dir.path(), &sim, &backend, Some(&url)).await;
+    let token = first_agent_syncs_then_dies(dir.path(), &sim, &backend, Some(&url)).await;
     redis.kill().await;
     cloud_gate_fails(&sim).await;
 
     // Redis is down: the agent says so and serves the file of its (shared) state directory.
-    let agent = Agent::start_cloud(dir.path(), "agent-b", &sim, &sim.token().await, &["--redis-url", &url]).await;
+    let agent = Agent::start_cloud(dir.path(), "agent-b", &sim, &token, &["--redis-url", &url]).await;
     let dp = Dataplane::start(dir.path(), "dp-b", &agent.tcp_target()).await;
     serves_restored_snapshot(&agent, &dp, "A", "file").await;
     let log = agent.proc.stderr();
@@ -226,7 +232,7 @@ async fn corrupt_or_foreign_snapshot_is_ignored() {
     let redis = RedisServer::start(&dir.path().join("redis"), RedisOptions::default()).await;
     let url = redis.url();
     let backend = Backend::start("A").await;
-    first_agent_syncs_then_dies(dir.path(), &sim, &backend, Some(&url)).await;
+    let token = first_agent_syncs_then_dies(dir.path(), &sim, &backend, Some(&url)).await;
     let file = snapshot_file(dir.path(), "default");
     let good = std::fs::read(&file).unwrap();
     cloud_gate_fails(&sim).await;
@@ -236,7 +242,7 @@ async fn corrupt_or_foreign_snapshot_is_ignored() {
     assert_eq!(redis.cli(&["COPY", "hgw:default:last-good", "hgw:eu:last-good"]).await.trim(), "1");
     std::fs::write(snapshot_file(dir.path(), "eu"), &good).unwrap();
     let args = ["--redis-url", url.as_str(), "--cluster-id", "eu"];
-    let agent = Agent::start_cloud(dir.path(), "agent-eu", &sim, &sim.token().await, &args).await;
+    let agent = Agent::start_cloud(dir.path(), "agent-eu", &sim, &token, &args).await;
     let dp = Dataplane::start(dir.path(), "dp-eu", &agent.tcp_target()).await;
     for from in ["redis", "file"] {
         let warning = ignored_warning(&agent, "no valid MAC", from).await;
@@ -257,7 +263,7 @@ async fn corrupt_or_foreign_snapshot_is_ignored() {
 
     // Same token and cluster, other sharding tags: authentic, but made for another gateway.
     let args = ["--redis-url", url.as_str(), "--tags", "internal"];
-    let agent = Agent::start_cloud(dir.path(), "agent-tags", &sim, &sim.token().await, &args).await;
+    let agent = Agent::start_cloud(dir.path(), "agent-tags", &sim, &token, &args).await;
     let dp = Dataplane::start(dir.path(), "dp-tags", &agent.tcp_target()).await;
     for from in ["redis", "file"] {
         ignored_warning(&agent, "written for sharding tags (none), this agent has `internal`", from).await;
@@ -267,11 +273,13 @@ async fn corrupt_or_foreign_snapshot_is_ignored() {
 
     // Garbage in Redis, one flipped byte in the file.
     assert_eq!(redis.cli(&["SET", "hgw:default:last-good", "garbage"]).await.trim(), "OK");
+    // The flipped byte is the payload's last one (the MAC field follows the payload).
     let mut corrupt = good.clone();
-    let last = corrupt.len() - 1;
-    corrupt[last] ^= 0x01;
+    let payload = <hgw_proto::v1::LastGoodEnvelope as prost::Message>::decode(good.as_slice()).unwrap().payload;
+    let start = good.windows(payload.len()).position(|w| w == payload.as_slice()).expect("payload in the file");
+    corrupt[start + payload.len() - 1] ^= 0x01;
     std::fs::write(&file, &corrupt).unwrap();
-    let agent = Agent::start_cloud(dir.path(), "agent-corrupt", &sim, &sim.token().await, &["--redis-url", &url]).await;
+    let agent = Agent::start_cloud(dir.path(), "agent-corrupt", &sim, &token, &["--redis-url", &url]).await;
     let dp = Dataplane::start(dir.path(), "dp-corrupt", &agent.tcp_target()).await;
     ignored_warning(&agent, "not an hgw last-good snapshot", "redis").await;
     ignored_warning(&agent, "checksum mismatch", "file").await;
@@ -326,7 +334,7 @@ async fn a_forged_snapshot_with_a_correct_checksum_is_ignored_and_reads_are_boun
     let redis = RedisServer::start(&dir.path().join("redis"), RedisOptions::default()).await;
     let url = redis.url();
     let backend = Backend::start("A").await;
-    first_agent_syncs_then_dies(dir.path(), &sim, &backend, Some(&url)).await;
+    let token = first_agent_syncs_then_dies(dir.path(), &sim, &backend, Some(&url)).await;
     let file = snapshot_file(dir.path(), "default");
     let good = std::fs::read(&file).unwrap();
     cloud_gate_fails(&sim).await;
@@ -338,7 +346,7 @@ async fn a_forged_snapshot_with_a_correct_checksum_is_ignored_and_reads_are_boun
     let forged_file = dir.path().join("forged.pb");
     std::fs::write(&forged_file, &forged).unwrap();
     set_from_file(&redis, "hgw:default:last-good", &forged_file).await;
-    let agent = Agent::start_cloud(dir.path(), "agent-forged", &sim, &sim.token().await, &["--redis-url", &url]).await;
+    let agent = Agent::start_cloud(dir.path(), "agent-forged", &sim, &token, &["--redis-url", &url]).await;
     let dp = Dataplane::start(dir.path(), "dp-forged", &agent.tcp_target()).await;
     for from in ["redis", "file"] {
         let warning = ignored_warning(&agent, "no valid MAC", from).await;
@@ -356,7 +364,7 @@ async fn a_forged_snapshot_with_a_correct_checksum_is_ignored_and_reads_are_boun
     std::os::unix::fs::symlink("/dev/zero", &file).unwrap();
     assert_eq!(redis.cli(&["SETRANGE", "hgw:default:last-good", "2097152", "x"]).await.trim(), "2097153");
     let args = ["--redis-url", url.as_str(), "--max-snapshot-bytes", "1MiB"];
-    let agent = Agent::start_cloud(dir.path(), "agent-bounded", &sim, &sim.token().await, &args).await;
+    let agent = Agent::start_cloud(dir.path(), "agent-bounded", &sim, &token, &args).await;
     let dp = Dataplane::start(dir.path(), "dp-bounded", &agent.tcp_target()).await;
     ignored_warning(&agent, "not a regular file (a character device)", "file").await;
     ignored_warning(&agent, "more than --max-snapshot-bytes (1048576)", "redis").await;

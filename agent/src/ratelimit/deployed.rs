@@ -118,9 +118,7 @@ impl DeployedCounters {
                     );
                 }
             }
-            if !entry.steps.is_empty() {
-                apis.insert(id.clone(), entry);
-            }
+            apis.insert(id.clone(), entry);
         }
         DeployedCounters { apis }
     }
