@@ -331,8 +331,6 @@ pub enum ConfigError {
     CertTtl,
     #[error("--join-tokens needs the TCP listener (--grpc-listen): joins happen over mutual TLS")]
     JoinWithoutTcp,
-    #[error("no place for the CA: set --pki-dir or --state-dir")]
-    NoPkiDir,
     #[error("--rate-limit-max-keys must be at least 1")]
     RateLimitMaxKeys,
     #[error("--max-definition-bytes must be at least 1KiB")]
@@ -348,8 +346,9 @@ pub enum ConfigError {
 /// How the agent proves itself and checks who calls it.
 #[derive(Debug)]
 pub struct TrustConfig {
-    /// The CA folder, and whether the agent may create the CA there (its own `{state}/pki`).
-    pub pki_dir: PathBuf,
+    /// The CA folder, and whether the agent may create the CA there (its own `{state}/pki`); `None`
+    /// without `--pki-dir` and state directory (start-up then fails if a TCP listener needs the CA).
+    pub pki_dir: Option<PathBuf>,
     pub pki_create: bool,
     pub trust_domain: String,
     /// Names in the TCP listener's certificate.
@@ -583,13 +582,10 @@ impl Config {
             return Err(ConfigError::JoinWithoutTcp);
         }
         let (pki_dir, pki_create) = match (cli.pki_dir, &state_dir) {
-            (Some(dir), _) => (dir, false),
-            (None, Some(state)) => (state.join("pki"), true),
-            (None, None) => (PathBuf::new(), false),
+            (Some(dir), _) => (Some(dir), false),
+            (None, Some(state)) => (Some(state.join("pki")), true),
+            (None, None) => (None, false),
         };
-        if grpc_listen.is_some() && pki_dir.as_os_str().is_empty() {
-            return Err(ConfigError::NoPkiDir);
-        }
         let join_tokens =
             cli.join_tokens.as_deref().map(crate::identity::join::TokenFile::open).transpose()?.map(std::sync::Arc::new);
         let socket_group =

@@ -111,10 +111,14 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         identity::socket::prepare_dir(path, trust.socket_group).map_err(|e| StartError::Trust(e.to_string()))?;
     }
     let ca = match config.grpc_listen {
-        Some(_) => Some(Arc::new(
-            identity::pki::CertificateAuthority::open(&trust.pki_dir, trust.pki_create)
-                .map_err(|e| StartError::Trust(format!("CA: {e}")))?,
-        )),
+        Some(_) => {
+            let dir = trust.pki_dir.as_deref().ok_or_else(|| {
+                StartError::Trust("the TCP listener needs a CA: set --pki-dir or --state-dir".into())
+            })?;
+            let ca = identity::pki::CertificateAuthority::open(dir, trust.pki_create)
+                .map_err(|e| StartError::Trust(format!("CA: {e}")))?;
+            Some(Arc::new(ca))
+        }
         None => None,
     };
     let grpc_tls = match &ca {

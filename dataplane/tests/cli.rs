@@ -17,6 +17,9 @@ fn invalid_configuration_exits_64_with_one_line() {
         &["--agent", "unix:/tmp/x.sock", "--shutdown-grace", "soon"][..],
         &["--agent", "unix:/tmp/x.sock", "--listen", "nope"][..],
         &["--agent", "unix:/tmp/x.sock", "--no-such-flag"][..],
+        // Plaintext TCP is refused, and https needs the agent's CA pinned.
+        &["--agent", "http://127.0.0.1:9"][..],
+        &["--agent", "https://127.0.0.1:9"][..],
     ] {
         let out = run(args);
         assert_eq!(out.status.code(), Some(64), "{args:?}");
@@ -38,7 +41,9 @@ fn writes_the_address_file_and_stops_on_sigterm() {
     let addr_file = dir.join("addr.json");
     // No agent listens there: the dataplane must still start, stay unready, and stop cleanly.
     let mut child = Command::new(BIN)
-        .args(["--agent", "http://127.0.0.1:9", "--listen", "127.0.0.1:0"])
+        .arg("--agent")
+        .arg(format!("unix:{}", dir.join("nobody.sock").display()))
+        .args(["--listen", "127.0.0.1:0"])
         .args(["--admin-listen", "127.0.0.1:0", "--shutdown-grace", "1s", "--workers", "1"])
         .arg("--addr-file")
         .arg(&addr_file)
