@@ -213,8 +213,8 @@ impl PortClaim {
         }
     }
 
-    /// Binds `addr` without SO_REUSEPORT (fails if anyone serves it), then turns SO_REUSEPORT on so
-    /// this agent's dataplanes can bind beside the claim.
+    /// Binds `addr` without SO_REUSEPORT (fails if anyone serves it or holds a claim on it), then turns
+    /// SO_REUSEPORT on so this agent's dataplanes can bind beside the claim.
     pub fn take(addr: SocketAddr) -> Result<PortClaim, ClaimError> {
         use socket2::{Domain, Protocol, Socket, Type};
         let bind_error = |source: std::io::Error| match source.kind() {
@@ -222,9 +222,15 @@ impl PortClaim {
             _ => ClaimError::Bind { addr, source },
         };
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(bind_error)?;
-        // Neither SO_REUSEADDR nor SO_REUSEPORT yet: either would let the bind succeed beside a
-        // socket that allows it.
+        // SO_REUSEADDR for the bind only: connections the previous pool closed linger in TIME_WAIT on
+        // the port, and must not block a restart; a listener still blocks it. No SO_REUSEPORT yet: it
+        // would let the bind succeed beside another pool.
+        socket.set_reuse_address(true).map_err(bind_error)?;
         socket.bind(&addr.into()).map_err(bind_error)?;
+        // From now on the flags are read when *others* bind: without SO_REUSEADDR the claim blocks
+        // another agent's probe even though it never listens; with SO_REUSEPORT it lets this agent's
+        // dataplanes in.
+        socket.set_reuse_address(false).map_err(bind_error)?;
         socket.set_reuse_port(true).map_err(bind_error)?;
         Ok(PortClaim { _socket: socket })
     }
@@ -269,6 +275,22 @@ mod tests {
         assert!(matches!(error, ClaimError::InUse(_)));
         let text = error.to_string();
         assert!(text.contains(&addr.to_string()) && !text.contains('\n'), "{text}");
+    }
+
+    #[test]
+    fn connections_in_time_wait_do_not_block_a_restart() {
+        // A served connection that the server closed first leaves the port's side in TIME_WAIT.
+        let server = listener("127.0.0.1:0".parse().unwrap(), true).unwrap();
+        let addr = server.local_addr().unwrap().as_socket().unwrap();
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let (accepted, _) = server.accept().unwrap();
+        drop(accepted);
+        std::thread::sleep(Duration::from_millis(100));
+        drop(client);
+        drop(server);
+        let claim = PortClaim::take(addr).unwrap();
+        assert!(matches!(PortClaim::take(addr), Err(ClaimError::InUse(_))), "the claim still keeps others out");
+        drop(claim);
     }
 
     #[test]
