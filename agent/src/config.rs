@@ -153,6 +153,11 @@ pub struct Cli {
     /// Where supervised dataplanes listen for HTTP.
     #[arg(long, env = "HGW_DATAPLANE_LISTEN", default_value = DEFAULT_DATAPLANE_LISTEN, help_heading = "Dataplanes")]
     pub dataplane_listen: SocketAddr,
+    /// Header names whose values supervised dataplanes mask in v4 log records (comma-separated),
+    /// passed to them as `--log-masked-headers` [default: the dataplane's: Authorization,
+    /// Proxy-Authorization, Cookie, Set-Cookie, X-Gravitee-Api-Key; API-key plans' headers always].
+    #[arg(long, env = "HGW_LOG_MASKED_HEADERS", help_heading = "Dataplanes")]
+    pub log_masked_headers: Option<String>,
 
     /// Documents per /reports upload (at most).
     #[arg(long, env = "HGW_REPORTS_BATCH", default_value_t = DEFAULT_REPORTS_BATCH, help_heading = "Analytics")]
@@ -190,6 +195,12 @@ pub struct Cli {
     /// How often key sets of JWT plans using a JWKS URL are fetched again (key rotation delay).
     #[arg(long, env = "HGW_JWKS_REFRESH_INTERVAL", default_value = "5m", value_parser = parse_duration, help_heading = "Gateway")]
     pub jwks_refresh_interval: Duration,
+
+    /// Directory under which API definitions may name files on this host (`ssl.trustStore.path`,
+    /// `ssl.keyStore.certPath`, `ssl.keyStore.keyPath`), symlinks resolved. Without it, an API naming a
+    /// file is rejected (give the PEM inline instead) [default: none].
+    #[arg(long, env = "HGW_DEFINITION_FILES_DIR", help_heading = "Gateway")]
+    pub definition_files_dir: Option<PathBuf>,
 
     /// Directory for state kept across restarts: the last-good snapshot file, served by a restarted agent
     /// until the Cloud Gate answers, and the reports spool (unless --spool-dir). Created if missing [default: $STATE_DIRECTORY (systemd's
@@ -317,6 +328,8 @@ pub enum ConfigError {
     NodeId,
     #[error("{0}")]
     ApiKeyLocation(String),
+    #[error("--definition-files-dir {path}: {problem}")]
+    DefinitionFilesDir { path: String, problem: String },
     #[error(transparent)]
     Redis(#[from] RedisConfigError),
     #[error(transparent)]
@@ -427,6 +440,8 @@ pub struct Config {
     pub dataplanes: u16,
     pub dataplane_bin: PathBuf,
     pub dataplane_listen: SocketAddr,
+    /// `--log-masked-headers` for supervised dataplanes (they validate it).
+    pub log_masked_headers: Option<String>,
     pub reports_batch: usize,
     pub reports_flush_interval: Duration,
     /// At least [`MIN_MONITOR_INTERVAL`].
@@ -434,6 +449,8 @@ pub struct Config {
     pub jwks_refresh_interval: Duration,
     pub api_key_header: String,
     pub api_key_query_param: String,
+    /// Where definitions may name files (`--definition-files-dir`; disabled without it).
+    pub definition_files: crate::definition::DefinitionFiles,
     pub shutdown_grace: Duration,
     pub workers: Option<usize>,
     pub log_json: bool,
@@ -541,6 +558,12 @@ impl Config {
                 "--api-key-query-param `{api_key_query_param}` is not a query parameter name"
             )));
         }
+        let definition_files = match &cli.definition_files_dir {
+            Some(dir) => crate::definition::DefinitionFiles::under(dir).map_err(|e| {
+                ConfigError::DefinitionFilesDir { path: dir.display().to_string(), problem: e.to_string() }
+            })?,
+            None => crate::definition::DefinitionFiles::disabled(),
+        };
         let node_id = match cli.node_id {
             Some(id) if id.trim().is_empty() => return Err(ConfigError::NodeId),
             Some(id) => id,
@@ -644,12 +667,14 @@ impl Config {
             dataplanes: cli.dataplanes,
             dataplane_bin,
             dataplane_listen: cli.dataplane_listen,
+            log_masked_headers: cli.log_masked_headers.filter(|h| !h.trim().is_empty()),
             reports_batch: cli.reports_batch,
             reports_flush_interval: cli.reports_flush_interval,
             monitor_interval: cli.monitor_interval.max(MIN_MONITOR_INTERVAL),
             jwks_refresh_interval: cli.jwks_refresh_interval.max(MIN_SYNC_INTERVAL),
             api_key_header,
             api_key_query_param,
+            definition_files,
             shutdown_grace: cli.shutdown_grace,
             workers: cli.workers,
             log_json: cli.log_format == "json",

@@ -96,7 +96,8 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         store::ConfigStore::new(config.tags.clone())
             .with_tenant(config.tenant.clone())
             .with_jwks(jwks.clone())
-            .with_api_key_location(config.api_key_header.clone(), config.api_key_query_param.clone()),
+            .with_api_key_location(config.api_key_header.clone(), config.api_key_query_param.clone())
+            .with_definition_files(config.definition_files.clone()),
     );
     let status = Arc::new(sync::SyncStatus::default());
     let registry = Arc::new(grpc::registry::DataplaneRegistry::default());
@@ -370,6 +371,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
             node_id: config.node_id.clone(),
             log_json: config.log_json,
             grace: config.shutdown_grace,
+            log_masked_headers: config.log_masked_headers.clone(),
         };
         Some(tokio::spawn(supervisor.run(children.clone())))
     } else {

@@ -36,6 +36,22 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // Before anything starts: a `--dataplane-listen` port served by someone else is a configuration
+    // error, and the claim is held until the agent exits (see `supervisor`).
+    let _dataplane_port = if config.dataplanes > 0 && config.dataplane_listen.port() != 0 {
+        match hgw_agent::supervisor::PortClaim::take_waiting(
+            config.dataplane_listen,
+            hgw_agent::supervisor::CLAIM_PATIENCE,
+        ) {
+            Ok(claim) => Some(claim),
+            Err(error) => {
+                eprintln!("hgw-agent: invalid configuration: {error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    } else {
+        None
+    };
     init_logging(config.log_json);
     let _ = rustls::crypto::ring::default_provider().install_default();
 

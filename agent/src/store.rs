@@ -69,6 +69,8 @@ pub struct ConfigStore {
     jwks: Option<Arc<JwksCache>>,
     /// Where API-key plans read the key (header, query parameter); empty: the dataplane's defaults.
     api_key_location: (String, String),
+    /// Where definitions may name files (`--definition-files-dir`).
+    files: definition::DefinitionFiles,
 }
 
 impl ConfigStore {
@@ -85,7 +87,14 @@ impl ConfigStore {
             cache: Mutex::new(HashMap::new()),
             jwks: None,
             api_key_location: Default::default(),
+            files: definition::DefinitionFiles::disabled(),
         }
+    }
+
+    /// Lets definitions name files under `files` (`--definition-files-dir`).
+    pub fn with_definition_files(mut self, files: definition::DefinitionFiles) -> ConfigStore {
+        self.files = files;
+        self
     }
 
     /// Where API-key plans read the key (the gateway's setting, as in Gravitee).
@@ -197,7 +206,8 @@ impl ConfigStore {
                 let outcome = match cache.get(&cache_key) {
                     Some((cached, outcome)) if *cached == fingerprint => outcome.clone(),
                     _ => {
-                        let outcome = definition::compile_for_tenant(source, &self.tags, self.tenant.as_deref());
+                        let outcome =
+                            definition::compile_with_files(source, &self.tags, self.tenant.as_deref(), &self.files);
                         cache.insert(cache_key, (fingerprint, outcome.clone()));
                         outcome
                     }

@@ -122,6 +122,8 @@ pub struct AnalyticsSink {
     health: Arc<std::sync::Mutex<Vec<HealthCheckRecord>>>,
     /// Bytes of each body a log record keeps (`--log-max-payload`).
     log_max_payload: usize,
+    /// Headers whose values log records mask (`--log-masked-headers`).
+    log_masked_headers: Arc<[http::HeaderName]>,
 }
 
 /// Health-check results kept between batches before new ones are dropped (and counted).
@@ -160,12 +162,18 @@ impl AnalyticsSink {
     pub fn log_max_payload(&self) -> usize {
         self.log_max_payload
     }
+
+    /// Headers whose values log records mask (besides each API's API-key headers).
+    pub fn log_masked_headers(&self) -> &Arc<[http::HeaderName]> {
+        &self.log_masked_headers
+    }
 }
 
 /// Creates the queue: the sink for requests and the reporter that drains it.
 pub fn channel(
     capacity: usize,
     log_max_payload: usize,
+    log_masked_headers: Vec<http::HeaderName>,
     metrics: Arc<Metrics>,
     dataplane_id: String,
 ) -> (Arc<AnalyticsSink>, Reporter) {
@@ -178,6 +186,7 @@ pub fn channel(
         dropped_since_batch: dropped.clone(),
         health: health.clone(),
         log_max_payload,
+        log_masked_headers: log_masked_headers.into(),
     });
     let reporter = Reporter {
         queue,
@@ -573,7 +582,7 @@ mod tests {
 
     fn batches(capacity: usize) -> (Batches, Arc<AtomicU64>) {
         let metrics = Arc::new(Metrics::default());
-        let (sink, reporter) = channel(capacity, 1024, metrics, "dp".into());
+        let (sink, reporter) = channel(capacity, 1024, Vec::new(), metrics, "dp".into());
         (reporter.batches, sink.dropped_since_batch.clone())
     }
 
@@ -620,7 +629,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_drops_the_oldest_and_counts() {
         let metrics = Arc::new(Metrics::default());
-        let (sink, reporter) = channel(2, 1024, metrics.clone(), "dp".into());
+        let (sink, reporter) = channel(2, 1024, Vec::new(), metrics.clone(), "dp".into());
         for i in 0..5 {
             let log = (i == 0).then(LogRecord::default);
             sink.record(MetricsRecord { request_id: i.to_string(), ..Default::default() }, log);
@@ -637,7 +646,7 @@ mod tests {
     #[tokio::test]
     async fn a_closed_queue_counts_what_it_refuses() {
         let metrics = Arc::new(Metrics::default());
-        let (sink, reporter) = channel(2, 1024, metrics.clone(), "dp".into());
+        let (sink, reporter) = channel(2, 1024, Vec::new(), metrics.clone(), "dp".into());
         reporter.queue.close();
         sink.record(MetricsRecord::default(), None);
         assert_eq!(metrics.analytics_dropped.load(Ordering::Relaxed), 1);
@@ -647,7 +656,7 @@ mod tests {
     #[tokio::test]
     async fn pending_record_emits_once_on_drop() {
         let metrics = Arc::new(Metrics::default());
-        let (sink, reporter) = channel(10, 1024, metrics, "dp".into());
+        let (sink, reporter) = channel(10, 1024, Vec::new(), metrics, "dp".into());
         let mut pending =
             PendingRecord::new(MetricsRecord { request_id: "r".into(), ..Default::default() }, Instant::now(), sink);
         pending.response_data(b"hello");

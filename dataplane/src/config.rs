@@ -20,6 +20,10 @@ pub const DEFAULT_ANALYTICS_QUEUE: usize = 10_000;
 /// How long a strict rate-limit check waits for the agent before the policy's error strategy applies.
 /// The agent's own Redis timeout is shorter, so this only fires when the agent itself is stuck.
 pub const DEFAULT_RATE_LIMIT_TIMEOUT: &str = "1s";
+/// Headers whose values v4 log records replace with `*****`: credentials and sessions, both ways, and
+/// Gravitee's default API-key header. (Gravitee itself logs them in clear unless the API adds its
+/// data-logging-masking policy.) The header of every API-key plan is masked as well, whatever this says.
+pub const DEFAULT_LOG_MASKED_HEADERS: &str = "Authorization,Proxy-Authorization,Cookie,Set-Cookie,X-Gravitee-Api-Key";
 
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -89,6 +93,16 @@ pub struct Cli {
     /// Log format on stderr; the level comes from RUST_LOG (default info).
     #[arg(long, env = "HGW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Header names (comma-separated, any case) whose values v4 log records mask as `*****`, in
+    /// requests and responses; the header of each API-key plan is always masked too. An empty value
+    /// masks only those.
+    #[arg(long, env = "HGW_LOG_MASKED_HEADERS", default_value = DEFAULT_LOG_MASKED_HEADERS)]
+    pub log_masked_headers: String,
+    /// Treat stdin as a lifeline to the process that started this dataplane: at end-of-file (that
+    /// process died, even by SIGKILL, and its end of the pipe closed) drain for at most 1 s and exit.
+    /// hgw-agent sets it for the dataplanes it supervises.
+    #[arg(long, env = "HGW_LIFELINE_STDIN")]
+    pub lifeline_stdin: bool,
 }
 
 /// Where the agent listens.
@@ -153,6 +167,9 @@ pub struct Config {
     pub log_max_payload: usize,
     pub rate_limit_timeout: Duration,
     pub log_format: LogFormat,
+    /// Lower-case header names masked in log records.
+    pub log_masked_headers: Vec<http::HeaderName>,
+    pub lifeline_stdin: bool,
 }
 
 /// A configuration value that cannot be used; the message names the flag.
@@ -182,6 +199,8 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("--id must not be empty")]
     EmptyId,
+    #[error("--log-masked-headers: `{0}` is not a header name")]
+    MaskedHeader(String),
 }
 
 impl Config {
@@ -205,6 +224,8 @@ impl Config {
             log_max_payload,
             rate_limit_timeout,
             log_format,
+            log_masked_headers,
+            lifeline_stdin,
         } = cli;
         let agent = parse_agent(&agent)?;
         let agent_tls = agent_tls(&agent, agent_ca, cert, key, join_token_file)?;
@@ -231,6 +252,12 @@ impl Config {
         if rate_limit_timeout.is_zero() {
             return Err(ConfigError::Zero("rate-limit-timeout"));
         }
+        let log_masked_headers = log_masked_headers
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(|name| http::HeaderName::try_from(name).map_err(|_| ConfigError::MaskedHeader(name.to_owned())))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Config {
             agent,
             agent_tls,
@@ -246,6 +273,8 @@ impl Config {
             log_max_payload,
             rate_limit_timeout,
             log_format,
+            log_masked_headers,
+            lifeline_stdin,
         })
     }
 }
@@ -404,6 +433,23 @@ mod tests {
         assert_eq!(c.analytics_queue, 10_000);
         assert_eq!(c.log_format, LogFormat::Text);
         assert!(!c.reuse_port);
+        assert!(!c.lifeline_stdin);
+        let masked: Vec<&str> = c.log_masked_headers.iter().map(http::HeaderName::as_str).collect();
+        assert_eq!(masked, ["authorization", "proxy-authorization", "cookie", "set-cookie", "x-gravitee-api-key"]);
+    }
+
+    #[test]
+    fn masked_headers_and_lifeline() {
+        let c =
+            config(&["--agent", "unix:/s", "--log-masked-headers", " X-Secret ,,Cookie", "--lifeline-stdin"]).unwrap();
+        let masked: Vec<&str> = c.log_masked_headers.iter().map(http::HeaderName::as_str).collect();
+        assert_eq!(masked, ["x-secret", "cookie"]);
+        assert!(c.lifeline_stdin);
+        assert!(config(&["--agent", "unix:/s", "--log-masked-headers", ""]).unwrap().log_masked_headers.is_empty());
+        assert!(matches!(
+            config(&["--agent", "unix:/s", "--log-masked-headers", "bad header"]),
+            Err(ConfigError::MaskedHeader(name)) if name == "bad header"
+        ));
     }
 
     #[test]

@@ -247,24 +247,37 @@ pub struct Target {
 }
 
 impl Target {
-    /// Accepts an absolute `http://` or `https://` URL with a host.
+    /// Accepts an absolute `http://` or `https://` URL with a host (userinfo is dropped: see
+    /// [`Target::parse_with_credentials`]).
     pub fn parse(target: &str) -> Result<Target, Invalid> {
+        Target::parse_with_credentials(target).map(|(target, _)| target)
+    }
+
+    /// Like [`Target::parse`], and answers the `Authorization: Basic` value of the target's userinfo
+    /// (`http://user:password@host`), which never stays in the URL: the agent already moves it into
+    /// the endpoint's headers; this keeps a target from another source from leaking it into analytics,
+    /// logs or `/config`. Error messages show the target with its userinfo masked.
+    pub fn parse_with_credentials(target: &str) -> Result<(Target, Option<String>), Invalid> {
         let target = target.trim();
-        let uri: http::Uri = target.parse().map_err(|_| Invalid::Target(target.to_owned()))?;
+        let invalid = || Invalid::Target(crate::redact::redact_userinfo(target).into_owned());
+        let (target, userinfo) = crate::redact::split_userinfo(target);
+        let target = target.as_ref();
+        let uri: http::Uri = target.parse().map_err(|_| invalid())?;
         let https = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,
-            _ => return Err(Invalid::Target(target.to_owned())),
+            _ => return Err(invalid()),
         };
         if uri.host().is_none_or(str::is_empty) {
-            return Err(Invalid::Target(target.to_owned()));
+            return Err(invalid());
         }
         let without_fragment = target.split('#').next().unwrap_or(target);
         let (base, query) = match without_fragment.split_once('?') {
             Some((base, query)) => (base, Some(query.to_owned()).filter(|q| !q.is_empty())),
             None => (without_fragment, None),
         };
-        Ok(Target { base: base.trim_end_matches('/').to_owned(), query, https })
+        let target = Target { base: base.trim_end_matches('/').to_owned(), query, https };
+        Ok((target, userinfo.map(crate::redact::basic_authorization)))
     }
 
     pub fn is_https(&self) -> bool {
@@ -503,8 +516,9 @@ pub fn convert_group(
     for (i, endpoint) in endpoints.into_iter().enumerate() {
         let field = |f: &str| format!("endpoint_groups[0].endpoints[{i}].{f}");
         let pb::Endpoint { name, target, weight, secondary, http, headers, tls } = endpoint;
-        let target = Target::parse(&target).map_err(|reason| (field("target"), reason))?;
-        let headers = headers
+        let (target, credentials) =
+            Target::parse_with_credentials(&target).map_err(|reason| (field("target"), reason))?;
+        let mut headers = headers
             .into_iter()
             .map(|pb::Header { name, value }| {
                 match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
@@ -513,6 +527,15 @@ pub fn convert_group(
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // An Authorization header configured on the endpoint wins over the target's userinfo.
+        if let Some(credentials) = credentials
+            && !headers.iter().any(|(name, _)| name == http::header::AUTHORIZATION)
+        {
+            let mut value = HeaderValue::from_str(&credentials)
+                .map_err(|_| (field("target"), Invalid::Header("Authorization".into())))?;
+            value.set_sensitive(true);
+            headers.push((http::header::AUTHORIZATION, value));
+        }
         let http = HttpOptions::from(http);
         // TLS options only matter for https targets; those always get some (verifying by default).
         let tls = if target.is_https() {
@@ -728,11 +751,37 @@ mod tests {
             "endpoint_groups[0].load_balancer: load balancer 99 not supported by this dataplane"
         );
         assert!(reason(vec![endpoint("ftp://a", 1, false)], 1).starts_with("endpoint_groups[0].endpoints[0].target"));
+        let with_password = reason(vec![endpoint("ftp://u:SECRETPW@a", 1, false)], 1);
+        assert!(!with_password.contains("SECRETPW"), "{with_password}");
         let mut bad_tls = endpoint("https://a", 1, false);
         bad_tls.tls = Some(pb::TlsOptions { trusted_ca_pem: "junk".into(), ..Default::default() });
         let bad_tls = reason(vec![bad_tls], 1);
         assert!(bad_tls.starts_with("endpoint_groups[0].endpoints[0].tls: trusted CA PEM"), "{bad_tls}");
         assert_eq!(reason(vec![], 1), "endpoint_groups[0].endpoints: must not be empty");
+    }
+
+    #[test]
+    fn target_userinfo_becomes_basic_credentials_and_leaves_the_url() {
+        let convert = |target: &str, headers: Vec<pb::Header>| {
+            let mut e = endpoint(target, 1, false);
+            e.headers = headers;
+            let group =
+                pb::EndpointGroup { name: "g".into(), load_balancer: 0, endpoints: vec![e], health_check: None };
+            convert_group(group, None).unwrap().endpoints.remove(0)
+        };
+        let e = convert("http://u:pw@backend:8080/base", Vec::new());
+        assert_eq!(e.target.display(), "http://backend:8080/base");
+        assert_eq!(e.target.url_for("/x", Some("a=1")), "http://backend:8080/base/x?a=1");
+        let auth: Vec<_> = e.headers.iter().filter(|(n, _)| n == http::header::AUTHORIZATION).collect();
+        assert_eq!(auth.len(), 1);
+        assert_eq!(auth[0].1, "Basic dTpwdw==");
+        assert!(auth[0].1.is_sensitive());
+        // An Authorization header configured on the endpoint wins.
+        let configured = pb::Header { name: "Authorization".into(), value: "Bearer t".into() };
+        let e = convert("http://u:pw@backend", vec![configured]);
+        let auth: Vec<_> = e.headers.iter().filter(|(n, _)| n == http::header::AUTHORIZATION).collect();
+        assert_eq!((auth.len(), auth[0].1.to_str().unwrap()), (1, "Bearer t"));
+        assert_eq!(e.target.display(), "http://backend");
     }
 
     #[test]

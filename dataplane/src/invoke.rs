@@ -114,10 +114,13 @@ pub async fn invoke(
             return Err(GatewayError::NoEndpoint);
         };
         let url = endpoint.target.url_for(&path_info, query.as_deref());
+        // What analytics, logs and messages show: an API key forwarded in the query (key-less plans
+        // pass it on) keeps its name, not its value.
+        let shown = crate::redact::mask_query(&url, &api.api_keys.query_params);
         let uri: http::Uri = match url.parse() {
             Ok(uri) => uri,
             Err(error) => {
-                return Err(UpstreamError::Connection(format!("invalid upstream URL {url:?}: {error}")).into());
+                return Err(UpstreamError::Connection(format!("invalid upstream URL {shown:?}: {error}")).into());
             }
         };
         let Some(body) = payload.take() else {
@@ -126,7 +129,7 @@ pub async fn invoke(
         let headers = if attempt == attempts { std::mem::take(&mut headers) } else { headers.clone() };
         let request = build_request(endpoint, &method, uri, headers, client_host.as_ref(), body);
         if let Some(r) = record.as_deref_mut() {
-            r.record_mut().endpoint = url.clone();
+            r.record_mut().endpoint = shown.clone().into_owned();
             if let Some(log) = r.log_mut() {
                 log.endpoint_request(request.method(), &url, request.headers());
             }
@@ -150,11 +153,11 @@ pub async fn invoke(
                 return Ok(response);
             }
             Ok(Err(error)) => {
-                tracing::debug!(api = %api.id, %url, attempt, error = %error_chain(&error), "endpoint call failed");
+                tracing::debug!(api = %api.id, url = %shown, attempt, error = %error_chain(&error), "endpoint call failed");
                 UpstreamError::classify(&error)
             }
             Err(_) => {
-                tracing::debug!(api = %api.id, %url, attempt, limit_ms = limit.as_millis() as u64, "endpoint call timed out");
+                tracing::debug!(api = %api.id, url = %shown, attempt, limit_ms = limit.as_millis() as u64, "endpoint call timed out");
                 UpstreamError::ReadTimeout
             }
         };

@@ -24,6 +24,7 @@ pub mod logging;
 pub mod metrics;
 pub mod policies;
 pub mod proxy;
+pub mod redact;
 pub mod routes;
 pub mod security;
 pub mod shutdown;
@@ -107,6 +108,9 @@ pub enum RunError {
 pub async fn run_until_signal(config: Config) -> Result<(), RunError> {
     let root = CancellationToken::new();
     tokio::spawn(shutdown::cancel_on_signal(root.clone()));
+    if config.lifeline_stdin {
+        shutdown::watch_lifeline(root.clone());
+    }
     run(config, root).await
 }
 
@@ -137,8 +141,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     );
 
     let metrics = Arc::new(Metrics::default());
-    let (sink, reporter) =
-        analytics::channel(config.analytics_queue, config.log_max_payload, metrics.clone(), config.id.clone());
+    let (sink, reporter) = analytics::channel(
+        config.analytics_queue,
+        config.log_max_payload,
+        config.log_masked_headers.clone(),
+        metrics.clone(),
+        config.id.clone(),
+    );
     let counter_backend = counters::AgentBackend::start(
         link.connect_lazy(),
         config.id.clone(),

@@ -5,8 +5,13 @@
 //! as they stream, keeping at most `--log-max-payload` bytes each. Requests of APIs without logging
 //! carry no capture at all.
 
+use std::sync::Arc;
+
 use hgw_proto::v1::{self as pb, LogHeader, LogRecord, LogRequest, LogResponse};
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, HeaderName, Method, StatusCode};
+
+use crate::redact::{MASK, mask_query};
+use crate::security::ApiKeyLocations;
 
 /// Bytes of each body kept in a log record by default (`--log-max-payload`).
 pub const DEFAULT_LOG_MAX_PAYLOAD: usize = 8 * 1024;
@@ -41,10 +46,32 @@ impl TryFrom<pb::LoggingSettings> for Logging {
     }
 }
 
+/// What a log record masks: header values (the dataplane's `--log-masked-headers` and the API's
+/// API-key headers) and the API's API-key query parameters in request URIs.
+#[derive(Debug, Clone)]
+pub struct Masking {
+    pub headers: Arc<[HeaderName]>,
+    pub api_keys: Arc<ApiKeyLocations>,
+}
+
+impl Masking {
+    fn masks_header(&self, name: &HeaderName) -> bool {
+        self.headers.contains(name) || self.api_keys.headers.contains(name)
+    }
+}
+
 impl Logging {
     /// Starts a capture with the client's request as it arrived.
-    pub fn capture(&self, method: &Method, uri: &http::Uri, headers: &HeaderMap, max_payload: usize) -> LogCapture {
+    pub fn capture(
+        &self,
+        method: &Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        max_payload: usize,
+        masking: Masking,
+    ) -> LogCapture {
         let mut capture = LogCapture {
+            masking,
             entrypoint_request: None,
             endpoint_request: None,
             endpoint_response: None,
@@ -86,6 +113,7 @@ impl CappedBody {
 /// One request's log while it runs; turned into a [`LogRecord`] when its metrics record is emitted.
 #[derive(Debug)]
 pub struct LogCapture {
+    masking: Masking,
     entrypoint_request: Option<LogRequest>,
     endpoint_request: Option<LogRequest>,
     endpoint_response: Option<LogResponse>,
@@ -110,8 +138,8 @@ impl LogCapture {
     fn request_phase(&self, method: &Method, uri: &str, headers: &HeaderMap) -> LogRequest {
         LogRequest {
             method: method.as_str().to_owned(),
-            uri: uri.to_owned(),
-            headers: if self.headers { log_headers(headers) } else { Vec::new() },
+            uri: mask_query(uri, &self.masking.api_keys.query_params).into_owned(),
+            headers: if self.headers { log_headers(headers, &self.masking) } else { Vec::new() },
             body: Vec::new(),
             body_truncated: false,
         }
@@ -120,7 +148,7 @@ impl LogCapture {
     fn response_phase(&self, status: StatusCode, headers: &HeaderMap) -> LogResponse {
         LogResponse {
             status: u32::from(status.as_u16()),
-            headers: if self.headers { log_headers(headers) } else { Vec::new() },
+            headers: if self.headers { log_headers(headers, &self.masking) } else { Vec::new() },
             body: Vec::new(),
             body_truncated: false,
         }
@@ -215,13 +243,21 @@ impl LogCapture {
     }
 }
 
-/// Headers as name → values, names in first-seen order (`HeaderMap` groups a name's values).
-fn log_headers(headers: &HeaderMap) -> Vec<LogHeader> {
+/// Headers as name → values, names in first-seen order (`HeaderMap` groups a name's values); masked
+/// headers keep their name and count of values, each value replaced by `*****`.
+fn log_headers(headers: &HeaderMap, masking: &Masking) -> Vec<LogHeader> {
     headers
         .keys()
-        .map(|name| LogHeader {
-            name: name.as_str().to_owned(),
-            values: headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect(),
+        .map(|name| {
+            let masked = masking.masks_header(name);
+            LogHeader {
+                name: name.as_str().to_owned(),
+                values: headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| if masked { MASK.to_owned() } else { String::from_utf8_lossy(v.as_bytes()).into_owned() })
+                    .collect(),
+            }
         })
         .collect()
 }
@@ -233,6 +269,46 @@ mod tests {
 
     fn logging(entrypoint: bool, endpoint: bool, payload: bool) -> Logging {
         Logging { entrypoint, endpoint, request: true, response: true, headers: true, payload, condition: None }
+    }
+
+    fn no_masking() -> Masking {
+        Masking { headers: Arc::from(Vec::new()), api_keys: Arc::default() }
+    }
+
+    #[test]
+    fn credentials_and_api_keys_are_masked() {
+        let masking = Masking {
+            headers: Arc::from(vec![http::header::AUTHORIZATION, http::header::COOKIE, http::header::SET_COOKIE]),
+            api_keys: Arc::new(ApiKeyLocations {
+                headers: vec![HeaderName::from_static("x-key")],
+                query_params: vec!["key".into()],
+            }),
+        };
+        let mut headers = HeaderMap::new();
+        headers.append("authorization", HeaderValue::from_static("Basic c2VjcmV0"));
+        headers.append("cookie", HeaderValue::from_static("a=SESSION1"));
+        headers.append("cookie", HeaderValue::from_static("b=SESSION2"));
+        headers.append("x-key", HeaderValue::from_static("KEY1"));
+        headers.append("accept", HeaderValue::from_static("text/plain"));
+        let uri: http::Uri = "/p?key=KEY2&q=1".parse().unwrap();
+        let metrics = pb::MetricsRecord::default();
+        let mut capture = logging(true, true, false).capture(&Method::GET, &uri, &headers, 4, masking);
+        capture.endpoint_request(&Method::GET, "http://b/p?q=1", &headers);
+        let mut response = HeaderMap::new();
+        response.append("set-cookie", HeaderValue::from_static("s=SESSION3"));
+        capture.endpoint_response(StatusCode::OK, &response);
+        capture.entrypoint_response(StatusCode::OK, &response);
+        let record = capture.finish(&metrics, None);
+        let text = format!("{record:?}");
+        for secret in ["c2VjcmV0", "SESSION1", "SESSION2", "SESSION3", "KEY1", "KEY2"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        let request = record.entrypoint_request.unwrap();
+        assert_eq!(request.uri, "/p?key=*****&q=1");
+        let cookie = request.headers.iter().find(|h| h.name == "cookie").unwrap();
+        assert_eq!(cookie.values, ["*****", "*****"]);
+        let accept = request.headers.iter().find(|h| h.name == "accept").unwrap();
+        assert_eq!(accept.values, ["text/plain"]);
     }
 
     #[test]
@@ -253,7 +329,7 @@ mod tests {
         let uri: http::Uri = "/p?q=1".parse().unwrap();
         let metrics = pb::MetricsRecord { request_id: "r".into(), ..Default::default() };
 
-        let mut capture = logging(true, false, true).capture(&Method::POST, &uri, &headers, 4);
+        let mut capture = logging(true, false, true).capture(&Method::POST, &uri, &headers, 4, no_masking());
         capture.endpoint_request(&Method::POST, "http://b/p", &headers);
         capture.endpoint_response(StatusCode::OK, &HeaderMap::new());
         capture.response_from_endpoint();
@@ -271,7 +347,7 @@ mod tests {
         assert_eq!(record.request_id, "r");
 
         // Without payloads nothing is teed; a gateway-made body is not the endpoint's.
-        let mut capture = logging(true, true, false).capture(&Method::GET, &uri, &headers, 4);
+        let mut capture = logging(true, true, false).capture(&Method::GET, &uri, &headers, 4, no_masking());
         capture.endpoint_response(StatusCode::OK, &HeaderMap::new());
         assert!(!capture.wants_response_body());
         capture.response_data(b"abc");

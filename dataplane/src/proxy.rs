@@ -259,7 +259,11 @@ fn new_record(
         local_address: conn.local.ip().to_string(),
         remote_address: conn.remote.ip().to_string(),
         host: request_host(req).to_owned(),
-        uri: req.uri().path_and_query().map_or_else(|| path.to_owned(), |pq| pq.as_str().to_owned()),
+        // API keys sent in the query string are secrets: the record keeps the parameter, not its value.
+        uri: req.uri().path_and_query().map_or_else(
+            || path.to_owned(),
+            |pq| crate::redact::mask_query(pq.as_str(), &api.api_keys.query_params).into_owned(),
+        ),
         path_info: path_info.to_owned(),
         user_agent: req.headers().get(USER_AGENT).map(lossy).unwrap_or_default(),
         entrypoint_id: "http-proxy".to_owned(),
@@ -318,7 +322,17 @@ async fn serve_api(
             .as_ref()
             .is_none_or(|condition| ElContext::request(&info, &parts.headers, &[], &[]).holds(condition));
         if applies {
-            r.set_log(logging.capture(&parts.method, &parts.uri, &parts.headers, shared.analytics.log_max_payload()));
+            let masking = crate::logging::Masking {
+                headers: shared.analytics.log_masked_headers().clone(),
+                api_keys: api.api_keys.clone(),
+            };
+            r.set_log(logging.capture(
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                shared.analytics.log_max_payload(),
+                masking,
+            ));
         }
     }
     let authenticated = match api.security.authenticate(&mut parts, &client_ip, timestamp_ms, &info) {

@@ -47,6 +47,8 @@ pub struct Api {
     pub response_templates: Option<ResponseTemplates>,
     /// Request/response logging (v4 log records); `None` costs requests nothing.
     pub logging: Option<Logging>,
+    /// Where this API's clients send API keys: masked in the analytics `uri` and in log records.
+    pub api_keys: Arc<crate::security::ApiKeyLocations>,
 }
 
 /// Where an API listens: virtual host (lower case, empty for any) and context path.
@@ -174,7 +176,9 @@ impl TryFrom<pb::Api> for Api {
             Security::new(plans_with_flows, subscriptions, api_keys).map_err(|e| err("plans".into(), e.into()))?;
         let logging = logging.map(Logging::try_from).transpose().map_err(|e| err("logging".into(), e.into()))?;
 
+        let api_keys = Arc::new(security.api_key_locations());
         Ok(Api {
+            api_keys,
             id,
             name,
             revision,

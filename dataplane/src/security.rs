@@ -52,6 +52,13 @@ impl std::fmt::Debug for JwtPlan {
     }
 }
 
+/// The headers and query parameters that carry an API's keys (masked in analytics and logs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiKeyLocations {
+    pub headers: Vec<HeaderName>,
+    pub query_params: Vec<String>,
+}
+
 #[derive(Debug)]
 pub struct ApiKeyPlan {
     header: HeaderName,
@@ -207,6 +214,26 @@ impl Security {
 
     pub fn plans(&self) -> &[Plan] {
         &self.plans
+    }
+
+    /// Where this API's clients put API keys: the headers and query parameters of its API-key plans,
+    /// plus Gravitee's defaults (a key sent there is a secret even when no plan reads it).
+    pub fn api_key_locations(&self) -> ApiKeyLocations {
+        let mut locations = ApiKeyLocations {
+            headers: vec![HeaderName::from_static(DEFAULT_API_KEY_HEADER)],
+            query_params: vec![DEFAULT_API_KEY_QUERY_PARAM.to_owned()],
+        };
+        for plan in &self.plans {
+            if let PlanKind::ApiKey(config) = &plan.kind {
+                if !locations.headers.contains(&config.header) {
+                    locations.headers.push(config.header.clone());
+                }
+                if !locations.query_params.contains(&config.query_param) {
+                    locations.query_params.push(config.query_param.clone());
+                }
+            }
+        }
+        locations
     }
 
     /// Whether selection rules or plan flows evaluate EL per request.

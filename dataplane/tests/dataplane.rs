@@ -183,6 +183,8 @@ async fn start_with() -> Harness {
         log_max_payload: 8192,
         rate_limit_timeout: Duration::from_secs(1),
         log_format: LogFormat::Text,
+        log_masked_headers: Vec::new(),
+        lifeline_stdin: false,
     };
     let shutdown = CancellationToken::new();
     let dataplane = tokio::spawn(hgw_dataplane::run(config, shutdown.clone()));

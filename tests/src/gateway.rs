@@ -178,6 +178,39 @@ impl Agent {
         Agent { proc, node, grpc, socket, pki_dir, http: reqwest::Client::new() }
     }
 
+    /// Flags that make the agent supervise `count` dataplanes sharing `listen` (the workspace's
+    /// `hgw-dataplane`), for [`Agent::start_local`]'s `extra`.
+    pub fn supervising(count: u16, listen: SocketAddr) -> Vec<String> {
+        vec![
+            "--dataplanes".to_owned(),
+            count.to_string(),
+            "--dataplane-listen".to_owned(),
+            listen.to_string(),
+            "--dataplane-bin".to_owned(),
+            crate::bin_path("hgw-dataplane").display().to_string(),
+        ]
+    }
+
+    /// The pids of the dataplanes this agent supervises right now.
+    pub fn dataplane_pids(&self) -> Vec<u32> {
+        crate::child_pids(self.proc.pid(), "hgw-dataplane")
+    }
+
+    /// Waits until `count` dataplanes are connected and have acknowledged the current config.
+    pub async fn wait_dataplanes(&self, count: usize) {
+        eventually(&format!("{count} dataplanes connected and up to date"), START_TIMEOUT, || async {
+            let (_, body) = self.node_get("/_node/dataplanes").await;
+            let current = body["currentVersion"].clone();
+            let ready = body["dataplanes"]
+                .as_array()?
+                .iter()
+                .filter(|d| d["connected"] == true && d["ackedVersion"] == current)
+                .count();
+            (ready == count).then_some(())
+        })
+        .await
+    }
+
     /// The reports spool of the agent labelled `label` in `dir` (unless `--spool-dir` was given).
     pub fn spool_dir_for(dir: &Path, label: &str) -> PathBuf {
         dir.join(format!("{label}-spool"))

@@ -225,6 +225,41 @@ pub async fn run_to_exit(
     (code, stdout, stderr)
 }
 
+/// The pids of the live children of `parent` whose command name is `name` (from `/proc`; a child that
+/// exited and awaits its reaper does not count).
+pub fn child_pids(parent: u32, name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| proc_stat(*pid).is_some_and(|(comm, state, ppid)| ppid == parent && comm == name && state != 'Z'))
+        .collect()
+}
+
+/// Whether `pid` is a live process (a zombie, exited but not reaped, is not).
+pub fn pid_alive(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|(_, state, _)| state != 'Z' && state != 'X')
+}
+
+/// `(comm, state, ppid)` from `/proc/PID/stat` (`comm` is in parentheses and may hold spaces).
+fn proc_stat(pid: u32) -> Option<(String, char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat[open + 1..close].to_owned();
+    let mut rest = stat[close + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some((comm, state, ppid))
+}
+
+/// A loopback port free right now (bound to `127.0.0.1:0`, then released), for flags that need a
+/// known port before the process starts (`--dataplane-listen` shared by a pool).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
 /// Reads the JSON file a binary writes once bound (`--addr-file`), polling until it parses.
 ///
 /// # Panics
@@ -294,6 +329,30 @@ mod tests {
         let status = p.terminate(Duration::from_millis(300)).await.unwrap();
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
+
+    #[tokio::test]
+    async fn children_are_found_and_their_exit_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = sh("sleep 30 & wait", dir.path());
+        let parent = p.pid();
+        let children = eventually("the sleep child", Duration::from_secs(5), || async {
+            let found = child_pids(parent, "sleep");
+            (!found.is_empty()).then_some(found)
+        })
+        .await;
+        assert!(children.iter().all(|pid| pid_alive(*pid)));
+        assert!(child_pids(parent, "no-such-name").is_empty());
+        for pid in &children {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        eventually("the sleep child exits", Duration::from_secs(5), || async {
+            children.iter().all(|pid| !pid_alive(*pid)).then_some(())
+        })
+        .await;
+        p.terminate(Duration::from_secs(1)).await;
+        drop(p);
+        assert!(free_port() > 0);
     }
 
     #[tokio::test]

@@ -39,6 +39,7 @@ pub fn compile_value(
     source: &ApiSource,
     tags: &ShardingTags,
     tenant: Option<&str>,
+    files: &DefinitionFiles,
 ) -> Result<Compiled, (String, CompileError)> {
     let name_of = |v: &Value| v.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
     let name = name_of(&value);
@@ -60,7 +61,7 @@ pub fn compile_value(
     };
     let api: ApiV4 = serde_path_to_error::deserialize(value)
         .map_err(|e| (name.clone(), err(e.path().to_string(), e.inner().to_string())))?;
-    compile_api(&api, definition_version, source, tags, tenant).map_err(|e| (api.name.clone(), e))
+    compile_api(&api, definition_version, source, tags, tenant, files).map_err(|e| (api.name.clone(), e))
 }
 
 enum DefinitionVersion {
@@ -91,6 +92,7 @@ fn compile_api(
     source: &ApiSource,
     tags: &ShardingTags,
     tenant: Option<&str>,
+    files: &DefinitionFiles,
 ) -> Result<Compiled, CompileError> {
     let id = if api.id.trim().is_empty() { source.id.trim().to_owned() } else { api.id.trim().to_owned() };
     if id.is_empty() {
@@ -121,7 +123,7 @@ fn compile_api(
 
     let context_paths = compile_listeners(api)?;
     let cors = compile_cors(api)?;
-    let endpoint_groups = compile_endpoint_groups(api, tenant)?;
+    let endpoint_groups = compile_endpoint_groups(api, tenant, files)?;
     if endpoint_groups[0].endpoints.is_empty() {
         return Ok(Compiled::Skipped {
             name,
@@ -523,7 +525,11 @@ fn serves_tenant(endpoint_tenants: &[String], tenant: Option<&str>) -> bool {
     }
 }
 
-fn compile_endpoint_groups(api: &ApiV4, tenant: Option<&str>) -> Result<Vec<pb::EndpointGroup>, CompileError> {
+fn compile_endpoint_groups(
+    api: &ApiV4,
+    tenant: Option<&str>,
+    files: &DefinitionFiles,
+) -> Result<Vec<pb::EndpointGroup>, CompileError> {
     if api.endpoint_groups.is_empty() {
         return Err(err("endpointGroups", "the API has no endpoint group"));
     }
@@ -562,7 +568,8 @@ fn compile_endpoint_groups(api: &ApiV4, tenant: Option<&str>) -> Result<Vec<pb::
             let configuration = model::object_or_json_string(&endpoint.configuration)
                 .map_err(|m| err(format!("{at}.configuration"), m))?;
             let target = configuration.get("target").and_then(Value::as_str).unwrap_or_default();
-            let target = validate_target(target).map_err(|m| err(format!("{at}.configuration.target"), m))?;
+            let (target, credentials) =
+                validate_target(target).map_err(|m| err(format!("{at}.configuration.target"), m))?;
             let effective = if endpoint.inherit_configuration || endpoint.shared_configuration_override.is_null() {
                 None
             } else {
@@ -583,7 +590,7 @@ fn compile_endpoint_groups(api: &ApiV4, tenant: Option<&str>) -> Result<Vec<pb::
             };
             let tls = if target.starts_with("https://") {
                 let name = if endpoint.name.is_empty() { format!("endpoint-{j}") } else { endpoint.name.clone() };
-                Some(tls_options(config.ssl.as_ref(), &format!("{config_at}.ssl"), &api.id, &name)?)
+                Some(tls_options(config.ssl.as_ref(), &format!("{config_at}.ssl"), &api.id, &name, files)?)
             } else {
                 None
             };
@@ -596,7 +603,7 @@ fn compile_endpoint_groups(api: &ApiV4, tenant: Option<&str>) -> Result<Vec<pb::
                 weight: weight as u32,
                 secondary: endpoint.secondary,
                 http: Some(http_options(&config.http, &config_at)?),
-                headers: headers(&config.headers),
+                headers: with_target_credentials(headers(&config.headers), credentials),
                 tls,
             });
         }
@@ -646,7 +653,13 @@ fn http_options(http: &HttpOptions, at: &str) -> Result<pb::HttpClientOptions, C
 }
 
 /// An https endpoint's `ssl`: stores are read into PEM here, so dataplanes need no files.
-fn tls_options(ssl: Option<&Ssl>, at: &str, api_id: &str, endpoint: &str) -> Result<pb::TlsOptions, CompileError> {
+fn tls_options(
+    ssl: Option<&Ssl>,
+    at: &str,
+    api_id: &str,
+    endpoint: &str,
+    files: &DefinitionFiles,
+) -> Result<pb::TlsOptions, CompileError> {
     let default = Ssl::default();
     let ssl = ssl.unwrap_or(&default);
     if ssl.trust_all {
@@ -661,7 +674,7 @@ fn tls_options(ssl: Option<&Ssl>, at: &str, api_id: &str, endpoint: &str) -> Res
         let at = format!("{at}.trustStore");
         match norm(&store.store_type).as_str() {
             "" | "none" => {}
-            "pem" => options.trusted_ca_pem = pem(&store.content, &store.path, &at, "content", "path")?,
+            "pem" => options.trusted_ca_pem = pem(&store.content, &store.path, &at, "content", "path", files)?,
             other => return Err(store_type_error(&at, other)),
         }
     }
@@ -670,8 +683,9 @@ fn tls_options(ssl: Option<&Ssl>, at: &str, api_id: &str, endpoint: &str) -> Res
         match norm(&store.store_type).as_str() {
             "" | "none" => {}
             "pem" => {
-                options.client_cert_pem = pem(&store.cert_content, &store.cert_path, &at, "certContent", "certPath")?;
-                options.client_key_pem = pem(&store.key_content, &store.key_path, &at, "keyContent", "keyPath")?;
+                options.client_cert_pem =
+                    pem(&store.cert_content, &store.cert_path, &at, "certContent", "certPath", files)?;
+                options.client_key_pem = pem(&store.key_content, &store.key_path, &at, "keyContent", "keyPath", files)?;
             }
             other => return Err(store_type_error(&at, other)),
         }
@@ -683,13 +697,20 @@ fn store_type_error(at: &str, store_type: &str) -> CompileError {
     err(format!("{at}.type"), format!("`{}` stores are not supported yet (use PEM)", store_type.to_ascii_uppercase()))
 }
 
-/// PEM text given inline or as a file on the agent's host (read once, when the API is compiled).
-fn pem(content: &str, path: &str, at: &str, content_name: &str, path_name: &str) -> Result<String, CompileError> {
+/// PEM text given inline or as a file on the agent's host under `--definition-files-dir` (read once,
+/// when the API is compiled).
+fn pem(
+    content: &str,
+    path: &str,
+    at: &str,
+    content_name: &str,
+    path_name: &str,
+    files: &DefinitionFiles,
+) -> Result<String, CompileError> {
     let text = if !content.trim().is_empty() {
         content.to_owned()
     } else if !path.trim().is_empty() {
-        std::fs::read_to_string(path.trim())
-            .map_err(|e| err(format!("{at}.{path_name}"), format!("cannot read `{}`: {e}", path.trim())))?
+        files.read(path.trim()).map_err(|reason| err(format!("{at}.{path_name}"), reason))?
     } else {
         return Err(err(
             format!("{at}.{content_name}"),
@@ -709,9 +730,79 @@ fn headers(list: &[NameValue]) -> Vec<pb::Header> {
         .collect()
 }
 
-/// An endpoint target: an absolute `http://host[:port][/path]` URL.
-fn validate_target(target: &str) -> Result<String, String> {
-    let target = target.trim();
+/// The endpoint's headers, with `Authorization: Basic …` from the target's userinfo added unless a
+/// configured header already sets Authorization (the configured header wins, as endpoint headers
+/// always do). Gravitee's v4 HTTP proxy takes only host, port and path from the target and drops the
+/// userinfo silently; hgw sends it, as curl and browsers do for such a URL, and keeps it out of the URL
+/// (and so out of analytics, logs, `/config` and messages).
+fn with_target_credentials(mut headers: Vec<pb::Header>, credentials: Option<String>) -> Vec<pb::Header> {
+    if let Some(value) = credentials
+        && !headers.iter().any(|h| h.name.eq_ignore_ascii_case("authorization"))
+    {
+        headers.push(pb::Header { name: "Authorization".to_owned(), value });
+    }
+    headers
+}
+
+/// An endpoint target: an absolute `http://host[:port][/path]` URL, answered without its userinfo
+/// (`user:password@`), which comes back separately as an `Authorization: Basic` value. Messages show
+/// the target with the userinfo masked.
+fn validate_target(target: &str) -> Result<(String, Option<String>), String> {
+    let (target, credentials) = match split_userinfo(target.trim()) {
+        (target, Some(userinfo)) => (target, Some(basic_authorization(userinfo))),
+        (target, None) => (target, None),
+    };
+    match validate_plain_target(&target) {
+        Ok(target) => Ok((target, credentials)),
+        // The message quotes the target without its userinfo; say that there was some.
+        Err(message) if credentials.is_some() => Err(format!("{message} (credentials in the URL not shown)")),
+        Err(message) => Err(message),
+    }
+}
+
+/// `scheme://USERINFO@rest` split into the URL without userinfo and the userinfo (lexically, so it
+/// works on URLs that do not parse).
+fn split_userinfo(url: &str) -> (String, Option<&str>) {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return (url.to_owned(), None);
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => (format!("{}{}", &url[..scheme_end], &rest[at + 1..]), Some(&rest[..at])),
+        None => (url.to_owned(), None),
+    }
+}
+
+/// `Basic base64(user:password)` for percent-encoded userinfo `user[:password]` (RFC 3986, RFC 7617).
+fn basic_authorization(userinfo: &str) -> String {
+    use base64::Engine;
+    let decode = |text: &str| {
+        let bytes = text.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = |j: usize| bytes.get(j).and_then(|b| (*b as char).to_digit(16));
+            if bytes[i] == b'%'
+                && let (Some(high), Some(low)) = (hex(i + 1), hex(i + 2))
+            {
+                out.push((high << 4 | low) as u8);
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        out
+    };
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let mut credentials = decode(user);
+    credentials.push(b':');
+    credentials.extend(decode(password));
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials))
+}
+
+fn validate_plain_target(target: &str) -> Result<String, String> {
     if target.is_empty() {
         return Err("the endpoint has no target".into());
     }
@@ -1341,3 +1432,86 @@ mod tests;
 
 #[cfg(test)]
 mod endpoint_tests;
+
+/// Where definitions may name files (`trustStore.path`, `keyStore.certPath`, `keyStore.keyPath`): only
+/// under `--definition-files-dir`. A definition comes from the control plane, so without this anyone
+/// who can publish an API could make the agent read any file it can (a root-only private key ended
+/// up in the compiled config); with no directory configured, no definition may name a file at all.
+#[derive(Debug, Clone, Default)]
+pub struct DefinitionFiles {
+    /// Canonical (symlinks resolved) directory; `None`: file paths are refused.
+    dir: Option<std::path::PathBuf>,
+}
+
+/// Largest file a definition may name: PEM bundles are kilobytes; this keeps `/dev/zero`-style
+/// surprises out.
+pub const MAX_DEFINITION_FILE_BYTES: u64 = 1024 * 1024;
+
+impl DefinitionFiles {
+    /// File paths in definitions are refused.
+    pub fn disabled() -> DefinitionFiles {
+        DefinitionFiles { dir: None }
+    }
+
+    /// File paths are accepted under `dir` (which must exist; it is canonicalized once here).
+    pub fn under(dir: &std::path::Path) -> std::io::Result<DefinitionFiles> {
+        let dir = dir.canonicalize()?;
+        if !dir.is_dir() {
+            return Err(std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"));
+        }
+        Ok(DefinitionFiles { dir: Some(dir) })
+    }
+
+    /// Reads `path` (relative paths are taken under the directory) if, once symlinks are resolved, it
+    /// is a regular file inside the directory; the error is the reason, for the field's message.
+    pub fn read(&self, path: &str) -> Result<String, String> {
+        use std::io::Read;
+        let Some(dir) = &self.dir else {
+            return Err(format!(
+                "`{path}`: definitions may not name files on the agent's host unless the agent is started \
+                 with --definition-files-dir DIR and the file is under DIR (or give the PEM inline)"
+            ));
+        };
+        let outside = || format!("`{path}` is not under --definition-files-dir {}", dir.display());
+        let joined = dir.join(path);
+        let resolved = match joined.canonicalize() {
+            Ok(resolved) => resolved,
+            // Say "cannot read" only for paths that would be inside: the message must not tell an API
+            // publisher which files exist elsewhere on this host.
+            Err(e) if lexically_normal(&joined).starts_with(dir) => return Err(format!("cannot read `{path}`: {e}")),
+            Err(_) => return Err(outside()),
+        };
+        if !resolved.starts_with(dir) {
+            return Err(outside());
+        }
+        let file = std::fs::File::open(&resolved).map_err(|e| format!("cannot read `{path}`: {e}"))?;
+        let meta = file.metadata().map_err(|e| format!("cannot read `{path}`: {e}"))?;
+        if !meta.is_file() {
+            return Err(format!("`{path}` is not a regular file"));
+        }
+        if meta.len() > MAX_DEFINITION_FILE_BYTES {
+            return Err(format!("`{path}` is larger than {MAX_DEFINITION_FILE_BYTES} bytes"));
+        }
+        let mut text = String::new();
+        file.take(MAX_DEFINITION_FILE_BYTES)
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read `{path}`: {e}"))?;
+        Ok(text)
+    }
+}
+
+/// `path` with `.` and `..` applied without touching the file system (symlinks are not resolved).
+fn lexically_normal(path: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}

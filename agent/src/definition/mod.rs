@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::tags::ShardingTags;
 
-pub use compile::CompileError;
+pub use compile::{CompileError, DefinitionFiles};
 
 /// One API definition as it arrived, before parsing.
 #[derive(Debug, Clone)]
@@ -83,6 +83,16 @@ pub fn compile(source: &ApiSource, tags: &ShardingTags) -> Outcome {
 /// Parses, validates and compiles one API for a gateway with `tags` and `tenant` (endpoints whose
 /// `tenants` do not include it are left out).
 pub fn compile_for_tenant(source: &ApiSource, tags: &ShardingTags, tenant: Option<&str>) -> Outcome {
+    compile_with_files(source, tags, tenant, &DefinitionFiles::disabled())
+}
+
+/// [`compile_for_tenant`], reading the files definitions name (TLS stores) only under `files`.
+pub fn compile_with_files(
+    source: &ApiSource,
+    tags: &ShardingTags,
+    tenant: Option<&str>,
+    files: &DefinitionFiles,
+) -> Outcome {
     let reject = |name: &str, reason: String| {
         Outcome::Rejected(Rejection {
             id: source.id.clone(),
@@ -100,7 +110,7 @@ pub fn compile_for_tenant(source: &ApiSource, tags: &ShardingTags, tenant: Optio
         DefinitionText::Invalid(reason) => return reject("", reason.clone()),
     };
     model::strip_nulls(&mut value);
-    match compile::compile_value(value, source, tags, tenant) {
+    match compile::compile_value(value, source, tags, tenant, files) {
         Ok(compile::Compiled::Deploy(mut api)) => {
             api.revision = revision(&api);
             Outcome::Deploy(api)

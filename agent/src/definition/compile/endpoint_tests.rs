@@ -2,7 +2,9 @@
 
 use serde_json::{Value, json};
 
-use super::super::{ApiSource, DefinitionText, Outcome, compile, compile_for_tenant};
+use super::super::{
+    ApiSource, DefinitionFiles, DefinitionText, Outcome, compile, compile_for_tenant, compile_with_files,
+};
 use crate::tags::ShardingTags;
 use hgw_proto::v1 as pb;
 
@@ -99,7 +101,11 @@ fn ssl_trust_store_pem_and_switches() {
     from_file["endpointGroups"][0]["endpoints"][0]["inheritConfiguration"] = json!(false);
     from_file["endpointGroups"][0]["endpoints"][0]["sharedConfigurationOverride"] =
         json!({"ssl": {"trustAll": true, "trustStore": {"type": "pem", "path": path}}});
-    let tls = deploy(from_file).endpoint_groups[0].endpoints[0].tls.clone().unwrap();
+    let files = DefinitionFiles::under(dir.path()).unwrap();
+    let tls = match compile_with_files(&source(&from_file), &ShardingTags::default(), None, &files) {
+        Outcome::Deploy(api) => api.endpoint_groups[0].endpoints[0].tls.clone().unwrap(),
+        other => panic!("expected a deployment, got {other:?}"),
+    };
     assert_eq!((tls.trusted_ca_pem.as_str(), tls.trust_all), (ca, true));
 
     let key = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n";
@@ -126,7 +132,23 @@ fn unsupported_ssl_says_where() {
     let mut missing = v4(json!([endpoint("e", "https://b")]));
     missing["endpointGroups"][0]["sharedConfiguration"] =
         json!({"ssl": {"trustStore": {"type": "PEM", "path": "/nonexistent/ca.pem"}}});
-    assert!(rejection(missing).contains("ssl.trustStore.path: cannot read `/nonexistent/ca.pem`"));
+    let dir = tempfile::tempdir().unwrap();
+    let files = DefinitionFiles::under(dir.path()).unwrap();
+    let reason = match compile_with_files(&source(&missing), &ShardingTags::default(), None, &files) {
+        Outcome::Rejected(r) => r.reason,
+        other => panic!("expected a rejection, got {other:?}"),
+    };
+    assert!(
+        reason.contains("ssl.trustStore.path: `/nonexistent/ca.pem` is not under --definition-files-dir"),
+        "{reason}"
+    );
+    let mut missing_inside = missing.clone();
+    missing_inside["endpointGroups"][0]["sharedConfiguration"]["ssl"]["trustStore"]["path"] = json!("ca.pem");
+    let reason = match compile_with_files(&source(&missing_inside), &ShardingTags::default(), None, &files) {
+        Outcome::Rejected(r) => r.reason,
+        other => panic!("expected a rejection, got {other:?}"),
+    };
+    assert!(reason.contains("ssl.trustStore.path: cannot read `ca.pem`"), "{reason}");
     let mut not_pem = v4(json!([endpoint("e", "https://b")]));
     not_pem["endpointGroups"][0]["sharedConfiguration"] =
         json!({"ssl": {"trustStore": {"type": "PEM", "content": "x"}}});
@@ -244,4 +266,88 @@ fn v2_endpoint_list_is_one_default_group_and_inherit_defaults_to_false() {
     let us = compile_for_tenant(&source(&api), &ShardingTags::default(), Some("us"));
     let Outcome::Deploy(us) = us else { panic!("{us:?}") };
     assert_eq!(us.endpoint_groups[0].endpoints.len(), 2, "`tenant: eu` is left out for tenant us");
+/// Compiles `definition` with file paths allowed under `files`; the rejection reason or `None`.
+fn with_files(definition: &Value, files: &DefinitionFiles) -> Option<String> {
+    match compile_with_files(&source(definition), &ShardingTags::default(), None, files) {
+        Outcome::Rejected(r) => Some(r.reason),
+        Outcome::Deploy(_) => None,
+        other => panic!("expected a deployment or a rejection, got {other:?}"),
+    }
+}
+
+fn key_store_paths(cert: &std::path::Path, key: &str) -> Value {
+    let mut api = v4(json!([endpoint("e", "https://b")]));
+    api["endpointGroups"][0]["sharedConfiguration"] =
+        json!({"ssl": {"keyStore": {"type": "PEM", "certPath": cert, "keyPath": key}}});
+    api
+}
+
+#[test]
+fn definition_file_paths_only_under_the_files_dir() {
+    let root = tempfile::tempdir().unwrap();
+    let allowed = root.path().join("allowed");
+    std::fs::create_dir(&allowed).unwrap();
+    let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let key = "-----BEGIN PRIVATE KEY-----\nSECRETKEYBYTES\n-----END PRIVATE KEY-----\n";
+    std::fs::write(allowed.join("cert.pem"), cert).unwrap();
+    std::fs::write(allowed.join("key.pem"), key).unwrap();
+    std::fs::write(root.path().join("outside-key.pem"), key).unwrap();
+    std::os::unix::fs::symlink(root.path().join("outside-key.pem"), allowed.join("escape.pem")).unwrap();
+    let cert_path = allowed.join("cert.pem");
+
+    // No --definition-files-dir: no file at all, and the reason names the field and the flag.
+    let inside = key_store_paths(&cert_path, &allowed.join("key.pem").display().to_string());
+    let reason = rejection(inside.clone());
+    assert!(reason.starts_with("endpointGroups[0].sharedConfiguration.ssl.keyStore.certPath: "), "{reason}");
+    assert!(reason.contains("--definition-files-dir"), "{reason}");
+
+    let files = DefinitionFiles::under(&allowed).unwrap();
+    // Inside: accepted, by absolute path or relative to the directory.
+    assert_eq!(with_files(&inside, &files), None);
+    assert_eq!(with_files(&key_store_paths(&cert_path, "key.pem"), &files), None);
+    // Outside, by absolute path, by `..` and through a symlink: rejected with the field path, and the
+    // key's content never appears in the reason.
+    let outside = root.path().join("outside-key.pem").display().to_string();
+    for key_path in [outside.as_str(), "../outside-key.pem", "escape.pem"] {
+        let reason = with_files(&key_store_paths(&cert_path, key_path), &files).expect("rejected");
+        assert!(
+            reason.starts_with("endpointGroups[0].sharedConfiguration.ssl.keyStore.keyPath: ")
+                && reason.contains("is not under --definition-files-dir"),
+            "{key_path}: {reason}"
+        );
+        assert!(!reason.contains("SECRETKEYBYTES"), "{reason}");
+    }
+    // Not a regular file.
+    let reason = with_files(&key_store_paths(&cert_path, "."), &files).expect("rejected");
+    assert!(reason.contains("is not a regular file"), "{reason}");
+}
+
+#[test]
+fn target_userinfo_becomes_basic_credentials_and_is_never_shown() {
+    let api = deploy(v4(json!([endpoint("e", "http://user:p%40ss@backend:8080/base")])));
+    let compiled = &api.endpoint_groups[0].endpoints[0];
+    assert_eq!(compiled.target, "http://backend:8080/base");
+    let auth: Vec<&pb::Header> =
+        compiled.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("authorization")).collect();
+    // base64("user:p@ss")
+    assert_eq!(auth.len(), 1);
+    assert_eq!(auth[0].value, "Basic dXNlcjpwQHNz");
+
+    // A configured Authorization header wins over the userinfo.
+    let mut configured = v4(json!([endpoint("e", "http://user:pw@backend")]));
+    configured["endpointGroups"][0]["sharedConfiguration"] =
+        json!({"headers": [{"name": "Authorization", "value": "Bearer configured"}]});
+    let api = deploy(configured);
+    let headers = &api.endpoint_groups[0].endpoints[0].headers;
+    let auth: Vec<&pb::Header> = headers.iter().filter(|h| h.name.eq_ignore_ascii_case("authorization")).collect();
+    assert_eq!((auth.len(), auth[0].value.as_str()), (1, "Bearer configured"));
+
+    // Rejection reasons never quote the password.
+    for target in
+        ["ftp://user:TOPSECRET@backend", "http://user:TOPSECRET@backend/{#request.path}", "http://user:TOPSECRET@/p"]
+    {
+        let reason = rejection(v4(json!([endpoint("e", target)])));
+        assert!(reason.starts_with("endpointGroups[0].endpoints[0].configuration.target: "), "{reason}");
+        assert!(!reason.contains("TOPSECRET"), "{reason}");
+    }
 }
