@@ -258,6 +258,8 @@ pub enum ConfigError {
     ApiKeyLocation(String),
     #[error(transparent)]
     Redis(#[from] RedisConfigError),
+    #[error(transparent)]
+    Otel(#[from] hgw_otel::SettingsError),
 }
 
 /// Where API definitions come from.
@@ -320,6 +322,8 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// The reports spool (its roll interval is `reports_flush_interval`).
     pub spool: SpoolOptions,
+    /// OpenTelemetry export from the standard OTEL_* variables; `None`: no traces.
+    pub otel: Option<hgw_otel::Settings>,
 }
 
 /// Looks `name` up in `env` ignoring case, so Gravitee's lower-case variable names work.
@@ -450,6 +454,7 @@ impl Config {
             roll_after: cli.reports_flush_interval,
         };
 
+        let otel = hgw_otel::Settings::from_env(|name| env.get(name).cloned(), "hgw-agent")?;
         Ok(Config {
             source,
             tags,
@@ -476,6 +481,7 @@ impl Config {
             state_dir,
             redis,
             spool,
+            otel,
         })
     }
 

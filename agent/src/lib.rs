@@ -51,6 +51,8 @@ pub enum StartError {
     Redis(#[from] crate::redis::RedisError),
     #[error("{0}")]
     Spool(#[from] reports::spool::SpoolError),
+    #[error(transparent)]
+    Tracing(#[from] hgw_otel::StartError),
 }
 
 /// Runs the agent until SIGINT/SIGTERM, then shuts down within the grace period.
@@ -80,6 +82,10 @@ async fn wait_for_signal() {
 /// and the reports uploader delivers what it can within the grace period (the rest stays spooled).
 pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     let metrics = Arc::new(metrics::Metrics::default());
+    let tracing = match &config.otel {
+        Some(settings) => Some(hgw_otel::Tracing::start(settings, "hgw-agent", &config.node_id)?),
+        None => None,
+    };
     let jwks = Arc::new(jwks::JwksCache::new(config.jwks_refresh_interval).map_err(StartError::GateClient)?);
     let store = Arc::new(
         store::ConfigStore::new(config.tags.clone())
@@ -142,9 +148,14 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         batch_size: config.reports_batch,
         metrics: metrics.clone(),
         grace: config.shutdown_grace,
+        tracing: tracing.clone(),
     };
 
     log_start(&config, node_addr, grpc_addr, socket_path.as_deref());
+    if let Some(settings) = &config.otel {
+        tracing::info!(endpoint = %settings.endpoint, protocol = ?settings.protocol, service = %settings.service_name,
+            sampler = ?settings.sampler, "exporting OpenTelemetry traces (sync, compile, push, upload)");
+    }
     match &redis {
         Some(redis) => {
             tracing::info!("Redis: {} — rate-limit counters and last-good snapshot are shared there", redis.describe())
@@ -171,6 +182,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
                 environments: cloud.token.claims.envs.clone(),
                 organization: cloud.token.claims.org.clone(),
                 interval: config.sync_interval,
+                tracing: tracing.clone(),
             };
             // The last-good snapshot is served before the first sync answers (the same task, so a sync
             // result always lands after it), and each new synced set is written in the background.
@@ -253,6 +265,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         node_id: config.node_id.clone(),
         cancel: services.clone(),
         redis: redis.clone(),
+        tracing: tracing.clone(),
     };
     if let Some(listener) = grpc_tcp {
         let router = grpc::router(&grpc_state, &health_service).map_err(|e| StartError::Reflection(e.to_string()))?;
@@ -284,6 +297,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         mode,
         draining: shutdown.clone(),
         redis,
+        tracing: tracing.clone(),
     });
     let node_stop = services.clone();
     tasks.spawn(async move {
@@ -332,6 +346,9 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     drop(spool);
     uploads.cancel();
     let _ = upload_task.await;
+    if let Some(tracing) = &tracing {
+        tracing.flush(std::time::Duration::from_secs(2)).await;
+    }
     if let Some(path) = &socket_path {
         let _ = std::fs::remove_file(path);
     }

@@ -71,9 +71,16 @@ async fn supervise(bin: PathBuf, args: Vec<String>, index: u16, cancel: Cancella
         let started = tokio::time::Instant::now();
         let mut command = tokio::process::Command::new(&bin);
         // Dataplanes need no Cloud Token or license: keep secrets out of their environment.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().to_ascii_uppercase().starts_with("GRAVITEE_") {
+        for (name, value) in std::env::vars_os() {
+            let upper = name.to_string_lossy().to_ascii_uppercase();
+            if upper.starts_with("GRAVITEE_") {
                 command.env_remove(&name);
+            } else if upper.starts_with("OTEL_") {
+                // OpenTelemetry settings are the dataplanes' too (set explicitly, so a stricter
+                // environment policy keeps them): same collector, sampler and resource attributes.
+                // Without OTEL_SERVICE_NAME each names itself (`hgw-dataplane`), and
+                // `service.instance.id` (`{node id}-dpN`) tells the dataplanes apart.
+                command.env(&name, value);
             }
         }
         let mut child = match command

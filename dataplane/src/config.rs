@@ -21,6 +21,15 @@ pub const DEFAULT_ANALYTICS_QUEUE: usize = 10_000;
 /// The agent's own Redis timeout is shorter, so this only fires when the agent itself is stuck.
 pub const DEFAULT_RATE_LIMIT_TIMEOUT: &str = "1s";
 
+/// Which APIs a dataplane that exports traces (OTEL_EXPORTER_OTLP_ENDPOINT set) traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TraceApis {
+    /// Those whose v4 definition turns `analytics.tracing.enabled` on, as Gravitee does.
+    Definition,
+    /// Every API (verbose policy spans still follow `analytics.tracing.verbose`).
+    All,
+}
+
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -74,6 +83,10 @@ pub struct Cli {
     /// Log format on stderr; the level comes from RUST_LOG (default info).
     #[arg(long, env = "HGW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// With an OTLP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT): trace the APIs whose definition enables
+    /// `analytics.tracing` (`definition`), or every API (`all`).
+    #[arg(long, env = "HGW_TRACE_APIS", value_enum, default_value_t = TraceApis::Definition)]
+    pub trace_apis: TraceApis,
 }
 
 /// Where the agent listens.
@@ -110,6 +123,10 @@ pub struct Config {
     pub log_max_payload: usize,
     pub rate_limit_timeout: Duration,
     pub log_format: LogFormat,
+    pub trace_apis: TraceApis,
+    /// OpenTelemetry export, from the standard OTEL_* variables (`None`: tracing off). Read by `main`
+    /// ([`hgw_otel::Settings::from_env`]), not by [`Config::from_cli`], which stays pure.
+    pub otel: Option<hgw_otel::Settings>,
 }
 
 /// A configuration value that cannot be used; the message names the flag.
@@ -144,6 +161,7 @@ impl Config {
             log_max_payload,
             rate_limit_timeout,
             log_format,
+            trace_apis,
         } = cli;
         let agent = parse_agent(&agent)?;
         let listen = parse_socket_addr("listen", &listen)?;
@@ -183,6 +201,8 @@ impl Config {
             log_max_payload,
             rate_limit_timeout,
             log_format,
+            trace_apis,
+            otel: None,
         })
     }
 }

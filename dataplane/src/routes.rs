@@ -47,6 +47,9 @@ pub struct Api {
     pub response_templates: Option<ResponseTemplates>,
     /// Request/response logging (v4 log records); `None` costs requests nothing.
     pub logging: Option<Logging>,
+    /// Gravitee's `analytics.tracing`: `Some` when the API asks for traces (`verbose` adds a span per
+    /// policy step). Requests are traced only when the dataplane exports traces at all.
+    pub tracing: Option<crate::trace::ApiTracing>,
 }
 
 /// Where an API listens: virtual host (lower case, empty for any) and context path.
@@ -122,6 +125,7 @@ impl TryFrom<pb::Api> for Api {
             cors,
             response_templates,
             logging,
+            tracing,
         } = api;
         let err = |field: String, reason: Invalid| ConversionError { api: id.clone(), field, reason };
         if id.is_empty() {
@@ -192,6 +196,7 @@ impl TryFrom<pb::Api> for Api {
             best_match,
             response_templates,
             logging,
+            tracing: tracing.filter(|t| t.enabled).map(|t| crate::trace::ApiTracing { verbose: t.verbose }),
         })
     }
 }

@@ -193,6 +193,8 @@ async fn start_with(unix_agent: bool) -> Harness {
         log_max_payload: 8192,
         rate_limit_timeout: Duration::from_secs(1),
         log_format: LogFormat::Text,
+        trace_apis: hgw_dataplane::config::TraceApis::Definition,
+        otel: None,
     };
     let shutdown = CancellationToken::new();
     let dataplane = tokio::spawn(hgw_dataplane::run(config, shutdown.clone()));
@@ -349,6 +351,7 @@ fn echo_api(id: &str, path: &str, backend: SocketAddr) -> pb::Api {
         cors: None,
         response_templates: Vec::new(),
         logging: None,
+        tracing: None,
     }
 }
 

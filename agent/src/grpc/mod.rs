@@ -48,6 +48,8 @@ pub struct GrpcState {
     pub cancel: CancellationToken,
     /// Shared rate-limit counters and snapshot store; `None`: state in memory.
     pub redis: Option<crate::redis::Redis>,
+    /// OpenTelemetry export (`push` spans); `None`: no traces.
+    pub tracing: Option<hgw_otel::Tracing>,
 }
 
 /// Builds one router (each listener gets its own; the state behind them is shared).
@@ -59,6 +61,7 @@ pub fn router(
         snapshots: state.store.subscribe(),
         registry: state.registry.clone(),
         cancel: state.cancel.clone(),
+        tracing: state.tracing.clone(),
     };
     let analytics = analytics::AnalyticsService {
         spool: state.reports.clone(),
