@@ -32,6 +32,14 @@ if ! command -v grpcurl >/dev/null; then
   go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
 fi
 if ! command -v npx >/dev/null; then apt_install nodejs npm; fi
+# Jaeger v2, the real trace backend of tests/tests/tracing.rs: built from source (a large build, then
+# cached in ~/go/bin). scripts/jaeger/ pins its version and carries the `replace` line Jaeger's own
+# go.mod has (which `go install module@version` refuses).
+if ! command -v jaeger >/dev/null; then
+  command -v go >/dev/null || apt_install golang-go
+  log "installing jaeger (go install tool, scripts/jaeger/go.mod: $(grep -o 'jaeger v[0-9.]*' scripts/jaeger/go.mod | head -1))"
+  (cd scripts/jaeger && go install tool)
+fi
 # Real Redis for the agent's Redis tests (standalone, TLS, Cluster, Sentinel).
 if ! command -v redis-server >/dev/null; then apt_install redis-server; fi
 if ! command -v redis-cli >/dev/null; then apt_install redis-tools; fi
@@ -50,4 +58,5 @@ cargo build --workspace --bins --locked
 
 log "cargo test"
 export HGW_GRPCURL="$(command -v grpcurl)"
+export HGW_JAEGER="$(command -v jaeger)"
 cargo test --workspace --locked -- --test-threads="${HGW_TEST_THREADS:-2}"

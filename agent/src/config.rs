@@ -354,6 +354,8 @@ pub enum ConfigError {
     SnapshotKeyFile { path: String, problem: String },
     #[error("--node-api-token-file {path}: {problem}")]
     NodeApiTokenFile { path: String, problem: String },
+    #[error(transparent)]
+    Otel(#[from] hgw_otel::SettingsError),
 }
 
 /// How the agent proves itself and checks who calls it.
@@ -472,6 +474,8 @@ pub struct Config {
     pub snapshot_key: Option<SecretBytes>,
     /// Bearer token the node API requires; `None`: no token.
     pub node_api_token: Option<Secret>,
+    /// OpenTelemetry export from the standard OTEL_* variables; `None`: no traces.
+    pub otel: Option<hgw_otel::Settings>,
 }
 
 /// Looks `name` up in `env` ignoring case, so Gravitee's lower-case variable names work.
@@ -653,6 +657,7 @@ impl Config {
         let snapshot_key = cli.snapshot_key_file.as_deref().map(read_snapshot_key).transpose()?;
         let node_api_token = cli.node_api_token_file.as_deref().map(read_node_api_token).transpose()?;
 
+        let otel = hgw_otel::Settings::from_env(|name| env.get(name).cloned(), "hgw-agent")?;
         Ok(Config {
             source,
             tags,
@@ -687,6 +692,7 @@ impl Config {
             max_snapshot_bytes: cli.max_snapshot_bytes,
             snapshot_key,
             node_api_token,
+            otel,
         })
     }
 

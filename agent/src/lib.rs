@@ -55,6 +55,8 @@ pub enum StartError {
     /// The CA or the socket folder cannot be used: a configuration problem (exit 64).
     #[error("{0}")]
     Trust(String),
+    #[error(transparent)]
+    Tracing(#[from] hgw_otel::StartError),
 }
 
 impl StartError {
@@ -91,6 +93,10 @@ async fn wait_for_signal() {
 /// and the reports uploader delivers what it can within the grace period (the rest stays spooled).
 pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     let metrics = Arc::new(metrics::Metrics::default());
+    let tracing = match &config.otel {
+        Some(settings) => Some(hgw_otel::Tracing::start(settings, "hgw-agent", &config.node_id)?),
+        None => None,
+    };
     let jwks = Arc::new(jwks::JwksCache::new(config.jwks_refresh_interval).map_err(StartError::GateClient)?);
     let store = Arc::new(
         store::ConfigStore::new(config.tags.clone())
@@ -178,9 +184,14 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         batch_size: config.reports_batch,
         metrics: metrics.clone(),
         grace: config.shutdown_grace,
+        tracing: tracing.clone(),
     };
 
     log_start(&config, node_addr, grpc_addr, socket_path.as_deref());
+    if let Some(settings) = &config.otel {
+        tracing::info!(endpoint = %settings.endpoint, protocol = ?settings.protocol, service = %settings.service_name,
+            sampler = ?settings.sampler, "exporting OpenTelemetry traces (sync, compile, push, upload)");
+    }
     match &redis {
         Some(redis) => {
             tracing::info!("Redis: {} — rate-limit counters and last-good snapshot are shared there", redis.describe())
@@ -208,6 +219,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
                 organization: cloud.token.claims.org.clone(),
                 interval: config.sync_interval,
                 max_definition_bytes: config.max_definition_bytes,
+                tracing: tracing.clone(),
             };
             // The last-good snapshot is served before the first sync answers (the same task, so a sync
             // result always lands after it), and each new synced set is written in the background.
@@ -313,6 +325,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
             trust_domain: trust.trust_domain.clone(),
             dataplane_cert_ttl: trust.dataplane_cert_ttl,
         }),
+        tracing: tracing.clone(),
     };
     if let (Some(listener), Some(tls)) = (grpc_tcp, grpc_tls) {
         let router = grpc::router(&grpc_state, &health_service).map_err(|e| StartError::Reflection(e.to_string()))?;
@@ -347,6 +360,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         draining: shutdown.clone(),
         redis,
         token_sha256: config.node_api_token.as_ref().map(|t| node_api::token_sha256(t.expose())),
+        tracing: tracing.clone(),
     });
     let node_stop = services.clone();
     tasks.spawn(async move {
@@ -396,6 +410,9 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     drop(spool);
     uploads.cancel();
     let _ = upload_task.await;
+    if let Some(tracing) = &tracing {
+        tracing.flush(std::time::Duration::from_secs(2)).await;
+    }
     if let Some(path) = &socket_path {
         let _ = std::fs::remove_file(path);
     }

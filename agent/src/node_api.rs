@@ -36,6 +36,8 @@ pub struct NodeState {
     pub draining: CancellationToken,
     /// `None`: no Redis configured (state in memory).
     pub redis: Option<Redis>,
+    /// OpenTelemetry export; its counters join the Prometheus page when traces are exported.
+    pub tracing: Option<hgw_otel::Tracing>,
     /// SHA-256 of the bearer token every path but a bare health check needs; `None`: no token.
     pub token_sha256: Option<[u8; 32]>,
 }
@@ -152,7 +154,11 @@ async fn prometheus(State(state): State<Arc<NodeState>>) -> Response {
         sync_initial_done: state.status.snapshot().initial_done,
         redis_configured: state.redis.is_some(),
     };
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&gauges)).into_response()
+    let mut page = state.metrics.render(&gauges);
+    if let Some(tracing) = &state.tracing {
+        page.push_str(&tracing.stats().prometheus("hgw_agent"));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], page).into_response()
 }
 
 async fn apis(State(state): State<Arc<NodeState>>) -> Response {

@@ -34,6 +34,8 @@ pub struct Snapshot {
     /// Set while the set is a last-good snapshot restored at start, until the config source's first
     /// set replaces it.
     pub restored: Option<Arc<Restored>>,
+    /// The trace of the sync round that made this version (its span is the parent of `push` spans).
+    pub origin: Option<hgw_otel::TraceParent>,
 }
 
 /// Where a restored deployment set came from (see [`crate::last_good`]).
@@ -130,6 +132,7 @@ impl ConfigStore {
                 subscriptions: previous.subscriptions,
                 api_keys: previous.api_keys,
                 restored: previous.restored.clone(),
+                origin: None,
             },
         );
     }
@@ -158,6 +161,7 @@ impl ConfigStore {
                 subscriptions,
                 api_keys,
                 restored: Some(restored.clone()),
+                origin: None,
             });
             published = Some(version);
             true
@@ -190,6 +194,17 @@ impl ConfigStore {
     /// Replaces the deployment set with `sources` (the complete desired set) and the subscriptions and
     /// API keys that open their plans.
     pub fn deploy(&self, sources: Vec<ApiSource>, subscriptions: &[Subscription], keys: &[ApiKey]) -> DeployReport {
+        self.deploy_traced(sources, subscriptions, keys, None)
+    }
+
+    /// [`ConfigStore::deploy`], a new version remembering `origin`, the trace of the sync that made it.
+    pub fn deploy_traced(
+        &self,
+        sources: Vec<ApiSource>,
+        subscriptions: &[Subscription],
+        keys: &[ApiKey],
+        origin: Option<hgw_otel::TraceParent>,
+    ) -> DeployReport {
         let previous = self.current();
         let mut apis: BTreeMap<String, Arc<Api>> = BTreeMap::new();
         let mut rejected = BTreeMap::new();
@@ -257,13 +272,14 @@ impl ConfigStore {
                 subscriptions: subscriptions.len(),
                 api_keys: keys.len(),
                 restored: None,
+                origin,
             },
         )
     }
 
     /// Publishes a new snapshot; the version moves only when some API's revision changed.
     fn publish(&self, previous: &Snapshot, next: Published) -> DeployReport {
-        let Published { apis, rejected, skipped, subscriptions, api_keys, restored } = next;
+        let Published { apis, rejected, skipped, subscriptions, api_keys, restored, origin } = next;
         for (id, rejection) in &rejected {
             if previous.rejected.get(id) != Some(rejection) {
                 tracing::warn!(api = %rejection.id, name = %rejection.name, origin = %rejection.origin, reason = %rejection.reason, "API rejected");
@@ -306,6 +322,8 @@ impl ConfigStore {
             subscriptions,
             api_keys,
             restored,
+            // An unchanged set keeps the trace of the round that made its version.
+            origin: if changed { origin } else { previous.origin },
         }));
         report
     }
@@ -319,6 +337,8 @@ struct Published {
     subscriptions: usize,
     api_keys: usize,
     restored: Option<Arc<Restored>>,
+    /// The trace of the sync round making this set (see [`Snapshot::origin`]).
+    origin: Option<hgw_otel::TraceParent>,
 }
 
 fn outcome_id(outcome: &Outcome, source: &ApiSource) -> String {

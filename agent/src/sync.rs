@@ -192,6 +192,8 @@ pub struct CloudSync {
     pub interval: Duration,
     /// `--max-definition-bytes`: larger event payloads are rejected alone.
     pub max_definition_bytes: u64,
+    /// OpenTelemetry export: each round is a `sync` trace (with `compile`); `None`: no traces.
+    pub tracing: Option<hgw_otel::Tracing>,
 }
 
 impl CloudSync {
@@ -201,7 +203,34 @@ impl CloudSync {
         let mut backoff = BACKOFF_START;
         loop {
             let started = now_ms();
-            let result = self.sync_once(&mut state, last_to, started).await;
+            let mut trace = self.tracing.as_ref().and_then(hgw_otel::Tracing::start_trace);
+            let mut root = trace.as_ref().map(|t| {
+                let mut span = t.root("sync", hgw_otel::SpanKind::Internal);
+                span.set("hgw.sync.full", last_to.is_none());
+                span
+            });
+            let log_span = match (&trace, &root) {
+                (Some(t), Some(span)) => t.log_span(span),
+                _ => tracing::Span::none(),
+            };
+            let result = tracing::Instrument::instrument(
+                self.sync_once(&mut state, last_to, started, trace.as_mut().zip(root.as_ref())),
+                log_span,
+            )
+            .await;
+            if let (Some(t), Some(mut span)) = (trace.as_mut(), root.take()) {
+                match &result {
+                    Ok(report) => {
+                        span.set("hgw.config.version", report.version as i64);
+                        span.set("hgw.config.changed", report.changed);
+                        span.set("hgw.apis.deployed", report.deployed as i64);
+                        span.set("hgw.apis.rejected", report.rejected as i64);
+                    }
+                    Err(error) => span.error(error.to_string()),
+                }
+                t.end(span);
+            }
+            drop(trace);
             let wait = match result {
                 Ok(report) => {
                     last_to = Some(started);
@@ -239,6 +268,7 @@ impl CloudSync {
         state: &mut CloudState,
         last_to: Option<i64>,
         now: i64,
+        mut trace: Option<(&mut hgw_otel::Trace, &hgw_otel::Span)>,
     ) -> Result<crate::store::DeployReport, GateError> {
         let full = last_to.is_none();
         let criteria = EventCriteria {
@@ -247,6 +277,7 @@ impl CloudSync {
             types: if full { FULL_TYPES.to_vec() } else { INCREMENTAL_TYPES.to_vec() },
             environments: self.environments.clone(),
         };
+        let fetch = trace.as_ref().map(|(t, root)| t.child(root, "fetch", hgw_otel::SpanKind::Client));
         let mut events = Vec::new();
         for page in 0..MAX_PAGES {
             let batch = self.gate.latest_events(&criteria, page, PAGE_SIZE).await?;
@@ -288,6 +319,13 @@ impl CloudSync {
             }
         }
         let result = self.sync_subscriptions_and_keys(&mut next, full, criteria.from, criteria.to).await;
+        if let (Some((t, _)), Some(mut span)) = (trace.as_mut(), fetch) {
+            span.set("hgw.sync.events", events.len() as i64);
+            if let Err(error) = &result {
+                span.error(error.to_string());
+            }
+            t.end(span);
+        }
         if let Err(error) = result {
             if !full {
                 *state = next;
@@ -298,7 +336,19 @@ impl CloudSync {
         let sources: Vec<ApiSource> = state.apis.values().map(|d| d.source.clone()).collect();
         let subscriptions: Vec<Subscription> = state.subscriptions.values().cloned().collect();
         let keys: Vec<ApiKey> = state.keys.values().cloned().collect();
-        Ok(self.store.deploy(sources, &subscriptions, &keys))
+        let Some((t, root)) = trace else {
+            return Ok(self.store.deploy(sources, &subscriptions, &keys));
+        };
+        let mut span = t.child(root, "compile", hgw_otel::SpanKind::Internal);
+        span.set("hgw.sync.definitions", sources.len() as i64);
+        // Pushes of the version this round makes are children of the round's root span.
+        let origin = hgw_otel::TraceParent { trace_id: t.trace_id, parent_id: root.id, flags: 1 };
+        let report = self.store.deploy_traced(sources, &subscriptions, &keys, Some(origin));
+        span.set("hgw.config.version", report.version as i64);
+        span.set("hgw.apis.deployed", report.deployed as i64);
+        span.set("hgw.apis.rejected", report.rejected as i64);
+        t.end(span);
+        Ok(report)
     }
 
     async fn sync_subscriptions_and_keys(

@@ -68,7 +68,7 @@ fn answer<B>(req: &Request<B>, shared: &Shared) -> Response<Full<Bytes>> {
                 text(StatusCode::SERVICE_UNAVAILABLE, NOT_READY)
             }
         }
-        "/metrics" => with_type(StatusCode::OK, shared.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"),
+        "/metrics" => with_type(StatusCode::OK, metrics_page(shared), "text/plain; version=0.0.4; charset=utf-8"),
         "/config" => with_type(StatusCode::OK, config_json(shared), "application/json"),
         _ => text(StatusCode::NOT_FOUND, "not found"),
     }
@@ -106,4 +106,13 @@ fn with_type(status: StatusCode, body: String, content_type: &'static str) -> Re
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+/// The process metrics, then the tracing export counters when traces are exported.
+fn metrics_page(shared: &Shared) -> String {
+    let mut page = shared.metrics.render();
+    if let Some(tracing) = &shared.tracing {
+        page.push_str(&tracing.stats().prometheus("hgw_dataplane"));
+    }
+    page
 }

@@ -149,16 +149,28 @@ enum Inner {
 pub struct ResponseBody {
     inner: Inner,
     record: Option<PendingRecord>,
+    /// A sampled request's trace: its SERVER span ends with the body.
+    trace: Option<Box<crate::trace::RequestTrace>>,
     _in_flight: InFlight,
 }
 
 impl ResponseBody {
     pub fn full(content: Bytes, record: Option<PendingRecord>, in_flight: InFlight) -> ResponseBody {
-        ResponseBody { inner: Inner::Full(Some(content).filter(|c| !c.is_empty())), record, _in_flight: in_flight }
+        ResponseBody {
+            inner: Inner::Full(Some(content).filter(|c| !c.is_empty())),
+            record,
+            trace: None,
+            _in_flight: in_flight,
+        }
     }
 
     pub fn upstream(body: Incoming, record: Option<PendingRecord>, in_flight: InFlight) -> ResponseBody {
-        ResponseBody { inner: Inner::Upstream(body), record, _in_flight: in_flight }
+        ResponseBody { inner: Inner::Upstream(body), record, trace: None, _in_flight: in_flight }
+    }
+
+    /// Ends `trace` (its SERVER span) when this body ends.
+    pub fn attach_trace(&mut self, trace: Box<crate::trace::RequestTrace>) {
+        self.trace = Some(trace);
     }
 
     fn count(&mut self, data: &[u8]) {
@@ -170,6 +182,7 @@ impl ResponseBody {
     /// Emits the record now rather than when hyper gets around to dropping the body.
     fn finish(&mut self) {
         drop(self.record.take());
+        drop(self.trace.take());
     }
 }
 

@@ -25,6 +25,15 @@ pub const DEFAULT_RATE_LIMIT_TIMEOUT: &str = "1s";
 /// data-logging-masking policy.) The header of every API-key plan is masked as well, whatever this says.
 pub const DEFAULT_LOG_MASKED_HEADERS: &str = "Authorization,Proxy-Authorization,Cookie,Set-Cookie,X-Gravitee-Api-Key";
 
+/// Which APIs a dataplane that exports traces (OTEL_EXPORTER_OTLP_ENDPOINT set) traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TraceApis {
+    /// Those whose v4 definition turns `analytics.tracing.enabled` on, as Gravitee does.
+    Definition,
+    /// Every API (verbose policy spans still follow `analytics.tracing.verbose`).
+    All,
+}
+
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -103,6 +112,10 @@ pub struct Cli {
     /// hgw-agent sets it for the dataplanes it supervises.
     #[arg(long, env = "HGW_LIFELINE_STDIN")]
     pub lifeline_stdin: bool,
+    /// With an OTLP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT): trace the APIs whose definition enables
+    /// `analytics.tracing` (`definition`), or every API (`all`).
+    #[arg(long, env = "HGW_TRACE_APIS", value_enum, default_value_t = TraceApis::Definition)]
+    pub trace_apis: TraceApis,
 }
 
 /// Where the agent listens.
@@ -170,6 +183,10 @@ pub struct Config {
     /// Lower-case header names masked in log records.
     pub log_masked_headers: Vec<http::HeaderName>,
     pub lifeline_stdin: bool,
+    pub trace_apis: TraceApis,
+    /// OpenTelemetry export, from the standard OTEL_* variables (`None`: tracing off). Read by `main`
+    /// ([`hgw_otel::Settings::from_env`]), not by [`Config::from_cli`], which stays pure.
+    pub otel: Option<hgw_otel::Settings>,
 }
 
 /// A configuration value that cannot be used; the message names the flag.
@@ -226,6 +243,7 @@ impl Config {
             log_format,
             log_masked_headers,
             lifeline_stdin,
+            trace_apis,
         } = cli;
         let agent = parse_agent(&agent)?;
         let agent_tls = agent_tls(&agent, agent_ca, cert, key, join_token_file)?;
@@ -275,6 +293,8 @@ impl Config {
             log_format,
             log_masked_headers,
             lifeline_stdin,
+            trace_apis,
+            otel: None,
         })
     }
 }

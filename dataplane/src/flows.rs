@@ -27,6 +27,10 @@ pub struct Flow {
 pub struct Step {
     pub condition: Option<hgw_el::Expression>,
     pub policy: Arc<dyn Policy>,
+    /// The policy's Gravitee id (`transform-headers`, `rate-limit`...): a verbose trace's span name.
+    pub policy_id: &'static str,
+    /// The step's name as the API designer typed it.
+    pub name: String,
 }
 
 /// How a flow's path is compared with the request path after the context path.
@@ -130,11 +134,32 @@ fn compile_steps(steps: Vec<pb::Step>, phase: Phase) -> Result<Vec<Step>, FlowEr
         .enumerate()
         .map(|(index, step)| {
             let step_condition = condition(&step.condition, format!("{label}[{index}].condition"))?;
+            let policy_id = policy_id(step.policy.as_ref());
+            let name = step.name.clone();
             let policy =
                 policies::compile(step, phase).map_err(|error| FlowError::Step { phase: label, index, error })?;
-            Ok(Step { condition: step_condition, policy })
+            Ok(Step { condition: step_condition, policy, policy_id, name })
         })
         .collect()
+}
+
+/// The Gravitee policy id a compiled step came from.
+fn policy_id(policy: Option<&pb::step::Policy>) -> &'static str {
+    use pb::step::Policy as P;
+    match policy {
+        Some(P::Mock(_)) => "mock",
+        Some(P::TransformHeaders(_)) => "transform-headers",
+        Some(P::IpFiltering(_)) => "ip-filtering",
+        Some(P::RequestContentLimit(_)) => "request-content-limit",
+        Some(P::AssignAttributes(_)) => "policy-assign-attributes",
+        Some(P::RateLimit(limit)) => match pb::RateLimitKind::try_from(limit.kind) {
+            Ok(pb::RateLimitKind::Quota) => "quota",
+            Ok(pb::RateLimitKind::SpikeArrest) => "spike-arrest",
+            _ => "rate-limit",
+        },
+        Some(P::UrlRewriting(_)) => "url-rewriting",
+        None => "unknown",
+    }
 }
 
 impl Flow {

@@ -19,6 +19,7 @@ use crate::body::RequestBody;
 use crate::endpoints::{Circuit, Endpoint, Permit, Tried};
 use crate::proxy::GatewayError;
 use crate::routes::{Api, RouteTable};
+use crate::trace::{self, RequestTrace};
 use crate::upstream::{UpstreamError, error_chain};
 
 /// Largest request body kept in memory so failover can send it again (bytes). Larger bodies stream.
@@ -84,12 +85,14 @@ impl Drop for PermitGuard<'_> {
 }
 
 /// Calls the API's endpoint group for this request; the answer's body streams from the endpoint.
-/// Sets the metrics record's endpoint (the URL of the last attempt) and endpoint time.
+/// Sets the metrics record's endpoint (the URL of the last attempt) and endpoint time. With a sampled
+/// `trace`, each attempt is a CLIENT span whose id the endpoint receives in `traceparent`.
 pub async fn invoke(
     api: &Api,
     table: &RouteTable,
     outbound: Outbound,
     mut record: Option<&mut PendingRecord>,
+    mut trace: Option<&mut RequestTrace>,
 ) -> Result<Response<Incoming>, GatewayError> {
     let group = &api.endpoints;
     let Outbound { method, path_info, query, mut headers, client_host, body } = outbound;
@@ -127,7 +130,12 @@ pub async fn invoke(
             break;
         };
         let headers = if attempt == attempts { std::mem::take(&mut headers) } else { headers.clone() };
-        let request = build_request(endpoint, &method, uri, headers, client_host.as_ref(), body);
+        let mut request = build_request(endpoint, &method, uri, headers, client_host.as_ref(), body);
+        let mut span = trace.as_deref_mut().map(|t| {
+            t.set("gravitee.endpoint", endpoint.name.clone());
+            let uri = request.uri().clone();
+            trace::endpoint_attempt(t, &method, &uri, &endpoint.name, attempt, request.headers_mut())
+        });
         if let Some(r) = record.as_deref_mut() {
             r.record_mut().endpoint = shown.clone().into_owned();
             if let Some(log) = r.log_mut() {
@@ -147,6 +155,14 @@ pub async fn invoke(
         let error = match outcome {
             Ok(Ok(response)) => {
                 guard.success();
+                if let (Some(t), Some(mut span)) = (trace.as_deref_mut(), span.take()) {
+                    span.set("http.response.status_code", i64::from(response.status().as_u16()));
+                    if response.status().is_server_error() {
+                        span.error(response.status().as_u16().to_string());
+                        span.set("error.type", response.status().as_u16().to_string());
+                    }
+                    t.end(span);
+                }
                 if let Some(log) = record.as_deref_mut().and_then(PendingRecord::log_mut) {
                     log.endpoint_response(response.status(), response.headers());
                 }
@@ -162,6 +178,12 @@ pub async fn invoke(
             }
         };
         guard.failure();
+        if let (Some(t), Some(mut span)) = (trace.as_deref_mut(), span.take()) {
+            let key = GatewayError::from(error.clone()).key();
+            span.error(key);
+            span.set("error.type", key);
+            t.end(span);
+        }
         last_error = Some(error);
     }
     // Nothing was available (every circuit open), or every attempt failed: the last failure tells.

@@ -30,6 +30,7 @@ pub mod security;
 pub mod shutdown;
 pub mod templates;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -59,6 +60,10 @@ pub struct Shared {
     pub counters: Arc<counters::Counters>,
     /// The root shutdown token: cancelled means draining.
     shutdown: CancellationToken,
+    /// OpenTelemetry export; `None` (no OTLP endpoint) means requests are never traced.
+    pub tracing: Option<hgw_otel::Tracing>,
+    /// `--trace-apis all`: trace every API, not only those whose definition enables tracing.
+    pub trace_all: bool,
 }
 
 impl Shared {
@@ -75,7 +80,16 @@ impl Shared {
             analytics,
             counters,
             shutdown,
+            tracing: None,
+            trace_all: false,
         }
+    }
+
+    /// Traces requests through `tracing` (all APIs, or those whose definition asks, per `trace_all`).
+    pub fn with_tracing(mut self, tracing: Option<hgw_otel::Tracing>, trace_all: bool) -> Shared {
+        self.tracing = tracing;
+        self.trace_all = trace_all;
+        self
     }
 
     /// Whether a configuration has been applied (the route table is the agent's, not the empty one).
@@ -102,6 +116,8 @@ pub enum RunError {
     AddrFile { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Link(#[from] agent_link::LinkError),
+    #[error(transparent)]
+    Tracing(#[from] hgw_otel::StartError),
 }
 
 /// Runs until SIGTERM or SIGINT, then drains.
@@ -118,6 +134,10 @@ pub async fn run_until_signal(config: Config) -> Result<(), RunError> {
 /// finish within the grace period, flush analytics within what is left of it, and return.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     let link = agent_link::AgentLink::new(config.agent.clone(), config.agent_tls.as_ref())?;
+    let tracing = match &config.otel {
+        Some(settings) => Some(hgw_otel::Tracing::start(settings, "hgw-dataplane", &config.id)?),
+        None => None,
+    };
     let listener = listen::bind(config.listen, config.reuse_port).map_err(|source| RunError::Bind {
         what: "HTTP",
         addr: config.listen,
@@ -154,7 +174,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         config.rate_limit_timeout,
     );
     let counters = Arc::new(counters::Counters::new(Arc::new(counter_backend)));
-    let shared = Arc::new(Shared::new(metrics, sink, counters, shutdown.clone()));
+    if let Some(settings) = &config.otel {
+        tracing::info!(endpoint = %settings.endpoint, protocol = ?settings.protocol, service = %settings.service_name,
+            sampler = ?settings.sampler, trace_apis = ?config.trace_apis, "exporting OpenTelemetry traces");
+    }
+    let trace_all = config.trace_apis == config::TraceApis::All;
+    let shared =
+        Arc::new(Shared::new(metrics, sink, counters, shutdown.clone()).with_tracing(tracing.clone(), trace_all));
 
     let (flush_tx, flush_rx) = oneshot::channel();
     if let Some(config::AgentTls { credential: config::Credential::JoinToken(token), .. }) = &config.agent_tls {
@@ -178,6 +204,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let _ = agent_task.await;
     let _ = flush_tx.send(deadline);
     let _ = reporter_task.await;
+    if let Some(tracing) = &tracing {
+        // Spans of the last requests, within what is left of the grace period (at least a moment).
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        tracing.flush(left.max(std::time::Duration::from_millis(500))).await;
+    }
     admin_cancel.cancel();
     let _ = admin_task.await;
     tracing::info!("hgw-dataplane stopped");

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         }
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let config = match Config::from_cli(cli, &hostname(), std::process::id(), cores) {
+    let mut config = match Config::from_cli(cli, &hostname(), std::process::id(), cores) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("hgw-dataplane: invalid configuration: {e}");
@@ -37,6 +37,13 @@ fn main() -> ExitCode {
         eprintln!("hgw-dataplane: invalid configuration: {e}");
         return ExitCode::from(EXIT_USAGE);
     }
+    config.otel = match hgw_otel::Settings::from_env(|name| std::env::var(name).ok(), "hgw-dataplane") {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("hgw-dataplane: invalid configuration: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     init_logs(config.log_format);
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,6 +18,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::Shared;
@@ -30,6 +31,7 @@ use crate::metrics::InFlight;
 use crate::policies::{Attributes, Outcome, Reply, RequestExchange, ResponseExchange};
 use crate::routes::{RouteTable, normalise_host};
 use crate::templates::ResponseTemplates;
+use crate::trace::{self, RequestTrace};
 use crate::upstream::UpstreamError;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-gravitee-request-id");
@@ -201,6 +203,27 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
     };
     let api = found.api.clone();
     let path_info = found.path_info(path).to_owned();
+    // The one tracing decision of this request (nothing at all when tracing is off for the API).
+    let mut propagate = None;
+    let mut request_trace = None;
+    if shared.tracing.is_some() {
+        let incoming = trace::Incoming {
+            method: req.method(),
+            path,
+            host: raw_host,
+            version: req.version(),
+            headers: req.headers(),
+            remote: conn.remote,
+            context_path: found.context_path,
+            request_id: &ids.request,
+            transaction_id: &ids.transaction,
+        };
+        match trace::start(shared, &api, &incoming, arrival.elapsed()) {
+            trace::Start::Off => {}
+            trace::Start::Propagate(header) => propagate = Some(header),
+            trace::Start::Traced(t) => request_trace = Some(t),
+        }
+    }
     // The Accept header is kept only for APIs with response templates (it picks the template).
     let accept: Vec<HeaderValue> = match &api.response_templates {
         Some(_) => req.headers().get_all(http::header::ACCEPT).iter().cloned().collect(),
@@ -217,13 +240,32 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
                 )
             });
             let templates = api.response_templates.as_ref().map(|t| (t, accept.as_slice()));
-            return reply_response(reply, &ids, record, in_flight, templates);
+            let mut response = reply_response(reply, &ids, record, in_flight, templates);
+            attach_trace(&mut response, request_trace);
+            return response;
         }
         Some(cors) => cors.response_headers(req.headers()),
         None => Vec::new(),
     };
-    let mut response =
-        serve_api(req, conn, shared, api, path_info, table, ids, arrival, timestamp_ms, in_flight, &accept).await;
+    let log_span = request_trace.as_ref().map_or_else(tracing::Span::none, |t| t.log_span());
+    let tracing_state = Tracing { trace: request_trace, propagate };
+    let (mut response, request_trace) = serve_api(
+        req,
+        conn,
+        shared,
+        api,
+        path_info,
+        table,
+        ids,
+        arrival,
+        timestamp_ms,
+        in_flight,
+        &accept,
+        tracing_state,
+    )
+    .instrument(log_span)
+    .await;
+    attach_trace(&mut response, request_trace);
     let headers = response.headers_mut();
     for (name, value) in cors_headers {
         // The endpoint's own Vary (e.g. Accept-Encoding) stays; Access-Control-* are the gateway's.
@@ -234,6 +276,22 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
         }
     }
     response
+}
+
+/// A request's tracing state through [`serve_api`].
+struct Tracing {
+    /// The sampled request's spans.
+    trace: Option<Box<RequestTrace>>,
+    /// For an unsampled request without trace context: the `traceparent` the endpoint gets.
+    propagate: Option<HeaderValue>,
+}
+
+/// The response status goes on the SERVER span, which ends with the response body.
+fn attach_trace(response: &mut Response<ResponseBody>, trace: Option<Box<RequestTrace>>) {
+    if let Some(mut trace) = trace {
+        trace.status(response.status());
+        response.body_mut().attach_trace(trace);
+    }
 }
 
 /// The metrics record of a routed request, before security and flows fill in the rest.
@@ -285,6 +343,45 @@ async fn serve_api(
     timestamp_ms: i64,
     in_flight: InFlight,
     accept: &[HeaderValue],
+    tracing: Tracing,
+) -> (Response<ResponseBody>, Option<Box<RequestTrace>>) {
+    let Tracing { trace: mut request_trace, propagate } = tracing;
+    let trace = &mut request_trace;
+    let response = serve_traced(
+        req,
+        conn,
+        shared,
+        api,
+        path_info,
+        table,
+        ids,
+        arrival,
+        timestamp_ms,
+        in_flight,
+        accept,
+        trace,
+        propagate,
+    )
+    .await;
+    (response, request_trace)
+}
+
+/// [`serve_api`] with the request's trace (spans are added when it is sampled).
+#[allow(clippy::too_many_arguments)]
+async fn serve_traced(
+    req: Request<Incoming>,
+    conn: ConnInfo,
+    shared: &Shared,
+    api: Arc<crate::routes::Api>,
+    path_info: String,
+    table: Arc<RouteTable>,
+    ids: Ids,
+    arrival: Instant,
+    timestamp_ms: i64,
+    in_flight: InFlight,
+    accept: &[HeaderValue],
+    trace: &mut Option<Box<RequestTrace>>,
+    propagate: Option<HeaderValue>,
 ) -> Response<ResponseBody> {
     let templates = api.response_templates.as_ref().map(|t| (t, accept));
     let mut record = api.analytics_enabled.then(|| {
@@ -335,12 +432,31 @@ async fn serve_api(
             ));
         }
     }
+    let security_span = trace.as_ref().map(|t| t.child("security", hgw_otel::SpanKind::Internal));
     let authenticated = match api.security.authenticate(&mut parts, &client_ip, timestamp_ms, &info) {
         Ok(authenticated) => authenticated,
-        Err(reply) => return reply_response(reply, &ids, record, in_flight, templates),
+        Err(reply) => {
+            if let (Some(t), Some(mut span)) = (trace.as_mut(), security_span) {
+                span.error(reply.error_key.unwrap_or("refused"));
+                if let Some(key) = reply.error_key {
+                    span.set("gravitee.error.key", key);
+                }
+                t.end(span);
+            }
+            trace::note_error(trace, reply.error_key);
+            return reply_response(reply, &ids, record, in_flight, templates);
+        }
     };
     let plan = authenticated.plan;
     let subscription_id = authenticated.subscription;
+    if let (Some(t), Some(mut span)) = (trace.as_mut(), security_span) {
+        span.set("gravitee.plan.id", plan.id.clone());
+        span.set("gravitee.security.type", plan.security_type());
+        t.end(span);
+        t.set("gravitee.plan.id", plan.id.clone());
+        t.set("gravitee.application.id", authenticated.application.clone());
+        t.set("gravitee.subscription.id", subscription_id.clone());
+    }
     if let Some(r) = record.as_mut() {
         let rec = r.record_mut();
         rec.plan_id = plan.id.clone();
@@ -376,6 +492,8 @@ async fn serve_api(
         }
     }
     let mut extra_headers = Vec::new();
+    let verbose = trace.as_ref().is_some_and(|t| t.verbose);
+    let request_span = trace.as_ref().map(|t| t.child("request", hgw_otel::SpanKind::Internal));
     {
         let mut exchange = RequestExchange {
             parts: &mut parts,
@@ -398,25 +516,43 @@ async fn serve_api(
                 {
                     continue;
                 }
-                let mut reply = match step.policy.on_request(&mut exchange) {
-                    Outcome::Continue => continue,
-                    Outcome::Respond(reply) => reply,
+                let policy_span = match (verbose, trace.as_ref(), request_span.as_ref()) {
+                    (true, Some(t), Some(phase)) => Some(step_span(t, phase, step, "request")),
+                    _ => None,
+                };
+                let outcome = match step.policy.on_request(&mut exchange) {
+                    Outcome::Continue => None,
+                    Outcome::Respond(reply) => Some(reply),
                     Outcome::Wait(pending) => {
                         let verdict = pending.await;
                         exchange.response_headers.extend(verdict.headers);
                         if let (Some(warning), Some(r)) = (verdict.warning, record.as_mut()) {
                             r.warn(warning);
                         }
-                        match verdict.reply {
-                            Some(reply) => reply,
-                            None => continue,
-                        }
+                        verdict.reply
                     }
                 };
+                if let (Some(t), Some(mut span)) = (trace.as_mut(), policy_span) {
+                    if let Some(key) = outcome.as_ref().and_then(|reply| reply.error_key) {
+                        span.error(key);
+                        span.set("gravitee.error.key", key);
+                    }
+                    t.end(span);
+                }
+                let Some(mut reply) = outcome else {
+                    continue;
+                };
                 reply.headers.append(exchange.response_headers);
+                if let (Some(t), Some(span)) = (trace.as_mut(), request_span) {
+                    t.end(span);
+                }
+                trace::note_error(trace, reply.error_key);
                 return reply_response(reply, &ids, record, in_flight, templates);
             }
         }
+    }
+    if let (Some(t), Some(span)) = (trace.as_mut(), request_span) {
+        t.end(span);
     }
     if api.uses_el && flows.iter().any(|(flow, _)| !flow.response.is_empty()) {
         // Response-phase expressions see the request as it was sent upstream.
@@ -430,6 +566,9 @@ async fn serve_api(
 
     let mut headers = forwardable(&parts.headers);
     ids.apply(&mut headers);
+    if let Some(traceparent) = propagate {
+        headers.insert(hgw_otel::context::TRACEPARENT, traceparent);
+    }
     let outbound = invoke::Outbound {
         client_host: parts
             .headers
@@ -442,12 +581,16 @@ async fn serve_api(
         headers,
         body,
     };
-    let response = match invoke::invoke(&api, &table, outbound, record.as_mut()).await {
+    let response = match invoke::invoke(&api, &table, outbound, record.as_mut(), trace.as_deref_mut()).await {
         Ok(response) => response,
-        Err(error) => return error_response(&error, &ids, record, in_flight, templates),
+        Err(error) => {
+            trace::note_error(trace, Some(error.key()));
+            return error_response(&error, &ids, record, in_flight, templates);
+        }
     };
     let (mut parts, body) = response.into_parts();
     let mut headers = forwardable(&parts.headers);
+    let response_span = trace.as_ref().map(|t| t.child("response", hgw_otel::SpanKind::Internal));
     {
         let mut exchange =
             ResponseExchange { status: &mut parts.status, headers: &mut headers, attributes: &attributes, info: &info };
@@ -457,8 +600,18 @@ async fn serve_api(
             {
                 continue;
             }
+            let policy_span = match (verbose, trace.as_ref(), response_span.as_ref()) {
+                (true, Some(t), Some(phase)) => Some(step_span(t, phase, step, "response")),
+                _ => None,
+            };
             step.policy.on_response(&mut exchange);
+            if let (Some(t), Some(span)) = (trace.as_mut(), policy_span) {
+                t.end(span);
+            }
         }
+    }
+    if let (Some(t), Some(span)) = (trace.as_mut(), response_span) {
+        t.end(span);
     }
     if let Some(r) = record.as_mut() {
         r.record_mut().status = u32::from(parts.status.as_u16());
@@ -482,6 +635,7 @@ async fn serve_api(
             Ok(content) => ResponseBody::full(content, record, in_flight),
             Err(error) => {
                 let error = GatewayError::Upstream(UpstreamError::Connection(error));
+                trace::note_error(trace, Some(error.key()));
                 return error_response(&error, &ids, record, in_flight, templates);
             }
         }
@@ -490,6 +644,22 @@ async fn serve_api(
     *response.status_mut() = parts.status;
     *response.headers_mut() = headers;
     response
+}
+
+/// The span of one policy step (verbose tracing), named by its Gravitee policy id.
+fn step_span(
+    trace: &RequestTrace,
+    phase: &hgw_otel::Span,
+    step: &crate::flows::Step,
+    phase_name: &'static str,
+) -> hgw_otel::Span {
+    let mut span = trace.child_of(phase, step.policy_id);
+    span.set("gravitee.policy.id", step.policy_id);
+    if !step.name.is_empty() {
+        span.set("gravitee.step.name", step.name.clone());
+    }
+    span.set("gravitee.flow.phase", phase_name);
+    span
 }
 
 /// Largest response body `url-rewriting` buffers (Gravitee buffers whole bodies; hgw bounds it).

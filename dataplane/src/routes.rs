@@ -49,6 +49,9 @@ pub struct Api {
     pub logging: Option<Logging>,
     /// Where this API's clients send API keys: masked in the analytics `uri` and in log records.
     pub api_keys: Arc<crate::security::ApiKeyLocations>,
+    /// Gravitee's `analytics.tracing`: `Some` when the API asks for traces (`verbose` adds a span per
+    /// policy step). Requests are traced only when the dataplane exports traces at all.
+    pub tracing: Option<crate::trace::ApiTracing>,
 }
 
 /// Where an API listens: virtual host (lower case, empty for any) and context path.
@@ -124,6 +127,7 @@ impl TryFrom<pb::Api> for Api {
             cors,
             response_templates,
             logging,
+            tracing,
         } = api;
         let err = |field: String, reason: Invalid| ConversionError { api: id.clone(), field, reason };
         if id.is_empty() {
@@ -196,6 +200,7 @@ impl TryFrom<pb::Api> for Api {
             best_match,
             response_templates,
             logging,
+            tracing: tracing.filter(|t| t.enabled).map(|t| crate::trace::ApiTracing { verbose: t.verbose }),
         })
     }
 }

@@ -185,6 +185,8 @@ async fn start_with() -> Harness {
         log_format: LogFormat::Text,
         log_masked_headers: Vec::new(),
         lifeline_stdin: false,
+        trace_apis: hgw_dataplane::config::TraceApis::Definition,
+        otel: None,
     };
     let shutdown = CancellationToken::new();
     let dataplane = tokio::spawn(hgw_dataplane::run(config, shutdown.clone()));
@@ -341,6 +343,7 @@ fn echo_api(id: &str, path: &str, backend: SocketAddr) -> pb::Api {
         cors: None,
         response_templates: Vec::new(),
         logging: None,
+        tracing: None,
     }
 }
 

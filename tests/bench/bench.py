@@ -371,14 +371,33 @@ backend be
         proc = Proc(self, label, argv, self.pin("agent"), self.agent_env(label))
         return proc, read_addr_file(addr_file, proc)
 
-    def start_dataplane(self, label: str, agent_socket: str, cores: str | None) -> tuple[Proc, dict]:
+    def start_dataplane(self, label: str, agent_socket: str, cores: str | None,
+                        env: dict[str, str] | None = None) -> tuple[Proc, dict]:
         addr_file = os.path.join(self.work, f"{label}-addr.json")
         argv = [os.path.join(self.bin, "hgw-dataplane"), "--agent", f"unix:{agent_socket}", "--listen", "127.0.0.1:0",
                 "--admin-listen", "127.0.0.1:0", "--workers", "1", "--id", label, "--addr-file", addr_file]
-        proc = Proc(self, label, argv, cores, {"RUST_LOG": "warn"})
+        proc = Proc(self, label, argv, cores, {"RUST_LOG": "warn", **(env or {})})
         return proc, read_addr_file(addr_file, proc)
 
-    def start_hgw(self, label: str, apis: dict[str, dict], extra_agent: list[str] = ()) -> dict:
+    def start_otlp_sink(self) -> int:
+        """An OTLP/HTTP collector stand-in that accepts every export (nginx `return 200` on /v1/traces: an
+        empty body is a valid ExportTraceServiceResponse), on the agent's core: the dataplane pays the
+        whole cost of recording, batching, encoding and sending its spans, and nothing waits on a slow
+        collector."""
+        port = free_port()
+        conf = NGINX_COMMON.format(work=self.work, name="otlp-sink") + f"""
+http {{
+  {NGINX_HTTP_COMMON.format(work=self.work, name="otlp-sink")}
+  server {{ listen 127.0.0.1:{port} backlog=4096; client_max_body_size 0;
+           location / {{ return 200; }} }}
+}}
+"""
+        proc = self.start_nginx("otlp-sink", conf, self.pin("agent"))
+        wait_until("the OTLP sink", lambda: http_status(f"http://127.0.0.1:{port}/v1/traces") == 200, procs=[proc])
+        return port
+
+    def start_hgw(self, label: str, apis: dict[str, dict], extra_agent: list[str] = (),
+                  dp_env: dict[str, str] | None = None) -> dict:
         """An agent in local mode over `apis` (file name → JSON) and one dataplane on the proxy core."""
         apis_dir = os.path.join(self.work, f"{label}-apis")
         os.makedirs(apis_dir)
@@ -386,7 +405,7 @@ backend be
             with open(os.path.join(apis_dir, f"{name}.json"), "w") as f:
                 json.dump(doc, f)
         agent, agent_addrs = self.start_local_agent(f"{label}-agent", apis_dir, extra_agent)
-        dp, dp_addrs = self.start_dataplane(f"{label}-dp", agent_addrs["grpc_socket"], self.pin("proxy"))
+        dp, dp_addrs = self.start_dataplane(f"{label}-dp", agent_addrs["grpc_socket"], self.pin("proxy"), dp_env)
         wait_until(f"{label} dataplane ready", lambda: http_status(f"http://{dp_addrs['admin']}/ready") == 200,
                    procs=[agent, dp])
         return {"agent": agent, "dp": dp, "listen": dp_addrs["listen"], "admin": dp_addrs["admin"],
@@ -483,6 +502,20 @@ backend be
                                            keys["key-rl-strict"]),
         }
         hgw = self.start_hgw("hgw", apis)
+        # Tracing rows: the same key-less API, every API traced (HGW_TRACE_APIS=all), spans sampled by
+        # trace id at 1% and 100% and exported over OTLP/HTTP to a sink.
+        sink = self.start_otlp_sink()
+
+        def otel(ratio: str) -> dict[str, str]:
+            return {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink}",
+                    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                    "OTEL_TRACES_SAMPLER_ARG": ratio, "OTEL_BSP_SCHEDULE_DELAY": "1000", "HGW_TRACE_APIS": "all"}
+
+        hgw_trace1 = self.start_hgw("hgw-trace1", {"bench": apis["bench"]}, dp_env=otel("0.01"))
+        hgw_trace100 = self.start_hgw("hgw-trace100", {"bench": apis["bench"]}, dp_env=otel("1"))
+        for stack in (hgw_trace1, hgw_trace100):
+            url = f"http://{stack['listen']}/bench"
+            wait_until(f"{url} answering 200", lambda: http_status(url) == 200, procs=[stack["agent"], stack["dp"]])
         redis_port = self.start_redis()
         hgw_redis = self.start_hgw("hgw-redis", {"key-rl-strict": apis["key-rl-strict"]},
                                    ["--redis-url", f"redis://127.0.0.1:{redis_port}"])
@@ -502,6 +535,8 @@ backend be
             ("direct (backend)", wrk_target(f"{target}/bench", None)),
             ("hgw-dataplane", wrk_target(f"http://{hgw['listen']}/bench", hgw["dp"])),
             ("hgw-dataplane, analytics on", wrk_target(f"http://{hgw['listen']}/bench-analytics", hgw["dp"])),
+            ("hgw-dataplane, tracing 1%", wrk_target(f"http://{hgw_trace1['listen']}/bench", hgw_trace1["dp"])),
+            ("hgw-dataplane, tracing 100%", wrk_target(f"http://{hgw_trace100['listen']}/bench", hgw_trace100["dp"])),
             ("nginx", wrk_target(f"http://127.0.0.1:{nginx_port}/bench", nginx)),
             ("HAProxy", wrk_target(f"http://127.0.0.1:{haproxy_port}/bench", haproxy)),
         ]
@@ -512,7 +547,9 @@ backend be
             "(interleaved). Backend: nginx `return 200 \"ok\"`, one worker. Each proxy has one worker thread "
             "(hgw-dataplane `--workers 1`, nginx `worker_processes 1` with upstream `keepalive 64`, HAProxy "
             "`nbthread 1` with `http-reuse always`); no access logs; hgw's API has analytics off except in the "
-            "`analytics on` row (records streamed to the agent, which writes them to /dev/null). "
+            "`analytics on` row (records streamed to the agent, which writes them to /dev/null); the `tracing` rows "
+            "are separate dataplanes exporting OpenTelemetry spans (OTLP/HTTP to an nginx sink on the agent's core, "
+            "every API traced, `parentbased_traceidratio` 1% or 100%). "
             "`proxy CPU` is the proxy's CPU time over the run (100% = one core busy); `req per CPU-s` = "
             "requests/s ÷ that share, which tells the proxies' cost apart even when the load generator or the "
             "backend is the limit.", r1, base="direct (backend)", peer="nginx"))
@@ -524,6 +561,18 @@ backend be
                   hgw_rps >= nginx_rps)
         self.goal("hgw-dataplane p99 ≤ nginx p99 (scenario 1)", f"{hgw_p99:.2f} ms vs {nginx_p99:.2f} ms",
                   hgw_p99 <= nginx_p99)
+        traced = {}
+        for row, stack in (("hgw-dataplane, tracing 1%", hgw_trace1), ("hgw-dataplane, tracing 100%", hgw_trace100)):
+            traced[row] = statistics.median(x["rps"] for x in r1[row]) / hgw_rps
+            metrics = urllib.request.urlopen(f"http://{stack['admin']}/metrics", timeout=10).read().decode()
+            counts = {name: re.search(rf"^hgw_dataplane_tracing_spans_{name}_total (\d+)", metrics, re.M)
+                      for name in ("exported", "dropped")}
+            self.log(f"  {row}: {traced[row]:.3f}× untraced requests/s; spans exported "
+                     f"{counts['exported'].group(1) if counts['exported'] else '?'}, dropped "
+                     f"{counts['dropped'].group(1) if counts['dropped'] else '?'}")
+        self.goal("tracing at 1% sampling costs ≤ 3% requests/s (scenario 1)",
+                  f"{traced['hgw-dataplane, tracing 1%']:.3f}× untraced (100%: "
+                  f"{traced['hgw-dataplane, tracing 100%']:.3f}×)", traced["hgw-dataplane, tracing 1%"] >= 0.97)
 
         # Scenario 2.
         self.log("scenario 2: policy cost")

@@ -91,6 +91,18 @@ impl Agent {
     /// Starts the agent in cloud mode against `sim`, with a TCP and a Unix gRPC listener. The token is
     /// passed through `GRAVITEE_CLOUD_TOKEN` (as the seed's docker-compose does), not argv.
     pub async fn start_cloud(dir: &Path, label: &str, sim: &CloudGateSim, token: &str, extra: &[&str]) -> Agent {
+        Agent::start_cloud_with_env(dir, label, sim, token, extra, &[]).await
+    }
+
+    /// [`Agent::start_cloud`] with `envs` added to its environment (OTEL_* variables, for instance).
+    pub async fn start_cloud_with_env(
+        dir: &Path,
+        label: &str,
+        sim: &CloudGateSim,
+        token: &str,
+        extra: &[&str],
+        more_env: &[(String, String)],
+    ) -> Agent {
         let socket = dir.join(format!("{label}.sock"));
         let token_key = sim.token_key_path.display().to_string();
         let ca = sim.ca_path.display().to_string();
@@ -114,10 +126,11 @@ impl Agent {
         .collect();
         args.push(socket.display().to_string());
         args.extend(extra.iter().map(|s| s.to_string()));
-        let envs = [
+        let mut envs = vec![
             ("GRAVITEE_CLOUD_TOKEN".to_owned(), token.to_owned()),
             ("GRAVITEE_LICENSE_KEY".to_owned(), TEST_LICENSE_B64.to_owned()),
         ];
+        envs.extend_from_slice(more_env);
         Agent::start(dir, label, args, &envs).await
     }
 
@@ -332,6 +345,17 @@ impl Dataplane {
 
     /// [`Dataplane::start`] with `extra` flags (`--analytics-queue`, `--log-max-payload`, ...).
     pub async fn start_with(dir: &Path, id: &str, agent_target: impl Into<AgentTarget>, extra: &[&str]) -> Dataplane {
+        Dataplane::start_with_env(dir, id, agent_target, extra, &[]).await
+    }
+
+    /// [`Dataplane::start_with`] with `envs` added to its environment (OTEL_* variables, for instance).
+    pub async fn start_with_env(
+        dir: &Path,
+        id: &str,
+        agent_target: impl Into<AgentTarget>,
+        extra: &[&str],
+        envs: &[(String, String)],
+    ) -> Dataplane {
         let target: AgentTarget = agent_target.into();
         let mut trust: Vec<String> = Vec::new();
         if let (true, Some(pki)) = (target.url.starts_with("https://"), &target.pki_dir) {
@@ -368,7 +392,7 @@ impl Dataplane {
         .chain(trust)
         .chain(extra.iter().map(|s| s.to_string()))
         .collect();
-        let proc = Proc::spawn_path(&crate::bin_path("hgw-dataplane"), &args, &[], dir, id);
+        let proc = Proc::spawn_path(&crate::bin_path("hgw-dataplane"), &args, envs, dir, id);
         let addrs = read_addr_file(&addr_file, START_TIMEOUT).await;
         Dataplane {
             proc,

@@ -11,6 +11,7 @@ pub mod certs;
 pub mod cloudgate;
 pub mod definitions;
 pub mod gateway;
+pub mod jaeger;
 pub mod process;
 pub mod redis;
 pub mod sim;

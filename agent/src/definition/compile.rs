@@ -220,6 +220,10 @@ fn compile_api(
         Some(logging) => compile_logging(logging, "analytics.logging")?,
         None => None,
     };
+    let tracing = match analytics.and_then(|a| a.tracing.as_ref()) {
+        Some(tracing) => compile_tracing(tracing, "analytics.tracing")?,
+        None => None,
+    };
 
     Ok(Compiled::Deploy(Box::new(pb::Api {
         id,
@@ -241,6 +245,7 @@ fn compile_api(
         cors,
         response_templates,
         logging,
+        tracing,
     })))
 }
 
@@ -259,6 +264,22 @@ fn number_counter_steps(flows: &mut [pb::Flow], plans: &mut [pb::Plan]) {
             }
         }
     }
+}
+
+/// Gravitee's v4 `analytics.tracing` `{enabled, verbose}` (both false when absent or null).
+fn compile_tracing(tracing: &Value, at: &str) -> Result<Option<pb::TracingSettings>, CompileError> {
+    if tracing.is_null() {
+        return Ok(None);
+    }
+    if !tracing.is_object() {
+        return Err(err(at.to_owned(), "expected an object {enabled, verbose}"));
+    }
+    let flag = |name: &str| match tracing.get(name) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(err(format!("{at}.{name}"), "expected true or false")),
+    };
+    Ok(Some(pb::TracingSettings { enabled: flag("enabled")?, verbose: flag("verbose")? }))
 }
 
 /// Gravitee's logging settings, in either shape: v4 `{mode{entrypoint, endpoint}, phase{request,

@@ -283,11 +283,13 @@ pub struct PlanSecurity {
 pub struct Analytics {
     pub enabled: bool,
     pub logging: Option<Value>,
+    /// v4 `analytics.tracing` `{enabled, verbose}` (both default false).
+    pub tracing: Option<Value>,
 }
 
 impl Default for Analytics {
     fn default() -> Self {
-        Analytics { enabled: true, logging: None }
+        Analytics { enabled: true, logging: None, tracing: None }
     }
 }
 

@@ -28,6 +28,8 @@ pub struct DiscoveryService {
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     pub registry: Arc<DataplaneRegistry>,
     pub cancel: CancellationToken,
+    /// Each update sent is a `push` span in the trace of the sync round that made its version.
+    pub tracing: Option<hgw_otel::Tracing>,
 }
 
 #[tonic::async_trait]
@@ -76,6 +78,7 @@ impl ConfigDiscovery for DiscoveryService {
             held: HashMap::new(),
             pending: None,
             last_sent_version: None,
+            tracing: self.tracing.clone(),
         };
         tokio::spawn(stream.run(inbound, self.cancel.clone()));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -86,6 +89,8 @@ struct Pending {
     version: u64,
     nonce: String,
     held_after: HashMap<String, String>,
+    /// The `push` span, ended by the dataplane's ACK or NACK.
+    span: Option<(hgw_otel::Trace, hgw_otel::Span)>,
 }
 
 struct ConfigSession {
@@ -98,6 +103,7 @@ struct ConfigSession {
     held: HashMap<String, String>,
     pending: Option<Pending>,
     last_sent_version: Option<u64>,
+    tracing: Option<hgw_otel::Tracing>,
 }
 
 impl ConfigSession {
@@ -134,6 +140,10 @@ impl ConfigSession {
         match kind {
             Kind::Ack(ack) => match self.pending.take() {
                 Some(pending) if pending.nonce == ack.nonce => {
+                    if let Some((mut trace, mut span)) = pending.span {
+                        span.event("acknowledged", Vec::new());
+                        trace.end(span);
+                    }
                     self.held = pending.held_after;
                     self.registry.acked(&self.session, pending.version, self.held.len());
                     tracing::debug!(dataplane = %self.session.id, version = pending.version, "update acknowledged");
@@ -145,6 +155,10 @@ impl ConfigSession {
             },
             Kind::Nack(nack) => match self.pending.take() {
                 Some(pending) if pending.nonce == nack.nonce => {
+                    if let Some((mut trace, mut span)) = pending.span {
+                        span.error(nack.error.clone());
+                        trace.end(span);
+                    }
                     self.registry.nacked(&self.session, &nack.error);
                     tracing::error!(dataplane = %self.session.id, version = pending.version, error = %nack.error, "dataplane refused an update; it keeps its previous config");
                 }
@@ -176,10 +190,31 @@ impl ConfigSession {
         let held_after = wanted.iter().map(|api| (api.id.clone(), api.revision.clone())).collect();
         let nonce = uuid::Uuid::new_v4().to_string();
         let update = StreamResponse { version: snapshot.version, nonce: nonce.clone(), full, upserts, removals };
+        let span = self.push_span(&snapshot, &update);
         tracing::debug!(dataplane = %self.session.id, version = snapshot.version, full, upserts = update.upserts.len(), removals = update.removals.len(), "sending update");
         self.outbound.send(Ok(update)).await.map_err(|_| "dataplane stream gone".to_owned())?;
-        self.pending = Some(Pending { version: snapshot.version, nonce, held_after });
+        self.pending = Some(Pending { version: snapshot.version, nonce, held_after, span });
         self.last_sent_version = Some(snapshot.version);
         Ok(())
+    }
+
+    /// A `push` span under the sync round that made this version (a new trace for a restored set or
+    /// a local-mode reload), subject to the sampler.
+    fn push_span(&self, snapshot: &Snapshot, update: &StreamResponse) -> Option<(hgw_otel::Trace, hgw_otel::Span)> {
+        let tracing = self.tracing.as_ref()?;
+        let trace = match snapshot.origin {
+            Some(origin) => match tracing.sample(Some(origin), None) {
+                hgw_otel::Sampling::Sampled(trace) => trace,
+                hgw_otel::Sampling::NotSampled { .. } => return None,
+            },
+            None => tracing.start_trace()?,
+        };
+        let mut span = trace.root("push", hgw_otel::SpanKind::Producer);
+        span.set("hgw.dataplane.id", self.session.id.clone());
+        span.set("hgw.config.version", snapshot.version as i64);
+        span.set("hgw.config.full", update.full);
+        span.set("hgw.config.upserts", update.upserts.len() as i64);
+        span.set("hgw.config.removals", update.removals.len() as i64);
+        Some((trace, span))
     }
 }

@@ -66,6 +66,8 @@ pub struct GrpcState {
     pub redis: Option<crate::redis::Redis>,
     /// `None` without a TCP listener: socket peers need no certificates.
     pub identity: Option<IdentityState>,
+    /// OpenTelemetry export (`push` spans); `None`: no traces.
+    pub tracing: Option<hgw_otel::Tracing>,
 }
 
 /// Builds one router (each listener gets its own; the state behind them is shared).
@@ -77,6 +79,7 @@ pub fn router(
         snapshots: state.store.subscribe(),
         registry: state.registry.clone(),
         cancel: state.cancel.clone(),
+        tracing: state.tracing.clone(),
     };
     let analytics = analytics::AnalyticsService {
         spool: state.reports.clone(),

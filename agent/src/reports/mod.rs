@@ -49,6 +49,8 @@ pub struct Uploader {
     pub metrics: Arc<Metrics>,
     /// After `cancel`: how long to go on delivering what the spool holds.
     pub grace: Duration,
+    /// OpenTelemetry export: each upload attempt is an `upload` trace; `None`: no traces.
+    pub tracing: Option<hgw_otel::Tracing>,
 }
 
 /// Why an upload did not succeed.
@@ -61,7 +63,7 @@ impl Uploader {
     /// Delivers the spool in order until `cancel`; then goes on until the spool is empty, an upload
     /// fails, or the grace period ends. What is left stays in the spool for the next start.
     pub async fn run(self, cancel: CancellationToken) {
-        let Uploader { reader, sink, batch_size, metrics, grace } = self;
+        let Uploader { reader, sink, batch_size, metrics, grace, tracing } = self;
         let sealed = reader.notifier();
         let reader = Arc::new(Mutex::new(reader));
         let mut backoff = RETRY_START;
@@ -106,6 +108,13 @@ impl Uploader {
             loop {
                 let started = std::time::Instant::now();
                 let deadline = give_up_at;
+                let mut trace = tracing.as_ref().and_then(hgw_otel::Tracing::start_trace);
+                let span = trace.as_ref().map(|t| {
+                    let mut span = t.root("upload", hgw_otel::SpanKind::Client);
+                    span.set("hgw.reports.documents", batch.records as i64);
+                    span.set("hgw.reports.ndjson_bytes", batch.ndjson.len() as i64);
+                    span
+                });
                 let result = tokio::select! {
                     result = send(&sink, &batch.ndjson) => result,
                     _ = grace_over(&cancel, deadline, grace) => {
@@ -113,6 +122,21 @@ impl Uploader {
                         return;
                     }
                 };
+                if let (Some(t), Some(mut span)) = (trace.as_mut(), span) {
+                    match &result {
+                        Ok(bytes) => span.set("hgw.reports.upload_bytes", *bytes as i64),
+                        Err(SendError::Retry(reason)) => {
+                            span.set("hgw.reports.outcome", "retry");
+                            span.error(reason.clone());
+                        }
+                        Err(SendError::Rejected(reason)) => {
+                            span.set("hgw.reports.outcome", "rejected");
+                            span.error(reason.clone());
+                        }
+                    }
+                    t.end(span);
+                }
+                drop(trace);
                 match result {
                     Ok(bytes) => {
                         metrics.reports_upload_latency.observe(started.elapsed());

@@ -549,6 +549,20 @@ fn v4_logging_compiles_to_settings() {
 }
 
 #[test]
+fn v4_tracing_settings_compile() {
+    let mut def = v4("tr", "/tr", "http://127.0.0.1:9000");
+    assert_eq!(deploy(def.clone()).tracing, None, "absent: no settings");
+    def["analytics"] = json!({"enabled": true, "tracing": {"enabled": true, "verbose": true}});
+    assert_eq!(deploy(def.clone()).tracing, Some(pb::TracingSettings { enabled: true, verbose: true }));
+    def["analytics"]["tracing"] = json!({"enabled": true});
+    assert_eq!(deploy(def.clone()).tracing, Some(pb::TracingSettings { enabled: true, verbose: false }));
+    def["analytics"]["tracing"] = json!(null);
+    assert_eq!(deploy(def.clone()).tracing, None);
+    def["analytics"]["tracing"] = json!({"enabled": "yes"});
+    assert!(rejection(def).contains("analytics.tracing.enabled"));
+}
+
+#[test]
 fn v2_logging_maps_mode_scope_and_content() {
     let mut def = json!({
         "id": "v2log", "name": "Old", "gravitee": "2.0.0",
