@@ -76,7 +76,7 @@ pub fn mask_query<'a>(path_and_query: &'a str, names: &[String]) -> Cow<'a, str>
     let secret = |pair: &str| {
         let name = pair.split_once('=').map_or(pair, |(name, _)| name);
         let name = String::from_utf8_lossy(&percent_decode(&name.replace('+', " "))).into_owned();
-        names.iter().any(|n| *n == name)
+        names.contains(&name)
     };
     if !query.split('&').any(|pair| pair.contains('=') && secret(pair)) {
         return Cow::Borrowed(path_and_query);
