@@ -266,6 +266,8 @@ fn v2_endpoint_list_is_one_default_group_and_inherit_defaults_to_false() {
     let us = compile_for_tenant(&source(&api), &ShardingTags::default(), Some("us"));
     let Outcome::Deploy(us) = us else { panic!("{us:?}") };
     assert_eq!(us.endpoint_groups[0].endpoints.len(), 2, "`tenant: eu` is left out for tenant us");
+}
+
 /// Compiles `definition` with file paths allowed under `files`; the rejection reason or `None`.
 fn with_files(definition: &Value, files: &DefinitionFiles) -> Option<String> {
     match compile_with_files(&source(definition), &ShardingTags::default(), None, files) {
