@@ -613,10 +613,13 @@ impl Config {
             (None, Some(state)) => (Some(state.join("pki")), true),
             (None, None) => (None, false),
         };
-        let join_tokens =
-            cli.join_tokens.as_deref().map(crate::identity::join::TokenFile::open).transpose()?.map(std::sync::Arc::new);
-        let socket_group =
-            cli.grpc_socket_group.as_deref().map(crate::identity::socket::resolve_group).transpose()?;
+        let join_tokens = cli
+            .join_tokens
+            .as_deref()
+            .map(crate::identity::join::TokenFile::open)
+            .transpose()?
+            .map(std::sync::Arc::new);
+        let socket_group = cli.grpc_socket_group.as_deref().map(crate::identity::socket::resolve_group).transpose()?;
         // A supervising agent always has a socket for its dataplanes, in a folder only it controls.
         let grpc_socket = match (cli.grpc_socket, cli.dataplanes) {
             (Some(path), _) => Some(path),

@@ -119,9 +119,10 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     }
     let ca = match config.grpc_listen {
         Some(_) => {
-            let dir = trust.pki_dir.as_deref().ok_or_else(|| {
-                StartError::Trust("the TCP listener needs a CA: set --pki-dir or --state-dir".into())
-            })?;
+            let dir = trust
+                .pki_dir
+                .as_deref()
+                .ok_or_else(|| StartError::Trust("the TCP listener needs a CA: set --pki-dir or --state-dir".into()))?;
             let ca = identity::pki::CertificateAuthority::open(dir, trust.pki_create)
                 .map_err(|e| StartError::Trust(format!("CA: {e}")))?;
             Some(Arc::new(ca))

@@ -14,8 +14,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
-use crate::backoff::Backoff;
 use crate::agent_link::AgentLink;
+use crate::backoff::Backoff;
 use crate::routes::{Api, ConversionError, RouteTable};
 use crate::upstream::{ClientCache, error_chain};
 

@@ -152,11 +152,15 @@ impl AgentLink {
         self.wait_identity().await;
         match (&self.addr, &self.tls) {
             (AgentAddr::Https { uri, .. }, Some(tls)) => {
-                configure(Endpoint::from_shared(uri.clone())?).connect_with_connector(tls_connector(tls.clone(), false)).await
+                configure(Endpoint::from_shared(uri.clone())?)
+                    .connect_with_connector(tls_connector(tls.clone(), false))
+                    .await
             }
-            (addr, _) => configure(Endpoint::from_static("http://hgw-agent"))
-                .connect_with_connector(unix_connector(unix_path(addr)))
-                .await,
+            (addr, _) => {
+                configure(Endpoint::from_static("http://hgw-agent"))
+                    .connect_with_connector(unix_connector(unix_path(addr)))
+                    .await
+            }
         }
     }
 
@@ -164,7 +168,9 @@ impl AgentLink {
     pub async fn connect_anonymous(&self) -> Result<Channel, tonic::transport::Error> {
         match (&self.addr, &self.tls) {
             (AgentAddr::Https { uri, .. }, Some(tls)) => {
-                configure(Endpoint::from_shared(uri.clone())?).connect_with_connector(tls_connector(tls.clone(), true)).await
+                configure(Endpoint::from_shared(uri.clone())?)
+                    .connect_with_connector(tls_connector(tls.clone(), true))
+                    .await
             }
             _ => self.connect().await,
         }
@@ -207,8 +213,12 @@ type Connecting<T> = std::pin::Pin<Box<dyn Future<Output = std::io::Result<Tokio
 /// Connects every new channel connection to the agent's Unix socket.
 fn unix_connector(
     path: std::path::PathBuf,
-) -> impl tower::Service<http::Uri, Response = TokioIo<tokio::net::UnixStream>, Error = std::io::Error, Future = Connecting<tokio::net::UnixStream>>
-+ Clone
+) -> impl tower::Service<
+    http::Uri,
+    Response = TokioIo<tokio::net::UnixStream>,
+    Error = std::io::Error,
+    Future = Connecting<tokio::net::UnixStream>,
+> + Clone
 + Send
 + 'static {
     tower::service_fn(move |_: http::Uri| {

@@ -23,9 +23,9 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::agent_client::AgentError;
+use crate::agent_link::AgentLink;
 use crate::backoff::Backoff;
 use crate::body::RequestStats;
-use crate::agent_link::AgentLink;
 use crate::logging::LogCapture;
 use crate::metrics::Metrics;
 use crate::upstream::error_chain;

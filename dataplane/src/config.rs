@@ -198,13 +198,17 @@ pub enum ConfigError {
         "--agent {0:?}: the agent serves gRPC over TLS only (plaintext would let anyone on the network read and forge config); use https://HOST:PORT with --agent-ca FILE"
     )]
     PlaintextAgent(String),
-    #[error("--agent {0:?}: an https:// agent needs --agent-ca FILE (its CA certificate, pinned: no trust on first use)")]
+    #[error(
+        "--agent {0:?}: an https:// agent needs --agent-ca FILE (its CA certificate, pinned: no trust on first use)"
+    )]
     NoAgentCa(String),
     #[error("--agent {0:?}: an https:// agent needs --cert and --key, or --join-token-file")]
     NoCredential(String),
     #[error("--cert and --key go together, and exclude --join-token-file")]
     CredentialMix,
-    #[error("--agent-ca, --cert, --key and --join-token-file are for https:// agents; a unix: agent is trusted by its socket")]
+    #[error(
+        "--agent-ca, --cert, --key and --join-token-file are for https:// agents; a unix: agent is trusted by its socket"
+    )]
     TlsForUnix,
     #[error("--{flag} {path}: {problem}")]
     File { flag: &'static str, path: String, problem: String },

@@ -43,7 +43,8 @@ async fn join(link: &AgentLink, token: &str, id: &str) -> Result<(IssuedCertific
     let channel = link.connect_anonymous().await?;
     let request = JoinRequest { token: token.to_owned(), dataplane_id: id.to_owned(), csr_pem };
     let response = IdentityClient::new(channel).join(request).await.map_err(AttemptError::Refused)?;
-    let certificate = response.into_inner().certificate.ok_or_else(|| AttemptError::Local("no certificate in the answer".into()))?;
+    let certificate =
+        response.into_inner().certificate.ok_or_else(|| AttemptError::Local("no certificate in the answer".into()))?;
     Ok((certificate, key))
 }
 
@@ -51,7 +52,8 @@ async fn renew(link: &AgentLink) -> Result<(IssuedCertificate, rcgen::KeyPair), 
     let (key, csr_pem) = key_and_request()?;
     let channel = link.connect().await?;
     let response = IdentityClient::new(channel).renew(RenewRequest { csr_pem }).await.map_err(AttemptError::Refused)?;
-    let certificate = response.into_inner().certificate.ok_or_else(|| AttemptError::Local("no certificate in the answer".into()))?;
+    let certificate =
+        response.into_inner().certificate.ok_or_else(|| AttemptError::Local("no certificate in the answer".into()))?;
     Ok((certificate, key))
 }
 
@@ -79,19 +81,21 @@ pub async fn run(link: AgentLink, token: String, id: String, cancel: Cancellatio
             join(&link, &token, &id).await
         };
         let delay = match attempt {
-            Ok((response, key)) => match link.install(response.certificate_pem.as_bytes(), key.serialize_pem().as_bytes()) {
-                Ok(()) => {
-                    backoff.reset();
-                    let delay = renew_delay(response.not_after_ms, SystemTime::now());
-                    tracing::info!(identity = %response.spiffe_id, renew_in_s = delay.as_secs(), "certificate from the agent installed");
-                    delay
+            Ok((response, key)) => {
+                match link.install(response.certificate_pem.as_bytes(), key.serialize_pem().as_bytes()) {
+                    Ok(()) => {
+                        backoff.reset();
+                        let delay = renew_delay(response.not_after_ms, SystemTime::now());
+                        tracing::info!(identity = %response.spiffe_id, renew_in_s = delay.as_secs(), "certificate from the agent installed");
+                        delay
+                    }
+                    Err(problem) => {
+                        let delay = backoff.next_delay();
+                        tracing::error!(%problem, retry_in_ms = delay.as_millis() as u64, "the agent's certificate is unusable");
+                        delay
+                    }
                 }
-                Err(problem) => {
-                    let delay = backoff.next_delay();
-                    tracing::error!(%problem, retry_in_ms = delay.as_millis() as u64, "the agent's certificate is unusable");
-                    delay
-                }
-            },
+            }
             Err(error) => {
                 let delay = backoff.next_delay().max(Duration::from_millis(500));
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64,

@@ -168,11 +168,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         metrics.clone(),
         config.id.clone(),
     );
-    let counter_backend = counters::AgentBackend::start(
-        link.connect_lazy(),
-        config.id.clone(),
-        config.rate_limit_timeout,
-    );
+    let counter_backend =
+        counters::AgentBackend::start(link.connect_lazy(), config.id.clone(), config.rate_limit_timeout);
     let counters = Arc::new(counters::Counters::new(Arc::new(counter_backend)));
     if let Some(settings) = &config.otel {
         tracing::info!(endpoint = %settings.endpoint, protocol = ?settings.protocol, service = %settings.service_name,
@@ -193,8 +190,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         hostname: config::hostname(),
         listen_address: listen_addr.to_string(),
     };
-    let agent_task =
-        tokio::spawn(agent_client::run(link.clone(), identity, shared.clone(), shutdown.child_token()));
+    let agent_task = tokio::spawn(agent_client::run(link.clone(), identity, shared.clone(), shutdown.child_token()));
     let admin_cancel = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(admin_listener, shared.clone(), admin_cancel.clone()));
     // Probes stop with the HTTP server: no health records are made while draining.

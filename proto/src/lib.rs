@@ -10,5 +10,5 @@ pub mod v1 {
 /// Encoded `FileDescriptorSet` of every hgw proto file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hgw_descriptor.bin"));
 
-pub mod redact;
 pub mod counters;
+pub mod redact;

@@ -114,7 +114,10 @@ mod tests {
                         Header { name: "Authorization".into(), value: "Basic xyz".into() },
                         Header { name: "X-Trace".into(), value: "keep".into() },
                     ],
-                    tls: Some(TlsOptions { client_key_pem: "-----BEGIN PRIVATE KEY-----".into(), ..Default::default() }),
+                    tls: Some(TlsOptions {
+                        client_key_pem: "-----BEGIN PRIVATE KEY-----".into(),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }],
                 ..Default::default()

@@ -46,13 +46,8 @@ async fn grpcurl_lists_describes_and_calls_through_reflection() {
         "{described}"
     );
 
-    let (ok, health, stderr) = grpcurl(&[
-        "-d",
-        r#"{"service":"hgw.v1.ConfigDiscovery"}"#,
-        &tcp,
-        "grpc.health.v1.Health/Check",
-    ])
-    .await;
+    let (ok, health, stderr) =
+        grpcurl(&["-d", r#"{"service":"hgw.v1.ConfigDiscovery"}"#, &tcp, "grpc.health.v1.Health/Check"]).await;
     assert!(ok, "{stderr}");
     assert!(health.contains("SERVING"), "{health}");
 

@@ -267,7 +267,8 @@ async fn socket_folders_others_control_are_refused_and_peers_are_checked() {
         let apis_arg = apis_arg.clone();
         async move {
             let args = ["--local-apis", &apis_arg, "--grpc-socket", &socket, "--node-listen", "127.0.0.1:0"];
-            let (code, _, stderr) = run_to_exit("hgw-agent", &args, &[("HGW_STATE_DIR", "/nonexistent")], TIMEOUT).await;
+            let (code, _, stderr) =
+                run_to_exit("hgw-agent", &args, &[("HGW_STATE_DIR", "/nonexistent")], TIMEOUT).await;
             assert_eq!(code, Some(64), "{socket}: {stderr}");
             assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
             assert!(stderr.contains(expect), "{socket}: {stderr}");

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::{Either, Ready, ready};
-use tonic::codegen::http;
 use tonic::Status;
+use tonic::codegen::http;
 
 use crate::identity::{Caller, Peer, Role};
 
@@ -166,7 +166,11 @@ mod tests {
         let admins = [0u32];
         let ok = |path: &str, peer: &Peer| decide(path, Some(peer), &admins).is_ok();
 
-        for path in ["/grpc.health.v1.Health/Check", "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "/hgw.v1.Identity/Join"] {
+        for path in [
+            "/grpc.health.v1.Health/Check",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/hgw.v1.Identity/Join",
+        ] {
             assert!(ok(path, &anonymous), "{path}");
         }
         for path in ["/hgw.v1.ConfigDiscovery/Stream", "/hgw.v1.Analytics/Report", "/hgw.v1.RateLimit/Acquire"] {
@@ -178,6 +182,9 @@ mod tests {
         assert!(ok("/hgw.v1.Identity/Renew", &dp) && !ok("/hgw.v1.Identity/Renew", &root));
         assert!(!ok("/evil.Service/Call", &root));
         assert_eq!(decide("/hgw.v1.Admin/DumpConfig", None, &admins).unwrap_err().code(), tonic::Code::Unauthenticated);
-        assert_eq!(decide("/hgw.v1.Admin/DumpConfig", Some(&dp), &admins).unwrap_err().code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            decide("/hgw.v1.Admin/DumpConfig", Some(&dp), &admins).unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
     }
 }

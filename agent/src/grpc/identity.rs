@@ -24,11 +24,8 @@ pub struct IdentityService {
 
 impl IdentityService {
     fn answer(&self, id: &SpiffeId, issued: Issued) -> IssuedCertificate {
-        let not_after_ms = issued
-            .not_after
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or_default();
+        let not_after_ms =
+            issued.not_after.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
         IssuedCertificate {
             certificate_pem: issued.cert_pem,
             ca_pem: self.ca.ca_pem().to_owned(),

@@ -114,7 +114,9 @@ impl TokenFile {
             state.stamp = now_stamp;
             state.entries = std::fs::read_to_string(&self.path).map_err(|e| e.to_string()).and_then(|t| parse(&t));
             match &state.entries {
-                Ok(entries) => tracing::info!(path = %self.path.display(), tokens = entries.len(), "join tokens reloaded"),
+                Ok(entries) => {
+                    tracing::info!(path = %self.path.display(), tokens = entries.len(), "join tokens reloaded")
+                }
                 Err(problem) => tracing::error!(path = %self.path.display(), %problem,
                     "join token file is invalid; every join is refused until it is fixed"),
             }
@@ -198,14 +200,18 @@ fn parse(text: &str) -> Result<Vec<Entry>, String> {
         for field in fields {
             if let Some(pattern) = field.strip_prefix("id=") {
                 let literal = pattern.replace('*', "a");
-                check_name(&literal).map_err(|_| at(format!("id pattern `{pattern}`: letters, digits, `.-_` and `*`")))?;
+                check_name(&literal)
+                    .map_err(|_| at(format!("id pattern `{pattern}`: letters, digits, `.-_` and `*`")))?;
                 entry.id_pattern = Some(pattern.to_owned());
             } else if let Some(when) = field.strip_prefix("expires=") {
                 let time = humantime::parse_rfc3339_weak(when)
                     .map_err(|e| at(format!("expires `{when}`: {e} (RFC 3339, e.g. 2030-01-01T00:00:00Z)")))?;
                 entry.expires = Some(time);
             } else {
-                return Err(at(format!("unknown field `{}` (id=PATTERN or expires=TIME)", field.split('=').next().unwrap_or(field))));
+                return Err(at(format!(
+                    "unknown field `{}` (id=PATTERN or expires=TIME)",
+                    field.split('=').next().unwrap_or(field)
+                )));
             }
         }
         entries.push(entry);

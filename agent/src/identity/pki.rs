@@ -83,7 +83,14 @@ impl CertificateAuthority {
             make_ca(dir)?;
         }
         let meta = std::fs::metadata(&key_path).map_err(|e| {
-            file_error(&key_path, if create { e.to_string() } else { format!("{e} (--pki-dir must hold {CA_CERT_FILE} and {CA_KEY_FILE})") })
+            file_error(
+                &key_path,
+                if create {
+                    e.to_string()
+                } else {
+                    format!("{e} (--pki-dir must hold {CA_CERT_FILE} and {CA_KEY_FILE})")
+                },
+            )
         })?;
         if meta.mode() & 0o077 != 0 {
             return Err(file_error(
@@ -93,7 +100,8 @@ impl CertificateAuthority {
         }
         let key_pem = std::fs::read_to_string(&key_path).map_err(|e| file_error(&key_path, e))?;
         let ca_pem = std::fs::read_to_string(&cert_path).map_err(|e| file_error(&cert_path, e))?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| file_error(&key_path, format!("not a PEM private key: {e}")))?;
+        let key =
+            KeyPair::from_pem(&key_pem).map_err(|e| file_error(&key_path, format!("not a PEM private key: {e}")))?;
         let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
             .map_err(|e| file_error(&cert_path, format!("not a PEM certificate: {e}")))?;
         if !same_public_key(&ca_der, &key) {

@@ -73,7 +73,8 @@ pub fn prepare_dir(socket: &Path, group: Option<Gid>) -> Result<(), SocketDirErr
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
         _ => PathBuf::from("."),
     };
-    let io = |problem: std::io::Error| SocketDirError::Io { path: dir.display().to_string(), problem: problem.to_string() };
+    let io =
+        |problem: std::io::Error| SocketDirError::Io { path: dir.display().to_string(), problem: problem.to_string() };
     match std::fs::symlink_metadata(&dir) {
         Ok(_) => check_dir(&dir)?,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -96,7 +97,8 @@ pub fn prepare_dir(socket: &Path, group: Option<Gid>) -> Result<(), SocketDirErr
 fn check_dir(dir: &Path) -> Result<(), SocketDirError> {
     let path = dir.display().to_string();
     // symlink_metadata: a symlink planted by someone else is refused as "not a folder".
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| SocketDirError::Io { path: path.clone(), problem: e.to_string() })?;
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| SocketDirError::Io { path: path.clone(), problem: e.to_string() })?;
     if !meta.is_dir() {
         return Err(SocketDirError::NotDir { path });
     }

@@ -94,7 +94,9 @@ async fn push(target: &std::path::Path, stream: usize, n: usize) -> usize {
     let channel = tonic::transport::Endpoint::from_static("http://hgw-agent")
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
             let path = path.clone();
-            async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
         }))
         .await
         .expect("agent gRPC socket");
