@@ -9,6 +9,7 @@ pub mod config;
 pub mod definition;
 pub mod grpc;
 pub mod heartbeat;
+pub mod inject;
 pub mod jwks;
 pub mod last_good;
 pub mod license;
@@ -25,6 +26,7 @@ pub mod supervisor;
 pub mod sync;
 pub mod tags;
 pub mod token;
+pub mod tokenreview;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

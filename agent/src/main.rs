@@ -9,6 +9,11 @@ use hgw_agent::config::{Cli, Config};
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
+    // `hgw-agent inject` and `hgw-agent webhook` (sidecar injection) have their own command lines.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = hgw_agent::inject::cli::dispatch(&args) {
+        return code;
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error)
