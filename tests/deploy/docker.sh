@@ -46,7 +46,7 @@ docker rm -f "$c" >/dev/null
 
 # --- cloud mode against the emulator (host network: the emulator's certificate names 127.0.0.1) ---
 log "docker run: cloud mode against hgw-cloudgate-sim"
-sim="$HGW_ROOT/target/debug/hgw-cloudgate-sim"
+sim=${HGW_SIM_BIN:-$HGW_ROOT/target/debug/hgw-cloudgate-sim}
 mkdir -p "$work/sim"; chmod 755 "$work" "$work/sim"
 "$sim" --state-dir "$work/sim" >"$work/sim.out" 2>"$work/sim.log" &
 sim_pid=$!

@@ -9,7 +9,7 @@
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 HELM_VERSION=v3.16.4
-agent_bin="$HGW_ROOT/target/debug/hgw-agent"
+agent_bin=${HGW_AGENT_BIN:-$HGW_ROOT/target/debug/hgw-agent}
 kwork=$(mktemp -d)
 cleanup_k8s() {
   [ -f "$kwork/pids" ] && kill $(cat "$kwork/pids") 2>/dev/null
