@@ -195,10 +195,8 @@ pub fn identity_from(answer: &Value, audience: &str) -> Result<ServiceAccountIde
     if namespace.is_empty() || service_account.is_empty() || service_account.contains(':') {
         return Err(TokenReviewError::NotAServiceAccount(username.to_owned()));
     }
-    let pod = user
-        .pointer("/extra/authentication.kubernetes.io~1pod-name/0")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let pod =
+        user.pointer("/extra/authentication.kubernetes.io~1pod-name/0").and_then(Value::as_str).map(str::to_owned);
     Ok(ServiceAccountIdentity {
         namespace: namespace.to_owned(),
         service_account: service_account.to_owned(),

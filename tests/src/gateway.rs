@@ -347,13 +347,29 @@ impl Injector {
         let (cert, key, addr_file) = (dir.join("webhook.crt"), dir.join("webhook.key"), dir.join("webhook.addr"));
         std::fs::write(&cert, &leaf.cert_pem).expect("writing the certificate");
         std::fs::write(&key, &leaf.key_pem).expect("writing the key");
-        let (cert, key, addr_file) = (cert.display().to_string(), key.display().to_string(), addr_file.display().to_string());
-        let mut args = vec!["webhook", "--listen", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key, "--addr-file", &addr_file];
+        let (cert, key, addr_file) =
+            (cert.display().to_string(), key.display().to_string(), addr_file.display().to_string());
+        let mut args = vec![
+            "webhook",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--addr-file",
+            &addr_file,
+        ];
         args.extend_from_slice(extra);
         let proc = crate::Proc::spawn("hgw-agent", &args, &[], dir);
         let bound = crate::read_addr_file(Path::new(&addr_file), std::time::Duration::from_secs(30)).await;
         let addr = bound["webhook"].as_str().expect("webhook address").to_owned();
-        Injector { proc, addr, client: crate::client_trusting(ca.cert_pem().as_bytes()), ca_pem: ca.cert_pem().to_owned() }
+        Injector {
+            proc,
+            addr,
+            client: crate::client_trusting(ca.cert_pem().as_bytes()),
+            ca_pem: ca.cert_pem().to_owned(),
+        }
     }
 
     /// POSTs an AdmissionReview to `path` (`/inject/namespace` or `/inject`): status and body.

@@ -50,7 +50,8 @@ async fn webhook_and_inject_give_the_same_pod() {
     assert_eq!(answer["response"]["uid"], "7e1c");
     assert_eq!(answer["response"]["allowed"], true);
     assert_eq!(answer["response"]["patchType"], "JSONPatch");
-    let patch = base64::engine::general_purpose::STANDARD.decode(answer["response"]["patch"].as_str().unwrap()).unwrap();
+    let patch =
+        base64::engine::general_purpose::STANDARD.decode(answer["response"]["patch"].as_str().unwrap()).unwrap();
     let operations: Vec<Value> = serde_json::from_slice(&patch).unwrap();
     let from_webhook = apply(pod(), &operations);
     let sidecar = &from_webhook["spec"]["initContainers"][0];
@@ -59,10 +60,12 @@ async fn webhook_and_inject_give_the_same_pod() {
 
     // The same pod through `hgw-agent inject -f` (in a stream with a Service, which passes through).
     let file = dir.path().join("app.yaml");
-    let service = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 80, targetPort: hgw-http}]\n";
+    let service =
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 80, targetPort: hgw-http}]\n";
     std::fs::write(&file, format!("{}---\n{service}", serde_json::to_string(&pod()).unwrap())).unwrap();
     let file = file.display().to_string();
-    let (code, stdout, stderr) = run_to_exit("hgw-agent", &["inject", "-f", &file, "--tags", "eu"], &[], Duration::from_secs(30)).await;
+    let (code, stdout, stderr) =
+        run_to_exit("hgw-agent", &["inject", "-f", &file, "--tags", "eu"], &[], Duration::from_secs(30)).await;
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("pod \"web\" injected"), "{stderr}");
     let documents: Vec<Value> = serde_yaml_documents(&stdout);
@@ -91,7 +94,8 @@ async fn webhook_and_inject_give_the_same_pod() {
 #[tokio::test]
 async fn bad_configuration_and_input_are_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, _, stderr) = run_to_exit("hgw-agent", &["inject", "--memory-limit", "lots"], &[], Duration::from_secs(30)).await;
+    let (code, _, stderr) =
+        run_to_exit("hgw-agent", &["inject", "--memory-limit", "lots"], &[], Duration::from_secs(30)).await;
     assert_eq!(code, Some(64), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     let (code, _, stderr) = run_to_exit(

@@ -157,10 +157,11 @@ pub fn inject_object(
     }
     let mut template = &mut *object;
     for key in path {
-        template = template
-            .get_mut(*key)
-            .filter(|value| value.is_object())
-            .ok_or_else(|| InjectError::Malformed { kind: kind.clone(), name: name.clone(), problem: format!("no {key} object") })?;
+        template = template.get_mut(*key).filter(|value| value.is_object()).ok_or_else(|| InjectError::Malformed {
+            kind: kind.clone(),
+            name: name.clone(),
+            problem: format!("no {key} object"),
+        })?;
     }
     let mut merged = outer;
     if !path.is_empty() {
@@ -217,8 +218,11 @@ fn inject_template(
         None if policy == DefaultPolicy::OptIn => return Ok(Outcome::Skipped("not asked (no hgw.io/inject: enabled)")),
         None => {}
     }
-    let malformed =
-        |problem: &str| InjectError::Malformed { kind: kind.to_owned(), name: name.to_owned(), problem: problem.to_owned() };
+    let malformed = |problem: &str| InjectError::Malformed {
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+        problem: problem.to_owned(),
+    };
     let spec = template.get("spec").filter(|s| s.is_object()).ok_or_else(|| malformed("no pod spec"))?;
     let has_sidecar = ["containers", "initContainers"].iter().any(|list| {
         spec.get(*list)
@@ -331,10 +335,8 @@ pub fn check_tags(tags: &str) -> Result<(), String> {
 /// refused by name rather than by the API server's generic message.
 pub fn check_quantity(text: &str) -> Result<(), String> {
     let suffixes = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P", "E", ""];
-    let number = suffixes
-        .iter()
-        .find_map(|suffix| text.strip_suffix(suffix).filter(|n| !n.is_empty()))
-        .unwrap_or_default();
+    let number =
+        suffixes.iter().find_map(|suffix| text.strip_suffix(suffix).filter(|n| !n.is_empty())).unwrap_or_default();
     let (mantissa, exponent) = match number.split_once(['e', 'E']) {
         Some((m, e)) => (m, Some(e)),
         None => (number, None),
@@ -425,7 +427,8 @@ fn container(config: &SidecarConfig) -> Value {
 fn volumes(config: &SidecarConfig) -> Vec<Value> {
     let mut volumes = Vec::new();
     if socket_mount(config).is_some() {
-        volumes.push(json!({"name": SOCKET_VOLUME, "hostPath": {"path": config.socket_host_path, "type": "Directory"}}));
+        volumes
+            .push(json!({"name": SOCKET_VOLUME, "hostPath": {"path": config.socket_host_path, "type": "Directory"}}));
     }
     volumes.push(json!({
         "name": TOKEN_VOLUME,

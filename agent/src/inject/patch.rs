@@ -31,7 +31,8 @@ fn walk(before: &Value, after: &Value, path: &mut String, operations: &mut Vec<V
             }
             for (key, new_value) in new {
                 if !old.contains_key(key) {
-                    operations.push(json!({"op": "add", "path": format!("{path}/{}", escape(key)), "value": new_value}));
+                    operations
+                        .push(json!({"op": "add", "path": format!("{path}/{}", escape(key)), "value": new_value}));
                 }
             }
         }
@@ -57,7 +58,8 @@ pub fn apply(target: &mut Value, operations: &[Value]) -> Result<(), String> {
         }
         let (parent, key) = path.rsplit_once('/').ok_or("path without '/'")?;
         let key = key.replace("~1", "/").replace("~0", "~");
-        let parent = target.pointer_mut(parent).and_then(Value::as_object_mut).ok_or(format!("no object at {parent}"))?;
+        let parent =
+            target.pointer_mut(parent).and_then(Value::as_object_mut).ok_or(format!("no object at {parent}"))?;
         match op {
             "add" | "replace" => {
                 parent.insert(key, operation["value"].clone());
@@ -96,6 +98,9 @@ mod tests {
         let before = json!({"metadata": {"annotations": {"a": "1"}}});
         let after = json!({"metadata": {"annotations": {"a": "1", "hgw.io/injected": "0.1.0"}}});
         let operations = diff(&before, &after);
-        assert_eq!(operations, vec![json!({"op": "add", "path": "/metadata/annotations/hgw.io~1injected", "value": "0.1.0"})]);
+        assert_eq!(
+            operations,
+            vec![json!({"op": "add", "path": "/metadata/annotations/hgw.io~1injected", "value": "0.1.0"})]
+        );
     }
 }

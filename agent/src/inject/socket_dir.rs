@@ -40,7 +40,10 @@ pub fn parse(owner: &str, mode: &str) -> Result<(u32, u32, u32), SocketDirError>
         .split_once(':')
         .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
         .ok_or_else(|| SocketDirError::Owner(owner.to_owned()))?;
-    let mode = u32::from_str_radix(mode, 8).ok().filter(|m| *m <= 0o777).ok_or_else(|| SocketDirError::Mode(mode.to_owned()))?;
+    let mode = u32::from_str_radix(mode, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| SocketDirError::Mode(mode.to_owned()))?;
     Ok((uid, gid, mode))
 }
 

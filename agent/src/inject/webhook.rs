@@ -104,7 +104,9 @@ pub fn review(body: &[u8], config: &SidecarConfig, policy: DefaultPolicy) -> Res
         }
         Err(error) => {
             tracing::warn!(uid, %error, "admission refused");
-            Ok(answer(json!({"allowed": false, "status": {"code": 400, "reason": "BadRequest", "message": format!("hgw sidecar injection: {error}")}})))
+            Ok(answer(
+                json!({"allowed": false, "status": {"code": 400, "reason": "BadRequest", "message": format!("hgw sidecar injection: {error}")}}),
+            ))
         }
     }
 }
@@ -142,7 +144,8 @@ pub async fn serve(
     let local = listener.local_addr().map_err(|source| WebhookError::Bind { addr: listen, source })?;
     if let Some(path) = addr_file {
         let text = json!({"webhook": local.to_string()}).to_string();
-        std::fs::write(path, text).map_err(|source| WebhookError::AddrFile { path: path.display().to_string(), source })?;
+        std::fs::write(path, text)
+            .map_err(|source| WebhookError::AddrFile { path: path.display().to_string(), source })?;
     }
     tracing::info!(%local, "sidecar injection webhook listening (TLS)");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
@@ -230,7 +233,8 @@ mod tests {
         assert_eq!(answer["response"]["uid"], "u-1");
         assert_eq!(answer["response"]["allowed"], true);
         assert_eq!(answer["response"]["patchType"], "JSONPatch");
-        let patch = base64::engine::general_purpose::STANDARD.decode(answer["response"]["patch"].as_str().unwrap()).unwrap();
+        let patch =
+            base64::engine::general_purpose::STANDARD.decode(answer["response"]["patch"].as_str().unwrap()).unwrap();
         let operations: Vec<Value> = serde_json::from_slice(&patch).unwrap();
         let mut patched = pod();
         patch::apply(&mut patched, &operations).unwrap();
