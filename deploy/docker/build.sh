@@ -21,7 +21,7 @@ for bin in hgw-agent hgw-dataplane; do
   # Line tables stay in the build tree; the image carries stripped binaries.
   strip --strip-debug "$stage/rootfs/usr/local/bin/$bin" 2>/dev/null || true
   # Every shared object the binary loads, at the same path (the dynamic loader included).
-  ldd "$release/$bin" | awk '/=> \//{print $3} /^\s*\/.*ld-linux/{print $1}' | while read -r lib; do
+  ldd "$release/$bin" | awk '/=> \//{print $3} /^[[:space:]]*\/.*ld-linux/{print $1}' | while read -r lib; do
     mkdir -p "$stage/rootfs$(dirname "$lib")"
     cp -L "$lib" "$stage/rootfs$lib"
   done

@@ -51,7 +51,7 @@ mini_image() {
   mkdir -p "$stage/usr/local/bin" "$stage/data" "$stage/tmp"; chmod 1777 "$stage/data" "$stage/tmp"
   for bin in "$@"; do
     cp -L "$bin" "$stage/usr/local/bin/"
-    ldd "$bin" | awk '/=> \//{print $3} /^\s*\/.*ld-linux/{print $1}' | while read -r lib; do
+    ldd "$bin" | awk '/=> \//{print $3} /^[[:space:]]*\/.*ld-linux/{print $1}' | while read -r lib; do
       mkdir -p "$stage$(dirname "$lib")"; cp -L "$lib" "$stage$lib"
     done
   done
