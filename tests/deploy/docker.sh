@@ -137,8 +137,10 @@ compose() { (cd "$HGW_ROOT/deploy/compose" && docker-compose -p "$compose_projec
 export HGW_IMAGE="$IMAGE" REDIS_IMAGE=hgw-test-redis:local HGW_GATEWAY_PUBLISH_1=127.0.0.1: HGW_GATEWAY_PUBLISH_2=127.0.0.1: \
   HGW_CLOUD_GATE_URL=https://127.0.0.1:8443 HGW_CLOUD_GATE_CA=/sim/ca.pem \
   GRAVITEE_LICENSE_KEY=aGd3LXRlc3QtbGljZW5zZQ== REDIS_PASSWORD=compose-test-secret
-# The emulator mints the token: start it alone first.
-GRAVITEE_CLOUD_TOKEN=pending compose up -d --no-deps cloudgate >"$work/compose.log" 2>&1
+# The emulator mints the token: start it alone first (every compose command interpolates the whole
+# file, so the required variable needs a placeholder until then).
+export GRAVITEE_CLOUD_TOKEN=pending
+compose up -d --no-deps cloudgate >"$work/compose.log" 2>&1
 wait_until 60 test -s "$work/sim2/ca.pem"
 sim2="https://127.0.0.1:$(compose port cloudgate 8443 2>/dev/null | sed 's/.*://')"
 ca2="$work/sim2/ca.pem"
@@ -146,7 +148,8 @@ wait_until 30 curl -fsS --cacert "$ca2" "$sim2/_sim/stats"
 token2=$(curl -fsS --cacert "$ca2" -X POST -H 'content-type: application/json' -d '{}' "$sim2/_sim/tokens" | python3 -c 'import json,sys;print(json.load(sys.stdin)["token"])')
 curl -fsS --cacert "$ca2" -X PUT -H 'content-type: application/json' "$sim2/_sim/apis" \
   -d "{\"definition\": $(cat "$HGW_ROOT/deploy/examples/apis/hello.json")}" >/dev/null
-if GRAVITEE_CLOUD_TOKEN="$token2" compose up -d >>"$work/compose.log" 2>&1; then ok "docker-compose up (agent, redis, dataplane-1, dataplane-2)"; else fail "docker-compose up"; cat "$work/compose.log"; fi
+export GRAVITEE_CLOUD_TOKEN="$token2"
+if compose up -d >>"$work/compose.log" 2>&1; then ok "docker-compose up (agent, redis, dataplane-1, dataplane-2)"; else fail "docker-compose up"; cat "$work/compose.log"; fi
 for dp in dataplane-1 dataplane-2; do
   p=$(compose port "$dp" 8082 2>/dev/null | sed 's/.*://')
   check "compose: a request goes through $dp" wait_until 90 bash -c "curl -fsS http://127.0.0.1:$p/hello | grep -q 'Hello from hgw'"
