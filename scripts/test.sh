@@ -60,3 +60,12 @@ log "cargo test"
 export HGW_GRPCURL="$(command -v grpcurl)"
 export HGW_JAEGER="$(command -v jaeger)"
 cargo test --workspace --locked -- --test-threads="${HGW_TEST_THREADS:-2}"
+
+# Deployment: the image (dockerd), Compose, the Helm chart and sidecar injection against a real
+# kube-apiserver, the packages in a debootstrap root. Slow builds are cached under ~/.cache.
+if [ "${HGW_SKIP_DEPLOY_TESTS:-}" = 1 ]; then
+  log "deploy tests skipped (HGW_SKIP_DEPLOY_TESTS=1)"
+else
+  log "deploy tests (tests/deploy/run.sh)"
+  bash tests/deploy/run.sh
+fi

@@ -56,7 +56,14 @@ pub const MIN_NODE_API_TOKEN_BYTES: usize = 16;
 /// Cloud Gate (or a local folder), pushes compiled config to dataplanes over gRPC and uploads their
 /// analytics.
 #[derive(Debug, Parser)]
-#[command(name = "hgw-agent", version, about, long_about = None)]
+#[command(
+    name = "hgw-agent",
+    version,
+    about,
+    long_about = None,
+    after_help = "Other commands: `hgw-agent inject` (add hgw sidecars to Kubernetes YAML), `hgw-agent webhook` \
+                  (the sidecar injection admission webhook), `hgw-agent prepare-socket-dir`; each has --help."
+)]
 pub struct Cli {
     /// Cloud Token (JWT from Gravitee Cloud) — enables cloud mode. Also `gravitee_cloud_token`.
     #[arg(long, env = "GRAVITEE_CLOUD_TOKEN", hide_env_values = true, help_heading = "Cloud")]

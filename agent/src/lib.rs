@@ -10,6 +10,7 @@ pub mod definition;
 pub mod grpc;
 pub mod heartbeat;
 pub mod identity;
+pub mod inject;
 pub mod jwks;
 pub mod last_good;
 pub mod license;
@@ -26,6 +27,7 @@ pub mod supervisor;
 pub mod sync;
 pub mod tags;
 pub mod token;
+pub mod tokenreview;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

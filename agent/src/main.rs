@@ -12,6 +12,11 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "pki") {
         return pki();
     }
+    // `hgw-agent inject` and `hgw-agent webhook` (sidecar injection) have their own command lines.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = hgw_agent::inject::cli::dispatch(&args) {
+        return code;
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error)

@@ -522,3 +522,60 @@ pub async fn report_for(sim: &CloudGateSim, request_id: &str) -> Value {
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
+
+/// `hgw-agent webhook` (sidecar injection admission webhook) over TLS with a certificate for 127.0.0.1
+/// from a CA made for the test; killed on drop.
+pub struct Injector {
+    pub proc: crate::Proc,
+    pub addr: String,
+    /// An HTTPS client trusting the webhook's CA.
+    pub client: reqwest::Client,
+    pub ca_pem: String,
+}
+
+impl Injector {
+    pub async fn start(dir: &Path, extra: &[&str]) -> Injector {
+        let ca = crate::TestCa::new("hgw-injector-test-ca").expect("test CA");
+        let leaf = ca.issue_server(&["127.0.0.1", "localhost"]).expect("webhook certificate");
+        let (cert, key, addr_file) = (dir.join("webhook.crt"), dir.join("webhook.key"), dir.join("webhook.addr"));
+        std::fs::write(&cert, &leaf.cert_pem).expect("writing the certificate");
+        std::fs::write(&key, &leaf.key_pem).expect("writing the key");
+        let (cert, key, addr_file) =
+            (cert.display().to_string(), key.display().to_string(), addr_file.display().to_string());
+        let mut args = vec![
+            "webhook",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--addr-file",
+            &addr_file,
+        ];
+        args.extend_from_slice(extra);
+        let proc = crate::Proc::spawn("hgw-agent", &args, &[], dir);
+        let bound = crate::read_addr_file(Path::new(&addr_file), std::time::Duration::from_secs(30)).await;
+        let addr = bound["webhook"].as_str().expect("webhook address").to_owned();
+        Injector {
+            proc,
+            addr,
+            client: crate::client_trusting(ca.cert_pem().as_bytes()),
+            ca_pem: ca.cert_pem().to_owned(),
+        }
+    }
+
+    /// POSTs an AdmissionReview to `path` (`/inject/namespace` or `/inject`): status and body.
+    pub async fn review(&self, path: &str, review: &Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("https://{}{path}", self.addr))
+            .json(review)
+            .send()
+            .await
+            .expect("webhook answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+}

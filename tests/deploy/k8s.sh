@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# tests/deploy/k8s.sh — the Helm chart and sidecar injection against a real kube-apiserver + etcd
+# (tests/k8s/build.sh, cached under ~/.cache/hgw-k8s): helm lint; the chart's rendered objects stored by
+# server-side apply; the chart's MutatingWebhookConfiguration registered for real (caBundle) against
+# `hgw-agent webhook` on 127.0.0.1; a Pod and a Deployment in a labelled namespace stored with the
+# sidecar, an opted-out pod untouched, a labelled pod elsewhere injected, applying twice injects once;
+# `hgw-agent inject` gives what the webhook gives (golden) and its output is accepted by the apiserver.
+# Sourced by run.sh (counts ok/FAIL); needs target/debug/hgw-agent.
+set -uo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+HELM_VERSION=v3.16.4
+agent_bin=${HGW_AGENT_BIN:-$HGW_ROOT/target/debug/hgw-agent}
+kwork=$(mktemp -d)
+cleanup_k8s() {
+  [ -f "$kwork/pids" ] && kill $(cat "$kwork/pids") 2>/dev/null
+  [ -n "${webhook_pid:-}" ] && kill "$webhook_pid" 2>/dev/null
+  wait 2>/dev/null
+  rm -rf "$kwork"
+}
+trap cleanup_k8s EXIT
+
+command -v kubectl >/dev/null || apt_install kubectl
+command -v go >/dev/null || apt_install golang-go
+if ! command -v helm >/dev/null; then
+  log "installing helm $HELM_VERSION (go install)"
+  go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
+fi
+log "kube-apiserver + etcd (tests/k8s/build.sh: cached after the first build)"
+start=$(date +%s)
+bin=$(bash "$HGW_ROOT/tests/k8s/build.sh")
+echo "kube-apiserver and etcd ready in $(( $(date +%s) - start )) s ($bin)" >&2
+eval "$(bash "$HGW_ROOT/tests/k8s/up.sh" "$bin" "$kwork")"
+k() { kubectl "$@"; }
+
+chart="$HGW_ROOT/deploy/helm/hgw"
+check "helm lint is clean" bash -c "helm lint --strict '$chart' --set cloud.token=t --set license.key=l >'$kwork/lint.log' 2>&1 || { cat '$kwork/lint.log'; false; }"
+
+# The webhook's TLS: a CA and a server certificate for 127.0.0.1, made now.
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=hgw-test-ca -keyout "$kwork/ca.key" -out "$kwork/ca.crt" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=hgw-injector -keyout "$kwork/tls.key" -out "$kwork/tls.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$kwork/san.ext"
+openssl x509 -req -in "$kwork/tls.csr" -CA "$kwork/ca.crt" -CAkey "$kwork/ca.key" -CAcreateserial -days 1 \
+  -extfile "$kwork/san.ext" -out "$kwork/tls.crt" 2>/dev/null
+"$agent_bin" webhook --listen 127.0.0.1:0 --addr-file "$kwork/webhook.json" --tls-cert "$kwork/tls.crt" \
+  --tls-key "$kwork/tls.key" >"$kwork/webhook.log" 2>&1 &
+webhook_pid=$!
+wait_until 30 test -s "$kwork/webhook.json"
+webhook_addr=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["webhook"])' "$kwork/webhook.json")
+check "webhook answers over TLS with the test CA" curl -fsS --cacert "$kwork/ca.crt" "https://$webhook_addr/healthz"
+
+# The chart, rendered and stored for real (server-side apply), its webhook pointing at the local injector.
+k create namespace hgw-system >/dev/null
+helm template hgw "$chart" -n hgw-system --set cloud.token=test-token --set license.key=dGVzdA== \
+  --set gateway.ratelimit.redis.host=redis.hgw-system --set agent.tcp.enabled=true \
+  --set tracing.otlpEndpoint=http://otel-collector:4317 \
+  --set injector.url="https://$webhook_addr" --set-file injector.tls.cert="$kwork/tls.crt" \
+  --set-file injector.tls.key="$kwork/tls.key" --set-file injector.tls.caBundle="$kwork/ca.crt" > "$kwork/chart.yaml"
+check "the chart's objects are stored by server-side apply" \
+  bash -c "kubectl apply --server-side -n hgw-system -f '$kwork/chart.yaml' >'$kwork/apply.log' 2>&1 || { cat '$kwork/apply.log'; false; }"
+for kind in daemonset/hgw-agent deployment/hgw-gateway service/hgw-gateway poddisruptionbudget/hgw-gateway \
+  horizontalpodautoscaler/hgw-gateway deployment/hgw-injector secret/hgw-secrets clusterrolebinding/hgw-agent-tokenreview; do
+  check "stored: $kind" k get -n hgw-system "$kind"
+done
+check "registered: the MutatingWebhookConfiguration with its caBundle" \
+  bash -c "kubectl get mutatingwebhookconfiguration hgw-injector -o jsonpath='{.webhooks[0].clientConfig.caBundle}' | base64 -d | grep -q 'BEGIN CERTIFICATE'"
+# The default rendering (the chart's own CA, in-cluster Service) is valid too.
+helm template hgw "$chart" -n hgw-system --set cloud.token=t --set license.key=l > "$kwork/chart-default.yaml"
+check "default values: accepted by a server-side dry run" \
+  bash -c "kubectl apply --server-side --dry-run=server -n hgw-system -f '$kwork/chart-default.yaml' >'$kwork/dry.log' 2>&1 || { cat '$kwork/dry.log'; false; }"
+
+# Workloads. No controllers run here: the default ServiceAccounts are made by hand.
+for ns in shop plain; do k create namespace "$ns" >/dev/null; k create serviceaccount default -n "$ns" >/dev/null; done
+k label namespace shop hgw.io/inject=enabled >/dev/null
+pod() { # name annotations-json labels-json
+  printf '{"apiVersion":"v1","kind":"Pod","metadata":{"name":"%s","annotations":%s,"labels":%s},"spec":{"containers":[{"name":"app","image":"nginx:1.27","ports":[{"containerPort":8080}]}]}}\n' "$1" "$2" "$3"
+}
+deployment() {
+  printf '{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"%s"},"spec":{"replicas":2,"selector":{"matchLabels":{"app":"%s"}},"template":{"metadata":{"labels":{"app":"%s"},"annotations":{"hgw.io/tags":"eu"}},"spec":{"containers":[{"name":"app","image":"nginx:1.27"}]}}}}\n' "$1" "$1" "$1"
+}
+sidecars() { # jsonpath to a pod spec; prints the number of hgw-dataplane containers
+  kubectl get "$@" -o json | python3 -c '
+import json,sys
+o=json.load(sys.stdin); s=o["spec"]
+s=s.get("template",{}).get("spec",s) if o["kind"]!="Pod" else s
+print(sum(c["name"]=="hgw-dataplane" for c in s.get("initContainers",[])+s.get("containers",[])))'
+}
+pod web '{}' '{}' > "$kwork/web.json"
+deployment shop-web > "$kwork/deploy.json"
+pod legacy '{"hgw.io/inject":"disabled"}' '{}' > "$kwork/legacy.json"
+k apply --server-side -n shop -f "$kwork/web.json" >/dev/null 2>"$kwork/err" || cat "$kwork/err"
+k apply --server-side -n shop -f "$kwork/deploy.json" >/dev/null 2>"$kwork/err" || cat "$kwork/err"
+k apply --server-side -n shop -f "$kwork/legacy.json" >/dev/null 2>"$kwork/err" || cat "$kwork/err"
+check "labelled namespace: the Pod is stored with the sidecar" test "$(sidecars -n shop pod/web)" = 1
+check "labelled namespace: the Deployment is stored with the sidecar" test "$(sidecars -n shop deployment/shop-web)" = 1
+check "per-pod override: the Deployment's sidecar has --tags eu" \
+  bash -c "kubectl get -n shop deployment/shop-web -o json | grep -q '\"eu\"'"
+check "the sidecar has the agent socket (hostPath) and the hgw token (audience hgw)" \
+  bash -c "kubectl get -n shop pod/web -o json | python3 -c 'import json,sys; v={x[\"name\"]:x for x in json.load(sys.stdin)[\"spec\"][\"volumes\"]}; sys.exit(0 if v[\"hgw-agent-socket\"][\"hostPath\"][\"path\"]==\"/var/run/hgw\" and v[\"hgw-token\"][\"projected\"][\"sources\"][0][\"serviceAccountToken\"][\"audience\"]==\"hgw\" else 1)'"
+check "opted-out pod is untouched" bash -c "test \"\$(kubectl get -n shop pod/legacy -o json | python3 -c 'import json,sys; o=json.load(sys.stdin); print(len(o[\"spec\"].get(\"initContainers\",[])), \"hgw.io/injected\" in o[\"metadata\"].get(\"annotations\",{}))')\" = '0 False'"
+# Applying the same manifests again (server-side, as a CI pipeline would) must not inject twice.
+k apply --server-side -n shop -f "$kwork/web.json" >/dev/null 2>"$kwork/err2"; k apply --server-side -n shop -f "$kwork/deploy.json" >/dev/null 2>>"$kwork/err2"
+check "applying twice: the apply succeeds" bash -c "! test -s '$kwork/err2' || { cat '$kwork/err2'; false; }"
+check "applying twice: still one sidecar in the Pod" test "$(sidecars -n shop pod/web)" = 1
+check "applying twice: still one sidecar in the Deployment" test "$(sidecars -n shop deployment/shop-web)" = 1
+# Outside labelled namespaces only pods that ask.
+pod asked '{}' '{"hgw.io/inject":"enabled"}' > "$kwork/asked.json"
+pod quiet '{}' '{}' > "$kwork/quiet.json"
+k apply -n plain -f "$kwork/asked.json" >/dev/null; k apply -n plain -f "$kwork/quiet.json" >/dev/null
+check "unlabelled namespace: a pod labelled hgw.io/inject=enabled is injected" test "$(sidecars -n plain pod/asked)" = 1
+check "unlabelled namespace: other pods are not" test "$(sidecars -n plain pod/quiet)" = 0
+
+# Golden: `hgw-agent inject` on the same manifests gives what the webhook stored (and is accepted).
+"$agent_bin" inject -f "$kwork/web.json" > "$kwork/web-cli.yaml" 2>"$kwork/inject.log"
+"$agent_bin" inject -f "$kwork/deploy.json" > "$kwork/deploy-cli.yaml" 2>>"$kwork/inject.log"
+check "hgw-agent inject output is accepted by the apiserver" \
+  bash -c "kubectl apply --server-side -n plain -f '$kwork/web-cli.yaml' -f '$kwork/deploy-cli.yaml' >/dev/null 2>'$kwork/err3' || { cat '$kwork/err3'; false; }"
+normalize() { # the injected parts of a stored object, without what the ServiceAccount plugin adds
+  kubectl get "$@" -o json | python3 -c '
+import json,sys
+o=json.load(sys.stdin)
+t=o if o["kind"]=="Pod" else o["spec"]["template"]
+s=t["spec"]
+def clean(cs):
+    out=[]
+    for c in cs:
+        c=dict(c); c["volumeMounts"]=[m for m in c.get("volumeMounts",[]) if not m["name"].startswith("kube-api-access")]
+        out.append(c)
+    return out
+print(json.dumps({"init":clean(s.get("initContainers",[])),"containers":clean(s["containers"]),
+  "volumes":sorted([v for v in s.get("volumes",[]) if not v["name"].startswith("kube-api-access")],key=lambda v:v["name"]),
+  "annotations":t["metadata"].get("annotations",{})},sort_keys=True))'
+}
+check "golden: inject == webhook for the Pod" test "$(normalize -n shop pod/web)" = "$(normalize -n plain pod/web)"
+check "golden: inject == webhook for the Deployment" test "$(normalize -n shop deployment/shop-web)" = "$(normalize -n plain deployment/shop-web)"
+check "hgw-agent inject is idempotent (its output injected again is unchanged)" \
+  bash -c "'$agent_bin' inject -f '$kwork/web-cli.yaml' 2>/dev/null | cmp -s - '$kwork/web-cli.yaml'"
+check "a bad override is refused by the webhook with the annotation named" \
+  bash -c "kubectl apply -n shop -f - <<<'$(pod badport '{"hgw.io/proxy-port":"eighty"}' '{}')' 2>&1 | grep -q 'hgw.io/proxy-port'"
+
+# ServiceAccount identity: TokenReview with the chart's agent ServiceAccount (ClusterRole tokenreviews:create).
+k create serviceaccount web -n shop >/dev/null; k create serviceaccount nobody -n shop >/dev/null
+k create token hgw-agent -n hgw-system > "$kwork/agent.token"
+k create token nobody -n shop > "$kwork/nobody.token"
+server=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
+check "TokenReview: a token from \`kubectl create token --audience hgw\` is accepted, others refused" \
+  bash -c "cd '$HGW_ROOT' && HGW_TEST_KUBE_SERVER='$server' HGW_TEST_KUBE_CA='$kwork/pki/certs/apiserver.crt' \
+    HGW_TEST_KUBE_AGENT_TOKEN='$kwork/agent.token' HGW_TEST_KUBE_NOBODY_TOKEN='$kwork/nobody.token' \
+    HGW_TEST_KUBE_HGW_TOKEN=\$(kubectl create token web -n shop --audience hgw) \
+    HGW_TEST_KUBE_API_TOKEN=\$(kubectl create token web -n shop) \
+    cargo test -q --locked -p hgw-agent --test tokenreview -- --ignored >'$kwork/tokenreview.log' 2>&1 || { cat '$kwork/tokenreview.log'; false; }"
