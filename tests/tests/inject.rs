@@ -62,7 +62,7 @@ async fn webhook_and_inject_give_the_same_pod() {
     let file = dir.path().join("app.yaml");
     let service =
         "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 80, targetPort: hgw-http}]\n";
-    std::fs::write(&file, format!("{}---\n{service}", serde_json::to_string(&pod()).unwrap())).unwrap();
+    std::fs::write(&file, format!("{}\n---\n{service}", serde_json::to_string(&pod()).unwrap())).unwrap();
     let file = file.display().to_string();
     let (code, stdout, stderr) =
         run_to_exit("hgw-agent", &["inject", "-f", &file, "--tags", "eu"], &[], Duration::from_secs(30)).await;

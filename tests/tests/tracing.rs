@@ -323,7 +323,14 @@ async fn bad_otel_settings_exit_64_before_binding() {
     for (binary, args) in [
         (
             "hgw-dataplane",
-            vec!["--agent", "unix:/nonexistent/hgw-agent.sock", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+            vec![
+                "--agent",
+                "unix:/nonexistent/hgw-agent.sock",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ],
         ),
         ("hgw-agent", vec!["--local-apis", ".", "--node-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"]),
     ] {

@@ -27,7 +27,10 @@ async fn grpcurl(prefix: &[String], args: &[&str]) -> (bool, String, String) {
 const CALLS: &[(&str, &str)] = &[
     ("hgw.v1.ConfigDiscovery/Stream", r#"{"hello":{"dataplaneId":"evil"}}"#),
     ("hgw.v1.Analytics/Report", r#"{"dataplaneId":"evil","sequence":"1"}"#),
-    ("hgw.v1.RateLimit/Acquire", r#"{"hits":[{"apiId":"a","planId":"p","step":1,"subscription":"app:user:42","count":"1"}]}"#),
+    (
+        "hgw.v1.RateLimit/Acquire",
+        r#"{"hits":[{"apiId":"a","planId":"p","step":1,"subscription":"app:user:42","count":"1"}]}"#,
+    ),
     ("hgw.v1.Admin/DumpConfig", "{}"),
     ("hgw.v1.Admin/ListDataplanes", "{}"),
     ("hgw.v1.Admin/GetSyncStatus", "{}"),
