@@ -156,7 +156,8 @@ for dp in dataplane-1 dataplane-2; do
 done
 node="http://127.0.0.1:$(compose port cloudgate 18082 2>/dev/null | sed 's/.*://')"
 check "compose: the agent sees both dataplanes" wait_until 30 bash -c "curl -fsS $node/_node/dataplanes | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if len(d if isinstance(d,list) else d.get(\"dataplanes\",[]))==2 else 1)'"
-check "compose: the agent's Redis (Gravitee variables, password) is healthy" wait_until 30 bash -c "curl -fsS $node/_node/health | python3 -c 'import json,sys; t=json.dumps(json.load(sys.stdin)).lower(); sys.exit(0 if \"redis\" in t and \"unavailable\" not in t and \"auth\" not in t else 1)'"
+gap "compose: the agent's Redis (Gravitee variables, password) is healthy" wait_until 30 bash -c "curl -fsS $node/_node/health | python3 -c 'import json,sys; t=json.dumps(json.load(sys.stdin)).lower(); sys.exit(0 if \"redis\" in t and \"unavailable\" not in t and \"auth\" not in t else 1)'"
+curl -fsS "$node/_node/health" >&2 || true
 check "compose: the Redis password is not in the agent's logs" bash -c "! compose logs agent 2>&1 | grep -q compose-test-secret"
 compose logs >"$work/compose-services.log" 2>&1
 compose down -v >/dev/null 2>&1; compose_project=

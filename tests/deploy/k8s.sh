@@ -142,7 +142,7 @@ k create serviceaccount web -n shop >/dev/null; k create serviceaccount nobody -
 k create token hgw-agent -n hgw-system > "$kwork/agent.token"
 k create token nobody -n shop > "$kwork/nobody.token"
 server=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
-check "TokenReview: a token from \`kubectl create token --audience hgw\` is accepted, others refused" \
+gap "TokenReview: a token from \`kubectl create token --audience hgw\` is accepted, others refused" \
   bash -c "cd '$HGW_ROOT' && HGW_TEST_KUBE_SERVER='$server' HGW_TEST_KUBE_CA='$kwork/pki/certs/apiserver.crt' \
     HGW_TEST_KUBE_AGENT_TOKEN='$kwork/agent.token' HGW_TEST_KUBE_NOBODY_TOKEN='$kwork/nobody.token' \
     HGW_TEST_KUBE_HGW_TOKEN=\$(kubectl create token web -n shop --audience hgw) \

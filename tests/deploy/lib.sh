@@ -9,6 +9,9 @@ log() { printf '\n==> %s\n' "$*" >&2; }
 ok() { PASSED=$((PASSED + 1)); echo "ok - $*"; }
 fail() { FAILED=$((FAILED + 1)); echo "FAIL - $*"; }
 check() { local name=$1; shift; if "$@"; then ok "$name"; else fail "$name"; fi; }
+# A check of work that is known not to pass yet (each named in the README's "Deploy" section, "Known
+# gaps"): run and shown as `TODO - ...` when it fails, but not counted as a failure.
+gap() { local name=$1; shift; if "$@"; then ok "$name"; else echo "TODO - $name (known gap)"; fi; }
 
 apt_install() {
   local missing=()
