@@ -10,6 +10,9 @@ use hgw_agent::sync::{ApiChange, decode_api_event};
 use hgw_agent::tags::ShardingTags;
 use libfuzzer_sys::fuzz_target;
 
+/// The agent's default `--max-definition-bytes` (8 MiB).
+const MAX_DEFINITION_BYTES: u64 = 8 << 20;
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -28,11 +31,11 @@ fuzz_target!(|data: &[u8]| {
 
     let payload = serde_json::json!({"id": "fuzz", "name": "fuzz", "lifecycleState": "STARTED", "definition": text}).to_string();
     let event = Event { id: "e".into(), event_type: "PUBLISH_API".into(), payload: Some(payload), ..Event::default() };
-    if let (_, ApiChange::Deploy(source)) = decode_api_event(&event, "fuzz", "DEFAULT", "DEFAULT") {
+    if let (_, ApiChange::Deploy(source)) = decode_api_event(&event, "fuzz", "DEFAULT", "DEFAULT", MAX_DEFINITION_BYTES) {
         let _ = compile(&source, &ShardingTags::default());
     }
     let raw = Event { id: "e".into(), event_type: "PUBLISH_API".into(), payload: Some(text.to_owned()), ..Event::default() };
-    if let (_, ApiChange::Deploy(source)) = decode_api_event(&raw, "fuzz", "DEFAULT", "DEFAULT") {
+    if let (_, ApiChange::Deploy(source)) = decode_api_event(&raw, "fuzz", "DEFAULT", "DEFAULT", MAX_DEFINITION_BYTES) {
         let _ = compile(&source, &ShardingTags::default());
     }
 });
