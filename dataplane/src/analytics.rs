@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hgw_proto::v1::analytics_client::AnalyticsClient;
+use bytes::{BufMut, Bytes};
 use hgw_proto::v1::{HealthCheckRecord, LogRecord, MetricsRecord, ReportRequest, ReportResponse};
+use prost::Message;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -38,7 +39,8 @@ pub const BATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// One request's records, queued and dropped together.
 #[derive(Debug)]
 struct Entry {
-    metrics: MetricsRecord,
+    /// Boxed from the request on: the record is large, and it moves through the queue and batches.
+    metrics: Box<MetricsRecord>,
     log: Option<Box<LogRecord>>,
 }
 
@@ -143,7 +145,7 @@ impl AnalyticsSink {
 
     /// Enqueues a request's records; when the queue is full its oldest entry is dropped (and counted)
     /// to make room.
-    pub fn record(&self, metrics: MetricsRecord, log: Option<LogRecord>) {
+    pub fn record(&self, metrics: Box<MetricsRecord>, log: Option<LogRecord>) {
         let entry = Entry { metrics, log: log.map(Box::new) };
         self.metrics.analytics_produced.fetch_add(entry.records(), Ordering::Relaxed);
         let (lost, queued) = self.queue.push(entry);
@@ -208,7 +210,8 @@ pub fn channel(
 /// A request's metrics record while the request runs; emitted when dropped, so exactly once.
 #[derive(Debug)]
 pub struct PendingRecord {
-    record: MetricsRecord,
+    /// Always present until the record is emitted on drop.
+    record: Option<Box<MetricsRecord>>,
     arrival: Instant,
     endpoint_time: Option<Duration>,
     request: Option<Arc<RequestStats>>,
@@ -221,6 +224,7 @@ pub struct PendingRecord {
 impl PendingRecord {
     /// `record` carries the fields known at arrival; `arrival` starts the gateway response time.
     pub fn new(record: MetricsRecord, arrival: Instant, sink: Arc<AnalyticsSink>) -> PendingRecord {
+        let record = Some(Box::new(record));
         PendingRecord { record, arrival, endpoint_time: None, request: None, response_bytes: 0, sink, log: None }
     }
 
@@ -239,7 +243,7 @@ impl PendingRecord {
     }
 
     pub fn record_mut(&mut self) -> &mut MetricsRecord {
-        &mut self.record
+        self.record.get_or_insert_with(Box::default)
     }
 
     pub fn set_request_stats(&mut self, stats: Arc<RequestStats>) {
@@ -262,16 +266,19 @@ impl PendingRecord {
     /// Records a warning (e.g. `RATE_LIMIT_NOT_APPLIED`) in the error fields, unless an error is already
     /// there; a later gateway error replaces it.
     pub fn warn(&mut self, warning: crate::policies::Warning) {
-        if self.record.error_key.is_empty() {
-            self.record.error_key = warning.key.to_owned();
-            self.record.error_message = warning.message;
+        let record = self.record_mut();
+        if record.error_key.is_empty() {
+            record.error_key = warning.key.to_owned();
+            record.error_message = warning.message;
         }
     }
 }
 
 impl Drop for PendingRecord {
     fn drop(&mut self) {
-        let mut record = std::mem::take(&mut self.record);
+        let Some(mut record) = self.record.take() else {
+            return;
+        };
         let gateway = millis(self.arrival.elapsed());
         let endpoint = self.endpoint_time.map_or(0, millis);
         record.gateway_response_time_ms = gateway;
@@ -297,10 +304,21 @@ pub fn epoch_millis() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, millis)
 }
 
+/// A sealed batch kept until the agent acknowledges it: encoded once, when sealed, so the records'
+/// strings are freed at once and sending (or resending after a reconnect) copies nothing.
+#[derive(Debug, Clone)]
+struct SealedBatch {
+    sequence: u64,
+    /// Records of every kind it carries (metrics, logs, health checks).
+    records: u64,
+    /// The `ReportRequest`, protobuf-encoded.
+    encoded: Bytes,
+}
+
 /// Sealed batches waiting for acknowledgement, and the batch being filled.
 #[derive(Debug)]
 struct Batches {
-    pending: VecDeque<ReportRequest>,
+    pending: VecDeque<SealedBatch>,
     max_pending: usize,
     current: Vec<MetricsRecord>,
     current_logs: Vec<LogRecord>,
@@ -317,8 +335,8 @@ impl Batches {
     }
 
     /// Adds a request's records; returns a sealed batch when it fills one.
-    fn push(&mut self, entry: Entry) -> Option<&ReportRequest> {
-        self.current.push(entry.metrics);
+    fn push(&mut self, entry: Entry) -> Option<&SealedBatch> {
+        self.current.push(*entry.metrics);
         if let Some(log) = entry.log {
             self.current_logs.push(*log);
         }
@@ -326,7 +344,7 @@ impl Batches {
     }
 
     /// Seals the current batch (also an empty one when drops must be reported).
-    fn seal(&mut self) -> Option<&ReportRequest> {
+    fn seal(&mut self) -> Option<&SealedBatch> {
         let dropped = self.dropped_since_batch.load(Ordering::Relaxed);
         let health = std::mem::take(&mut *self.health.lock().unwrap_or_else(|p| p.into_inner()));
         if self.current.is_empty() && dropped == 0 && health.is_empty() {
@@ -342,7 +360,12 @@ impl Batches {
             logs: std::mem::take(&mut self.current_logs),
         };
         self.next_sequence += 1;
-        self.pending.push_back(batch);
+        let records = (batch.records.len() + batch.logs.len() + batch.health_checks.len()) as u64;
+        self.pending.push_back(SealedBatch {
+            sequence: batch.sequence,
+            records,
+            encoded: batch.encode_to_vec().into(),
+        });
         self.publish_pending();
         self.pending.back()
     }
@@ -350,7 +373,7 @@ impl Batches {
     fn ack(&mut self, sequence: u64) {
         if let Some(pos) = self.pending.iter().position(|b| b.sequence == sequence) {
             if let Some(batch) = self.pending.remove(pos) {
-                self.metrics.analytics_acked.fetch_add(batch_records(&batch), Ordering::Relaxed);
+                self.metrics.analytics_acked.fetch_add(batch.records, Ordering::Relaxed);
             }
             self.publish_pending();
         }
@@ -361,32 +384,62 @@ impl Batches {
     }
 
     fn unacknowledged_records(&self) -> u64 {
-        self.pending.iter().map(batch_records).sum::<u64>() + (self.current.len() + self.current_logs.len()) as u64
+        self.pending.iter().map(|b| b.records).sum::<u64>() + (self.current.len() + self.current_logs.len()) as u64
     }
 
     fn publish_pending(&self) {
         self.metrics.analytics_batches_pending.store(self.pending.len() as u64, Ordering::Relaxed);
-        self.metrics.analytics_unacked.store(self.pending.iter().map(batch_records).sum(), Ordering::Relaxed);
+        self.metrics.analytics_unacked.store(self.pending.iter().map(|b| b.records).sum(), Ordering::Relaxed);
     }
-}
-
-/// Records a batch carries, of every kind.
-fn batch_records(batch: &ReportRequest) -> u64 {
-    (batch.records.len() + batch.logs.len() + batch.health_checks.len()) as u64
 }
 
 /// An open `Analytics/Report` stream.
 struct ReportStream {
-    tx: mpsc::Sender<ReportRequest>,
+    tx: mpsc::Sender<Bytes>,
     inbound: tonic::Streaming<ReportResponse>,
 }
 
 impl ReportStream {
-    /// Queues a batch on the stream; false when the stream is gone.
-    fn send(&self, batch: &ReportRequest) -> bool {
-        self.tx.try_send(batch.clone()).is_ok()
+    /// Queues a batch on the stream (its bytes are shared, not copied); false when the stream is gone.
+    fn send(&self, batch: &SealedBatch) -> bool {
+        self.tx.try_send(batch.encoded.clone()).is_ok()
     }
 }
+
+/// `hgw.v1.Analytics/Report` with batches that are already encoded: requests pass through as bytes,
+/// acknowledgements are decoded as usual.
+#[derive(Debug, Clone, Copy, Default)]
+struct PreEncoded;
+
+impl tonic::codec::Codec for PreEncoded {
+    type Encode = Bytes;
+    type Decode = ReportResponse;
+    type Encoder = PassThrough;
+    type Decoder = tonic_prost::ProstDecoder<ReportResponse>;
+
+    fn encoder(&mut self) -> PassThrough {
+        PassThrough
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::new(tonic::codec::BufferSettings::default())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PassThrough;
+
+impl tonic::codec::Encoder for PassThrough {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+const REPORT_PATH: &str = "/hgw.v1.Analytics/Report";
 
 type Connecting = Pin<Box<dyn Future<Output = Result<(ReportStream, u64), AgentError>> + Send>>;
 
@@ -529,7 +582,7 @@ impl Reporter {
     /// first message before answering cannot deadlock it); returns the last sequence queued.
     fn connect(&self, agent: &AgentLink) -> Connecting {
         let agent = agent.clone();
-        let initial: Vec<ReportRequest> = self.batches.pending.iter().cloned().collect();
+        let initial: Vec<SealedBatch> = self.batches.pending.iter().cloned().collect();
         // Room for every batch this stream can ever hold, so `try_send` only fails when it is closed.
         let capacity = self.batches.max_pending + initial.len() + 8;
         Box::pin(async move {
@@ -537,16 +590,19 @@ impl Reporter {
             let (tx, rx) = mpsc::channel(capacity);
             let sent_through = initial.last().map_or(0, |b| b.sequence);
             for batch in initial {
-                let _ = tx.try_send(batch);
+                let _ = tx.try_send(batch.encoded);
             }
-            let response =
-                AnalyticsClient::new(channel).report(ReceiverStream::new(rx)).await.map_err(AgentError::Rpc)?;
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await?;
+            let path = http::uri::PathAndQuery::from_static(REPORT_PATH);
+            let request = tonic::Request::new(ReceiverStream::new(rx));
+            let response = grpc.streaming(request, path, PreEncoded).await.map_err(AgentError::Rpc)?;
             Ok((ReportStream { tx, inbound: response.into_inner() }, sent_through))
         })
     }
 }
 
-fn send(stream: &mut Option<ReportStream>, batch: &ReportRequest) {
+fn send(stream: &mut Option<ReportStream>, batch: &SealedBatch) {
     if let Some(s) = stream
         && !s.send(batch)
     {
@@ -586,8 +642,18 @@ mod tests {
         (reporter.batches, sink.dropped_since_batch.clone())
     }
 
+    /// What the agent reads from a sealed batch.
+    fn decoded(batch: &SealedBatch) -> ReportRequest {
+        let request = ReportRequest::decode(batch.encoded.clone()).expect("a ReportRequest");
+        assert_eq!(
+            (request.sequence, batch.records),
+            (batch.sequence, (request.records.len() + request.logs.len()) as u64)
+        );
+        request
+    }
+
     fn entry(id: &str) -> Entry {
-        Entry { metrics: MetricsRecord { request_id: id.into(), ..Default::default() }, log: None }
+        Entry { metrics: Box::new(MetricsRecord { request_id: id.into(), ..Default::default() }), log: None }
     }
 
     #[test]
@@ -597,10 +663,11 @@ mod tests {
         for i in 0..BATCH_SIZE - 1 {
             assert!(b.push(entry(&i.to_string())).is_none());
         }
-        let sealed = b.push(entry("last")).unwrap();
+        let sealed = decoded(b.push(entry("last")).unwrap());
         assert_eq!((sealed.sequence, sealed.records.len()), (1, BATCH_SIZE));
+        assert_eq!((sealed.records[0].request_id.as_str(), sealed.dataplane_id.as_str()), ("0", "dp"));
         b.push(Entry { log: Some(Box::new(LogRecord::default())), ..entry("logged") });
-        let sealed = b.seal().unwrap();
+        let sealed = decoded(b.seal().unwrap());
         assert_eq!((sealed.sequence, sealed.records.len(), sealed.logs.len()), (2, 1, 1));
         assert!(b.seal().is_none(), "nothing to report");
         assert_eq!(b.pending.len(), 2);
@@ -620,7 +687,7 @@ mod tests {
         let (mut b, dropped) = batches(10);
         assert_eq!(b.max_pending, 1);
         dropped.fetch_add(3, Ordering::Relaxed);
-        let sealed = b.seal().unwrap();
+        let sealed = decoded(b.seal().unwrap());
         assert_eq!((sealed.records.len(), sealed.dropped), (0, 3));
         assert!(!b.has_room());
         assert!(b.seal().is_none());
@@ -632,7 +699,7 @@ mod tests {
         let (sink, reporter) = channel(2, 1024, Vec::new(), metrics.clone(), "dp".into());
         for i in 0..5 {
             let log = (i == 0).then(LogRecord::default);
-            sink.record(MetricsRecord { request_id: i.to_string(), ..Default::default() }, log);
+            sink.record(Box::new(MetricsRecord { request_id: i.to_string(), ..Default::default() }), log);
         }
         assert_eq!(metrics.analytics_produced.load(Ordering::Relaxed), 6);
         assert_eq!(metrics.analytics_queued.load(Ordering::Relaxed), 2);
@@ -648,7 +715,7 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let (sink, reporter) = channel(2, 1024, Vec::new(), metrics.clone(), "dp".into());
         reporter.queue.close();
-        sink.record(MetricsRecord::default(), None);
+        sink.record(Box::default(), None);
         assert_eq!(metrics.analytics_dropped.load(Ordering::Relaxed), 1);
         assert!(reporter.next_entry().await.is_none());
     }

@@ -9,6 +9,11 @@ use clap::error::ErrorKind;
 use hgw_dataplane::config::{Cli, Config, LogFormat, hostname};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: the request path allocates and frees small blocks (header maps, buffers, records); glibc's
+/// malloc spent about a sixth of the dataplane's instructions on them (tests/bench/notes.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// sysexits.h EX_USAGE: the command was used incorrectly.
 const EXIT_USAGE: u8 = 64;
 

@@ -95,11 +95,20 @@ impl GatewayError {
     }
 }
 
-/// The two addresses of a client connection.
-#[derive(Debug, Clone, Copy)]
+/// The two addresses of a client connection, and their text made once per connection: analytics
+/// records, EL and key-less subscriptions read it on every request.
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub local: SocketAddr,
     pub remote: SocketAddr,
+    pub local_ip: Arc<str>,
+    pub remote_ip: Arc<str>,
+}
+
+impl ConnInfo {
+    pub fn new(local: SocketAddr, remote: SocketAddr) -> ConnInfo {
+        ConnInfo { local, remote, local_ip: local.ip().to_string().into(), remote_ip: remote.ip().to_string().into() }
+    }
 }
 
 /// Accepts connections until `shutdown`, then lets them finish until `grace` runs out.
@@ -132,11 +141,12 @@ pub async fn serve(
         let Ok(local) = stream.local_addr() else {
             continue;
         };
-        let conn = ConnInfo { local, remote };
+        let conn = Arc::new(ConnInfo::new(local, remote));
         let shared = shared.clone();
         let service = service_fn(move |req| {
-            let shared = shared.clone();
-            async move { Ok::<_, Infallible>(handle(req, conn, &shared).await) }
+            let (shared, conn) = (shared.clone(), conn.clone());
+            // Boxed once here: the request's future is large, and hyper would otherwise move it.
+            Box::pin(async move { Ok::<_, Infallible>(handle(req, &conn, &shared).await) })
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
         let watched = graceful.watch(connection);
@@ -164,8 +174,10 @@ struct Ids {
 
 impl Ids {
     fn new(headers: &HeaderMap) -> Ids {
-        let request =
-            HeaderValue::try_from(Uuid::new_v4().to_string()).unwrap_or_else(|_| HeaderValue::from_static(""));
+        // Encoded into a stack buffer: no formatting machinery and no String per request.
+        let mut buffer = uuid::Uuid::encode_buffer();
+        let text = Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
+        let request = HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""));
         let transaction =
             headers.get(&X_TRANSACTION_ID).filter(|v| !v.is_empty()).cloned().unwrap_or_else(|| request.clone());
         Ids { request, transaction }
@@ -178,13 +190,13 @@ impl Ids {
 }
 
 /// One request, start to response headers; the body wrapper carries it to the end.
-pub async fn handle(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Response<ResponseBody> {
+pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) -> Response<ResponseBody> {
     let response = route(req, conn, shared).await;
     shared.metrics.count_response(response.status());
     response
 }
 
-async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Response<ResponseBody> {
+async fn route(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) -> Response<ResponseBody> {
     let arrival = Instant::now();
     let timestamp_ms = epoch_millis();
     let in_flight = shared.metrics.in_flight();
@@ -248,23 +260,9 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
         None => Vec::new(),
     };
     let log_span = request_trace.as_ref().map_or_else(tracing::Span::none, |t| t.log_span());
-    let tracing_state = Tracing { trace: request_trace, propagate };
-    let (mut response, request_trace) = serve_api(
-        req,
-        conn,
-        shared,
-        api,
-        path_info,
-        table,
-        ids,
-        arrival,
-        timestamp_ms,
-        in_flight,
-        &accept,
-        tracing_state,
-    )
-    .instrument(log_span)
-    .await;
+    let routed =
+        Routed { shared, conn, api, table, path_info, ids, arrival, timestamp_ms, in_flight, accept, propagate };
+    let mut response = serve_api(req, routed, &mut request_trace).instrument(log_span).await;
     attach_trace(&mut response, request_trace);
     let headers = response.headers_mut();
     for (name, value) in cors_headers {
@@ -278,10 +276,21 @@ async fn route(req: Request<Incoming>, conn: ConnInfo, shared: &Shared) -> Respo
     response
 }
 
-/// A request's tracing state through [`serve_api`].
-struct Tracing {
-    /// The sampled request's spans.
-    trace: Option<Box<RequestTrace>>,
+/// A routed request's context through the phases after routing (security, request flows, the
+/// endpoint call, response flows, the record): what routing found and what every phase reads.
+struct Routed<'a> {
+    shared: &'a Shared,
+    conn: &'a ConnInfo,
+    api: Arc<crate::routes::Api>,
+    /// The route table snapshot the request keeps (its APIs and clients) until it is done.
+    table: Arc<RouteTable>,
+    path_info: String,
+    ids: Ids,
+    arrival: Instant,
+    timestamp_ms: i64,
+    in_flight: InFlight,
+    /// The client's Accept values, kept only for APIs with response templates.
+    accept: Vec<HeaderValue>,
     /// For an unsampled request without trace context: the `traceparent` the endpoint gets.
     propagate: Option<HeaderValue>,
 }
@@ -297,7 +306,7 @@ fn attach_trace(response: &mut Response<ResponseBody>, trace: Option<Box<Request
 /// The metrics record of a routed request, before security and flows fill in the rest.
 fn new_record(
     req: &Request<Incoming>,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     ids: &Ids,
     api: &crate::routes::Api,
     path_info: &str,
@@ -314,8 +323,8 @@ fn new_record(
         organization_id: api.organization_id.clone(),
         environment_id: api.environment_id.clone(),
         http_method: req.method().as_str().to_owned(),
-        local_address: conn.local.ip().to_string(),
-        remote_address: conn.remote.ip().to_string(),
+        local_address: conn.local_ip.as_ref().to_owned(),
+        remote_address: conn.remote_ip.as_ref().to_owned(),
         host: request_host(req).to_owned(),
         // API keys sent in the query string are secrets: the record keeps the parameter, not its value.
         uri: req.uri().path_and_query().map_or_else(
@@ -329,60 +338,16 @@ fn new_record(
     }
 }
 
-/// Everything after routing: security, flows, the endpoint call and the response phase.
-#[allow(clippy::too_many_arguments)]
+/// Everything after routing: security, flows, the endpoint call and the response phase. The
+/// request's trace gets spans when it is sampled; the caller attaches it to the response.
 async fn serve_api(
     req: Request<Incoming>,
-    conn: ConnInfo,
-    shared: &Shared,
-    api: Arc<crate::routes::Api>,
-    path_info: String,
-    table: Arc<RouteTable>,
-    ids: Ids,
-    arrival: Instant,
-    timestamp_ms: i64,
-    in_flight: InFlight,
-    accept: &[HeaderValue],
-    tracing: Tracing,
-) -> (Response<ResponseBody>, Option<Box<RequestTrace>>) {
-    let Tracing { trace: mut request_trace, propagate } = tracing;
-    let trace = &mut request_trace;
-    let response = serve_traced(
-        req,
-        conn,
-        shared,
-        api,
-        path_info,
-        table,
-        ids,
-        arrival,
-        timestamp_ms,
-        in_flight,
-        accept,
-        trace,
-        propagate,
-    )
-    .await;
-    (response, request_trace)
-}
-
-/// [`serve_api`] with the request's trace (spans are added when it is sampled).
-#[allow(clippy::too_many_arguments)]
-async fn serve_traced(
-    req: Request<Incoming>,
-    conn: ConnInfo,
-    shared: &Shared,
-    api: Arc<crate::routes::Api>,
-    path_info: String,
-    table: Arc<RouteTable>,
-    ids: Ids,
-    arrival: Instant,
-    timestamp_ms: i64,
-    in_flight: InFlight,
-    accept: &[HeaderValue],
+    routed: Routed<'_>,
     trace: &mut Option<Box<RequestTrace>>,
-    propagate: Option<HeaderValue>,
 ) -> Response<ResponseBody> {
+    let Routed { shared, conn, api, table, path_info, ids, arrival, timestamp_ms, in_flight, accept, propagate } =
+        routed;
+    let accept = accept.as_slice();
     let templates = api.response_templates.as_ref().map(|t| (t, accept));
     let mut record = api.analytics_enabled.then(|| {
         PendingRecord::new(
@@ -393,7 +358,6 @@ async fn serve_traced(
     });
 
     let (mut parts, body) = req.into_parts();
-    let client_ip = conn.remote.ip().to_string();
     // What EL reads; filled only for APIs that use EL, so other requests pay nothing for it.
     let mut info = RequestInfo::default();
     if api.uses_el {
@@ -403,8 +367,8 @@ async fn serve_traced(
             method: parts.method.as_str().to_owned(),
             host: request_host_of(&parts).to_owned(),
             query: parts.uri.query().unwrap_or_default().to_owned(),
-            remote_address: client_ip.clone(),
-            local_address: conn.local.ip().to_string(),
+            remote_address: conn.remote_ip.as_ref().to_owned(),
+            local_address: conn.local_ip.as_ref().to_owned(),
             request_id: lossy(&ids.request),
             transaction_id: lossy(&ids.transaction),
             api_id: api.id.clone(),
@@ -433,7 +397,7 @@ async fn serve_traced(
         }
     }
     let security_span = trace.as_ref().map(|t| t.child("security", hgw_otel::SpanKind::Internal));
-    let authenticated = match api.security.authenticate(&mut parts, &client_ip, timestamp_ms, &info) {
+    let authenticated = match api.security.authenticate(&mut parts, &conn.remote_ip, timestamp_ms, &info) {
         Ok(authenticated) => authenticated,
         Err(reply) => {
             if let (Some(t), Some(mut span)) = (trace.as_mut(), security_span) {
@@ -564,17 +528,19 @@ async fn serve_traced(
         r.set_request_stats(stats);
     }
 
-    let mut headers = forwardable(&parts.headers);
+    let client_host = parts
+        .headers
+        .get(HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let mut headers = std::mem::take(&mut parts.headers);
+    strip_hop_by_hop(&mut headers);
     ids.apply(&mut headers);
     if let Some(traceparent) = propagate {
         headers.insert(hgw_otel::context::TRACEPARENT, traceparent);
     }
     let outbound = invoke::Outbound {
-        client_host: parts
-            .headers
-            .get(HOST)
-            .cloned()
-            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())),
+        client_host,
         method: parts.method,
         path_info,
         query: parts.uri.query().map(str::to_owned),
@@ -589,7 +555,8 @@ async fn serve_traced(
         }
     };
     let (mut parts, body) = response.into_parts();
-    let mut headers = forwardable(&parts.headers);
+    let mut headers = std::mem::take(&mut parts.headers);
+    strip_hop_by_hop(&mut headers);
     let response_span = trace.as_ref().map(|t| t.child("response", hgw_otel::SpanKind::Internal));
     {
         let mut exchange =
@@ -717,23 +684,29 @@ fn host_of<'a>(headers: &'a HeaderMap, uri: &'a http::Uri) -> &'a str {
     headers.get(HOST).and_then(|h| h.to_str().ok()).or_else(|| uri.authority().map(|a| a.as_str())).unwrap_or("")
 }
 
-/// A copy of `headers` without hop-by-hop headers (and those `Connection` names) and without Host.
-fn forwardable(headers: &HeaderMap) -> HeaderMap {
-    let named_by_connection: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    let mut out = HeaderMap::with_capacity(headers.len() + 4);
-    for (name, value) in headers {
-        if name == HOST || HOP_BY_HOP.contains(name) || named_by_connection.contains(name) {
-            continue;
+/// Removes hop-by-hop headers (and those `Connection` names) and Host, in place: the map then moves
+/// on to the other side without a copy.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(CONNECTION) {
+        let named_by_connection: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named_by_connection {
+            headers.remove(name);
         }
-        out.append(name.clone(), value.clone());
     }
-    out
+    // Usually only Host is there: one pass over the names, then one removal per name found.
+    let mut found: [Option<HeaderName>; 8] = Default::default();
+    for (slot, name) in found.iter_mut().zip(headers.keys().filter(|name| *name == HOST || HOP_BY_HOP.contains(name))) {
+        *slot = Some(name.clone());
+    }
+    for name in found.into_iter().flatten() {
+        headers.remove(name);
+    }
 }
 
 fn lossy(value: &HeaderValue) -> String {
@@ -831,7 +804,8 @@ mod tests {
         h.insert("upgrade", HeaderValue::from_static("websocket"));
         h.append("accept", HeaderValue::from_static("a"));
         h.append("accept", HeaderValue::from_static("b"));
-        let out = forwardable(&h);
+        let mut out = h;
+        strip_hop_by_hop(&mut out);
         let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, vec!["accept"]);
         assert_eq!(out.get_all("accept").iter().count(), 2);

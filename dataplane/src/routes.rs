@@ -237,7 +237,8 @@ pub struct RouteTable {
     /// Entries without a host.
     any_host: PathIndex,
     /// One client per distinct pool options, shared by all endpoints that use them.
-    clients: HashMap<ClientKey, UpstreamClient>,
+    /// Looked up on every request: keyed by the gateway's own settings, so a fast unseeded hash.
+    clients: rustc_hash::FxHashMap<ClientKey, UpstreamClient>,
 }
 
 impl RouteTable {
@@ -268,7 +269,7 @@ impl RouteTable {
                 }
             }
         }
-        RouteTable { version, apis, by_host, any_host, clients }
+        RouteTable { version, apis, by_host, any_host, clients: clients.into_iter().collect() }
     }
 
     pub fn version(&self) -> u64 {
