@@ -285,8 +285,8 @@ impl CloudGate {
         response.json().await.map_err(|e| GateError::Decode { path, detail: e.to_string() })
     }
 
-    /// Uploads one gzip-compressed NDJSON batch of report documents.
-    pub async fn post_reports(&self, gzipped_ndjson: Vec<u8>) -> Result<(), GateError> {
+    /// Uploads one gzip-compressed NDJSON batch of report documents (shared bytes: a retry copies nothing).
+    pub async fn post_reports(&self, gzipped_ndjson: bytes::Bytes) -> Result<(), GateError> {
         let request = self
             .http
             .post(format!("{}{}", self.base, paths::REPORTS))

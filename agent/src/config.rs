@@ -29,6 +29,8 @@ pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(5);
 pub const MIN_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// Gravitee's reporter batch: up to 1000 documents or 5 s, whichever comes first.
 pub const DEFAULT_REPORTS_BATCH: usize = 1000;
+/// Uploads in flight: enough to overlap one upload's round trip and compression with the next ones.
+pub const DEFAULT_REPORTS_UPLOADS: usize = 4;
 pub const DEFAULT_REPORTS_FLUSH: Duration = Duration::from_secs(5);
 /// Disk the reports spool may use before acknowledgements stop: hours of a busy gateway's analytics
 /// (a record is ~1 KiB) while the Cloud Gate is away.
@@ -169,6 +171,10 @@ pub struct Cli {
     /// Documents per /reports upload (at most).
     #[arg(long, env = "HGW_REPORTS_BATCH", default_value_t = DEFAULT_REPORTS_BATCH, help_heading = "Analytics")]
     pub reports_batch: usize,
+    /// /reports uploads in flight at once (1-16). Batches are read ahead, sent concurrently and removed
+    /// from the spool in order, so a restart resends at most these batches.
+    #[arg(long, env = "HGW_REPORTS_UPLOADS", default_value_t = DEFAULT_REPORTS_UPLOADS, help_heading = "Analytics")]
+    pub reports_uploads: usize,
     /// Longest time a document waits before upload.
     #[arg(long, env = "HGW_REPORTS_FLUSH_INTERVAL", default_value = "5s", value_parser = parse_duration, help_heading = "Analytics")]
     pub reports_flush_interval: Duration,
@@ -325,6 +331,8 @@ pub enum ConfigError {
     SyncInterval(Duration),
     #[error("--reports-batch must be between 1 and 10000 documents")]
     ReportsBatch,
+    #[error("--reports-uploads must be between 1 and 16")]
+    ReportsUploads,
     #[error("--spool-max-bytes must be at least 64KiB")]
     SpoolMaxBytes,
     #[error("--workers must be at least 1")]
@@ -452,6 +460,7 @@ pub struct Config {
     /// `--log-masked-headers` for supervised dataplanes (they validate it).
     pub log_masked_headers: Option<String>,
     pub reports_batch: usize,
+    pub reports_uploads: usize,
     pub reports_flush_interval: Duration,
     /// At least [`MIN_MONITOR_INTERVAL`].
     pub monitor_interval: Duration,
@@ -514,6 +523,9 @@ impl Config {
         }
         if cli.reports_batch == 0 || cli.reports_batch > 10_000 {
             return Err(ConfigError::ReportsBatch);
+        }
+        if !(1..=16).contains(&cli.reports_uploads) {
+            return Err(ConfigError::ReportsUploads);
         }
         if cli.spool_max_bytes < MIN_SPOOL_MAX_BYTES {
             return Err(ConfigError::SpoolMaxBytes);
@@ -684,6 +696,7 @@ impl Config {
             dataplane_listen: cli.dataplane_listen,
             log_masked_headers: cli.log_masked_headers.filter(|h| !h.trim().is_empty()),
             reports_batch: cli.reports_batch,
+            reports_uploads: cli.reports_uploads,
             reports_flush_interval: cli.reports_flush_interval,
             monitor_interval: cli.monitor_interval.max(MIN_MONITOR_INTERVAL),
             jwks_refresh_interval: cli.jwks_refresh_interval.max(MIN_SYNC_INTERVAL),

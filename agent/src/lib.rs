@@ -185,6 +185,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         reader: spool_reader,
         sink,
         batch_size: config.reports_batch,
+        in_flight: config.reports_uploads,
         metrics: metrics.clone(),
         grace: config.shutdown_grace,
         tracing: tracing.clone(),

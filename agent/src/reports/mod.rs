@@ -17,6 +17,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +48,8 @@ pub struct Uploader {
     pub sink: ReportsSink,
     /// Documents per upload, at most.
     pub batch_size: usize,
+    /// Uploads in flight at once (`--reports-uploads`).
+    pub in_flight: usize,
     pub metrics: Arc<Metrics>,
     /// After `cancel`: how long to go on delivering what the spool holds.
     pub grace: Duration,
@@ -59,133 +63,218 @@ enum SendError {
     Rejected(String),
 }
 
+/// How one batch's delivery ended.
+enum Delivery {
+    Delivered {
+        batch: Batch,
+        bytes: usize,
+        elapsed: Duration,
+    },
+    Rejected {
+        batch: Batch,
+        reason: String,
+    },
+    /// Shutdown came first: the batch (and every later one) stays in the spool.
+    Abandoned,
+}
+
 impl Uploader {
-    /// Delivers the spool in order until `cancel`; then goes on until the spool is empty, an upload
+    /// Delivers the spool until `cancel`, with up to `in_flight` uploads at once: batches are read
+    /// ahead, sent concurrently, and committed in the order they were read (so the spool's cursor only
+    /// moves over delivered documents). After `cancel` it goes on until the spool is empty, an upload
     /// fails, or the grace period ends. What is left stays in the spool for the next start.
     pub async fn run(self, cancel: CancellationToken) {
-        let Uploader { reader, sink, batch_size, metrics, grace, tracing } = self;
+        let Uploader { reader, sink, batch_size, in_flight, metrics, grace, tracing } = self;
         let sealed = reader.notifier();
         let reader = Arc::new(Mutex::new(reader));
-        let mut backoff = RETRY_START;
+        let ctx = Deliver { sink: &sink, metrics: &metrics, grace, tracing: tracing.as_ref(), cancel: &cancel };
+        let mut uploads = FuturesOrdered::new();
+        let mut read_backoff = RETRY_START;
+        let mut spool_empty = false;
         let mut give_up_at: Option<Instant> = None;
         loop {
             if give_up_at.is_none() && cancel.is_cancelled() {
                 give_up_at = Some(Instant::now() + grace);
-            }
-            let next = {
-                let reader = reader.clone();
-                tokio::task::spawn_blocking(move || lock(&reader).next_batch(batch_size))
-                    .await
-                    .expect("spool reads do not panic")
-            };
-            let batch = match next {
-                Ok(Some(batch)) => batch,
-                Ok(None) if give_up_at.is_some() => return,
-                Ok(None) => {
-                    // A seal between the read and now is remembered by the notifier.
-                    tokio::select! {
-                        _ = sealed.sealed() => {}
-                        _ = cancel.cancelled() => {}
-                    }
-                    continue;
-                }
-                Err(error) => {
-                    tracing::error!(%error, "cannot read the reports spool; retrying");
-                    if give_up_at.is_some() || sleep_or_cancel(jitter(backoff), &cancel).await {
-                        return;
-                    }
-                    backoff = (backoff * 2).min(RETRY_MAX);
-                    continue;
-                }
-            };
-            if batch.records == 0 {
-                if let Err(error) = finish(&reader, batch, Outcome::Delivered).await {
-                    tracing::error!(%error, "cannot update the reports spool");
-                }
-                continue;
-            }
-            // One batch: retried until delivered or refused (or shutdown ends it; it stays spooled).
-            loop {
-                let started = std::time::Instant::now();
-                let deadline = give_up_at;
-                let mut trace = tracing.as_ref().and_then(hgw_otel::Tracing::start_trace);
-                let span = trace.as_ref().map(|t| {
-                    let mut span = t.root("upload", hgw_otel::SpanKind::Client);
-                    span.set("hgw.reports.documents", batch.records as i64);
-                    span.set("hgw.reports.ndjson_bytes", batch.ndjson.len() as i64);
-                    span
-                });
-                let result = tokio::select! {
-                    result = send(&sink, &batch.ndjson) => result,
-                    _ = grace_over(&cancel, deadline, grace) => {
-                        tracing::info!(documents = batch.records, "shutdown: upload not finished; the batch stays in the spool");
-                        return;
-                    }
-                };
-                if let (Some(t), Some(mut span)) = (trace.as_mut(), span) {
-                    match &result {
-                        Ok(bytes) => span.set("hgw.reports.upload_bytes", *bytes as i64),
-                        Err(SendError::Retry(reason)) => {
-                            span.set("hgw.reports.outcome", "retry");
-                            span.error(reason.clone());
-                        }
-                        Err(SendError::Rejected(reason)) => {
-                            span.set("hgw.reports.outcome", "rejected");
-                            span.error(reason.clone());
-                        }
-                    }
-                    t.end(span);
-                }
-                drop(trace);
-                match result {
-                    Ok(bytes) => {
-                        metrics.reports_upload_latency.observe(started.elapsed());
-                        metrics.reports_records_uploaded.add(batch.records);
-                        metrics.reports_batches_uploaded.inc();
-                        metrics.reports_upload_bytes.add(bytes as u64);
-                        backoff = RETRY_START;
-                        if let Err(error) = finish(&reader, batch, Outcome::Delivered).await {
-                            tracing::error!(%error, "cannot update the reports spool (delivered documents may be sent again)");
-                        }
-                        break;
-                    }
-                    Err(SendError::Rejected(reason)) => {
-                        let records = batch.records;
-                        let kept = finish(&reader, batch, Outcome::Rejected).await;
-                        // Counted once the copy is on disk, so the counter never runs ahead of `rejected/`.
-                        metrics.reports_records_rejected.add(records);
-                        metrics.reports_batches_rejected.inc();
-                        match kept {
-                            Ok(Some(kept)) => tracing::error!(documents = records, %reason, kept = %kept.display(),
-                                "the Cloud Gate refused a reports batch; it is kept and will not be retried"),
-                            Ok(None) => {}
-                            Err(error) => tracing::error!(%error, documents = records, %reason,
-                                "the Cloud Gate refused a reports batch and it could not be kept"),
-                        }
-                        break;
-                    }
-                    Err(SendError::Retry(reason)) => {
-                        metrics.reports_upload_failures.inc();
-                        if give_up_at.is_some() {
-                            tracing::info!(documents = batch.records, %reason, "shutdown: upload failed; the batch stays in the spool");
-                            return;
-                        }
-                        let wait = jitter(backoff);
-                        backoff = (backoff * 2).min(RETRY_MAX);
-                        tracing::warn!(documents = batch.records, %reason, retry_in_ms = wait.as_millis() as u64, "reports upload failed; retrying");
-                        if sleep_or_cancel(wait, &cancel).await {
-                            return;
-                        }
-                    }
-                }
             }
             if let Some(at) = give_up_at
                 && Instant::now() >= at
             {
                 return;
             }
+            // Read ahead while there is room in flight.
+            while uploads.len() < in_flight.max(1) && !spool_empty {
+                let next = {
+                    let reader = reader.clone();
+                    tokio::task::spawn_blocking(move || lock(&reader).next_batch(batch_size))
+                        .await
+                        .expect("spool reads do not panic")
+                };
+                match next {
+                    Ok(Some(batch)) => {
+                        read_backoff = RETRY_START;
+                        uploads.push_back(ctx.deliver(batch, give_up_at));
+                    }
+                    Ok(None) => spool_empty = true,
+                    Err(error) => {
+                        tracing::error!(%error, "cannot read the reports spool; retrying");
+                        if uploads.is_empty() {
+                            if give_up_at.is_some() || sleep_or_cancel(jitter(read_backoff), &cancel).await {
+                                return;
+                            }
+                            read_backoff = (read_backoff * 2).min(RETRY_MAX);
+                        }
+                        break;
+                    }
+                }
+            }
+            if uploads.is_empty() {
+                if give_up_at.is_some() && spool_empty {
+                    return;
+                }
+                if spool_empty {
+                    // A seal between the read and now is remembered by the notifier.
+                    tokio::select! {
+                        _ = sealed.sealed() => {}
+                        _ = cancel.cancelled() => {}
+                    }
+                    spool_empty = false;
+                }
+                continue;
+            }
+            let delivery = tokio::select! {
+                Some(delivery) = uploads.next() => delivery,
+                // New documents: read them while the uploads run.
+                _ = sealed.sealed(), if spool_empty => {
+                    spool_empty = false;
+                    continue;
+                }
+            };
+            match delivery {
+                Delivery::Delivered { batch, bytes, elapsed } => {
+                    if batch.records > 0 {
+                        metrics.reports_upload_latency.observe(elapsed);
+                        metrics.reports_records_uploaded.add(batch.records);
+                        metrics.reports_batches_uploaded.inc();
+                        metrics.reports_upload_bytes.add(bytes as u64);
+                    }
+                    if let Err(error) = finish(&reader, batch, Outcome::Delivered).await {
+                        tracing::error!(%error, "cannot update the reports spool (delivered documents may be sent again)");
+                    }
+                }
+                Delivery::Rejected { batch, reason } => {
+                    let records = batch.records;
+                    let kept = finish(&reader, batch, Outcome::Rejected).await;
+                    // Counted once the copy is on disk, so the counter never runs ahead of `rejected/`.
+                    metrics.reports_records_rejected.add(records);
+                    metrics.reports_batches_rejected.inc();
+                    match kept {
+                        Ok(Some(kept)) => tracing::error!(documents = records, %reason, kept = %kept.display(),
+                            "the Cloud Gate refused a reports batch; it is kept and will not be retried"),
+                        Ok(None) => {}
+                        Err(error) => tracing::error!(%error, documents = records, %reason,
+                            "the Cloud Gate refused a reports batch and it could not be kept"),
+                    }
+                }
+                // Later batches may have been delivered: they are sent again after the restart
+                // (at least once; documents keep their `_id`).
+                Delivery::Abandoned => return,
+            }
         }
     }
+}
+
+/// What each upload shares.
+struct Deliver<'a> {
+    sink: &'a ReportsSink,
+    metrics: &'a Metrics,
+    grace: Duration,
+    tracing: Option<&'a hgw_otel::Tracing>,
+    cancel: &'a CancellationToken,
+}
+
+impl Deliver<'_> {
+    /// One batch, retried until delivered or refused (or shutdown ends it; it stays spooled). The body
+    /// is compressed once, off the runtime's threads.
+    async fn deliver(&self, batch: Batch, give_up_at: Option<Instant>) -> Delivery {
+        if batch.records == 0 {
+            return Delivery::Delivered { batch, bytes: 0, elapsed: Duration::ZERO };
+        }
+        // Compressed once, on the blocking pool: several batches compress in parallel with the uploads.
+        let (batch, body) = match self.sink {
+            ReportsSink::CloudGate(_) => match tokio::task::spawn_blocking(move || {
+                let gzipped = gzip(&batch.ndjson);
+                (batch, gzipped)
+            })
+            .await
+            {
+                Ok((batch, gzipped)) => (batch, Some(gzipped.map(bytes::Bytes::from))),
+                Err(error) => {
+                    // Only a panic in flate2 gets here; the batch stays in the spool for the next start.
+                    tracing::error!(%error, "compressing a reports batch failed");
+                    return Delivery::Abandoned;
+                }
+            },
+            ReportsSink::File(_) => (batch, None),
+        };
+        let mut backoff = RETRY_START;
+        loop {
+            let started = std::time::Instant::now();
+            let mut trace = self.tracing.and_then(hgw_otel::Tracing::start_trace);
+            let span = trace.as_ref().map(|t| {
+                let mut span = t.root("upload", hgw_otel::SpanKind::Client);
+                span.set("hgw.reports.documents", batch.records as i64);
+                span.set("hgw.reports.ndjson_bytes", batch.ndjson.len() as i64);
+                span
+            });
+            let result = tokio::select! {
+                result = send(self.sink, &batch.ndjson, body.as_ref()) => result,
+                _ = grace_over(self.cancel, give_up_at, self.grace) => {
+                    tracing::info!(documents = batch.records, "shutdown: upload not finished; the batch stays in the spool");
+                    return Delivery::Abandoned;
+                }
+            };
+            if let (Some(t), Some(mut span)) = (trace.as_mut(), span) {
+                match &result {
+                    Ok(bytes) => span.set("hgw.reports.upload_bytes", *bytes as i64),
+                    Err(SendError::Retry(reason)) => {
+                        span.set("hgw.reports.outcome", "retry");
+                        span.error(reason.clone());
+                    }
+                    Err(SendError::Rejected(reason)) => {
+                        span.set("hgw.reports.outcome", "rejected");
+                        span.error(reason.clone());
+                    }
+                }
+                t.end(span);
+            }
+            drop(trace);
+            match result {
+                Ok(bytes) => return Delivery::Delivered { batch, bytes, elapsed: started.elapsed() },
+                Err(SendError::Rejected(reason)) => return Delivery::Rejected { batch, reason },
+                Err(SendError::Retry(reason)) => {
+                    self.metrics.reports_upload_failures.inc();
+                    if self.cancel.is_cancelled() {
+                        tracing::info!(documents = batch.records, %reason, "shutdown: upload failed; the batch stays in the spool");
+                        return Delivery::Abandoned;
+                    }
+                    let wait = jitter(backoff);
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                    tracing::warn!(documents = batch.records, %reason, retry_in_ms = wait.as_millis() as u64, "reports upload failed; retrying");
+                    if sleep_or_cancel(wait, self.cancel).await {
+                        return Delivery::Abandoned;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// gzip of an NDJSON batch (the Cloud Gate's `Content-Encoding: gzip`).
+fn gzip(ndjson: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut encoder =
+        flate2::write::GzEncoder::new(Vec::with_capacity(ndjson.len() / 4), flate2::Compression::default());
+    encoder.write_all(ndjson)?;
+    encoder.finish()
 }
 
 fn lock(reader: &Mutex<SpoolReader>) -> std::sync::MutexGuard<'_, SpoolReader> {
@@ -231,19 +320,23 @@ async fn grace_over(cancel: &CancellationToken, give_up_at: Option<Instant>, gra
     tokio::time::sleep_until(at).await
 }
 
-/// Sends one batch; returns the bytes sent.
-async fn send(sink: &ReportsSink, ndjson: &[u8]) -> Result<usize, SendError> {
+/// Sends one batch (`gzipped`: its body for the Cloud Gate); returns the bytes sent.
+async fn send(
+    sink: &ReportsSink,
+    ndjson: &[u8],
+    gzipped: Option<&std::io::Result<bytes::Bytes>>,
+) -> Result<usize, SendError> {
     match sink {
         ReportsSink::CloudGate(gate) => {
-            let mut encoder =
-                flate2::write::GzEncoder::new(Vec::with_capacity(ndjson.len() / 4), flate2::Compression::default());
-            encoder.write_all(ndjson).map_err(|e| SendError::Retry(e.to_string()))?;
-            let gzipped = encoder.finish().map_err(|e| SendError::Retry(e.to_string()))?;
-            let bytes = gzipped.len();
-            gate.post_reports(gzipped).await.map_err(|e| {
+            let gzipped = match gzipped {
+                Some(Ok(gzipped)) => gzipped,
+                Some(Err(error)) => return Err(SendError::Retry(format!("gzip: {error}"))),
+                None => return Err(SendError::Retry("the batch was not compressed".to_owned())),
+            };
+            gate.post_reports(gzipped.clone()).await.map_err(|e| {
                 if retry_upload(&e) { SendError::Retry(e.to_string()) } else { SendError::Rejected(e.to_string()) }
             })?;
-            Ok(bytes)
+            Ok(gzipped.len())
         }
         ReportsSink::File(None) => {
             let mut stdout = tokio::io::stdout();

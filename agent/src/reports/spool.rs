@@ -179,8 +179,14 @@ pub fn open(
     let files =
         Arc::new(Mutex::new(ActiveSegment { dir: dir.clone(), file: None, id: next_id, len: 0, fsync: options.fsync }));
     let writer = SpoolWriter { rx, files, shared: shared.clone(), options, first_frame_at: None, metrics };
-    let reader =
-        SpoolReader { dir: dir.clone(), rejected: dir.join("rejected"), shared: shared.clone(), cursor, loaded: None };
+    let reader = SpoolReader {
+        dir: dir.clone(),
+        rejected: dir.join("rejected"),
+        shared: shared.clone(),
+        cursor,
+        ahead: cursor,
+        loaded: None,
+    };
     Ok((SpoolHandle { tx, stats }, writer, reader))
 }
 
@@ -583,7 +589,10 @@ pub struct SpoolReader {
     dir: PathBuf,
     rejected: PathBuf,
     shared: Arc<Shared>,
+    /// Delivered up to here (stored in `cursor`).
     cursor: Cursor,
+    /// Read up to here: batches handed out and not yet committed lie between `cursor` and `ahead`.
+    ahead: Cursor,
     loaded: Option<Loaded>,
 }
 
@@ -593,12 +602,24 @@ impl SpoolReader {
         SealedNotifier(self.shared.clone())
     }
 
-    /// Up to `max` documents from the cursor on, from sealed segments only; `None` when there is none.
-    /// A batch with no documents (a segment whose frames were all damaged) just moves the cursor.
+    /// Up to `max` documents after the last batch handed out (read ahead of the delivered cursor, so
+    /// several uploads can be in flight), from sealed segments only; `None` when there is none. A batch
+    /// with no documents (a segment whose frames were all damaged) just moves the cursor. Batches must
+    /// be committed (or rejected) in the order they were read.
     pub fn next_batch(&mut self, max: usize) -> io::Result<Option<Batch>> {
+        // Reading ahead can stand at the end of a segment that is not committed (so not deleted) yet:
+        // nothing new there.
+        let batch = self.read_batch(max)?.filter(|b| b.records > 0 || b.end != b.start);
+        if let Some(batch) = &batch {
+            self.ahead = batch.end;
+        }
+        Ok(batch)
+    }
+
+    fn read_batch(&mut self, max: usize) -> io::Result<Option<Batch>> {
         let sealed: Vec<Sealed> = self.shared.ledger().sealed.iter().copied().collect();
-        let start = self.cursor;
-        let mut pos = self.cursor;
+        let start = self.ahead;
+        let mut pos = self.ahead;
         let mut ndjson = Vec::new();
         let mut records = 0u64;
         let mut moved = false;
@@ -662,6 +683,7 @@ impl SpoolReader {
 
     /// The batch was delivered: moves the cursor past it, deletes the segments it finished, frees space.
     pub fn commit(&mut self, batch: &Batch) -> io::Result<()> {
+        debug_assert_eq!(batch.start, self.cursor, "batches are committed in the order they were read");
         self.cursor = batch.end;
         let mut deleted = Vec::new();
         {
@@ -957,6 +979,30 @@ mod tests {
         assert!(kept.starts_with(reader.rejected_dir()));
         assert!(reader.next_batch(10).unwrap().is_none());
         assert!(segment::list_segments(dir.path()).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn batches_are_read_ahead_and_a_restart_resumes_at_the_last_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (handle, writer, mut reader) = open(options(dir.path(), 1 << 20), Arc::new(Metrics::default())).unwrap();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(writer.run(cancel.clone()));
+        append_all(&handle, &[lines("a", 30)]).await;
+        cancel.cancel();
+        task.await.unwrap();
+        // Three uploads in flight: three distinct batches before any commit.
+        let first = reader.next_batch(10).unwrap().unwrap();
+        let second = reader.next_batch(10).unwrap().unwrap();
+        let third = reader.next_batch(10).unwrap().unwrap();
+        assert!(reader.next_batch(10).unwrap().is_none(), "all 30 handed out");
+        let handed: Vec<String> = [&first, &second, &third].iter().flat_map(|b| ids(b)).collect();
+        assert_eq!(handed, (0..30).map(|i| format!("a-{i}")).collect::<Vec<_>>());
+        // Only the first is delivered before a crash: the next start resends the other two.
+        reader.commit(&first).unwrap();
+        drop((reader, handle));
+        let (_handle, _writer, mut reader) = open(options(dir.path(), 1 << 20), Arc::new(Metrics::default())).unwrap();
+        let again = reader.next_batch(100).unwrap().unwrap();
+        assert_eq!(ids(&again), (10..30).map(|i| format!("a-{i}")).collect::<Vec<_>>());
     }
 
     #[tokio::test]
