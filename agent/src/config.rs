@@ -17,6 +17,28 @@ use crate::redis::{DEFAULT_POOL_SIZE as DEFAULT_REDIS_POOL_SIZE, RedisConfig, Re
 use crate::reports::spool::{Fsync, MIN_MAX_BYTES as MIN_SPOOL_MAX_BYTES, SpoolOptions};
 use crate::secret::{Secret, SecretBytes};
 use crate::tags::{ShardingTags, TagsError};
+
+/// BSD's EX_USAGE: the exit code of every configuration error, reported before any port is bound.
+pub const EXIT_CONFIG: u8 = 64;
+
+/// Parses a command line (the agent's or one of its commands'): `--help` and `--version` print and
+/// exit 0; any other error is one line, `PROGRAM: invalid configuration: ...`, and exit 64.
+pub fn parse_command_line<T: Parser>(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+    program: &str,
+) -> Result<T, std::process::ExitCode> {
+    T::try_parse_from(args).map_err(|error| {
+        if matches!(error.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) {
+            let _ = error.print();
+            return std::process::ExitCode::SUCCESS;
+        }
+        // One line, like every other configuration error; `--help` has the rest.
+        let text = error.to_string();
+        let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
+        eprintln!("{program}: invalid configuration: {first} (see {program} --help)");
+        std::process::ExitCode::from(EXIT_CONFIG)
+    })
+}
 use crate::token::{CloudToken, TokenError, TokenKey};
 
 /// Default node API address: Gravitee's gateway node port, loopback only because it is unauthenticated.

@@ -2,11 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use hgw_agent::config::{Cli, Config};
-
-/// BSD's EX_USAGE: invalid configuration, reported before any port is bound.
-const EXIT_CONFIG: u8 = 64;
+use hgw_agent::config::{Cli, Config, EXIT_CONFIG, parse_command_line};
 
 fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "pki") {
@@ -17,21 +13,9 @@ fn main() -> ExitCode {
     if let Some(code) = hgw_agent::inject::cli::dispatch(&args) {
         return code;
     }
-    let cli = match Cli::try_parse() {
+    let cli = match parse_command_line::<Cli>(std::env::args_os(), "hgw-agent") {
         Ok(cli) => cli,
-        Err(error)
-            if matches!(error.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) =>
-        {
-            let _ = error.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(error) => {
-            // One line, like every other configuration error; `--help` has the rest.
-            let text = error.to_string();
-            let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
-            eprintln!("hgw-agent: invalid configuration: {first} (see --help)");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let env: std::collections::HashMap<String, String> = std::env::vars().collect();
     let config = match Config::from_cli(cli, &env) {
@@ -89,21 +73,9 @@ fn main() -> ExitCode {
 /// `hgw-agent pki ...`: certificate authority chores, no runtime needed.
 fn pki() -> ExitCode {
     use hgw_agent::identity::issue::{PkiCli, PkiCommand, issue};
-    let args = std::env::args_os().skip(1);
-    let cli = match PkiCli::try_parse_from(args) {
+    let cli = match parse_command_line::<PkiCli>(std::env::args_os().skip(1), "hgw-agent pki") {
         Ok(cli) => cli,
-        Err(error)
-            if matches!(error.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) =>
-        {
-            let _ = error.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(error) => {
-            let text = error.to_string();
-            let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
-            eprintln!("hgw-agent pki: {first} (see hgw-agent pki issue --help)");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let env: std::collections::HashMap<String, String> = std::env::vars().collect();
     match cli.command {

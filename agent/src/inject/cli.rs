@@ -12,10 +12,10 @@ use std::process::ExitCode;
 use clap::{Args, Parser};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::EXIT_CONFIG;
+
 use super::{DefaultPolicy, Outcome, SidecarConfig, check_quantity, check_tags, inject_object, webhook, yaml};
 
-/// BSD's EX_USAGE, as for the agent: invalid configuration, before any port is bound.
-const EXIT_CONFIG: u8 = 64;
 /// BSD's EX_DATAERR: the YAML given to `inject` cannot be read or a workload's overrides are wrong.
 const EXIT_DATA: u8 = 65;
 
@@ -173,16 +173,7 @@ pub fn dispatch(args: &[OsString]) -> Option<ExitCode> {
 }
 
 fn parse<T: Parser>(args: impl Iterator<Item = OsString>) -> Result<T, ExitCode> {
-    T::try_parse_from(args).map_err(|error| {
-        if matches!(error.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) {
-            let _ = error.print();
-            return ExitCode::SUCCESS;
-        }
-        let text = error.to_string();
-        let first = text.lines().next().unwrap_or_default().trim_start_matches("error: ");
-        eprintln!("hgw-agent: invalid configuration: {first} (see --help)");
-        ExitCode::from(EXIT_CONFIG)
-    })
+    crate::config::parse_command_line(args, "hgw-agent")
 }
 
 fn run_inject(cli: InjectCli) -> ExitCode {
