@@ -33,6 +33,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // Before validation: it builds TLS clients (TokenReview).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let env: std::collections::HashMap<String, String> = std::env::vars().collect();
     let config = match Config::from_cli(cli, &env) {
         Ok(config) => config,
@@ -58,7 +60,6 @@ fn main() -> ExitCode {
         None
     };
     init_logging(config.log_json);
-    let _ = rustls::crypto::ring::default_provider().install_default();
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all().thread_name("hgw-agent");
