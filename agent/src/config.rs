@@ -421,8 +421,7 @@ impl JoinSource {
     }
 }
 
-/// The TokenReview client of `--join-kubernetes`: explicit `--kube-*` flags, else the in-cluster
-/// defaults. The CA is read now, so a wrong path fails at start.
+/// The `--join-kubernetes-audience` and `--kube-*` flags as given.
 struct KubeFlags<'a> {
     audience: &'a str,
     server: Option<&'a str>,
@@ -430,6 +429,8 @@ struct KubeFlags<'a> {
     token_file: Option<&'a Path>,
 }
 
+/// The TokenReview client of `--join-kubernetes`: explicit `--kube-*` flags, else the in-cluster
+/// defaults. The CA is read now and the token file must exist, so a wrong path fails at start (exit 64).
 fn kubernetes_join(
     flags: KubeFlags<'_>,
     env: &HashMap<String, String>,
