@@ -162,8 +162,27 @@ pub struct Cli {
     pub grpc_server_name: Vec<String>,
     /// Join tokens dataplanes may exchange for certificates (one per line: the token or sha256:HEX, then
     /// optional `id=PATTERN` and `expires=RFC3339`); reloaded when it changes [default: no joins].
-    #[arg(long, env = "HGW_JOIN_TOKENS", help_heading = "Trust")]
+    #[arg(long, env = "HGW_JOIN_TOKENS", help_heading = "Trust", conflicts_with = "join_kubernetes")]
     pub join_tokens: Option<PathBuf>,
+    /// Accept Kubernetes ServiceAccount tokens as join tokens, checked with the API server's TokenReview
+    /// (the agent's ServiceAccount needs `tokenreviews: create`). A pod-bound token allows the pod's name
+    /// as dataplane id; another token of account NS/SA allows `NS.SA` and `NS.SA.*`.
+    #[arg(long, env = "HGW_JOIN_KUBERNETES", help_heading = "Trust")]
+    pub join_kubernetes: bool,
+    /// Audience the ServiceAccount tokens must be minted for (the sidecar's projected token's).
+    #[arg(long, env = "HGW_JOIN_KUBERNETES_AUDIENCE", default_value = crate::tokenreview::DEFAULT_AUDIENCE, help_heading = "Trust")]
+    pub join_kubernetes_audience: String,
+    /// API server for TokenReview, https://host:port [default: in-cluster, from KUBERNETES_SERVICE_HOST
+    /// and KUBERNETES_SERVICE_PORT].
+    #[arg(long, env = "HGW_KUBE_API_SERVER", help_heading = "Trust")]
+    pub kube_api_server: Option<String>,
+    /// CA bundle (PEM) of the API server [default: /var/run/secrets/kubernetes.io/serviceaccount/ca.crt].
+    #[arg(long, env = "HGW_KUBE_CA_FILE", help_heading = "Trust")]
+    pub kube_ca_file: Option<PathBuf>,
+    /// The agent's own bearer token for the API server, re-read for every review (projected tokens
+    /// rotate) [default: /var/run/secrets/kubernetes.io/serviceaccount/token].
+    #[arg(long, env = "HGW_KUBE_TOKEN_FILE", help_heading = "Trust")]
+    pub kube_token_file: Option<PathBuf>,
     /// Lifetime of the certificates dataplanes get by joining (renewed at 2/3 of it).
     #[arg(long, env = "HGW_DATAPLANE_CERT_TTL", default_value = "24h", value_parser = parse_duration, help_heading = "Trust")]
     pub dataplane_cert_ttl: Duration,
@@ -379,8 +398,10 @@ pub enum ConfigError {
     JoinTokens(#[from] crate::identity::join::TokenFileError),
     #[error("--dataplane-cert-ttl must be between 10s and 365 days")]
     CertTtl,
-    #[error("--join-tokens needs the TCP listener (--grpc-listen): joins happen over mutual TLS")]
+    #[error("--join-tokens and --join-kubernetes need the TCP listener (--grpc-listen): joins happen over mutual TLS")]
     JoinWithoutTcp,
+    #[error("--join-kubernetes: {0}")]
+    JoinKubernetes(String),
     #[error("--rate-limit-max-keys must be at least 1")]
     RateLimitMaxKeys,
     #[error("--max-definition-bytes must be at least 1KiB")]
@@ -405,10 +426,73 @@ pub struct TrustConfig {
     pub trust_domain: String,
     /// Names in the TCP listener's certificate.
     pub server_names: Vec<String>,
-    pub join_tokens: Option<std::sync::Arc<crate::identity::join::TokenFile>>,
+    /// Who may exchange a token for a certificate; `None`: nobody (certificates are provisioned).
+    pub join: Option<JoinSource>,
     pub dataplane_cert_ttl: Duration,
     pub socket_group: Option<nix::unistd::Gid>,
     pub socket_allow_uids: Vec<u32>,
+}
+
+/// Where join tokens are checked.
+#[derive(Debug, Clone)]
+pub enum JoinSource {
+    /// `--join-tokens FILE`.
+    Tokens(std::sync::Arc<crate::identity::join::TokenFile>),
+    /// `--join-kubernetes`: ServiceAccount tokens, by TokenReview.
+    Kubernetes(std::sync::Arc<crate::tokenreview::TokenReviewer>),
+}
+
+impl JoinSource {
+    pub fn authenticator(&self) -> std::sync::Arc<dyn crate::identity::join::JoinAuthenticator> {
+        match self {
+            JoinSource::Tokens(tokens) => tokens.clone(),
+            JoinSource::Kubernetes(reviewer) => reviewer.clone(),
+        }
+    }
+}
+
+/// The `--join-kubernetes-audience` and `--kube-*` flags as given.
+struct KubeFlags<'a> {
+    audience: &'a str,
+    server: Option<&'a str>,
+    ca_file: Option<&'a Path>,
+    token_file: Option<&'a Path>,
+}
+
+/// The TokenReview client of `--join-kubernetes`: explicit `--kube-*` flags, else the in-cluster
+/// defaults. The CA is read now and the token file must exist, so a wrong path fails at start (exit 64).
+fn kubernetes_join(
+    flags: KubeFlags<'_>,
+    env: &HashMap<String, String>,
+) -> Result<crate::tokenreview::TokenReviewer, ConfigError> {
+    use crate::tokenreview::{KubernetesApi, TokenReviewer};
+    let audience = flags.audience.trim();
+    if audience.is_empty() {
+        return Err(ConfigError::JoinKubernetes("--join-kubernetes-audience cannot be empty".into()));
+    }
+    let in_cluster = KubernetesApi::in_cluster(env);
+    let server = match (flags.server.map(str::trim), &in_cluster) {
+        (Some(server), _) if server.starts_with("https://") && server.len() > "https://".len() => server.to_owned(),
+        (Some(server), _) => {
+            return Err(ConfigError::JoinKubernetes(format!("--kube-api-server `{server}` is not an https:// URL")));
+        }
+        (None, Some(api)) => api.server.clone(),
+        (None, None) => {
+            return Err(ConfigError::JoinKubernetes(
+                "no API server: not in a cluster (KUBERNETES_SERVICE_HOST is not set) and no --kube-api-server".into(),
+            ));
+        }
+    };
+    let in_cluster_file = |name: &str| Path::new(crate::tokenreview::IN_CLUSTER_DIR).join(name);
+    let api = KubernetesApi {
+        server,
+        ca_file: flags.ca_file.map(Path::to_owned).unwrap_or_else(|| in_cluster_file("ca.crt")),
+        token_file: flags.token_file.map(Path::to_owned).unwrap_or_else(|| in_cluster_file("token")),
+    };
+    if let Err(error) = std::fs::metadata(&api.token_file) {
+        return Err(ConfigError::JoinKubernetes(format!("--kube-token-file {}: {error}", api.token_file.display())));
+    }
+    TokenReviewer::new(api, audience).map_err(|e| ConfigError::JoinKubernetes(format!("--kube-ca-file {e}")))
 }
 
 /// Shortest and longest `--dataplane-cert-ttl`: renewals every few seconds would be load for nothing,
@@ -646,20 +730,29 @@ impl Config {
         if !(MIN_CERT_TTL..=MAX_CERT_TTL).contains(&cli.dataplane_cert_ttl) {
             return Err(ConfigError::CertTtl);
         }
-        if cli.join_tokens.is_some() && grpc_listen.is_none() {
+        if (cli.join_tokens.is_some() || cli.join_kubernetes) && grpc_listen.is_none() {
             return Err(ConfigError::JoinWithoutTcp);
         }
+        let join = match (&cli.join_tokens, cli.join_kubernetes) {
+            (Some(path), _) => {
+                Some(JoinSource::Tokens(std::sync::Arc::new(crate::identity::join::TokenFile::open(path)?)))
+            }
+            (None, true) => Some(JoinSource::Kubernetes(std::sync::Arc::new(kubernetes_join(
+                KubeFlags {
+                    audience: &cli.join_kubernetes_audience,
+                    server: cli.kube_api_server.as_deref(),
+                    ca_file: cli.kube_ca_file.as_deref(),
+                    token_file: cli.kube_token_file.as_deref(),
+                },
+                env,
+            )?))),
+            (None, false) => None,
+        };
         let (pki_dir, pki_create) = match (cli.pki_dir, &state_dir) {
             (Some(dir), _) => (Some(dir), false),
             (None, Some(state)) => (Some(state.join("pki")), true),
             (None, None) => (None, false),
         };
-        let join_tokens = cli
-            .join_tokens
-            .as_deref()
-            .map(crate::identity::join::TokenFile::open)
-            .transpose()?
-            .map(std::sync::Arc::new);
         let socket_group = cli.grpc_socket_group.as_deref().map(crate::identity::socket::resolve_group).transpose()?;
         // A supervising agent always has a socket for its dataplanes, in a folder only it controls.
         let grpc_socket = match (cli.grpc_socket, cli.dataplanes) {
@@ -672,7 +765,7 @@ impl Config {
             pki_create,
             trust_domain: cli.trust_domain.trim().to_owned(),
             server_names: server_names(&cli.grpc_server_name)?,
-            join_tokens,
+            join,
             dataplane_cert_ttl: cli.dataplane_cert_ttl,
             socket_group,
             socket_allow_uids: crate::identity::socket::allowed_uids(&cli.grpc_socket_allow_uid),
@@ -902,6 +995,40 @@ mod tests {
         let mut all = vec!["hgw-agent"];
         all.extend_from_slice(args);
         Cli::try_parse_from(all).expect("arguments parse")
+    }
+
+    #[test]
+    fn join_kubernetes_needs_an_api_server_and_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let apis = dir.path().to_str().unwrap().to_owned();
+        let local = |extra: &[&str]| {
+            let mut args = vec!["--local-apis", apis.as_str(), "--join-kubernetes"];
+            args.extend_from_slice(extra);
+            cli(&args)
+        };
+        let outside = Config::from_cli(local(&[]), &HashMap::new()).unwrap_err().to_string();
+        assert!(outside.contains("not in a cluster"), "{outside}");
+        let plain = Config::from_cli(local(&["--kube-api-server", "http://k:6443"]), &HashMap::new()).unwrap_err();
+        assert!(plain.to_string().contains("not an https:// URL"), "{plain}");
+        let missing = Config::from_cli(
+            local(&["--kube-api-server", "https://k:6443", "--kube-token-file", "/no/such/token"]),
+            &HashMap::new(),
+        )
+        .unwrap_err();
+        assert!(missing.to_string().starts_with("--join-kubernetes: --kube-token-file /no/such/token"), "{missing}");
+
+        let ca = rcgen::generate_simple_self_signed(vec!["k".to_owned()]).unwrap().cert.pem();
+        let (ca_file, token_file) = (dir.path().join("ca.crt"), dir.path().join("token"));
+        std::fs::write(&ca_file, ca).unwrap();
+        std::fs::write(&token_file, "agent-token").unwrap();
+        let (ca_file, token_file) = (ca_file.to_str().unwrap(), token_file.to_str().unwrap());
+        let flags = ["--kube-api-server", "https://k:6443", "--kube-ca-file", ca_file, "--kube-token-file", token_file];
+        let config = Config::from_cli(local(&flags), &HashMap::new()).unwrap();
+        assert!(matches!(config.trust.join, Some(JoinSource::Kubernetes(ref r)) if r.audience() == "hgw"));
+        let sockets_only = local(&[&flags[..], &["--grpc-socket", "/tmp/x.sock"]].concat());
+        assert!(matches!(Config::from_cli(sockets_only, &HashMap::new()), Err(ConfigError::JoinWithoutTcp)));
+        let both = Cli::try_parse_from(["hgw-agent", "--join-kubernetes", "--join-tokens", "/t"]).unwrap_err();
+        assert_eq!(both.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 
     #[test]

@@ -322,8 +322,8 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         redis: redis.clone(),
         identity: ca.as_ref().map(|ca| grpc::IdentityState {
             ca: ca.clone(),
-            authenticator: match &trust.join_tokens {
-                Some(tokens) => tokens.clone() as Arc<dyn identity::join::JoinAuthenticator>,
+            authenticator: match &trust.join {
+                Some(join) => join.authenticator(),
                 None => Arc::new(identity::join::NoJoin),
             },
             trust_domain: trust.trust_domain.clone(),

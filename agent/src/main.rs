@@ -17,6 +17,8 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
+    // Before validation: it builds TLS clients (TokenReview).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let env: std::collections::HashMap<String, String> = std::env::vars().collect();
     let config = match Config::from_cli(cli, &env) {
         Ok(config) => config,
@@ -42,7 +44,6 @@ fn main() -> ExitCode {
         None
     };
     init_logging(config.log_json);
-    let _ = rustls::crypto::ring::default_provider().install_default();
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all().thread_name("hgw-agent");

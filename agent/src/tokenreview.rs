@@ -16,6 +16,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::identity::check_name;
+use crate::identity::join::{Grant, JoinAuthenticator, JoinError};
+
 /// Where a pod finds its own ServiceAccount credentials (in-cluster).
 pub const IN_CLUSTER_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// The audience sidecar tokens are minted for, and the one the agent checks by default.
@@ -148,8 +151,53 @@ impl TokenReviewer {
             let message = answer.get("message").and_then(Value::as_str).unwrap_or("").to_owned();
             return Err(TokenReviewError::Api { status: status.as_u16(), message });
         }
-        identity_from(&answer, &self.audience)
+        identity_from(&answer, &self.audience).map_err(|error| scrub(error, token.trim()))
     }
+}
+
+/// The API server's reasons are its own words; should one ever quote the token, it is cut out here.
+fn scrub(error: TokenReviewError, token: &str) -> TokenReviewError {
+    match error {
+        TokenReviewError::Unauthenticated { audience, reason } if !token.is_empty() && reason.contains(token) => {
+            TokenReviewError::Unauthenticated { audience, reason: reason.replace(token, "[token]") }
+        }
+        other => other,
+    }
+}
+
+/// ServiceAccount tokens as join tokens (`--join-kubernetes`): the API server vouches for the account,
+/// and the account bounds the dataplane ids it may use. A token bound to a pod (the sidecar's projected
+/// token) allows the pod's name, which is what the injected sidecar asks for; any other token (`kubectl
+/// create token`) allows `NAMESPACE.SERVICEACCOUNT` and `NAMESPACE.SERVICEACCOUNT.*`, so one account
+/// cannot take the id of another's dataplanes.
+#[tonic::async_trait]
+impl JoinAuthenticator for TokenReviewer {
+    async fn authenticate(&self, token: &str, requested_id: &str) -> Result<Grant, JoinError> {
+        check_name(requested_id).map_err(|e| JoinError::BadId(e.to_string()))?;
+        let identity = self.review(token).await.map_err(|error| match error {
+            TokenReviewError::Unauthenticated { .. } | TokenReviewError::NotAServiceAccount(_) => {
+                JoinError::Refused(error.to_string())
+            }
+            other => JoinError::Unavailable(other.to_string()),
+        })?;
+        allowed_id(&identity, requested_id)?;
+        tracing::info!(dataplane = requested_id, service_account = %identity.dataplane_id(),
+            uid = %identity.uid, "ServiceAccount token accepted (TokenReview)");
+        Ok(Grant { dataplane_id: requested_id.to_owned() })
+    }
+}
+
+/// Whether `identity` may act as dataplane `id` (see [`TokenReviewer`]'s [`JoinAuthenticator`]).
+fn allowed_id(identity: &ServiceAccountIdentity, id: &str) -> Result<(), JoinError> {
+    let (allowed, pattern) = match &identity.pod {
+        Some(pod) => (id == pod, pod.clone()),
+        None => {
+            let account = format!("{}.{}", identity.namespace, identity.service_account);
+            let under = id.strip_prefix(account.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('.'));
+            (under, format!("{account}.*"))
+        }
+    };
+    if allowed { Ok(()) } else { Err(JoinError::IdNotAllowed { id: id.to_owned(), pattern }) }
 }
 
 /// reqwest errors name the URL; ours has no secret in it, but keep messages short and stable.
@@ -174,11 +222,14 @@ pub fn identity_from(answer: &Value, audience: &str) -> Result<ServiceAccountIde
         let reason = status.get("error").and_then(Value::as_str).unwrap_or("not authenticated").to_owned();
         return Err(TokenReviewError::Unauthenticated { audience: audience.to_owned(), reason });
     }
-    // The API server lists the audiences the token is valid for among those asked: ours must be there.
-    let audiences = status.get("audiences").and_then(Value::as_array);
-    if let Some(audiences) = audiences
-        && !audiences.iter().any(|a| a.as_str() == Some(audience))
-    {
+    // The API server answers with the audiences the token is valid for among those asked (the
+    // intersection): ours must be there. No list is no confirmation: a token authenticated for the API
+    // server's own audiences (or by an authenticator that ignores audiences) is not a token for us.
+    let confirmed = status
+        .get("audiences")
+        .and_then(Value::as_array)
+        .is_some_and(|audiences| audiences.iter().any(|a| a.as_str() == Some(audience)));
+    if !confirmed {
         return Err(TokenReviewError::Unauthenticated {
             audience: audience.to_owned(),
             reason: "the API server did not confirm the audience".into(),
@@ -226,11 +277,47 @@ mod tests {
         assert!(matches!(identity_from(&unauthenticated, "hgw"), Err(TokenReviewError::Unauthenticated { .. })));
         let other_audience = json!({"status": {"authenticated": true, "audiences": ["api"], "user": {"username": "system:serviceaccount:a:b"}}});
         assert!(matches!(identity_from(&other_audience, "hgw"), Err(TokenReviewError::Unauthenticated { .. })));
-        let user = json!({"status": {"authenticated": true, "user": {"username": "admin"}}});
+        let no_audiences =
+            json!({"status": {"authenticated": true, "user": {"username": "system:serviceaccount:a:b"}}});
+        assert!(matches!(identity_from(&no_audiences, "hgw"), Err(TokenReviewError::Unauthenticated { .. })));
+        let empty = json!({"status": {"authenticated": true, "audiences": [], "user": {"username": "system:serviceaccount:a:b"}}});
+        assert!(matches!(identity_from(&empty, "hgw"), Err(TokenReviewError::Unauthenticated { .. })));
+        let user = json!({"status": {"authenticated": true, "audiences": ["hgw"], "user": {"username": "admin"}}});
         assert_eq!(identity_from(&user, "hgw"), Err(TokenReviewError::NotAServiceAccount("admin".into())));
-        let odd = json!({"status": {"authenticated": true, "user": {"username": "system:serviceaccount:a"}}});
+        let odd = json!({"status": {"authenticated": true, "audiences": ["hgw"], "user": {"username": "system:serviceaccount:a"}}});
         assert!(identity_from(&odd, "hgw").is_err());
         assert!(identity_from(&json!({}), "hgw").is_err());
+    }
+
+    #[test]
+    fn the_account_bounds_the_dataplane_id() {
+        let mut identity = ServiceAccountIdentity {
+            namespace: "shop".into(),
+            service_account: "web".into(),
+            uid: "u".into(),
+            pod: None,
+        };
+        assert!(allowed_id(&identity, "shop.web").is_ok());
+        assert!(allowed_id(&identity, "shop.web.dp-1").is_ok());
+        let other = allowed_id(&identity, "shop.webby").unwrap_err();
+        assert_eq!(
+            other.to_string(),
+            "this join token does not allow dataplane id `shop.webby` (allowed: `shop.web.*`)"
+        );
+        assert!(allowed_id(&identity, "dp-1").is_err());
+        identity.pod = Some("web-7f9c".into());
+        assert!(allowed_id(&identity, "web-7f9c").is_ok());
+        assert!(allowed_id(&identity, "shop.web").is_err());
+    }
+
+    #[test]
+    fn a_quoted_token_is_cut_out_of_reasons() {
+        let error =
+            TokenReviewError::Unauthenticated { audience: "hgw".into(), reason: "bad token abc.def.ghi".into() };
+        assert_eq!(
+            scrub(error, "abc.def.ghi").to_string(),
+            "the token is not valid for audience hgw: bad token [token]"
+        );
     }
 
     #[test]

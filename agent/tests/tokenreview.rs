@@ -2,7 +2,8 @@
 //! `--ignored` and the environment below): a ServiceAccount token minted by `kubectl create token --audience
 //! hgw` is accepted with its identity, using the agent's own credentials from the Helm chart's
 //! ServiceAccount and ClusterRole; the same account's token for the default audience, garbage, and a
-//! reviewer without rights are refused.
+//! reviewer without rights are refused. As the join authenticator (`--join-kubernetes`), the account
+//! bounds the dataplane ids.
 //!
 //! HGW_TEST_KUBE_SERVER, HGW_TEST_KUBE_CA: the API server and its CA. HGW_TEST_KUBE_AGENT_TOKEN: a file with
 //! the agent ServiceAccount's token. HGW_TEST_KUBE_HGW_TOKEN / HGW_TEST_KUBE_API_TOKEN: tokens of
@@ -11,6 +12,7 @@
 
 use std::path::PathBuf;
 
+use hgw_agent::identity::join::{JoinAuthenticator, JoinError};
 use hgw_agent::tokenreview::{KubernetesApi, TokenReviewError, TokenReviewer};
 
 fn env(name: &str) -> String {
@@ -41,6 +43,16 @@ async fn service_account_tokens_are_checked_by_the_api_server() {
     let garbage = agent.review("not-a-token").await.unwrap_err();
     assert!(matches!(garbage, TokenReviewError::Unauthenticated { .. }), "{garbage}");
     assert!(!garbage.to_string().contains("not-a-token"));
+
+    // As the join authenticator: the account bounds the ids (the token is not bound to a pod).
+    let joined = agent.authenticate(&env("HGW_TEST_KUBE_HGW_TOKEN"), "shop.web.dp-1").await.expect("join");
+    assert_eq!(joined.dataplane_id, "shop.web.dp-1");
+    let elsewhere = agent.authenticate(&env("HGW_TEST_KUBE_HGW_TOKEN"), "shop.nobody").await.unwrap_err();
+    assert!(matches!(elsewhere, JoinError::IdNotAllowed { .. }), "{elsewhere}");
+    let api_token = env("HGW_TEST_KUBE_API_TOKEN");
+    let refused = agent.authenticate(&api_token, "shop.web.dp-1").await.unwrap_err();
+    assert!(matches!(refused, JoinError::Refused(_)), "{refused}");
+    assert!(!refused.to_string().contains(&api_token));
 
     let nobody = reviewer("HGW_TEST_KUBE_NOBODY_TOKEN");
     let refused = nobody.review(&env("HGW_TEST_KUBE_HGW_TOKEN")).await.unwrap_err();

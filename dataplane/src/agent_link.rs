@@ -109,7 +109,7 @@ impl AgentLink {
                 let identity = parse_identity(cert_pem, key_pem).map_err(LinkError::Certificate)?;
                 Some(client_config(roots.clone(), Some(identity)).map_err(LinkError::Certificate)?)
             }
-            Credential::JoinToken(_) => None,
+            Credential::JoinToken { .. } => None,
         };
         let link = TlsLink {
             server_name,

@@ -141,15 +141,16 @@ impl std::fmt::Display for AgentAddr {
 pub enum Credential {
     /// A certificate and key provisioned by the operator (PEM).
     Static { cert_pem: Vec<u8>, key_pem: Vec<u8> },
-    /// A join token exchanged for short-lived certificates.
-    JoinToken(String),
+    /// A join token exchanged for short-lived certificates: its file (re-read before every join, since
+    /// a Kubernetes projected token rotates) and the token read at start.
+    JoinToken { file: PathBuf, token: String },
 }
 
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Credential::Static { .. } => f.write_str("Static([redacted])"),
-            Credential::JoinToken(_) => f.write_str("JoinToken([redacted])"),
+            Credential::JoinToken { file, .. } => write!(f, "JoinToken({}, [redacted])", file.display()),
         }
     }
 }
@@ -379,7 +380,7 @@ fn agent_tls(
                 path: file.display().to_string(),
                 problem: "not UTF-8 text".into(),
             })?;
-            Credential::JoinToken(token.trim().to_owned())
+            Credential::JoinToken { token: token.trim().to_owned(), file }
         }
         (None, None, None) => return Err(ConfigError::NoCredential(uri.clone())),
         _ => return Err(ConfigError::CredentialMix),
@@ -508,7 +509,8 @@ mod tests {
             c.agent,
             AgentAddr::Https { uri: "https://127.0.0.1:9000".into(), host: "127.0.0.1".into(), port: 9000 }
         );
-        assert_eq!(c.agent_tls.as_ref().unwrap().credential, Credential::JoinToken("tok-0123456789abcdef".into()));
+        assert!(matches!(&c.agent_tls.as_ref().unwrap().credential,
+            Credential::JoinToken { token, .. } if token == "tok-0123456789abcdef"));
         let ca_arg = ca.to_str().unwrap();
         assert!(matches!(config(&["--agent", "https://h:1"]), Err(ConfigError::NoAgentCa(_))));
         assert!(matches!(config(&["--agent", "https://h:1", "--agent-ca", ca_arg]), Err(ConfigError::NoCredential(_))));

@@ -3,6 +3,7 @@
 //! the current certificate at two thirds of its life. A refused join is logged with the agent's reason
 //! and retried with backoff; the dataplane stays not ready until it has a certificate and a config.
 
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hgw_proto::v1::identity_client::IdentityClient;
@@ -26,6 +27,32 @@ enum AttemptError {
     Refused(tonic::Status),
     #[error("{0}")]
     Local(String),
+}
+
+/// The join token's file, re-read before every join: a Kubernetes projected ServiceAccount token is
+/// rotated by the kubelet (the one read at start may have expired by the time a join is needed again).
+/// An unreadable or empty file keeps the last token read, with a warning.
+pub struct TokenFile {
+    path: PathBuf,
+    last: String,
+}
+
+impl TokenFile {
+    pub fn new(path: PathBuf, first: String) -> TokenFile {
+        TokenFile { path, last: first }
+    }
+
+    fn current(&mut self) -> &str {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) if !text.trim().is_empty() => self.last = text.trim().to_owned(),
+            Ok(_) => {
+                tracing::warn!(path = %self.path.display(), "the join token file is empty; using the last token read")
+            }
+            Err(error) => tracing::warn!(path = %self.path.display(), %error,
+                "cannot read the join token file; using the last token read"),
+        }
+        &self.last
+    }
 }
 
 /// A new key and its signing request (PEM).
@@ -65,7 +92,7 @@ fn renew_delay(not_after_ms: i64, now: SystemTime) -> Duration {
 }
 
 /// Keeps this dataplane's certificate valid until `cancel`.
-pub async fn run(link: AgentLink, token: String, id: String, cancel: CancellationToken) {
+pub async fn run(link: AgentLink, mut token: TokenFile, id: String, cancel: CancellationToken) {
     let mut backoff = Backoff::default();
     loop {
         let attempt = if link.has_identity() {
@@ -74,11 +101,11 @@ pub async fn run(link: AgentLink, token: String, id: String, cancel: Cancellatio
                 Ok(done) => Ok(done),
                 Err(error) => {
                     tracing::warn!(%error, "certificate renewal failed; joining again with the token");
-                    join(&link, &token, &id).await
+                    join(&link, token.current(), &id).await
                 }
             }
         } else {
-            join(&link, &token, &id).await
+            join(&link, token.current(), &id).await
         };
         let delay = match attempt {
             Ok((response, key)) => {
@@ -113,6 +140,23 @@ pub async fn run(link: AgentLink, token: String, id: String, cancel: Cancellatio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_file_is_read_again_and_a_bad_read_keeps_the_last_token() {
+        let dir = std::env::temp_dir().join(format!("hgw-dp-join-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        std::fs::write(&path, "first\n").unwrap();
+        let mut token = TokenFile::new(path.clone(), "first".into());
+        assert_eq!(token.current(), "first");
+        std::fs::write(&path, "rotated\n").unwrap();
+        assert_eq!(token.current(), "rotated");
+        std::fs::write(&path, "  \n").unwrap();
+        assert_eq!(token.current(), "rotated");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(token.current(), "rotated");
+        let _ = std::fs::remove_dir(&dir);
+    }
 
     #[test]
     fn renewal_comes_at_two_thirds_of_the_life_left() {

@@ -180,8 +180,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         Arc::new(Shared::new(metrics, sink, counters, shutdown.clone()).with_tracing(tracing.clone(), trace_all));
 
     let (flush_tx, flush_rx) = oneshot::channel();
-    if let Some(config::AgentTls { credential: config::Credential::JoinToken(token), .. }) = &config.agent_tls {
-        tokio::spawn(join::run(link.clone(), token.clone(), config.id.clone(), shutdown.child_token()));
+    if let Some(config::AgentTls { credential: config::Credential::JoinToken { file, token }, .. }) = &config.agent_tls
+    {
+        let token = join::TokenFile::new(file.clone(), token.clone());
+        tokio::spawn(join::run(link.clone(), token, config.id.clone(), shutdown.child_token()));
     }
     let reporter_task = tokio::spawn(reporter.run(link.clone(), flush_rx));
     let identity = agent_client::Identity {

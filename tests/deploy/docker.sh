@@ -17,6 +17,7 @@ cleanup_docker() {
   [ -n "${sim_pid:-}" ] && kill "$sim_pid" 2>/dev/null
   [ -n "${backend_pid:-}" ] && kill "$backend_pid" 2>/dev/null
   rm -rf "$work"
+  stop_docker
 }
 trap cleanup_docker EXIT
 
@@ -112,8 +113,15 @@ kill "$backend_pid" 2>/dev/null; backend_pid=
 log "compose: deploy/compose/docker-compose.yml (agent, Redis, two dataplanes) against the emulator"
 redis_bin=$(command -v redis-server || true)
 if [ -z "$redis_bin" ]; then apt_install redis-server; redis_bin=$(command -v redis-server); fi
-# No registry pull here: a FROM scratch Redis image from the host's redis-server and its libraries.
-check "Redis image built from the host's redis-server" mini_image hgw-test-redis:local redis-server "$redis_bin"
+# No registry pull here: a FROM scratch Redis image from the host's redis-server and its libraries. Its
+# entrypoint does what the official image's docker-entrypoint.sh does with the Compose file's command
+# (`redis-server --appendonly ...`): a leading `redis-server` is the program, not a config file.
+mkdir -p "$work/redis-entry"
+printf '#!/usr/local/bin/sh\n[ "${1:-}" = redis-server ] && shift\nexec /usr/local/bin/redis-server "$@"\n' \
+  > "$work/redis-entry/redis-entrypoint"
+chmod 755 "$work/redis-entry/redis-entrypoint"
+check "Redis image built from the host's redis-server" \
+  mini_image hgw-test-redis:local redis-entrypoint "$work/redis-entry/redis-entrypoint" "$redis_bin" /bin/sh
 # The agent shares the network namespace of a container running the emulator, so the Cloud Gate is at
 # 127.0.0.1 (a name its certificate carries) while Redis and the dataplanes use the compose network.
 mini_image hgw-test-cloudgate:local hgw-cloudgate-sim "$sim"
@@ -156,8 +164,10 @@ for dp in dataplane-1 dataplane-2; do
 done
 node="http://127.0.0.1:$(compose port cloudgate 18082 2>/dev/null | sed 's/.*://')"
 check "compose: the agent sees both dataplanes" wait_until 30 bash -c "curl -fsS $node/_node/dataplanes | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(0 if len(d if isinstance(d,list) else d.get(\"dataplanes\",[]))==2 else 1)'"
-gap "compose: the agent's Redis (Gravitee variables, password) is healthy" wait_until 30 bash -c "curl -fsS $node/_node/health | python3 -c 'import json,sys; t=json.dumps(json.load(sys.stdin)).lower(); sys.exit(0 if \"redis\" in t and \"unavailable\" not in t and \"auth\" not in t else 1)'"
-curl -fsS "$node/_node/health" >&2 || true
+# Healthy means the agent's own ping answered (not merely "not down yet"), with the password from
+# gravitee_ratelimit_redis_password (Redis runs with --requirepass).
+check "compose: the agent's Redis (Gravitee variables, password) is healthy" wait_until 30 bash -c "curl -fsS $node/_node/health | python3 -c 'import json,sys; r=json.load(sys.stdin).get(\"redis\") or {}; sys.exit(0 if r.get(\"healthy\") is True and r.get(\"description\",\"\").endswith(\", password\") else 1)'"
+curl -fsS "$node/_node/health" >&2 || true; echo >&2
 check "compose: the Redis password is not in the agent's logs" bash -c "! compose logs agent 2>&1 | grep -q compose-test-secret"
 compose logs >"$work/compose-services.log" 2>&1
 compose down -v >/dev/null 2>&1; compose_project=

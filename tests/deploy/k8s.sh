@@ -4,16 +4,21 @@
 # server-side apply; the chart's MutatingWebhookConfiguration registered for real (caBundle) against
 # `hgw-agent webhook` on 127.0.0.1; a Pod and a Deployment in a labelled namespace stored with the
 # sidecar, an opted-out pod untouched, a labelled pod elsewhere injected, applying twice injects once;
-# `hgw-agent inject` gives what the webhook gives (golden) and its output is accepted by the apiserver.
-# Sourced by run.sh (counts ok/FAIL); needs target/debug/hgw-agent.
+# `hgw-agent inject` gives what the webhook gives (golden) and its output is accepted by the apiserver;
+# TokenReview with the chart's agent ServiceAccount, and a real hgw-dataplane joining a real hgw-agent
+# (--join-kubernetes) with a `kubectl create token --audience hgw` token, a token for the API refused.
+# Sourced by run.sh (counts ok/FAIL); needs target/debug/hgw-agent and the release hgw-dataplane.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 HELM_VERSION=v3.16.4
 agent_bin=${HGW_AGENT_BIN:-$HGW_ROOT/target/debug/hgw-agent}
+dataplane_bin=${HGW_DATAPLANE_BIN:-${HGW_RELEASE_DIR:-$HGW_ROOT/target/release}/hgw-dataplane}
 kwork=$(mktemp -d)
+join_pids=()
 cleanup_k8s() {
   [ -f "$kwork/pids" ] && kill $(cat "$kwork/pids") 2>/dev/null
   [ -n "${webhook_pid:-}" ] && kill "$webhook_pid" 2>/dev/null
+  for pid in "${join_pids[@]}"; do kill "$pid" 2>/dev/null; done
   wait 2>/dev/null
   rm -rf "$kwork"
 }
@@ -142,9 +147,51 @@ k create serviceaccount web -n shop >/dev/null; k create serviceaccount nobody -
 k create token hgw-agent -n hgw-system > "$kwork/agent.token"
 k create token nobody -n shop > "$kwork/nobody.token"
 server=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
-gap "TokenReview: a token from \`kubectl create token --audience hgw\` is accepted, others refused" \
+check "TokenReview: a token from \`kubectl create token --audience hgw\` is accepted, others refused" \
   bash -c "cd '$HGW_ROOT' && HGW_TEST_KUBE_SERVER='$server' HGW_TEST_KUBE_CA='$kwork/pki/certs/apiserver.crt' \
     HGW_TEST_KUBE_AGENT_TOKEN='$kwork/agent.token' HGW_TEST_KUBE_NOBODY_TOKEN='$kwork/nobody.token' \
     HGW_TEST_KUBE_HGW_TOKEN=\$(kubectl create token web -n shop --audience hgw) \
     HGW_TEST_KUBE_API_TOKEN=\$(kubectl create token web -n shop) \
     cargo test -q --locked -p hgw-agent --test tokenreview -- --ignored >'$kwork/tokenreview.log' 2>&1 || { cat '$kwork/tokenreview.log'; false; }"
+
+# A real join: hgw-agent checks ServiceAccount tokens with this API server's TokenReview (as the chart's
+# agent ServiceAccount); hgw-dataplane joins over TCP with a token from `kubectl create token`.
+jw="$kwork/join"; mkdir -p "$jw/apis" "$jw/state"
+cp "$HGW_ROOT/deploy/examples/apis/hello.json" "$jw/apis/"
+k create token web -n shop --audience hgw > "$jw/hgw.token"
+k create token web -n shop > "$jw/api.token"
+"$agent_bin" --local-apis "$jw/apis" --reports-file "$jw/reports.ndjson" --state-dir "$jw/state" \
+  --grpc-listen 127.0.0.1:0 --node-listen 127.0.0.1:0 --addr-file "$jw/agent.json" \
+  --join-kubernetes --kube-api-server "$server" --kube-ca-file "$kwork/pki/certs/apiserver.crt" \
+  --kube-token-file "$kwork/agent.token" >"$jw/agent.log" 2>&1 &
+join_pids+=($!)
+wait_until 30 test -s "$jw/agent.json"
+addr() { python3 -c 'import json,sys;print(json.load(open(sys.argv[1])).get(sys.argv[2]) or "")' "$@" 2>/dev/null; }
+agent_grpc=$(addr "$jw/agent.json" grpc); agent_pki=$(addr "$jw/agent.json" pki_dir)
+dataplane() { # ID TOKEN_FILE: a joining dataplane, its addresses in $jw/ID.json and its log in $jw/ID.log
+  "$dataplane_bin" --agent "https://$agent_grpc" --agent-ca "$agent_pki/ca.pem" --join-token-file "$2" --id "$1" \
+    --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --addr-file "$jw/$1.json" --workers 1 >"$jw/$1.log" 2>&1 &
+  join_pids+=($!)
+  wait_until 30 test -s "$jw/$1.json"
+}
+dataplane shop.web.dp-1 "$jw/hgw.token"
+dataplane shop.web.dp-2 "$jw/api.token"
+joined=$(addr "$jw/shop.web.dp-1.json" listen); refused_admin=$(addr "$jw/shop.web.dp-2.json" admin)
+joined_and_serves() {
+  wait_until 60 bash -c "curl -fsS http://$joined/hello | grep -q 'Hello from hgw'" \
+    && grep -q 'ServiceAccount token accepted' "$jw/agent.log" \
+    || { tail -5 "$jw/agent.log" "$jw/shop.web.dp-1.log"; false; }
+}
+refused_and_not_ready() {
+  wait_until 30 grep -q 'ServiceAccount token was refused' "$jw/shop.web.dp-2.log" \
+    && ! curl -fsS "http://$refused_admin/ready" >/dev/null 2>&1 \
+    && ! grep -q 'certificate from the agent installed' "$jw/shop.web.dp-2.log" \
+    || { tail -5 "$jw/shop.web.dp-2.log"; false; }
+}
+no_token_in_logs() {
+  ! grep -qF -e "$(cat "$jw/hgw.token")" -e "$(cat "$jw/api.token")" "$jw/agent.log" "$jw"/shop.web.dp-*.log
+}
+check "join: hgw-dataplane joins hgw-agent with a \`kubectl create token --audience hgw\` token (TokenReview) and serves" \
+  joined_and_serves
+check "join: a token without audience hgw is refused (no certificate, the dataplane is not ready)" refused_and_not_ready
+check "join: no ServiceAccount token in the agent's or the dataplanes' logs" no_token_in_logs

@@ -34,16 +34,33 @@ wait_until() {
   return 1
 }
 
-# Starts dockerd when no daemon answers (Debian's docker.io), logs under the cache dir.
+# Starts dockerd when no daemon answers (Debian's docker.io), logs under the cache dir, and keeps its
+# pid in HGW_DOCKERD_PID for stop_docker. A daemon that was already running is used and left alone.
+HGW_DOCKERD_PID=
 ensure_docker() {
   command -v dockerd >/dev/null || apt_install docker.io
   command -v docker-compose >/dev/null || apt_install docker-compose
   if ! docker info >/dev/null 2>&1; then
     log "starting dockerd"
     mkdir -p "$HGW_CACHE/hgw-deploy"
-    (setsid dockerd >"$HGW_CACHE/hgw-deploy/dockerd.log" 2>&1 &)
+    dockerd >"$HGW_CACHE/hgw-deploy/dockerd.log" 2>&1 &
+    HGW_DOCKERD_PID=$!
     wait_until 60 docker info || { echo "dockerd did not start; see $HGW_CACHE/hgw-deploy/dockerd.log" >&2; return 1; }
   fi
+}
+
+# Stops the dockerd ensure_docker started (SIGTERM to its own pid, then waits up to 30 s for it and the
+# containerd it runs to exit; SIGKILL after that). Nothing when the daemon was already running.
+stop_docker() {
+  local pid=${HGW_DOCKERD_PID:-}
+  [ -n "$pid" ] || return 0
+  HGW_DOCKERD_PID=
+  kill "$pid" 2>/dev/null || return 0
+  for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.5; done
+  echo "dockerd ($pid) did not stop within 30 s; killing it" >&2
+  kill -KILL "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  return 0
 }
 
 # A FROM scratch image of host binaries and the shared libraries they load (no registry pull):

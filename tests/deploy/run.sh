@@ -18,10 +18,21 @@ log "cargo build (release: hgw-agent, hgw-dataplane; debug: the emulator and hgw
   || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
 export HGW_RELEASE_DIR="$HGW_ROOT/target/release"
 passed=0; failed=0; times=()
+# A dockerd the docker part starts is its to stop (by pid, on exit); one already running is left alone.
+docker_before=no; docker info >/dev/null 2>&1 && docker_before=yes
 for section in "${sections[@]}"; do
   start=$(date +%s)
   out=$(mktemp)
   bash "$here/$section.sh" 2>&1 | tee "$out"; rc=${PIPESTATUS[0]}
+  if [ "$section" = docker ]; then
+    if [ "$docker_before" = yes ]; then
+      check "docker: the dockerd that was already running is left running" \
+        bash -c 'docker info >/dev/null 2>&1' | tee -a "$out"
+    else
+      check "docker: the dockerd the tests started is stopped on exit" \
+        bash -c '! docker info >/dev/null 2>&1 && ! pgrep -x dockerd >/dev/null' | tee -a "$out"
+    fi
+  fi
   p=$(grep -c '^ok - ' "$out"); f=$(grep -c '^FAIL - ' "$out")
   # A part that stopped early without a FAIL line still fails the run.
   [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && f=1

@@ -1,7 +1,8 @@
 //! Join tokens: how a dataplane without a certificate proves it may have one (`hgw.v1.Identity/Join`).
 //!
-//! [`JoinAuthenticator`] is the seam: [`TokenFile`] checks tokens listed in `--join-tokens FILE`; a
-//! Kubernetes deployment adds one that validates ServiceAccount tokens with TokenReview.
+//! [`JoinAuthenticator`] is the seam: [`TokenFile`] checks tokens listed in `--join-tokens FILE`;
+//! in Kubernetes, [`crate::tokenreview::TokenReviewer`] (`--join-kubernetes`) checks ServiceAccount
+//! tokens with the API server's TokenReview.
 //!
 //! The file (reloaded when it changes) has one token per line, `#` comments and blank lines ignored:
 //!
@@ -41,7 +42,9 @@ pub enum JoinError {
     IdNotAllowed { id: String, pattern: String },
     #[error("dataplane id: {0}")]
     BadId(String),
-    #[error("this agent accepts no join tokens (start it with --join-tokens FILE)")]
+    #[error("the ServiceAccount token was refused: {0}")]
+    Refused(String),
+    #[error("this agent accepts no join tokens (start it with --join-tokens FILE or --join-kubernetes)")]
     Disabled,
     #[error("join tokens unavailable: {0}")]
     Unavailable(String),

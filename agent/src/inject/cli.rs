@@ -62,6 +62,11 @@ pub struct SidecarArgs {
     /// OpenTelemetry collector endpoint given to sidecars as `OTEL_EXPORTER_OTLP_ENDPOINT`.
     #[arg(long, env = "HGW_INJECT_OTLP_ENDPOINT", help_heading = "Sidecar")]
     pub otlp_endpoint: Option<String>,
+    /// ConfigMap (in each pod's namespace, key `ca.pem`) with the agent's CA: needed with an `https://`
+    /// --agent-address, whose sidecars pin it and join with their projected ServiceAccount token (the agent
+    /// runs with --join-kubernetes).
+    #[arg(long, env = "HGW_INJECT_AGENT_CA_CONFIGMAP", help_heading = "Sidecar")]
+    pub agent_ca_configmap: Option<String>,
 }
 
 impl SidecarArgs {
@@ -82,6 +87,12 @@ impl SidecarArgs {
             || agent.starts_with("https://");
         if !valid_agent {
             return Err(format!("--agent-address: {agent:?} is neither unix:/absolute/path nor http(s)://host:port"));
+        }
+        let agent_ca_configmap = self.agent_ca_configmap.as_deref().map(str::trim).filter(|c| !c.is_empty());
+        if agent.starts_with("https://") && agent_ca_configmap.is_none() {
+            return Err(format!(
+                "--agent-address {agent}: an https:// agent needs --agent-ca-configmap (the sidecar pins the agent's CA)"
+            ));
         }
         if !self.socket_host_path.starts_with('/') {
             return Err("--socket-host-path: must be an absolute path".into());
@@ -110,6 +121,7 @@ impl SidecarArgs {
             token_audience: self.token_audience.trim().to_owned(),
             user_id: self.user_id,
             otlp_endpoint: self.otlp_endpoint.clone().filter(|e| !e.trim().is_empty()),
+            agent_ca_configmap: agent_ca_configmap.map(str::to_owned),
         })
     }
 }
@@ -305,9 +317,12 @@ mod tests {
             vec!["--proxy-port", "18083"],
             vec!["--user-id", "0"],
             vec!["--tags", "a b"],
+            vec!["--agent-address", "https://agent:18090"],
         ] {
             assert!(args(&bad).config().is_err(), "{bad:?}");
         }
+        let tcp = args(&["--agent-address", "https://agent:18090", "--agent-ca-configmap", "hgw-agent-ca"]);
+        assert_eq!(tcp.config().unwrap().agent_ca_configmap.as_deref(), Some("hgw-agent-ca"));
     }
 
     #[test]

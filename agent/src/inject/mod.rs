@@ -41,6 +41,12 @@ pub const SOCKET_VOLUME: &str = "hgw-agent-socket";
 pub const TOKEN_VOLUME: &str = "hgw-token";
 /// Where the token is mounted in the sidecar; the file is `token` inside.
 pub const TOKEN_MOUNT: &str = "/var/run/secrets/hgw.io/serviceaccount";
+/// The token file the sidecar joins a TCP agent with (`--join-token-file`).
+pub const TOKEN_FILE: &str = "/var/run/secrets/hgw.io/serviceaccount/token";
+/// The volume with the agent's CA (a ConfigMap, key `ca.pem`), for sidecars of a TCP agent.
+pub const AGENT_CA_VOLUME: &str = "hgw-agent-ca";
+/// Where that ConfigMap is mounted; the sidecar pins `ca.pem` inside (`--agent-ca`).
+pub const AGENT_CA_MOUNT: &str = "/var/run/secrets/hgw.io/agent-ca";
 /// Token lifetime asked of the kubelet (it rotates the file at 80 %): one hour, Kubernetes' usual.
 pub const TOKEN_EXPIRATION_SECONDS: u64 = 3600;
 
@@ -67,6 +73,9 @@ pub struct SidecarConfig {
     pub user_id: u32,
     /// OpenTelemetry collector for the sidecar's traces (`OTEL_EXPORTER_OTLP_ENDPOINT`), when set.
     pub otlp_endpoint: Option<String>,
+    /// ConfigMap (in the pod's namespace, key `ca.pem`) with the agent's CA, pinned by sidecars of an
+    /// `https://` agent; those sidecars join with the projected token (the agent's `--join-kubernetes`).
+    pub agent_ca_configmap: Option<String>,
 }
 
 impl Default for SidecarConfig {
@@ -86,6 +95,7 @@ impl Default for SidecarConfig {
             token_audience: "hgw".into(),
             user_id: 65532,
             otlp_endpoint: None,
+            agent_ca_configmap: None,
         }
     }
 }
@@ -373,6 +383,16 @@ fn container(config: &SidecarConfig) -> Value {
     if !config.tags.is_empty() {
         args.extend(["--tags".to_owned(), config.tags.clone()]);
     }
+    // A TCP agent: pin its CA and join with the pod's projected ServiceAccount token (TokenReview).
+    let tcp_agent = config.agent_ca_configmap.is_some() && config.agent.starts_with("https://");
+    if tcp_agent {
+        args.extend([
+            "--agent-ca".to_owned(),
+            format!("{AGENT_CA_MOUNT}/ca.pem"),
+            "--join-token-file".to_owned(),
+            TOKEN_FILE.to_owned(),
+        ]);
+    }
     let mut env = vec![
         json!({"name": "HGW_DATAPLANE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
         json!({"name": "HGW_LOG_FORMAT", "value": "json"}),
@@ -396,6 +416,9 @@ fn container(config: &SidecarConfig) -> Value {
         mounts.push(json!({"name": SOCKET_VOLUME, "mountPath": folder, "readOnly": true}));
     }
     mounts.push(json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_MOUNT, "readOnly": true}));
+    if tcp_agent {
+        mounts.push(json!({"name": AGENT_CA_VOLUME, "mountPath": AGENT_CA_MOUNT, "readOnly": true}));
+    }
     json!({
         "name": SIDECAR_NAME,
         "image": config.image,
@@ -438,6 +461,12 @@ fn volumes(config: &SidecarConfig) -> Vec<Value> {
             "path": "token",
         }}]},
     }));
+    if let (Some(configmap), true) = (&config.agent_ca_configmap, config.agent.starts_with("https://")) {
+        volumes.push(json!({
+            "name": AGENT_CA_VOLUME,
+            "configMap": {"name": configmap, "items": [{"key": "ca.pem", "path": "ca.pem"}]},
+        }));
+    }
     volumes
 }
 
@@ -478,6 +507,26 @@ mod tests {
         let again = inject_object(&mut object, &SidecarConfig::default(), DefaultPolicy::Inject).unwrap();
         assert_eq!(again, vec![Outcome::Skipped("already injected")]);
         assert_eq!(object, once);
+    }
+
+    #[test]
+    fn a_tcp_agent_gets_the_token_file_and_the_pinned_ca() {
+        let config = SidecarConfig {
+            agent: "https://hgw-agent.hgw-system:18090".into(),
+            agent_ca_configmap: Some("hgw-agent-ca".into()),
+            ..SidecarConfig::default()
+        };
+        let mut object = pod(json!({}));
+        inject_object(&mut object, &config, DefaultPolicy::Inject).unwrap();
+        let container = sidecar(&object, "/spec/initContainers");
+        let args: Vec<&str> = container["args"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        let after = |flag: &str| args.iter().position(|a| *a == flag).map(|i| args[i + 1]);
+        assert_eq!(after("--join-token-file"), Some(TOKEN_FILE));
+        assert_eq!(after("--agent-ca"), Some("/var/run/secrets/hgw.io/agent-ca/ca.pem"));
+        assert!(TOKEN_FILE.starts_with(TOKEN_MOUNT));
+        let volumes = object["spec"]["volumes"].as_array().unwrap();
+        assert!(volumes.iter().all(|v| v.get("hostPath").is_none()), "no socket folder for a TCP agent");
+        assert!(volumes.iter().any(|v| v["configMap"]["name"] == "hgw-agent-ca"));
     }
 
     #[test]
