@@ -22,6 +22,7 @@ pub mod join;
 pub mod listen;
 pub mod logging;
 pub mod metrics;
+pub mod path;
 pub mod policies;
 pub mod proxy;
 pub mod redact;

@@ -196,11 +196,15 @@ pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) ->
     response
 }
 
-async fn route(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) -> Response<ResponseBody> {
+async fn route(mut req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) -> Response<ResponseBody> {
     let arrival = Instant::now();
     let timestamp_ms = epoch_millis();
     let in_flight = shared.metrics.in_flight();
     let ids = Ids::new(req.headers());
+    // One spelling of the path for routes, flows, plans and the endpoint (see `path`).
+    if let Err(error) = crate::path::normalize_request(&mut req) {
+        return bad_path(&error, &ids, in_flight);
+    }
 
     if !shared.is_ready() {
         return error_response(&GatewayError::NotReady, &ids, None, in_flight, None);
@@ -752,6 +756,16 @@ fn reply_response(
     let mut response = Response::new(ResponseBody::full(body, record, in_flight));
     *response.status_mut() = status;
     *response.headers_mut() = response_headers;
+    response
+}
+
+/// 400 for a path that cannot be normalised, before any API is chosen.
+fn bad_path(error: &crate::path::PathError, ids: &Ids, in_flight: InFlight) -> Response<ResponseBody> {
+    let body = serde_json::json!({ "message": format!("Bad request: {error}"), "http_status_code": 400 }).to_string();
+    let mut response = Response::new(ResponseBody::full(Bytes::from(body), None, in_flight));
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    ids.apply(response.headers_mut());
     response
 }
 

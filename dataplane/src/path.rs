@@ -1,0 +1,239 @@
+//! The request path every later phase sees: normalised once, before routing, so that routes, flows,
+//! plans and the endpoint all read the same path and no spelling of it slips past a flow that another
+//! spelling would hit (`/pub/%61dmin/`, `/pub/./admin/`, `/pub/x/../admin/`, `/pub//admin/` are all
+//! `/pub/admin/`).
+//!
+//! RFC 3986 §6.2.2 normalisation plus two refusals, as Envoy does with `normalize_path`, `merge_slashes`
+//! and `path_with_escaped_slashes_action: REJECT_REQUEST`:
+//! - percent-encoded unreserved characters are decoded (`%61` → `a`, `%2E` → `.`); other escapes stay,
+//!   with upper-case hex digits;
+//! - runs of `/` become one;
+//! - `.` and `..` segments are removed (§5.2.4); a `..` that would leave the root is refused;
+//! - an encoded `/` or `\` (`%2F`, `%5C`) is refused: a backend may decode it into a separator the
+//!   gateway never saw;
+//! - a malformed escape (`%`, `%4`, `%zz`) is refused.
+//!
+//! The normalised path is also what the endpoint receives, so the backend cannot read the request
+//! differently from the gateway.
+
+use std::borrow::Cow;
+
+/// Why a path is refused (answered 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("malformed percent-encoding in the path")]
+    MalformedEscape,
+    #[error("encoded '/' or '\\' in the path")]
+    EscapedSeparator,
+    #[error("the path leaves the root with '..'")]
+    AboveRoot,
+}
+
+/// The normalised form of `path` (borrowed when it already is normal, the common case).
+pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
+    if is_normal(path) {
+        return Ok(Cow::Borrowed(path));
+    }
+    let decoded = decode_unreserved(path)?;
+    let mut segments: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    // Every path here starts with '/': the first split item is empty.
+    for segment in decoded.split('/').skip(1) {
+        match segment {
+            // Merged slashes: an empty segment inside the path adds nothing; at the end it is the
+            // trailing slash.
+            "" => trailing_slash = true,
+            "." => trailing_slash = true,
+            ".." => {
+                if segments.pop().is_none() {
+                    return Err(PathError::AboveRoot);
+                }
+                trailing_slash = true;
+            }
+            other => {
+                segments.push(other);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for segment in &segments {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if trailing_slash || segments.is_empty() {
+        out.push('/');
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// Replaces the request's path by its normal form (the query stays as sent). `OPTIONS *` is left
+/// alone.
+pub fn normalize_request<B>(req: &mut http::Request<B>) -> Result<(), PathError> {
+    let uri = req.uri();
+    if uri.path() == "*" {
+        return Ok(());
+    }
+    let Cow::Owned(normal) = normalize(uri.path())? else {
+        return Ok(());
+    };
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{normal}?{query}"),
+        None => normal,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().map_err(|_| PathError::MalformedEscape)?);
+    *req.uri_mut() = http::Uri::from_parts(parts).map_err(|_| PathError::MalformedEscape)?;
+    Ok(())
+}
+
+/// True when `path` has nothing to normalise: starts with '/', no escape, no empty, `.` or `..`
+/// segment. One pass over the bytes, no allocation.
+fn is_normal(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return false;
+    }
+    let mut segment_start = 1;
+    for (i, &b) in bytes.iter().enumerate().skip(1) {
+        match b {
+            b'%' => return false,
+            b'/' => {
+                if is_dot_or_empty(&bytes[segment_start..i]) {
+                    return false;
+                }
+                segment_start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    // The last segment may be empty (a trailing slash), but not `.` or `..`.
+    let last = &bytes[segment_start..];
+    last != b"." && last != b".."
+}
+
+fn is_dot_or_empty(segment: &[u8]) -> bool {
+    segment.is_empty() || segment == b"." || segment == b".."
+}
+
+/// Decodes escapes of unreserved characters, upper-cases the hex of the others, refuses encoded
+/// separators and malformed escapes. A path without '/' at the start gets one (origin form).
+fn decode_unreserved(path: &str) -> Result<String, PathError> {
+    let bytes = path.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(bytes.len() + 1);
+    if bytes.first() != Some(&b'/') {
+        out.push(b'/');
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b != b'%' {
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        let (Some(hi), Some(lo)) = (bytes.get(i + 1).and_then(hex), bytes.get(i + 2).and_then(hex)) else {
+            return Err(PathError::MalformedEscape);
+        };
+        let decoded = hi << 4 | lo;
+        match decoded {
+            b'/' | b'\\' => return Err(PathError::EscapedSeparator),
+            c if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') => out.push(c),
+            _ => out.extend_from_slice(&[b'%', HEX_UPPER[usize::from(hi)], HEX_UPPER[usize::from(lo)]]),
+        }
+        i += 3;
+    }
+    // Only ASCII bytes were replaced by ASCII bytes: the text stays as valid as it came.
+    String::from_utf8(out).map_err(|_| PathError::MalformedEscape)
+}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+fn hex(b: &u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(path: &str) -> Result<String, PathError> {
+        normalize(path).map(Cow::into_owned)
+    }
+
+    #[test]
+    fn normal_paths_are_borrowed_unchanged() {
+        for path in ["/", "/pub", "/pub/admin/", "/a.b/c..d/.e/f.", "/x/%20y", "/~u/-_."] {
+            let out = normalize(path);
+            if path.contains('%') {
+                assert_eq!(out.unwrap(), path);
+            } else {
+                assert!(matches!(out, Ok(Cow::Borrowed(p)) if p == path), "{path}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_spelling_of_a_path_is_the_same_path() {
+        for spelling in [
+            "/pub/%61dmin/",
+            "/pub/%61%64%6D%69%6e/",
+            "/pub/./admin/",
+            "/pub/x/../admin/",
+            "/pub/x/%2E%2E/admin/",
+            "/pub/x/.%2e/admin/",
+            "/pub//admin/",
+            "//pub///admin//",
+            "/pub/admin/.",
+            "/pub/admin/x/..",
+        ] {
+            assert_eq!(n(spelling).as_deref(), Ok("/pub/admin/"), "{spelling}");
+        }
+        assert_eq!(n("/pub/admin/..").as_deref(), Ok("/pub/"));
+        assert_eq!(n("/..%2F").unwrap_err(), PathError::EscapedSeparator);
+        assert_eq!(n("/a/b/../../").as_deref(), Ok("/"));
+        assert_eq!(n("/%7Euser/%7e").as_deref(), Ok("/~user/~"));
+    }
+
+    #[test]
+    fn other_escapes_stay_with_upper_case_hex() {
+        assert_eq!(n("/a%20b/%c3%a9").as_deref(), Ok("/a%20b/%C3%A9"));
+        assert_eq!(n("/q%3Fx%23y").as_deref(), Ok("/q%3Fx%23y"));
+    }
+
+    #[test]
+    fn separators_in_disguise_and_escapes_out_of_the_root_are_refused() {
+        assert_eq!(n("/pub/admin%2F"), Err(PathError::EscapedSeparator));
+        assert_eq!(n("/pub/admin%2f"), Err(PathError::EscapedSeparator));
+        assert_eq!(n("/pub%5Cadmin"), Err(PathError::EscapedSeparator));
+        assert_eq!(n("/pub/../../secret/"), Err(PathError::AboveRoot));
+        assert_eq!(n("/../secret/"), Err(PathError::AboveRoot));
+        assert_eq!(n("/%2e%2e/secret"), Err(PathError::AboveRoot));
+        for malformed in ["/a%", "/a%4", "/a%zz", "/a%4g/"] {
+            assert_eq!(n(malformed), Err(PathError::MalformedEscape), "{malformed}");
+        }
+    }
+
+    #[test]
+    fn the_request_keeps_its_query_and_authority() {
+        let mut req = http::Request::get("http://api.example:8080/pub/x/../%61dmin?api-key=k&a=%2F").body(()).unwrap();
+        normalize_request(&mut req).unwrap();
+        assert_eq!(req.uri().to_string(), "http://api.example:8080/pub/admin?api-key=k&a=%2F");
+        let mut req = http::Request::get("/pub/admin%2F").body(()).unwrap();
+        assert_eq!(normalize_request(&mut req), Err(PathError::EscapedSeparator));
+        let mut req = http::Request::options("*").body(()).unwrap();
+        normalize_request(&mut req).unwrap();
+        assert_eq!(req.uri().path(), "*");
+    }
+
+    #[test]
+    fn a_path_without_its_leading_slash_gets_one() {
+        assert_eq!(n("pub/admin").as_deref(), Ok("/pub/admin"));
+        assert_eq!(n("").as_deref(), Ok("/"));
+    }
+}
