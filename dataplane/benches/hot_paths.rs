@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use hgw_dataplane::counters::{Backend, Counters, Unavailable};
-use hgw_dataplane::el::RequestInfo;
+use hgw_dataplane::api::routes::{Api, RouteTable};
+use hgw_dataplane::policies::counters::{Backend, Counters, Unavailable};
+use hgw_dataplane::policies::el::RequestInfo;
 use hgw_dataplane::policies::{self, Attributes, Outcome, Phase, Policy, RequestExchange};
-use hgw_dataplane::routes::{Api, RouteTable};
 use hgw_proto::v1 as pb;
 
 fn main() {

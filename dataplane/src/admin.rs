@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::Shared;
+use crate::gateway::Shared;
 
 const NOT_READY: &str = "not ready: waiting for the first configuration from the agent";
 const DRAINING: &str = "not ready: shutting down";

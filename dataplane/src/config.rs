@@ -93,7 +93,7 @@ pub struct Cli {
     pub analytics_queue: usize,
     /// Bytes of each request/response body kept in a v4 log record (APIs logging payloads); longer
     /// bodies are cut and marked truncated.
-    #[arg(long, env = "HGW_LOG_MAX_PAYLOAD", default_value_t = crate::logging::DEFAULT_LOG_MAX_PAYLOAD)]
+    #[arg(long, env = "HGW_LOG_MAX_PAYLOAD", default_value_t = crate::telemetry::logging::DEFAULT_LOG_MAX_PAYLOAD)]
     pub log_max_payload: usize,
     /// Longest wait for the agent's rate-limit counters before the policy's errorStrategy applies
     /// (pass through, or refuse with 429).

@@ -1,112 +1,38 @@
 //! hgw-dataplane: an HTTP proxy configured by hgw-agent over gRPC.
 //!
-//! The agent pushes compiled APIs ([`agent_client`]), which become an immutable [`routes::RouteTable`]
-//! published through `ArcSwap`; the [`proxy`] reads the current snapshot without locks for every
-//! request, and each request's metrics record flows to the agent through [`analytics`].
+//! The agent pushes compiled APIs ([`agent::config_stream`]), which become an immutable
+//! [`api::routes::RouteTable`] published through `ArcSwap`; the [`gateway`] reads the current snapshot
+//! without locks for every request, and each request's metrics record flows to the agent through
+//! [`telemetry::analytics`] and [`agent::analytics_stream`].
+//!
+//! The folders, each using only those after it: [`agent`] (the link to the agent), [`gateway`] (the
+//! request pipeline), [`api`] (the compiled model of the deployed APIs), [`policies`], [`http`]
+//! (listener, upstream clients, TLS, bodies) and [`telemetry`] (metrics, traces, logs, records).
+//! `tests/layers.rs` checks it.
 
 pub mod admin;
-pub mod agent_client;
-pub mod agent_link;
-pub mod analytics;
-pub mod backoff;
-pub mod body;
+pub mod agent;
+pub mod api;
 pub mod config;
-pub mod cors;
-pub mod counters;
-pub mod el;
-pub mod endpoints;
-pub mod flows;
-pub mod health;
-pub mod invoke;
-pub mod join;
-pub mod listen;
-pub mod logging;
-pub mod metrics;
-pub mod path;
+pub mod gateway;
+pub mod http;
 pub mod policies;
-pub mod proxy;
-pub mod redact;
-pub mod routes;
-pub mod security;
 pub mod shutdown;
-pub mod templates;
-pub mod tls;
-pub mod trace;
-pub mod upstream;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use arc_swap::ArcSwap;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::analytics::AnalyticsSink;
+use crate::agent::{analytics_stream, config_stream, counters_client, join, link};
 use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::routes::RouteTable;
-
-/// State shared by the proxy, the agent client and the admin listener.
-#[derive(Debug)]
-pub struct Shared {
-    /// The current route table; replaced whole on every applied update.
-    pub routes: ArcSwap<RouteTable>,
-    /// Set once, after the first applied update.
-    ready: AtomicBool,
-    pub metrics: Arc<Metrics>,
-    pub analytics: Arc<AnalyticsSink>,
-    /// Rate-limit / quota / spike-arrest counters, held by the agent (they outlive route-table updates).
-    pub counters: Arc<counters::Counters>,
-    /// The root shutdown token: cancelled means draining.
-    shutdown: CancellationToken,
-    /// OpenTelemetry export; `None` (no OTLP endpoint) means requests are never traced.
-    pub tracing: Option<hgw_otel::Tracing>,
-    /// `--trace-apis all`: trace every API, not only those whose definition enables tracing.
-    pub trace_all: bool,
-}
-
-impl Shared {
-    pub fn new(
-        metrics: Arc<Metrics>,
-        analytics: Arc<AnalyticsSink>,
-        counters: Arc<counters::Counters>,
-        shutdown: CancellationToken,
-    ) -> Shared {
-        Shared {
-            routes: ArcSwap::from_pointee(RouteTable::default()),
-            ready: AtomicBool::new(false),
-            metrics,
-            analytics,
-            counters,
-            shutdown,
-            tracing: None,
-            trace_all: false,
-        }
-    }
-
-    /// Traces requests through `tracing` (all APIs, or those whose definition asks, per `trace_all`).
-    pub fn with_tracing(mut self, tracing: Option<hgw_otel::Tracing>, trace_all: bool) -> Shared {
-        self.tracing = tracing;
-        self.trace_all = trace_all;
-        self
-    }
-
-    /// Whether a configuration has been applied (the route table is the agent's, not the empty one).
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-    }
-
-    /// Called after the table is stored, so a reader that sees `ready` also sees the table.
-    pub fn mark_ready(&self) {
-        self.ready.store(true, Ordering::Release);
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.shutdown.is_cancelled()
-    }
-}
+use crate::gateway::Shared;
+use crate::http::listen;
+use crate::policies::counters;
+use crate::telemetry::metrics::Metrics;
 
 /// Why the dataplane could not run.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +42,7 @@ pub enum RunError {
     #[error("cannot write the address file {path}: {source}")]
     AddrFile { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
-    Link(#[from] agent_link::LinkError),
+    Link(#[from] link::LinkError),
     #[error(transparent)]
     Tracing(#[from] hgw_otel::StartError),
 }
@@ -134,7 +60,7 @@ pub async fn run_until_signal(config: Config) -> Result<(), RunError> {
 /// Runs the dataplane until `shutdown` is cancelled, then: stop accepting, let in-flight requests
 /// finish within the grace period, flush analytics within what is left of it, and return.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
-    let link = agent_link::AgentLink::new(config.agent.clone(), config.agent_tls.as_ref())?;
+    let link = link::AgentLink::new(config.agent.clone(), config.agent_tls.as_ref())?;
     let tracing = match &config.otel {
         Some(settings) => Some(hgw_otel::Tracing::start(settings, "hgw-dataplane", &config.id)?),
         None => None,
@@ -162,7 +88,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     );
 
     let metrics = Arc::new(Metrics::default());
-    let (sink, reporter) = analytics::channel(
+    let (sink, reporter) = analytics_stream::channel(
         config.analytics_queue,
         config.log_max_payload,
         config.log_masked_headers.clone(),
@@ -170,7 +96,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         config.id.clone(),
     );
     let counter_backend =
-        counters::AgentBackend::start(link.connect_lazy(), config.id.clone(), config.rate_limit_timeout);
+        counters_client::AgentBackend::start(link.connect_lazy(), config.id.clone(), config.rate_limit_timeout);
     let counters = Arc::new(counters::Counters::new(Arc::new(counter_backend)));
     if let Some(settings) = &config.otel {
         tracing::info!(endpoint = %settings.endpoint, protocol = ?settings.protocol, service = %settings.service_name,
@@ -187,19 +113,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         tokio::spawn(join::run(link.clone(), token, config.id.clone(), shutdown.child_token()));
     }
     let reporter_task = tokio::spawn(reporter.run(link.clone(), flush_rx));
-    let identity = agent_client::Identity {
+    let identity = config_stream::Identity {
         dataplane_id: config.id.clone(),
         tags: config.tags.clone(),
         hostname: config::hostname(),
         listen_address: listen_addr.to_string(),
     };
-    let agent_task = tokio::spawn(agent_client::run(link.clone(), identity, shared.clone(), shutdown.child_token()));
+    let agent_task = tokio::spawn(config_stream::run(link.clone(), identity, shared.clone(), shutdown.child_token()));
     let admin_cancel = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(admin_listener, shared.clone(), admin_cancel.clone()));
     // Probes stop with the HTTP server: no health records are made while draining.
-    tokio::spawn(health::run(shared.clone(), shutdown.child_token()));
+    tokio::spawn(gateway::probes::run(shared.clone(), shutdown.child_token()));
 
-    let deadline = proxy::serve(listener, shared.clone(), shutdown, config.shutdown_grace).await;
+    let deadline = gateway::serve::serve(listener, shared.clone(), shutdown, config.shutdown_grace).await;
     let _ = agent_task.await;
     let _ = flush_tx.send(deadline);
     let _ = reporter_task.await;

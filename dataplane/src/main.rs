@@ -38,7 +38,7 @@ fn main() -> ExitCode {
         }
     };
     // PEM files of the agent link are checked here, so a bad one is a configuration error too.
-    if let Err(e) = hgw_dataplane::agent_link::AgentLink::new(config.agent.clone(), config.agent_tls.as_ref()) {
+    if let Err(e) = hgw_dataplane::agent::link::AgentLink::new(config.agent.clone(), config.agent_tls.as_ref()) {
         eprintln!("hgw-dataplane: invalid configuration: {e}");
         return ExitCode::from(EXIT_USAGE);
     }

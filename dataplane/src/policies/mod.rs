@@ -6,6 +6,8 @@
 //! request continue or answers it itself ([`Outcome::Respond`]), as Gravitee's policies do.
 
 mod assign_attributes;
+pub mod counters;
+pub mod el;
 mod ip_filtering;
 mod mock;
 pub mod rate_limit;
@@ -20,8 +22,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hgw_proto::v1 as pb;
 
-use crate::el::{ElContext, RequestInfo};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+use crate::policies::el::{ElContext, RequestInfo};
+use crate::telemetry::analytics::Warning;
 
 /// Request context attributes (`policy-assign-attributes`, read by later policies).
 pub type Attributes = Vec<(String, String)>;
@@ -37,7 +41,7 @@ pub struct RequestExchange<'a> {
     pub plan_id: &'a str,
     pub subscription_id: &'a str,
     /// The cluster-wide rate-limit counters (through the agent).
-    pub counters: &'a Arc<crate::counters::Counters>,
+    pub counters: &'a Arc<crate::policies::counters::Counters>,
     /// Request arrival, epoch milliseconds.
     pub now_ms: i64,
     /// Headers to add to whatever response the request gets (e.g. X-Rate-Limit-Remaining).
@@ -121,14 +125,6 @@ pub struct Verdict {
     /// Added to whatever response the request gets.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub warning: Option<Warning>,
-}
-
-/// Something the metrics record should say although the request went on (Gravitee's `warnWith`),
-/// e.g. `RATE_LIMIT_NOT_APPLIED`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Warning {
-    pub key: &'static str,
-    pub message: String,
 }
 
 pub trait Policy: Send + Sync + Debug {
@@ -242,7 +238,9 @@ pub(crate) fn with_test_exchange<T>(
     run: impl FnOnce(&mut RequestExchange<'_>) -> T,
 ) -> T {
     let mut attributes = Attributes::new();
-    let counters = Arc::new(crate::counters::Counters::new(Arc::new(crate::counters::tests::MapBackend::default())));
+    let counters = Arc::new(crate::policies::counters::Counters::new(Arc::new(
+        crate::policies::counters::tests::MapBackend::default(),
+    )));
     let mut response_headers = Vec::new();
     let info = RequestInfo::default();
     let mut exchange = RequestExchange {

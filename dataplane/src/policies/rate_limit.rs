@@ -1,4 +1,5 @@
-//! `rate-limit`, `quota` and `spike-arrest`, counted cluster-wide by the agent ([`crate::counters`]).
+//! `rate-limit`, `quota` and `spike-arrest`, counted cluster-wide by the agent
+//! ([`crate::policies::counters`]).
 //!
 //! Gravitee's semantics: a counter per key `ratelimit:{plan}{subscription}[:{key}]:{rl|q|sa}`; its window
 //! starts at the first request and resets `period` later (not clock-aligned); a request is allowed while
@@ -16,7 +17,7 @@ use hgw_proto::v1 as pb;
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::{Outcome, Policy, PolicyError, Reply, RequestExchange, Value, Verdict, Warning, invalid};
-use crate::counters::{Answer, CounterRef, Unavailable};
+use crate::policies::counters::{Answer, CounterRef, Unavailable};
 
 use hgw_proto::counters::spike_slice;
 
@@ -245,9 +246,9 @@ impl Policy for RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counters::Counters;
-    use crate::counters::tests::MapBackend;
     use crate::policies::Attributes;
+    use crate::policies::counters::Counters;
+    use crate::policies::counters::tests::MapBackend;
     use std::sync::atomic::Ordering;
 
     fn policy(kind: pb::RateLimitKind, limit: u64, period_ms: u64, key: &str) -> RateLimit {
@@ -287,7 +288,7 @@ mod tests {
             counters,
             now_ms,
             response_headers: &mut response_headers,
-            info: &crate::el::RequestInfo::default(),
+            info: &crate::policies::el::RequestInfo::default(),
             path_params: &[],
         };
         match policy.on_request(&mut exchange) {

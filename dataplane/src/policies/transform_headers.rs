@@ -5,7 +5,7 @@ use hgw_proto::v1 as pb;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{Outcome, Policy, PolicyError, RequestExchange, ResponseExchange, Value, header_name, invalid};
-use crate::el::ElContext;
+use crate::policies::el::ElContext;
 
 /// Rendered headers, in order.
 type Headers = Vec<(HeaderName, HeaderValue)>;

@@ -76,7 +76,7 @@ impl Policy for UrlRewriting {
         self.body
     }
 
-    fn rewrite_body(&self, body: &str, el: &crate::el::ElContext<'_>) -> Option<String> {
+    fn rewrite_body(&self, body: &str, el: &crate::policies::el::ElContext<'_>) -> Option<String> {
         if !self.body || !self.from.is_match(body) {
             return None;
         }
@@ -88,8 +88,8 @@ impl Policy for UrlRewriting {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::el::RequestInfo;
     use crate::policies::Attributes;
+    use crate::policies::el::RequestInfo;
     use http::{HeaderMap, StatusCode};
 
     fn run(policy: &UrlRewriting, headers: &mut HeaderMap) {
@@ -115,7 +115,7 @@ mod tests {
         let p = policy("http://backend:8080/(\\w+)", "https://api.example.com/$1", false);
         let info = RequestInfo::default();
         let headers = HeaderMap::new();
-        let el = crate::el::ElContext::response(&info, &[], 200, &headers);
+        let el = crate::policies::el::ElContext::response(&info, &[], 200, &headers);
         assert_eq!(
             p.rewrite_body("see http://backend:8080/orders and http://backend:8080/items", &el).as_deref(),
             Some("see https://api.example.com/orders and https://api.example.com/items")

@@ -1,20 +1,13 @@
-//! Analytics: one Gravitee v4 metrics record per request (and a v4 log record when the API's logging
-//! settings apply), queued without ever blocking a request, batched, and streamed to the agent on
-//! `hgw.v1.Analytics/Report` until acknowledged.
-//!
-//! Memory is bounded twice: the queue (`--analytics-queue` entries; an entry is one request's metrics
-//! record with its log record, or nothing else) and the unacknowledged batches (`queue / 500 + 1`).
-//! Batches are formed only while a stream to the agent is open: while the agent is away, or while it
-//! stops acknowledging (its spool is full), records wait in the queue, and once the queue is full the
-//! **oldest** queued entry makes room for the new one. Every dropped record is counted on `/metrics`
-//! and reported to the agent in the next batch's `dropped`; none is dropped silently.
+//! The analytics stream to the agent (`hgw.v1.Analytics/Report`): the reporter drains the record
+//! queue of [`crate::telemetry::analytics`] into batches, encodes each once, and keeps them flowing
+//! to the agent until acknowledged (see there for how memory is bounded).
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
 use hgw_proto::v1::{HealthCheckRecord, LogRecord, MetricsRecord, ReportRequest, ReportResponse};
@@ -23,154 +16,17 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::agent_client::AgentError;
-use crate::agent_link::AgentLink;
-use crate::backoff::Backoff;
-use crate::body::RequestStats;
-use crate::logging::LogCapture;
-use crate::metrics::Metrics;
-use crate::upstream::error_chain;
+use crate::agent::backoff::Backoff;
+use crate::agent::config_stream::AgentError;
+use crate::agent::link::AgentLink;
+use crate::http::upstream::error_chain;
+use crate::telemetry::analytics::{AnalyticsSink, Entry, Queue};
+use crate::telemetry::metrics::Metrics;
 
 /// Records per batch: large enough to amortise the agent's fsync, small enough for one gRPC message.
 pub const BATCH_SIZE: usize = 500;
 /// A partial batch is sent after this long, so records reach the agent promptly at low traffic.
 pub const BATCH_INTERVAL: Duration = Duration::from_secs(1);
-
-/// One request's records, queued and dropped together.
-#[derive(Debug)]
-struct Entry {
-    /// Boxed from the request on: the record is large, and it moves through the queue and batches.
-    metrics: Box<MetricsRecord>,
-    log: Option<Box<LogRecord>>,
-}
-
-impl Entry {
-    /// Records this entry counts for.
-    fn records(&self) -> u64 {
-        1 + u64::from(self.log.is_some())
-    }
-}
-
-/// The bounded queue between requests and the reporter: a ring that drops its oldest entry when a new
-/// one arrives while it is full. The lock is held only to push or pop, never across an await.
-#[derive(Debug)]
-struct Queue {
-    state: std::sync::Mutex<QueueState>,
-    ready: Notify,
-    capacity: usize,
-}
-
-#[derive(Debug, Default)]
-struct QueueState {
-    entries: VecDeque<Entry>,
-    /// Records in `entries` (for the queued gauge).
-    records: u64,
-    /// Set at shutdown, once the reporter took what was queued.
-    closed: bool,
-}
-
-impl Queue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Adds `entry`; returns what could not be kept (the evicted oldest entry, or `entry` itself once
-    /// the queue is closed) and the records now queued.
-    fn push(&self, entry: Entry) -> (Option<Entry>, u64) {
-        let mut state = self.lock();
-        if state.closed {
-            return (Some(entry), state.records);
-        }
-        let evicted = if state.entries.len() >= self.capacity { state.entries.pop_front() } else { None };
-        if let Some(old) = &evicted {
-            state.records -= old.records();
-        }
-        state.records += entry.records();
-        state.entries.push_back(entry);
-        let records = state.records;
-        drop(state);
-        self.ready.notify_one();
-        (evicted, records)
-    }
-
-    /// The oldest entry, and the records left queued.
-    fn pop(&self) -> (Option<Entry>, u64) {
-        let mut state = self.lock();
-        let entry = state.entries.pop_front();
-        if let Some(e) = &entry {
-            state.records -= e.records();
-        }
-        (entry, state.records)
-    }
-
-    fn close(&self) {
-        self.lock().closed = true;
-        self.ready.notify_one();
-    }
-
-    fn is_closed(&self) -> bool {
-        self.lock().closed
-    }
-}
-
-/// The request path's handle on the queue. Cheap to share; `record` never awaits.
-#[derive(Debug)]
-pub struct AnalyticsSink {
-    queue: Arc<Queue>,
-    metrics: Arc<Metrics>,
-    /// Drops since the last sealed batch, reported in its `dropped` field.
-    dropped_since_batch: Arc<AtomicU64>,
-    /// Health-check results waiting for the next batch (bounded; probes are few and periodic).
-    health: Arc<std::sync::Mutex<Vec<HealthCheckRecord>>>,
-    /// Bytes of each body a log record keeps (`--log-max-payload`).
-    log_max_payload: usize,
-    /// Headers whose values log records mask (`--log-masked-headers`).
-    log_masked_headers: Arc<[http::HeaderName]>,
-}
-
-/// Health-check results kept between batches before new ones are dropped (and counted).
-const MAX_PENDING_HEALTH: usize = 10_000;
-
-impl AnalyticsSink {
-    /// Queues a health-check result for the next batch; never blocks a probe.
-    pub fn health(&self, record: HealthCheckRecord) {
-        self.metrics.analytics_produced.fetch_add(1, Ordering::Relaxed);
-        let mut pending = self.health.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.len() < MAX_PENDING_HEALTH {
-            pending.push(record);
-        } else {
-            self.count_dropped(1);
-        }
-    }
-
-    /// Enqueues a request's records; when the queue is full its oldest entry is dropped (and counted)
-    /// to make room.
-    pub fn record(&self, metrics: Box<MetricsRecord>, log: Option<LogRecord>) {
-        let entry = Entry { metrics, log: log.map(Box::new) };
-        self.metrics.analytics_produced.fetch_add(entry.records(), Ordering::Relaxed);
-        let (lost, queued) = self.queue.push(entry);
-        self.metrics.analytics_queued.store(queued, Ordering::Relaxed);
-        if let Some(lost) = lost {
-            self.count_dropped(lost.records());
-        }
-    }
-
-    fn count_dropped(&self, records: u64) {
-        self.metrics.analytics_dropped.fetch_add(records, Ordering::Relaxed);
-        self.dropped_since_batch.fetch_add(records, Ordering::Relaxed);
-    }
-
-    /// Bytes of each body a log record keeps.
-    pub fn log_max_payload(&self) -> usize {
-        self.log_max_payload
-    }
-
-    /// Headers whose values log records mask (besides each API's API-key headers).
-    pub fn log_masked_headers(&self) -> &Arc<[http::HeaderName]> {
-        &self.log_masked_headers
-    }
-}
-
 /// Creates the queue: the sink for requests and the reporter that drains it.
 pub fn channel(
     capacity: usize,
@@ -206,104 +62,6 @@ pub fn channel(
     };
     (sink, reporter)
 }
-
-/// A request's metrics record while the request runs; emitted when dropped, so exactly once.
-#[derive(Debug)]
-pub struct PendingRecord {
-    /// Always present until the record is emitted on drop.
-    record: Option<Box<MetricsRecord>>,
-    arrival: Instant,
-    endpoint_time: Option<Duration>,
-    request: Option<Arc<RequestStats>>,
-    response_bytes: u64,
-    sink: Arc<AnalyticsSink>,
-    /// The request's log while it runs, when the API's logging settings apply to it.
-    log: Option<Box<LogCapture>>,
-}
-
-impl PendingRecord {
-    /// `record` carries the fields known at arrival; `arrival` starts the gateway response time.
-    pub fn new(record: MetricsRecord, arrival: Instant, sink: Arc<AnalyticsSink>) -> PendingRecord {
-        let record = Some(Box::new(record));
-        PendingRecord { record, arrival, endpoint_time: None, request: None, response_bytes: 0, sink, log: None }
-    }
-
-    /// Logs this request too (its log record is emitted with the metrics record).
-    pub fn set_log(&mut self, capture: LogCapture) {
-        self.log = Some(Box::new(capture));
-    }
-
-    pub fn log_mut(&mut self) -> Option<&mut LogCapture> {
-        self.log.as_deref_mut()
-    }
-
-    /// How many request-body bytes to tee for the log, when the log wants the request body.
-    pub fn request_capture(&self) -> Option<usize> {
-        self.log.as_ref().filter(|l| l.wants_request_body()).map(|l| l.max_payload())
-    }
-
-    pub fn record_mut(&mut self) -> &mut MetricsRecord {
-        self.record.get_or_insert_with(Box::default)
-    }
-
-    pub fn set_request_stats(&mut self, stats: Arc<RequestStats>) {
-        self.request = Some(stats);
-    }
-
-    /// Time from sending to the endpoint until its response headers (or failure).
-    pub fn set_endpoint_time(&mut self, elapsed: Duration) {
-        self.endpoint_time = Some(elapsed);
-    }
-
-    /// A chunk of the response body on its way to the client: counted, and teed into the log.
-    pub fn response_data(&mut self, data: &[u8]) {
-        self.response_bytes += data.len() as u64;
-        if let Some(log) = self.log.as_deref_mut() {
-            log.response_data(data);
-        }
-    }
-
-    /// Records a warning (e.g. `RATE_LIMIT_NOT_APPLIED`) in the error fields, unless an error is already
-    /// there; a later gateway error replaces it.
-    pub fn warn(&mut self, warning: crate::policies::Warning) {
-        let record = self.record_mut();
-        if record.error_key.is_empty() {
-            record.error_key = warning.key.to_owned();
-            record.error_message = warning.message;
-        }
-    }
-}
-
-impl Drop for PendingRecord {
-    fn drop(&mut self) {
-        let Some(mut record) = self.record.take() else {
-            return;
-        };
-        let gateway = millis(self.arrival.elapsed());
-        let endpoint = self.endpoint_time.map_or(0, millis);
-        record.gateway_response_time_ms = gateway;
-        record.endpoint_response_time_ms = endpoint;
-        record.gateway_latency_ms = (gateway - endpoint).max(0);
-        record.response_content_length = i64::try_from(self.response_bytes).unwrap_or(i64::MAX);
-        if let Some(stats) = &self.request {
-            record.request_content_length = i64::try_from(stats.bytes()).unwrap_or(i64::MAX);
-            record.request_ended = stats.ended();
-        }
-        let log =
-            self.log.take().map(|capture| capture.finish(&record, self.request.as_ref().and_then(|s| s.captured())));
-        self.sink.record(record, log);
-    }
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Epoch milliseconds now, for `timestamp_ms`.
-pub fn epoch_millis() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, millis)
-}
-
 /// A sealed batch kept until the agent acknowledges it: encoded once, when sealed, so the records'
 /// strings are freed at once and sending (or resending after a reconnect) copies nothing.
 #[derive(Debug, Clone)]
@@ -635,6 +393,7 @@ async fn next_ack(stream: &mut Option<ReportStream>) -> Result<Option<ReportResp
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::analytics::PendingRecord;
 
     fn batches(capacity: usize) -> (Batches, Arc<AtomicU64>) {
         let metrics = Arc::new(Metrics::default());

@@ -9,94 +9,17 @@
 //! attributes), `security`, `request` and `response` phase spans, a CLIENT span per endpoint attempt
 //! (retries and failover are further attempts, `http.request.resend_count`), and with `verbose` a span
 //! per policy step named by its Gravitee policy id. The endpoint sees the CLIENT span as its parent.
+//! The decision is made when the request is routed, in [`crate::gateway::trace`].
 
-use std::net::SocketAddr;
-use std::time::SystemTime;
-
-use hgw_otel::context::{TRACEPARENT, TRACESTATE, tracestate};
-use hgw_otel::{Sampling, Span, SpanKind, Trace, TraceParent};
-use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
-
-use crate::Shared;
-use crate::routes::Api;
+use hgw_otel::context::TRACEPARENT;
+use hgw_otel::{Span, SpanKind, Trace};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 /// An API's `analytics.tracing` as the dataplane uses it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApiTracing {
     /// A span per policy step.
     pub verbose: bool,
-}
-
-/// What a request does about tracing.
-#[derive(Debug)]
-pub enum Start {
-    /// Not traced: headers pass through untouched.
-    Off,
-    /// Not sampled and the client sent no trace context: this `traceparent` (sampled flag off) goes to
-    /// the endpoint.
-    Propagate(HeaderValue),
-    /// Sampled: spans are recorded.
-    Traced(Box<RequestTrace>),
-}
-
-/// The request's fields the SERVER span reports.
-pub struct Incoming<'a> {
-    pub method: &'a Method,
-    pub path: &'a str,
-    pub host: &'a str,
-    pub version: Version,
-    pub headers: &'a HeaderMap,
-    pub remote: SocketAddr,
-    pub context_path: &'a str,
-    pub request_id: &'a HeaderValue,
-    pub transaction_id: &'a HeaderValue,
-}
-
-/// Decides whether this request is traced; `age` is how long ago it arrived (the SERVER span starts
-/// then). Costs one branch when tracing is off or the API is not traced.
-pub fn start(shared: &Shared, api: &Api, request: &Incoming<'_>, age: std::time::Duration) -> Start {
-    let Some(tracing) = &shared.tracing else {
-        return Start::Off;
-    };
-    let verbose = match api.tracing {
-        Some(settings) => settings.verbose,
-        None if shared.trace_all => false,
-        None => return Start::Off,
-    };
-    let parent = request.headers.get(TRACEPARENT).and_then(|v| TraceParent::parse(v.as_bytes()));
-    let state = if parent.is_some() { request.headers.get(TRACESTATE).and_then(tracestate) } else { None };
-    let trace = match tracing.sample(parent, state) {
-        Sampling::Sampled(trace) => trace,
-        Sampling::NotSampled { .. } if parent.is_some() => return Start::Off,
-        Sampling::NotSampled { trace_id } => {
-            return Start::Propagate(TraceParent::header(trace_id, rand::random::<u64>() | 1, 0));
-        }
-    };
-    let mut server = trace.root(format!("{} {}", request.method, request.context_path), SpanKind::Server);
-    server.started_at(SystemTime::now().checked_sub(age).unwrap_or_else(SystemTime::now));
-    server.set("http.request.method", request.method.as_str().to_owned());
-    server.set("url.path", request.path.to_owned());
-    server.set("url.scheme", "http");
-    server.set("http.route", request.context_path.to_owned());
-    let (host, port) = split_host(request.host);
-    if !host.is_empty() {
-        server.set("server.address", host.to_owned());
-    }
-    if let Some(port) = port {
-        server.set("server.port", i64::from(port));
-    }
-    server.set("client.address", request.remote.ip().to_string());
-    server.set("network.peer.address", request.remote.ip().to_string());
-    server.set("network.peer.port", i64::from(request.remote.port()));
-    server.set("network.protocol.version", protocol_version(request.version));
-    if let Some(agent) = request.headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()) {
-        server.set("user_agent.original", agent.to_owned());
-    }
-    server.set("gravitee.api.id", api.id.clone());
-    server.set("gravitee.api.name", api.name.clone());
-    server.set("gravitee.request.id", lossy(request.request_id));
-    server.set("gravitee.transaction.id", lossy(request.transaction_id));
-    Start::Traced(Box::new(RequestTrace { trace, server: Some(server), verbose, status: None, error_key: None }))
 }
 
 /// A sampled request's trace; its SERVER span ends when the trace is dropped (with the response body,
@@ -111,6 +34,11 @@ pub struct RequestTrace {
 }
 
 impl RequestTrace {
+    /// A sampled request's trace, its SERVER span started ([`crate::gateway::trace::start`]).
+    pub(crate) fn new(trace: Trace, server: Span, verbose: bool) -> RequestTrace {
+        RequestTrace { trace, server: Some(server), verbose, status: None, error_key: None }
+    }
+
     fn server_id(&self) -> u64 {
         self.server.as_ref().map_or(0, |s| s.id)
     }
@@ -247,43 +175,12 @@ fn method_name(method: &Method) -> &'static str {
     }
 }
 
-fn protocol_version(version: Version) -> &'static str {
-    match version {
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
-    }
-}
-
-fn split_host(host: &str) -> (&str, Option<u16>) {
-    if let Some(rest) = host.strip_prefix('[') {
-        // [v6]:port
-        return match rest.split_once(']') {
-            Some((ip, tail)) => (ip, tail.strip_prefix(':').and_then(|p| p.parse().ok())),
-            None => (host, None),
-        };
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if !name.contains(':') => (name, port.parse().ok()),
-        _ => (host, None),
-    }
-}
-
-fn lossy(value: &HeaderValue) -> String {
-    String::from_utf8_lossy(value.as_bytes()).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn host_and_port_are_split() {
-        assert_eq!(split_host("api.example:8082"), ("api.example", Some(8082)));
-        assert_eq!(split_host("api.example"), ("api.example", None));
-        assert_eq!(split_host("[::1]:80"), ("::1", Some(80)));
-        assert_eq!(split_host("::1"), ("::1", None));
+    fn other_methods_are_named_other() {
         assert_eq!(method_name(&Method::from_bytes(b"PURGE").unwrap()), "_OTHER");
     }
 }

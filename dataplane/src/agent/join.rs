@@ -10,8 +10,8 @@ use hgw_proto::v1::identity_client::IdentityClient;
 use hgw_proto::v1::{IssuedCertificate, JoinRequest, RenewRequest};
 use tokio_util::sync::CancellationToken;
 
-use crate::agent_link::AgentLink;
-use crate::backoff::Backoff;
+use crate::agent::backoff::Backoff;
+use crate::agent::link::AgentLink;
 
 /// Renew when this fraction of the certificate's life is left (renewing at 2/3 of its life).
 const RENEW_AT_REMAINING: f64 = 1.0 / 3.0;

@@ -9,15 +9,15 @@ use std::sync::Arc;
 
 use hgw_proto::v1 as pb;
 
-use crate::cors::{Cors, CorsError};
-use crate::endpoints::convert_group;
-pub use crate::endpoints::{Endpoint, EndpointGroup, HttpOptions, Target};
-use crate::flows::{Flow, FlowError};
-use crate::logging::{Logging, LoggingError};
-use crate::security::{Security, SecurityError};
-use crate::templates::{ResponseTemplates, TemplateError};
-use crate::tls::TlsError;
-use crate::upstream::{ClientKey, UpstreamClient};
+use crate::api::conversion::{ConversionError, Invalid};
+use crate::api::cors::Cors;
+use crate::api::endpoints::convert_group;
+pub use crate::api::endpoints::{Endpoint, EndpointGroup, Target};
+use crate::api::flows::Flow;
+use crate::api::security::Security;
+use crate::api::templates::ResponseTemplates;
+use crate::http::upstream::{ClientKey, UpstreamClient};
+use crate::telemetry::logging::Logging;
 
 /// A compiled Gravitee HTTP proxy API, ready to serve.
 #[derive(Debug)]
@@ -48,10 +48,10 @@ pub struct Api {
     /// Request/response logging (v4 log records); `None` costs requests nothing.
     pub logging: Option<Logging>,
     /// Where this API's clients send API keys: masked in the analytics `uri` and in log records.
-    pub api_keys: Arc<crate::security::ApiKeyLocations>,
+    pub api_keys: Arc<crate::telemetry::redact::ApiKeyLocations>,
     /// Gravitee's `analytics.tracing`: `Some` when the API asks for traces (`verbose` adds a span per
     /// policy step). Requests are traced only when the dataplane exports traces at all.
-    pub tracing: Option<crate::trace::ApiTracing>,
+    pub tracing: Option<crate::telemetry::trace::ApiTracing>,
 }
 
 /// Where an API listens: virtual host (lower case, empty for any) and context path.
@@ -59,48 +59,6 @@ pub struct Api {
 pub struct ContextPath {
     pub host: String,
     pub path: String,
-}
-
-/// Why an `hgw.v1.Api` cannot be served; `field` is the path inside the message.
-#[derive(Debug, thiserror::Error)]
-#[error("api {api:?}: {field}: {reason}")]
-pub struct ConversionError {
-    pub api: String,
-    pub field: String,
-    pub reason: Invalid,
-}
-
-/// The precise reason a field was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum Invalid {
-    #[error("must not be empty")]
-    Empty,
-    #[error("{0}")]
-    HealthCheck(String),
-    #[error("{0:?} must start with '/'")]
-    ContextPath(String),
-    #[error("{0:?} is not an absolute http:// or https:// URL with a host")]
-    Target(String),
-    #[error("no endpoint group")]
-    NoEndpointGroup,
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    #[error("load balancer {0} not supported by this dataplane")]
-    LoadBalancer(String),
-    #[error(transparent)]
-    Security(#[from] SecurityError),
-    #[error("flow mode {0} not supported by this dataplane")]
-    FlowMode(String),
-    #[error("invalid header {0:?}")]
-    Header(String),
-    #[error(transparent)]
-    Flow(#[from] FlowError),
-    #[error(transparent)]
-    Cors(#[from] CorsError),
-    #[error(transparent)]
-    Template(#[from] TemplateError),
-    #[error(transparent)]
-    Logging(#[from] LoggingError),
 }
 
 impl TryFrom<pb::Api> for Api {
@@ -200,7 +158,7 @@ impl TryFrom<pb::Api> for Api {
             best_match,
             response_templates,
             logging,
-            tracing: tracing.filter(|t| t.enabled).map(|t| crate::trace::ApiTracing { verbose: t.verbose }),
+            tracing: tracing.filter(|t| t.enabled).map(|t| crate::telemetry::trace::ApiTracing { verbose: t.verbose }),
         })
     }
 }

@@ -7,7 +7,7 @@ use std::cell::OnceCell;
 
 use http::HeaderMap;
 
-use crate::security::query_pairs;
+use crate::http::query::query_pairs;
 
 /// What EL can read about the request beyond its (live) headers.
 #[derive(Debug, Default, Clone)]

@@ -16,16 +16,10 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-use crate::routes::Invalid;
-use crate::tls::TlsOptions;
-use crate::upstream::{ClientKey, TlsKey};
+use crate::api::conversion::Invalid;
+use crate::http::tls::TlsOptions;
+use crate::http::upstream::{ClientKey, HttpOptions, TlsKey, millis};
 
-/// Gravitee's default connect timeout, used when the agent leaves the field at zero.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(3_000);
-/// Gravitee's default read timeout (time to the response headers).
-pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_millis(10_000);
-/// Gravitee's default idle timeout of pooled connections.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_millis(60_000);
 /// Gravitee's default `failover.slowCallDuration`: one attempt's time limit.
 pub const DEFAULT_SLOW_CALL: Duration = Duration::from_millis(2_000);
 /// Gravitee's default `failover.openStateDuration`.
@@ -78,10 +72,6 @@ impl From<pb::Failover> for Failover {
     }
 }
 
-fn millis(ms: u32, default: Duration) -> Duration {
-    if ms == 0 { default } else { Duration::from_millis(u64::from(ms)) }
-}
-
 /// Endpoints behind one load balancer: primaries first, then secondaries, each tier balanced alone.
 #[derive(Debug)]
 pub struct EndpointGroup {
@@ -89,7 +79,7 @@ pub struct EndpointGroup {
     pub load_balancer: LoadBalancer,
     pub failover: Option<Failover>,
     /// Active health checking of this group's endpoints (see `health`).
-    pub health_check: Option<crate::health::HealthCheck>,
+    pub health_check: Option<crate::api::health::HealthCheck>,
     /// Primaries (`..primaries`) then secondaries, each in definition order.
     endpoints: Vec<Endpoint>,
     primaries: usize,
@@ -198,43 +188,11 @@ pub struct Endpoint {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub weight: u32,
     pub secondary: bool,
-    /// The pooled client this endpoint uses (see [`crate::upstream::ClientCache`]).
+    /// The pooled client this endpoint uses (see [`crate::api::clients::ClientCache`]).
     pub client_key: ClientKey,
     pub circuit: Circuit,
     /// Health-check state: a DOWN endpoint is skipped like an open circuit.
-    pub health: crate::health::EndpointHealth,
-}
-
-/// Effective HTTP client options of an endpoint (zeros from the agent replaced by Gravitee defaults).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct HttpOptions {
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub keep_alive: bool,
-    pub propagate_client_host: bool,
-    pub http2: bool,
-}
-
-impl From<Option<pb::HttpClientOptions>> for HttpOptions {
-    fn from(options: Option<pb::HttpClientOptions>) -> Self {
-        let pb::HttpClientOptions {
-            connect_timeout_ms,
-            read_timeout_ms,
-            idle_timeout_ms,
-            keep_alive,
-            propagate_client_host,
-            version,
-        } = options.unwrap_or(pb::HttpClientOptions { keep_alive: true, ..Default::default() });
-        HttpOptions {
-            connect_timeout: millis(connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT),
-            read_timeout: millis(read_timeout_ms, DEFAULT_READ_TIMEOUT),
-            idle_timeout: millis(idle_timeout_ms, DEFAULT_IDLE_TIMEOUT),
-            keep_alive,
-            propagate_client_host,
-            http2: version == pb::HttpVersion::Http2 as i32,
-        }
-    }
+    pub health: crate::api::health::EndpointHealth,
 }
 
 /// An endpoint target split so the request path can be inserted before the target's own query.
@@ -259,8 +217,8 @@ impl Target {
     /// logs or `/config`. Error messages show the target with its userinfo masked.
     pub fn parse_with_credentials(target: &str) -> Result<(Target, Option<String>), Invalid> {
         let target = target.trim();
-        let invalid = || Invalid::Target(crate::redact::redact_userinfo(target).into_owned());
-        let (target, userinfo) = crate::redact::split_userinfo(target);
+        let invalid = || Invalid::Target(crate::telemetry::redact::redact_userinfo(target).into_owned());
+        let (target, userinfo) = crate::telemetry::redact::split_userinfo(target);
         let target = target.as_ref();
         let uri: http::Uri = target.parse().map_err(|_| invalid())?;
         let https = match uri.scheme_str() {
@@ -277,7 +235,7 @@ impl Target {
             None => (without_fragment, None),
         };
         let target = Target { base: base.trim_end_matches('/').to_owned(), query, https };
-        Ok((target, userinfo.map(crate::redact::basic_authorization)))
+        Ok((target, userinfo.map(crate::telemetry::redact::basic_authorization)))
     }
 
     pub fn is_https(&self) -> bool {
@@ -496,7 +454,7 @@ pub fn convert_group(
 ) -> Result<EndpointGroup, (String, Invalid)> {
     let pb::EndpointGroup { name, load_balancer, endpoints, health_check } = group;
     let health_check = health_check
-        .map(crate::health::HealthCheck::try_from)
+        .map(crate::api::health::HealthCheck::try_from)
         .transpose()
         .map_err(|reason| ("endpoint_groups[0].health_check".to_owned(), Invalid::HealthCheck(reason)))?;
     let load_balancer = match pb::LoadBalancer::try_from(load_balancer) {
@@ -557,7 +515,7 @@ pub fn convert_group(
             secondary,
             client_key,
             circuit: Circuit::new(max_failures, open_state),
-            health: crate::health::EndpointHealth::default(),
+            health: crate::api::health::EndpointHealth::default(),
         });
     }
     if converted.is_empty() {
@@ -782,21 +740,5 @@ mod tests {
         let auth: Vec<_> = e.headers.iter().filter(|(n, _)| n == http::header::AUTHORIZATION).collect();
         assert_eq!((auth.len(), auth[0].1.to_str().unwrap()), (1, "Bearer t"));
         assert_eq!(e.target.display(), "http://backend");
-    }
-
-    #[test]
-    fn http_options_take_gravitee_defaults() {
-        let o = HttpOptions::from(Some(pb::HttpClientOptions {
-            read_timeout_ms: 250,
-            propagate_client_host: true,
-            version: pb::HttpVersion::Http2 as i32,
-            ..Default::default()
-        }));
-        assert_eq!(o.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
-        assert_eq!(o.read_timeout, Duration::from_millis(250));
-        assert_eq!(o.idle_timeout, DEFAULT_IDLE_TIMEOUT);
-        assert!(!o.keep_alive && o.propagate_client_host && o.http2);
-        let defaults = HttpOptions::from(None);
-        assert!(defaults.keep_alive && !defaults.http2);
     }
 }

@@ -11,9 +11,11 @@ use hgw_proto::v1 as pb;
 use http::{HeaderName, StatusCode, Uri};
 use sha2::{Digest, Sha256};
 
-use crate::el::{ElContext, RequestInfo};
-use crate::flows::Flow;
+use crate::api::flows::Flow;
+use crate::http::query::{percent_decode, query_pairs};
 use crate::policies::Reply;
+use crate::policies::el::{ElContext, RequestInfo};
+use crate::telemetry::redact::ApiKeyLocations;
 
 #[derive(Debug)]
 pub struct Plan {
@@ -50,13 +52,6 @@ impl std::fmt::Debug for JwtPlan {
             .field("algorithms", &self.validation.algorithms)
             .finish()
     }
-}
-
-/// The headers and query parameters that carry an API's keys (masked in analytics and logs).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ApiKeyLocations {
-    pub headers: Vec<HeaderName>,
-    pub query_params: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -497,36 +492,6 @@ fn find_key(parts: &http::request::Parts, config: &ApiKeyPlan) -> Option<String>
     query_pairs(parts.uri.query()?)
         .find(|(name, value)| name == &config.query_param && !value.is_empty())
         .map(|(_, value)| value)
-}
-
-/// `name=value` pairs of a query string, percent-decoded.
-pub(crate) fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(name), percent_decode(value))
-    })
-}
-
-fn percent_decode(text: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(high), Some(low)) => {
-                    out.push(high << 4 | low);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            other => out.push(other),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn strip_key(parts: &mut http::request::Parts, config: &ApiKeyPlan) {

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use hgw_proto::v1::{self as pb, LogHeader, LogRecord, LogRequest, LogResponse};
 use http::{HeaderMap, HeaderName, Method, StatusCode};
 
-use crate::redact::{MASK, mask_query};
-use crate::security::ApiKeyLocations;
+use crate::telemetry::redact::ApiKeyLocations;
+use crate::telemetry::redact::{MASK, mask_query};
 
 /// Bytes of each body kept in a log record by default (`--log-max-payload`).
 pub const DEFAULT_LOG_MAX_PAYLOAD: usize = 8 * 1024;

@@ -1,129 +1,24 @@
-//! Active endpoint health checks (Gravitee's `http-health-check` endpoint-group service).
-//!
-//! Every dataplane probes the endpoints of the APIs it serves, as each Gravitee gateway does. An
-//! endpoint goes DOWN after `failure_threshold` failed probes in a row and is then skipped by load
-//! balancing (like an open circuit: secondaries take over when every primary is down); it comes back
-//! UP after `success_threshold` good probes. Every probe becomes a health-check record, sent to the
-//! agent with the analytics. Probe state lives in the endpoint, so it starts fresh (UP) when an API's
-//! configuration changes.
+//! Active endpoint health checks, run beside the request pipeline: every dataplane probes the
+//! endpoints of the APIs it serves, per each endpoint group's [`HealthCheck`], and every probe
+//! becomes a health-check record sent to the agent with the analytics (see [`crate::api::health`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use hgw_proto::v1 as pb;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
+use http::{HeaderMap, Request};
 use tokio_util::sync::CancellationToken;
 
-use crate::Shared;
-use crate::analytics::epoch_millis;
-use crate::body::RequestBody;
-use crate::el::{ElContext, RequestInfo};
-use crate::routes::{Api, RouteTable};
+use super::Shared;
+use crate::api::health::HealthCheck;
+use crate::api::routes::{Api, RouteTable};
+use crate::http::body::RequestBody;
+use crate::policies::el::{ElContext, RequestInfo};
+use crate::telemetry::analytics::epoch_millis;
 
 /// How often the scheduler looks for due probes (the finest probe period is one second).
 const TICK: Duration = Duration::from_millis(200);
-
-/// A compiled health check.
-#[derive(Debug)]
-pub struct HealthCheck {
-    pub interval: Duration,
-    method: Method,
-    path: String,
-    override_endpoint_path: bool,
-    headers: Vec<(HeaderName, HeaderValue)>,
-    assertion: hgw_el::Expression,
-    success_threshold: u32,
-    failure_threshold: u32,
-}
-
-impl TryFrom<pb::HealthCheck> for HealthCheck {
-    type Error = String;
-
-    fn try_from(check: pb::HealthCheck) -> Result<Self, Self::Error> {
-        let pb::HealthCheck {
-            interval_ms,
-            method,
-            path,
-            override_endpoint_path,
-            headers,
-            assertion,
-            success_threshold,
-            failure_threshold,
-        } = check;
-        let method = Method::from_bytes(method.as_bytes()).map_err(|_| format!("method {method:?}"))?;
-        let headers = headers
-            .into_iter()
-            .map(|pb::Header { name, value }| {
-                match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value.as_bytes())) {
-                    (Ok(n), Ok(v)) => Ok((n, v)),
-                    _ => Err(format!("header {name:?}")),
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let assertion = if assertion.trim().is_empty() { "{#response.status == 200}".to_owned() } else { assertion };
-        let assertion = hgw_el::parse(&assertion).map_err(|e| format!("assertion: EL {e}"))?;
-        Ok(HealthCheck {
-            interval: Duration::from_millis(interval_ms.max(1000)),
-            method,
-            path: if path.is_empty() { "/".to_owned() } else { path },
-            override_endpoint_path,
-            headers,
-            assertion,
-            success_threshold: success_threshold.max(1),
-            failure_threshold: failure_threshold.max(1),
-        })
-    }
-}
-
-/// One endpoint's probe state.
-#[derive(Debug)]
-pub struct EndpointHealth {
-    up: AtomicBool,
-    successes: AtomicU32,
-    failures: AtomicU32,
-    /// Epoch milliseconds of the next probe.
-    next_due_ms: AtomicI64,
-    probing: AtomicBool,
-}
-
-impl Default for EndpointHealth {
-    fn default() -> Self {
-        EndpointHealth {
-            up: AtomicBool::new(true),
-            successes: AtomicU32::new(0),
-            failures: AtomicU32::new(0),
-            next_due_ms: AtomicI64::new(0),
-            probing: AtomicBool::new(false),
-        }
-    }
-}
-
-impl EndpointHealth {
-    pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
-    }
-
-    /// Counts a probe; returns (up after it, whether it changed the state).
-    fn record(&self, success: bool, check: &HealthCheck) -> (bool, bool) {
-        let was_up = self.is_up();
-        if success {
-            self.failures.store(0, Ordering::Relaxed);
-            let successes = self.successes.fetch_add(1, Ordering::Relaxed) + 1;
-            if !was_up && successes >= check.success_threshold {
-                self.up.store(true, Ordering::Relaxed);
-            }
-        } else {
-            self.successes.store(0, Ordering::Relaxed);
-            let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-            if was_up && failures >= check.failure_threshold {
-                self.up.store(false, Ordering::Relaxed);
-            }
-        }
-        let up = self.is_up();
-        (up, up != was_up)
-    }
-}
 
 /// Runs probes for every API of the current route table until `cancel`.
 pub async fn run(shared: Arc<Shared>, cancel: CancellationToken) {
@@ -169,7 +64,7 @@ async fn probe(shared: Arc<Shared>, table: Arc<RouteTable>, api: Arc<Api>, index
             }
             match tokio::time::timeout(endpoint.http.read_timeout, client.request(request)).await {
                 Ok(Ok(response)) => Ok((response.status().as_u16(), response.headers().clone())),
-                Ok(Err(error)) => Err(crate::upstream::error_chain(&error)),
+                Ok(Err(error)) => Err(crate::http::upstream::error_chain(&error)),
                 Err(_) => Err("timed out".to_owned()),
             }
         }
@@ -240,19 +135,6 @@ mod tests {
             failure_threshold: failure,
         })
         .unwrap()
-    }
-
-    #[test]
-    fn thresholds_move_the_state() {
-        let check = check(2, 3, false);
-        let health = EndpointHealth::default();
-        assert_eq!(health.record(false, &check), (true, false));
-        assert_eq!(health.record(false, &check), (true, false));
-        assert_eq!(health.record(false, &check), (false, true), "down after 3 failures in a row");
-        assert_eq!(health.record(true, &check), (false, false));
-        assert_eq!(health.record(false, &check), (false, false), "a failure resets the successes");
-        assert_eq!(health.record(true, &check), (false, false));
-        assert_eq!(health.record(true, &check), (true, true), "up after 2 successes in a row");
     }
 
     #[test]

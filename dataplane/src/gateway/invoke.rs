@@ -14,13 +14,13 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::analytics::PendingRecord;
-use crate::body::RequestBody;
-use crate::endpoints::{Circuit, Endpoint, Permit, Tried};
-use crate::proxy::GatewayError;
-use crate::routes::{Api, RouteTable};
-use crate::trace::{self, RequestTrace};
-use crate::upstream::{UpstreamError, error_chain};
+use super::respond::GatewayError;
+use crate::api::endpoints::{Circuit, Endpoint, Permit, Tried};
+use crate::api::routes::{Api, RouteTable};
+use crate::http::body::RequestBody;
+use crate::http::upstream::{UpstreamError, error_chain};
+use crate::telemetry::analytics::PendingRecord;
+use crate::telemetry::trace::{self, RequestTrace};
 
 /// Largest request body kept in memory so failover can send it again (bytes). Larger bodies stream.
 pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
@@ -119,7 +119,7 @@ pub async fn invoke(
         let url = endpoint.target.url_for(&path_info, query.as_deref());
         // What analytics, logs and messages show: an API key forwarded in the query (key-less plans
         // pass it on) keeps its name, not its value.
-        let shown = crate::redact::mask_query(&url, &api.api_keys.query_params);
+        let shown = crate::telemetry::redact::mask_query(&url, &api.api_keys.query_params);
         let uri: http::Uri = match url.parse() {
             Ok(uri) => uri,
             Err(error) => {

@@ -4,50 +4,16 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::analytics::PendingRecord;
-use crate::logging::CappedBody;
-use crate::metrics::InFlight;
-
-/// What the proxy learned about the client's request body while streaming it upstream.
-#[derive(Debug, Default)]
-pub struct RequestStats {
-    bytes: AtomicU64,
-    ended: AtomicBool,
-    /// The tee for the log: its byte limit and what it kept so far.
-    capture: Option<(usize, std::sync::Mutex<CappedBody>)>,
-}
-
-impl RequestStats {
-    pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
-    }
-
-    /// Whether the whole request body was read.
-    pub fn ended(&self) -> bool {
-        self.ended.load(Ordering::Relaxed)
-    }
-
-    /// What the tee kept, when the body was teed.
-    pub fn captured(&self) -> Option<CappedBody> {
-        self.capture.as_ref().map(|(_, kept)| kept.lock().unwrap_or_else(|p| p.into_inner()).clone())
-    }
-
-    fn tee(&self, data: &[u8]) {
-        if let Some((max, kept)) = &self.capture {
-            let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
-            if kept.bytes.len() < *max || !kept.truncated {
-                kept.push(data, *max);
-            }
-        }
-    }
-}
+use crate::telemetry::analytics::{PendingRecord, RequestStats};
+use crate::telemetry::logging::CappedBody;
+use crate::telemetry::metrics::InFlight;
 
 /// The client's request body on its way to the endpoint.
 #[derive(Debug)]
@@ -150,7 +116,7 @@ pub struct ResponseBody {
     inner: Inner,
     record: Option<PendingRecord>,
     /// A sampled request's trace: its SERVER span ends with the body.
-    trace: Option<Box<crate::trace::RequestTrace>>,
+    trace: Option<Box<crate::telemetry::trace::RequestTrace>>,
     _in_flight: InFlight,
 }
 
@@ -169,7 +135,7 @@ impl ResponseBody {
     }
 
     /// Ends `trace` (its SERVER span) when this body ends.
-    pub fn attach_trace(&mut self, trace: Box<crate::trace::RequestTrace>) {
+    pub fn attach_trace(&mut self, trace: Box<crate::telemetry::trace::RequestTrace>) {
         self.trace = Some(trace);
     }
 

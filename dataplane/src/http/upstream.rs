@@ -1,22 +1,64 @@
 //! HTTP clients to backends, and the classification of their failures into Gravitee error keys.
 //!
-//! Clients are cached by the options that shape their connection pool, and the cache outlives route
-//! tables: a config update that does not change an endpoint's options keeps its warm connections.
+//! A client is made for the options that shape its connection pool ([`ClientKey`]);
+//! [`crate::api::clients`] keeps them across route tables.
 
-use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hgw_proto::v1 as pb;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::body::RequestBody;
-use crate::endpoints::HttpOptions;
-use crate::routes::Api;
-use crate::tls::{self, TlsOptions};
+use crate::http::body::RequestBody;
+use crate::http::tls::{self, TlsOptions};
+
+/// Gravitee's default connect timeout, used when the agent leaves the field at zero.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(3_000);
+/// Gravitee's default read timeout (time to the response headers).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_millis(10_000);
+/// Gravitee's default idle timeout of pooled connections.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_millis(60_000);
+
+/// Effective HTTP client options of an endpoint (zeros from the agent replaced by Gravitee defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HttpOptions {
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub keep_alive: bool,
+    pub propagate_client_host: bool,
+    pub http2: bool,
+}
+
+impl From<Option<pb::HttpClientOptions>> for HttpOptions {
+    fn from(options: Option<pb::HttpClientOptions>) -> Self {
+        let pb::HttpClientOptions {
+            connect_timeout_ms,
+            read_timeout_ms,
+            idle_timeout_ms,
+            keep_alive,
+            propagate_client_host,
+            version,
+        } = options.unwrap_or(pb::HttpClientOptions { keep_alive: true, ..Default::default() });
+        HttpOptions {
+            connect_timeout: millis(connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT),
+            read_timeout: millis(read_timeout_ms, DEFAULT_READ_TIMEOUT),
+            idle_timeout: millis(idle_timeout_ms, DEFAULT_IDLE_TIMEOUT),
+            keep_alive,
+            propagate_client_host,
+            http2: version == pb::HttpVersion::Http2 as i32,
+        }
+    }
+}
+
+/// `ms`, or `default` when the agent left it at zero.
+pub(crate) fn millis(ms: u32, default: Duration) -> Duration {
+    if ms == 0 { default } else { Duration::from_millis(u64::from(ms)) }
+}
 
 /// The client type every endpoint uses: plain HTTP or TLS (rustls), HTTP/1.1 or HTTP/2.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
@@ -76,7 +118,7 @@ impl ClientKey {
         }
     }
 
-    fn build(&self) -> UpstreamClient {
+    pub(crate) fn build(&self) -> UpstreamClient {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(self.connect_timeout));
         connector.set_nodelay(true);
@@ -104,40 +146,6 @@ impl ClientKey {
             builder.http2_only(true);
         }
         builder.build(connector)
-    }
-}
-
-/// Clients by pool options, kept across route table updates.
-#[derive(Debug, Default)]
-pub struct ClientCache {
-    clients: HashMap<ClientKey, UpstreamClient>,
-}
-
-impl ClientCache {
-    /// The clients `apis` need: existing ones are reused, missing ones created, and clients no API
-    /// uses any more are forgotten (in-flight requests keep theirs through the old table).
-    pub fn select(&mut self, apis: &BTreeMap<String, Arc<Api>>) -> HashMap<ClientKey, UpstreamClient> {
-        let mut selected = HashMap::new();
-        for api in apis.values() {
-            for endpoint in api.endpoints.endpoints() {
-                let key = &endpoint.client_key;
-                if selected.contains_key(key) {
-                    continue;
-                }
-                let client = self.clients.entry(key.clone()).or_insert_with(|| key.build()).clone();
-                selected.insert(key.clone(), client);
-            }
-        }
-        self.clients.retain(|key, _| selected.contains_key(key));
-        selected
-    }
-
-    pub fn len(&self) -> usize {
-        self.clients.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.clients.is_empty()
     }
 }
 
@@ -211,36 +219,6 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::tests::api;
-
-    #[test]
-    fn cache_reuses_clients_across_tables_and_forgets_unused() {
-        let mut cache = ClientCache::default();
-        let mut apis = BTreeMap::new();
-        let a = Arc::new(Api::try_from(api("a", &[("", "/a")], "http://b")).unwrap());
-        apis.insert("a".to_owned(), a.clone());
-        let first = cache.select(&apis);
-        assert_eq!(first.len(), 1);
-        let second = cache.select(&apis);
-        assert_eq!(second.len(), 1);
-        assert_eq!(cache.len(), 1);
-
-        let mut other = api("b", &[("", "/b")], "http://b");
-        other.endpoint_groups[0].endpoints[0].http = Some(hgw_proto::v1::HttpClientOptions {
-            connect_timeout_ms: 10,
-            read_timeout_ms: 10,
-            idle_timeout_ms: 10,
-            keep_alive: false,
-            ..Default::default()
-        });
-        let b = Arc::new(Api::try_from(other).unwrap());
-        let mut only_b = BTreeMap::new();
-        only_b.insert("b".to_owned(), b);
-        cache.select(&only_b);
-        assert_eq!(cache.len(), 1);
-        cache.select(&BTreeMap::new());
-        assert!(cache.is_empty());
-    }
 
     #[tokio::test]
     async fn refused_connections_are_classified() {
@@ -253,5 +231,21 @@ mod tests {
         let req = http::Request::get(format!("http://127.0.0.1:{port}/")).body(RequestBody::empty()).unwrap();
         let err = client.request(req).await.unwrap_err();
         assert_eq!(UpstreamError::classify(&err), UpstreamError::ConnectionRefused);
+    }
+
+    #[test]
+    fn http_options_take_gravitee_defaults() {
+        let o = HttpOptions::from(Some(pb::HttpClientOptions {
+            read_timeout_ms: 250,
+            propagate_client_host: true,
+            version: pb::HttpVersion::Http2 as i32,
+            ..Default::default()
+        }));
+        assert_eq!(o.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(o.read_timeout, Duration::from_millis(250));
+        assert_eq!(o.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+        assert!(!o.keep_alive && o.propagate_client_host && o.http2);
+        let defaults = HttpOptions::from(None);
+        assert!(defaults.keep_alive && !defaults.http2);
     }
 }

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 
 use base64::Engine;
+use http::HeaderName;
 
 /// What replaces a secret value in analytics, logs and messages.
 pub const MASK: &str = "*****";
@@ -89,6 +90,13 @@ pub fn mask_query<'a>(path_and_query: &'a str, names: &[String]) -> Cow<'a, str>
         })
         .collect();
     Cow::Owned(format!("{path}?{}", masked.join("&")))
+}
+
+/// The headers and query parameters that carry an API's keys (masked in analytics and logs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiKeyLocations {
+    pub headers: Vec<HeaderName>,
+    pub query_params: Vec<String>,
 }
 
 #[cfg(test)]

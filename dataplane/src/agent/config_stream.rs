@@ -13,11 +13,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::Shared;
-use crate::agent_link::AgentLink;
-use crate::backoff::Backoff;
-use crate::routes::{Api, ConversionError, RouteTable};
-use crate::upstream::{ClientCache, error_chain};
+use crate::agent::backoff::Backoff;
+use crate::agent::link::AgentLink;
+use crate::api::clients::ClientCache;
+use crate::api::conversion::ConversionError;
+use crate::api::routes::{Api, RouteTable};
+use crate::gateway::Shared;
+use crate::http::upstream::error_chain;
 
 /// A full update of 10,000 APIs is several MiB; the gRPC default of 4 MiB is too small.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -180,7 +182,7 @@ fn request(kind: pb::stream_request::Kind) -> pb::StreamRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routes::tests::api;
+    use crate::api::routes::tests::api;
 
     fn update(version: u64, full: bool, upserts: Vec<pb::Api>, removals: &[&str]) -> pb::StreamResponse {
         pb::StreamResponse {

@@ -1,0 +1,108 @@
+//! A request's context as the phases pass it on: the connection it came on, its ids, and what
+//! routing found.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::HOST;
+use http::{HeaderMap, HeaderName, HeaderValue, Request};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::Shared;
+use crate::api::routes::{Api, RouteTable};
+use crate::telemetry::metrics::InFlight;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-gravitee-request-id");
+pub const X_TRANSACTION_ID: HeaderName = HeaderName::from_static("x-gravitee-transaction-id");
+
+/// The two addresses of a client connection, and their text made once per connection: analytics
+/// records, EL and key-less subscriptions read it on every request.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub local_ip: Arc<str>,
+    pub remote_ip: Arc<str>,
+}
+
+impl ConnInfo {
+    pub fn new(local: SocketAddr, remote: SocketAddr) -> ConnInfo {
+        ConnInfo { local, remote, local_ip: local.ip().to_string().into(), remote_ip: remote.ip().to_string().into() }
+    }
+}
+
+/// Request and transaction ids, as header values ready to copy.
+pub(crate) struct Ids {
+    pub(crate) request: HeaderValue,
+    pub(crate) transaction: HeaderValue,
+}
+
+impl Ids {
+    pub(crate) fn new(headers: &HeaderMap) -> Ids {
+        // Encoded into a stack buffer: no formatting machinery and no String per request.
+        let mut buffer = uuid::Uuid::encode_buffer();
+        let text = Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
+        let request = HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""));
+        let transaction =
+            headers.get(&X_TRANSACTION_ID).filter(|v| !v.is_empty()).cloned().unwrap_or_else(|| request.clone());
+        Ids { request, transaction }
+    }
+
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
+        headers.insert(X_REQUEST_ID, self.request.clone());
+        headers.insert(X_TRANSACTION_ID, self.transaction.clone());
+    }
+}
+
+/// A routed request's context through the phases after routing (security, request flows, the
+/// endpoint call, response flows, the record): what routing found and what every phase reads.
+pub(crate) struct Routed<'a> {
+    pub(crate) shared: &'a Shared,
+    pub(crate) conn: &'a ConnInfo,
+    pub(crate) api: Arc<Api>,
+    /// The route table snapshot the request keeps (its APIs and clients) until it is done.
+    pub(crate) table: Arc<RouteTable>,
+    pub(crate) path_info: String,
+    pub(crate) ids: Ids,
+    pub(crate) arrival: Instant,
+    pub(crate) timestamp_ms: i64,
+    pub(crate) in_flight: InFlight,
+    /// The client's Accept values, kept only for APIs with response templates.
+    pub(crate) accept: Vec<HeaderValue>,
+    /// For an unsampled request without trace context: the `traceparent` the endpoint gets.
+    pub(crate) propagate: Option<HeaderValue>,
+}
+
+/// The Host the client asked for: the Host header, or the HTTP/2 :authority.
+pub(crate) fn request_host<B>(req: &Request<B>) -> &str {
+    host_of(req.headers(), req.uri())
+}
+
+pub(crate) fn request_host_of(parts: &http::request::Parts) -> &str {
+    host_of(&parts.headers, &parts.uri)
+}
+
+fn host_of<'a>(headers: &'a HeaderMap, uri: &'a http::Uri) -> &'a str {
+    headers.get(HOST).and_then(|h| h.to_str().ok()).or_else(|| uri.authority().map(|a| a.as_str())).unwrap_or("")
+}
+pub(crate) fn lossy(value: &HeaderValue) -> String {
+    String::from_utf8_lossy(value.as_bytes()).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_id_is_kept_or_defaults_to_request_id() {
+        let ids = Ids::new(&HeaderMap::new());
+        assert_eq!(ids.request, ids.transaction);
+        assert_eq!(ids.request.len(), 36);
+        let mut h = HeaderMap::new();
+        h.insert(X_TRANSACTION_ID, HeaderValue::from_static("tx-1"));
+        let ids = Ids::new(&h);
+        assert_eq!(ids.transaction, "tx-1");
+        assert_ne!(ids.request, "tx-1");
+    }
+}

@@ -1,0 +1,409 @@
+//! The phases after routing: plan and security, the request flows, the endpoint call
+//! ([`invoke`](super::invoke)), the response flows; the request's record is filled in on the way.
+
+use http::header::{CONNECTION, HOST};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use hyper::body::Incoming;
+
+use super::context::{Routed, lossy, request_host_of};
+use super::invoke;
+use super::record::new_record;
+use super::respond::{GatewayError, error_response, reply_response};
+use crate::api::flows::Flow;
+use crate::http::body::{RequestBody, ResponseBody};
+use crate::http::upstream::UpstreamError;
+use crate::policies::el::{ElContext, RequestInfo};
+use crate::policies::{Attributes, Outcome, RequestExchange, ResponseExchange};
+use crate::telemetry::analytics::PendingRecord;
+use crate::telemetry::trace::{self, RequestTrace};
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1, plus the legacy ones).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+];
+/// Everything after routing: security, flows, the endpoint call and the response phase. The
+/// request's trace gets spans when it is sampled; the caller attaches it to the response.
+pub(crate) async fn serve_api(
+    req: Request<Incoming>,
+    routed: Routed<'_>,
+    trace: &mut Option<Box<RequestTrace>>,
+) -> Response<ResponseBody> {
+    let Routed { shared, conn, api, table, path_info, ids, arrival, timestamp_ms, in_flight, accept, propagate } =
+        routed;
+    let accept = accept.as_slice();
+    let templates = api.response_templates.as_ref().map(|t| (t, accept));
+    let mut record = api.analytics_enabled.then(|| {
+        PendingRecord::new(
+            new_record(&req, conn, &ids, &api, &path_info, timestamp_ms),
+            arrival,
+            shared.analytics.clone(),
+        )
+    });
+
+    let (mut parts, body) = req.into_parts();
+    // What EL reads; filled only for APIs that use EL, so other requests pay nothing for it.
+    let mut info = RequestInfo::default();
+    if api.uses_el {
+        info = RequestInfo {
+            path: parts.uri.path().to_owned(),
+            path_info: path_info.clone(),
+            method: parts.method.as_str().to_owned(),
+            host: request_host_of(&parts).to_owned(),
+            query: parts.uri.query().unwrap_or_default().to_owned(),
+            remote_address: conn.remote_ip.as_ref().to_owned(),
+            local_address: conn.local_ip.as_ref().to_owned(),
+            request_id: lossy(&ids.request),
+            transaction_id: lossy(&ids.transaction),
+            api_id: api.id.clone(),
+            api_name: api.name.clone(),
+            headers: HeaderMap::new(),
+        };
+    }
+    // The log captures the request as the client sent it, before security and flows change it.
+    if let (Some(logging), Some(r)) = (&api.logging, record.as_mut()) {
+        let applies = logging
+            .condition
+            .as_ref()
+            .is_none_or(|condition| ElContext::request(&info, &parts.headers, &[], &[]).holds(condition));
+        if applies {
+            let masking = crate::telemetry::logging::Masking {
+                headers: shared.analytics.log_masked_headers().clone(),
+                api_keys: api.api_keys.clone(),
+            };
+            r.set_log(logging.capture(
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                shared.analytics.log_max_payload(),
+                masking,
+            ));
+        }
+    }
+    let security_span = trace.as_ref().map(|t| t.child("security", hgw_otel::SpanKind::Internal));
+    let authenticated = match api.security.authenticate(&mut parts, &conn.remote_ip, timestamp_ms, &info) {
+        Ok(authenticated) => authenticated,
+        Err(reply) => {
+            if let (Some(t), Some(mut span)) = (trace.as_mut(), security_span) {
+                span.error(reply.error_key.unwrap_or("refused"));
+                if let Some(key) = reply.error_key {
+                    span.set("gravitee.error.key", key);
+                }
+                t.end(span);
+            }
+            trace::note_error(trace, reply.error_key);
+            return reply_response(reply, &ids, record, in_flight, templates);
+        }
+    };
+    let plan = authenticated.plan;
+    let subscription_id = authenticated.subscription;
+    if let (Some(t), Some(mut span)) = (trace.as_mut(), security_span) {
+        span.set("gravitee.plan.id", plan.id.clone());
+        span.set("gravitee.security.type", plan.security_type());
+        t.end(span);
+        t.set("gravitee.plan.id", plan.id.clone());
+        t.set("gravitee.application.id", authenticated.application.clone());
+        t.set("gravitee.subscription.id", subscription_id.clone());
+    }
+    if let Some(r) = record.as_mut() {
+        let rec = r.record_mut();
+        rec.plan_id = plan.id.clone();
+        rec.security_type = plan.security_type().to_owned();
+        rec.client_identifier = subscription_id.clone();
+        rec.application_id = authenticated.application;
+        rec.user = authenticated.user.unwrap_or_default();
+        rec.subscription_id = subscription_id.clone();
+    }
+
+    // Gravitee's order: plan flows, then API flows, in both phases. A flow applies when its method
+    // and path match and its EL condition (if any) holds; its `:params` are captured for EL.
+    let mut attributes = Attributes::new();
+    // In best-match mode only the most specific applicable flow runs, one among the plan's flows and
+    // one among the API's.
+    let mut flows: Vec<(&Flow, Vec<(String, String)>)> = Vec::new();
+    for group in [&plan.flows, &api.flows] {
+        let first = flows.len();
+        for flow in group.iter().filter(|flow| flow.matches(&parts.method, &path_info)) {
+            if api.best_match && flows.get(first).is_some_and(|(best, _)| !flow.more_specific_than(best)) {
+                continue;
+            }
+            let params = if api.uses_el { flow.path_params(&path_info) } else { Vec::new() };
+            if let Some(condition) = &flow.condition
+                && !ElContext::request(&info, &parts.headers, &params, &attributes).holds(condition)
+            {
+                continue;
+            }
+            if api.best_match {
+                flows.truncate(first);
+            }
+            flows.push((flow, params));
+        }
+    }
+    let mut extra_headers = Vec::new();
+    let verbose = trace.as_ref().is_some_and(|t| t.verbose);
+    let request_span = trace.as_ref().map(|t| t.child("request", hgw_otel::SpanKind::Internal));
+    {
+        let mut exchange = RequestExchange {
+            parts: &mut parts,
+            peer_ip: conn.remote.ip(),
+            attributes: &mut attributes,
+            api_id: &api.id,
+            plan_id: &plan.id,
+            subscription_id: &subscription_id,
+            counters: &shared.counters,
+            now_ms: timestamp_ms,
+            response_headers: &mut extra_headers,
+            info: &info,
+            path_params: &[],
+        };
+        for (flow, params) in &flows {
+            exchange.path_params = params;
+            for step in &flow.request {
+                if let Some(condition) = &step.condition
+                    && !exchange.el().holds(condition)
+                {
+                    continue;
+                }
+                let policy_span = match (verbose, trace.as_ref(), request_span.as_ref()) {
+                    (true, Some(t), Some(phase)) => Some(step_span(t, phase, step, "request")),
+                    _ => None,
+                };
+                let outcome = match step.policy.on_request(&mut exchange) {
+                    Outcome::Continue => None,
+                    Outcome::Respond(reply) => Some(reply),
+                    Outcome::Wait(pending) => {
+                        let verdict = pending.await;
+                        exchange.response_headers.extend(verdict.headers);
+                        if let (Some(warning), Some(r)) = (verdict.warning, record.as_mut()) {
+                            r.warn(warning);
+                        }
+                        verdict.reply
+                    }
+                };
+                if let (Some(t), Some(mut span)) = (trace.as_mut(), policy_span) {
+                    if let Some(key) = outcome.as_ref().and_then(|reply| reply.error_key) {
+                        span.error(key);
+                        span.set("gravitee.error.key", key);
+                    }
+                    t.end(span);
+                }
+                let Some(mut reply) = outcome else {
+                    continue;
+                };
+                reply.headers.append(exchange.response_headers);
+                if let (Some(t), Some(span)) = (trace.as_mut(), request_span) {
+                    t.end(span);
+                }
+                trace::note_error(trace, reply.error_key);
+                return reply_response(reply, &ids, record, in_flight, templates);
+            }
+        }
+    }
+    if let (Some(t), Some(span)) = (trace.as_mut(), request_span) {
+        t.end(span);
+    }
+    if api.uses_el && flows.iter().any(|(flow, _)| !flow.response.is_empty()) {
+        // Response-phase expressions see the request as it was sent upstream.
+        info.headers = parts.headers.clone();
+    }
+
+    let (body, stats) = RequestBody::new(body, record.as_ref().and_then(PendingRecord::request_capture));
+    if let Some(r) = record.as_mut() {
+        r.set_request_stats(stats);
+    }
+
+    let client_host = parts
+        .headers
+        .get(HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let mut headers = std::mem::take(&mut parts.headers);
+    strip_hop_by_hop(&mut headers);
+    ids.apply(&mut headers);
+    if let Some(traceparent) = propagate {
+        headers.insert(hgw_otel::context::TRACEPARENT, traceparent);
+    }
+    let outbound = invoke::Outbound {
+        client_host,
+        method: parts.method,
+        path_info,
+        query: parts.uri.query().map(str::to_owned),
+        headers,
+        body,
+    };
+    let response = match invoke::invoke(&api, &table, outbound, record.as_mut(), trace.as_deref_mut()).await {
+        Ok(response) => response,
+        Err(error) => {
+            trace::note_error(trace, Some(error.key()));
+            return error_response(&error, &ids, record, in_flight, templates);
+        }
+    };
+    let (mut parts, body) = response.into_parts();
+    let mut headers = std::mem::take(&mut parts.headers);
+    strip_hop_by_hop(&mut headers);
+    let response_span = trace.as_ref().map(|t| t.child("response", hgw_otel::SpanKind::Internal));
+    {
+        let mut exchange =
+            ResponseExchange { status: &mut parts.status, headers: &mut headers, attributes: &attributes, info: &info };
+        for step in flows.iter().flat_map(|(flow, _)| flow.response.iter()) {
+            if let Some(condition) = &step.condition
+                && !exchange.el().holds(condition)
+            {
+                continue;
+            }
+            let policy_span = match (verbose, trace.as_ref(), response_span.as_ref()) {
+                (true, Some(t), Some(phase)) => Some(step_span(t, phase, step, "response")),
+                _ => None,
+            };
+            step.policy.on_response(&mut exchange);
+            if let (Some(t), Some(span)) = (trace.as_mut(), policy_span) {
+                t.end(span);
+            }
+        }
+    }
+    if let (Some(t), Some(span)) = (trace.as_mut(), response_span) {
+        t.end(span);
+    }
+    if let Some(r) = record.as_mut() {
+        r.record_mut().status = u32::from(parts.status.as_u16());
+    }
+    for (name, value) in extra_headers {
+        headers.insert(name, value);
+    }
+    ids.apply(&mut headers);
+    let rewriters: Vec<&crate::api::flows::Step> =
+        flows.iter().flat_map(|(flow, _)| flow.response.iter()).filter(|step| step.policy.rewrites_body()).collect();
+    if let Some(log) = record.as_mut().and_then(PendingRecord::log_mut) {
+        log.entrypoint_response(parts.status, &headers);
+        if rewriters.is_empty() {
+            log.response_from_endpoint();
+        }
+    }
+    let body = if rewriters.is_empty() {
+        ResponseBody::upstream(body, record, in_flight)
+    } else {
+        match rewrite_body(body, &mut headers, &rewriters, &info, &attributes, parts.status).await {
+            Ok(content) => ResponseBody::full(content, record, in_flight),
+            Err(error) => {
+                let error = GatewayError::Upstream(UpstreamError::Connection(error));
+                trace::note_error(trace, Some(error.key()));
+                return error_response(&error, &ids, record, in_flight, templates);
+            }
+        }
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = parts.status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// The span of one policy step (verbose tracing), named by its Gravitee policy id.
+fn step_span(
+    trace: &RequestTrace,
+    phase: &hgw_otel::Span,
+    step: &crate::api::flows::Step,
+    phase_name: &'static str,
+) -> hgw_otel::Span {
+    let mut span = trace.child_of(phase, step.policy_id);
+    span.set("gravitee.policy.id", step.policy_id);
+    if !step.name.is_empty() {
+        span.set("gravitee.step.name", step.name.clone());
+    }
+    span.set("gravitee.flow.phase", phase_name);
+    span
+}
+
+/// Largest response body `url-rewriting` buffers (Gravitee buffers whole bodies; hgw bounds it).
+const MAX_REWRITTEN_BODY: usize = 16 * 1024 * 1024;
+
+/// Buffers the upstream body and applies the body rewriters in order. A body that is not UTF-8 text
+/// is passed on unchanged; one larger than [`MAX_REWRITTEN_BODY`] is an error (502), never truncated.
+async fn rewrite_body(
+    body: Incoming,
+    headers: &mut HeaderMap,
+    rewriters: &[&crate::api::flows::Step],
+    info: &RequestInfo,
+    attributes: &Attributes,
+    status: http::StatusCode,
+) -> Result<bytes::Bytes, String> {
+    use http_body_util::BodyExt;
+    let collected = http_body_util::Limited::new(body, MAX_REWRITTEN_BODY)
+        .collect()
+        .await
+        .map_err(|e| format!("response body for url-rewriting: {e}"))?
+        .to_bytes();
+    let Ok(text) = std::str::from_utf8(&collected) else {
+        return Ok(collected);
+    };
+    let mut current: Option<String> = None;
+    for step in rewriters {
+        let el = ElContext::response(info, attributes, status.as_u16(), headers);
+        if let Some(condition) = &step.condition
+            && !el.holds(condition)
+        {
+            continue;
+        }
+        if let Some(rewritten) = step.policy.rewrite_body(current.as_deref().unwrap_or(text), &el) {
+            current = Some(rewritten);
+        }
+    }
+    let Some(rewritten) = current else {
+        return Ok(collected);
+    };
+    headers.remove(http::header::CONTENT_LENGTH);
+    headers.remove(http::header::TRANSFER_ENCODING);
+    Ok(bytes::Bytes::from(rewritten))
+}
+/// Removes hop-by-hop headers (and those `Connection` names) and Host, in place: the map then moves
+/// on to the other side without a copy.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(CONNECTION) {
+        let named_by_connection: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named_by_connection {
+            headers.remove(name);
+        }
+    }
+    // Usually only Host is there: one pass over the names, then one removal per name found.
+    let mut found: [Option<HeaderName>; 8] = Default::default();
+    for (slot, name) in found.iter_mut().zip(headers.keys().filter(|name| *name == HOST || HOP_BY_HOP.contains(name))) {
+        *slot = Some(name.clone());
+    }
+    for name in found.into_iter().flatten() {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_host_are_not_forwarded() {
+        let mut h = HeaderMap::new();
+        h.insert(HOST, HeaderValue::from_static("client.example"));
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.append("accept", HeaderValue::from_static("a"));
+        h.append("accept", HeaderValue::from_static("b"));
+        let mut out = h;
+        strip_hop_by_hop(&mut out);
+        let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, vec!["accept"]);
+        assert_eq!(out.get_all("accept").iter().count(), 2);
+    }
+}

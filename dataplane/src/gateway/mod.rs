@@ -1,0 +1,86 @@
+//! The request pipeline, one file per phase: [`serve`] accepts connections, [`route`] matches a
+//! request to an API (and starts its [`trace`]), [`exchange`] runs plan and security, the request
+//! flows, the endpoint call ([`invoke`]) and the response flows, [`record`] makes its metrics record,
+//! and [`respond`] makes the gateway's own answers. [`probes`] checks the endpoints' health beside it.
+//! They read the [`Shared`] state: the current route table and the process's telemetry.
+
+pub mod context;
+pub mod exchange;
+pub mod invoke;
+pub mod probes;
+pub mod record;
+pub mod respond;
+pub mod route;
+pub mod serve;
+pub mod trace;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::routes::RouteTable;
+use crate::policies::counters::Counters;
+use crate::telemetry::analytics::AnalyticsSink;
+use crate::telemetry::metrics::Metrics;
+
+/// State shared by the proxy, the agent client and the admin listener.
+#[derive(Debug)]
+pub struct Shared {
+    /// The current route table; replaced whole on every applied update.
+    pub routes: ArcSwap<RouteTable>,
+    /// Set once, after the first applied update.
+    ready: AtomicBool,
+    pub metrics: Arc<Metrics>,
+    pub analytics: Arc<AnalyticsSink>,
+    /// Rate-limit / quota / spike-arrest counters, held by the agent (they outlive route-table updates).
+    pub counters: Arc<Counters>,
+    /// The root shutdown token: cancelled means draining.
+    shutdown: CancellationToken,
+    /// OpenTelemetry export; `None` (no OTLP endpoint) means requests are never traced.
+    pub tracing: Option<hgw_otel::Tracing>,
+    /// `--trace-apis all`: trace every API, not only those whose definition enables tracing.
+    pub trace_all: bool,
+}
+
+impl Shared {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        analytics: Arc<AnalyticsSink>,
+        counters: Arc<Counters>,
+        shutdown: CancellationToken,
+    ) -> Shared {
+        Shared {
+            routes: ArcSwap::from_pointee(RouteTable::default()),
+            ready: AtomicBool::new(false),
+            metrics,
+            analytics,
+            counters,
+            shutdown,
+            tracing: None,
+            trace_all: false,
+        }
+    }
+
+    /// Traces requests through `tracing` (all APIs, or those whose definition asks, per `trace_all`).
+    pub fn with_tracing(mut self, tracing: Option<hgw_otel::Tracing>, trace_all: bool) -> Shared {
+        self.tracing = tracing;
+        self.trace_all = trace_all;
+        self
+    }
+
+    /// Whether a configuration has been applied (the route table is the agent's, not the empty one).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Called after the table is stored, so a reader that sees `ready` also sees the table.
+    pub fn mark_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+}

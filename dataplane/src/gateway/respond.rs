@@ -1,0 +1,145 @@
+//! The answers the gateway makes itself: its errors (Gravitee's keys and statuses), policy replies
+//! and refusals, each replaced by the API's response template when it has one for the key.
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+
+use super::context::Ids;
+use crate::api::templates::ResponseTemplates;
+use crate::http::body::ResponseBody;
+use crate::http::upstream::UpstreamError;
+use crate::policies::Reply;
+use crate::telemetry::analytics::PendingRecord;
+use crate::telemetry::metrics::InFlight;
+
+/// Errors the gateway answers itself, with Gravitee's keys and statuses.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("The gateway is not ready: waiting for its first configuration")]
+    NotReady,
+    #[error("No endpoint available")]
+    NoEndpoint,
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+impl GatewayError {
+    /// Gravitee's error key (also the label a response template would use).
+    pub fn key(&self) -> &'static str {
+        match self {
+            GatewayError::NotReady => "GATEWAY_NOT_READY",
+            GatewayError::NoEndpoint => "NO_ENDPOINT_FOUND",
+            GatewayError::Upstream(UpstreamError::ReadTimeout) => "REQUEST_TIMEOUT",
+            GatewayError::Upstream(UpstreamError::ConnectTimeout) => "UPSTREAM_CONNECT_TIMEOUT",
+            GatewayError::Upstream(UpstreamError::ConnectionRefused) => "UPSTREAM_CONNECTION_REFUSED",
+            GatewayError::Upstream(UpstreamError::Connection(_)) => "GATEWAY_CLIENT_CONNECTION_ERROR",
+            GatewayError::Upstream(UpstreamError::Tls(_)) => "UPSTREAM_TLS_FAILURE",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::NotReady | GatewayError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Upstream(UpstreamError::ReadTimeout | UpstreamError::ConnectTimeout) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// What the client reads: causes stay in logs and the metrics record, not in responses.
+    pub fn public_message(&self) -> String {
+        match self {
+            GatewayError::Upstream(UpstreamError::Connection(_) | UpstreamError::Tls(_)) => "Bad gateway".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+/// An API's response templates with the request's Accept values.
+pub(crate) type Templates<'a> = Option<(&'a ResponseTemplates, &'a [HeaderValue])>;
+
+/// A response the gateway makes itself: a policy's answer (mock) or refusal (with its error key),
+/// which the API's response template for that key replaces.
+pub(crate) fn reply_response(
+    reply: Reply,
+    ids: &Ids,
+    mut record: Option<PendingRecord>,
+    in_flight: InFlight,
+    templates: Templates<'_>,
+) -> Response<ResponseBody> {
+    let Reply { mut status, mut headers, mut body, error_key, error_message } = reply;
+    if let (Some(key), Some((templates, accept))) = (error_key, templates)
+        && let Some(template) = templates.select(key, accept)
+    {
+        body = template.apply(&mut status, &mut headers);
+    }
+    let mut response_headers = HeaderMap::with_capacity(headers.len() + 2);
+    for (name, value) in headers {
+        response_headers.append(name, value);
+    }
+    ids.apply(&mut response_headers);
+    if let Some(r) = record.as_mut() {
+        let rec = r.record_mut();
+        rec.status = u32::from(status.as_u16());
+        if let Some(key) = error_key {
+            rec.error_key = key.to_owned();
+        }
+        if let Some(message) = error_message {
+            rec.error_message = message;
+        }
+        if let Some(log) = r.log_mut() {
+            log.entrypoint_response(status, &response_headers);
+        }
+    }
+    let mut response = Response::new(ResponseBody::full(body, record, in_flight));
+    *response.status_mut() = status;
+    *response.headers_mut() = response_headers;
+    response
+}
+/// Gravitee's JSON error body: `{"message":"...","http_status_code":N}` (or the API's template).
+pub(crate) fn error_response(
+    error: &GatewayError,
+    ids: &Ids,
+    record: Option<PendingRecord>,
+    in_flight: InFlight,
+    templates: Templates<'_>,
+) -> Response<ResponseBody> {
+    let status = error.status();
+    let body = serde_json::json!({
+        "message": error.public_message(),
+        "http_status_code": status.as_u16(),
+    })
+    .to_string();
+    let reply = Reply {
+        status,
+        headers: vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body: Bytes::from(body),
+        error_key: Some(error.key()),
+        error_message: Some(error.to_string()),
+    };
+    reply_response(reply, ids, record, in_flight, templates)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_keys_and_statuses() {
+        let cases = [
+            (GatewayError::NotReady, "GATEWAY_NOT_READY", 503),
+            (GatewayError::NoEndpoint, "NO_ENDPOINT_FOUND", 503),
+            (UpstreamError::ReadTimeout.into(), "REQUEST_TIMEOUT", 504),
+            (UpstreamError::ConnectTimeout.into(), "UPSTREAM_CONNECT_TIMEOUT", 504),
+            (UpstreamError::ConnectionRefused.into(), "UPSTREAM_CONNECTION_REFUSED", 502),
+            (UpstreamError::Connection("x".into()).into(), "GATEWAY_CLIENT_CONNECTION_ERROR", 502),
+            (UpstreamError::Tls("x".into()).into(), "UPSTREAM_TLS_FAILURE", 502),
+        ];
+        for (error, key, status) in cases {
+            assert_eq!((error.key(), error.status().as_u16()), (key, status));
+        }
+        let refused: GatewayError = UpstreamError::ConnectionRefused.into();
+        assert_eq!(refused.public_message(), "The upstream refused the connection");
+    }
+}

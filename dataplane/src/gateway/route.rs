@@ -1,0 +1,144 @@
+//! The first phase: match the request to an API of the current route table, decide whether it is
+//! traced, answer CORS preflights, then hand it to the [`exchange`](super::exchange).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::Shared;
+use super::context::{ConnInfo, Ids, Routed, request_host};
+use super::exchange::serve_api;
+use super::record::new_record;
+use super::respond::{GatewayError, error_response, reply_response};
+use super::trace;
+use crate::api::routes::{RouteTable, normalise_host};
+use crate::http::body::ResponseBody;
+use crate::telemetry::analytics::{PendingRecord, epoch_millis};
+use crate::telemetry::metrics::InFlight;
+use crate::telemetry::trace::RequestTrace;
+
+/// Gravitee's answer when no API matches, byte for byte.
+pub const NO_CONTEXT_PATH: &str = "No context-path matches the request URI.";
+
+/// One request, start to response headers; the body wrapper carries it to the end.
+pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) -> Response<ResponseBody> {
+    let response = route(req, conn, shared).await;
+    shared.metrics.count_response(response.status());
+    response
+}
+
+async fn route(mut req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) -> Response<ResponseBody> {
+    let arrival = Instant::now();
+    let timestamp_ms = epoch_millis();
+    let in_flight = shared.metrics.in_flight();
+    let ids = Ids::new(req.headers());
+    // One spelling of the path for routes, flows, plans and the endpoint (see `http::path`).
+    if let Err(error) = crate::http::path::normalize_request(&mut req) {
+        return bad_path(&error, &ids, in_flight);
+    }
+
+    if !shared.is_ready() {
+        return error_response(&GatewayError::NotReady, &ids, None, in_flight, None);
+    }
+    // The request keeps this snapshot (and its APIs and clients) until it is done.
+    let table: Arc<RouteTable> = shared.routes.load_full();
+    let raw_host = request_host(&req);
+    let path = req.uri().path();
+    let Some(found) = table.lookup(&normalise_host(raw_host), path) else {
+        shared.metrics.unmatched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return not_found(&ids, in_flight);
+    };
+    let api = found.api.clone();
+    let path_info = found.path_info(path).to_owned();
+    // The one tracing decision of this request (nothing at all when tracing is off for the API).
+    let mut propagate = None;
+    let mut request_trace = None;
+    if shared.tracing.is_some() {
+        let incoming = trace::Incoming {
+            method: req.method(),
+            path,
+            host: raw_host,
+            version: req.version(),
+            headers: req.headers(),
+            remote: conn.remote,
+            context_path: found.context_path,
+            request_id: &ids.request,
+            transaction_id: &ids.transaction,
+        };
+        match trace::start(shared, &api, &incoming, arrival.elapsed()) {
+            trace::Start::Off => {}
+            trace::Start::Propagate(header) => propagate = Some(header),
+            trace::Start::Traced(t) => request_trace = Some(t),
+        }
+    }
+    // The Accept header is kept only for APIs with response templates (it picks the template).
+    let accept: Vec<HeaderValue> = match &api.response_templates {
+        Some(_) => req.headers().get_all(http::header::ACCEPT).iter().cloned().collect(),
+        None => Vec::new(),
+    };
+    let cors_headers = match &api.cors {
+        Some(cors) if crate::api::cors::is_preflight(req.method(), req.headers()) => {
+            let reply = cors.preflight(req.headers());
+            let record = api.analytics_enabled.then(|| {
+                PendingRecord::new(
+                    new_record(&req, conn, &ids, &api, &path_info, timestamp_ms),
+                    arrival,
+                    shared.analytics.clone(),
+                )
+            });
+            let templates = api.response_templates.as_ref().map(|t| (t, accept.as_slice()));
+            let mut response = reply_response(reply, &ids, record, in_flight, templates);
+            attach_trace(&mut response, request_trace);
+            return response;
+        }
+        Some(cors) => cors.response_headers(req.headers()),
+        None => Vec::new(),
+    };
+    let log_span = request_trace.as_ref().map_or_else(tracing::Span::none, |t| t.log_span());
+    let routed =
+        Routed { shared, conn, api, table, path_info, ids, arrival, timestamp_ms, in_flight, accept, propagate };
+    let mut response = serve_api(req, routed, &mut request_trace).instrument(log_span).await;
+    attach_trace(&mut response, request_trace);
+    let headers = response.headers_mut();
+    for (name, value) in cors_headers {
+        // The endpoint's own Vary (e.g. Accept-Encoding) stays; Access-Control-* are the gateway's.
+        if name == http::header::VARY {
+            headers.append(name, value);
+        } else {
+            headers.insert(name, value);
+        }
+    }
+    response
+}
+
+/// The response status goes on the SERVER span, which ends with the response body.
+fn attach_trace(response: &mut Response<ResponseBody>, trace: Option<Box<RequestTrace>>) {
+    if let Some(mut trace) = trace {
+        trace.status(response.status());
+        response.body_mut().attach_trace(trace);
+    }
+}
+
+/// 400 for a path that cannot be normalised, before any API is chosen.
+fn bad_path(error: &crate::http::path::PathError, ids: &Ids, in_flight: InFlight) -> Response<ResponseBody> {
+    let body = serde_json::json!({ "message": format!("Bad request: {error}"), "http_status_code": 400 }).to_string();
+    let mut response = Response::new(ResponseBody::full(Bytes::from(body), None, in_flight));
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    ids.apply(response.headers_mut());
+    response
+}
+
+fn not_found(ids: &Ids, in_flight: InFlight) -> Response<ResponseBody> {
+    let mut response =
+        Response::new(ResponseBody::full(Bytes::from_static(NO_CONTEXT_PATH.as_bytes()), None, in_flight));
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    ids.apply(response.headers_mut());
+    response
+}
