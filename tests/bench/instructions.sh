@@ -83,14 +83,14 @@ count() {
   local label=$1 url=$2 pid=$3 out=$4; shift 4
   wait_for "$url" "$@"
   wrk -t1 -c8 -d2s "$@" "$url" >/dev/null
-  callgrind_control -z "$pid" >/dev/null
-  callgrind_control -i on "$pid" >/dev/null
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  callgrind_control -i on "$pid" >/dev/null 2>&1
   local result requests
   result=$(wrk -t1 -c8 -d"${SECONDS_RUN}s" "$@" "$url")
-  callgrind_control -i off "$pid" >/dev/null
+  callgrind_control -i off "$pid" >/dev/null 2>&1
   requests=$(awk '/requests in/ {print $1}' <<<"$result")
   rm -f "$out".*
-  callgrind_control -d "$pid" >/dev/null
+  callgrind_control -d "$pid" >/dev/null 2>&1
   local file total
   file=$(ls -S "$out".* | head -1)
   total=$(callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
