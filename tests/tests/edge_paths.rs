@@ -75,11 +75,21 @@ async fn no_spelling_of_a_path_slips_past_its_flows_and_plans() {
     let echo: Value = serde_json::from_str(&body).unwrap();
     assert_eq!((echo["path"].as_str(), echo["query"].as_str()), (Some("/about/us"), Some("q=%2F")), "{echo}");
 
-    // Leaving a key-less API with `..` lands in the sibling, whose plan then applies.
-    let (status, body) = raw_get(&addr, "/open/../secured/x", "").await;
-    assert_eq!(status, 401, "the sibling's API-key plan: {body}");
-    let (status, _) = raw_get(&addr, "/open/../secured/x", "X-Gravitee-Api-Key: edge-key\r\n").await;
-    assert_eq!(status, 200);
-    let (status, body) = raw_get(&addr, "/pub/../nowhere/", "").await;
+    // `..` may move inside an API, not out of the one the path was spelled in.
+    for (escape, headers) in [
+        ("/open/../secured/x", ""),
+        ("/open/../secured/x", "X-Gravitee-Api-Key: edge-key\r\n"),
+        ("/pub/../nowhere/", ""),
+        ("/pub/%2e%2e/open/", ""),
+    ] {
+        let (status, body) = raw_get(&addr, escape, headers).await;
+        assert_eq!(status, 400, "{escape} leaves its API: {body}");
+    }
+    let (status, body) = raw_get(&addr, "/nowhere/../pub/x/", "").await;
+    assert_eq!(status, 200, "from no API into one: {body}");
+    assert_eq!(backend.requests(), 2, "only the two paths inside an API reached the backend");
+    let (status, _) = raw_get(&addr, "/secured/x", "X-Gravitee-Api-Key: edge-key\r\n").await;
+    assert_eq!(status, 200, "the sibling itself answers");
+    let (status, body) = raw_get(&addr, "/nowhere/", "").await;
     assert_eq!((status, body.as_str()), (404, "No context-path matches the request URI."));
 }

@@ -85,6 +85,8 @@ pub(crate) async fn serve_api(
             ));
         }
     }
+    // The client's hop-by-hop list applies to what the client sent, before policies add their headers.
+    apply_connection(&mut parts.headers);
     let security_span = trace.as_ref().map(|t| t.child("security", hgw_otel::SpanKind::Internal));
     let authenticated = match api.security.authenticate(&mut parts, &conn.remote_ip, timestamp_ms, &info) {
         Ok(authenticated) => authenticated,
@@ -359,21 +361,30 @@ async fn rewrite_body(
     headers.remove(http::header::TRANSFER_ENCODING);
     Ok(bytes::Bytes::from(rewritten))
 }
+/// The sender's `Connection` header names headers meant for its hop only: they go, and the header
+/// with them. On a request this runs before security and flows, so a header a policy adds under such
+/// a name still reaches the endpoint.
+fn apply_connection(headers: &mut HeaderMap) {
+    if !headers.contains_key(CONNECTION) {
+        return;
+    }
+    let named_by_connection: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named_by_connection {
+        headers.remove(name);
+    }
+    headers.remove(CONNECTION);
+}
+
 /// Removes hop-by-hop headers (and those `Connection` names) and Host, in place: the map then moves
 /// on to the other side without a copy.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(CONNECTION) {
-        let named_by_connection: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named_by_connection {
-            headers.remove(name);
-        }
-    }
+    apply_connection(headers);
     // Usually only Host is there: one pass over the names, then one removal per name found.
     let mut found: [Option<HeaderName>; 8] = Default::default();
     for (slot, name) in found.iter_mut().zip(headers.keys().filter(|name| *name == HOST || HOP_BY_HOP.contains(name))) {
@@ -405,5 +416,18 @@ mod tests {
         let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, vec!["accept"]);
         assert_eq!(out.get_all("accept").iter().count(), 2);
+    }
+
+    #[test]
+    fn the_clients_connection_list_does_not_remove_what_policies_add_later() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("close, X-Added"));
+        h.insert("x-added", HeaderValue::from_static("from the client"));
+        apply_connection(&mut h);
+        assert!(h.is_empty(), "{h:?}");
+        // A flow adds the header afterwards; forwarding keeps it.
+        h.insert("x-added", HeaderValue::from_static("from a policy"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h["x-added"], "from a policy");
     }
 }

@@ -38,9 +38,10 @@ async fn route(mut req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) -> 
     let in_flight = shared.metrics.in_flight();
     let ids = Ids::new(req.headers());
     // One spelling of the path for routes, flows, plans and the endpoint (see `http::path`).
-    if let Err(error) = crate::http::path::normalize_request(&mut req) {
-        return bad_path(&error, &ids, in_flight);
-    }
+    let exits = match crate::http::path::normalize_request(&mut req) {
+        Ok(exits) => exits,
+        Err(error) => return bad_path(&error, &ids, in_flight),
+    };
 
     if !shared.is_ready() {
         return error_response(&GatewayError::NotReady, &ids, None, in_flight, None);
@@ -49,7 +50,16 @@ async fn route(mut req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) -> 
     let table: Arc<RouteTable> = shared.routes.load_full();
     let raw_host = request_host(&req);
     let path = req.uri().path();
-    let Some(found) = table.lookup(&normalise_host(raw_host), path) else {
+    let host = normalise_host(raw_host);
+    let found = table.lookup(&host, path);
+    // A `..` may not walk a request out of the API it was spelled in (`/pub/../secret/`).
+    let left_its_api = exits.iter().any(|exit| {
+        table.lookup(&host, exit).is_some_and(|from| found.as_ref().is_none_or(|to| !Arc::ptr_eq(from.api, to.api)))
+    });
+    if left_its_api {
+        return bad_path(&crate::http::path::PathError::OutOfContextPath, &ids, in_flight);
+    }
+    let Some(found) = found else {
         shared.metrics.unmatched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return not_found(&ids, in_flight);
     };

@@ -8,7 +8,9 @@
 //! - percent-encoded unreserved characters are decoded (`%61` → `a`, `%2E` → `.`); other escapes stay,
 //!   with upper-case hex digits;
 //! - runs of `/` become one;
-//! - `.` and `..` segments are removed (§5.2.4); a `..` that would leave the root is refused;
+//! - `.` and `..` segments are removed (§5.2.4); a `..` that would leave the root is refused, and the
+//!   prefixes a `..` walks out of are returned, so the router can refuse a path that leaves the API it
+//!   was spelled in (`/pub/../secret/`);
 //! - an encoded `/` or `\` (`%2F`, `%5C`) is refused: a backend may decode it into a separator the
 //!   gateway never saw;
 //! - a malformed escape (`%`, `%4`, `%zz`) is refused.
@@ -27,10 +29,18 @@ pub enum PathError {
     EscapedSeparator,
     #[error("the path leaves the root with '..'")]
     AboveRoot,
+    #[error("the path leaves its API's context path with '..'")]
+    OutOfContextPath,
 }
 
 /// The normalised form of `path` (borrowed when it already is normal, the common case).
 pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
+    normalize_tracking(path, &mut Vec::new())
+}
+
+/// [`normalize`], also pushing onto `exits` each path a `..` stepped out of (`/pub/x/../y` leaves
+/// `/pub/x`; `/pub/../y` leaves `/pub`).
+fn normalize_tracking<'p>(path: &'p str, exits: &mut Vec<String>) -> Result<Cow<'p, str>, PathError> {
     if is_normal(path) {
         return Ok(Cow::Borrowed(path));
     }
@@ -45,9 +55,11 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
             "" => trailing_slash = true,
             "." => trailing_slash = true,
             ".." => {
-                if segments.pop().is_none() {
+                if segments.is_empty() {
                     return Err(PathError::AboveRoot);
                 }
+                exits.push(segments.iter().fold(String::new(), |path, segment| path + "/" + segment));
+                segments.pop();
                 trailing_slash = true;
             }
             other => {
@@ -67,15 +79,16 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     Ok(Cow::Owned(out))
 }
 
-/// Replaces the request's path by its normal form (the query stays as sent). `OPTIONS *` is left
-/// alone.
-pub fn normalize_request<B>(req: &mut http::Request<B>) -> Result<(), PathError> {
+/// Replaces the request's path by its normal form (the query stays as sent); answers the paths a
+/// `..` stepped out of (empty, without allocating, for the usual path). `OPTIONS *` is left alone.
+pub fn normalize_request<B>(req: &mut http::Request<B>) -> Result<Vec<String>, PathError> {
+    let mut exits = Vec::new();
     let uri = req.uri();
     if uri.path() == "*" {
-        return Ok(());
+        return Ok(exits);
     }
-    let Cow::Owned(normal) = normalize(uri.path())? else {
-        return Ok(());
+    let Cow::Owned(normal) = normalize_tracking(uri.path(), &mut exits)? else {
+        return Ok(exits);
     };
     let path_and_query = match uri.query() {
         Some(query) => format!("{normal}?{query}"),
@@ -84,7 +97,7 @@ pub fn normalize_request<B>(req: &mut http::Request<B>) -> Result<(), PathError>
     let mut parts = uri.clone().into_parts();
     parts.path_and_query = Some(path_and_query.parse().map_err(|_| PathError::MalformedEscape)?);
     *req.uri_mut() = http::Uri::from_parts(parts).map_err(|_| PathError::MalformedEscape)?;
-    Ok(())
+    Ok(exits)
 }
 
 /// True when `path` has nothing to normalise: starts with '/', no escape, no empty, `.` or `..`
@@ -222,12 +235,15 @@ mod tests {
     #[test]
     fn the_request_keeps_its_query_and_authority() {
         let mut req = http::Request::get("http://api.example:8080/pub/x/../%61dmin?api-key=k&a=%2F").body(()).unwrap();
-        normalize_request(&mut req).unwrap();
+        assert_eq!(normalize_request(&mut req).unwrap(), vec!["/pub/x".to_owned()]);
         assert_eq!(req.uri().to_string(), "http://api.example:8080/pub/admin?api-key=k&a=%2F");
         let mut req = http::Request::get("/pub/admin%2F").body(()).unwrap();
         assert_eq!(normalize_request(&mut req), Err(PathError::EscapedSeparator));
+        let mut req = http::Request::get("/a/b/../../c/..").body(()).unwrap();
+        assert_eq!(normalize_request(&mut req).unwrap(), vec!["/a/b", "/a", "/c"]);
+        assert_eq!(req.uri().path(), "/");
         let mut req = http::Request::options("*").body(()).unwrap();
-        normalize_request(&mut req).unwrap();
+        assert!(normalize_request(&mut req).unwrap().is_empty());
         assert_eq!(req.uri().path(), "*");
     }
 
