@@ -1,13 +1,16 @@
 //! Command-line configuration: parsed by clap, then validated once into [`Config`].
 //!
-//! Validation is pure (no sockets, no environment reads beyond what clap does) so it is testable, and
-//! so `main` can exit 64 on a bad value before any port is bound.
+//! Validation is pure (no sockets, no environment reads beyond what clap does and the open-files
+//! limit behind the default `--max-connections`) so it is testable, and so `main` can exit 64 on a bad
+//! value before any port is bound.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+
+use crate::http::limits::{self, Limits};
 
 /// HTTP listener of the proxy: Gravitee's gateway port.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8082";
@@ -116,6 +119,40 @@ pub struct Cli {
     /// `analytics.tracing` (`definition`), or every API (`all`).
     #[arg(long, env = "HGW_TRACE_APIS", value_enum, default_value_t = TraceApis::Definition)]
     pub trace_apis: TraceApis,
+    /// Longest wait for a request's header block: from accepting the connection (or the end of the
+    /// previous response on a kept-alive HTTP/1 connection) to its last header. Past it the
+    /// connection is closed. It is therefore also the HTTP/1 keep-alive idle timeout.
+    #[arg(long, env = "HGW_CLIENT_HEADER_TIMEOUT", default_value = "30s")]
+    pub client_header_timeout: String,
+    /// Largest request header block, request line included (bytes): more answers 431, as Gravitee's
+    /// `http.maxHeaderSize`. HTTP/2: the header list size announced to clients.
+    #[arg(long, env = "HGW_MAX_HEADER_SIZE", default_value_t = limits::DEFAULT_MAX_HEADER_SIZE)]
+    pub max_header_size: usize,
+    /// Longest request line (method, target, version): longer answers 414, as Gravitee's
+    /// `http.maxInitialLineLength`.
+    #[arg(long, env = "HGW_MAX_INITIAL_LINE_LENGTH", default_value_t = limits::DEFAULT_MAX_INITIAL_LINE_LENGTH)]
+    pub max_initial_line_length: usize,
+    /// Most header fields in one HTTP/1 request: more answers 431.
+    #[arg(long, env = "HGW_MAX_HEADERS", default_value_t = limits::DEFAULT_MAX_HEADERS)]
+    pub max_headers: usize,
+    /// Streams one HTTP/2 connection may have open at once, as Gravitee's
+    /// `http.http2.maxConcurrentStreams`.
+    #[arg(long, env = "HGW_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = limits::DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS)]
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2 connections are pinged after this long without a frame, and closed when the ping goes
+    /// unanswered as long.
+    #[arg(long, env = "HGW_HTTP2_KEEPALIVE", default_value = "60s")]
+    pub http2_keepalive: String,
+    /// Client connections served at once; more are closed on accept, counted in
+    /// `hgw_dataplane_connections_shed_total` and logged at most every 10 s [default: half the
+    /// open-files limit, less 32: the rest is for endpoint connections].
+    #[arg(long, env = "HGW_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Longest a request body may stall while its endpoint waits for more: then 408, and the
+    /// endpoint is not blamed (no circuit-breaker failure, no retry). Also bounds how long a
+    /// failover API waits to buffer a body it may send again.
+    #[arg(long, env = "HGW_REQUEST_BODY_TIMEOUT", default_value = "30s")]
+    pub request_body_timeout: String,
 }
 
 /// Where the agent listens.
@@ -188,6 +225,8 @@ pub struct Config {
     /// OpenTelemetry export, from the standard OTEL_* variables (`None`: tracing off). Read by `main`
     /// ([`hgw_otel::Settings::from_env`]), not by [`Config::from_cli`], which stays pure.
     pub otel: Option<hgw_otel::Settings>,
+    /// Connection, header and body limits of the HTTP listener.
+    pub limits: Limits,
 }
 
 /// A configuration value that cannot be used; the message names the flag.
@@ -223,6 +262,8 @@ pub enum ConfigError {
     EmptyId,
     #[error("--log-masked-headers: `{0}` is not a header name")]
     MaskedHeader(String),
+    #[error("--{flag} {value}: must be at least {min}")]
+    TooSmall { flag: &'static str, value: usize, min: usize },
 }
 
 impl Config {
@@ -249,6 +290,14 @@ impl Config {
             log_masked_headers,
             lifeline_stdin,
             trace_apis,
+            client_header_timeout,
+            max_header_size,
+            max_initial_line_length,
+            max_headers,
+            http2_max_concurrent_streams,
+            http2_keepalive,
+            max_connections,
+            request_body_timeout,
         } = cli;
         let agent = parse_agent(&agent)?;
         let agent_tls = agent_tls(&agent, agent_ca, cert, key, join_token_file)?;
@@ -275,6 +324,33 @@ impl Config {
         if rate_limit_timeout.is_zero() {
             return Err(ConfigError::Zero("rate-limit-timeout"));
         }
+        let at_least = |flag: &'static str, value: usize, min: usize| {
+            if value < min { Err(ConfigError::TooSmall { flag, value, min }) } else { Ok(value) }
+        };
+        let positive = |flag: &'static str, value: Duration| {
+            if value.is_zero() { Err(ConfigError::Zero(flag)) } else { Ok(value) }
+        };
+        let limits = Limits {
+            header_timeout: positive(
+                "client-header-timeout",
+                duration("client-header-timeout", client_header_timeout)?,
+            )?,
+            // hyper reads at least 8 KiB at a time; smaller limits are still enforced on what it parsed.
+            max_header_size: at_least("max-header-size", max_header_size, 1024)?,
+            max_initial_line_length: at_least("max-initial-line-length", max_initial_line_length, 64)?,
+            max_headers: at_least("max-headers", max_headers, 8)?,
+            http2_max_concurrent_streams: at_least(
+                "http2-max-concurrent-streams",
+                http2_max_concurrent_streams as usize,
+                1,
+            )? as u32,
+            http2_keepalive: positive("http2-keepalive", duration("http2-keepalive", http2_keepalive)?)?,
+            max_connections: match max_connections {
+                Some(n) => at_least("max-connections", n, 1)?,
+                None => limits::auto_max_connections(limits::open_files_limit()),
+            },
+            body_timeout: positive("request-body-timeout", duration("request-body-timeout", request_body_timeout)?)?,
+        };
         let log_masked_headers = log_masked_headers
             .split(',')
             .map(str::trim)
@@ -300,6 +376,7 @@ impl Config {
             lifeline_stdin,
             trace_apis,
             otel: None,
+            limits,
         })
     }
 }

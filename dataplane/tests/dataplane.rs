@@ -187,6 +187,7 @@ async fn start_with() -> Harness {
         lifeline_stdin: false,
         trace_apis: hgw_dataplane::config::TraceApis::Definition,
         otel: None,
+        limits: hgw_dataplane::http::limits::Limits::default(),
     };
     let shutdown = CancellationToken::new();
     let dataplane = tokio::spawn(hgw_dataplane::run(config, shutdown.clone()));

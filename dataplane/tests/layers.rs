@@ -22,7 +22,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("shutdown", &[]),
     // The link to the agent: it fills the gateway's route table and serves the policies' counters.
     ("agent", &["config", "gateway", "api", "policies", "http", "telemetry"]),
-    ("config", &["telemetry"]),
+    ("config", &["http", "telemetry"]),
     // The request pipeline and its shared state.
     ("gateway", &["api", "policies", "http", "telemetry"]),
     // The compiled model of the deployed APIs.

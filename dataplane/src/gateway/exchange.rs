@@ -214,7 +214,8 @@ pub(crate) async fn serve_api(
         info.headers = parts.headers.clone();
     }
 
-    let (body, stats) = RequestBody::new(body, record.as_ref().and_then(PendingRecord::request_capture));
+    let (body, stats) =
+        RequestBody::new(body, record.as_ref().and_then(PendingRecord::request_capture), shared.limits.body_timeout);
     if let Some(r) = record.as_mut() {
         r.set_request_stats(stats);
     }

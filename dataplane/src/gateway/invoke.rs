@@ -6,6 +6,8 @@
 //! [`MAX_REPLAY_BODY`]) is read into memory first; a larger or unknown-length body streams through
 //! once, without retry.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::header::HOST;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Version};
@@ -17,9 +19,9 @@ use tokio::time::Instant;
 use super::respond::GatewayError;
 use crate::api::endpoints::{Circuit, Endpoint, Permit, Tried};
 use crate::api::routes::{Api, RouteTable};
-use crate::http::body::RequestBody;
+use crate::http::body::{ClientBodyError, RequestBody};
 use crate::http::upstream::{UpstreamError, error_chain};
-use crate::telemetry::analytics::PendingRecord;
+use crate::telemetry::analytics::{ClientFault, PendingRecord};
 use crate::telemetry::trace::{self, RequestTrace};
 
 /// Largest request body kept in memory so failover can send it again (bytes). Larger bodies stream.
@@ -100,6 +102,11 @@ pub async fn invoke(
         Some(_) => replayable(body).await?,
         None => Payload::Once(Some(body)),
     };
+    // A streamed body's stats tell whether a failed call was the client's doing.
+    let client_body = match &payload {
+        Payload::Once(Some(body)) => Some(body.stats().clone()),
+        _ => None,
+    };
     let attempts = match (&group.failover, &payload) {
         (Some(failover), Payload::Replay(_)) => failover.max_retries.saturating_add(1),
         _ => 1,
@@ -151,6 +158,21 @@ pub async fn invoke(
         let outcome = tokio::time::timeout(limit, client.request(request)).await;
         if let Some(r) = record.as_deref_mut() {
             r.set_endpoint_time(sent.elapsed());
+        }
+        let timed_out = outcome.is_err();
+        if !matches!(outcome, Ok(Ok(_)))
+            && let Some(fault) = client_body.as_ref().and_then(|stats| stats.client_fault(timed_out))
+        {
+            // The permit goes back unused: the endpoint did nothing wrong.
+            drop(guard);
+            let error = GatewayError::ClientBody(fault);
+            tracing::debug!(api = %api.id, url = %shown, error = %error, "the client's request body failed");
+            if let (Some(t), Some(mut span)) = (trace.as_deref_mut(), span.take()) {
+                span.error(error.key());
+                span.set("error.type", error.key());
+                t.end(span);
+            }
+            return Err(error);
         }
         let error = match outcome {
             Ok(Ok(response)) => {
@@ -226,9 +248,12 @@ async fn replayable(body: RequestBody) -> Result<Payload, GatewayError> {
     if body.size_hint().upper().is_none_or(|upper| upper > MAX_REPLAY_BODY) {
         return Ok(Payload::Once(Some(body)));
     }
-    match body.collect().await {
-        Ok(collected) => Ok(Payload::Replay(collected.to_bytes())),
-        Err(error) => Err(UpstreamError::Connection(format!("reading the request body: {error}")).into()),
+    // Buffering is bounded in time as well as size: a slow small body does not hold the request.
+    let limit = body.stall_limit().unwrap_or(Duration::MAX);
+    match tokio::time::timeout(limit, body.collect()).await {
+        Ok(Ok(collected)) => Ok(Payload::Replay(collected.to_bytes())),
+        Ok(Err(ClientBodyError::Malformed(_))) => Err(GatewayError::ClientBody(ClientFault::Malformed)),
+        Ok(Err(ClientBodyError::Stalled(_))) | Err(_) => Err(GatewayError::ClientBody(ClientFault::Stalled)),
     }
 }
 

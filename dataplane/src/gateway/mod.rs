@@ -42,6 +42,8 @@ pub struct Shared {
     pub tracing: Option<hgw_otel::Tracing>,
     /// `--trace-apis all`: trace every API, not only those whose definition enables tracing.
     pub trace_all: bool,
+    /// The listener's connection, header and body limits.
+    pub limits: crate::http::limits::Limits,
 }
 
 impl Shared {
@@ -60,7 +62,14 @@ impl Shared {
             shutdown,
             tracing: None,
             trace_all: false,
+            limits: crate::http::limits::Limits::default(),
         }
+    }
+
+    /// Serves with `limits` instead of the defaults.
+    pub fn with_limits(mut self, limits: crate::http::limits::Limits) -> Shared {
+        self.limits = limits;
+        self
     }
 
     /// Traces requests through `tracing` (all APIs, or those whose definition asks, per `trace_all`).

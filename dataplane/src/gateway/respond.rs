@@ -10,7 +10,7 @@ use crate::api::templates::ResponseTemplates;
 use crate::http::body::ResponseBody;
 use crate::http::upstream::UpstreamError;
 use crate::policies::Reply;
-use crate::telemetry::analytics::PendingRecord;
+use crate::telemetry::analytics::{ClientFault, PendingRecord};
 use crate::telemetry::metrics::InFlight;
 
 /// Errors the gateway answers itself, with Gravitee's keys and statuses.
@@ -22,6 +22,12 @@ pub enum GatewayError {
     NoEndpoint,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The client's body failed (never the endpoint's fault: no circuit, retry or health hears of it).
+    #[error("{}", match .0 {
+        ClientFault::Malformed => "Bad request: the request body is malformed or incomplete",
+        ClientFault::Stalled => "Request timeout: the request body stopped arriving",
+    })]
+    ClientBody(ClientFault),
 }
 
 impl GatewayError {
@@ -35,6 +41,8 @@ impl GatewayError {
             GatewayError::Upstream(UpstreamError::ConnectionRefused) => "UPSTREAM_CONNECTION_REFUSED",
             GatewayError::Upstream(UpstreamError::Connection(_)) => "GATEWAY_CLIENT_CONNECTION_ERROR",
             GatewayError::Upstream(UpstreamError::Tls(_)) => "UPSTREAM_TLS_FAILURE",
+            GatewayError::ClientBody(ClientFault::Malformed) => "REQUEST_BODY_INVALID",
+            GatewayError::ClientBody(ClientFault::Stalled) => "REQUEST_BODY_TIMEOUT",
         }
     }
 
@@ -45,6 +53,8 @@ impl GatewayError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            GatewayError::ClientBody(ClientFault::Malformed) => StatusCode::BAD_REQUEST,
+            GatewayError::ClientBody(ClientFault::Stalled) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
+use http::header::{CONTENT_TYPE, HOST};
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -18,6 +18,7 @@ use super::respond::{GatewayError, error_response, reply_response};
 use super::trace;
 use crate::api::routes::{RouteTable, normalise_host};
 use crate::http::body::ResponseBody;
+use crate::http::limits::{Limits, MIN_READ_BUFFER};
 use crate::telemetry::analytics::{PendingRecord, epoch_millis};
 use crate::telemetry::metrics::InFlight;
 use crate::telemetry::trace::RequestTrace;
@@ -37,6 +38,10 @@ async fn route(mut req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) -> 
     let timestamp_ms = epoch_millis();
     let in_flight = shared.metrics.in_flight();
     let ids = Ids::new(req.headers());
+    if let Some((status, why)) = malformed(&req, &shared.limits) {
+        shared.metrics.requests_malformed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return refuse(status, why, &ids, in_flight);
+    }
     // One spelling of the path for routes, flows, plans and the endpoint (see `http::path`).
     let exits = match crate::http::path::normalize_request(&mut req) {
         Ok(exits) => exits,
@@ -136,9 +141,51 @@ fn attach_trace(response: &mut Response<ResponseBody>, trace: Option<Box<Request
 
 /// 400 for a path that cannot be normalised, before any API is chosen.
 fn bad_path(error: &crate::http::path::PathError, ids: &Ids, in_flight: InFlight) -> Response<ResponseBody> {
-    let body = serde_json::json!({ "message": format!("Bad request: {error}"), "http_status_code": 400 }).to_string();
+    refuse(StatusCode::BAD_REQUEST, &format!("Bad request: {error}"), ids, in_flight)
+}
+
+/// Why a request is refused for its form before anything else looks at it (status and message), if
+/// it is: a request line longer than `--max-initial-line-length` (414, HTTP/1 only, as Gravitee's
+/// `http.maxInitialLineLength`), a header block over a `--max-header-size` smaller than hyper's read
+/// buffer (431; hyper answers larger ones itself), or a Host missing from an HTTP/1.1 request or
+/// repeated in any (400, RFC 9112 §3.2: two readers could pick different ones).
+fn malformed(req: &Request<Incoming>, limits: &Limits) -> Option<(StatusCode, &'static str)> {
+    let http1 = req.version() < http::Version::HTTP_2;
+    if http1 {
+        let uri = req.uri();
+        let target = match (uri.scheme_str(), uri.authority()) {
+            (Some(scheme), Some(authority)) => scheme.len() + 3 + authority.as_str().len(),
+            _ => 0,
+        } + uri.path_and_query().map_or(1, |pq| pq.as_str().len());
+        // "METHOD SP target SP HTTP/1.1"
+        if req.method().as_str().len() + target + 10 > limits.max_initial_line_length {
+            return Some((StatusCode::URI_TOO_LONG, "Request-URI too long"));
+        }
+        if limits.max_header_size < MIN_READ_BUFFER {
+            let block = req.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum::<usize>()
+                + req.method().as_str().len()
+                + target
+                + 12;
+            if block > limits.max_header_size {
+                return Some((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "Request header fields too large"));
+            }
+        }
+    }
+    let mut hosts = req.headers().get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => Some((StatusCode::BAD_REQUEST, "Bad request: more than one Host header")),
+        (None, None) if req.version() == http::Version::HTTP_11 => {
+            Some((StatusCode::BAD_REQUEST, "Bad request: an HTTP/1.1 request needs a Host header"))
+        }
+        _ => None,
+    }
+}
+
+/// A refusal in Gravitee's error form (`{"message": …, "http_status_code": …}`).
+fn refuse(status: StatusCode, message: &str, ids: &Ids, in_flight: InFlight) -> Response<ResponseBody> {
+    let body = serde_json::json!({ "message": message, "http_status_code": status.as_u16() }).to_string();
     let mut response = Response::new(ResponseBody::full(Bytes::from(body), None, in_flight));
-    *response.status_mut() = StatusCode::BAD_REQUEST;
+    *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     ids.apply(response.headers_mut());
     response

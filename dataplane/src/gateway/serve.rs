@@ -2,19 +2,27 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::context::ConnInfo;
 use super::route::handle;
+use crate::telemetry::metrics::Metrics;
+
+/// At most one "connection limit reached" line per this interval, however many are shed.
+const SHED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// What an HTTP/2 client sends first; hyper's protocol detection waits for it without a deadline.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Accepts connections until `shutdown`, then lets them finish until `grace` runs out.
 /// Returns the grace deadline, which also bounds the analytics flush that follows.
@@ -24,11 +32,31 @@ pub async fn serve(
     shutdown: CancellationToken,
     grace: Duration,
 ) -> Instant {
+    let limits = &shared.limits;
     // auto::Builder serves HTTP/1.1 and, on the h2 preface, HTTP/2 with prior knowledge (h2c).
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // With a timer, hyper closes HTTP/1 connections that do not send their headers within 30 s.
-    builder.http1().timer(TokioTimer::new());
+    let mut http1 = builder.http1();
+    // hyper answers 431 to a header block that fills its read buffer; it takes no smaller buffer
+    // than 8 KiB, so smaller limits are checked when routing.
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_size.max(crate::http::limits::MIN_READ_BUFFER));
+    if limits.max_headers != crate::http::limits::DEFAULT_MAX_HEADERS {
+        // Any other count moves hyper's header parsing from the stack to the heap (about 5% slower).
+        http1.max_headers(limits.max_headers);
+    }
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX))
+        .keep_alive_interval(limits.http2_keepalive)
+        .keep_alive_timeout(limits.http2_keepalive);
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut shed_logged: Option<Instant> = None;
     loop {
         let (stream, remote) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -42,21 +70,49 @@ pub async fn serve(
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Closing at once keeps descriptors for the connections being served and for endpoints.
+            drop(stream);
+            shared.metrics.connections_shed.fetch_add(1, Ordering::Relaxed);
+            if shed_logged.is_none_or(|at| at.elapsed() >= SHED_LOG_INTERVAL) {
+                shed_logged = Some(Instant::now());
+                tracing::warn!(
+                    max_connections = limits.max_connections,
+                    shed_total = shared.metrics.connections_shed.load(Ordering::Relaxed),
+                    "connection limit reached: closing new connections (--max-connections)"
+                );
+            }
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let Ok(local) = stream.local_addr() else {
             continue;
         };
+        let open = OpenConnection::new(&shared.metrics, slot);
         let conn = Arc::new(ConnInfo::new(local, remote));
-        let shared = shared.clone();
+        let header_timeout = limits.header_timeout;
+        let service_shared = shared.clone();
         let service = service_fn(move |req| {
-            let (shared, conn) = (shared.clone(), conn.clone());
+            let (shared, conn) = (service_shared.clone(), conn.clone());
             // Boxed once here: the request's future is large, and hyper would otherwise move it.
             Box::pin(async move { Ok::<_, Infallible>(handle(req, &conn, &shared).await) })
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-        let watched = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let draining = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(error) = watched.await {
+            let _open = open;
+            // hyper's header timeout starts once it knows the protocol; until then, this one.
+            let started = tokio::select! {
+                started = preface_arrives(&stream, header_timeout) => started,
+                () = draining.cancelled() => false,
+            };
+            if !started {
+                tracing::debug!(%remote, "client sent no request in time (or the dataplane is draining); closing");
+                return;
+            }
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(error = %error, %remote, "client connection ended with an error");
             }
         });
@@ -69,4 +125,44 @@ pub async fn serve(
         () = tokio::time::sleep_until(deadline) => tracing::warn!("shutdown grace period over; abandoning the remaining connections"),
     }
     deadline
+}
+
+/// A served connection: holds its `--max-connections` slot and the open-connections gauge.
+struct OpenConnection {
+    metrics: Arc<Metrics>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl OpenConnection {
+    fn new(metrics: &Arc<Metrics>, slot: OwnedSemaphorePermit) -> OpenConnection {
+        metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection { metrics: metrics.clone(), _slot: slot }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether the client starts a request within `within`: a first byte that is not the HTTP/2 preface,
+/// or the whole preface. A client that connects and says nothing (or half a preface) gives its slot
+/// back after `within`; an HTTP/1 client is then under hyper's header timeout.
+async fn preface_arrives(stream: &TcpStream, within: Duration) -> bool {
+    let wait = async {
+        let mut first = [0u8; 24];
+        loop {
+            let seen = stream.peek(&mut first).await.unwrap_or(0);
+            if seen == 0 {
+                return false;
+            }
+            if seen == first.len() || first[..seen] != H2_PREFACE[..seen] {
+                return true;
+            }
+            // Part of the preface (rare: clients send it in one segment): look again shortly.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(within, wait).await.unwrap_or(false)
 }

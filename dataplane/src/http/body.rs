@@ -6,12 +6,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::Sleep;
 
-use crate::telemetry::analytics::{PendingRecord, RequestStats};
+use crate::telemetry::analytics::{ClientFault, PendingRecord, RequestStats};
 use crate::telemetry::logging::CappedBody;
 use crate::telemetry::metrics::InFlight;
 
@@ -24,15 +26,17 @@ pub struct RequestBody {
 
 #[derive(Debug)]
 enum RequestInner {
-    /// Streamed from the client as it arrives.
-    Stream(Incoming),
+    /// Streamed from the client as it arrives; `stall` runs while the endpoint waits for data that
+    /// has not come.
+    Stream { body: Incoming, limit: Duration, stall: Option<Pin<Box<Sleep>>> },
     /// Already in memory (empty, or buffered so failover can send it again), sent in one frame.
     Bytes(Option<Bytes>),
 }
 
 impl RequestBody {
-    /// Wraps the client's body; with `capture`, its first `capture` bytes are kept for the log.
-    pub fn new(inner: Incoming, capture: Option<usize>) -> (RequestBody, Arc<RequestStats>) {
+    /// Wraps the client's body; with `capture`, its first `capture` bytes are kept for the log. A body
+    /// that sends nothing for `limit` while it is read fails as [`ClientBodyError::Stalled`].
+    pub fn new(inner: Incoming, capture: Option<usize>, limit: Duration) -> (RequestBody, Arc<RequestStats>) {
         let stats = Arc::new(RequestStats {
             capture: capture.map(|max| (max, std::sync::Mutex::new(CappedBody::default()))),
             ..RequestStats::default()
@@ -41,7 +45,7 @@ impl RequestBody {
             // Clients may never poll an empty body, so it is "ended" from the start.
             stats.ended.store(true, Ordering::Relaxed);
         }
-        (RequestBody { inner: RequestInner::Stream(inner), stats: stats.clone() }, stats)
+        (RequestBody { inner: RequestInner::Stream { body: inner, limit, stall: None }, stats: stats.clone() }, stats)
     }
 
     /// A body without content (tests, and requests that have none).
@@ -55,19 +59,59 @@ impl RequestBody {
         stats.ended.store(true, Ordering::Relaxed);
         RequestBody { inner: RequestInner::Bytes(Some(content).filter(|c| !c.is_empty())), stats }
     }
+
+    /// What the body has done so far (bytes, end, a client fault).
+    pub fn stats(&self) -> &Arc<RequestStats> {
+        &self.stats
+    }
+
+    /// The stall limit of a streamed body (`None` for one already in memory).
+    pub fn stall_limit(&self) -> Option<Duration> {
+        match &self.inner {
+            RequestInner::Stream { limit, .. } => Some(*limit),
+            RequestInner::Bytes(_) => None,
+        }
+    }
+}
+
+/// Why the client's body could not be read to its end: the client's doing, never the endpoint's.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBodyError {
+    #[error("the client's request body is malformed or was cut off: {0}")]
+    Malformed(hyper::Error),
+    #[error("the client sent no request body data for {0:?}")]
+    Stalled(Duration),
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ClientBodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         let this = &mut *self;
-        let inner = match &mut this.inner {
+        let (inner, limit, stall) = match &mut this.inner {
             RequestInner::Bytes(content) => return Poll::Ready(content.take().map(|c| Ok(Frame::data(c)))),
-            RequestInner::Stream(inner) => inner,
+            RequestInner::Stream { body, limit, stall } => (body, *limit, stall),
         };
-        match ready!(Pin::new(&mut *inner).poll_frame(cx)) {
+        let polled = Pin::new(&mut *inner).poll_frame(cx);
+        let Poll::Ready(polled) = polled else {
+            // The endpoint wants data the client has not sent: the stall clock runs from now (a
+            // timer only for bodies that make the endpoint wait, not per frame).
+            this.stats.starved.store(true, Ordering::Relaxed);
+            let timer = stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+            if timer.as_mut().poll(cx).is_ready() {
+                this.stats.set_fault(ClientFault::Stalled);
+                return Poll::Ready(Some(Err(ClientBodyError::Stalled(limit))));
+            }
+            return Poll::Pending;
+        };
+        if this.stats.starved.swap(false, Ordering::Relaxed) {
+            *stall = None;
+        }
+        match polled {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     this.stats.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -78,7 +122,10 @@ impl Body for RequestBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Some(Err(e)) => Poll::Ready(Some(Err(e))),
+            Some(Err(e)) => {
+                this.stats.set_fault(ClientFault::Malformed);
+                Poll::Ready(Some(Err(ClientBodyError::Malformed(e))))
+            }
             None => {
                 this.stats.ended.store(true, Ordering::Relaxed);
                 Poll::Ready(None)
@@ -88,14 +135,14 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            RequestInner::Stream(inner) => inner.is_end_stream(),
+            RequestInner::Stream { body, .. } => body.is_end_stream(),
             RequestInner::Bytes(content) => content.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            RequestInner::Stream(inner) => inner.size_hint(),
+            RequestInner::Stream { body, .. } => body.size_hint(),
             RequestInner::Bytes(content) => SizeHint::with_exact(content.as_ref().map_or(0, |c| c.len() as u64)),
         }
     }

@@ -168,11 +168,46 @@ pub struct Warning {
 pub struct RequestStats {
     pub(crate) bytes: AtomicU64,
     pub(crate) ended: AtomicBool,
+    /// Set while the endpoint waits for body data the client has not sent yet.
+    pub(crate) starved: AtomicBool,
+    /// A [`ClientFault`] (1 malformed, 2 stalled), 0 when none.
+    pub(crate) fault: std::sync::atomic::AtomicU8,
     /// The tee for the log: its byte limit and what it kept so far.
     pub(crate) capture: Option<(usize, std::sync::Mutex<CappedBody>)>,
 }
 
+/// How the client's request body failed. It is the client's fault, not the endpoint's: the request
+/// answers 400 or 408 and no circuit breaker, retry or health check hears of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFault {
+    /// Malformed framing (a bad chunk), or the connection closed before the body's end.
+    Malformed,
+    /// No data for `--request-body-timeout` while the endpoint waited for it.
+    Stalled,
+}
+
 impl RequestStats {
+    /// The body's failure, if it failed on the client's side. A body the endpoint was still waiting
+    /// for when the endpoint's own timeout fired counts as stalled too: the client was the slow one.
+    pub fn client_fault(&self, endpoint_timed_out: bool) -> Option<ClientFault> {
+        match self.fault.load(Ordering::Relaxed) {
+            1 => Some(ClientFault::Malformed),
+            2 => Some(ClientFault::Stalled),
+            _ if endpoint_timed_out && self.starved.load(Ordering::Relaxed) && !self.ended() => {
+                Some(ClientFault::Stalled)
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn set_fault(&self, fault: ClientFault) {
+        let code = match fault {
+            ClientFault::Malformed => 1,
+            ClientFault::Stalled => 2,
+        };
+        self.fault.store(code, Ordering::Relaxed);
+    }
+
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }

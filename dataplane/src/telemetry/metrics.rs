@@ -29,6 +29,13 @@ pub struct Metrics {
     /// Gauge: records in batches sent (or to be sent) and not acknowledged yet.
     pub analytics_unacked: AtomicU64,
     pub analytics_batches_pending: AtomicU64,
+    /// Gauge: client connections open.
+    pub connections_open: AtomicU64,
+    /// Client connections closed on accept because `--max-connections` were open.
+    pub connections_shed: AtomicU64,
+    /// Requests refused before routing for their form: header block or request line too long,
+    /// missing or repeated Host.
+    pub requests_malformed: AtomicU64,
 }
 
 /// Decrements the in-flight gauge when the response body is done (or the request abandoned).
@@ -80,6 +87,27 @@ impl Metrics {
         let _ = writeln!(out, "hgw_dataplane_config_updates_total{{result=\"ack\"}} {}", get(&self.config_acks));
         let _ = writeln!(out, "hgw_dataplane_config_updates_total{{result=\"nack\"}} {}", get(&self.config_nacks));
         single(&mut out, "hgw_dataplane_apis", "gauge", "APIs deployed.", get(&self.apis));
+        single(
+            &mut out,
+            "hgw_dataplane_connections_open",
+            "gauge",
+            "Client connections open.",
+            get(&self.connections_open),
+        );
+        single(
+            &mut out,
+            "hgw_dataplane_connections_shed_total",
+            "counter",
+            "Client connections closed on accept: --max-connections were open.",
+            get(&self.connections_shed),
+        );
+        single(
+            &mut out,
+            "hgw_dataplane_requests_malformed_total",
+            "counter",
+            "Requests refused before routing: request line too long (414), missing or repeated Host (400).",
+            get(&self.requests_malformed),
+        );
         single(
             &mut out,
             "hgw_dataplane_agent_connected",
