@@ -162,12 +162,14 @@ fn policy_chain(bencher: divan::Bencher) {
         remote_address: "10.1.2.3".into(),
         ..Default::default()
     };
+    let trusted_proxies = hgw_dataplane::http::forwarded::TrustedProxies::default();
     bencher.with_inputs(request_parts).bench_local_values(|mut parts| {
         let mut attributes = Attributes::new();
         let mut response_headers = Vec::new();
         let mut exchange = RequestExchange {
             parts: &mut parts,
             peer_ip: "10.1.2.3".parse().expect("an address"),
+            trusted_proxies: &trusted_proxies,
             attributes: &mut attributes,
             api_id: "api",
             plan_id: "plan",

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::http::forwarded::{self, TrustedProxies};
 use crate::http::limits::{self, Limits};
 
 /// HTTP listener of the proxy: Gravitee's gateway port.
@@ -153,6 +154,12 @@ pub struct Cli {
     /// failover API waits to buffer a body it may send again.
     #[arg(long, env = "HGW_REQUEST_BODY_TIMEOUT", default_value = "30s")]
     pub request_body_timeout: String,
+    /// Proxies whose `X-Forwarded-For` entries are believed (CIDRs or addresses, comma-separated):
+    /// the client is the first address, reading from the peer leftwards, that is not one of them. It
+    /// is what ip-filtering checks and records show. `none` ignores the header; `all` reads it as
+    /// Gravitee does (the first entry, whoever sent it).
+    #[arg(long, env = "HGW_TRUSTED_PROXIES", default_value = forwarded::DEFAULT_TRUSTED_PROXIES)]
+    pub trusted_proxies: String,
 }
 
 /// Where the agent listens.
@@ -227,6 +234,7 @@ pub struct Config {
     pub otel: Option<hgw_otel::Settings>,
     /// Connection, header and body limits of the HTTP listener.
     pub limits: Limits,
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// A configuration value that cannot be used; the message names the flag.
@@ -262,6 +270,8 @@ pub enum ConfigError {
     EmptyId,
     #[error("--log-masked-headers: `{0}` is not a header name")]
     MaskedHeader(String),
+    #[error("--trusted-proxies: {0} (expected all, none, or CIDRs separated by commas)")]
+    TrustedProxies(String),
     #[error("--{flag} {value}: must be at least {min}")]
     TooSmall { flag: &'static str, value: usize, min: usize },
 }
@@ -298,6 +308,7 @@ impl Config {
             http2_keepalive,
             max_connections,
             request_body_timeout,
+            trusted_proxies,
         } = cli;
         let agent = parse_agent(&agent)?;
         let agent_tls = agent_tls(&agent, agent_ca, cert, key, join_token_file)?;
@@ -351,6 +362,7 @@ impl Config {
             },
             body_timeout: positive("request-body-timeout", duration("request-body-timeout", request_body_timeout)?)?,
         };
+        let trusted_proxies = TrustedProxies::parse(&trusted_proxies).map_err(ConfigError::TrustedProxies)?;
         let log_masked_headers = log_masked_headers
             .split(',')
             .map(str::trim)
@@ -377,6 +389,7 @@ impl Config {
             trace_apis,
             otel: None,
             limits,
+            trusted_proxies,
         })
     }
 }

@@ -106,7 +106,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let shared = Arc::new(
         Shared::new(metrics, sink, counters, shutdown.clone())
             .with_tracing(tracing.clone(), trace_all)
-            .with_limits(config.limits.clone()),
+            .with_limits(config.limits.clone())
+            .with_trusted_proxies(config.trusted_proxies.clone()),
     );
 
     let (flush_tx, flush_rx) = oneshot::channel();

@@ -188,6 +188,7 @@ async fn start_with() -> Harness {
         trace_apis: hgw_dataplane::config::TraceApis::Definition,
         otel: None,
         limits: hgw_dataplane::http::limits::Limits::default(),
+        trusted_proxies: Default::default(),
     };
     let shutdown = CancellationToken::new();
     let dataplane = tokio::spawn(hgw_dataplane::run(config, shutdown.clone()));

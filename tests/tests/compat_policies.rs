@@ -122,7 +122,15 @@ async fn policies_transform_filter_limit_and_mock() {
     assert!(denied.json()["message"].as_str().unwrap().starts_with("Your IP (127.0.0.1)"));
     assert_eq!(get(&client, &dp.url("/p/local/data")).await.unwrap().status, 200);
     let forwarded = client.get(dp.url("/p/private/data")).header("X-Forwarded-For", "10.1.2.3").send().await.unwrap();
-    assert_eq!(forwarded.status(), 200, "the first X-Forwarded-For address is the client, as in Gravitee");
+    assert_eq!(forwarded.status(), 200, "the address a trusted (loopback) proxy forwarded is the client");
+    let forwarded_id = forwarded.headers()["x-gravitee-request-id"].to_str().unwrap().to_owned();
+    // An entry the client wrote itself, left of the one the trusted proxy added, does not count
+    // (`--trusted-proxies all` would read it as Gravitee does).
+    let spoofed =
+        client.get(dp.url("/p/private/data")).header("X-Forwarded-For", "10.1.2.3, 8.8.8.8").send().await.unwrap();
+    assert_eq!(spoofed.status(), 403);
+    assert!(spoofed.json::<Value>().await.unwrap()["message"].as_str().unwrap().starts_with("Your IP (8.8.8.8)"));
+    assert_eq!(report_for(&sim, &forwarded_id).await["remote-address"], "10.1.2.3", "records show the client");
 
     let mocked = get(&client, &dp.url("/p/status/7")).await.unwrap();
     assert_eq!((mocked.status, mocked.body.as_str(), mocked.header("x-mock")), (202, "mocked", Some("1")));

@@ -40,7 +40,7 @@ pub(crate) async fn serve_api(
     let templates = api.response_templates.as_ref().map(|t| (t, accept));
     let mut record = api.analytics_enabled.then(|| {
         PendingRecord::new(
-            new_record(&req, conn, &ids, &api, &path_info, timestamp_ms),
+            new_record(&req, conn, &ids, &api, &path_info, timestamp_ms, &shared.trusted_proxies),
             arrival,
             shared.analytics.clone(),
         )
@@ -56,7 +56,7 @@ pub(crate) async fn serve_api(
             method: parts.method.as_str().to_owned(),
             host: request_host_of(&parts).to_owned(),
             query: parts.uri.query().unwrap_or_default().to_owned(),
-            remote_address: conn.remote_ip.as_ref().to_owned(),
+            remote_address: conn.client_address(&shared.trusted_proxies, &parts.headers).into_owned(),
             local_address: conn.local_ip.as_ref().to_owned(),
             request_id: lossy(&ids.request),
             transaction_id: lossy(&ids.transaction),
@@ -153,6 +153,7 @@ pub(crate) async fn serve_api(
         let mut exchange = RequestExchange {
             parts: &mut parts,
             peer_ip: conn.remote.ip(),
+            trusted_proxies: &shared.trusted_proxies,
             attributes: &mut attributes,
             api_id: &api.id,
             plan_id: &plan.id,

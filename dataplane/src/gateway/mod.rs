@@ -44,6 +44,8 @@ pub struct Shared {
     pub trace_all: bool,
     /// The listener's connection, header and body limits.
     pub limits: crate::http::limits::Limits,
+    /// Whose `X-Forwarded-For` entries name the client (ip-filtering, records, EL).
+    pub trusted_proxies: crate::http::forwarded::TrustedProxies,
 }
 
 impl Shared {
@@ -63,12 +65,19 @@ impl Shared {
             tracing: None,
             trace_all: false,
             limits: crate::http::limits::Limits::default(),
+            trusted_proxies: crate::http::forwarded::TrustedProxies::default(),
         }
     }
 
     /// Serves with `limits` instead of the defaults.
     pub fn with_limits(mut self, limits: crate::http::limits::Limits) -> Shared {
         self.limits = limits;
+        self
+    }
+
+    /// Reads `X-Forwarded-For` as far as `trusted` proxies vouch for it.
+    pub fn with_trusted_proxies(mut self, trusted: crate::http::forwarded::TrustedProxies) -> Shared {
+        self.trusted_proxies = trusted;
         self
     }
 

@@ -8,6 +8,7 @@ use hyper::body::Incoming;
 
 use super::context::{ConnInfo, Ids, lossy, request_host};
 use crate::api::routes::Api;
+use crate::http::forwarded::TrustedProxies;
 
 /// The metrics record of a routed request, before security and flows fill in the rest.
 pub(crate) fn new_record(
@@ -17,6 +18,7 @@ pub(crate) fn new_record(
     api: &Api,
     path_info: &str,
     timestamp_ms: i64,
+    trusted: &TrustedProxies,
 ) -> MetricsRecord {
     let path = req.uri().path();
     MetricsRecord {
@@ -30,7 +32,7 @@ pub(crate) fn new_record(
         environment_id: api.environment_id.clone(),
         http_method: req.method().as_str().to_owned(),
         local_address: conn.local_ip.as_ref().to_owned(),
-        remote_address: conn.remote_ip.as_ref().to_owned(),
+        remote_address: conn.client_address(trusted, req.headers()).into_owned(),
         host: request_host(req).to_owned(),
         // API keys sent in the query string are secrets: the record keeps the parameter, not its value.
         uri: req.uri().path_and_query().map_or_else(

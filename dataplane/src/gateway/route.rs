@@ -101,7 +101,7 @@ async fn route(mut req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) -> 
             let reply = cors.preflight(req.headers());
             let record = api.analytics_enabled.then(|| {
                 PendingRecord::new(
-                    new_record(&req, conn, &ids, &api, &path_info, timestamp_ms),
+                    new_record(&req, conn, &ids, &api, &path_info, timestamp_ms, &shared.trusted_proxies),
                     arrival,
                     shared.analytics.clone(),
                 )

@@ -1,8 +1,9 @@
 //! HTTP plumbing: binding the [`listen`]ers and their [`limits`], the [`upstream`] clients and their [`tls`], the streaming
-//! request and response [`body`] wrappers, the request [`path`] in its one normal form, and [`query`]
+//! request and response [`body`] wrappers, the request [`path`] in its one normal form, the client behind proxies ([`forwarded`]), and [`query`]
 //! strings.
 
 pub mod body;
+pub mod forwarded;
 pub mod limits;
 pub mod listen;
 pub mod path;

@@ -1,8 +1,9 @@
 //! `ip-filtering`: allow or deny clients by IP address or CIDR range (IPv4 and IPv6).
 //!
-//! The client address is the first `X-Forwarded-For` entry when present (as Gravitee's request
-//! `remoteAddress` is), else the connection's peer. With `matchAllFromXForwardedFor`, every address in
-//! `X-Forwarded-For` (and the peer) must pass. Denied → 403.
+//! The client address is what `--trusted-proxies` makes of `X-Forwarded-For` (see
+//! [`crate::http::forwarded`]): with the default, the first entry a trusted proxy (loopback) vouches
+//! for; with `all`, the first entry, as Gravitee's request `remoteAddress`. With
+//! `matchAllFromXForwardedFor`, every address from the client to the peer must pass. Denied → 403.
 
 use std::net::IpAddr;
 
@@ -10,61 +11,7 @@ use hgw_proto::v1 as pb;
 use http::StatusCode;
 
 use super::{Outcome, Policy, PolicyError, Reply, RequestExchange, invalid};
-
-/// An address range: an IP and the number of leading bits that must match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// `10.0.0.0/8`, `2001:db8::/32`, or a single address.
-    pub fn parse(text: &str) -> Result<Cidr, String> {
-        let text = text.trim();
-        let (ip, prefix) = match text.split_once('/') {
-            Some((ip, prefix)) => (ip, Some(prefix)),
-            None => (text, None),
-        };
-        let network: IpAddr =
-            ip.parse().map_err(|_| format!("{text:?} is not an IP address or CIDR (host names are not supported)"))?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{text:?}: prefix must be 0..={max}"))?,
-        };
-        Ok(Cidr { network, prefix })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match (self.network, ip) {
-            // An IPv4 client seen through an IPv6 socket (::ffff:a.b.c.d) still matches IPv4 rules.
-            (IpAddr::V4(_), IpAddr::V6(v6)) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            _ => ip,
-        };
-        match (self.network, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                masked(u32::from(net) as u128, 32, self.prefix) == masked(u32::from(ip) as u128, 32, self.prefix)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                masked(u128::from(net), 128, self.prefix) == masked(u128::from(ip), 128, self.prefix)
-            }
-            _ => false,
-        }
-    }
-}
-
-fn masked(bits: u128, width: u8, prefix: u8) -> u128 {
-    if prefix == 0 {
-        return 0;
-    }
-    let shift = width - prefix;
-    (bits >> shift) << shift
-}
+use crate::http::forwarded::Cidr;
 
 #[derive(Debug)]
 pub struct IpFiltering {
@@ -99,32 +46,17 @@ impl IpFiltering {
     }
 }
 
-/// Addresses in `X-Forwarded-For`, in order; unparsable entries are kept as `None` so they fail closed.
-fn forwarded_for(headers: &http::HeaderMap) -> Vec<Option<IpAddr>> {
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().ok())
-        .collect()
-}
-
 impl Policy for IpFiltering {
     fn on_request(&self, exchange: &mut RequestExchange<'_>) -> Outcome {
-        let forwarded = forwarded_for(&exchange.parts.headers);
+        let chain = exchange.trusted_proxies.chain(exchange.peer_ip, &exchange.parts.headers);
         let (client, pass) = if self.match_all_forwarded {
-            let mut all = forwarded.clone();
-            all.push(Some(exchange.peer_ip));
-            let bad = all.iter().find(|ip| !ip.is_some_and(|ip| self.allowed(ip)));
+            let bad = chain.iter().find(|ip| !ip.is_some_and(|ip| self.allowed(ip)));
             (bad.copied().flatten().unwrap_or(exchange.peer_ip), bad.is_none())
         } else {
-            match forwarded.first() {
-                Some(Some(ip)) => (*ip, self.allowed(*ip)),
-                Some(None) => (exchange.peer_ip, false),
-                None => (exchange.peer_ip, self.allowed(exchange.peer_ip)),
+            // An unparsable entry where the client should be fails closed.
+            match chain.first().copied().flatten() {
+                Some(ip) => (ip, self.allowed(ip)),
+                None => (exchange.peer_ip, false),
             }
         };
         if pass {
@@ -144,30 +76,6 @@ impl Policy for IpFiltering {
 mod tests {
     use super::*;
 
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn cidr_boundaries() {
-        let net = Cidr::parse("192.168.1.0/24").unwrap();
-        assert!(net.contains(ip("192.168.1.0")));
-        assert!(net.contains(ip("192.168.1.255")));
-        assert!(!net.contains(ip("192.168.2.0")));
-        assert!(!net.contains(ip("192.168.0.255")));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
-        assert!(Cidr::parse("10.1.2.3").unwrap().contains(ip("10.1.2.3")));
-        assert!(!Cidr::parse("10.1.2.3/32").unwrap().contains(ip("10.1.2.4")));
-        let v6 = Cidr::parse("2001:db8::/32").unwrap();
-        assert!(v6.contains(ip("2001:db8:ffff::1")));
-        assert!(!v6.contains(ip("2001:db9::1")));
-        assert!(!v6.contains(ip("192.168.1.1")));
-        assert!(net.contains(ip("::ffff:192.168.1.7")), "IPv4-mapped IPv6 matches IPv4 rules");
-        assert!(Cidr::parse("10.0.0.0/33").is_err());
-        assert!(Cidr::parse("example.com").is_err());
-        assert!(Cidr::parse("").is_err());
-    }
-
     fn filter(allow: &[&str], deny: &[&str], all: bool) -> IpFiltering {
         IpFiltering::compile(pb::IpFilteringPolicy {
             match_all_from_x_forwarded_for: all,
@@ -178,12 +86,17 @@ mod tests {
     }
 
     fn run(policy: &IpFiltering, peer: &str, xff: Option<&str>) -> bool {
+        run_behind(policy, "all", peer, xff)
+    }
+
+    fn run_behind(policy: &IpFiltering, trusted: &str, peer: &str, xff: Option<&str>) -> bool {
         let mut builder = http::Request::builder();
         if let Some(xff) = xff {
             builder = builder.header("x-forwarded-for", xff);
         }
         let (mut parts, ()) = builder.body(()).unwrap().into_parts();
-        crate::policies::with_test_exchange(&mut parts, peer, |exchange| {
+        let trusted = crate::http::forwarded::TrustedProxies::parse(trusted).unwrap();
+        crate::policies::with_test_exchange_behind(&mut parts, peer, &trusted, |exchange| {
             matches!(policy.on_request(exchange), Outcome::Continue)
         })
     }
@@ -199,7 +112,18 @@ mod tests {
     }
 
     #[test]
+    fn only_trusted_proxies_choose_the_client() {
+        let p = filter(&["10.0.0.0/8"], &[], false);
+        let loopback = crate::http::forwarded::DEFAULT_TRUSTED_PROXIES;
+        assert!(run_behind(&p, loopback, "127.0.0.1", Some("10.2.3.4")), "the local proxy's entry is the client");
+        assert!(!run_behind(&p, loopback, "127.0.0.1", Some("10.2.3.4, 8.8.8.8")), "the client wrote 10.2.3.4 itself");
+        assert!(!run_behind(&p, loopback, "8.8.8.8", Some("10.2.3.4")), "an untrusted peer's header is ignored");
+        assert!(run_behind(&p, "none", "10.0.0.7", Some("8.8.8.8")), "`none`: the peer, whatever the header says");
+    }
+
+    #[test]
     fn forwarded_for_first_entry_or_all() {
+        // `--trusted-proxies all`: Gravitee's reading.
         let p = filter(&["10.0.0.0/8"], &[], false);
         assert!(run(&p, "127.0.0.1", Some("10.2.3.4, 8.8.8.8")), "first X-Forwarded-For entry is the client");
         assert!(!run(&p, "10.0.0.1", Some("8.8.8.8")));

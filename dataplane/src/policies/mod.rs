@@ -35,6 +35,8 @@ pub struct RequestExchange<'a> {
     pub parts: &'a mut http::request::Parts,
     /// The connection's peer address.
     pub peer_ip: IpAddr,
+    /// Whose `X-Forwarded-For` entries count (`--trusted-proxies`).
+    pub trusted_proxies: &'a crate::http::forwarded::TrustedProxies,
     pub attributes: &'a mut Attributes,
     /// The API, plan and subscription the request runs under (counter names).
     pub api_id: &'a str,
@@ -237,6 +239,17 @@ pub(crate) fn with_test_exchange<T>(
     peer: &str,
     run: impl FnOnce(&mut RequestExchange<'_>) -> T,
 ) -> T {
+    with_test_exchange_behind(parts, peer, &crate::http::forwarded::TrustedProxies::default(), run)
+}
+
+/// [`with_test_exchange`] with `trusted` proxies.
+#[cfg(test)]
+pub(crate) fn with_test_exchange_behind<T>(
+    parts: &mut http::request::Parts,
+    peer: &str,
+    trusted: &crate::http::forwarded::TrustedProxies,
+    run: impl FnOnce(&mut RequestExchange<'_>) -> T,
+) -> T {
     let mut attributes = Attributes::new();
     let counters = Arc::new(crate::policies::counters::Counters::new(Arc::new(
         crate::policies::counters::tests::MapBackend::default(),
@@ -246,6 +259,7 @@ pub(crate) fn with_test_exchange<T>(
     let mut exchange = RequestExchange {
         parts,
         peer_ip: peer.parse().expect("test peer address"),
+        trusted_proxies: trusted,
         attributes: &mut attributes,
         api_id: "api",
         plan_id: "plan",

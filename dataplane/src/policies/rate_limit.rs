@@ -281,6 +281,7 @@ mod tests {
         let mut exchange = RequestExchange {
             parts: &mut parts,
             peer_ip: "127.0.0.1".parse().unwrap(),
+            trusted_proxies: &crate::http::forwarded::TrustedProxies::default(),
             attributes: &mut attributes,
             api_id: "api",
             plan_id: "plan",
