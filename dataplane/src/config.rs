@@ -12,6 +12,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::http::forwarded::{self, TrustedProxies};
 use crate::http::limits::{self, Limits};
+use crate::http::path::{EscapedSlashes, PathOptions};
 
 /// HTTP listener of the proxy: Gravitee's gateway port.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8082";
@@ -160,6 +161,13 @@ pub struct Cli {
     /// Gravitee does (the first entry, whoever sent it).
     #[arg(long, env = "HGW_TRUSTED_PROXIES", default_value = forwarded::DEFAULT_TRUSTED_PROXIES)]
     pub trusted_proxies: String,
+    /// An encoded `/` or `\\` in a path (`%2F`, `%5C`): `reject` (400), `keep` (forwarded encoded, part
+    /// of its segment for routing and flows), or `unescape` (a separator for gateway and backend).
+    #[arg(long, env = "HGW_ESCAPED_SLASHES", value_enum, default_value_t = EscapedSlashes::Reject)]
+    pub escaped_slashes: EscapedSlashes,
+    /// Merge runs of `/` in paths (`/a//b` → `/a/b`) before routing; `false` keeps them.
+    #[arg(long, env = "HGW_MERGE_SLASHES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub merge_slashes: bool,
 }
 
 /// Where the agent listens.
@@ -235,6 +243,7 @@ pub struct Config {
     /// Connection, header and body limits of the HTTP listener.
     pub limits: Limits,
     pub trusted_proxies: TrustedProxies,
+    pub paths: PathOptions,
 }
 
 /// A configuration value that cannot be used; the message names the flag.
@@ -309,6 +318,8 @@ impl Config {
             max_connections,
             request_body_timeout,
             trusted_proxies,
+            escaped_slashes,
+            merge_slashes,
         } = cli;
         let agent = parse_agent(&agent)?;
         let agent_tls = agent_tls(&agent, agent_ca, cert, key, join_token_file)?;
@@ -390,6 +401,7 @@ impl Config {
             otel: None,
             limits,
             trusted_proxies,
+            paths: PathOptions { escaped_slashes, merge_slashes },
         })
     }
 }

@@ -107,7 +107,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         Shared::new(metrics, sink, counters, shutdown.clone())
             .with_tracing(tracing.clone(), trace_all)
             .with_limits(config.limits.clone())
-            .with_trusted_proxies(config.trusted_proxies.clone()),
+            .with_trusted_proxies(config.trusted_proxies.clone())
+            .with_paths(config.paths),
     );
 
     let (flush_tx, flush_rx) = oneshot::channel();

@@ -189,6 +189,7 @@ async fn start_with() -> Harness {
         otel: None,
         limits: hgw_dataplane::http::limits::Limits::default(),
         trusted_proxies: Default::default(),
+        paths: Default::default(),
     };
     let shutdown = CancellationToken::new();
     let dataplane = tokio::spawn(hgw_dataplane::run(config, shutdown.clone()));

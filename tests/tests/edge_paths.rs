@@ -3,7 +3,7 @@
 //! refused, and the endpoint receives the path the gateway decided on. Requests are written byte for
 //! byte on a TCP socket (an HTTP client library would normalise them first) to the real dataplane.
 
-use hgw_tests::gateway::{cloud_gateway, now_ms};
+use hgw_tests::gateway::{Dataplane, cloud_gateway, now_ms};
 use hgw_tests::{Backend, CloudGateSim, v4_api};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,7 +45,7 @@ async fn no_spelling_of_a_path_slips_past_its_flows_and_plans() {
     sim.put_key(json!({"id": "key-1", "key": "edge-key", "subscriptions": ["sub-1"], "subscription": "sub-1",
         "api": "secured", "plan": "gold", "application": "app-1", "revoked": false, "paused": false, "updatedAt": now_ms()}))
         .await;
-    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let (agent, dp) = cloud_gateway(dir.path(), &sim).await;
     let addr = dp.url("").trim_start_matches("http://").to_owned();
 
     let (status, body) = raw_get(&addr, "/pub/admin/", "").await;
@@ -92,4 +92,25 @@ async fn no_spelling_of_a_path_slips_past_its_flows_and_plans() {
     assert_eq!(status, 200, "the sibling itself answers");
     let (status, body) = raw_get(&addr, "/nowhere/", "").await;
     assert_eq!((status, body.as_str()), (404, "No context-path matches the request URI."));
+
+    // The opt-outs: `%2F` kept encoded (part of its segment) and `//` kept, for backends that need them.
+    let kept = Dataplane::start_with(
+        dir.path(),
+        "dp-keep",
+        &agent.tcp_target(),
+        &["--escaped-slashes", "keep", "--merge-slashes", "false"],
+    )
+    .await;
+    kept.wait_ready().await;
+    let kept_addr = kept.url("").trim_start_matches("http://").to_owned();
+    for (sent, forwarded) in [("/open/a%2fb//c", "/a%2Fb//c"), ("/open/x/..//y", "//y")] {
+        let (status, body) = raw_get(&kept_addr, sent, "").await;
+        assert_eq!(status, 200, "{sent}: {body}");
+        let echo: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(echo["path"].as_str(), Some(forwarded), "{sent}: {echo}");
+    }
+    // The trade-off `keep` makes (README): `admin%2F` is one segment, not `/admin/`, for the flows too.
+    let (status, body) = raw_get(&kept_addr, "/pub/admin%2F", "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["path"], "/admin%2F");
 }

@@ -46,6 +46,8 @@ pub struct Shared {
     pub limits: crate::http::limits::Limits,
     /// Whose `X-Forwarded-For` entries name the client (ip-filtering, records, EL).
     pub trusted_proxies: crate::http::forwarded::TrustedProxies,
+    /// How request paths are normalised (escaped slashes, merging).
+    pub paths: crate::http::path::PathOptions,
 }
 
 impl Shared {
@@ -66,6 +68,7 @@ impl Shared {
             trace_all: false,
             limits: crate::http::limits::Limits::default(),
             trusted_proxies: crate::http::forwarded::TrustedProxies::default(),
+            paths: crate::http::path::PathOptions::default(),
         }
     }
 
@@ -78,6 +81,12 @@ impl Shared {
     /// Reads `X-Forwarded-For` as far as `trusted` proxies vouch for it.
     pub fn with_trusted_proxies(mut self, trusted: crate::http::forwarded::TrustedProxies) -> Shared {
         self.trusted_proxies = trusted;
+        self
+    }
+
+    /// Normalises request paths with `paths`.
+    pub fn with_paths(mut self, paths: crate::http::path::PathOptions) -> Shared {
+        self.paths = paths;
         self
     }
 

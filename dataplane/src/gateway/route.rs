@@ -43,7 +43,7 @@ async fn route(mut req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) -> 
         return refuse(status, why, &ids, in_flight);
     }
     // One spelling of the path for routes, flows, plans and the endpoint (see `http::path`).
-    let exits = match crate::http::path::normalize_request(&mut req) {
+    let exits = match crate::http::path::normalize_request(&mut req, shared.paths) {
         Ok(exits) => exits,
         Err(error) => return bad_path(&error, &ids, in_flight),
     };

@@ -33,25 +33,62 @@ pub enum PathError {
     OutOfContextPath,
 }
 
-/// The normalised form of `path` (borrowed when it already is normal, the common case).
-pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
-    normalize_tracking(path, &mut Vec::new())
+/// What to do with an encoded `/` or `\\` (`%2F`, `%5C`) in a path (Envoy's
+/// `path_with_escaped_slashes_action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum EscapedSlashes {
+    /// 400: a backend that decodes it would see a separator the gateway never saw.
+    #[default]
+    Reject,
+    /// Forwarded as `%2F` / `%5C`, part of its segment for routing and flows (for backends that keep
+    /// it encoded too).
+    Keep,
+    /// Decoded before routing, so it is a separator for the gateway and the backend alike.
+    Unescape,
 }
 
-/// [`normalize`], also pushing onto `exits` each path a `..` stepped out of (`/pub/x/../y` leaves
-/// `/pub/x`; `/pub/../y` leaves `/pub`).
-fn normalize_tracking<'p>(path: &'p str, exits: &mut Vec<String>) -> Result<Cow<'p, str>, PathError> {
-    if is_normal(path) {
+/// How paths are normalised (`--escaped-slashes`, `--merge-slashes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathOptions {
+    pub escaped_slashes: EscapedSlashes,
+    /// `//` becomes `/` (otherwise empty segments are kept, as RFC 3986 does).
+    pub merge_slashes: bool,
+}
+
+impl Default for PathOptions {
+    fn default() -> PathOptions {
+        PathOptions { escaped_slashes: EscapedSlashes::Reject, merge_slashes: true }
+    }
+}
+
+/// The normalised form of `path` (borrowed when it already is normal, the common case).
+pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
+    normalize_tracking(path, PathOptions::default(), &mut Vec::new())
+}
+
+/// [`normalize`] with `options`, also pushing onto `exits` each path a `..` stepped out of
+/// (`/pub/x/../y` leaves `/pub/x`; `/pub/../y` leaves `/pub`).
+fn normalize_tracking<'p>(
+    path: &'p str,
+    options: PathOptions,
+    exits: &mut Vec<String>,
+) -> Result<Cow<'p, str>, PathError> {
+    if is_normal(path, options.merge_slashes) {
         return Ok(Cow::Borrowed(path));
     }
-    let decoded = decode_unreserved(path)?;
+    let decoded = decode_unreserved(path, options.escaped_slashes)?;
     let mut segments: Vec<&str> = Vec::new();
     let mut trailing_slash = false;
     // Every path here starts with '/': the first split item is empty.
-    for segment in decoded.split('/').skip(1) {
+    let mut parts = decoded.split('/').skip(1).peekable();
+    while let Some(segment) = parts.next() {
         match segment {
-            // Merged slashes: an empty segment inside the path adds nothing; at the end it is the
-            // trailing slash.
+            // Kept inside the path when slashes are not merged; at the end it is the trailing slash.
+            "" if !options.merge_slashes && parts.peek().is_some() => {
+                segments.push("");
+                trailing_slash = false;
+            }
+            // Merged slashes: an empty segment inside the path adds nothing.
             "" => trailing_slash = true,
             "." => trailing_slash = true,
             ".." => {
@@ -81,13 +118,13 @@ fn normalize_tracking<'p>(path: &'p str, exits: &mut Vec<String>) -> Result<Cow<
 
 /// Replaces the request's path by its normal form (the query stays as sent); answers the paths a
 /// `..` stepped out of (empty, without allocating, for the usual path). `OPTIONS *` is left alone.
-pub fn normalize_request<B>(req: &mut http::Request<B>) -> Result<Vec<String>, PathError> {
+pub fn normalize_request<B>(req: &mut http::Request<B>, options: PathOptions) -> Result<Vec<String>, PathError> {
     let mut exits = Vec::new();
     let uri = req.uri();
     if uri.path() == "*" {
         return Ok(exits);
     }
-    let Cow::Owned(normal) = normalize_tracking(uri.path(), &mut exits)? else {
+    let Cow::Owned(normal) = normalize_tracking(uri.path(), options, &mut exits)? else {
         return Ok(exits);
     };
     let path_and_query = match uri.query() {
@@ -102,7 +139,7 @@ pub fn normalize_request<B>(req: &mut http::Request<B>) -> Result<Vec<String>, P
 
 /// True when `path` has nothing to normalise: starts with '/', no escape, no empty, `.` or `..`
 /// segment. One pass over the bytes, no allocation.
-fn is_normal(path: &str) -> bool {
+fn is_normal(path: &str, merge_slashes: bool) -> bool {
     let bytes = path.as_bytes();
     if bytes.first() != Some(&b'/') {
         return false;
@@ -112,7 +149,8 @@ fn is_normal(path: &str) -> bool {
         match b {
             b'%' => return false,
             b'/' => {
-                if is_dot_or_empty(&bytes[segment_start..i]) {
+                let segment = &bytes[segment_start..i];
+                if segment == b"." || segment == b".." || (merge_slashes && segment.is_empty()) {
                     return false;
                 }
                 segment_start = i + 1;
@@ -125,13 +163,9 @@ fn is_normal(path: &str) -> bool {
     last != b"." && last != b".."
 }
 
-fn is_dot_or_empty(segment: &[u8]) -> bool {
-    segment.is_empty() || segment == b"." || segment == b".."
-}
-
 /// Decodes escapes of unreserved characters, upper-cases the hex of the others, refuses encoded
 /// separators and malformed escapes. A path without '/' at the start gets one (origin form).
-fn decode_unreserved(path: &str) -> Result<String, PathError> {
+fn decode_unreserved(path: &str, escaped_slashes: EscapedSlashes) -> Result<String, PathError> {
     let bytes = path.as_bytes();
     let mut out: Vec<u8> = Vec::with_capacity(bytes.len() + 1);
     if bytes.first() != Some(&b'/') {
@@ -150,7 +184,13 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
         };
         let decoded = hi << 4 | lo;
         match decoded {
-            b'/' | b'\\' => return Err(PathError::EscapedSeparator),
+            b'/' | b'\\' => match escaped_slashes {
+                EscapedSlashes::Reject => return Err(PathError::EscapedSeparator),
+                EscapedSlashes::Unescape => out.push(decoded),
+                EscapedSlashes::Keep => {
+                    out.extend_from_slice(&[b'%', HEX_UPPER[usize::from(hi)], HEX_UPPER[usize::from(lo)]])
+                }
+            },
             c if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') => out.push(c),
             _ => out.extend_from_slice(&[b'%', HEX_UPPER[usize::from(hi)], HEX_UPPER[usize::from(lo)]]),
         }
@@ -235,15 +275,15 @@ mod tests {
     #[test]
     fn the_request_keeps_its_query_and_authority() {
         let mut req = http::Request::get("http://api.example:8080/pub/x/../%61dmin?api-key=k&a=%2F").body(()).unwrap();
-        assert_eq!(normalize_request(&mut req).unwrap(), vec!["/pub/x".to_owned()]);
+        assert_eq!(normalize_request(&mut req, PathOptions::default()).unwrap(), vec!["/pub/x".to_owned()]);
         assert_eq!(req.uri().to_string(), "http://api.example:8080/pub/admin?api-key=k&a=%2F");
         let mut req = http::Request::get("/pub/admin%2F").body(()).unwrap();
-        assert_eq!(normalize_request(&mut req), Err(PathError::EscapedSeparator));
+        assert_eq!(normalize_request(&mut req, PathOptions::default()), Err(PathError::EscapedSeparator));
         let mut req = http::Request::get("/a/b/../../c/..").body(()).unwrap();
-        assert_eq!(normalize_request(&mut req).unwrap(), vec!["/a/b", "/a", "/c"]);
+        assert_eq!(normalize_request(&mut req, PathOptions::default()).unwrap(), vec!["/a/b", "/a", "/c"]);
         assert_eq!(req.uri().path(), "/");
         let mut req = http::Request::options("*").body(()).unwrap();
-        assert!(normalize_request(&mut req).unwrap().is_empty());
+        assert!(normalize_request(&mut req, PathOptions::default()).unwrap().is_empty());
         assert_eq!(req.uri().path(), "*");
     }
 
@@ -251,5 +291,22 @@ mod tests {
     fn a_path_without_its_leading_slash_gets_one() {
         assert_eq!(n("pub/admin").as_deref(), Ok("/pub/admin"));
         assert_eq!(n("").as_deref(), Ok("/"));
+    }
+
+    #[test]
+    fn escaped_slashes_and_merging_follow_the_options() {
+        let with = |escaped_slashes, merge_slashes, path| {
+            normalize_tracking(path, PathOptions { escaped_slashes, merge_slashes }, &mut Vec::new())
+                .map(Cow::into_owned)
+        };
+        use EscapedSlashes::{Keep, Reject, Unescape};
+        assert_eq!(with(Reject, true, "/pub/admin%2f"), Err(PathError::EscapedSeparator));
+        assert_eq!(with(Keep, true, "/pub/a%2fb/%5c"), Ok("/pub/a%2Fb/%5C".to_owned()));
+        assert_eq!(with(Unescape, true, "/pub/x%2F..%2Fadmin"), Ok("/pub/admin".to_owned()));
+        assert_eq!(with(Unescape, true, "/pub/a%5Cb"), Ok("/pub/a\\b".to_owned()));
+        assert_eq!(with(Reject, false, "/pub//admin//"), Ok("/pub//admin//".to_owned()));
+        assert_eq!(with(Reject, false, "/a//../b"), Ok("/a/b".to_owned()));
+        assert_eq!(with(Reject, false, "//x/./y"), Ok("//x/y".to_owned()));
+        assert_eq!(with(Reject, true, "//x/./y"), Ok("/x/y".to_owned()));
     }
 }
