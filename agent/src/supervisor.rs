@@ -30,7 +30,11 @@
 //! # No inherited secrets or settings
 //! Children get an environment without the agent's `HGW_*` and `GRAVITEE_*` variables (a dataplane
 //! reading `HGW_ADDR_FILE` overwrote the agent's address file; the Cloud Token and license are the
-//! agent's alone): everything a dataplane needs is passed as an explicit argument.
+//! agent's alone): everything a dataplane needs is passed as an explicit argument — except the HTTPS
+//! settings of the listener the dataplanes serve ([`DATAPLANE_ENV`]): hgw's `HGW_TLS_*` and Gravitee's
+//! `gravitee_http_secured`, `gravitee_http_alpn` and `gravitee_http_ssl_*` certificate names reach them
+//! unchanged, so an agent started with the environment of a Gravitee gateway serves HTTPS like it.
+//! Each dataplane reads and validates them (and reloads the certificate files) itself.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +54,18 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 /// Environment variables of the agent that never reach a dataplane (matched case-insensitively, as
 /// Gravitee's names are read in any case).
 const PRIVATE_ENV_PREFIXES: [&str; 2] = ["HGW_", "GRAVITEE_"];
+
+/// Prefixes of the variables above that the dataplanes do get: the HTTPS listener's settings, which
+/// name certificate files but hold no secret (the keystore password, unused by hgw, stays private).
+const DATAPLANE_ENV: [&str; 7] = [
+    "HGW_TLS_",
+    "GRAVITEE_HTTP_SECURED",
+    "GRAVITEE_HTTP_ALPN",
+    "GRAVITEE_HTTP_SSL_KEYSTORE_TYPE",
+    "GRAVITEE_HTTP_SSL_KEYSTORE_CERTIFICATES_",
+    "GRAVITEE_HTTP_SSL_KEYSTORE_PATH",
+    "GRAVITEE_HTTP_SSL_CLIENTAUTH",
+];
 
 pub struct Supervisor {
     pub bin: PathBuf,
@@ -167,11 +183,12 @@ async fn supervise(bin: PathBuf, args: Vec<String>, index: u16, cancel: Cancella
     }
 }
 
-/// The names in `vars` that a dataplane must not inherit ([`PRIVATE_ENV_PREFIXES`]).
+/// The names in `vars` that a dataplane must not inherit ([`PRIVATE_ENV_PREFIXES`] but [`DATAPLANE_ENV`]).
 fn private_env_names(vars: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     vars.filter(|name| {
         let upper = name.to_string_lossy().to_ascii_uppercase();
         PRIVATE_ENV_PREFIXES.iter().any(|prefix| upper.starts_with(prefix))
+            && !DATAPLANE_ENV.iter().any(|prefix| upper.starts_with(prefix))
     })
     .collect()
 }
@@ -313,5 +330,17 @@ mod tests {
             ["HGW_ADDR_FILE", "hgw_state_dir", "GRAVITEE_CLOUD_TOKEN", "gravitee_license_key", "RUST_LOG", "PATH"];
         let removed = private_env_names(names.iter().map(std::ffi::OsString::from));
         assert_eq!(removed, ["HGW_ADDR_FILE", "hgw_state_dir", "GRAVITEE_CLOUD_TOKEN", "gravitee_license_key"]);
+        let https = [
+            "HGW_TLS_CERT",
+            "hgw_tls_key",
+            "gravitee_http_secured",
+            "gravitee_http_alpn",
+            "gravitee_http_ssl_keystore_type",
+            "gravitee_http_ssl_keystore_certificates_0_cert",
+            "gravitee_http_ssl_keystore_certificates_0_key",
+            "gravitee_http_ssl_keystore_password",
+        ];
+        let removed = private_env_names(https.iter().map(std::ffi::OsString::from));
+        assert_eq!(removed, ["gravitee_http_ssl_keystore_password"], "the HTTPS settings reach the dataplanes");
     }
 }

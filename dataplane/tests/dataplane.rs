@@ -186,6 +186,9 @@ async fn start_with() -> Harness {
         log_masked_headers: Vec::new(),
         lifeline_stdin: false,
         trace_apis: hgw_dataplane::config::TraceApis::Definition,
+        https: None,
+        tls_reload_interval: None,
+        tls_h2: true,
         otel: None,
     };
     let shutdown = CancellationToken::new();

@@ -1,4 +1,5 @@
-//! Accepting client connections (HTTP/1.1 and h2c) and draining them at shutdown.
+//! Accepting client connections (HTTP/1.1 and h2c, or HTTPS with HTTP/2 over ALPN) and draining them at
+//! shutdown.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -10,21 +11,27 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::context::ConnInfo;
 use super::route::handle;
+use crate::http::tls_server::HANDSHAKE_TIMEOUT;
 
 /// Accepts connections until `shutdown`, then lets them finish until `grace` runs out.
+/// With `tls`, every connection is HTTPS (the TLS handshake runs in the connection's own task, so a
+/// slow client does not hold up the accept loop).
 /// Returns the grace deadline, which also bounds the analytics flush that follows.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     grace: Duration,
 ) -> Instant {
-    // auto::Builder serves HTTP/1.1 and, on the h2 preface, HTTP/2 with prior knowledge (h2c).
+    // auto::Builder serves HTTP/1.1 and, on the h2 preface, HTTP/2: with prior knowledge (h2c) in
+    // plaintext, and after ALPN chose `h2` over TLS (the client then starts with the preface too).
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // With a timer, hyper closes HTTP/1 connections that do not send their headers within 30 s.
     builder.http1().timer(TokioTimer::new());
@@ -46,17 +53,39 @@ pub async fn serve(
         let Ok(local) = stream.local_addr() else {
             continue;
         };
-        let conn = Arc::new(ConnInfo::new(local, remote));
+        let conn = Arc::new(ConnInfo::new(local, remote, tls.is_some()));
         let shared = shared.clone();
         let service = service_fn(move |req| {
             let (shared, conn) = (shared.clone(), conn.clone());
             // Boxed once here: the request's future is large, and hyper would otherwise move it.
             Box::pin(async move { Ok::<_, Infallible>(handle(req, &conn, &shared).await) })
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-        let watched = graceful.watch(connection);
+        let Some(acceptor) = &tls else {
+            let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            let watched = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(error) = watched.await {
+                    tracing::debug!(error = %error, %remote, "client connection ended with an error");
+                }
+            });
+            continue;
+        };
+        // Watched from before the handshake, so the drain also waits for (bounded) handshakes.
+        let (acceptor, builder, watcher) = (acceptor.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(error) = watched.await {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, %remote, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(error = %error, %remote, "client connection ended with an error");
             }
         });

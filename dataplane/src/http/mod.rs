@@ -1,10 +1,11 @@
-//! HTTP plumbing: binding the [`listen`]ers, the [`upstream`] clients and their [`tls`], the streaming
-//! request and response [`body`] wrappers, the request [`path`] in its one normal form, and [`query`]
-//! strings.
+//! HTTP plumbing: binding the [`listen`]ers and terminating client TLS ([`tls_server`]), the
+//! [`upstream`] clients and their [`tls`], the streaming request and response [`body`] wrappers, the
+//! request [`path`] in its one normal form, and [`query`] strings.
 
 pub mod body;
 pub mod listen;
 pub mod path;
 pub mod query;
 pub mod tls;
+pub mod tls_server;
 pub mod upstream;
