@@ -120,6 +120,39 @@ impl Supervisor {
     }
 }
 
+impl Supervisor {
+    /// Runs the dataplane binary with `--check-config` and the arguments and environment the
+    /// dataplanes will get, so settings they would refuse (their HTTPS certificates, for one) stop the
+    /// agent at start with exit 64 instead of feeding a restart loop. `Err` is the dataplane's reason. A
+    /// binary that cannot be run at all is left for [`Supervisor::run`] to report.
+    pub fn check_config(&self) -> Result<(), String> {
+        let mut command = std::process::Command::new(&self.bin);
+        for name in private_env_names(std::env::vars_os().map(|(name, _)| name)) {
+            command.env_remove(name);
+        }
+        let output = command
+            .args(self.args(0))
+            .arg("--check-config")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output();
+        match output {
+            Ok(output) if output.status.code() == Some(64) => {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                let reason =
+                    stderr.trim().trim_start_matches("hgw-dataplane: ").trim_start_matches("invalid configuration: ");
+                Err(reason.to_owned())
+            }
+            Ok(_) => Ok(()),
+            Err(error) => {
+                tracing::warn!(bin = %self.bin.display(), %error, "cannot check the dataplanes' configuration");
+                Ok(())
+            }
+        }
+    }
+}
+
 async fn supervise(bin: PathBuf, args: Vec<String>, index: u16, cancel: CancellationToken, grace: Duration) {
     let mut backoff = RESTART_BACKOFF_START;
     loop {

@@ -149,6 +149,11 @@ pub struct Cli {
     /// Protocols offered in ALPN, comma-separated: `h2` and/or `http/1.1`.
     #[arg(long, env = "HGW_TLS_ALPN", default_value = DEFAULT_TLS_ALPN, help_heading = "HTTPS")]
     pub tls_alpn: String,
+    /// Check the configuration (flags, variables, certificate files) and exit: 0 when it is usable, 64
+    /// with the reason otherwise; nothing is bound or connected. hgw-agent runs it before starting the
+    /// dataplanes it supervises.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// Where the agent listens.
@@ -348,6 +353,7 @@ impl Config {
             tls_keystore_type,
             tls_reload_interval,
             tls_alpn,
+            check_config: _,
         } = cli;
         let agent = parse_agent(&agent)?;
         let agent_tls = agent_tls(&agent, agent_ca, cert, key, join_token_file)?;

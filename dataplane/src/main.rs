@@ -29,6 +29,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let check_only = cli.check_config;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut config = match Config::from_cli(cli, &hostname(), std::process::id(), cores) {
         Ok(config) => config,
@@ -66,6 +67,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if check_only {
+        return ExitCode::SUCCESS;
+    }
     init_logs(config.log_format);
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,

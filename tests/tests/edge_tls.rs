@@ -267,6 +267,25 @@ async fn unusable_https_settings_exit_64_naming_the_problem() {
     let (code, stderr) = dataplane_exit(&["--tls-cert", &cert, "--tls-key", &other_key], &[]).await;
     assert_eq!(code, Some(64), "{stderr}");
     assert!(stderr.contains("is not the private key"), "{stderr}");
+
+    // An agent supervising dataplanes refuses, at start, settings its dataplanes would refuse.
+    let apis = dir.path().join("apis");
+    std::fs::create_dir(&apis).unwrap();
+    let (apis, socket) = (apis.display().to_string(), dir.path().join("agent.sock").display().to_string());
+    let state = dir.path().join("state").display().to_string();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut args = vec!["--local-apis", &apis, "--grpc-socket", &socket, "--node-listen", "127.0.0.1:0"];
+    let bin = hgw_tests::bin_path("hgw-dataplane").display().to_string();
+    args.extend(["--dataplanes", "1", "--dataplane-listen", &listen, "--dataplane-bin", &bin]);
+    let envs = [
+        ("HGW_STATE_DIR", state.as_str()),
+        ("gravitee_http_secured", "true"),
+        ("gravitee_http_ssl_keystore_certificates_0_cert", cert.as_str()),
+        ("gravitee_http_ssl_keystore_certificates_0_key", missing.as_str()),
+    ];
+    let (code, _, stderr) = run_to_exit("hgw-agent", &args, &envs, Duration::from_secs(20)).await;
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("dataplanes refuse") && stderr.contains(&missing), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
