@@ -125,6 +125,20 @@ async fn curl(addr: SocketAddr, ca: &Path, host: &str, path: &str, http2: bool) 
     (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
+/// The `subject=` line `openssl s_client` prints for the certificate presented for `sni` (`None`
+/// when openssl is not installed).
+async fn openssl_subject(addr: SocketAddr, sni: Option<&str>) -> Option<String> {
+    let mut command = tokio::process::Command::new("openssl");
+    command.args(["s_client", "-connect", &addr.to_string()]);
+    match sni {
+        Some(name) => command.args(["-servername", name]),
+        None => command.arg("-noservername"),
+    };
+    let output = command.stdin(std::process::Stdio::null()).output().await.ok()?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    Some(text.lines().find(|line| line.starts_with("subject=")).unwrap_or(&text).to_owned())
+}
+
 /// A GET on an established connection (HTTP/1.1 keep-alive): its status.
 async fn get_on(sender: &mut hyper::client::conn::http1::SendRequest<String>, host: &str, path: &str) -> u16 {
     let request = hyper::Request::get(path).header("host", host).body(String::new()).unwrap();
@@ -164,6 +178,13 @@ async fn https_chooses_certificates_by_sni_speaks_h2_and_reloads_without_droppin
     assert_presented(addr, Some("a.www.beta.test"), &fallback.cert_pem, "a wildcard is one label").await;
     assert_presented(addr, Some("other.test"), &fallback.cert_pem, "unknown name").await;
     assert_presented(addr, None, &fallback.cert_pem, "no SNI").await;
+
+    // The same through OpenSSL's client, when installed.
+    if let Some(subject) = openssl_subject(addr, Some("beta.test")).await {
+        assert!(subject.contains("beta.test"), "openssl -servername beta.test: {subject}");
+        let subject = openssl_subject(addr, None).await.unwrap();
+        assert!(subject.contains("default.test"), "openssl -noservername: {subject}");
+    }
 
     // ALPN: h2 when the client offers it, HTTP/1.1 otherwise.
     let h2 = connect(addr, Some("alpha.test"), &["h2", "http/1.1"]).await;

@@ -216,7 +216,9 @@ impl ServerTls {
     pub fn load(files: Vec<CertKeyFiles>, h2: bool) -> Result<ServerTls, CertificateError> {
         let contents = read_all(&files)?;
         let certificates = Certificates::build(&files, &contents)?;
-        for (paths, key) in files.iter().zip(&certificates.keys) {
+        for (index, (paths, key)) in files.iter().zip(&certificates.keys).enumerate() {
+            let names = dns_names(&key.cert[0]);
+            tracing::info!(cert = %paths.cert.display(), ?names, default = index == 0, "serving a TLS certificate");
             if expired(&key.cert[0]) {
                 tracing::warn!(cert = %paths.cert.display(), "the certificate is expired or not yet valid");
             }
