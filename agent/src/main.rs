@@ -27,6 +27,25 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // Settings the supervised dataplanes would refuse (HTTPS certificates, masked headers) are the
+    // agent's configuration errors too: checked by the dataplane binary itself, before anything starts.
+    if config.dataplanes > 0 {
+        let socket = config.grpc_socket.clone().unwrap_or_else(|| "/run/hgw/agent.sock".into());
+        let dataplanes = hgw_agent::supervisor::Supervisor {
+            bin: config.dataplane_bin.clone(),
+            count: config.dataplanes,
+            agent: format!("unix:{}", socket.display()),
+            listen: config.dataplane_listen,
+            node_id: config.node_id.clone(),
+            log_json: config.log_json,
+            grace: config.shutdown_grace,
+            log_masked_headers: config.log_masked_headers.clone(),
+        };
+        if let Err(reason) = dataplanes.check_config() {
+            eprintln!("hgw-agent: invalid configuration: the dataplanes refuse their settings: {reason}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     // Before anything starts: a `--dataplane-listen` port served by someone else is a configuration
     // error, and the claim is held until the agent exits (see `supervisor`).
     let _dataplane_port = if config.dataplanes > 0 && config.dataplane_listen.port() != 0 {

@@ -30,7 +30,11 @@
 //! # No inherited secrets or settings
 //! Children get an environment without the agent's `HGW_*` and `GRAVITEE_*` variables (a dataplane
 //! reading `HGW_ADDR_FILE` overwrote the agent's address file; the Cloud Token and license are the
-//! agent's alone): everything a dataplane needs is passed as an explicit argument.
+//! agent's alone): everything a dataplane needs is passed as an explicit argument — except the HTTPS
+//! settings of the listener the dataplanes serve ([`DATAPLANE_ENV`]): hgw's `HGW_TLS_*` and Gravitee's
+//! `gravitee_http_secured`, `gravitee_http_alpn` and `gravitee_http_ssl_*` certificate names reach them
+//! unchanged, so an agent started with the environment of a Gravitee gateway serves HTTPS like it.
+//! Each dataplane reads and validates them (and reloads the certificate files) itself.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +54,29 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 /// Environment variables of the agent that never reach a dataplane (matched case-insensitively, as
 /// Gravitee's names are read in any case).
 const PRIVATE_ENV_PREFIXES: [&str; 2] = ["HGW_", "GRAVITEE_"];
+
+/// Prefixes of the variables above that the dataplanes do get: the HTTPS listener's settings, which
+/// name certificate files but hold no secret (the keystore password, unused by hgw, stays private),
+/// and the listener's limits, path and forwarding settings.
+const DATAPLANE_ENV: [&str; 17] = [
+    "HGW_TLS_",
+    "HGW_CLIENT_HEADER_TIMEOUT",
+    "HGW_MAX_HEADER_SIZE",
+    "HGW_MAX_INITIAL_LINE_LENGTH",
+    "HGW_MAX_HEADERS",
+    "HGW_HTTP2_",
+    "HGW_MAX_CONNECTIONS",
+    "HGW_REQUEST_BODY_TIMEOUT",
+    "HGW_TRUSTED_PROXIES",
+    "HGW_ESCAPED_SLASHES",
+    "HGW_MERGE_SLASHES",
+    "GRAVITEE_HTTP_SECURED",
+    "GRAVITEE_HTTP_ALPN",
+    "GRAVITEE_HTTP_SSL_KEYSTORE_TYPE",
+    "GRAVITEE_HTTP_SSL_KEYSTORE_CERTIFICATES_",
+    "GRAVITEE_HTTP_SSL_KEYSTORE_PATH",
+    "GRAVITEE_HTTP_SSL_CLIENTAUTH",
+];
 
 pub struct Supervisor {
     pub bin: PathBuf,
@@ -101,6 +128,39 @@ impl Supervisor {
             args.extend(["--log-masked-headers".to_owned(), headers.clone()]);
         }
         args
+    }
+}
+
+impl Supervisor {
+    /// Runs the dataplane binary with `--check-config` and the arguments and environment the
+    /// dataplanes will get, so settings they would refuse (their HTTPS certificates, for one) stop the
+    /// agent at start with exit 64 instead of feeding a restart loop. `Err` is the dataplane's reason. A
+    /// binary that cannot be run at all is left for [`Supervisor::run`] to report.
+    pub fn check_config(&self) -> Result<(), String> {
+        let mut command = std::process::Command::new(&self.bin);
+        for name in private_env_names(std::env::vars_os().map(|(name, _)| name)) {
+            command.env_remove(name);
+        }
+        let output = command
+            .args(self.args(0))
+            .arg("--check-config")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output();
+        match output {
+            Ok(output) if output.status.code() == Some(64) => {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                let reason =
+                    stderr.trim().trim_start_matches("hgw-dataplane: ").trim_start_matches("invalid configuration: ");
+                Err(reason.to_owned())
+            }
+            Ok(_) => Ok(()),
+            Err(error) => {
+                tracing::warn!(bin = %self.bin.display(), %error, "cannot check the dataplanes' configuration");
+                Ok(())
+            }
+        }
     }
 }
 
@@ -167,11 +227,12 @@ async fn supervise(bin: PathBuf, args: Vec<String>, index: u16, cancel: Cancella
     }
 }
 
-/// The names in `vars` that a dataplane must not inherit ([`PRIVATE_ENV_PREFIXES`]).
+/// The names in `vars` that a dataplane must not inherit ([`PRIVATE_ENV_PREFIXES`] but [`DATAPLANE_ENV`]).
 fn private_env_names(vars: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     vars.filter(|name| {
         let upper = name.to_string_lossy().to_ascii_uppercase();
         PRIVATE_ENV_PREFIXES.iter().any(|prefix| upper.starts_with(prefix))
+            && !DATAPLANE_ENV.iter().any(|prefix| upper.starts_with(prefix))
     })
     .collect()
 }
@@ -313,5 +374,20 @@ mod tests {
             ["HGW_ADDR_FILE", "hgw_state_dir", "GRAVITEE_CLOUD_TOKEN", "gravitee_license_key", "RUST_LOG", "PATH"];
         let removed = private_env_names(names.iter().map(std::ffi::OsString::from));
         assert_eq!(removed, ["HGW_ADDR_FILE", "hgw_state_dir", "GRAVITEE_CLOUD_TOKEN", "gravitee_license_key"]);
+        let https = [
+            "HGW_TLS_CERT",
+            "hgw_tls_key",
+            "gravitee_http_secured",
+            "gravitee_http_alpn",
+            "gravitee_http_ssl_keystore_type",
+            "gravitee_http_ssl_keystore_certificates_0_cert",
+            "gravitee_http_ssl_keystore_certificates_0_key",
+            "gravitee_http_ssl_keystore_password",
+        ];
+        let removed = private_env_names(https.iter().map(std::ffi::OsString::from));
+        assert_eq!(removed, ["gravitee_http_ssl_keystore_password"], "the HTTPS settings reach the dataplanes");
+        let listener = ["HGW_MAX_CONNECTIONS", "HGW_HTTP2_KEEPALIVE", "HGW_TRUSTED_PROXIES", "HGW_MAXIMUM"];
+        let removed = private_env_names(listener.iter().map(std::ffi::OsString::from));
+        assert_eq!(removed, ["HGW_MAXIMUM"], "the listener's limits reach the dataplanes");
     }
 }

@@ -29,6 +29,20 @@ pub const DEFAULT_RATE_LIMIT_TIMEOUT: &str = "1s";
 /// Gravitee's default API-key header. (Gravitee itself logs them in clear unless the API adds its
 /// data-logging-masking policy.) The header of every API-key plan is masked as well, whatever this says.
 pub const DEFAULT_LOG_MASKED_HEADERS: &str = "Authorization,Proxy-Authorization,Cookie,Set-Cookie,X-Gravitee-Api-Key";
+/// How often the HTTPS certificate files are checked for changes: a rotated certificate is served
+/// within seconds, for the cost of reading a few small files.
+pub const DEFAULT_TLS_RELOAD_INTERVAL: &str = "2s";
+/// Protocols offered in ALPN on the HTTPS listener, preferred first.
+pub const DEFAULT_TLS_ALPN: &str = "h2,http/1.1";
+
+/// The format of the HTTPS certificates. Only PEM is read; the others are named so that they can be
+/// refused with the command that converts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeystoreType {
+    Pem,
+    Jks,
+    Pkcs12,
+}
 
 /// Which APIs a dataplane that exports traces (OTEL_EXPORTER_OTLP_ENDPOINT set) traces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -168,6 +182,30 @@ pub struct Cli {
     /// Merge runs of `/` in paths (`/a//b` → `/a/b`) before routing; `false` keeps them.
     #[arg(long, env = "HGW_MERGE_SLASHES", default_value_t = true, action = clap::ArgAction::Set)]
     pub merge_slashes: bool,
+    /// Serve HTTPS on --listen with this certificate chain (PEM, leaf first). Repeatable, paired in
+    /// order with --tls-key; the certificate is chosen by SNI among the DNS names of each, and the first
+    /// one is the default. Without it, Gravitee's `gravitee_http_secured` variables are read.
+    #[arg(long = "tls-cert", env = "HGW_TLS_CERT", value_delimiter = ',', help_heading = "HTTPS")]
+    pub tls_cert: Vec<PathBuf>,
+    /// The private key (PEM, unencrypted) of each --tls-cert, in the same order.
+    #[arg(long = "tls-key", env = "HGW_TLS_KEY", value_delimiter = ',', help_heading = "HTTPS")]
+    pub tls_key: Vec<PathBuf>,
+    /// Format of the certificates: only `pem` is served (`jks` and `pkcs12` are refused with the
+    /// command that converts them).
+    #[arg(long, env = "HGW_TLS_KEYSTORE_TYPE", value_enum, default_value_t = KeystoreType::Pem, help_heading = "HTTPS")]
+    pub tls_keystore_type: KeystoreType,
+    /// How often the certificate and key files are checked for changes (`0s`: never); changed files
+    /// are served to new handshakes, established connections keep theirs.
+    #[arg(long, env = "HGW_TLS_RELOAD_INTERVAL", default_value = DEFAULT_TLS_RELOAD_INTERVAL, help_heading = "HTTPS")]
+    pub tls_reload_interval: String,
+    /// Protocols offered in ALPN, comma-separated: `h2` and/or `http/1.1`.
+    #[arg(long, env = "HGW_TLS_ALPN", default_value = DEFAULT_TLS_ALPN, help_heading = "HTTPS")]
+    pub tls_alpn: String,
+    /// Check the configuration (flags, variables, certificate files) and exit: 0 when it is usable, 64
+    /// with the reason otherwise; nothing is bound or connected. hgw-agent runs it before starting the
+    /// dataplanes it supervises.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// Where the agent listens.
@@ -215,6 +253,17 @@ pub struct AgentTls {
     pub credential: Credential,
 }
 
+/// HTTPS on the proxy listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Https {
+    /// `(certificate chain, private key)` PEM files; the first pair is the default certificate.
+    pub certificates: Vec<(PathBuf, PathBuf)>,
+    /// Offer `h2` in ALPN (`http/1.1` is always offered).
+    pub h2: bool,
+    /// `None`: the files are read once.
+    pub reload_interval: Option<Duration>,
+}
+
 /// The validated configuration the library runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -237,6 +286,14 @@ pub struct Config {
     pub log_masked_headers: Vec<http::HeaderName>,
     pub lifeline_stdin: bool,
     pub trace_apis: TraceApis,
+    /// HTTPS on `listen` (`None`: plain HTTP/1.1 and h2c). From the `--tls-*` flags in
+    /// [`Config::from_cli`], or from Gravitee's variables in [`Config::with_gravitee_env`].
+    pub https: Option<Https>,
+    /// `--tls-reload-interval`, also used for certificates named by Gravitee's variables.
+    pub tls_reload_interval: Option<Duration>,
+    /// `--tls-alpn` offers `h2`, also used for certificates named by Gravitee's variables without
+    /// `gravitee_http_alpn`.
+    pub tls_h2: bool,
     /// OpenTelemetry export, from the standard OTEL_* variables (`None`: tracing off). Read by `main`
     /// ([`hgw_otel::Settings::from_env`]), not by [`Config::from_cli`], which stays pure.
     pub otel: Option<hgw_otel::Settings>,
@@ -283,6 +340,48 @@ pub enum ConfigError {
     TrustedProxies(String),
     #[error("--{flag} {value}: must be at least {min}")]
     TooSmall { flag: &'static str, value: usize, min: usize },
+    #[error("--tls-cert and --tls-key come in pairs: {certs} certificate(s) for {keys} key(s)")]
+    TlsPairs { certs: usize, keys: usize },
+    #[error("--tls-alpn {0:?}: expected h2 and/or http/1.1, comma-separated")]
+    Alpn(String),
+    #[error(
+        "{setting}: {kind} keystores are not read; convert to PEM files and pass them as certificate/key pairs: {how}"
+    )]
+    Keystore { setting: &'static str, kind: &'static str, how: &'static str },
+    #[error("{setting}={value:?}: {problem}")]
+    Gravitee { setting: String, value: String, problem: &'static str },
+}
+
+/// How to turn a Java keystore into PEM files (the dataplane reads PEM only).
+const JKS_TO_PEM: &str = "keytool -importkeystore -srckeystore keystore.jks -destkeystore keystore.p12 \
+-deststoretype PKCS12, then openssl pkcs12 -in keystore.p12 -nokeys -out cert.pem and openssl pkcs12 -in \
+keystore.p12 -nocerts -nodes -out key.pem";
+const PKCS12_TO_PEM: &str = "openssl pkcs12 -in keystore.p12 -nokeys -out cert.pem and openssl pkcs12 -in \
+keystore.p12 -nocerts -nodes -out key.pem (one pair per certificate; add -legacy for old files)";
+
+fn keystore_refusal(setting: &'static str, kind: &str) -> Option<ConfigError> {
+    match kind {
+        "jks" => Some(ConfigError::Keystore { setting, kind: "JKS", how: JKS_TO_PEM }),
+        "pkcs12" | "p12" | "pfx" => Some(ConfigError::Keystore { setting, kind: "PKCS#12", how: PKCS12_TO_PEM }),
+        _ => None,
+    }
+}
+
+fn parse_alpn(value: &str) -> Result<bool, ConfigError> {
+    let mut h2 = false;
+    let mut any = false;
+    for protocol in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match protocol {
+            "h2" => h2 = true,
+            "http/1.1" => {}
+            _ => return Err(ConfigError::Alpn(value.to_owned())),
+        }
+        any = true;
+    }
+    if !any {
+        return Err(ConfigError::Alpn(value.to_owned()));
+    }
+    Ok(h2)
 }
 
 impl Config {
@@ -320,6 +419,12 @@ impl Config {
             trusted_proxies,
             escaped_slashes,
             merge_slashes,
+            tls_cert,
+            tls_key,
+            tls_keystore_type,
+            tls_reload_interval,
+            tls_alpn,
+            check_config: _,
         } = cli;
         let agent = parse_agent(&agent)?;
         let agent_tls = agent_tls(&agent, agent_ca, cert, key, join_token_file)?;
@@ -380,6 +485,24 @@ impl Config {
             .filter(|name| !name.is_empty())
             .map(|name| http::HeaderName::try_from(name).map_err(|_| ConfigError::MaskedHeader(name.to_owned())))
             .collect::<Result<Vec<_>, _>>()?;
+        let kind = match tls_keystore_type {
+            KeystoreType::Pem => "pem",
+            KeystoreType::Jks => "jks",
+            KeystoreType::Pkcs12 => "pkcs12",
+        };
+        if let Some(refusal) = keystore_refusal("--tls-keystore-type", kind) {
+            return Err(refusal);
+        }
+        if tls_cert.len() != tls_key.len() {
+            return Err(ConfigError::TlsPairs { certs: tls_cert.len(), keys: tls_key.len() });
+        }
+        let tls_reload_interval = Some(duration("tls-reload-interval", tls_reload_interval)?).filter(|d| !d.is_zero());
+        let tls_h2 = parse_alpn(&tls_alpn)?;
+        let https = (!tls_cert.is_empty()).then(|| Https {
+            certificates: tls_cert.into_iter().zip(tls_key).collect(),
+            h2: tls_h2,
+            reload_interval: tls_reload_interval,
+        });
         Ok(Config {
             agent,
             agent_tls,
@@ -398,11 +521,86 @@ impl Config {
             log_masked_headers,
             lifeline_stdin,
             trace_apis,
+            https,
+            tls_reload_interval,
+            tls_h2,
             otel: None,
             limits,
             trusted_proxies,
             paths: PathOptions { escaped_slashes, merge_slashes },
         })
+    }
+
+    /// Reads Gravitee's HTTPS settings when no `--tls-cert` was given: `gravitee_http_secured=true`
+    /// with `gravitee_http_ssl_keystore_type=pem` and `gravitee_http_ssl_keystore_certificates_N_cert`
+    /// / `..._key` (N = 0, 1, ...), and `gravitee_http_alpn` (Gravitee's default, `false`, offers
+    /// HTTP/1.1 only). `env` looks a name up in lower case (Gravitee reads its variables in any case).
+    pub fn with_gravitee_env(mut self, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        if self.https.is_some() {
+            return Ok(self);
+        }
+        let flag = |name: &str| -> Result<Option<bool>, ConfigError> {
+            match env(name).map(|v| v.trim().to_ascii_lowercase()) {
+                None => Ok(None),
+                Some(v) if v == "true" => Ok(Some(true)),
+                Some(v) if v == "false" => Ok(Some(false)),
+                Some(value) => {
+                    Err(ConfigError::Gravitee { setting: name.into(), value, problem: "expected true or false" })
+                }
+            }
+        };
+        if flag("gravitee_http_secured")? != Some(true) {
+            return Ok(self);
+        }
+        if let Some(mode) = env("gravitee_http_ssl_clientauth").map(|v| v.trim().to_ascii_lowercase())
+            && !matches!(mode.as_str(), "" | "none" | "false")
+        {
+            return Err(ConfigError::Gravitee {
+                setting: "gravitee_http_ssl_clientAuth".into(),
+                value: mode,
+                problem: "client certificate authentication is not supported by hgw; use none",
+            });
+        }
+        let mut certificates = Vec::new();
+        for index in 0.. {
+            let cert = env(&format!("gravitee_http_ssl_keystore_certificates_{index}_cert"));
+            let key = env(&format!("gravitee_http_ssl_keystore_certificates_{index}_key"));
+            match (cert, key) {
+                (None, None) => break,
+                (Some(cert), Some(key)) => certificates.push((PathBuf::from(cert.trim()), PathBuf::from(key.trim()))),
+                (cert, _) => {
+                    let missing = if cert.is_some() { "key" } else { "cert" };
+                    return Err(ConfigError::Gravitee {
+                        setting: format!("gravitee_http_ssl_keystore_certificates_{index}_{missing}"),
+                        value: String::new(),
+                        problem: "each certificate needs both its cert and its key file",
+                    });
+                }
+            }
+        }
+        // Gravitee's default keystore type is JKS; a list of PEM pairs makes PEM the obvious intent.
+        let kind = env("gravitee_http_ssl_keystore_type").map(|v| v.trim().to_ascii_lowercase());
+        let kind = kind.unwrap_or_else(|| if certificates.is_empty() { "jks".into() } else { "pem".into() });
+        if let Some(refusal) = keystore_refusal("gravitee_http_ssl_keystore_type", &kind) {
+            return Err(refusal);
+        }
+        if kind != "pem" {
+            return Err(ConfigError::Gravitee {
+                setting: "gravitee_http_ssl_keystore_type".into(),
+                value: kind,
+                problem: "expected pem (jks and pkcs12 must be converted to PEM; self-signed is not supported)",
+            });
+        }
+        if certificates.is_empty() {
+            return Err(ConfigError::Gravitee {
+                setting: "gravitee_http_ssl_keystore_certificates_0_cert".into(),
+                value: String::new(),
+                problem: "a pem keystore needs at least one certificate (..._certificates_0_cert and ..._0_key)",
+            });
+        }
+        let h2 = flag("gravitee_http_alpn")?.unwrap_or(false);
+        self.https = Some(Https { certificates, h2, reload_interval: self.tls_reload_interval });
+        Ok(self)
     }
 }
 
@@ -650,5 +848,88 @@ mod tests {
             Err(ConfigError::Zero("analytics-queue"))
         ));
         assert!(matches!(config(&["--agent", "unix:/s", "--id", " "]), Err(ConfigError::EmptyId)));
+    }
+
+    #[test]
+    fn https_from_flags() {
+        let c =
+            config(&["--agent", "unix:/s", "--tls-cert", "a.crt,b.crt", "--tls-key", "a.key", "--tls-key", "b.key"]);
+        let https = c.unwrap().https.unwrap();
+        assert_eq!(
+            https.certificates,
+            [(PathBuf::from("a.crt"), PathBuf::from("a.key")), (PathBuf::from("b.crt"), PathBuf::from("b.key"))]
+        );
+        assert!(https.h2);
+        assert_eq!(https.reload_interval, Some(Duration::from_secs(2)));
+        let c = config(&["--agent", "unix:/s", "--tls-cert", "a", "--tls-key", "k", "--tls-alpn", "http/1.1"]).unwrap();
+        assert!(!c.https.unwrap().h2);
+        let c = config(&["--agent", "unix:/s", "--tls-cert", "a", "--tls-key", "k", "--tls-reload-interval", "0s"]);
+        assert_eq!(c.unwrap().https.unwrap().reload_interval, None);
+        assert!(config(&["--agent", "unix:/s"]).unwrap().https.is_none());
+        assert!(matches!(
+            config(&["--agent", "unix:/s", "--tls-cert", "a"]),
+            Err(ConfigError::TlsPairs { certs: 1, keys: 0 })
+        ));
+        assert!(matches!(config(&["--agent", "unix:/s", "--tls-alpn", "h3"]), Err(ConfigError::Alpn(_))));
+        for kind in ["jks", "pkcs12"] {
+            let error = config(&["--agent", "unix:/s", "--tls-keystore-type", kind]).unwrap_err().to_string();
+            assert!(error.contains("--tls-keystore-type") && error.contains("openssl pkcs12"), "{error}");
+        }
+    }
+
+    #[test]
+    fn https_from_gravitee_variables() {
+        let gravitee = |vars: &[(&str, &str)]| {
+            let vars: std::collections::HashMap<String, String> =
+                vars.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect();
+            config(&["--agent", "unix:/s"]).unwrap().with_gravitee_env(|name| vars.get(name).cloned())
+        };
+        let https = gravitee(&[
+            ("gravitee_http_secured", "true"),
+            ("gravitee_http_ssl_keystore_type", "PEM"),
+            ("gravitee_http_ssl_keystore_certificates_0_cert", "/a.crt"),
+            ("gravitee_http_ssl_keystore_certificates_0_key", "/a.key"),
+            ("GRAVITEE_HTTP_SSL_KEYSTORE_CERTIFICATES_1_CERT", "/b.crt"),
+            ("GRAVITEE_HTTP_SSL_KEYSTORE_CERTIFICATES_1_KEY", "/b.key"),
+            ("gravitee_http_alpn", "true"),
+            ("gravitee_http_ssl_sni", "true"),
+        ])
+        .unwrap()
+        .https
+        .unwrap();
+        assert_eq!(https.certificates.len(), 2);
+        assert_eq!(https.certificates[1], (PathBuf::from("/b.crt"), PathBuf::from("/b.key")));
+        assert!(https.h2);
+        let pem = [
+            ("gravitee_http_secured", "true"),
+            ("gravitee_http_ssl_keystore_certificates_0_cert", "/a.crt"),
+            ("gravitee_http_ssl_keystore_certificates_0_key", "/a.key"),
+        ];
+        assert!(!gravitee(&pem).unwrap().https.unwrap().h2, "Gravitee's alpn default is false");
+        // Not secured: the rest is ignored, as Gravitee does.
+        assert!(gravitee(&pem[1..]).unwrap().https.is_none());
+        for kind in ["jks", "pkcs12"] {
+            let error = gravitee(&[("gravitee_http_secured", "true"), ("gravitee_http_ssl_keystore_type", kind)])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("convert to PEM"), "{error}");
+        }
+        let error = gravitee(&[("gravitee_http_secured", "true"), ("gravitee_http_ssl_keystore_path", "/k.jks")]);
+        assert!(error.unwrap_err().to_string().contains("keytool -importkeystore"));
+        let error = gravitee(&[
+            ("gravitee_http_secured", "true"),
+            ("gravitee_http_ssl_keystore_type", "pem"),
+            ("gravitee_http_ssl_keystore_certificates_0_cert", "/a.crt"),
+        ]);
+        assert!(error.unwrap_err().to_string().contains("certificates_0_key"));
+        let error = gravitee(&[("gravitee_http_secured", "yes")]);
+        assert!(matches!(error, Err(ConfigError::Gravitee { .. })));
+        let error = gravitee(&[("gravitee_http_secured", "true"), ("gravitee_http_ssl_clientAuth", "required")]);
+        assert!(error.unwrap_err().to_string().contains("not supported"));
+        // The flags win over the variables.
+        let vars = [("gravitee_http_secured".to_owned(), "true".to_owned())];
+        let c = config(&["--agent", "unix:/s", "--tls-cert", "f.crt", "--tls-key", "f.key"]).unwrap();
+        let c = c.with_gravitee_env(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())).unwrap();
+        assert_eq!(c.https.unwrap().certificates[0].0, PathBuf::from("f.crt"));
     }
 }

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::{analytics_stream, config_stream, counters_client, join, link};
 use crate::config::Config;
 use crate::gateway::Shared;
-use crate::http::listen;
+use crate::http::{listen, tls_server};
 use crate::policies::counters;
 use crate::telemetry::metrics::Metrics;
 
@@ -45,6 +45,15 @@ pub enum RunError {
     Link(#[from] link::LinkError),
     #[error(transparent)]
     Tracing(#[from] hgw_otel::StartError),
+    #[error("HTTPS certificate: {0}")]
+    Certificate(#[from] tls_server::CertificateError),
+}
+
+/// The TLS side of the HTTPS listener for `https` (reads and checks the certificate files).
+pub fn https_listener(https: &config::Https) -> Result<tls_server::ServerTls, tls_server::CertificateError> {
+    let files =
+        https.certificates.iter().map(|(cert, key)| tls_server::CertKeyFiles { cert: cert.clone(), key: key.clone() });
+    tls_server::ServerTls::load(files.collect(), https.h2)
 }
 
 /// Runs until SIGTERM or SIGINT, then drains.
@@ -65,6 +74,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         Some(settings) => Some(hgw_otel::Tracing::start(settings, "hgw-dataplane", &config.id)?),
         None => None,
     };
+    let tls = config.https.as_ref().map(https_listener).transpose()?;
     let listener = listen::bind(config.listen, config.reuse_port).map_err(|source| RunError::Bind {
         what: "HTTP",
         addr: config.listen,
@@ -84,8 +94,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     }
     tracing::info!(
         listen = %listen_addr, admin = %admin_addr, agent = %config.agent, id = %config.id,
-        workers = config.workers, version = env!("CARGO_PKG_VERSION"), "hgw-dataplane started"
+        workers = config.workers, https = tls.is_some(), version = env!("CARGO_PKG_VERSION"), "hgw-dataplane started"
     );
+    let acceptor = tls.map(|tls| {
+        if let Some(interval) = config.https.as_ref().and_then(|https| https.reload_interval) {
+            tokio::spawn(tls.reloader.run(interval, shutdown.child_token()));
+        }
+        tls.acceptor
+    });
 
     let metrics = Arc::new(Metrics::default());
     let (sink, reporter) = analytics_stream::channel(
@@ -130,7 +146,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     // Probes stop with the HTTP server: no health records are made while draining.
     tokio::spawn(gateway::probes::run(shared.clone(), shutdown.child_token()));
 
-    let deadline = gateway::serve::serve(listener, shared.clone(), shutdown, config.shutdown_grace).await;
+    let deadline = gateway::serve::serve(listener, acceptor, shared.clone(), shutdown, config.shutdown_grace).await;
     let _ = agent_task.await;
     let _ = flush_tx.send(deadline);
     let _ = reporter_task.await;

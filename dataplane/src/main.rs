@@ -29,6 +29,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let check_only = cli.check_config;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut config = match Config::from_cli(cli, &hostname(), std::process::id(), cores) {
         Ok(config) => config,
@@ -37,6 +38,23 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    // Gravitee's names are read in any case (`gravitee_http_secured`, `GRAVITEE_HTTP_SECURED`).
+    let env: std::collections::HashMap<String, String> =
+        std::env::vars().map(|(name, value)| (name.to_ascii_lowercase(), value)).collect();
+    config = match config.with_gravitee_env(|name| env.get(name).cloned()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("hgw-dataplane: invalid configuration: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    // The HTTPS certificates are read and checked here too (missing file, not PEM, wrong key).
+    if let Some(https) = &config.https
+        && let Err(e) = hgw_dataplane::https_listener(https)
+    {
+        eprintln!("hgw-dataplane: invalid configuration: HTTPS certificate: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     // PEM files of the agent link are checked here, so a bad one is a configuration error too.
     if let Err(e) = hgw_dataplane::agent::link::AgentLink::new(config.agent.clone(), config.agent_tls.as_ref()) {
         eprintln!("hgw-dataplane: invalid configuration: {e}");
@@ -49,6 +67,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if check_only {
+        return ExitCode::SUCCESS;
+    }
     init_logs(config.log_format);
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,

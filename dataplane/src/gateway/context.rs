@@ -25,11 +25,14 @@ pub struct ConnInfo {
     pub remote: SocketAddr,
     pub local_ip: Arc<str>,
     pub remote_ip: Arc<str>,
+    /// Whether the client connected over TLS (HTTPS): the request's scheme.
+    pub tls: bool,
 }
 
 impl ConnInfo {
-    pub fn new(local: SocketAddr, remote: SocketAddr) -> ConnInfo {
-        ConnInfo { local, remote, local_ip: local.ip().to_string().into(), remote_ip: remote.ip().to_string().into() }
+    pub fn new(local: SocketAddr, remote: SocketAddr, tls: bool) -> ConnInfo {
+        let (local_ip, remote_ip) = (local.ip().to_string().into(), remote.ip().to_string().into());
+        ConnInfo { local, remote, local_ip, remote_ip, tls }
     }
 
     /// The client's address as records and EL show it: the peer, or what trusted proxies say in

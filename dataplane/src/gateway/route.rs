@@ -81,6 +81,7 @@ async fn route(mut req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) -> 
             version: req.version(),
             headers: req.headers(),
             remote: conn.remote,
+            tls: conn.tls,
             context_path: found.context_path,
             request_id: &ids.request,
             transaction_id: &ids.transaction,

@@ -1,4 +1,5 @@
-//! Accepting client connections (HTTP/1.1 and h2c) and draining them at shutdown.
+//! Accepting client connections (HTTP/1.1 and h2c, or HTTPS with HTTP/2 over ALPN) and draining them at
+//! shutdown.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,11 +13,13 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::context::ConnInfo;
 use super::route::handle;
+use crate::http::tls_server::HANDSHAKE_TIMEOUT;
 use crate::telemetry::metrics::Metrics;
 
 /// At most one "connection limit reached" line per this interval, however many are shed.
@@ -25,15 +28,19 @@ const SHED_LOG_INTERVAL: Duration = Duration::from_secs(10);
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Accepts connections until `shutdown`, then lets them finish until `grace` runs out.
+/// With `tls`, every connection is HTTPS (the TLS handshake runs in the connection's own task, so a
+/// slow client does not hold up the accept loop).
 /// Returns the grace deadline, which also bounds the analytics flush that follows.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     grace: Duration,
 ) -> Instant {
     let limits = &shared.limits;
-    // auto::Builder serves HTTP/1.1 and, on the h2 preface, HTTP/2 with prior knowledge (h2c).
+    // auto::Builder serves HTTP/1.1 and, on the h2 preface, HTTP/2: with prior knowledge (h2c) in
+    // plaintext, and after ALPN chose `h2` over TLS (the client then starts with the preface too).
     let mut builder = auto::Builder::new(TokioExecutor::new());
     let mut http1 = builder.http1();
     // hyper answers 431 to a header block that fills its read buffer; it takes no smaller buffer
@@ -89,7 +96,7 @@ pub async fn serve(
             continue;
         };
         let open = OpenConnection::new(&shared.metrics, slot);
-        let conn = Arc::new(ConnInfo::new(local, remote));
+        let conn = Arc::new(ConnInfo::new(local, remote, tls.is_some()));
         let header_timeout = limits.header_timeout;
         let service_shared = shared.clone();
         let service = service_fn(move |req| {
@@ -97,12 +104,11 @@ pub async fn serve(
             // Boxed once here: the request's future is large, and hyper would otherwise move it.
             Box::pin(async move { Ok::<_, Infallible>(handle(req, &conn, &shared).await) })
         });
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let draining = shutdown.clone();
+        let (tls, builder, watcher, draining) = (tls.clone(), builder.clone(), graceful.watcher(), shutdown.clone());
         tokio::spawn(async move {
             let _open = open;
-            // hyper's header timeout starts once it knows the protocol; until then, this one.
+            // hyper's header timeout starts once it knows the protocol; until then, this one (over
+            // TLS the ClientHello is the first byte, then the handshake has its own timeout).
             let started = tokio::select! {
                 started = preface_arrives(&stream, header_timeout) => started,
                 () = draining.cancelled() => false,
@@ -111,8 +117,24 @@ pub async fn serve(
                 tracing::debug!(%remote, "client sent no request in time (or the dataplane is draining); closing");
                 return;
             }
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(error) = watcher.watch(connection.into_owned()).await {
+            let ended = match tls {
+                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
+                Some(acceptor) => {
+                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, %remote, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%remote, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await
+                }
+            };
+            if let Err(error) = ended {
                 tracing::debug!(error = %error, %remote, "client connection ended with an error");
             }
         });

@@ -32,6 +32,7 @@ pub struct Incoming<'a> {
     pub version: Version,
     pub headers: &'a HeaderMap,
     pub remote: SocketAddr,
+    pub tls: bool,
     pub context_path: &'a str,
     pub request_id: &'a HeaderValue,
     pub transaction_id: &'a HeaderValue,
@@ -61,7 +62,7 @@ pub fn start(shared: &Shared, api: &Api, request: &Incoming<'_>, age: std::time:
     server.started_at(SystemTime::now().checked_sub(age).unwrap_or_else(SystemTime::now));
     server.set("http.request.method", request.method.as_str().to_owned());
     server.set("url.path", request.path.to_owned());
-    server.set("url.scheme", "http");
+    server.set("url.scheme", if request.tls { "https" } else { "http" });
     server.set("http.route", request.context_path.to_owned());
     let (host, port) = split_host(request.host);
     if !host.is_empty() {

@@ -1,5 +1,6 @@
-//! HTTP plumbing: binding the [`listen`]ers and their [`limits`], the [`upstream`] clients and their [`tls`], the streaming
-//! request and response [`body`] wrappers, the request [`path`] in its one normal form, the client behind proxies ([`forwarded`]), and [`query`]
+//! HTTP plumbing: binding the [`listen`]ers, their [`limits`] and client TLS ([`tls_server`]), the
+//! [`upstream`] clients and their [`tls`], the streaming request and response [`body`] wrappers, the
+//! request [`path`] in its one normal form, the client behind proxies ([`forwarded`]), and [`query`]
 //! strings.
 
 pub mod body;
@@ -9,4 +10,5 @@ pub mod listen;
 pub mod path;
 pub mod query;
 pub mod tls;
+pub mod tls_server;
 pub mod upstream;
