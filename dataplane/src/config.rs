@@ -20,6 +20,10 @@ pub const DEFAULT_ANALYTICS_QUEUE: usize = 10_000;
 /// How long a strict rate-limit check waits for the agent before the policy's error strategy applies.
 /// The agent's own Redis timeout is shorter, so this only fires when the agent itself is stuck.
 pub const DEFAULT_RATE_LIMIT_TIMEOUT: &str = "1s";
+/// How long a WebSocket tunnel may carry nothing either way before the dataplane closes it. An hour
+/// keeps quiet but live sessions (clients usually ping every 30-60 s) and still frees the sockets
+/// and memory of tunnels whose peers vanished without closing.
+pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: &str = "1h";
 /// Headers whose values v4 log records replace with `*****`: credentials and sessions, both ways, and
 /// Gravitee's default API-key header. (Gravitee itself logs them in clear unless the API adds its
 /// data-logging-masking policy.) The header of every API-key plan is masked as well, whatever this says.
@@ -116,6 +120,10 @@ pub struct Cli {
     /// `analytics.tracing` (`definition`), or every API (`all`).
     #[arg(long, env = "HGW_TRACE_APIS", value_enum, default_value_t = TraceApis::Definition)]
     pub trace_apis: TraceApis,
+    /// A WebSocket tunnel that carries no byte either way for this long is closed on both sides
+    /// (`30s`, `10m`, `1h`); `0s` never closes an idle tunnel.
+    #[arg(long, env = "HGW_WEBSOCKET_IDLE_TIMEOUT", default_value = DEFAULT_WEBSOCKET_IDLE_TIMEOUT)]
+    pub websocket_idle_timeout: String,
 }
 
 /// Where the agent listens.
@@ -185,6 +193,8 @@ pub struct Config {
     pub log_masked_headers: Vec<http::HeaderName>,
     pub lifeline_stdin: bool,
     pub trace_apis: TraceApis,
+    /// Idle limit of WebSocket tunnels (`None`: none).
+    pub websocket_idle_timeout: Option<Duration>,
     /// OpenTelemetry export, from the standard OTEL_* variables (`None`: tracing off). Read by `main`
     /// ([`hgw_otel::Settings::from_env`]), not by [`Config::from_cli`], which stays pure.
     pub otel: Option<hgw_otel::Settings>,
@@ -249,6 +259,7 @@ impl Config {
             log_masked_headers,
             lifeline_stdin,
             trace_apis,
+            websocket_idle_timeout,
         } = cli;
         let agent = parse_agent(&agent)?;
         let agent_tls = agent_tls(&agent, agent_ca, cert, key, join_token_file)?;
@@ -275,6 +286,8 @@ impl Config {
         if rate_limit_timeout.is_zero() {
             return Err(ConfigError::Zero("rate-limit-timeout"));
         }
+        let websocket_idle_timeout =
+            Some(duration("websocket-idle-timeout", websocket_idle_timeout)?).filter(|idle| !idle.is_zero());
         let log_masked_headers = log_masked_headers
             .split(',')
             .map(str::trim)
@@ -299,6 +312,7 @@ impl Config {
             log_masked_headers,
             lifeline_stdin,
             trace_apis,
+            websocket_idle_timeout,
             otel: None,
         })
     }
@@ -459,8 +473,17 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Text);
         assert!(!c.reuse_port);
         assert!(!c.lifeline_stdin);
+        assert_eq!(c.websocket_idle_timeout, Some(Duration::from_secs(3600)));
         let masked: Vec<&str> = c.log_masked_headers.iter().map(http::HeaderName::as_str).collect();
         assert_eq!(masked, ["authorization", "proxy-authorization", "cookie", "set-cookie", "x-gravitee-api-key"]);
+    }
+
+    #[test]
+    fn websocket_idle_timeout() {
+        let idle = |value: &str| config(&["--agent", "unix:/s", "--websocket-idle-timeout", value]);
+        assert_eq!(idle("90s").unwrap().websocket_idle_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(idle("0s").unwrap().websocket_idle_timeout, None, "0 turns the limit off");
+        assert!(matches!(idle("forever"), Err(ConfigError::Duration { flag: "websocket-idle-timeout", .. })));
     }
 
     #[test]

@@ -103,8 +103,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             sampler = ?settings.sampler, trace_apis = ?config.trace_apis, "exporting OpenTelemetry traces");
     }
     let trace_all = config.trace_apis == config::TraceApis::All;
-    let shared =
-        Arc::new(Shared::new(metrics, sink, counters, shutdown.clone()).with_tracing(tracing.clone(), trace_all));
+    let shared = Arc::new(
+        Shared::new(metrics, sink, counters, shutdown.clone())
+            .with_tracing(tracing.clone(), trace_all)
+            .with_websocket_idle_timeout(config.websocket_idle_timeout),
+    );
 
     let (flush_tx, flush_rx) = oneshot::channel();
     if let Some(config::AgentTls { credential: config::Credential::JoinToken { file, token }, .. }) = &config.agent_tls

@@ -186,6 +186,7 @@ async fn start_with() -> Harness {
         log_masked_headers: Vec::new(),
         lifeline_stdin: false,
         trace_apis: hgw_dataplane::config::TraceApis::Definition,
+        websocket_idle_timeout: None,
         otel: None,
     };
     let shutdown = CancellationToken::new();

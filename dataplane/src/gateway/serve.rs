@@ -53,7 +53,8 @@ pub async fn serve(
             // Boxed once here: the request's future is large, and hyper would otherwise move it.
             Box::pin(async move { Ok::<_, Infallible>(handle(req, &conn, &shared).await) })
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        // With upgrades: a WebSocket handshake's connection is handed to its tunnel after the 101.
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
         let watched = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = watched.await {
