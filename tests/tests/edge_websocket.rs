@@ -2,6 +2,8 @@
 //! (tokio-tungstenite): the handshake meets the API-key plan and the request flows like any request,
 //! the tunnel carries text and binary messages both ways, a close from either end reaches the other,
 //! an idle tunnel is closed by `--websocket-idle-timeout`, and the handshake has its metrics record.
+//! Only `websocket` upgrades are forwarded, and a TLS endpoint configured for HTTP/2 still gets its
+//! handshake over HTTP/1.1.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -375,6 +377,18 @@ async fn only_websocket_upgrades_are_forwarded() {
     let echo: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(echo["headers"]["upgrade"], "websocket", "{echo}");
     assert_eq!(echo["headers"]["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==", "{echo}");
+
+    // Tokens in any case, `Connection` listing more than the upgrade (as Firefox sends it).
+    let (status, _) = raw_get(
+        &dp,
+        "/ws/firefox",
+        &format!(
+            "Connection: keep-alive, Upgrade\r\nUpgrade: WebSocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nX-Gravitee-Api-Key: {KEY}\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(status, 101);
+    assert_eq!(server.connections(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
