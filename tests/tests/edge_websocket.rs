@@ -37,8 +37,9 @@ struct Seen {
     alpn: Mutex<Vec<Option<String>>>,
 }
 
-/// A WebSocket server on `127.0.0.1:0` that echoes every text and binary message. A handshake whose
-/// path ends in `/refuse` is answered `403` instead of `101`.
+/// A WebSocket server on `127.0.0.1:0` that echoes every text and binary message, but closes the
+/// session on the text `server, close`. A handshake whose path ends in `/refuse` is answered `403`
+/// instead of `101`.
 struct EchoServer {
     addr: std::net::SocketAddr,
     https: bool,
@@ -138,6 +139,11 @@ where
         return;
     };
     while let Some(Ok(message)) = socket.next().await {
+        if message.to_text().is_ok_and(|text| text == "server, close") {
+            // Sends its Close frame; the loop goes on until the client's answer ends the session.
+            let _ = socket.close(None).await;
+            continue;
+        }
         if (message.is_text() || message.is_binary()) && socket.send(message).await.is_err() {
             break;
         }
@@ -282,6 +288,17 @@ async fn websocket_handshake_meets_the_plan_and_flows_then_tunnels_until_closed(
     })
     .await;
 
+    // The server closes: the client sees the session end too.
+    let (mut client, _) = open(&dp, "/ws/chat", Some(KEY)).await.expect("the handshake succeeds");
+    client.send(Message::text("server, close")).await.unwrap();
+    wait_closed(&mut client, Duration::from_secs(20)).await;
+    eventually("the server's second session ended", PROPAGATION, || async { (server.closed() == 2).then_some(()) })
+        .await;
+    eventually("the second tunnel is gone", PROPAGATION, || async {
+        (dp.metric("hgw_dataplane_websocket_tunnels").await == Some(0.0)).then_some(())
+    })
+    .await;
+
     // One metrics record for the handshake, with its 101.
     let doc = report_for(&sim, &request_id).await;
     assert_eq!((&doc["status"], &doc["plan-id"], &doc["api-id"]), (&json!(101), &json!("gold"), &json!("ws")), "{doc}");
@@ -289,7 +306,7 @@ async fn websocket_handshake_meets_the_plan_and_flows_then_tunnels_until_closed(
         sim.report_documents().await.into_iter().filter(|d| d["_id"] == request_id.as_str()).collect();
     assert_eq!(same.len(), 1, "one record for the handshake, none for the tunnel: {same:?}");
     let switched = dp.metric("hgw_dataplane_requests_total{code=\"1xx\"}").await;
-    assert_eq!(switched, Some(1.0));
+    assert_eq!(switched, Some(2.0), "two handshakes answered 101");
 
     // A server that refuses the handshake: its answer is passed through as a normal response.
     assert_eq!(refused_status(open(&dp, "/ws/refuse", Some(KEY)).await), 403);
