@@ -58,8 +58,9 @@ const PRIVATE_ENV_PREFIXES: [&str; 2] = ["HGW_", "GRAVITEE_"];
 /// Prefixes of the variables above that the dataplanes do get: the HTTPS listener's settings, which
 /// name certificate files but hold no secret (the keystore password, unused by hgw, stays private),
 /// and the listener's limits, path and forwarding settings.
-const DATAPLANE_ENV: [&str; 17] = [
+const DATAPLANE_ENV: [&str; 18] = [
     "HGW_TLS_",
+    "HGW_WEBSOCKET_IDLE_TIMEOUT",
     "HGW_CLIENT_HEADER_TIMEOUT",
     "HGW_MAX_HEADER_SIZE",
     "HGW_MAX_INITIAL_LINE_LENGTH",
@@ -386,7 +387,13 @@ mod tests {
         ];
         let removed = private_env_names(https.iter().map(std::ffi::OsString::from));
         assert_eq!(removed, ["gravitee_http_ssl_keystore_password"], "the HTTPS settings reach the dataplanes");
-        let listener = ["HGW_MAX_CONNECTIONS", "HGW_HTTP2_KEEPALIVE", "HGW_TRUSTED_PROXIES", "HGW_MAXIMUM"];
+        let listener = [
+            "HGW_MAX_CONNECTIONS",
+            "HGW_HTTP2_KEEPALIVE",
+            "HGW_TRUSTED_PROXIES",
+            "HGW_WEBSOCKET_IDLE_TIMEOUT",
+            "HGW_MAXIMUM",
+        ];
         let removed = private_env_names(listener.iter().map(std::ffi::OsString::from));
         assert_eq!(removed, ["HGW_MAXIMUM"], "the listener's limits reach the dataplanes");
     }

@@ -25,6 +25,10 @@ pub const DEFAULT_ANALYTICS_QUEUE: usize = 10_000;
 /// How long a strict rate-limit check waits for the agent before the policy's error strategy applies.
 /// The agent's own Redis timeout is shorter, so this only fires when the agent itself is stuck.
 pub const DEFAULT_RATE_LIMIT_TIMEOUT: &str = "1s";
+/// How long a WebSocket tunnel may carry nothing either way before the dataplane closes it. An hour
+/// keeps quiet but live sessions (clients usually ping every 30-60 s) and still frees the sockets
+/// and memory of tunnels whose peers vanished without closing.
+pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: &str = "1h";
 /// Headers whose values v4 log records replace with `*****`: credentials and sessions, both ways, and
 /// Gravitee's default API-key header. (Gravitee itself logs them in clear unless the API adds its
 /// data-logging-masking policy.) The header of every API-key plan is masked as well, whatever this says.
@@ -206,6 +210,10 @@ pub struct Cli {
     /// dataplanes it supervises.
     #[arg(long)]
     pub check_config: bool,
+    /// A WebSocket tunnel that carries no byte either way for this long is closed on both sides
+    /// (`30s`, `10m`, `1h`); `0s` never closes an idle tunnel.
+    #[arg(long, env = "HGW_WEBSOCKET_IDLE_TIMEOUT", default_value = DEFAULT_WEBSOCKET_IDLE_TIMEOUT)]
+    pub websocket_idle_timeout: String,
 }
 
 /// Where the agent listens.
@@ -294,6 +302,8 @@ pub struct Config {
     /// `--tls-alpn` offers `h2`, also used for certificates named by Gravitee's variables without
     /// `gravitee_http_alpn`.
     pub tls_h2: bool,
+    /// Idle limit of WebSocket tunnels (`None`: none).
+    pub websocket_idle_timeout: Option<Duration>,
     /// OpenTelemetry export, from the standard OTEL_* variables (`None`: tracing off). Read by `main`
     /// ([`hgw_otel::Settings::from_env`]), not by [`Config::from_cli`], which stays pure.
     pub otel: Option<hgw_otel::Settings>,
@@ -425,6 +435,7 @@ impl Config {
             tls_reload_interval,
             tls_alpn,
             check_config: _,
+            websocket_idle_timeout,
         } = cli;
         let agent = parse_agent(&agent)?;
         let agent_tls = agent_tls(&agent, agent_ca, cert, key, join_token_file)?;
@@ -479,6 +490,8 @@ impl Config {
             body_timeout: positive("request-body-timeout", duration("request-body-timeout", request_body_timeout)?)?,
         };
         let trusted_proxies = TrustedProxies::parse(&trusted_proxies).map_err(ConfigError::TrustedProxies)?;
+        let websocket_idle_timeout =
+            Some(duration("websocket-idle-timeout", websocket_idle_timeout)?).filter(|idle| !idle.is_zero());
         let log_masked_headers = log_masked_headers
             .split(',')
             .map(str::trim)
@@ -524,6 +537,7 @@ impl Config {
             https,
             tls_reload_interval,
             tls_h2,
+            websocket_idle_timeout,
             otel: None,
             limits,
             trusted_proxies,
@@ -759,8 +773,17 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Text);
         assert!(!c.reuse_port);
         assert!(!c.lifeline_stdin);
+        assert_eq!(c.websocket_idle_timeout, Some(Duration::from_secs(3600)));
         let masked: Vec<&str> = c.log_masked_headers.iter().map(http::HeaderName::as_str).collect();
         assert_eq!(masked, ["authorization", "proxy-authorization", "cookie", "set-cookie", "x-gravitee-api-key"]);
+    }
+
+    #[test]
+    fn websocket_idle_timeout() {
+        let idle = |value: &str| config(&["--agent", "unix:/s", "--websocket-idle-timeout", value]);
+        assert_eq!(idle("90s").unwrap().websocket_idle_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(idle("0s").unwrap().websocket_idle_timeout, None, "0 turns the limit off");
+        assert!(matches!(idle("forever"), Err(ConfigError::Duration { flag: "websocket-idle-timeout", .. })));
     }
 
     #[test]

@@ -124,7 +124,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             .with_tracing(tracing.clone(), trace_all)
             .with_limits(config.limits.clone())
             .with_trusted_proxies(config.trusted_proxies.clone())
-            .with_paths(config.paths),
+            .with_paths(config.paths)
+            .with_websocket_idle_timeout(config.websocket_idle_timeout),
     );
 
     let (flush_tx, flush_rx) = oneshot::channel();

@@ -189,6 +189,7 @@ async fn start_with() -> Harness {
         https: None,
         tls_reload_interval: None,
         tls_h2: true,
+        websocket_idle_timeout: None,
         otel: None,
         limits: hgw_dataplane::http::limits::Limits::default(),
         trusted_proxies: Default::default(),

@@ -2,13 +2,14 @@
 //! ([`invoke`](super::invoke)), the response flows; the request's record is filled in on the way.
 
 use http::header::{CONNECTION, HOST};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::context::{Routed, lossy, request_host_of};
 use super::invoke;
 use super::record::new_record;
 use super::respond::{GatewayError, error_response, reply_response};
+use super::websocket;
 use crate::api::flows::Flow;
 use crate::http::body::{RequestBody, ResponseBody};
 use crate::http::upstream::UpstreamError;
@@ -30,13 +31,16 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// Everything after routing: security, flows, the endpoint call and the response phase. The
 /// request's trace gets spans when it is sampled; the caller attaches it to the response.
 pub(crate) async fn serve_api(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     routed: Routed<'_>,
     trace: &mut Option<Box<RequestTrace>>,
 ) -> Response<ResponseBody> {
     let Routed { shared, conn, api, table, path_info, ids, arrival, timestamp_ms, in_flight, accept, propagate } =
         routed;
     let accept = accept.as_slice();
+    // A WebSocket handshake: the client's connection is taken here, before anything reads the body
+    // (hyper hands it over once the `101` is sent).
+    let client_upgrade = websocket::requested(&req).then(|| hyper::upgrade::on(&mut req));
     let templates = api.response_templates.as_ref().map(|t| (t, accept));
     let mut record = api.analytics_enabled.then(|| {
         PendingRecord::new(
@@ -228,6 +232,9 @@ pub(crate) async fn serve_api(
         .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
+    if client_upgrade.is_some() {
+        websocket::restore_upgrade(&mut headers);
+    }
     ids.apply(&mut headers);
     if let Some(traceparent) = propagate {
         headers.insert(hgw_otel::context::TRACEPARENT, traceparent);
@@ -239,13 +246,29 @@ pub(crate) async fn serve_api(
         query: parts.uri.query().map(str::to_owned),
         headers,
         body,
+        upgrade: client_upgrade.is_some(),
     };
-    let response = match invoke::invoke(&api, &table, outbound, record.as_mut(), trace.as_deref_mut()).await {
+    let mut response = match invoke::invoke(&api, &table, outbound, record.as_mut(), trace.as_deref_mut()).await {
         Ok(response) => response,
         Err(error) => {
             trace::note_error(trace, Some(error.key()));
             return error_response(&error, &ids, record, in_flight, templates);
         }
+    };
+    // The endpoint accepted the handshake: its connection is taken for the tunnel. A switch to any
+    // other protocol than the one asked for is not relayed.
+    let endpoint_upgrade = match client_upgrade {
+        Some(_) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            if !websocket::accepted(response.headers()) {
+                let error = GatewayError::Upstream(UpstreamError::Connection(
+                    "the endpoint switched to another protocol than websocket".to_owned(),
+                ));
+                trace::note_error(trace, Some(error.key()));
+                return error_response(&error, &ids, record, in_flight, templates);
+            }
+            Some(hyper::upgrade::on(&mut response))
+        }
+        _ => None,
     };
     let (mut parts, body) = response.into_parts();
     let mut headers = std::mem::take(&mut parts.headers);
@@ -280,6 +303,14 @@ pub(crate) async fn serve_api(
         headers.insert(name, value);
     }
     ids.apply(&mut headers);
+    // Response flows may have turned the `101` into something else: then there is no tunnel.
+    let tunnel = match (client_upgrade, endpoint_upgrade) {
+        (Some(client), Some(endpoint)) if parts.status == StatusCode::SWITCHING_PROTOCOLS => {
+            websocket::restore_upgrade(&mut headers);
+            Some((client, endpoint))
+        }
+        _ => None,
+    };
     let rewriters: Vec<&crate::api::flows::Step> =
         flows.iter().flat_map(|(flow, _)| flow.response.iter()).filter(|step| step.policy.rewrites_body()).collect();
     if let Some(log) = record.as_mut().and_then(PendingRecord::log_mut) {
@@ -287,6 +318,14 @@ pub(crate) async fn serve_api(
         if rewriters.is_empty() {
             log.response_from_endpoint();
         }
+    }
+    if let Some((client, endpoint)) = tunnel {
+        websocket::spawn_tunnel(client, endpoint, shared, &api.id);
+        // A `101` has no body: the record is emitted as it is sent.
+        let mut response = Response::new(ResponseBody::full(bytes::Bytes::new(), record, in_flight));
+        *response.status_mut() = parts.status;
+        *response.headers_mut() = headers;
+        return response;
     }
     let body = if rewriters.is_empty() {
         ResponseBody::upstream(body, record, in_flight)

@@ -39,6 +39,8 @@ pub struct Outbound {
     /// The client's Host (header or `:authority`), for endpoints that propagate it.
     pub client_host: Option<HeaderValue>,
     pub body: RequestBody,
+    /// A WebSocket handshake: sent on an HTTP/1.1 connection of its own, which a `101` hands over.
+    pub upgrade: bool,
 }
 
 /// The request body for one or more attempts.
@@ -97,7 +99,7 @@ pub async fn invoke(
     mut trace: Option<&mut RequestTrace>,
 ) -> Result<Response<Incoming>, GatewayError> {
     let group = &api.endpoints;
-    let Outbound { method, path_info, query, mut headers, client_host, body } = outbound;
+    let Outbound { method, path_info, query, mut headers, client_host, body, upgrade } = outbound;
     let mut payload = match group.failover {
         Some(_) => replayable(body).await?,
         None => Payload::Once(Some(body)),
@@ -155,7 +157,17 @@ pub async fn invoke(
             None => endpoint.http.read_timeout,
         };
         let sent = Instant::now();
-        let outcome = tokio::time::timeout(limit, client.request(request)).await;
+        // The limit covers the handshake's connection too (it is not pooled).
+        let outcome = if upgrade {
+            tokio::time::timeout(limit, client.upgrade(request)).await
+        } else {
+            tokio::time::timeout(limit, client.request(request)).await.map(|sent| {
+                sent.map_err(|error| {
+                    tracing::debug!(api = %api.id, url = %shown, attempt, error = %error_chain(&error), "endpoint call failed");
+                    UpstreamError::classify(&error)
+                })
+            })
+        };
         if let Some(r) = record.as_deref_mut() {
             r.set_endpoint_time(sent.elapsed());
         }
@@ -191,8 +203,10 @@ pub async fn invoke(
                 return Ok(response);
             }
             Ok(Err(error)) => {
-                tracing::debug!(api = %api.id, url = %shown, attempt, error = %error_chain(&error), "endpoint call failed");
-                UpstreamError::classify(&error)
+                if upgrade {
+                    tracing::debug!(api = %api.id, url = %shown, attempt, %error, "endpoint handshake failed");
+                }
+                error
             }
             Err(_) => {
                 tracing::debug!(api = %api.id, url = %shown, attempt, limit_ms = limit.as_millis() as u64, "endpoint call timed out");

@@ -1,7 +1,8 @@
 //! The request pipeline, one file per phase: [`serve`] accepts connections, [`route`] matches a
 //! request to an API (and starts its [`trace`]), [`exchange`] runs plan and security, the request
 //! flows, the endpoint call ([`invoke`]) and the response flows, [`record`] makes its metrics record,
-//! and [`respond`] makes the gateway's own answers. [`probes`] checks the endpoints' health beside it.
+//! [`respond`] makes the gateway's own answers, and [`websocket`] turns an upgrade handshake into a
+//! tunnel. [`probes`] checks the endpoints' health beside it.
 //! They read the [`Shared`] state: the current route table and the process's telemetry.
 
 pub mod context;
@@ -13,6 +14,7 @@ pub mod respond;
 pub mod route;
 pub mod serve;
 pub mod trace;
+pub mod websocket;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +50,8 @@ pub struct Shared {
     pub trusted_proxies: crate::http::forwarded::TrustedProxies,
     /// How request paths are normalised (escaped slashes, merging).
     pub paths: crate::http::path::PathOptions,
+    /// `--websocket-idle-timeout`: a WebSocket tunnel quiet this long is closed (`None`: never).
+    pub websocket_idle_timeout: Option<std::time::Duration>,
 }
 
 impl Shared {
@@ -69,6 +73,7 @@ impl Shared {
             limits: crate::http::limits::Limits::default(),
             trusted_proxies: crate::http::forwarded::TrustedProxies::default(),
             paths: crate::http::path::PathOptions::default(),
+            websocket_idle_timeout: None,
         }
     }
 
@@ -94,6 +99,12 @@ impl Shared {
     pub fn with_tracing(mut self, tracing: Option<hgw_otel::Tracing>, trace_all: bool) -> Shared {
         self.tracing = tracing;
         self.trace_all = trace_all;
+        self
+    }
+
+    /// Closes WebSocket tunnels that carry nothing for `idle` (`None`: never).
+    pub fn with_websocket_idle_timeout(mut self, idle: Option<std::time::Duration>) -> Shared {
+        self.websocket_idle_timeout = idle;
         self
     }
 

@@ -117,8 +117,9 @@ pub async fn serve(
                 tracing::debug!(%remote, "client sent no request in time (or the dataplane is draining); closing");
                 return;
             }
+            // With upgrades: a WebSocket handshake's connection is handed to its tunnel after the 101.
             let ended = match tls {
-                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
+                None => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service)).await,
                 Some(acceptor) => {
                     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => stream,
@@ -131,7 +132,7 @@ pub async fn serve(
                             return;
                         }
                     };
-                    watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await
+                    watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service)).await
                 }
             };
             if let Err(error) = ended {

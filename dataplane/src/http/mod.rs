@@ -1,7 +1,7 @@
 //! HTTP plumbing: binding the [`listen`]ers, their [`limits`] and client TLS ([`tls_server`]), the
 //! [`upstream`] clients and their [`tls`], the streaming request and response [`body`] wrappers, the
-//! request [`path`] in its one normal form, the client behind proxies ([`forwarded`]), and [`query`]
-//! strings.
+//! request [`path`] in its one normal form, the client behind proxies ([`forwarded`]), [`query`]
+//! strings, and the byte [`tunnel`] of upgraded (WebSocket) connections.
 
 pub mod body;
 pub mod forwarded;
@@ -11,4 +11,5 @@ pub mod path;
 pub mod query;
 pub mod tls;
 pub mod tls_server;
+pub mod tunnel;
 pub mod upstream;

@@ -8,10 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hgw_proto::v1 as pb;
+use http::header::HOST;
+use http::{HeaderValue, Request, Response, Uri, Version};
+use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower::ServiceExt;
 
 use crate::http::body::RequestBody;
 use crate::http::tls::{self, TlsOptions};
@@ -60,8 +64,69 @@ pub(crate) fn millis(ms: u32, default: Duration) -> Duration {
     if ms == 0 { default } else { Duration::from_millis(u64::from(ms)) }
 }
 
-/// The client type every endpoint uses: plain HTTP or TLS (rustls), HTTP/1.1 or HTTP/2.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+/// The client every endpoint uses: plain HTTP or TLS (rustls), HTTP/1.1 or HTTP/2, with its pool of
+/// connections; and, for upgrade requests (WebSocket handshakes), HTTP/1.1 connections of their own.
+#[derive(Debug, Clone)]
+pub struct UpstreamClient {
+    pooled: Client<HttpsConnector<HttpConnector>, RequestBody>,
+    /// Connects like `pooled` (same connect timeout and TLS options) but offers HTTP/1.1 only:
+    /// an upgraded connection leaves HTTP for good, so it is never one of the pool's, and WebSocket
+    /// over HTTP/2 (RFC 8441) is not spoken, so even an endpoint configured for HTTP/2 gets its
+    /// handshakes over HTTP/1.1.
+    upgrades: HttpsConnector<HttpConnector>,
+}
+
+impl UpstreamClient {
+    /// Sends `request` on a pooled connection.
+    #[inline]
+    pub fn request(&self, request: Request<RequestBody>) -> ResponseFuture {
+        self.pooled.request(request)
+    }
+
+    /// Sends an upgrade request (a WebSocket handshake) on a new HTTP/1.1 connection of its own,
+    /// which serves this request only. When the endpoint answers `101`, the response carries the
+    /// connection for [`hyper::upgrade::on`]; any other answer is an ordinary response.
+    pub async fn upgrade(&self, mut request: Request<RequestBody>) -> Result<Response<Incoming>, UpstreamError> {
+        let uri = request.uri().clone();
+        let io = self.upgrades.clone().oneshot(uri.clone()).await.map_err(|error| {
+            let error: &(dyn std::error::Error + 'static) = &*error;
+            UpstreamError::classify_chain(error, true)
+        })?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|error| UpstreamError::classify_chain(&error, false))?;
+        tokio::spawn(async move {
+            // Ends with the response (no upgrade), or hands the connection over to the tunnel.
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(error = %error_chain(&error), "upgrade connection to the endpoint ended with an error");
+            }
+        });
+        // A client connection takes the request target as written: origin form, and a Host header
+        // as the pooled client would have made it.
+        if !request.headers().contains_key(HOST)
+            && let Some(host) = host_header(&uri)
+        {
+            request.headers_mut().insert(HOST, host);
+        }
+        *request.uri_mut() = uri.path_and_query().cloned().map_or_else(|| Uri::from_static("/"), Uri::from);
+        *request.version_mut() = Version::HTTP_11;
+        sender.send_request(request).await.map_err(|error| UpstreamError::classify_chain(&error, false))
+    }
+}
+
+/// The Host header for `uri`: its host, and its port unless it is the scheme's default.
+fn host_header(uri: &Uri) -> Option<HeaderValue> {
+    let host = uri.host()?;
+    let default_port = match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    let value = match uri.port_u16() {
+        Some(port) if port != default_port => format!("{host}:{port}"),
+        _ => host.to_owned(),
+    };
+    HeaderValue::from_str(&value).ok()
+}
 
 /// The endpoint options that need a separate connection pool.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -131,6 +196,11 @@ impl ClientKey {
             }),
             None => tls::plain_only_config(),
         };
+        let upgrades = HttpsConnectorBuilder::new()
+            .with_tls_config(config.clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector.clone());
         let builder = HttpsConnectorBuilder::new().with_tls_config(config).https_or_http();
         let connector = if self.alpn_h2 {
             builder.enable_all_versions().wrap_connector(connector)
@@ -145,7 +215,7 @@ impl ClientKey {
         if self.h2c {
             builder.http2_only(true);
         }
-        builder.build(connector)
+        UpstreamClient { pooled: builder.build(connector), upgrades }
     }
 }
 
@@ -169,6 +239,12 @@ pub enum UpstreamError {
 impl UpstreamError {
     /// Classifies a client error by walking its cause chain down to the I/O error.
     pub fn classify(error: &hyper_util::client::legacy::Error) -> UpstreamError {
+        UpstreamError::classify_chain(error, error.is_connect())
+    }
+
+    /// Classifies any error by its cause chain; `connecting` says whether it happened while
+    /// connecting (a timeout then is the connect timeout).
+    pub fn classify_chain(error: &(dyn std::error::Error + 'static), connecting: bool) -> UpstreamError {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
         while let Some(e) = source {
             if let Some(tls) = rustls_error(e) {
@@ -176,7 +252,7 @@ impl UpstreamError {
             }
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
                 match io.kind() {
-                    std::io::ErrorKind::TimedOut if error.is_connect() => {
+                    std::io::ErrorKind::TimedOut if connecting => {
                         return UpstreamError::ConnectTimeout;
                     }
                     std::io::ErrorKind::ConnectionRefused => {
@@ -231,6 +307,27 @@ mod tests {
         let req = http::Request::get(format!("http://127.0.0.1:{port}/")).body(RequestBody::empty()).unwrap();
         let err = client.request(req).await.unwrap_err();
         assert_eq!(UpstreamError::classify(&err), UpstreamError::ConnectionRefused);
+    }
+
+    #[tokio::test]
+    async fn refused_upgrade_connections_are_classified() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let client = ClientKey::new(&HttpOptions::from(None), false, None).build();
+        let req = http::Request::get(format!("http://127.0.0.1:{port}/chat")).body(RequestBody::empty()).unwrap();
+        assert_eq!(client.upgrade(req).await.unwrap_err(), UpstreamError::ConnectionRefused);
+    }
+
+    #[test]
+    fn upgrade_requests_get_the_host_the_pooled_client_would_send() {
+        let host = |uri: &str| host_header(&uri.parse().unwrap()).unwrap();
+        assert_eq!(host("http://backend:8080/x"), "backend:8080");
+        assert_eq!(host("http://backend:80/x"), "backend");
+        assert_eq!(host("https://backend/x"), "backend");
+        assert_eq!(host("https://backend:443/x"), "backend");
+        assert_eq!(host("https://127.0.0.1:8443/x"), "127.0.0.1:8443");
     }
 
     #[test]

@@ -36,6 +36,20 @@ pub struct Metrics {
     /// Requests refused before routing for their form: header block or request line too long,
     /// missing or repeated Host.
     pub requests_malformed: AtomicU64,
+    /// Gauge: WebSocket tunnels open (after a `101`, until either side closes).
+    websocket_tunnels: AtomicI64,
+    /// WebSocket tunnels closed because nothing moved for `--websocket-idle-timeout`.
+    pub websocket_idle_closed: AtomicU64,
+}
+
+/// Decrements the open-tunnels gauge when a WebSocket tunnel ends.
+#[derive(Debug)]
+pub struct OpenTunnel(Arc<Metrics>);
+
+impl Drop for OpenTunnel {
+    fn drop(&mut self) {
+        self.0.websocket_tunnels.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Decrements the in-flight gauge when the response body is done (or the request abandoned).
@@ -52,6 +66,11 @@ impl Metrics {
     pub fn in_flight(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
+    }
+
+    pub fn open_tunnel(self: &Arc<Self>) -> OpenTunnel {
+        self.websocket_tunnels.fetch_add(1, Ordering::Relaxed);
+        OpenTunnel(self.clone())
     }
 
     pub fn count_response(&self, status: http::StatusCode) {
@@ -155,6 +174,16 @@ impl Metrics {
             "Analytics batches waiting for the agent's acknowledgement.",
             get(&self.analytics_batches_pending),
         );
+        family(&mut out, "hgw_dataplane_websocket_tunnels", "gauge", "WebSocket tunnels open.");
+        let _ =
+            writeln!(out, "hgw_dataplane_websocket_tunnels {}", self.websocket_tunnels.load(Ordering::Relaxed).max(0));
+        single(
+            &mut out,
+            "hgw_dataplane_websocket_idle_closed_total",
+            "counter",
+            "WebSocket tunnels closed by the idle timeout (--websocket-idle-timeout).",
+            get(&self.websocket_idle_closed),
+        );
         out
     }
 }
@@ -190,5 +219,10 @@ mod tests {
         assert!(text.contains("# TYPE hgw_dataplane_analytics_batches_pending gauge\n"));
         drop(guard);
         assert!(m.render().contains("hgw_dataplane_requests_in_flight 0\n"));
+        let tunnel = m.open_tunnel();
+        assert!(m.render().contains("hgw_dataplane_websocket_tunnels 1\n"));
+        drop(tunnel);
+        assert!(m.render().contains("hgw_dataplane_websocket_tunnels 0\n"));
+        assert!(m.render().contains("hgw_dataplane_websocket_idle_closed_total 0\n"));
     }
 }
