@@ -43,6 +43,8 @@ fi
 # Real Redis for the agent's Redis tests (standalone, TLS, Cluster, Sentinel).
 if ! command -v redis-server >/dev/null; then apt_install redis-server; fi
 if ! command -v redis-cli >/dev/null; then apt_install redis-tools; fi
+# h2load: HTTP/2 load over TLS while certificates rotate (tests/tests/edge_tls.rs).
+if ! command -v h2load >/dev/null; then apt_install nghttp2-client; fi
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
