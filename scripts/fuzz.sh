@@ -15,8 +15,10 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "==> installing cargo-fuzz"
   cargo install --locked cargo-fuzz
 fi
-# One target directory for both fuzz projects: their shared dependencies compile once.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/fuzz}"
+# One target directory for both fuzz projects, kept where the machine keeps caches: the fuzz build
+# (every dependency again, with coverage instrumentation) is the slowest step of a CI run on a fresh
+# clone, and only this project's crates change between runs.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hgw-fuzz-target}"
 toolchain=()
 if [ -n "${FUZZ_TOOLCHAIN:-}" ]; then toolchain=("+${FUZZ_TOOLCHAIN}"); else export RUSTC_BOOTSTRAP=1; fi
 
