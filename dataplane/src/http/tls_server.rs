@@ -58,6 +58,33 @@ pub enum CertificateError {
     BadKey { path: PathBuf, problem: String },
     #[error("{key} is not the private key of the certificate in {cert}")]
     KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("{path}: the truststore cannot be used ({problem})")]
+    BadTruststore { path: PathBuf, problem: String },
+}
+
+/// Client certificate authentication: the CAs client certificates must chain to (PEM bundle, read
+/// once at start: a changed truststore needs a restart) and whether a certificate is mandatory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientVerification {
+    pub truststore: PathBuf,
+    /// `false`: asked for, but a client without one is served (a wrong one is still refused).
+    pub required: bool,
+}
+
+/// The verifier for `client`: webpki path validation to the truststore's CAs, with the CAs' names
+/// sent as hints so clients holding several certificates pick the right one.
+fn client_verifier(
+    client: &ClientVerification,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, CertificateError> {
+    let path = &client.truststore;
+    let pem = std::fs::read(path).map_err(|source| CertificateError::Read { path: path.clone(), source })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in parse_chain(path, &pem)? {
+        roots.add(cert).map_err(|e| CertificateError::BadTruststore { path: path.clone(), problem: e.to_string() })?;
+    }
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::new(provider()));
+    let builder = if client.required { builder } else { builder.allow_unauthenticated() };
+    builder.build().map_err(|e| CertificateError::BadTruststore { path: path.clone(), problem: e.to_string() })
 }
 
 /// The certificates in service, indexed by the names they answer for.
@@ -213,7 +240,11 @@ pub struct ServerTls {
 impl ServerTls {
     /// Reads and checks the certificates (a bad file is an error here, at startup); `h2` offers
     /// HTTP/2 in ALPN besides HTTP/1.1.
-    pub fn load(files: Vec<CertKeyFiles>, h2: bool) -> Result<ServerTls, CertificateError> {
+    pub fn load(
+        files: Vec<CertKeyFiles>,
+        h2: bool,
+        client: Option<&ClientVerification>,
+    ) -> Result<ServerTls, CertificateError> {
         let contents = read_all(&files)?;
         let certificates = Certificates::build(&files, &contents)?;
         for (index, (paths, key)) in files.iter().zip(&certificates.keys).enumerate() {
@@ -225,11 +256,22 @@ impl ServerTls {
         }
         let resolver = Arc::new(SniResolver { current: ArcSwap::from_pointee(certificates) });
         // The provider's safe defaults: TLS 1.3 and 1.2 only, forward-secret suites only.
-        let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
+        let builder = ServerConfig::builder_with_provider(Arc::new(provider()))
             .with_safe_default_protocol_versions()
-            .map_err(|e| CertificateError::BadKey { path: files[0].key.clone(), problem: e.to_string() })?
-            .with_no_client_auth()
-            .with_cert_resolver(resolver.clone());
+            .map_err(|e| CertificateError::BadKey { path: files[0].key.clone(), problem: e.to_string() })?;
+        let builder = match client {
+            None => builder.with_no_client_auth(),
+            Some(client) => {
+                let verifier = client_verifier(client)?;
+                tracing::info!(
+                    truststore = %client.truststore.display(),
+                    required = client.required,
+                    "asking HTTPS clients for a certificate"
+                );
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_cert_resolver(resolver.clone());
         config.alpn_protocols =
             if h2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
         let reloader = Reloader { seen: fingerprint(&contents), files, resolver, last_error: None };
@@ -379,13 +421,13 @@ mod tests {
         let good = write(&dir, "good", &issue(&["a.test"]));
         let other = issue(&["b.test"]);
         let missing = CertKeyFiles { cert: good.cert.clone(), key: dir.join("missing.key") };
-        let error = ServerTls::load(vec![missing], true).err().unwrap().to_string();
+        let error = ServerTls::load(vec![missing], true, None).err().unwrap().to_string();
         assert!(error.contains("missing.key"), "{error}");
         let mismatch = CertKeyFiles { cert: good.cert.clone(), key: write(&dir, "other", &other).key };
-        let error = ServerTls::load(vec![mismatch], true).err().unwrap();
+        let error = ServerTls::load(vec![mismatch], true, None).err().unwrap();
         assert!(matches!(error, CertificateError::KeyMismatch { .. }), "{error}");
         let swapped = CertKeyFiles { cert: good.key.clone(), key: good.cert.clone() };
-        assert!(matches!(ServerTls::load(vec![swapped], true), Err(CertificateError::NoCertificate { .. })));
+        assert!(matches!(ServerTls::load(vec![swapped], true, None), Err(CertificateError::NoCertificate { .. })));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -393,7 +435,7 @@ mod tests {
     fn reload_swaps_good_files_and_keeps_the_old_on_bad_ones() {
         let dir = dir("reload");
         let files = write(&dir, "site", &issue(&["a.test"]));
-        let mut tls = ServerTls::load(vec![files.clone()], true).unwrap();
+        let mut tls = ServerTls::load(vec![files.clone()], true, None).unwrap();
         let serving = |tls: &ServerTls| tls.reloader.resolver.current.load().choose(None).cert[0].clone();
         let first = serving(&tls);
         assert_eq!(tls.reloader.poll(), Reload::Unchanged);
