@@ -293,3 +293,36 @@ async fn unusable_client_certificate_settings_exit_64() {
     let (code, stderr) = dataplane_exit(&["--check-config"], &envs).await;
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervising_agent_hands_gravitee_client_auth_variables_to_its_dataplanes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let trusted = pki.ca.issue_client("client-a").unwrap();
+    let apis = dir.path().join("apis");
+    std::fs::create_dir(&apis).unwrap();
+    let backend = Backend::start("pool").await;
+    std::fs::write(apis.join("api.json"), v4_api("pool", "/pool", &backend.url()).to_string()).unwrap();
+    let listen: SocketAddr = format!("127.0.0.1:{}", hgw_tests::free_port()).parse().unwrap();
+    let supervising = Agent::supervising(1, listen);
+    let extra: Vec<&str> = supervising.iter().map(String::as_str).collect();
+    let paths: Vec<String> =
+        [&pki.server_cert, &pki.server_key, &pki.ca_pem].iter().map(|p| p.display().to_string()).collect();
+    let envs = [
+        ("gravitee_http_secured", "true"),
+        ("gravitee_http_ssl_keystore_type", "pem"),
+        ("gravitee_http_ssl_keystore_certificates_0_cert", paths[0].as_str()),
+        ("gravitee_http_ssl_keystore_certificates_0_key", paths[1].as_str()),
+        ("GRAVITEE_HTTP_SSL_CLIENTAUTH", "required"),
+        ("gravitee_http_ssl_truststore_type", "pem"),
+        ("gravitee_http_ssl_truststore_path", paths[2].as_str()),
+    ];
+    let agent =
+        Agent::start_local_with_env(dir.path(), "agent", &apis, &dir.path().join("reports.ndjson"), &extra, &envs)
+            .await;
+    agent.wait_dataplanes(1).await;
+    let (status, _) = get(listen, &pki.ca, Some(&trusted), "/pool/x").await.expect("a trusted certificate is served");
+    assert_eq!(status, 200);
+    let refused = get(listen, &pki.ca, None, "/pool/x").await;
+    assert!(refused.is_err(), "clientAuth=required reached the dataplane: no certificate is refused ({refused:?})");
+}
