@@ -221,7 +221,8 @@ pub struct Cli {
     /// `required` (the handshake fails without one). Needs --tls-truststore.
     #[arg(long, env = "HGW_TLS_CLIENT_AUTH", value_enum, default_value_t = ClientAuth::None, help_heading = "HTTPS")]
     pub tls_client_auth: ClientAuth,
-    /// The CA certificates (one PEM bundle) client certificates must chain to; read at start.
+    /// The CA certificates (one PEM bundle) client certificates must chain to; reloaded with the
+    /// certificates (--tls-reload-interval).
     #[arg(long, env = "HGW_TLS_TRUSTSTORE", help_heading = "HTTPS")]
     pub tls_truststore: Option<PathBuf>,
     /// Check the configuration (flags, variables, certificate files) and exit: 0 when it is usable, 64

@@ -145,8 +145,11 @@ async fn required_client_certificates_are_checked_in_the_handshake() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
     let trusted = pki.ca.issue_client("client-a").unwrap();
-    let stranger = TestCa::new("some other CA").unwrap().issue_client("client-x").unwrap();
-    let (_agent, dp, backend) = keyless_gateway(dir.path(), "required", &pki.flags("required")).await;
+    let other_ca = TestCa::new("some other CA").unwrap();
+    let stranger = other_ca.issue_client("client-x").unwrap();
+    let mut flags = pki.flags("required");
+    flags.extend(["--tls-reload-interval".into(), "200ms".into()]);
+    let (_agent, dp, backend) = keyless_gateway(dir.path(), "required", &flags).await;
     let addr = dp.listen;
 
     let refused = get(addr, &pki.ca, None, "/open/x").await;
@@ -164,6 +167,25 @@ async fn required_client_certificates_are_checked_in_the_handshake() {
     let (status, err) = curl(addr, &pki.ca_pem, None, "/open/x").await;
     assert_eq!(status, "000", "curl without a certificate is refused: {err}");
     assert_eq!(backend.requests(), 2);
+
+    // The truststore is reloaded: once it holds the other CA only, the roles swap for new handshakes.
+    let tmp = pki.ca_pem.with_extension("tmp");
+    std::fs::write(&tmp, other_ca.cert_pem()).unwrap();
+    std::fs::rename(&tmp, &pki.ca_pem).unwrap();
+    hgw_tests::eventually("the new truststore is in service", Duration::from_secs(15), || async {
+        get(addr, &pki.ca, Some(&stranger), "/open/x").await.ok().filter(|(status, _)| *status == 200)
+    })
+    .await;
+    let refused = get(addr, &pki.ca, Some(&trusted), "/open/x").await;
+    assert!(refused.is_err(), "the CA that left the truststore is refused ({refused:?})");
+    // A broken truststore is refused and the one in service stays.
+    std::fs::write(&pki.ca_pem, "not PEM").unwrap();
+    hgw_tests::eventually("the broken truststore is reported", Duration::from_secs(15), || async {
+        dp.proc.stderr().contains("previous certificates stay in service").then_some(())
+    })
+    .await;
+    let (status, _) = get(addr, &pki.ca, Some(&stranger), "/open/x").await.expect("still served");
+    assert_eq!(status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

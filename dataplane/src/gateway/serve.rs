@@ -13,13 +13,12 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::context::{ClientCertificate, ConnInfo};
 use super::route::handle;
-use crate::http::tls_server::HANDSHAKE_TIMEOUT;
+use crate::http::tls_server::{Acceptor, HANDSHAKE_TIMEOUT};
 use crate::telemetry::metrics::Metrics;
 
 /// At most one "connection limit reached" line per this interval, however many are shed.
@@ -33,7 +32,7 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Returns the grace deadline, which also bounds the analytics flush that follows.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Acceptor>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     grace: Duration,
@@ -127,7 +126,8 @@ pub async fn serve(
                     watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service(conn))).await
                 }
                 Some(acceptor) => {
-                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.current().accept(stream)).await
+                    {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(error)) => {
                             // Also a client certificate that is missing (required) or not trusted.
