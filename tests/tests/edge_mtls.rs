@@ -260,6 +260,15 @@ async fn an_mtls_plan_admits_the_subscribed_applications_certificate_only() {
     let (status, err) = curl(addr, &pki.ca_pem, Some(&files), "/secured/y").await;
     assert_eq!(status, "401", "{err}");
     assert_eq!(backend.requests(), 2, "only A's requests reached the backend");
+
+    // Over plain HTTP (a second dataplane without TLS) there is no certificate: refused the same way.
+    let plain = Dataplane::start(dir.path(), "dp-plain", &agent.tcp_target()).await;
+    plain.wait_ready().await;
+    let response = reqwest::get(plain.url("/secured/x")).await.unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body, json!({"message": "Unauthorized", "http_status_code": 401}));
+    assert_eq!(backend.requests(), 2);
 }
 
 /// Runs a dataplane with `flags` and `envs` to its exit: the exit code and stderr.
