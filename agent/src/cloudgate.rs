@@ -104,7 +104,7 @@ pub struct ApiEventPayload {
     pub definition: Option<Value>,
 }
 
-/// Gravitee's Subscription (used by API-key and JWT plans).
+/// Gravitee's Subscription (used by API-key, JWT and mTLS plans).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Subscription {
@@ -117,6 +117,9 @@ pub struct Subscription {
     pub starting_at: Option<i64>,
     pub ending_at: Option<i64>,
     pub updated_at: Option<i64>,
+    /// mTLS plans: the subscribing application's client certificate, as Gravitee stores it on the
+    /// subscription (the PEM, base64-encoded; a plain PEM is accepted too). Public, not a secret.
+    pub client_certificate: Option<String>,
 }
 
 /// Gravitee's ApiKey. `key` is a secret: `Debug` redacts it.

@@ -381,11 +381,16 @@ fn attach_credentials(
         }
     }
     for api in apis.values_mut() {
-        // API-key and JWT plans authenticate against subscriptions (JWT: by client id).
+        // API-key, JWT and mTLS plans authenticate against subscriptions (JWT: by client id; mTLS:
+        // by the application's certificate).
         let key_plans: Vec<&str> = api
             .plans
             .iter()
-            .filter(|p| p.security == pb::SecurityType::ApiKey as i32 || p.security == pb::SecurityType::Jwt as i32)
+            .filter(|p| {
+                p.security == pb::SecurityType::ApiKey as i32
+                    || p.security == pb::SecurityType::Jwt as i32
+                    || p.security == pb::SecurityType::Mtls as i32
+            })
             .map(|p| p.id.as_str())
             .collect();
         if key_plans.is_empty() {
@@ -405,6 +410,20 @@ fn attach_credentials(
                     status: subscription_status(&s.status)? as i32,
                     starting_at_ms: s.starting_at.unwrap_or(0),
                     ending_at_ms: s.ending_at.unwrap_or(0),
+                    client_certificate_sha256: s
+                        .client_certificate
+                        .as_deref()
+                        .and_then(|certificate| {
+                            let fingerprint = certificate_sha256(certificate);
+                            if fingerprint.is_none() {
+                                tracing::warn!(
+                                    subscription = %s.id,
+                                    "the subscription's clientCertificate is not a PEM certificate; mTLS requests cannot match it"
+                                );
+                            }
+                            fingerprint
+                        })
+                        .unwrap_or_default(),
                 })
             })
             .collect();
@@ -452,6 +471,25 @@ fn attach_jwks(apis: &mut BTreeMap<String, Arc<Api>>, jwks: &JwksCache) {
         updated.revision = definition::revision(&updated);
         *api = Arc::new(updated);
     }
+}
+
+/// The lower-case hex SHA-256 of the DER of the first certificate in Gravitee's `clientCertificate`
+/// (a base64-encoded PEM, as Gravitee stores it, or the PEM itself; `None` when neither holds one).
+pub fn certificate_sha256(value: &str) -> Option<String> {
+    use base64::Engine;
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    use sha2::{Digest, Sha256};
+    let value = value.trim();
+    let pem = if value.starts_with("-----BEGIN") {
+        value.as_bytes().to_vec()
+    } else {
+        let compact: String = value.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        base64::engine::general_purpose::STANDARD.decode(compact).ok()?
+    };
+    let der = CertificateDer::from_pem_slice(&pem).ok()?;
+    let digest = Sha256::digest(der.as_ref());
+    Some(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 pub fn sha256_hex(text: &str) -> String {
@@ -547,6 +585,44 @@ mod tests {
         let snapshot = store.current();
         assert!(snapshot.apis.contains_key("good"));
         assert!(snapshot.rejected["bad"].reason.contains("not valid JSON"));
+    }
+
+    #[test]
+    fn mtls_subscriptions_carry_the_certificate_fingerprint_only() {
+        use base64::Engine;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["app.test".to_owned()]).unwrap().self_signed(&key).unwrap();
+        let expected = {
+            use sha2::Digest;
+            sha2::Sha256::digest(cert.der()).iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        let encoded = base64::engine::general_purpose::STANDARD.encode(cert.pem());
+        assert_eq!(certificate_sha256(&encoded).as_deref(), Some(expected.as_str()), "Gravitee's base64 PEM");
+        assert_eq!(certificate_sha256(&cert.pem()).as_deref(), Some(expected.as_str()), "a plain PEM");
+        assert_eq!(certificate_sha256("not a certificate"), None);
+
+        let mut api = source("m", "/m");
+        let DefinitionText::Parsed(definition) = &mut api.definition else { unreachable!() };
+        definition["plans"] = json!([{"id": "p", "security": {"type": "MTLS"}, "status": "published"}]);
+        let subscription = |id: &str, certificate: Option<String>| Subscription {
+            id: id.into(),
+            api: "m".into(),
+            plan: "p".into(),
+            application: format!("app-{id}"),
+            status: "ACCEPTED".into(),
+            client_certificate: certificate,
+            ..Subscription::default()
+        };
+        let store = ConfigStore::new(ShardingTags::default());
+        let report =
+            store.deploy(vec![api], &[subscription("a", Some(encoded)), subscription("b", Some("junk".into()))], &[]);
+        assert_eq!(report.deployed, 1);
+        let snapshot = store.current();
+        let deployed = &snapshot.apis["m"];
+        assert_eq!(deployed.plans[0].security, pb::SecurityType::Mtls as i32);
+        let by_id: HashMap<&str, &str> =
+            deployed.subscriptions.iter().map(|s| (s.id.as_str(), s.client_certificate_sha256.as_str())).collect();
+        assert_eq!(by_id, HashMap::from([("a", expected.as_str()), ("b", "")]));
     }
 
     #[test]

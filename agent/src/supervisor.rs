@@ -32,7 +32,8 @@
 //! reading `HGW_ADDR_FILE` overwrote the agent's address file; the Cloud Token and license are the
 //! agent's alone): everything a dataplane needs is passed as an explicit argument — except the HTTPS
 //! settings of the listener the dataplanes serve ([`DATAPLANE_ENV`]): hgw's `HGW_TLS_*` and Gravitee's
-//! `gravitee_http_secured`, `gravitee_http_alpn` and `gravitee_http_ssl_*` certificate names reach them
+//! `gravitee_http_secured`, `gravitee_http_alpn`, the `gravitee_http_ssl_*` certificate, client-auth
+//! and truststore names (never the store passwords) reach them
 //! unchanged, so an agent started with the environment of a Gravitee gateway serves HTTPS like it.
 //! Each dataplane reads and validates them (and reloads the certificate files) itself.
 
@@ -58,7 +59,7 @@ const PRIVATE_ENV_PREFIXES: [&str; 2] = ["HGW_", "GRAVITEE_"];
 /// Prefixes of the variables above that the dataplanes do get: the HTTPS listener's settings, which
 /// name certificate files but hold no secret (the keystore password, unused by hgw, stays private),
 /// and the listener's limits, path and forwarding settings.
-const DATAPLANE_ENV: [&str; 18] = [
+const DATAPLANE_ENV: [&str; 20] = [
     "HGW_TLS_",
     "HGW_WEBSOCKET_IDLE_TIMEOUT",
     "HGW_CLIENT_HEADER_TIMEOUT",
@@ -77,6 +78,8 @@ const DATAPLANE_ENV: [&str; 18] = [
     "GRAVITEE_HTTP_SSL_KEYSTORE_CERTIFICATES_",
     "GRAVITEE_HTTP_SSL_KEYSTORE_PATH",
     "GRAVITEE_HTTP_SSL_CLIENTAUTH",
+    "GRAVITEE_HTTP_SSL_TRUSTSTORE_TYPE",
+    "GRAVITEE_HTTP_SSL_TRUSTSTORE_PATH",
 ];
 
 pub struct Supervisor {
@@ -384,9 +387,19 @@ mod tests {
             "gravitee_http_ssl_keystore_certificates_0_cert",
             "gravitee_http_ssl_keystore_certificates_0_key",
             "gravitee_http_ssl_keystore_password",
+            "HGW_TLS_CLIENT_AUTH",
+            "HGW_TLS_TRUSTSTORE",
+            "gravitee_http_ssl_clientAuth",
+            "gravitee_http_ssl_truststore_type",
+            "gravitee_http_ssl_truststore_path",
+            "gravitee_http_ssl_truststore_password",
         ];
         let removed = private_env_names(https.iter().map(std::ffi::OsString::from));
-        assert_eq!(removed, ["gravitee_http_ssl_keystore_password"], "the HTTPS settings reach the dataplanes");
+        assert_eq!(
+            removed,
+            ["gravitee_http_ssl_keystore_password", "gravitee_http_ssl_truststore_password"],
+            "the HTTPS settings reach the dataplanes"
+        );
         let listener = [
             "HGW_MAX_CONNECTIONS",
             "HGW_HTTP2_KEEPALIVE",

@@ -48,6 +48,18 @@ pub enum KeystoreType {
     Pkcs12,
 }
 
+/// Whether HTTPS clients are asked for a certificate (Gravitee's `http.ssl.clientAuth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum ClientAuth {
+    /// No certificate is asked for.
+    #[default]
+    None,
+    /// A certificate is asked for; a client without one is served, one with an untrusted one refused.
+    Request,
+    /// The handshake fails without a certificate from the truststore's CAs.
+    Required,
+}
+
 /// Which APIs a dataplane that exports traces (OTEL_EXPORTER_OTLP_ENDPOINT set) traces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TraceApis {
@@ -205,6 +217,14 @@ pub struct Cli {
     /// Protocols offered in ALPN, comma-separated: `h2` and/or `http/1.1`.
     #[arg(long, env = "HGW_TLS_ALPN", default_value = DEFAULT_TLS_ALPN, help_heading = "HTTPS")]
     pub tls_alpn: String,
+    /// Ask HTTPS clients for a certificate: `none`, `request` (optional, checked when sent) or
+    /// `required` (the handshake fails without one). Needs --tls-truststore.
+    #[arg(long, env = "HGW_TLS_CLIENT_AUTH", value_enum, default_value_t = ClientAuth::None, help_heading = "HTTPS")]
+    pub tls_client_auth: ClientAuth,
+    /// The CA certificates (one PEM bundle) client certificates must chain to; reloaded with the
+    /// certificates (--tls-reload-interval).
+    #[arg(long, env = "HGW_TLS_TRUSTSTORE", help_heading = "HTTPS")]
+    pub tls_truststore: Option<PathBuf>,
     /// Check the configuration (flags, variables, certificate files) and exit: 0 when it is usable, 64
     /// with the reason otherwise; nothing is bound or connected. hgw-agent runs it before starting the
     /// dataplanes it supervises.
@@ -270,6 +290,17 @@ pub struct Https {
     pub h2: bool,
     /// `None`: the files are read once.
     pub reload_interval: Option<Duration>,
+    /// Client certificates asked for, and the CAs they must chain to (`None` with [`ClientAuth::None`]).
+    pub client_auth: Option<ClientTrust>,
+}
+
+/// Client certificate authentication of the HTTPS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTrust {
+    /// `Request` or `Required`.
+    pub mode: ClientAuth,
+    /// PEM bundle of the trusted CA certificates.
+    pub truststore: PathBuf,
 }
 
 /// The validated configuration the library runs with.
@@ -360,6 +391,45 @@ pub enum ConfigError {
     Keystore { setting: &'static str, kind: &'static str, how: &'static str },
     #[error("{setting}={value:?}: {problem}")]
     Gravitee { setting: String, value: String, problem: &'static str },
+    #[error("{setting}: {kind} truststores are not read; export the CA certificates to one PEM file: {how}")]
+    Truststore { setting: &'static str, kind: &'static str, how: &'static str },
+    #[error("{setting}={mode}: client certificates need a truststore ({truststore})")]
+    NoTruststore { setting: &'static str, mode: &'static str, truststore: &'static str },
+}
+
+/// How to export the CA certificates of a Java truststore as PEM.
+const TRUSTSTORE_TO_PEM: &str =
+    "keytool -exportcert -rfc -keystore truststore.jks -alias CA > ca.pem (once per CA alias, appended to one file)";
+
+fn truststore_refusal(setting: &'static str, kind: &str) -> Option<ConfigError> {
+    match kind {
+        "jks" => Some(ConfigError::Truststore { setting, kind: "JKS", how: TRUSTSTORE_TO_PEM }),
+        "pkcs12" | "p12" | "pfx" => Some(ConfigError::Truststore {
+            setting,
+            kind: "PKCS#12",
+            how: "openssl pkcs12 -in truststore.p12 -nokeys -out ca.pem",
+        }),
+        _ => None,
+    }
+}
+
+/// Gravitee's `http.ssl.clientAuth` values: `none`, `request`, `required`, and the older booleans
+/// (`true` is `required`, `false` is `none`).
+fn gravitee_client_auth(value: &str) -> Option<ClientAuth> {
+    match value {
+        "" | "none" | "false" => Some(ClientAuth::None),
+        "request" | "requested" | "optional" => Some(ClientAuth::Request),
+        "required" | "true" => Some(ClientAuth::Required),
+        _ => None,
+    }
+}
+
+fn client_auth_name(mode: ClientAuth) -> &'static str {
+    match mode {
+        ClientAuth::None => "none",
+        ClientAuth::Request => "request",
+        ClientAuth::Required => "required",
+    }
 }
 
 /// How to turn a Java keystore into PEM files (the dataplane reads PEM only).
@@ -434,6 +504,8 @@ impl Config {
             tls_keystore_type,
             tls_reload_interval,
             tls_alpn,
+            tls_client_auth,
+            tls_truststore,
             check_config: _,
             websocket_idle_timeout,
         } = cli;
@@ -511,10 +583,22 @@ impl Config {
         }
         let tls_reload_interval = Some(duration("tls-reload-interval", tls_reload_interval)?).filter(|d| !d.is_zero());
         let tls_h2 = parse_alpn(&tls_alpn)?;
+        let client_auth = match (tls_client_auth, tls_truststore) {
+            (ClientAuth::None, _) => None,
+            (mode, Some(truststore)) => Some(ClientTrust { mode, truststore }),
+            (mode, None) => {
+                return Err(ConfigError::NoTruststore {
+                    setting: "--tls-client-auth",
+                    mode: client_auth_name(mode),
+                    truststore: "--tls-truststore",
+                });
+            }
+        };
         let https = (!tls_cert.is_empty()).then(|| Https {
             certificates: tls_cert.into_iter().zip(tls_key).collect(),
             h2: tls_h2,
             reload_interval: tls_reload_interval,
+            client_auth,
         });
         Ok(Config {
             agent,
@@ -566,15 +650,7 @@ impl Config {
         if flag("gravitee_http_secured")? != Some(true) {
             return Ok(self);
         }
-        if let Some(mode) = env("gravitee_http_ssl_clientauth").map(|v| v.trim().to_ascii_lowercase())
-            && !matches!(mode.as_str(), "" | "none" | "false")
-        {
-            return Err(ConfigError::Gravitee {
-                setting: "gravitee_http_ssl_clientAuth".into(),
-                value: mode,
-                problem: "client certificate authentication is not supported by hgw; use none",
-            });
-        }
+        let client_auth = gravitee_client_trust(&env)?;
         let mut certificates = Vec::new();
         for index in 0.. {
             let cert = env(&format!("gravitee_http_ssl_keystore_certificates_{index}_cert"));
@@ -613,8 +689,43 @@ impl Config {
             });
         }
         let h2 = flag("gravitee_http_alpn")?.unwrap_or(false);
-        self.https = Some(Https { certificates, h2, reload_interval: self.tls_reload_interval });
+        self.https = Some(Https { certificates, h2, reload_interval: self.tls_reload_interval, client_auth });
         Ok(self)
+    }
+}
+
+/// Gravitee's client certificate settings: `gravitee_http_ssl_clientAuth`, with
+/// `gravitee_http_ssl_truststore_type` (`pem`; absent is read as PEM) and
+/// `gravitee_http_ssl_truststore_path`.
+fn gravitee_client_trust(env: &impl Fn(&str) -> Option<String>) -> Result<Option<ClientTrust>, ConfigError> {
+    let value = env("gravitee_http_ssl_clientauth").map(|v| v.trim().to_ascii_lowercase()).unwrap_or_default();
+    let mode = gravitee_client_auth(&value).ok_or_else(|| ConfigError::Gravitee {
+        setting: "gravitee_http_ssl_clientAuth".into(),
+        value: value.clone(),
+        problem: "expected none, request or required",
+    })?;
+    if mode == ClientAuth::None {
+        return Ok(None);
+    }
+    if let Some(kind) = env("gravitee_http_ssl_truststore_type").map(|v| v.trim().to_ascii_lowercase()) {
+        if let Some(refusal) = truststore_refusal("gravitee_http_ssl_truststore_type", &kind) {
+            return Err(refusal);
+        }
+        if !kind.is_empty() && kind != "pem" {
+            return Err(ConfigError::Gravitee {
+                setting: "gravitee_http_ssl_truststore_type".into(),
+                value: kind,
+                problem: "expected pem",
+            });
+        }
+    }
+    match env("gravitee_http_ssl_truststore_path").map(|v| v.trim().to_owned()).filter(|p| !p.is_empty()) {
+        Some(path) => Ok(Some(ClientTrust { mode, truststore: PathBuf::from(path) })),
+        None => Err(ConfigError::NoTruststore {
+            setting: "gravitee_http_ssl_clientAuth",
+            mode: client_auth_name(mode),
+            truststore: "gravitee_http_ssl_truststore_path",
+        }),
     }
 }
 
@@ -894,6 +1005,16 @@ mod tests {
             Err(ConfigError::TlsPairs { certs: 1, keys: 0 })
         ));
         assert!(matches!(config(&["--agent", "unix:/s", "--tls-alpn", "h3"]), Err(ConfigError::Alpn(_))));
+        let tls = ["--agent", "unix:/s", "--tls-cert", "a", "--tls-key", "k"];
+        assert!(config(&tls).unwrap().https.unwrap().client_auth.is_none());
+        for (mode, expected) in [("request", ClientAuth::Request), ("required", ClientAuth::Required)] {
+            let mut args = tls.to_vec();
+            args.extend(["--tls-client-auth", mode]);
+            assert!(matches!(config(&args), Err(ConfigError::NoTruststore { .. })), "{mode} without a truststore");
+            args.extend(["--tls-truststore", "ca.pem"]);
+            let trust = config(&args).unwrap().https.unwrap().client_auth.unwrap();
+            assert_eq!(trust, ClientTrust { mode: expected, truststore: PathBuf::from("ca.pem") });
+        }
         for kind in ["jks", "pkcs12"] {
             let error = config(&["--agent", "unix:/s", "--tls-keystore-type", kind]).unwrap_err().to_string();
             assert!(error.contains("--tls-keystore-type") && error.contains("openssl pkcs12"), "{error}");
@@ -947,8 +1068,32 @@ mod tests {
         assert!(error.unwrap_err().to_string().contains("certificates_0_key"));
         let error = gravitee(&[("gravitee_http_secured", "yes")]);
         assert!(matches!(error, Err(ConfigError::Gravitee { .. })));
+        // Client certificates: a truststore is needed, PEM only; `true` is Gravitee's older `required`.
         let error = gravitee(&[("gravitee_http_secured", "true"), ("gravitee_http_ssl_clientAuth", "required")]);
-        assert!(error.unwrap_err().to_string().contains("not supported"));
+        assert!(error.unwrap_err().to_string().contains("gravitee_http_ssl_truststore_path"));
+        for (value, mode) in
+            [("request", ClientAuth::Request), ("REQUIRED", ClientAuth::Required), ("true", ClientAuth::Required)]
+        {
+            let mut vars = pem.to_vec();
+            vars.extend([("gravitee_http_ssl_clientAuth", value), ("gravitee_http_ssl_truststore_path", "/ca.pem")]);
+            let trust = gravitee(&vars).unwrap().https.unwrap().client_auth.unwrap();
+            assert_eq!(trust, ClientTrust { mode, truststore: PathBuf::from("/ca.pem") });
+        }
+        let mut vars = pem.to_vec();
+        vars.push(("gravitee_http_ssl_clientAuth", "none"));
+        assert!(gravitee(&vars).unwrap().https.unwrap().client_auth.is_none());
+        for kind in ["jks", "pkcs12"] {
+            let mut vars = pem.to_vec();
+            vars.extend([
+                ("gravitee_http_ssl_clientAuth", "required"),
+                ("gravitee_http_ssl_truststore_type", kind),
+                ("gravitee_http_ssl_truststore_path", "/t"),
+            ]);
+            let error = gravitee(&vars).unwrap_err().to_string();
+            assert!(error.contains("gravitee_http_ssl_truststore_type") && error.contains("PEM"), "{error}");
+        }
+        let error = gravitee(&[("gravitee_http_secured", "true"), ("gravitee_http_ssl_clientAuth", "maybe")]);
+        assert!(matches!(error, Err(ConfigError::Gravitee { .. })));
         // The flags win over the variables.
         let vars = [("gravitee_http_secured".to_owned(), "true".to_owned())];
         let c = config(&["--agent", "unix:/s", "--tls-cert", "f.crt", "--tls-key", "f.key"]).unwrap();

@@ -53,7 +53,11 @@ pub enum RunError {
 pub fn https_listener(https: &config::Https) -> Result<tls_server::ServerTls, tls_server::CertificateError> {
     let files =
         https.certificates.iter().map(|(cert, key)| tls_server::CertKeyFiles { cert: cert.clone(), key: key.clone() });
-    tls_server::ServerTls::load(files.collect(), https.h2)
+    let client = https.client_auth.as_ref().map(|trust| tls_server::ClientVerification {
+        truststore: trust.truststore.clone(),
+        required: trust.mode == config::ClientAuth::Required,
+    });
+    tls_server::ServerTls::load(files.collect(), https.h2, client.as_ref())
 }
 
 /// Runs until SIGTERM or SIGINT, then drains.

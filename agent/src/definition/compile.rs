@@ -179,12 +179,14 @@ fn compile_api(
                 jwt = Some(jwt_security(&configuration, &format!("{at}.security.configuration"))?);
                 pb::SecurityType::Jwt
             }
+            // The TLS client certificate is the credential; subscriptions carry the certificates.
+            "mtls" => pb::SecurityType::Mtls,
             "" => return Err(err(format!("{at}.security.type"), "the plan has no security type")),
             other => {
                 return Err(err(
                     format!("{at}.security.type"),
                     format!(
-                        "plan `{}` uses `{other}` security, which is not supported yet (key-less, api-key and jwt are)",
+                        "plan `{}` uses `{other}` security, which is not supported yet (key-less, api-key, jwt and mtls are)",
                         plan.name
                     ),
                 ));

@@ -32,6 +32,8 @@ pub enum PlanKind {
     KeyLess,
     ApiKey(ApiKeyPlan),
     Jwt(Box<JwtPlan>),
+    /// The TLS client certificate is the credential: its SHA-256 names the subscription.
+    Mtls,
 }
 
 /// A JWT plan's verification settings, compiled once.
@@ -68,6 +70,7 @@ impl Plan {
             PlanKind::KeyLess => "KEY_LESS",
             PlanKind::ApiKey(_) => "API_KEY",
             PlanKind::Jwt(_) => "JWT",
+            PlanKind::Mtls => "MTLS",
         }
     }
 }
@@ -85,6 +88,8 @@ struct SubscriptionEntry {
     plan: String,
     application: String,
     client_id: String,
+    /// Lower-case hex SHA-256 of the application's client certificate (mTLS plans).
+    client_certificate_sha256: String,
     accepted: bool,
     starting_at_ms: i64,
     ending_at_ms: i64,
@@ -162,16 +167,19 @@ impl Security {
                 Ok(pb::SecurityType::Jwt) => {
                     PlanKind::Jwt(Box::new(jwt_plan(jwt.unwrap_or_default()).map_err(|e| SecurityError::Jwt(i, e))?))
                 }
+                Ok(pb::SecurityType::Mtls) => PlanKind::Mtls,
                 Ok(other) => return Err(SecurityError::Unsupported(i, other.as_str_name().to_owned())),
                 Err(_) => return Err(SecurityError::Unsupported(i, security.to_string())),
             };
             compiled.push(Plan { id, name, kind, flows, selection_rule });
         }
         // Stable: plans of the same kind keep their definition order.
+        // Gravitee orders mTLS first (its policy's order is -100), then JWT, API key, key-less.
         compiled.sort_by_key(|plan| match plan.kind {
-            PlanKind::Jwt(_) => 0,
-            PlanKind::ApiKey(_) => 1,
-            PlanKind::KeyLess => 2,
+            PlanKind::Mtls => 0,
+            PlanKind::Jwt(_) => 1,
+            PlanKind::ApiKey(_) => 2,
+            PlanKind::KeyLess => 3,
         });
         let subscriptions = subscriptions
             .into_iter()
@@ -183,6 +191,7 @@ impl Security {
                         plan: s.plan,
                         application: s.application,
                         client_id: s.client_id,
+                        client_certificate_sha256: s.client_certificate_sha256.to_ascii_lowercase(),
                         accepted,
                         starting_at_ms: s.starting_at_ms,
                         ending_at_ms: s.ending_at_ms,
@@ -237,11 +246,13 @@ impl Security {
     }
 
     /// Selects the plan for a request and authenticates it; on success the API key is stripped from
-    /// the request unless the plan propagates it. `client_ip` identifies key-less callers.
+    /// the request unless the plan propagates it. `client_ip` identifies key-less callers;
+    /// `client_certificate` is the SHA-256 (hex) of the verified TLS client certificate, if any.
     pub fn authenticate(
         &self,
         parts: &mut http::request::Parts,
         client_ip: &str,
+        client_certificate: Option<&str>,
         now_ms: i64,
         info: &RequestInfo,
     ) -> Result<Authenticated<'_>, Reply> {
@@ -256,6 +267,27 @@ impl Security {
                 continue;
             }
             match &plan.kind {
+                PlanKind::Mtls => {
+                    // As Gravitee: without a certificate (plain HTTP, or none sent) the plan does not
+                    // apply; a certificate no subscription of the plan names is a credential that
+                    // failed. Either way, without another plan: 401 GATEWAY_PLAN_UNRESOLVABLE.
+                    let Some(fingerprint) = client_certificate else {
+                        continue;
+                    };
+                    match self.subscription_for_certificate(fingerprint, &plan.id, now_ms) {
+                        Some((subscription, entry)) => {
+                            return Ok(Authenticated {
+                                plan,
+                                application: entry.application.clone(),
+                                subscription: subscription.to_owned(),
+                                user: None,
+                            });
+                        }
+                        None => {
+                            refused.get_or_insert_with(|| unauthorized("GATEWAY_PLAN_UNRESOLVABLE", "Unauthorized"));
+                        }
+                    }
+                }
                 PlanKind::Jwt(config) => {
                     let Some(token) = find_bearer(parts) else {
                         missing.get_or_insert_with(|| unauthorized("JWT_MISSING_TOKEN", "Unauthorized"));
@@ -369,6 +401,27 @@ impl Security {
         })
     }
 
+    /// The accepted, current subscription of the mTLS `plan` whose application's certificate has
+    /// this SHA-256.
+    fn subscription_for_certificate(
+        &self,
+        fingerprint: &str,
+        plan: &str,
+        now_ms: i64,
+    ) -> Option<(&str, &SubscriptionEntry)> {
+        self.subscriptions
+            .iter()
+            .find(|(_, s)| {
+                s.plan == plan
+                    && !s.client_certificate_sha256.is_empty()
+                    && s.client_certificate_sha256 == fingerprint
+                    && s.accepted
+                    && s.starting_at_ms <= now_ms
+                    && (s.ending_at_ms == 0 || s.ending_at_ms > now_ms)
+            })
+            .map(|(id, s)| (id.as_str(), s))
+    }
+
     /// The accepted, current subscription of `plan` that the key opens.
     fn subscription_for(&self, key: &str, plan: &str, now_ms: i64) -> Option<(&str, &SubscriptionEntry)> {
         let entry = self.keys.get(&sha256_hex(key))?;
@@ -474,7 +527,12 @@ fn find_bearer(parts: &http::request::Parts) -> Option<String> {
 }
 
 pub fn sha256_hex(text: &str) -> String {
-    let digest = Sha256::digest(text.as_bytes());
+    sha256_hex_bytes(text.as_bytes())
+}
+
+/// Lower-case hex SHA-256 of `bytes` (API keys, client certificates' DER).
+pub fn sha256_hex_bytes(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
     let mut hex = String::with_capacity(64);
     for byte in digest {
         hex.push(char::from_digit((byte >> 4) as u32, 16).unwrap_or('0'));
@@ -549,6 +607,7 @@ mod tests {
             status: status as i32,
             starting_at_ms: 0,
             ending_at_ms: 0,
+            client_certificate_sha256: String::new(),
         }
     }
 
@@ -577,7 +636,7 @@ mod tests {
     ) -> Result<(String, String, String), (u16, &'static str)> {
         let mut p = parts(uri, header);
         security
-            .authenticate(&mut p, "10.0.0.1", NOW, &RequestInfo::default())
+            .authenticate(&mut p, "10.0.0.1", None, NOW, &RequestInfo::default())
             .map(|a| (a.plan.id.clone(), a.application, a.subscription))
             .map_err(|r| (r.status.as_u16(), r.error_key.unwrap_or_default()))
     }
@@ -598,6 +657,37 @@ mod tests {
             Err((401, "API_KEY_INVALID")),
             "a bad key never falls back to key-less"
         );
+    }
+
+    #[test]
+    fn mtls_plans_open_to_subscribed_certificates_only() {
+        let (cert_a, cert_b) = (sha256_hex_bytes(b"a"), sha256_hex_bytes(b"b"));
+        let mut subscribed = subscription("s1", "mtls", pb::SubscriptionStatus::Accepted);
+        subscribed.client_certificate_sha256 = cert_a.to_ascii_uppercase();
+        let mut paused = subscription("s2", "mtls", pb::SubscriptionStatus::Paused);
+        paused.client_certificate_sha256 = cert_b.clone();
+        let security = Security::new(
+            vec![plan("free", pb::SecurityType::KeyLess), plan("mtls", pb::SecurityType::Mtls)],
+            vec![subscribed, paused],
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(security.plans()[0].security_type(), "MTLS", "mTLS plans come first");
+        let run = |certificate: Option<&str>| {
+            let mut p = parts("/a", None);
+            security
+                .authenticate(&mut p, "10.0.0.1", certificate, NOW, &RequestInfo::default())
+                .map(|a| (a.plan.id.clone(), a.application, a.subscription))
+                .map_err(|r| (r.status.as_u16(), r.error_key.unwrap_or_default()))
+        };
+        assert_eq!(run(Some(&cert_a)), Ok(("mtls".into(), "app-s1".into(), "s1".into())));
+        assert_eq!(run(Some(&cert_b)), Err((401, "GATEWAY_PLAN_UNRESOLVABLE")), "paused subscription");
+        assert_eq!(run(Some(&sha256_hex_bytes(b"c"))), Err((401, "GATEWAY_PLAN_UNRESOLVABLE")), "not subscribed");
+        assert_eq!(run(None), Ok(("free".into(), "1".into(), "10.0.0.1".into())), "no certificate: key-less");
+        let only_mtls = Security::new(vec![plan("mtls", pb::SecurityType::Mtls)], vec![], vec![]).unwrap();
+        let mut p = parts("/a", None);
+        let refused = only_mtls.authenticate(&mut p, "ip", None, NOW, &RequestInfo::default()).unwrap_err();
+        assert_eq!((refused.status.as_u16(), refused.error_key), (401, Some("GATEWAY_PLAN_UNRESOLVABLE")));
     }
 
     #[test]
@@ -638,7 +728,7 @@ mod tests {
         )
         .unwrap();
         let mut p = parts("/x?a=1&api-key=k&b=2", Some("k"));
-        security.authenticate(&mut p, "ip", NOW, &RequestInfo::default()).unwrap();
+        security.authenticate(&mut p, "ip", None, NOW, &RequestInfo::default()).unwrap();
         assert!(p.headers.get("x-gravitee-api-key").is_none());
         assert_eq!(p.uri.to_string(), "/x?a=1&b=2");
 
@@ -652,7 +742,7 @@ mod tests {
         )
         .unwrap();
         let mut p = http::Request::builder().uri("/x?key=k").header("x-key", "k").body(()).unwrap().into_parts().0;
-        security.authenticate(&mut p, "ip", NOW, &RequestInfo::default()).unwrap();
+        security.authenticate(&mut p, "ip", None, NOW, &RequestInfo::default()).unwrap();
         assert_eq!(p.headers["x-key"], "k");
         assert_eq!(p.uri.to_string(), "/x?key=k");
     }
@@ -690,7 +780,7 @@ mod tests {
             .into_parts()
             .0;
         security
-            .authenticate(&mut p, "ip", NOW, &RequestInfo::default())
+            .authenticate(&mut p, "ip", None, NOW, &RequestInfo::default())
             .map(|a| (a.plan.id.clone(), a.subscription, a.user))
             .map_err(|r| (r.status.as_u16(), r.error_key.unwrap_or_default()))
     }
@@ -725,7 +815,7 @@ mod tests {
         assert_eq!(bearer(&security, "not.a.jwt"), Err((401, "JWT_INVALID_TOKEN")));
         let mut p = parts("/", None);
         assert_eq!(
-            security.authenticate(&mut p, "ip", NOW, &RequestInfo::default()).unwrap().plan.id,
+            security.authenticate(&mut p, "ip", None, NOW, &RequestInfo::default()).unwrap().plan.id,
             "free",
             "no token: the key-less plan serves"
         );
@@ -737,7 +827,7 @@ mod tests {
         };
         let mut p = parts("/", None);
         assert_eq!(
-            only_jwt.authenticate(&mut p, "ip", NOW, &RequestInfo::default()).unwrap_err().error_key,
+            only_jwt.authenticate(&mut p, "ip", None, NOW, &RequestInfo::default()).unwrap_err().error_key,
             Some("JWT_MISSING_TOKEN")
         );
     }

@@ -27,12 +27,30 @@ pub struct ConnInfo {
     pub remote_ip: Arc<str>,
     /// Whether the client connected over TLS (HTTPS): the request's scheme.
     pub tls: bool,
+    /// The certificate the client presented in the TLS handshake, verified against the truststore
+    /// (`--tls-client-auth`): what mTLS plans authenticate.
+    pub client_certificate: Option<ClientCertificate>,
+}
+
+/// A verified client certificate (the leaf of the chain the client sent).
+#[derive(Debug, Clone)]
+pub struct ClientCertificate {
+    /// Its DER encoding.
+    pub der: Arc<[u8]>,
+    /// Lower-case hex SHA-256 of `der`: how mTLS plans' subscriptions name the certificate.
+    pub sha256: Arc<str>,
+}
+
+impl ClientCertificate {
+    pub fn new(der: &[u8]) -> ClientCertificate {
+        ClientCertificate { der: der.into(), sha256: crate::api::security::sha256_hex_bytes(der).into() }
+    }
 }
 
 impl ConnInfo {
     pub fn new(local: SocketAddr, remote: SocketAddr, tls: bool) -> ConnInfo {
         let (local_ip, remote_ip) = (local.ip().to_string().into(), remote.ip().to_string().into());
-        ConnInfo { local, remote, local_ip, remote_ip, tls }
+        ConnInfo { local, remote, local_ip, remote_ip, tls, client_certificate: None }
     }
 
     /// The client's address as records and EL show it: the peer, or what trusted proxies say in

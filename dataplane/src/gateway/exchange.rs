@@ -92,7 +92,13 @@ pub(crate) async fn serve_api(
     // The client's hop-by-hop list applies to what the client sent, before policies add their headers.
     apply_connection(&mut parts.headers);
     let security_span = trace.as_ref().map(|t| t.child("security", hgw_otel::SpanKind::Internal));
-    let authenticated = match api.security.authenticate(&mut parts, &conn.remote_ip, timestamp_ms, &info) {
+    let authenticated = match api.security.authenticate(
+        &mut parts,
+        &conn.remote_ip,
+        conn.client_certificate.as_ref().map(|c| &*c.sha256),
+        timestamp_ms,
+        &info,
+    ) {
         Ok(authenticated) => authenticated,
         Err(reply) => {
             if let (Some(t), Some(mut span)) = (trace.as_mut(), security_span) {

@@ -13,13 +13,12 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::context::ConnInfo;
+use super::context::{ClientCertificate, ConnInfo};
 use super::route::handle;
-use crate::http::tls_server::HANDSHAKE_TIMEOUT;
+use crate::http::tls_server::{Acceptor, HANDSHAKE_TIMEOUT};
 use crate::telemetry::metrics::Metrics;
 
 /// At most one "connection limit reached" line per this interval, however many are shed.
@@ -33,7 +32,7 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Returns the grace deadline, which also bounds the analytics flush that follows.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Acceptor>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     grace: Duration,
@@ -96,14 +95,18 @@ pub async fn serve(
             continue;
         };
         let open = OpenConnection::new(&shared.metrics, slot);
-        let conn = Arc::new(ConnInfo::new(local, remote, tls.is_some()));
+        let conn = ConnInfo::new(local, remote, tls.is_some());
         let header_timeout = limits.header_timeout;
         let service_shared = shared.clone();
-        let service = service_fn(move |req| {
-            let (shared, conn) = (service_shared.clone(), conn.clone());
-            // Boxed once here: the request's future is large, and hyper would otherwise move it.
-            Box::pin(async move { Ok::<_, Infallible>(handle(req, &conn, &shared).await) })
-        });
+        // The connection's requests share its ConnInfo, made once the handshake named the client.
+        let service = move |conn: ConnInfo| {
+            let conn = Arc::new(conn);
+            service_fn(move |req| {
+                let (shared, conn) = (service_shared.clone(), conn.clone());
+                // Boxed once here: the request's future is large, and hyper would otherwise move it.
+                Box::pin(async move { Ok::<_, Infallible>(handle(req, &conn, &shared).await) })
+            })
+        };
         let (tls, builder, watcher, draining) = (tls.clone(), builder.clone(), graceful.watcher(), shutdown.clone());
         tokio::spawn(async move {
             let _open = open;
@@ -119,11 +122,15 @@ pub async fn serve(
             }
             // With upgrades: a WebSocket handshake's connection is handed to its tunnel after the 101.
             let ended = match tls {
-                None => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service)).await,
+                None => {
+                    watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service(conn))).await
+                }
                 Some(acceptor) => {
-                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.current().accept(stream)).await
+                    {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(error)) => {
+                            // Also a client certificate that is missing (required) or not trusted.
                             tracing::debug!(%error, %remote, "TLS handshake failed");
                             return;
                         }
@@ -132,7 +139,16 @@ pub async fn serve(
                             return;
                         }
                     };
-                    watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service)).await
+                    // rustls only completes a handshake whose client certificate the verifier
+                    // accepted: the leaf here is a trusted one.
+                    let mut conn = conn;
+                    conn.client_certificate = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .map(|leaf| ClientCertificate::new(leaf.as_ref()));
+                    watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service(conn))).await
                 }
             };
             if let Err(error) = ended {

@@ -8,7 +8,9 @@
 //!
 //! The PEM files are polled ([`Reloader`]): when their contents change, the certificates are rebuilt
 //! and swapped in one step ([`ArcSwap`]), so new handshakes get the new ones while established
-//! connections go on with what they negotiated. A replacement that cannot be used (unreadable,
+//! connections go on with what they negotiated. With client certificate authentication the
+//! truststore is polled with them; a new one swaps the whole server configuration ([`Acceptor`]),
+//! since rustls keeps the client verifier there. A replacement that cannot be used (unreadable,
 //! not PEM, a key that is not the certificate's — as happens for a moment when the certificate is
 //! replaced before its key) is logged and the previous certificates stay in service.
 
@@ -58,6 +60,64 @@ pub enum CertificateError {
     BadKey { path: PathBuf, problem: String },
     #[error("{key} is not the private key of the certificate in {cert}")]
     KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("{path}: the truststore cannot be used ({problem})")]
+    BadTruststore { path: PathBuf, problem: String },
+}
+
+/// Client certificate authentication: the CAs client certificates must chain to (a PEM bundle,
+/// reloaded with the certificates) and whether a certificate is mandatory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientVerification {
+    pub truststore: PathBuf,
+    /// `false`: asked for, but a client without one is served (a wrong one is still refused).
+    pub required: bool,
+}
+
+/// The verifier for `client` from the truststore's contents `pem`: webpki path validation to its
+/// CAs, with the CAs' names sent as hints so clients holding several certificates pick the right one.
+fn client_verifier(
+    client: &ClientVerification,
+    pem: &[u8],
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, CertificateError> {
+    let path = &client.truststore;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in parse_chain(path, pem)? {
+        roots.add(cert).map_err(|e| CertificateError::BadTruststore { path: path.clone(), problem: e.to_string() })?;
+    }
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::new(provider()));
+    let builder = if client.required { builder } else { builder.allow_unauthenticated() };
+    builder.build().map_err(|e| CertificateError::BadTruststore { path: path.clone(), problem: e.to_string() })
+}
+
+/// A server configuration serving `resolver`'s certificates, verifying clients with `verifier`.
+fn server_config(
+    resolver: &Arc<SniResolver>,
+    verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    h2: bool,
+) -> Result<ServerConfig, rustls::Error> {
+    // The provider's safe defaults: TLS 1.3 and 1.2 only, forward-secret suites only.
+    let builder = ServerConfig::builder_with_provider(Arc::new(provider())).with_safe_default_protocol_versions()?;
+    let builder = match verifier {
+        None => builder.with_no_client_auth(),
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+    };
+    let mut config = builder.with_cert_resolver(resolver.clone());
+    config.alpn_protocols = if h2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
+    Ok(config)
+}
+
+/// Hands out the server configuration in service to each handshake. A new truststore needs a new
+/// configuration (rustls fixes the client verifier in it), swapped in as one step like certificates.
+#[derive(Clone)]
+pub struct Acceptor {
+    config: Arc<ArcSwap<ServerConfig>>,
+}
+
+impl Acceptor {
+    /// The acceptor for a new connection's handshake.
+    pub fn current(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.config.load_full())
+    }
 }
 
 /// The certificates in service, indexed by the names they answer for.
@@ -190,10 +250,24 @@ fn read_all(files: &[CertKeyFiles]) -> Result<Contents, CertificateError> {
     files.iter().map(|f| Ok((read(&f.cert)?, read(&f.key)?))).collect()
 }
 
+/// The truststore's bytes, when clients are verified.
+fn read_truststore(client: Option<&ClientVerification>) -> Result<Option<Vec<u8>>, CertificateError> {
+    client
+        .map(|client| {
+            std::fs::read(&client.truststore)
+                .map_err(|source| CertificateError::Read { path: client.truststore.clone(), source })
+        })
+        .transpose()
+}
+
 /// A digest of all the files' contents: what "changed" means for reloading (mtimes can stay equal
 /// across a fast replacement, and copying a file can change its mtime without changing it).
-fn fingerprint(contents: &[(Vec<u8>, Vec<u8>)]) -> [u8; 32] {
+fn fingerprint(contents: &[(Vec<u8>, Vec<u8>)], truststore: Option<&[u8]>) -> [u8; 32] {
     let mut hash = Sha256::new();
+    if let Some(truststore) = truststore {
+        hash.update((truststore.len() as u64).to_le_bytes());
+        hash.update(truststore);
+    }
     for (cert, key) in contents {
         for part in [cert, key] {
             hash.update((part.len() as u64).to_le_bytes());
@@ -206,14 +280,18 @@ fn fingerprint(contents: &[(Vec<u8>, Vec<u8>)]) -> [u8; 32] {
 /// The TLS side of the HTTPS listener: the acceptor handshakes use, and the [`Reloader`] that keeps
 /// its certificates current.
 pub struct ServerTls {
-    pub acceptor: TlsAcceptor,
+    pub acceptor: Acceptor,
     pub reloader: Reloader,
 }
 
 impl ServerTls {
     /// Reads and checks the certificates (a bad file is an error here, at startup); `h2` offers
     /// HTTP/2 in ALPN besides HTTP/1.1.
-    pub fn load(files: Vec<CertKeyFiles>, h2: bool) -> Result<ServerTls, CertificateError> {
+    pub fn load(
+        files: Vec<CertKeyFiles>,
+        h2: bool,
+        client: Option<&ClientVerification>,
+    ) -> Result<ServerTls, CertificateError> {
         let contents = read_all(&files)?;
         let certificates = Certificates::build(&files, &contents)?;
         for (index, (paths, key)) in files.iter().zip(&certificates.keys).enumerate() {
@@ -224,16 +302,31 @@ impl ServerTls {
             }
         }
         let resolver = Arc::new(SniResolver { current: ArcSwap::from_pointee(certificates) });
-        // The provider's safe defaults: TLS 1.3 and 1.2 only, forward-secret suites only.
-        let mut config = ServerConfig::builder_with_provider(Arc::new(provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| CertificateError::BadKey { path: files[0].key.clone(), problem: e.to_string() })?
-            .with_no_client_auth()
-            .with_cert_resolver(resolver.clone());
-        config.alpn_protocols =
-            if h2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
-        let reloader = Reloader { seen: fingerprint(&contents), files, resolver, last_error: None };
-        Ok(ServerTls { acceptor: TlsAcceptor::from(Arc::new(config)), reloader })
+        let truststore = read_truststore(client)?;
+        let verifier = match (client, &truststore) {
+            (Some(client), Some(pem)) => {
+                tracing::info!(
+                    truststore = %client.truststore.display(),
+                    required = client.required,
+                    "asking HTTPS clients for a certificate"
+                );
+                Some(client_verifier(client, pem)?)
+            }
+            _ => None,
+        };
+        let config = server_config(&resolver, verifier, h2)
+            .map_err(|e| CertificateError::BadKey { path: files[0].key.clone(), problem: e.to_string() })?;
+        let acceptor = Acceptor { config: Arc::new(ArcSwap::from_pointee(config)) };
+        let reloader = Reloader {
+            seen: fingerprint(&contents, truststore.as_deref()),
+            files,
+            resolver,
+            client: client.cloned(),
+            h2,
+            acceptor: acceptor.clone(),
+            last_error: None,
+        };
+        Ok(ServerTls { acceptor, reloader })
     }
 }
 
@@ -252,6 +345,11 @@ pub enum Reload {
 pub struct Reloader {
     files: Vec<CertKeyFiles>,
     resolver: Arc<SniResolver>,
+    /// Client verification, whose truststore is watched with the certificates.
+    client: Option<ClientVerification>,
+    h2: bool,
+    /// Where a configuration with a new truststore's verifier is swapped in.
+    acceptor: Acceptor,
     /// Fingerprint of the contents in service.
     seen: [u8; 32],
     /// The last refusal, so a broken file is logged once, not at every poll.
@@ -261,14 +359,13 @@ pub struct Reloader {
 impl Reloader {
     /// Reads the files once and swaps if they changed and are usable (blocking file I/O).
     pub fn poll(&mut self) -> Reload {
-        let outcome = match read_all(&self.files) {
-            Ok(contents) => {
-                let print = fingerprint(&contents);
+        let outcome = match read_all(&self.files).and_then(|c| Ok((c, read_truststore(self.client.as_ref())?))) {
+            Ok((contents, truststore)) => {
+                let print = fingerprint(&contents, truststore.as_deref());
                 if print == self.seen {
                     Ok(false)
                 } else {
-                    Certificates::build(&self.files, &contents).map(|certificates| {
-                        self.resolver.current.store(Arc::new(certificates));
+                    self.rebuild(&contents, truststore.as_deref()).map(|()| {
                         self.seen = print;
                         true
                     })
@@ -297,6 +394,27 @@ impl Reloader {
         }
     }
 
+    /// Builds the certificates (and the client verifier) from the files' contents and swaps them in,
+    /// or changes nothing when any of them cannot be used.
+    fn rebuild(&self, contents: &Contents, truststore: Option<&[u8]>) -> Result<(), CertificateError> {
+        let certificates = Certificates::build(&self.files, contents)?;
+        let config = match (&self.client, truststore) {
+            (Some(client), Some(pem)) => {
+                let verifier = client_verifier(client, pem)?;
+                let config = server_config(&self.resolver, Some(verifier), self.h2).map_err(|e| {
+                    CertificateError::BadTruststore { path: client.truststore.clone(), problem: e.to_string() }
+                })?;
+                Some(config)
+            }
+            _ => None,
+        };
+        self.resolver.current.store(Arc::new(certificates));
+        if let Some(config) = config {
+            self.acceptor.config.store(Arc::new(config));
+        }
+        Ok(())
+    }
+
     /// Polls every `interval` until `cancel`, logging each swap and each new refusal.
     pub async fn run(mut self, interval: Duration, cancel: CancellationToken) {
         loop {
@@ -318,7 +436,12 @@ impl Reloader {
                 Reload::Unchanged => {}
                 Reload::Swapped => {
                     let files: Vec<String> = self.files.iter().map(|f| f.cert.display().to_string()).collect();
-                    tracing::info!(certificates = ?files, "TLS certificates reloaded; new handshakes use them");
+                    let truststore = self.client.as_ref().map(|c| c.truststore.display().to_string());
+                    tracing::info!(
+                        certificates = ?files,
+                        ?truststore,
+                        "TLS certificates reloaded; new handshakes use them"
+                    );
                 }
                 Reload::Refused(error) => tracing::error!(
                     %error,
@@ -379,13 +502,13 @@ mod tests {
         let good = write(&dir, "good", &issue(&["a.test"]));
         let other = issue(&["b.test"]);
         let missing = CertKeyFiles { cert: good.cert.clone(), key: dir.join("missing.key") };
-        let error = ServerTls::load(vec![missing], true).err().unwrap().to_string();
+        let error = ServerTls::load(vec![missing], true, None).err().unwrap().to_string();
         assert!(error.contains("missing.key"), "{error}");
         let mismatch = CertKeyFiles { cert: good.cert.clone(), key: write(&dir, "other", &other).key };
-        let error = ServerTls::load(vec![mismatch], true).err().unwrap();
+        let error = ServerTls::load(vec![mismatch], true, None).err().unwrap();
         assert!(matches!(error, CertificateError::KeyMismatch { .. }), "{error}");
         let swapped = CertKeyFiles { cert: good.key.clone(), key: good.cert.clone() };
-        assert!(matches!(ServerTls::load(vec![swapped], true), Err(CertificateError::NoCertificate { .. })));
+        assert!(matches!(ServerTls::load(vec![swapped], true, None), Err(CertificateError::NoCertificate { .. })));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -393,7 +516,7 @@ mod tests {
     fn reload_swaps_good_files_and_keeps_the_old_on_bad_ones() {
         let dir = dir("reload");
         let files = write(&dir, "site", &issue(&["a.test"]));
-        let mut tls = ServerTls::load(vec![files.clone()], true).unwrap();
+        let mut tls = ServerTls::load(vec![files.clone()], true, None).unwrap();
         let serving = |tls: &ServerTls| tls.reloader.resolver.current.load().choose(None).cert[0].clone();
         let first = serving(&tls);
         assert_eq!(tls.reloader.poll(), Reload::Unchanged);

@@ -104,7 +104,7 @@ fn malformed_and_unsupported_definitions_say_where() {
     oauth2["plans"][0]["security"]["type"] = json!("OAUTH2");
     assert_eq!(
         rejection(oauth2),
-        "plans[0].security.type: plan `Keyless` uses `oauth2` security, which is not supported yet (key-less, api-key and jwt are)"
+        "plans[0].security.type: plan `Keyless` uses `oauth2` security, which is not supported yet (key-less, api-key, jwt and mtls are)"
     );
     let mut gateway_keys = v4("a", "/a", "http://b");
     gateway_keys["plans"][0]["security"] =
