@@ -21,7 +21,7 @@ apt_install() {
   fi
 }
 
-# Tools the tests use: a real gRPC reflection client (grpcurl), buf for the proto lint, curl.
+# Tools the tests use: a real gRPC reflection client (grpcurl), buf for the proto lint, curl, h2spec.
 apt_install curl ca-certificates openssl
 if ! command -v cargo >/dev/null; then
   echo "cargo is required (https://rustup.rs)" >&2; exit 1
@@ -39,6 +39,14 @@ if ! command -v jaeger >/dev/null; then
   command -v go >/dev/null || apt_install golang-go
   log "installing jaeger (go install tool, scripts/jaeger/go.mod: $(grep -o 'jaeger v[0-9.]*' scripts/jaeger/go.mod | head -1))"
   (cd scripts/jaeger && go install tool)
+fi
+# h2spec, the HTTP/2 conformance suite of tests/tests/edge_h2spec.rs (h2c and TLS): built from source and
+# cached in ~/go/bin. h2spec has no go.mod of its own, so scripts/h2spec/ pins its version and its
+# dependencies' (a bare `go install ...@latest` would build against whatever is newest that day).
+if ! command -v h2spec >/dev/null; then
+  command -v go >/dev/null || apt_install golang-go
+  log "installing h2spec (go install tool, scripts/h2spec/go.mod: $(grep -o 'h2spec v[0-9.]*' scripts/h2spec/go.mod | head -1))"
+  (cd scripts/h2spec && go install tool)
 fi
 # Real Redis for the agent's Redis tests (standalone, TLS, Cluster, Sentinel).
 if ! command -v redis-server >/dev/null; then apt_install redis-server; fi
@@ -61,6 +69,7 @@ cargo build --workspace --bins --locked
 log "cargo test"
 export HGW_GRPCURL="$(command -v grpcurl)"
 export HGW_JAEGER="$(command -v jaeger)"
+export HGW_H2SPEC="$(command -v h2spec)"
 cargo test --workspace --locked -- --test-threads="${HGW_TEST_THREADS:-2}"
 
 # Deployment: the image (dockerd), Compose, the Helm chart and sidecar injection against a real

@@ -3,7 +3,8 @@
 
 Starts everything itself on 127.0.0.1 ephemeral ports (a small nginx backend, nginx and HAProxy as
 proxies with configs generated into a temp dir, hgw-agent + hgw-dataplane, redis-server, the Cloud Gate
-emulator), runs the six scenarios of issue 6 and writes one Markdown report. Standard library only.
+emulator), runs the six scenarios of issue 6 and the HTTPS one of issue 11 (scenario 7: scenario 1's load
+over TLS), and writes one Markdown report. Standard library only.
 
 Every scenario repeats (`--runs`, at least 3 outside smoke mode) and reports the median and the spread
 (min..max). Runs of the targets of one table are interleaved, so drift on the machine hits them alike.
@@ -126,10 +127,10 @@ def http_json(url: str, method: str = "GET", body=None, context: ssl.SSLContext 
         return json.loads(resp.read() or b"null")
 
 
-def http_status(url: str, headers: dict[str, str] | None = None) -> int:
+def http_status(url: str, headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None) -> int:
     req = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
+        with urllib.request.urlopen(req, timeout=5, context=context) as resp:
             resp.read()
             return resp.status
     except urllib.error.HTTPError as e:
@@ -372,10 +373,10 @@ backend be
         return proc, read_addr_file(addr_file, proc)
 
     def start_dataplane(self, label: str, agent_socket: str, cores: str | None,
-                        env: dict[str, str] | None = None) -> tuple[Proc, dict]:
+                        env: dict[str, str] | None = None, extra: list[str] = ()) -> tuple[Proc, dict]:
         addr_file = os.path.join(self.work, f"{label}-addr.json")
         argv = [os.path.join(self.bin, "hgw-dataplane"), "--agent", f"unix:{agent_socket}", "--listen", "127.0.0.1:0",
-                "--admin-listen", "127.0.0.1:0", "--workers", "1", "--id", label, "--addr-file", addr_file]
+                "--admin-listen", "127.0.0.1:0", "--workers", "1", "--id", label, "--addr-file", addr_file, *extra]
         proc = Proc(self, label, argv, cores, {"RUST_LOG": "warn", **(env or {})})
         return proc, read_addr_file(addr_file, proc)
 
@@ -397,7 +398,7 @@ http {{
         return port
 
     def start_hgw(self, label: str, apis: dict[str, dict], extra_agent: list[str] = (),
-                  dp_env: dict[str, str] | None = None) -> dict:
+                  dp_env: dict[str, str] | None = None, dp_args: list[str] = ()) -> dict:
         """An agent in local mode over `apis` (file name → JSON) and one dataplane on the proxy core."""
         apis_dir = os.path.join(self.work, f"{label}-apis")
         os.makedirs(apis_dir)
@@ -405,7 +406,8 @@ http {{
             with open(os.path.join(apis_dir, f"{name}.json"), "w") as f:
                 json.dump(doc, f)
         agent, agent_addrs = self.start_local_agent(f"{label}-agent", apis_dir, extra_agent)
-        dp, dp_addrs = self.start_dataplane(f"{label}-dp", agent_addrs["grpc_socket"], self.pin("proxy"), dp_env)
+        dp, dp_addrs = self.start_dataplane(f"{label}-dp", agent_addrs["grpc_socket"], self.pin("proxy"), dp_env,
+                                            dp_args)
         wait_until(f"{label} dataplane ready", lambda: http_status(f"http://{dp_addrs['admin']}/ready") == 200,
                    procs=[agent, dp])
         return {"agent": agent, "dp": dp, "listen": dp_addrs["listen"], "admin": dp_addrs["admin"],
@@ -645,6 +647,105 @@ http {{
         errors = sum(r["errors"] for runs in results.values() for r in runs)
         lines += ["", f"Errors over all runs: {errors:.0f}.", ""]
         return "\n".join(lines)
+
+    # -- scenario 7: HTTPS -------------------------------------------------------------------------
+
+    def make_certificate(self) -> tuple[str, str, str]:
+        """One self-signed P-256 certificate for 127.0.0.1 and localhost, made once per run with openssl:
+        the certificate, its key, and both in one file (HAProxy's `crt`)."""
+        cert, key, both = (os.path.join(self.work, name) for name in ("tls-cert.pem", "tls-key.pem", "tls-both.pem"))
+        out = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                              "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
+                              "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise HarnessError(f"openssl req failed: {out.stderr}")
+        with open(both, "w") as f, open(cert) as c, open(key) as k:
+            f.write(c.read() + k.read())
+        return cert, key, both
+
+    def tls(self) -> None:
+        """Scenario 1's load over HTTPS: every target terminates TLS with the same certificate and key."""
+        a = self.args
+        self.log("scenario 7: HTTPS (TLS termination, HTTP/1.1)")
+        cert, key, both = self.make_certificate()
+        context = ssl.create_default_context(cafile=cert)
+        port, backend_tls = free_port(), free_port()
+        tls_conf = (f"ssl_certificate {cert}; ssl_certificate_key {key}; ssl_protocols TLSv1.2 TLSv1.3;")
+        conf = NGINX_COMMON.format(work=self.work, name="tls-backend") + f"""
+http {{
+  {NGINX_HTTP_COMMON.format(work=self.work, name="tls-backend")}
+  server {{ listen 127.0.0.1:{port} backlog=4096; location / {{ return 200 "ok"; }} }}
+  server {{ listen 127.0.0.1:{backend_tls} ssl backlog=4096; {tls_conf} location / {{ return 200 "ok"; }} }}
+}}
+"""
+        backend_proc = self.start_nginx("tls-backend", conf, self.pin("backend"))
+        wait_until("the backend", lambda: http_status(f"http://127.0.0.1:{port}/") == 200, procs=[backend_proc])
+        target = f"http://127.0.0.1:{port}"
+
+        nginx_port = free_port()
+        conf = NGINX_COMMON.format(work=self.work, name="tls-nginx") + f"""
+http {{
+  {NGINX_HTTP_COMMON.format(work=self.work, name="tls-nginx")}
+  upstream backend {{ server 127.0.0.1:{port}; keepalive 64; keepalive_requests 100000000; }}
+  server {{ listen 127.0.0.1:{nginx_port} ssl backlog=4096; {tls_conf}
+           location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}
+}}
+"""
+        nginx = self.start_nginx("tls-nginx", conf, self.pin("proxy"))
+        haproxy_port = free_port()
+        path = os.path.join(self.work, "tls-haproxy.cfg")
+        with open(path, "w") as f:
+            f.write(f"""global
+  nbthread 1
+  maxconn 4096
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{haproxy_port} ssl crt {both} alpn http/1.1
+  default_backend be
+backend be
+  server s1 127.0.0.1:{port}
+""")
+        haproxy = Proc(self, "tls-haproxy", ["haproxy", "-db", "-f", path], self.pin("proxy"))
+        hgw = self.start_hgw("tls-hgw", {"bench": registry_file(v4_api("bench", "/bench", target))},
+                             dp_args=["--tls-cert", cert, "--tls-key", key])
+        urls = {
+            "direct (backend)": (f"https://127.0.0.1:{backend_tls}/bench", None, backend_proc),
+            "hgw-dataplane": (f"https://{hgw['listen']}/bench", hgw["dp"], hgw["dp"]),
+            "nginx": (f"https://127.0.0.1:{nginx_port}/bench", nginx, nginx),
+            "HAProxy": (f"https://127.0.0.1:{haproxy_port}/bench", haproxy, haproxy),
+        }
+        negotiated = {}
+        for name, (url, _, proc) in urls.items():
+            wait_until(f"{name} over HTTPS", lambda: http_status(url, context=context) == 200,
+                       procs=[proc] + ([hgw["agent"]] if proc is hgw["dp"] else []))
+            host, _, tls_port = url.split("/")[2].rpartition(":")
+            with socket.create_connection((host, int(tls_port)), timeout=5) as sock:
+                with context.wrap_socket(sock, server_hostname="localhost") as tls_sock:
+                    negotiated[name] = f"{tls_sock.version()} {tls_sock.cipher()[0]}"
+            self.log(f"  {name}: {negotiated[name]}")
+
+        def wrk_target(url, watch):
+            return lambda warmup: self.wrk(url, a.warmup if warmup else a.duration, None, watch)
+
+        results = self.interleaved([(name, wrk_target(url, watch)) for name, (url, watch, _) in urls.items()], a.runs)
+        suites = sorted(set(negotiated.values()))
+        self.sections.append(self.proxy_table(
+            "7. HTTPS (TLS termination, HTTP/1.1)",
+            f"Scenario 1 over HTTPS: wrk -t{self.load_threads()} -c{CONNECTIONS} -d{a.duration:g}s, GET /bench, "
+            f"{a.runs} runs per target (interleaved), keep-alive (the {CONNECTIONS} handshakes happen once per run). "
+            "One self-signed P-256 certificate and key made per run with `openssl req -x509 -newkey ec`, served "
+            "by every target: hgw-dataplane `--tls-cert/--tls-key` (rustls), nginx `listen ... ssl` "
+            "(`ssl_protocols TLSv1.2 TLSv1.3`), HAProxy `bind ... ssl crt` (`alpn http/1.1`); direct = the "
+            "nginx backend's own TLS listener. Proxies speak plain HTTP/1.1 with keep-alive to the backend, as "
+            f"in scenario 1, each on one worker thread. Negotiated with wrk's OpenSSL: {', '.join(suites)}.",
+            results, base="direct (backend)", peer="nginx"))
+        self.stop_all()
 
     # -- scenario 4: memory ------------------------------------------------------------------------
 
@@ -1023,7 +1124,7 @@ WRK_LUA = """done = function(summary, latency, requests)
 end
 """
 
-SCENARIOS = ("throughput", "memory", "propagation", "analytics", "micro")
+SCENARIOS = ("throughput", "memory", "propagation", "analytics", "tls", "micro")
 
 
 def main() -> int:
@@ -1068,6 +1169,8 @@ def main() -> int:
             bench.propagation()
         if "analytics" in only:
             bench.analytics()
+        if "tls" in only:
+            bench.tls()
         bench.stop_all()
         bench.micro()
     except (HarnessError, OSError, subprocess.SubprocessError, urllib.error.URLError, KeyError, ValueError) as e:

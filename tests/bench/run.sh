@@ -3,10 +3,11 @@
 #
 #   bash tests/bench/run.sh [--smoke] [--duration S] [--runs N] [--out FILE] [bench.py options]
 #
-# Installs what is missing (apt: wrk nginx haproxy nghttp2-client redis-server redis-tools; sudo only
-# when not root), builds the binaries, then runs tests/bench/bench.py: throughput and latency against
-# nginx and HAProxy (HTTP/1.1 and HTTP/2), policy cost, memory, config propagation, analytics
+# Installs what is missing (apt: wrk nginx haproxy nghttp2-client redis-server redis-tools openssl; sudo
+# only when not root), builds the binaries, then runs tests/bench/bench.py: throughput and latency against
+# nginx and HAProxy (HTTP/1.1, HTTP/2 and HTTPS), policy cost, memory, config propagation, analytics
 # throughput, and the dataplane's micro-benchmarks; writes tests/bench/RESULTS.md (or --out FILE).
+# `--only throughput,memory,propagation,analytics,tls,micro` runs a subset.
 #
 # --smoke checks that the harness still works (CI): debug binaries, 2 s runs, one run each, small N,
 # no micro-benchmarks, the report to a temp file; exits non-zero when a scenario cannot produce numbers.
@@ -38,7 +39,7 @@ log() { printf '\n==> %s\n' "$*" >&2; }
 
 # apt package → a command it provides.
 declare -A TOOLS=([wrk]=wrk [nginx]=nginx [haproxy]=haproxy [nghttp2-client]=h2load [redis-server]=redis-server
-  [redis-tools]=redis-cli)
+  [redis-tools]=redis-cli [openssl]=openssl)
 missing=()
 for pkg in "${!TOOLS[@]}"; do command -v "${TOOLS[$pkg]}" >/dev/null 2>&1 || missing+=("$pkg"); done
 if [ ${#missing[@]} -gt 0 ]; then

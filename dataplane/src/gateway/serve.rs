@@ -59,6 +59,10 @@ pub async fn serve(
         .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX))
         .keep_alive_interval(limits.http2_keepalive)
         .keep_alive_timeout(limits.http2_keepalive);
+    // Once ALPN chose `h2`, the client must start with the preface (RFC 9113 §3.4): anything else is a
+    // connection error, not an HTTP/1 request to answer with a 400 (h2spec http2/3.5/2). Plaintext
+    // connections keep the detection: the port serves HTTP/1.1 too.
+    let h2_only = Arc::new(builder.clone().http2_only());
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -107,7 +111,8 @@ pub async fn serve(
                 Box::pin(async move { Ok::<_, Infallible>(handle(req, &conn, &shared).await) })
             })
         };
-        let (tls, builder, watcher, draining) = (tls.clone(), builder.clone(), graceful.watcher(), shutdown.clone());
+        let (tls, builder, h2_only) = (tls.clone(), builder.clone(), h2_only.clone());
+        let (watcher, draining) = (graceful.watcher(), shutdown.clone());
         tokio::spawn(async move {
             let _open = open;
             // hyper's header timeout starts once it knows the protocol; until then, this one (over
@@ -148,7 +153,12 @@ pub async fn serve(
                         .peer_certificates()
                         .and_then(|chain| chain.first())
                         .map(|leaf| ClientCertificate::new(leaf.as_ref()));
-                    watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service(conn))).await
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        // HTTP/2 has no HTTP/1 upgrades (and `http2_only` is ignored with them).
+                        watcher.watch(h2_only.serve_connection(TokioIo::new(stream), service(conn))).await
+                    } else {
+                        watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service(conn))).await
+                    }
                 }
             };
             if let Err(error) = ended {
