@@ -1,7 +1,8 @@
 //! Every spelling of a path is the same path: encoded letters, `.` and `..` segments and doubled slashes
 //! reach the flows and plans of the path they spell, encoded separators and escapes out of the root are
 //! refused, and the endpoint receives the path the gateway decided on. Requests are written byte for
-//! byte on a TCP socket (an HTTP client library would normalise them first) to the real dataplane.
+//! byte on a TCP socket (an HTTP client library would normalise them first) to the real dataplane, and
+//! over HTTP/2 by curl with `--path-as-is`.
 
 use hgw_tests::gateway::{Dataplane, cloud_gateway, now_ms};
 use hgw_tests::{Backend, CloudGateSim, v4_api};
@@ -66,6 +67,24 @@ async fn no_spelling_of_a_path_slips_past_its_flows_and_plans() {
         assert_eq!(status, 400, "{refused}: {body}");
         let error: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{refused}: a JSON error: {body}"));
         assert_eq!(error["http_status_code"], 400);
+    }
+    // The same spellings over HTTP/2 (h2c), sent as written by curl (`--path-as-is`).
+    for (spelling, expected) in [
+        ("/pub/%61dmin/", "403"),
+        ("/pub/./admin/", "403"),
+        ("/pub/x/../admin/", "403"),
+        ("/pub//admin/", "403"),
+        ("/pub/admin%2F", "400"),
+        ("/pub/../secret/", "400"),
+    ] {
+        let output = tokio::process::Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", "--max-time", "10"])
+            .args(["--http2-prior-knowledge", "--path-as-is", &format!("http://{addr}{spelling}")])
+            .output()
+            .await
+            .expect("curl is installed");
+        let out = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(out, format!("2 {expected}"), "HTTP/2 {spelling}: {}", String::from_utf8_lossy(&output.stderr));
     }
     assert_eq!(backend.requests(), 0, "none of these reached the backend");
 
