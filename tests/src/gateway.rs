@@ -518,6 +518,16 @@ pub async fn report_for(sim: &CloudGateSim, request_id: &str) -> Value {
     .await
 }
 
+/// Runs a dataplane with `flags` and `envs` (agent address and ports filled in; no agent answers) to
+/// its exit: the exit code and stderr. For configuration errors, which exit before any connection.
+pub async fn dataplane_exit(flags: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut args =
+        vec!["--agent", "unix:/nonexistent/hgw.sock", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+    args.extend_from_slice(flags);
+    let (code, _, stderr) = crate::run_to_exit("hgw-dataplane", &args, envs, Duration::from_secs(20)).await;
+    (code, stderr)
+}
+
 /// Now, in epoch milliseconds (Gravitee's `updatedAt` form).
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)

@@ -195,6 +195,35 @@ async fn run_h2spec(bin: &Path, dir: &Path, port: u16, tls: bool) -> Report {
     report
 }
 
+/// Runs the failed cases outside `allowed` again, one h2spec run each (at most twice): a case that
+/// passes then is reported as flaky, printed, and no longer counted as failed. Timing can change which
+/// frame a server sends first on a 2-core machine shared with other tests; a real regression fails
+/// three times in a row.
+async fn retry_unexpected(bin: &Path, port: u16, tls: bool, report: &mut Report, allowed: &[(&str, &str)]) {
+    let port = port.to_string();
+    for case in report.cases.iter_mut() {
+        if !matches!(case.outcome, Outcome::Failed(_)) || allowed.iter().any(|(id, _)| *id == case.id) {
+            continue;
+        }
+        for attempt in 1..=2 {
+            let mut command = tokio::process::Command::new(bin);
+            command.args(["-h", "127.0.0.1", "-p", &port, "-P", "/api/", "--timeout", CASE_TIMEOUT_S]);
+            if tls {
+                command.args(["-t", "-k"]);
+            }
+            command.arg(&case.id).stdin(std::process::Stdio::null()).kill_on_drop(true);
+            let passed = tokio::time::timeout(RUN_TIMEOUT, command.output())
+                .await
+                .is_ok_and(|output| output.is_ok_and(|output| output.status.success()));
+            if passed {
+                shown(&format!("h2spec: {} ({}) failed once and passed on retry {attempt}: flaky", case.id, case.desc));
+                case.outcome = Outcome::Passed;
+                break;
+            }
+        }
+    }
+}
+
 /// Prints the counts, then fails on too few cases or on a failure outside `allowed`.
 fn check(mode: &str, report: &Report, allowed: &[(&str, &str)]) {
     let failed = report.failed();
@@ -258,7 +287,8 @@ async fn h2spec_over_h2c() {
         (response.status() == 200 && response.version() == reqwest::Version::HTTP_2).then_some(())
     })
     .await;
-    let report = run_h2spec(&bin, dir.path(), dp.listen.port(), false).await;
+    let mut report = run_h2spec(&bin, dir.path(), dp.listen.port(), false).await;
+    retry_unexpected(&bin, dp.listen.port(), false, &mut report, H2C_ALLOWED).await;
     check("h2c", &report, H2C_ALLOWED);
     assert!(backend.requests() > 0, "h2spec's requests reached the backend");
 }
@@ -283,7 +313,8 @@ async fn h2spec_over_tls() {
         (response.status() == 200).then_some(())
     })
     .await;
-    let report = run_h2spec(&bin, dir.path(), dp.listen.port(), true).await;
+    let mut report = run_h2spec(&bin, dir.path(), dp.listen.port(), true).await;
+    retry_unexpected(&bin, dp.listen.port(), true, &mut report, TLS_ALLOWED).await;
     check("TLS", &report, TLS_ALLOWED);
     assert!(backend.requests() > 0, "h2spec's requests reached the backend");
 }

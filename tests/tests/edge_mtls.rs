@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use hgw_tests::gateway::{Agent, Dataplane, now_ms, report_for};
-use hgw_tests::{Backend, CertifiedKey, CloudGateSim, TestCa, run_to_exit, v4_api};
+use hgw_tests::gateway::{Agent, Dataplane, dataplane_exit, now_ms, report_for};
+use hgw_tests::{Backend, CertifiedKey, CloudGateSim, TestCa, v4_api};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{Value, json};
@@ -269,15 +269,6 @@ async fn an_mtls_plan_admits_the_subscribed_applications_certificate_only() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body, json!({"message": "Unauthorized", "http_status_code": 401}));
     assert_eq!(backend.requests(), 2);
-}
-
-/// Runs a dataplane with `flags` and `envs` to its exit: the exit code and stderr.
-async fn dataplane_exit(flags: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String) {
-    let mut args =
-        vec!["--agent", "unix:/nonexistent/hgw.sock", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
-    args.extend_from_slice(flags);
-    let (code, _, stderr) = run_to_exit("hgw-dataplane", &args, envs, Duration::from_secs(20)).await;
-    (code, stderr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

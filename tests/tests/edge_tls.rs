@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hgw_tests::gateway::{Agent, Dataplane};
+use hgw_tests::gateway::{Agent, Dataplane, dataplane_exit};
 use hgw_tests::{Backend, TestCa, eventually, free_port, run_to_exit, v4_api};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -324,15 +324,6 @@ async fn certificates_rotate_under_http2_load_without_a_failed_request() {
 /// The path of `program` on PATH.
 fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(program)).find(|p| p.is_file())
-}
-
-/// Runs a dataplane with `flags` and `envs` to its exit: the exit code and stderr.
-async fn dataplane_exit(flags: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String) {
-    let mut args =
-        vec!["--agent", "unix:/nonexistent/hgw.sock", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
-    args.extend_from_slice(flags);
-    let (code, _, stderr) = run_to_exit("hgw-dataplane", &args, envs, Duration::from_secs(20)).await;
-    (code, stderr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
