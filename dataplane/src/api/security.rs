@@ -95,6 +95,22 @@ struct SubscriptionEntry {
     ending_at_ms: i64,
 }
 
+impl SubscriptionEntry {
+    /// Whether this subscription lets a request into `plan` at `now_ms`: accepted, and started and
+    /// not ended (an end of 0 is none).
+    fn admits(&self, plan: &str, now_ms: i64) -> bool {
+        self.plan == plan
+            && self.accepted
+            && self.starting_at_ms <= now_ms
+            && (self.ending_at_ms == 0 || self.ending_at_ms > now_ms)
+    }
+
+    /// The authentication this subscription (`id`) gives a request into `plan`.
+    fn authenticated<'p>(&self, plan: &'p Plan, id: &str) -> Authenticated<'p> {
+        Authenticated { plan, application: self.application.clone(), subscription: id.to_owned(), user: None }
+    }
+}
+
 /// The plans of one API and the credentials that open them.
 #[derive(Debug, Default)]
 pub struct Security {
@@ -275,14 +291,7 @@ impl Security {
                         continue;
                     };
                     match self.subscription_for_certificate(fingerprint, &plan.id, now_ms) {
-                        Some((subscription, entry)) => {
-                            return Ok(Authenticated {
-                                plan,
-                                application: entry.application.clone(),
-                                subscription: subscription.to_owned(),
-                                user: None,
-                            });
-                        }
+                        Some((subscription, entry)) => return Ok(entry.authenticated(plan, subscription)),
                         None => {
                             refused.get_or_insert_with(|| unauthorized("GATEWAY_PLAN_UNRESOLVABLE", "Unauthorized"));
                         }
@@ -315,12 +324,7 @@ impl Security {
                             if !config.propagate {
                                 strip_key(parts, config);
                             }
-                            return Ok(Authenticated {
-                                plan,
-                                application: entry.application.clone(),
-                                subscription: subscription.to_owned(),
-                                user: None,
-                            });
+                            return Ok(entry.authenticated(plan, subscription));
                         }
                         None => {
                             refused.get_or_insert_with(|| {
@@ -386,19 +390,9 @@ impl Security {
                 text(claims.get("azp")).or_else(|| text(claims.get("aud"))).or_else(|| text(claims.get("client_id")))
             }
         }?;
-        let (subscription, entry) = self.subscriptions.iter().find(|(_, s)| {
-            s.plan == plan.id
-                && s.client_id == client_id
-                && s.accepted
-                && s.starting_at_ms <= now_ms
-                && (s.ending_at_ms == 0 || s.ending_at_ms > now_ms)
-        })?;
-        Some(Authenticated {
-            plan,
-            application: entry.application.clone(),
-            subscription: subscription.clone(),
-            user: text(claims.get(&config.user_claim)),
-        })
+        let (subscription, entry) =
+            self.subscriptions.iter().find(|(_, s)| s.client_id == client_id && s.admits(&plan.id, now_ms))?;
+        Some(Authenticated { user: text(claims.get(&config.user_claim)), ..entry.authenticated(plan, subscription) })
     }
 
     /// The accepted, current subscription of the mTLS `plan` whose application's certificate has
@@ -412,12 +406,9 @@ impl Security {
         self.subscriptions
             .iter()
             .find(|(_, s)| {
-                s.plan == plan
-                    && !s.client_certificate_sha256.is_empty()
+                !s.client_certificate_sha256.is_empty()
                     && s.client_certificate_sha256 == fingerprint
-                    && s.accepted
-                    && s.starting_at_ms <= now_ms
-                    && (s.ending_at_ms == 0 || s.ending_at_ms > now_ms)
+                    && s.admits(plan, now_ms)
             })
             .map(|(id, s)| (id.as_str(), s))
     }
@@ -430,9 +421,7 @@ impl Security {
         }
         entry.subscriptions.iter().find_map(|id| {
             let subscription = self.subscriptions.get(id)?;
-            let current = subscription.starting_at_ms <= now_ms
-                && (subscription.ending_at_ms == 0 || subscription.ending_at_ms > now_ms);
-            (subscription.plan == plan && subscription.accepted && current).then_some((id.as_str(), subscription))
+            subscription.admits(plan, now_ms).then_some((id.as_str(), subscription))
         })
     }
 }

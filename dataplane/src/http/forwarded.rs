@@ -66,8 +66,8 @@ impl TrustedProxies {
     }
 
     /// The client's address as the metrics record and EL show it: the chain's first, or the peer
-    /// when that entry is not an address. The peer's own text when there is no header (no allocation
-    /// beyond the caller's).
+    /// when that entry is not an address. `None` when there is no header (the caller shows the peer,
+    /// without walking or allocating).
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
         if !headers.contains_key(X_FORWARDED_FOR) {
             return None;
