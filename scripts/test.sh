@@ -72,6 +72,18 @@ export HGW_JAEGER="$(command -v jaeger)"
 export HGW_H2SPEC="$(command -v h2spec)"
 cargo test --workspace --locked -- --test-threads="${HGW_TEST_THREADS:-2}"
 
+# Gravitee compatibility: the corpus of tests/compat/ on Gravitee's own gateway (4.10.9, assembled from
+# Maven Central into ~/.cache/gravitee-gw) and on hgw, answers compared. The committed compat.md is a
+# ratchet: a definition it marks `same` must stay `same`. The fresh table goes to target/compat.md.
+if [ "${HGW_SKIP_COMPAT:-}" = 1 ]; then
+  log "Gravitee differential run skipped (HGW_SKIP_COMPAT=1)"
+else
+  command -v mvn >/dev/null || apt_install maven
+  log "Gravitee differential run (tests/compat/diff.py)"
+  python3 tests/compat/diff.py --hgw-bin target/debug --out target/compat.md --json target/compat.json \
+    --check tests/compat/compat.md
+fi
+
 # Deployment: the image (dockerd), Compose, the Helm chart and sidecar injection against a real
 # kube-apiserver, the packages in a debootstrap root. Slow builds are cached under ~/.cache.
 if [ "${HGW_SKIP_DEPLOY_TESTS:-}" = 1 ]; then

@@ -342,6 +342,7 @@ fn echo_api(id: &str, path: &str, backend: SocketAddr) -> pb::Api {
         }],
         flows: vec![],
         flow_mode: pb::FlowMode::Default as i32,
+        flow_match_required: false,
         analytics_enabled: true,
         tags: vec![],
         subscriptions: vec![],

@@ -25,6 +25,14 @@ pub(crate) enum Node {
     },
     /// `#context.attributes['k']`.
     Attribute(Box<str>),
+    /// `#group[i]`: the i-th capture of the regular expression a policy just matched
+    /// (http-redirect, dynamic-routing, url-rewriting).
+    Group {
+        index: usize,
+        at: u32,
+    },
+    /// `#groupName['name']`: a named capture of that regular expression.
+    GroupName(Box<str>),
     Index {
         target: Box<Node>,
         index: usize,
@@ -61,6 +69,7 @@ pub(crate) enum Node {
 pub(crate) enum Field {
     Path,
     PathInfo,
+    ContextPath,
     Method,
     Host,
     RemoteAddress,

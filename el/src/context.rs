@@ -14,6 +14,10 @@ pub trait Context {
     fn request_path_info(&self) -> Option<&str> {
         None
     }
+    /// `#request.contextPath`: the context path the request matched, with a trailing `/` (`/v1/`).
+    fn request_context_path(&self) -> Option<&str> {
+        None
+    }
     /// `#request.method`: upper-case method name, e.g. `POST`.
     fn request_method(&self) -> Option<&str> {
         None
@@ -64,6 +68,17 @@ pub trait Context {
     }
     /// `#context.attributes['name']`: an execution attribute, e.g. `user`, `plan`, `application`.
     fn attribute(&self, name: &str) -> Option<&str> {
+        let _ = name;
+        None
+    }
+    /// `#group[i]`: capture group `i + 1` of the regular expression the running policy matched
+    /// (`None`: no such group; a group that did not participate is `Some("")`).
+    fn regex_group(&self, index: usize) -> Option<&str> {
+        let _ = index;
+        None
+    }
+    /// `#groupName['name']`: the named capture `name` of that expression.
+    fn regex_named_group(&self, name: &str) -> Option<&str> {
         let _ = name;
         None
     }

@@ -44,6 +44,7 @@ pub(crate) fn eval<'a>(node: &'a Node, ctx: &'a dyn Context) -> Result<Value<'a>
         Node::Field(f) => match f {
             Field::Path => opt_str(ctx.request_path()),
             Field::PathInfo => opt_str(ctx.request_path_info()),
+            Field::ContextPath => opt_str(ctx.request_context_path()),
             Field::Method => opt_str(ctx.request_method()),
             Field::Host => opt_str(ctx.request_host()),
             Field::RemoteAddress => opt_str(ctx.remote_address()),
@@ -71,6 +72,16 @@ pub(crate) fn eval<'a>(node: &'a Node, ctx: &'a dyn Context) -> Result<Value<'a>
             }
         },
         Node::Attribute(key) => opt_str(ctx.attribute(key)),
+        Node::Group { index, at } => match ctx.regex_group(*index) {
+            Some(v) => Value::Str(Cow::Borrowed(v)),
+            None => {
+                return Err(EvalError::at(
+                    *at,
+                    format_args!("#group[{index}]: the matched expression has no capture group {}", index + 1),
+                ));
+            }
+        },
+        Node::GroupName(name) => opt_str(ctx.regex_named_group(name)),
         Node::Index { target, index, at } => match eval(target, ctx)? {
             Value::List(items) => match items.get(*index) {
                 Some(v) => Value::Str(Cow::Borrowed(v)),

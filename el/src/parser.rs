@@ -466,11 +466,43 @@ impl<'t> Parser<'t> {
                 &format!("the function `#{name}(...)` is not supported"),
             ));
         }
+        match name {
+            "group" => {
+                let open = self.peek().clone();
+                if !matches!(open.tok, Tok::LBracket) {
+                    return Err(self.error(open.start, "`#group` must be indexed, e.g. `#group[0]`"));
+                }
+                self.advance()?;
+                let index = self.parse_index()?;
+                return Ok((Node::Group { index, at: self.col(open.start) }, Ty::Str));
+            }
+            "groupName" => {
+                let open = self.peek().clone();
+                if !matches!(open.tok, Tok::LBracket) {
+                    return Err(
+                        self.error(open.start, "`#groupName` must be followed by a key, e.g. `#groupName['id']`")
+                    );
+                }
+                self.advance()?;
+                let key = self.advance()?;
+                let Tok::Str(k) = key.tok else {
+                    return Err(ParseError::unsupported(
+                        self.text,
+                        key.start,
+                        "the key of `#groupName[...]` must be a string literal",
+                    ));
+                };
+                self.expect(Tok::RBracket, "`]`")?;
+                return Ok((Node::GroupName(k.into_boxed_str()), Ty::Str));
+            }
+            _ => {}
+        }
         let (props, supported): (&[&str], &str) = match name {
             "request" => (
                 &[
                     "path",
                     "pathInfo",
+                    "contextPath",
                     "method",
                     "host",
                     "remoteAddress",
@@ -481,7 +513,7 @@ impl<'t> Parser<'t> {
                     "params",
                     "pathParams",
                 ],
-                "path, pathInfo, method, host, remoteAddress, localAddress, id, transactionId, headers, params, \
+                "path, pathInfo, contextPath, method, host, remoteAddress, localAddress, id, transactionId, headers, params, \
                  pathParams",
             ),
             "response" => (&["status", "headers"], "status, headers"),
@@ -499,7 +531,8 @@ impl<'t> Parser<'t> {
                     self.text,
                     at,
                     &format!(
-                        "the variable `#{name}` is not supported (supported: #request, #response, #context, #api)"
+                        "the variable `#{name}` is not supported (supported: #request, #response, #context, #api, \
+                         and #group/#groupName where a policy matched a regular expression)"
                     ),
                 ));
             }
@@ -531,6 +564,7 @@ impl<'t> Parser<'t> {
         let map = match (name, prop) {
             ("request", "path") => return field(Field::Path),
             ("request", "pathInfo") => return field(Field::PathInfo),
+            ("request", "contextPath") => return field(Field::ContextPath),
             ("request", "method") => return field(Field::Method),
             ("request", "host") => return field(Field::Host),
             ("request", "remoteAddress") => return field(Field::RemoteAddress),

@@ -61,6 +61,15 @@ impl Context for Req {
     fn response_header(&self, name: &str) -> Vec<&str> {
         values(&self.response_headers, name, true)
     }
+    fn request_context_path(&self) -> Option<&str> {
+        Some("/v1/")
+    }
+    fn regex_group(&self, index: usize) -> Option<&str> {
+        ["42", ""].get(index).copied()
+    }
+    fn regex_named_group(&self, name: &str) -> Option<&str> {
+        (name == "id").then_some("42")
+    }
 }
 
 fn req() -> Req {
@@ -786,4 +795,18 @@ fn random_inputs_never_panic() {
         }
     }
     assert!(parsed > 5_000 && evaluated > 3_000, "generator too weak: {parsed} parsed, {evaluated} evaluated");
+}
+
+#[test]
+fn context_path_and_regex_groups() {
+    assert_eq!(eval_str("#request.contextPath"), "/v1/");
+    assert!(eval_bool("#request.contextPath == '/v1/'"));
+    assert_eq!(eval_str("#group[0]"), "42");
+    assert_eq!(eval_str("#groupName['id']"), "42");
+    assert!(eval_bool("#groupName['other'] == null"));
+    assert!(eval_err("#group[5]").contains("no capture group 6"));
+    let t = parse_template("/items/{#group[0]}/{#groupName['id']}").unwrap();
+    assert_eq!(t.render(&req()).unwrap(), "/items/42/42");
+    assert!(parse("#group").is_err(), "#group must be indexed");
+    assert!(parse("#groupName[0]").is_err(), "#groupName takes a string key");
 }

@@ -121,7 +121,15 @@ fn compile_api(
         });
     }
 
-    let context_paths = compile_listeners(api)?;
+    let (context_paths, elsewhere) = compile_listeners(api)?;
+    if context_paths.is_empty() {
+        // Bound to other servers of a multi-server Gravitee gateway: served nowhere here, as Gravitee's
+        // acceptors on its `http` server do not take it either (the request finds no context path, 404).
+        return Ok(Compiled::Skipped {
+            name,
+            why: format!("its listeners are bound to the servers {elsewhere:?}, not to this gateway's `{SERVER_ID}`"),
+        });
+    }
     let cors = compile_cors(api)?;
     let endpoint_groups = compile_endpoint_groups(api, tenant, files)?;
     if endpoint_groups[0].endpoints.is_empty() {
@@ -142,9 +150,6 @@ fn compile_api(
             pb::FlowMode::Default
         }
     };
-    if api.flow_execution.match_required {
-        return Err(err("flowExecution.matchRequired", "`matchRequired` is not supported yet"));
-    }
     let mut flows = compile_flows(&api.flows, "flows")?;
 
     let mut plans = Vec::new();
@@ -239,6 +244,7 @@ fn compile_api(
         plans,
         flows,
         flow_mode: flow_mode as i32,
+        flow_match_required: api.flow_execution.match_required,
         analytics_enabled: analytics.is_none_or(|a| a.enabled),
         tags: api.tags.clone(),
         subscriptions: Vec::new(),
@@ -347,9 +353,19 @@ fn compile_logging(logging: &Value, at: &str) -> Result<Option<pb::LoggingSettin
     Ok(Some(settings))
 }
 
-fn compile_listeners(api: &ApiV4) -> Result<Vec<pb::ContextPath>, CompileError> {
+/// The id of the server hgw's listener is in Gravitee's terms: a gateway configured with one `http:`
+/// block (no `servers:` list) names its server `http`.
+const SERVER_ID: &str = "http";
+
+/// The context paths this gateway serves, and the other servers some listeners are bound to.
+fn compile_listeners(api: &ApiV4) -> Result<(Vec<pb::ContextPath>, Vec<String>), CompileError> {
     let mut context_paths: Vec<pb::ContextPath> = Vec::new();
+    let mut elsewhere = Vec::new();
     for (i, listener) in api.listeners.iter().enumerate() {
+        if !listener.servers.is_empty() && !listener.servers.iter().any(|s| s.trim() == SERVER_ID) {
+            elsewhere.extend(listener.servers.iter().cloned());
+            continue;
+        }
         let at = format!("listeners[{i}]");
         match norm(&listener.listener_type).as_str() {
             "http" => {}
@@ -382,10 +398,10 @@ fn compile_listeners(api: &ApiV4) -> Result<Vec<pb::ContextPath>, CompileError> 
             }
         }
     }
-    if context_paths.is_empty() {
+    if context_paths.is_empty() && elsewhere.is_empty() {
         return Err(err("listeners", "the API has no http listener path to serve"));
     }
-    Ok(context_paths)
+    Ok((context_paths, elsewhere))
 }
 
 /// `responseTemplates{ERROR_KEY: {media type: {status, headers, body, propagateErrorKeyToLogs}}}`.
@@ -934,6 +950,7 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase) -> Result<Vec<pb::Step>
         // The policy is named before anything inside its configuration: an EL complaint about a policy
         // hgw does not run at all would send the user looking in the wrong place.
         check_policy_runs(step.policy.trim(), phase, &at)?;
+        check_groups(&configuration, &at_config, step.policy.trim())?;
         check_el(&configuration, &at_config, templated_fields(step.policy.trim()))?;
         use pb::step::Policy as P;
         let policy = match (step.policy.trim(), phase) {
@@ -956,6 +973,16 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase) -> Result<Vec<pb::Step>
                 P::RateLimit(rate_limit(&configuration, &at_config, pb::RateLimitKind::SpikeArrest)?)
             }
             ("url-rewriting", Phase::Response) => P::UrlRewriting(url_rewriting(&configuration, &at_config)?),
+            ("latency", Phase::Request) => P::Latency(latency(&configuration, &at_config)?),
+            ("policy-override-request-method", Phase::Request) => {
+                P::OverrideMethod(override_method(&configuration, &at_config)?)
+            }
+            ("status-code", Phase::Response) => P::StatusCode(status_code(&configuration, &at_config)?),
+            ("http-redirect", Phase::Request) => P::HttpRedirect(http_redirect(&configuration, &at_config)?),
+            // Gravitee's key-less policy as a flow step does nothing: the plan already admitted the call.
+            ("key-less", Phase::Request) => continue,
+            // Gravitee's latency policy only delays requests; in the response phase it does nothing.
+            ("latency", Phase::Response) => continue,
             (other, _) => unreachable!("check_policy_runs admitted `{other}` in {phase:?}"),
         };
         compiled.push(pb::Step { name: step.name.clone(), condition, policy: Some(policy) });
@@ -974,6 +1001,11 @@ const POLICIES: &[(&str, &[Phase])] = &[
     ("quota", &[Phase::Request]),
     ("spike-arrest", &[Phase::Request]),
     ("url-rewriting", &[Phase::Response]),
+    ("latency", &[Phase::Request, Phase::Response]),
+    ("policy-override-request-method", &[Phase::Request]),
+    ("status-code", &[Phase::Response]),
+    ("http-redirect", &[Phase::Request]),
+    ("key-less", &[Phase::Request]),
 ];
 
 /// Refuses a step whose policy hgw does not run at all, or not in this phase, naming which it is.
@@ -1031,6 +1063,21 @@ fn check_el(configuration: &Value, at: &str, templated: &dyn Fn(&str) -> bool) -
     walk(configuration, at.to_owned(), templated)
 }
 
+/// `#group`/`#groupName` exist only while a policy's regular expression has just matched; anywhere
+/// else Gravitee fails the request, so hgw refuses the definition instead.
+fn check_groups(configuration: &Value, at: &str, policy: &str) -> Result<(), CompileError> {
+    if policy == "http-redirect" || policy == "dynamic-routing" {
+        return Ok(());
+    }
+    if configuration.to_string().contains("#group") {
+        return Err(err(
+            at,
+            format!("`#group`/`#groupName` are not set in policy `{policy}` by hgw (only http-redirect sets them)"),
+        ));
+    }
+    Ok(())
+}
+
 /// Which configuration values each policy renders as EL templates.
 fn templated_fields(policy: &str) -> &'static dyn Fn(&str) -> bool {
     match policy {
@@ -1040,6 +1087,7 @@ fn templated_fields(policy: &str) -> &'static dyn Fn(&str) -> bool {
         "policy-assign-attributes" => &|path: &str| path.ends_with(".value") && path.contains(".attributes["),
         "mock" => &|path: &str| path.ends_with(".content"),
         "url-rewriting" => &|path: &str| path.ends_with(".toReplacement"),
+        "http-redirect" => &|path: &str| path.ends_with(".location"),
         "rate-limit" | "quota" | "spike-arrest" => &|path: &str| path.ends_with(".key"),
         _ => &|_: &str| false,
     }
@@ -1050,6 +1098,9 @@ fn el_expression(text: &str, at: &str) -> Result<String, CompileError> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(String::new());
+    }
+    if text.contains("#group") {
+        return Err(err(at, "`#group`/`#groupName` are only set inside policies that match a regular expression"));
     }
     hgw_el::parse(text).map(|_| text.to_owned()).map_err(|e| err(at, format!("EL {e}")))
 }
@@ -1418,6 +1469,96 @@ fn url_rewriting(configuration: &Value, at: &str) -> Result<pb::UrlRewritingPoli
         rewrite_response_headers: flag("rewriteResponseHeaders").unwrap_or(true),
         rewrite_response_body: flag("rewriteResponseBody").unwrap_or(false),
     })
+}
+
+/// Gravitee's `latency`: `time` in `timeUnit` (java.util.concurrent.TimeUnit names).
+fn latency(configuration: &Value, at: &str) -> Result<pb::LatencyPolicy, CompileError> {
+    let time = match configuration.get("time") {
+        None | Some(Value::Null) => 0,
+        Some(Value::Number(n)) => {
+            n.as_u64().ok_or_else(|| err(format!("{at}.time"), "the time must be a whole number, 0 or more"))?
+        }
+        Some(_) => return Err(err(format!("{at}.time"), "the time must be a number")),
+    };
+    let millis_per_unit: u64 = match configuration.get("timeUnit").and_then(Value::as_str).map(str::trim) {
+        // Gravitee's policy reads a missing unit as null and fails every request (see the proto).
+        None => return Ok(pb::LatencyPolicy { delay_ms: 0, broken: true }),
+        Some("NANOSECONDS" | "MICROSECONDS") => 0,
+        Some("MILLISECONDS") => 1,
+        Some("SECONDS") => 1_000,
+        Some("MINUTES") => 60_000,
+        Some("HOURS") => 3_600_000,
+        Some("DAYS") => 86_400_000,
+        Some(other) => return Err(err(format!("{at}.timeUnit"), format!("`{other}` is not a time unit"))),
+    };
+    let delay_ms = time
+        .checked_mul(millis_per_unit)
+        .filter(|ms| *ms <= 3_600_000)
+        .ok_or_else(|| err(format!("{at}.time"), "a latency above one hour is refused (it would hold connections)"))?;
+    Ok(pb::LatencyPolicy { delay_ms, broken: false })
+}
+
+/// Gravitee's `policy-override-request-method`.
+fn override_method(configuration: &Value, at: &str) -> Result<pb::OverrideMethodPolicy, CompileError> {
+    let method = configuration.get("method").and_then(Value::as_str).unwrap_or_default().trim().to_ascii_uppercase();
+    const METHODS: &[&str] = &["CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"];
+    if !METHODS.contains(&method.as_str()) {
+        return Err(err(format!("{at}.method"), format!("`{method}` is not an HTTP method Gravitee knows")));
+    }
+    Ok(pb::OverrideMethodPolicy { method })
+}
+
+/// Gravitee's `http-redirect`: rules tried in order, each a Java regular expression matched against the
+/// whole path below the context path.
+fn http_redirect(configuration: &Value, at: &str) -> Result<pb::HttpRedirectPolicy, CompileError> {
+    let rules = match configuration.get("rules") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(rules)) => rules.as_slice().to_vec(),
+        Some(_) => return Err(err(format!("{at}.rules"), "must be a list")),
+    };
+    let mut compiled = Vec::with_capacity(rules.len());
+    for (i, rule) in rules.iter().enumerate() {
+        let at = format!("{at}.rules[{i}]");
+        let path_regex = rule.get("path").and_then(Value::as_str).unwrap_or_default().to_owned();
+        regex::Regex::new(&format!("^(?:{path_regex})$"))
+            .map_err(|e| err(format!("{at}.path"), format!("not a valid regular expression: {e}")))?;
+        let location = rule.get("location").and_then(Value::as_str).unwrap_or_default().to_owned();
+        if location.is_empty() {
+            return Err(err(format!("{at}.location"), "the redirect location is missing"));
+        }
+        let status = rule
+            .get("status")
+            .and_then(Value::as_u64)
+            .filter(|s| (100..=599).contains(s))
+            .ok_or_else(|| err(format!("{at}.status"), "must be an HTTP status code (100-599)"))?;
+        compiled.push(pb::http_redirect_policy::Rule { path_regex, location, status: status as u32 });
+    }
+    Ok(pb::HttpRedirectPolicy { rules: compiled })
+}
+
+/// Gravitee's `status-code` (transform-status-code).
+fn status_code(configuration: &Value, at: &str) -> Result<pb::StatusCodePolicy, CompileError> {
+    let status =
+        |mapping: &Value, field: &str, i: usize| -> Result<u32, CompileError> {
+            mapping.get(field).and_then(Value::as_u64).filter(|s| (100..=599).contains(s)).map(|s| s as u32).ok_or_else(
+                || err(format!("{at}.statusMappings[{i}].{field}"), "must be an HTTP status code (100-599)"),
+            )
+        };
+    let mappings = match configuration.get("statusMappings") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                Ok(pb::status_code_policy::Mapping {
+                    input: status(m, "inputStatusCode", i)?,
+                    output: status(m, "outputStatusCode", i)?,
+                })
+            })
+            .collect::<Result<_, CompileError>>()?,
+        Some(_) => return Err(err(format!("{at}.statusMappings"), "must be a list")),
+    };
+    Ok(pb::StatusCodePolicy { mappings })
 }
 
 fn mock(configuration: &Value, at: &str) -> Result<pb::MockPolicy, CompileError> {

@@ -34,6 +34,8 @@ pub struct Listener {
     pub paths: Vec<ListenerPath>,
     pub entrypoints: Vec<Entrypoint>,
     pub cors: Option<Cors>,
+    /// Gravitee server ids this listener is bound to (empty: every server).
+    pub servers: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

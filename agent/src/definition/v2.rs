@@ -31,6 +31,7 @@ pub fn to_v4(v2: &Value) -> Result<Value, String> {
         "paths": paths,
         "entrypoints": [{"type": "http-proxy"}],
         "cors": proxy.get("cors"),
+        "servers": proxy.get("servers"),
     });
 
     let preserve_host = proxy.get("preserve_host").and_then(Value::as_bool).unwrap_or(false);

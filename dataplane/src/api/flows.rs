@@ -158,6 +158,10 @@ fn policy_id(policy: Option<&pb::step::Policy>) -> &'static str {
             _ => "rate-limit",
         },
         Some(P::UrlRewriting(_)) => "url-rewriting",
+        Some(P::Latency(_)) => "latency",
+        Some(P::OverrideMethod(_)) => "policy-override-request-method",
+        Some(P::StatusCode(_)) => "status-code",
+        Some(P::HttpRedirect(_)) => "http-redirect",
         None => "unknown",
     }
 }

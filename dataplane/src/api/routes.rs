@@ -43,6 +43,8 @@ pub struct Api {
     /// Gravitee's `best-match` flow mode: of the flows that apply, only the one whose path selector
     /// matches most specifically runs (one among plan flows, one among API flows).
     pub best_match: bool,
+    /// `flowExecution.matchRequired`: no flow ran → 404 (Gravitee's FLOW_EXECUTION_FLOW_MATCHED_FAILURE).
+    pub flow_match_required: bool,
     /// Response templates by error key; `None` when the API has none.
     pub response_templates: Option<ResponseTemplates>,
     /// Request/response logging (v4 log records); `None` costs requests nothing.
@@ -77,6 +79,7 @@ impl TryFrom<pb::Api> for Api {
             plans,
             flows,
             flow_mode,
+            flow_match_required,
             analytics_enabled,
             tags: _,
             subscriptions,
@@ -156,6 +159,7 @@ impl TryFrom<pb::Api> for Api {
             analytics_enabled,
             cors,
             best_match,
+            flow_match_required,
             response_templates,
             logging,
             tracing: tracing.filter(|t| t.enabled).map(|t| crate::telemetry::trace::ApiTracing { verbose: t.verbose }),

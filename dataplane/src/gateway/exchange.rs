@@ -57,6 +57,10 @@ pub(crate) async fn serve_api(
         info = RequestInfo {
             path: parts.uri.path().to_owned(),
             path_info: path_info.clone(),
+            context_path: {
+                let path = parts.uri.path();
+                format!("{}/", path.get(..path.len().saturating_sub(path_info.len())).unwrap_or_default())
+            },
             method: parts.method.as_str().to_owned(),
             host: request_host_of(&parts).to_owned(),
             query: parts.uri.query().unwrap_or_default().to_owned(),
@@ -155,6 +159,11 @@ pub(crate) async fn serve_api(
             }
             flows.push((flow, params));
         }
+    }
+    if api.flow_match_required && flows.is_empty() {
+        let reply = crate::policies::Reply::empty(StatusCode::NOT_FOUND, "FLOW_EXECUTION_FLOW_MATCHED_FAILURE");
+        trace::note_error(trace, reply.error_key);
+        return reply_response(reply, &ids, record, in_flight, templates);
     }
     let mut extra_headers = Vec::new();
     let verbose = trace.as_ref().is_some_and(|t| t.verbose);

@@ -14,6 +14,8 @@ use crate::http::query::query_pairs;
 pub struct RequestInfo {
     pub path: String,
     pub path_info: String,
+    /// The matched context path with a trailing `/`, as Gravitee's acceptors hold it.
+    pub context_path: String,
     pub method: String,
     pub host: String,
     pub query: String,
@@ -35,6 +37,26 @@ pub struct ElContext<'a> {
     attributes: &'a [(String, String)],
     response: Option<(u16, &'a HeaderMap)>,
     query: OnceCell<Vec<(String, String)>>,
+    /// The regular expression a policy just matched (`#group`, `#groupName`).
+    captures: Option<&'a RegexCaptures>,
+}
+
+/// The groups of one regular-expression match, owned (only policies that redirect or route build one).
+#[derive(Debug, Default)]
+pub struct RegexCaptures {
+    /// Groups 1.. in order; a group that did not take part is empty.
+    groups: Vec<String>,
+    named: Vec<(String, String)>,
+}
+
+impl RegexCaptures {
+    pub fn of(regex: &regex::Regex, captures: &regex::Captures<'_>) -> RegexCaptures {
+        let text = |m: Option<regex::Match<'_>>| m.map_or_else(String::new, |m| m.as_str().to_owned());
+        RegexCaptures {
+            groups: (1..captures.len()).map(|i| text(captures.get(i))).collect(),
+            named: regex.capture_names().flatten().map(|name| (name.to_owned(), text(captures.name(name)))).collect(),
+        }
+    }
 }
 
 impl<'a> ElContext<'a> {
@@ -44,7 +66,7 @@ impl<'a> ElContext<'a> {
         path_params: &'a [(String, String)],
         attributes: &'a [(String, String)],
     ) -> ElContext<'a> {
-        ElContext { info, headers, path_params, attributes, response: None, query: OnceCell::new() }
+        ElContext { info, headers, path_params, attributes, response: None, query: OnceCell::new(), captures: None }
     }
 
     pub fn response(
@@ -60,7 +82,13 @@ impl<'a> ElContext<'a> {
             attributes,
             response: Some((status, response_headers)),
             query: OnceCell::new(),
+            captures: None,
         }
+    }
+
+    /// This context with a policy's regular-expression match readable as `#group`/`#groupName`.
+    pub fn with_captures(self, captures: &'a RegexCaptures) -> ElContext<'a> {
+        ElContext { captures: Some(captures), ..self }
     }
 
     /// Evaluates a condition: Gravitee treats an evaluation error as "not met".
@@ -92,11 +120,20 @@ fn values<'h>(headers: &'h HeaderMap, name: &str) -> Vec<&'h str> {
 }
 
 impl hgw_el::Context for ElContext<'_> {
+    fn regex_group(&self, index: usize) -> Option<&str> {
+        self.captures?.groups.get(index).map(String::as_str)
+    }
+    fn regex_named_group(&self, name: &str) -> Option<&str> {
+        self.captures?.named.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
     fn request_path(&self) -> Option<&str> {
         non_empty(&self.info.path)
     }
     fn request_path_info(&self) -> Option<&str> {
         Some(&self.info.path_info)
+    }
+    fn request_context_path(&self) -> Option<&str> {
+        Some(&self.info.context_path)
     }
     fn request_method(&self) -> Option<&str> {
         non_empty(&self.info.method)

@@ -8,10 +8,14 @@
 mod assign_attributes;
 pub mod counters;
 pub mod el;
+mod http_redirect;
 mod ip_filtering;
+mod latency;
 mod mock;
+mod override_method;
 pub mod rate_limit;
 mod request_content_limit;
+mod status_code;
 mod transform_headers;
 mod url_rewriting;
 
@@ -88,6 +92,11 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// A failure Gravitee answers without a message: the status alone, no body.
+    pub fn empty(status: StatusCode, key: &'static str) -> Reply {
+        Reply { status, headers: Vec::new(), body: Bytes::new(), error_key: Some(key), error_message: None }
+    }
+
     /// Gravitee's error body: `{"message":"...","http_status_code":N}`.
     pub fn error(status: StatusCode, key: Option<&'static str>, message: impl Into<String>) -> Reply {
         let message = message.into();
@@ -218,6 +227,17 @@ pub fn compile(step: pb::Step, phase: Phase) -> Result<Arc<dyn Policy>, PolicyEr
             }
             Ok(Arc::new(url_rewriting::UrlRewriting::compile(config)?))
         }
+        P::Latency(config) => request_only(phase, "latency", Ok(latency::Latency::compile(config))),
+        P::OverrideMethod(config) => {
+            request_only(phase, "policy-override-request-method", override_method::OverrideMethod::compile(config))
+        }
+        P::StatusCode(config) => {
+            if phase != Phase::Response {
+                return Err(PolicyError::Phase("status-code", phase));
+            }
+            Ok(Arc::new(status_code::StatusCodeMap::compile(config)?))
+        }
+        P::HttpRedirect(config) => request_only(phase, "http-redirect", http_redirect::HttpRedirect::compile(config)),
     }
 }
 

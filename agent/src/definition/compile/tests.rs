@@ -508,7 +508,7 @@ fn best_match_flow_mode_compiles_for_v4_and_v2() {
     assert_eq!(v2.flow_mode, pb::FlowMode::BestMatch as i32);
     let mut required = v4("b2", "/b", "http://127.0.0.1:9000");
     required["flowExecution"] = json!({"mode": "BEST_MATCH", "matchRequired": true});
-    assert!(rejection(required).contains("matchRequired"));
+    assert!(deploy(required).flow_match_required);
 }
 
 #[test]

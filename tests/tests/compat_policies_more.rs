@@ -1,0 +1,156 @@
+//! Gravitee compatibility: latency, override-http-method, status-code, http-redirect, key-less as a
+//! flow step, `flowExecution.matchRequired`, listeners bound to other servers and `#request.contextPath`,
+//! each end to end with real requests through a dataplane (Gravitee's answers are in tests/compat).
+
+use std::time::{Duration, Instant};
+
+use hgw_tests::gateway::{cloud_gateway, get};
+use hgw_tests::{Backend, CloudGateSim, v2_api, v4_api};
+use serde_json::json;
+
+fn step(policy: &str, configuration: serde_json::Value) -> serde_json::Value {
+    json!({"name": policy, "policy": policy, "enabled": true, "configuration": configuration})
+}
+
+fn flow(path: &str, request: serde_json::Value, response: serde_json::Value) -> serde_json::Value {
+    json!({"name": path, "enabled": true, "selectors": [{"type": "http", "path": path, "pathOperator": "STARTS_WITH"}],
+           "request": request, "response": response})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_method_status_and_redirect_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+
+    let mut api = v4_api("more", "/more", &backend.url());
+    api["flows"] = json!([
+        flow(
+            "/slow",
+            json!([step("latency", json!({"time": 600, "timeUnit": "MILLISECONDS"}))]),
+            json!([step("latency", json!({"time": 5, "timeUnit": "SECONDS"}))])
+        ),
+        flow(
+            "/as-get",
+            json!([step("policy-override-request-method", json!({"method": "GET"})), step("key-less", json!({}))]),
+            json!([])
+        ),
+        flow(
+            "/status",
+            json!([]),
+            json!([step(
+                "status-code",
+                json!({"statusMappings": [
+            {"inputStatusCode": 200, "outputStatusCode": 201}, {"inputStatusCode": 200, "outputStatusCode": 203}]})
+            )])
+        ),
+        flow(
+            "/",
+            json!([step(
+                "http-redirect",
+                json!({"rules": [
+            {"path": "/old/(?<id>[0-9]+)/(.*)", "location": "https://new.example//items/{#groupName['id']}/{#group[1]}?from={#request.contextPath}", "status": 301},
+            {"path": "/moved", "location": "/elsewhere/./x", "status": 302}]})
+            )]),
+            json!([])
+        ),
+    ]);
+    let mut broken = v4_api("broken-latency", "/broken", &backend.url());
+    broken["flows"] = json!([flow("/", json!([step("latency", json!({}))]), json!([]))]);
+    let mut bad_unit = v4_api("bad-unit", "/bad-unit", &backend.url());
+    bad_unit["flows"] =
+        json!([flow("/", json!([step("latency", json!({"time": 1, "timeUnit": "FORTNIGHTS"}))]), json!([]))]);
+    let mut group_elsewhere = v4_api("group-elsewhere", "/group-elsewhere", &backend.url());
+    group_elsewhere["flows"] = json!([flow(
+        "/",
+        json!([step("transform-headers", json!({"addHeaders": [{"name": "X-G", "value": "{#group[0]}"}]}))]),
+        json!([])
+    )]);
+    for a in [api, broken, bad_unit, group_elsewhere] {
+        sim.put_api(a).await;
+    }
+    let (agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+
+    // latency: the request waits (the response-phase step does nothing, as in Gravitee).
+    let started = Instant::now();
+    let slow = get(&client, &dp.url("/more/slow")).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(slow.status, 200);
+    assert!(took >= Duration::from_millis(600), "the request waited the configured 600 ms, took {took:?}");
+
+    // policy-override-request-method: the backend sees GET for a POST; key-less as a step is a no-op.
+    let posted = client.post(dp.url("/more/as-get")).body("x").send().await.unwrap();
+    assert_eq!(posted.status(), 200);
+    assert_eq!(posted.json::<serde_json::Value>().await.unwrap()["method"], "GET");
+
+    // status-code: the last mapping for 200 wins.
+    assert_eq!(get(&client, &dp.url("/more/status")).await.unwrap().status, 203);
+
+    // http-redirect: groups and named groups in the location, Java URI normalisation, empty body.
+    let no_follow = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let moved = no_follow.get(dp.url("/more/old/42/a/b")).send().await.unwrap();
+    assert_eq!(moved.status(), 301);
+    assert_eq!(moved.headers()["location"], "https://new.example/items/42/a/b?from=/more/");
+    assert!(moved.text().await.unwrap().is_empty());
+    let moved = no_follow.get(dp.url("/more/moved")).send().await.unwrap();
+    assert_eq!((moved.status().as_u16(), moved.headers()["location"].to_str().unwrap()), (302, "/elsewhere/x"));
+    // No rule matches: the request goes on to the backend.
+    let through = get(&client, &dp.url("/more/old/x")).await.unwrap();
+    assert_eq!((through.status, through.json()["path"].as_str()), (200, Some("/old/x")));
+
+    // A latency step without a time unit deploys (as in Gravitee) and fails each request with a 500.
+    let broken = get(&client, &dp.url("/broken/")).await.unwrap();
+    assert_eq!(broken.status, 500);
+    assert_eq!(broken.json(), json!({"message": "Internal Server Error", "http_status_code": 500}));
+
+    // Refused with the field named: an unknown time unit, #group where no regular expression matched.
+    let (_, apis) = agent.node_get("/_node/apis").await;
+    let reason =
+        |id: &str| apis["rejected"].as_array().unwrap().iter().find(|r| r["id"] == id).map(|r| r["reason"].to_string());
+    assert!(reason("bad-unit").unwrap().contains("timeUnit"), "{apis}");
+    assert!(reason("group-elsewhere").unwrap().contains("#group"), "{apis}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn match_required_other_servers_and_context_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+
+    // matchRequired: a request no flow applies to gets Gravitee's bare 404; flows still run otherwise,
+    // and their conditions may read the matched context path (with its trailing slash).
+    let mut strict = v4_api("strict", "/strict/v1", &backend.url());
+    strict["flowExecution"] = json!({"mode": "DEFAULT", "matchRequired": true});
+    strict["flows"] = json!([{"name": "only", "enabled": true, "selectors": [
+        {"type": "http", "path": "/known", "pathOperator": "STARTS_WITH"},
+        {"type": "condition", "condition": "{#request.contextPath == '/strict/v1/'}"}],
+        "request": [step("transform-headers", json!({"addHeaders": [{"name": "X-Ctx", "value": "{#request.contextPath}"}]}))],
+        "response": []}]);
+    // Listeners bound to another server of a multi-server Gravitee gateway are not served here; v2 too.
+    let mut second = v4_api("second", "/second", &backend.url());
+    second["listeners"][0]["servers"] = json!(["second"]);
+    let mut both = v4_api("both", "/both", &backend.url());
+    both["listeners"][0]["servers"] = json!(["second", "http"]);
+    let mut v2_second = v2_api("v2-second", "/v2-second", &backend.url());
+    v2_second["proxy"]["servers"] = json!(["second"]);
+    for a in [strict, second, both, v2_second] {
+        sim.put_api(a).await;
+    }
+    let (agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+
+    let known = get(&client, &dp.url("/strict/v1/known/x")).await.unwrap();
+    assert_eq!(known.status, 200);
+    assert_eq!(known.json()["headers"]["x-ctx"], "/strict/v1/");
+    let unknown = get(&client, &dp.url("/strict/v1/other")).await.unwrap();
+    assert_eq!((unknown.status, unknown.body.as_str()), (404, ""));
+    assert!(unknown.header("x-gravitee-transaction-id").is_some(), "an API's answer carries its ids");
+
+    assert_eq!(get(&client, &dp.url("/second/")).await.unwrap().status, 404);
+    assert_eq!(get(&client, &dp.url("/v2-second/")).await.unwrap().status, 404);
+    assert_eq!(get(&client, &dp.url("/both/")).await.unwrap().status, 200);
+    let (_, apis) = agent.node_get("/_node/apis").await;
+    let skipped = apis["skipped"].to_string();
+    assert!(skipped.contains("second") && skipped.contains("servers"), "{apis}");
+}
