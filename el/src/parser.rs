@@ -476,6 +476,25 @@ impl<'t> Parser<'t> {
                 let index = self.parse_index()?;
                 return Ok((Node::Group { index, at: self.col(open.start) }, Ty::Str));
             }
+            "endpoints" => {
+                // Gravitee's endpoint reference: `#endpoints['name']` is the text `name:`, which the
+                // endpoint invoker reads as "the endpoint, or endpoint group, called name".
+                let open = self.peek().clone();
+                if !matches!(open.tok, Tok::LBracket) {
+                    return Err(self.error(open.start, "`#endpoints` must be followed by a name, e.g. `#endpoints['default']`"));
+                }
+                self.advance()?;
+                let key = self.advance()?;
+                let Tok::Str(name) = key.tok else {
+                    return Err(ParseError::unsupported(
+                        self.text,
+                        key.start,
+                        "the name in `#endpoints[...]` must be a string literal",
+                    ));
+                };
+                self.expect(Tok::RBracket, "`]`")?;
+                return Ok((Node::Str(format!("{name}:").into_boxed_str()), Ty::Str));
+            }
             "groupName" => {
                 let open = self.peek().clone();
                 if !matches!(open.tok, Tok::LBracket) {

@@ -808,5 +808,6 @@ fn context_path_and_regex_groups() {
     let t = parse_template("/items/{#group[0]}/{#groupName['id']}").unwrap();
     assert_eq!(t.render(&req()).unwrap(), "/items/42/42");
     assert!(parse("#group").is_err(), "#group must be indexed");
+    assert_eq!(eval_str("#endpoints['second-group']"), "second-group:");
     assert!(parse("#groupName[0]").is_err(), "#groupName takes a string key");
 }

@@ -979,6 +979,9 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase) -> Result<Vec<pb::Step>
             }
             ("status-code", Phase::Response) => P::StatusCode(status_code(&configuration, &at_config)?),
             ("http-redirect", Phase::Request) => P::HttpRedirect(http_redirect(&configuration, &at_config)?),
+            ("dynamic-routing", Phase::Request) => {
+                P::DynamicRouting(dynamic_routing(&configuration, &at_config)?)
+            }
             // Gravitee's key-less policy as a flow step does nothing: the plan already admitted the call.
             ("key-less", Phase::Request) => continue,
             // Gravitee's latency policy only delays requests; in the response phase it does nothing.
@@ -1005,6 +1008,7 @@ const POLICIES: &[(&str, &[Phase])] = &[
     ("policy-override-request-method", &[Phase::Request]),
     ("status-code", &[Phase::Response]),
     ("http-redirect", &[Phase::Request]),
+    ("dynamic-routing", &[Phase::Request]),
     ("key-less", &[Phase::Request]),
 ];
 
@@ -1072,7 +1076,10 @@ fn check_groups(configuration: &Value, at: &str, policy: &str) -> Result<(), Com
     if configuration.to_string().contains("#group") {
         return Err(err(
             at,
-            format!("`#group`/`#groupName` are not set in policy `{policy}` by hgw (only http-redirect sets them)"),
+            format!(
+                "`#group`/`#groupName` are not set in policy `{policy}` by hgw (only http-redirect and \
+                 dynamic-routing set them)"
+            ),
         ));
     }
     Ok(())
@@ -1088,6 +1095,7 @@ fn templated_fields(policy: &str) -> &'static dyn Fn(&str) -> bool {
         "mock" => &|path: &str| path.ends_with(".content"),
         "url-rewriting" => &|path: &str| path.ends_with(".toReplacement"),
         "http-redirect" => &|path: &str| path.ends_with(".location"),
+        "dynamic-routing" => &|path: &str| path.ends_with(".url"),
         "rate-limit" | "quota" | "spike-arrest" => &|path: &str| path.ends_with(".key"),
         _ => &|_: &str| false,
     }
@@ -1534,6 +1542,29 @@ fn http_redirect(configuration: &Value, at: &str) -> Result<pb::HttpRedirectPoli
         compiled.push(pb::http_redirect_policy::Rule { path_regex, location, status: status as u32 });
     }
     Ok(pb::HttpRedirectPolicy { rules: compiled })
+}
+
+/// Gravitee's `dynamic-routing`: rules tried in order, each a Java regular expression matched against
+/// the whole path below the context path, and the URL (an EL template) the request goes to.
+fn dynamic_routing(configuration: &Value, at: &str) -> Result<pb::DynamicRoutingPolicy, CompileError> {
+    let rules = match configuration.get("rules") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(rules)) => rules.as_slice().to_vec(),
+        Some(_) => return Err(err(format!("{at}.rules"), "must be a list")),
+    };
+    let mut compiled = Vec::with_capacity(rules.len());
+    for (i, rule) in rules.iter().enumerate() {
+        let at = format!("{at}.rules[{i}]");
+        let pattern = rule.get("pattern").and_then(Value::as_str).unwrap_or_default().to_owned();
+        regex::Regex::new(&format!("^(?:{pattern})$"))
+            .map_err(|e| err(format!("{at}.pattern"), format!("not a valid regular expression: {e}")))?;
+        let url = rule.get("url").and_then(Value::as_str).unwrap_or_default().trim().to_owned();
+        if url.is_empty() {
+            return Err(err(format!("{at}.url"), "the URL to route to is missing"));
+        }
+        compiled.push(pb::dynamic_routing_policy::Rule { pattern, url });
+    }
+    Ok(pb::DynamicRoutingPolicy { rules: compiled })
 }
 
 /// Gravitee's `status-code` (transform-status-code).
