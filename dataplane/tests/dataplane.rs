@@ -351,6 +351,7 @@ fn echo_api(id: &str, path: &str, backend: SocketAddr) -> pb::Api {
         response_templates: Vec::new(),
         logging: None,
         tracing: None,
+        legacy_engine: false,
     }
 }
 

@@ -248,7 +248,15 @@ fn compile_api(
         response_templates,
         logging,
         tracing,
+        legacy_engine: definition_version == "2.0.0" && runs_on_legacy_engine(&api.execution_mode),
     })))
+}
+
+/// Whether Gravitee runs a v2 API on its V3 (legacy) engine: its `ExecutionMode.fromLabel` gives the
+/// V4 emulation engine for `v4-emulation-engine` and `jupiter` (exact spellings) and V3 otherwise,
+/// absent included.
+fn runs_on_legacy_engine(execution_mode: &Value) -> bool {
+    !matches!(execution_mode.as_str(), Some("v4-emulation-engine" | "jupiter"))
 }
 
 /// Numbers the rate-limit, quota and spike-arrest steps of an API 1, 2, ... (API flows first, then each
@@ -672,6 +680,9 @@ fn http_options(http: &HttpOptions, at: &str) -> Result<pb::HttpClientOptions, C
         keep_alive: http.keep_alive,
         propagate_client_host: http.propagate_client_host,
         version: version as i32,
+        use_compression: http.use_compression,
+        // As Gravitee's `isPropagateClientAcceptEncoding()`: only without compression.
+        propagate_client_accept_encoding: !http.use_compression && http.propagate_client_accept_encoding,
     })
 }
 
