@@ -373,7 +373,7 @@ const MAX_REWRITTEN_BODY: usize = 16 * 1024 * 1024;
 /// Buffers the upstream body and applies the body rewriters in order. A body that is not UTF-8 text
 /// is passed on unchanged; one larger than [`MAX_REWRITTEN_BODY`] is an error (502), never truncated.
 async fn rewrite_body(
-    body: Incoming,
+    body: crate::http::decompress::UpstreamBody,
     headers: &mut HeaderMap,
     rewriters: &[&crate::api::flows::Step],
     info: &RequestInfo,
