@@ -2,12 +2,126 @@
 //! the client identifier on answers, the endpoint's compression, answers to an endpoint that refuses
 //! connections. Each check is what Gravitee's gateway answered to the same definition and request.
 
-use hgw_tests::gateway::cloud_gateway;
+use hgw_tests::gateway::{cloud_gateway, now_ms, report_for};
 use hgw_tests::{Backend, CloudGateSim, v2_api, v4_api};
 use serde_json::{Value, json};
+use sha2::Digest;
 
 fn header<'a>(reply: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     reply.headers().get(name).map(|v| v.to_str().unwrap())
+}
+
+fn sha256_hex(text: &str) -> String {
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A URL nothing listens on (the port was just free).
+fn dead_target() -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    dead
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_identifier_is_answered_once_a_plan_is_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    sim.put_api(v4_api("free", "/free", &backend.url())).await;
+    let mut keyed = v4_api("keyed", "/keyed", &backend.url());
+    keyed["plans"] = json!([{"id": "gold", "name": "Gold", "security": {"type": "API_KEY"}, "status": "PUBLISHED", "mode": "standard"}]);
+    sim.put_api(keyed).await;
+    sim.put_subscription(json!({"id": "sub-1", "api": "keyed", "plan": "gold", "application": "app-1",
+        "status": "ACCEPTED", "updatedAt": now_ms()}))
+        .await;
+    sim.put_key(json!({"id": "key-1", "key": "the-key", "subscriptions": ["sub-1"], "subscription": "sub-1",
+        "api": "keyed", "plan": "gold", "application": "app-1", "revoked": false, "paused": false, "updatedAt": now_ms()}))
+        .await;
+    // v2 runs on Gravitee's V3 engine unless `execution_mode` says otherwise: no client identifier.
+    sim.put_api(v2_api("legacy", "/legacy", &backend.url())).await;
+    let mut emulated = v2_api("emulated", "/emulated", &backend.url());
+    emulated["execution_mode"] = json!("v4-emulation-engine");
+    sim.put_api(emulated).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+    let hashed = sha256_hex("127.0.0.1");
+
+    // Key-less: the subscription is the caller's address, the identifier its SHA-256 (hex).
+    let free = client.get(dp.url("/free/x")).send().await.unwrap();
+    assert_eq!(free.status(), 200);
+    assert_eq!(header(&free, "x-gravitee-client-identifier"), Some(hashed.as_str()));
+    let id = header(&free, "x-gravitee-request-id").unwrap().to_owned();
+    let echo: Value = free.json().await.unwrap();
+    assert!(echo["headers"].get("x-gravitee-client-identifier").is_none(), "not sent to the endpoint: {echo}");
+    let doc = report_for(&sim, &id).await;
+    assert_eq!((&doc["client-identifier"], &doc["subscription-id"]), (&json!(hashed), &json!("127.0.0.1")));
+
+    // The client's own identifier (header, else query parameter) is echoed, and reaches the endpoint.
+    let given = client.get(dp.url("/free/x")).header("X-Gravitee-Client-Identifier", "abc").send().await.unwrap();
+    assert_eq!(header(&given, "x-gravitee-client-identifier"), Some("abc"));
+    let id = header(&given, "x-gravitee-request-id").unwrap().to_owned();
+    assert_eq!(given.json::<Value>().await.unwrap()["headers"]["x-gravitee-client-identifier"], "abc");
+    assert_eq!(report_for(&sim, &id).await["client-identifier"], "abc");
+    let by_query = client.get(dp.url("/free/x?X-Gravitee-Client-Identifier=q%20q")).send().await.unwrap();
+    assert_eq!(header(&by_query, "x-gravitee-client-identifier"), Some("q q"));
+    let blank = client.get(dp.url("/free/x")).header("X-Gravitee-Client-Identifier", " ").send().await.unwrap();
+    assert_eq!(header(&blank, "x-gravitee-client-identifier"), Some(hashed.as_str()), "a blank one is replaced");
+
+    // A keyed plan: the subscription id. A request refused by the security chain has none.
+    let keyed = client.get(dp.url("/keyed/x")).header("X-Gravitee-Api-Key", "the-key").send().await.unwrap();
+    assert_eq!(keyed.status(), 200);
+    assert_eq!(header(&keyed, "x-gravitee-client-identifier"), Some("sub-1"));
+    let refused = client.get(dp.url("/keyed/x")).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(header(&refused, "x-gravitee-client-identifier").is_none());
+    assert!(header(&refused, "x-gravitee-request-id").is_some());
+
+    // v2 on the emulation engine answers it like v4; on the V3 engine, never.
+    let emulated = client.get(dp.url("/emulated/x")).send().await.unwrap();
+    assert_eq!(header(&emulated, "x-gravitee-client-identifier"), Some(hashed.as_str()));
+    let legacy = client.get(dp.url("/legacy/x")).send().await.unwrap();
+    assert_eq!(legacy.status(), 200);
+    assert!(header(&legacy, "x-gravitee-client-identifier").is_none());
+    assert!(header(&legacy, "x-gravitee-request-id").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_failures_are_answered_without_a_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let dead = dead_target();
+    sim.put_api(v4_api("down", "/down", &dead)).await;
+    sim.put_api(v2_api("legacy-down", "/legacy-down", &dead)).await;
+    let mut emulated = v2_api("emulated-down", "/emulated-down", &dead);
+    emulated["execution_mode"] = json!("v4-emulation-engine");
+    sim.put_api(emulated).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+    let hashed = sha256_hex("127.0.0.1");
+
+    // v4 (and v2 on the emulation engine): 502, no body nor Content-Type, the ids and the client
+    // identifier, and the connection closed.
+    for path in ["/down/x", "/emulated-down/x"] {
+        let reply = client.get(dp.url(path)).send().await.unwrap();
+        assert_eq!(reply.status(), 502, "{path}");
+        assert!(header(&reply, "content-type").is_none(), "{path}");
+        assert_eq!(header(&reply, "connection"), Some("close"), "{path}");
+        assert_eq!(header(&reply, "x-gravitee-client-identifier"), Some(hashed.as_str()), "{path}");
+        let id = header(&reply, "x-gravitee-request-id").unwrap().to_owned();
+        assert_eq!(header(&reply, "x-gravitee-transaction-id"), Some(id.as_str()));
+        assert_eq!(reply.text().await.unwrap(), "", "{path}");
+        let doc = report_for(&sim, &id).await;
+        assert_eq!((&doc["status"], &doc["error-key"]), (&json!(502), &json!("GATEWAY_CLIENT_CONNECTION_ERROR")));
+    }
+    // v2 on the V3 engine: its connector answers, without the gateway's ids.
+    let legacy = client.get(dp.url("/legacy-down/x")).send().await.unwrap();
+    assert_eq!(legacy.status(), 502);
+    assert_eq!(header(&legacy, "content-length"), Some("0"));
+    assert_eq!(header(&legacy, "connection"), Some("close"));
+    for name in ["content-type", "x-gravitee-request-id", "x-gravitee-transaction-id", "x-gravitee-client-identifier"] {
+        assert!(header(&legacy, name).is_none(), "{name}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
