@@ -177,3 +177,46 @@ async fn endpoint_compression_as_gravitee() {
     let reply = get("/propagate/x").await.unwrap();
     assert_eq!(reply.json::<Value>().await.unwrap()["headers"]["accept-encoding"], "br");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_header_el_is_evaluated_when_the_api_deploys() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    let mut api = v4_api("orders", "/orders", &backend.url());
+    api["name"] = json!("Orders");
+    api["endpointGroups"][0]["sharedConfiguration"] = json!({"headers": [
+        {"name": "X-Api", "value": "{#api.id}"}, {"name": "X-Both", "value": "{#api.name}-{#api.id}"},
+        {"name": "X-Literal", "value": "plain {text}"}]});
+    sim.put_api(api).await;
+    let mut overridden = v4_api("override", "/override", &backend.url());
+    overridden["endpointGroups"][0]["endpoints"][0]["inheritConfiguration"] = json!(false);
+    overridden["endpointGroups"][0]["endpoints"][0]["sharedConfigurationOverride"] =
+        json!({"headers": [{"name": "X-Over", "value": "{#api.name}"}]});
+    sim.put_api(overridden).await;
+    // The request does not exist when the API deploys: Gravitee cannot build the endpoint (every call
+    // answers 503); hgw rejects the API and says why.
+    let mut per_request = v4_api("per-request", "/per-request", &backend.url());
+    per_request["endpointGroups"][0]["sharedConfiguration"] =
+        json!({"headers": [{"name": "X-In", "value": "{#request.headers['x-in'][0]}"}]});
+    sim.put_api(per_request).await;
+    let (agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+
+    let echo: Value = client.get(dp.url("/orders/x")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(echo["headers"]["x-api"], "orders", "{echo}");
+    assert_eq!(echo["headers"]["x-both"], "Orders-orders");
+    assert_eq!(echo["headers"]["x-literal"], "plain {text}");
+    let echo: Value = client.get(dp.url("/override/x")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(echo["headers"]["x-over"], "override", "{echo}");
+
+    let (_, apis) = agent.node_get("/_node/apis").await;
+    let text = apis.to_string();
+    assert!(
+        text.contains(
+            "endpointGroups[0].sharedConfiguration.headers[0].value: EL here is evaluated once, when the API deploys"
+        ),
+        "{text}"
+    );
+    assert_eq!(client.get(dp.url("/per-request/x")).send().await.unwrap().status(), 404);
+}

@@ -599,8 +599,9 @@ fn compile_endpoint_groups(
             let configuration = model::object_or_json_string(&endpoint.configuration)
                 .map_err(|m| err(format!("{at}.configuration"), m))?;
             let target = configuration.get("target").and_then(Value::as_str).unwrap_or_default();
-            let (target, credentials) =
-                validate_target(target).map_err(|m| err(format!("{at}.configuration.target"), m))?;
+            let target_at = format!("{at}.configuration.target");
+            let target = deploy_time::evaluate(target, &target_at, &api.id, &api.name)?;
+            let (target, credentials) = validate_target(&target).map_err(|m| err(target_at, m))?;
             let effective = if endpoint.inherit_configuration || endpoint.shared_configuration_override.is_null() {
                 None
             } else {
@@ -634,7 +635,7 @@ fn compile_endpoint_groups(
                 weight: weight as u32,
                 secondary: endpoint.secondary,
                 http: Some(http_options(&config.http, &config_at)?),
-                headers: with_target_credentials(headers(&config.headers), credentials),
+                headers: with_target_credentials(endpoint_headers(&config.headers, &config_at, api)?, credentials),
                 tls,
             });
         }
@@ -755,6 +756,15 @@ fn pem(
         return Err(err(format!("{at}.{content_name}"), "is not PEM (no -----BEGIN block)"));
     }
     Ok(text)
+}
+
+/// An endpoint's headers, their values evaluated as Gravitee does when the API deploys.
+fn endpoint_headers(list: &[NameValue], at: &str, api: &ApiV4) -> Result<Vec<pb::Header>, CompileError> {
+    let mut compiled = headers(list);
+    for (i, header) in compiled.iter_mut().enumerate() {
+        header.value = deploy_time::evaluate(&header.value, &format!("{at}.headers[{i}].value"), &api.id, &api.name)?;
+    }
+    Ok(compiled)
 }
 
 fn headers(list: &[NameValue]) -> Vec<pb::Header> {
@@ -1460,6 +1470,8 @@ fn mock(configuration: &Value, at: &str) -> Result<pb::MockPolicy, CompileError>
         content: configuration.get("content").and_then(Value::as_str).unwrap_or_default().to_owned(),
     })
 }
+
+mod deploy_time;
 
 #[cfg(test)]
 mod tests;
