@@ -21,7 +21,9 @@ use tokio_rustls::TlsAcceptor;
 
 /// An HTTP server on `127.0.0.1:0` answering every request with 200 JSON
 /// `{"backend","method","path","query","version","headers":{lowercase name: value},"body_len"}` once
-/// the whole body is read. Query `sleep_ms=N` delays the answer, `status=N` sets its status. Stops on drop.
+/// the whole body is read. Query `sleep_ms=N` delays the answer, `status=N` sets its status,
+/// `encoding=gzip|deflate` compresses it (with `Content-Encoding` and `Content-Length`, the JSON then
+/// padded with `pad=N` bytes of spaces). Stops on drop.
 pub struct Backend {
     pub addr: SocketAddr,
     name: Arc<str>,
@@ -206,7 +208,38 @@ async fn echo(name: Arc<str>, requests: Arc<AtomicU64>, req: Request<Incoming>) 
         "headers": headers,
         "body_len": body_len,
     });
-    Ok(json_response(status, answer.to_string()))
+    let encoding = query.split('&').find_map(|pair| pair.strip_prefix("encoding=")).map(str::to_owned);
+    let Some(encoding) = encoding else {
+        return Ok(json_response(status, answer.to_string()));
+    };
+    let mut text = answer.to_string();
+    text.push_str(&" ".repeat(usize::try_from(param("pad").unwrap_or(0)).unwrap_or(0)));
+    let compressed = compress(&encoding, text.as_bytes());
+    let mut response = Response::new(Body::from(compressed.clone()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    headers.insert(header::CONTENT_ENCODING, header::HeaderValue::from_str(&encoding).unwrap());
+    headers.insert(header::CONTENT_LENGTH, header::HeaderValue::from(compressed.len()));
+    Ok(response)
+}
+
+/// `data` in the content coding `encoding` (`gzip`, or `deflate` as zlib); other names leave it as is.
+fn compress(encoding: &str, data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    match encoding {
+        "gzip" => {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(data).unwrap();
+            encoder.finish().unwrap()
+        }
+        "deflate" => {
+            let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(data).unwrap();
+            encoder.finish().unwrap()
+        }
+        _ => data.to_vec(),
+    }
 }
 
 fn json_response(status: StatusCode, body: String) -> Response<Body> {

@@ -201,7 +201,8 @@ async fn load_balancing_failover_circuits_http2_and_tenants() {
     assert_eq!(slow.requests(), 0);
     for _ in 0..2 {
         let reply = gw.get("/circuit/x?sleep_ms=1500").await;
-        assert_eq!(statuses(&reply), (504, json!(504)), "{}", reply.body);
+        // Gravitee's endpoint failures have no body.
+        assert_eq!((reply.status, reply.body.as_str()), (504, ""));
     }
     assert_eq!(slow.requests(), 2);
     for _ in 0..3 {
@@ -281,7 +282,7 @@ async fn backend_tls_trust_store_hostname_and_trust_all() {
     }
     let failures = good.tls_failures();
     let reply = gw.get("/tls-untrusted/x").await;
-    assert_eq!(statuses(&reply), (502, json!(502)), "{}", reply.body);
+    assert_eq!((reply.status, reply.body.as_str()), (502, ""));
     // The backend counts the failed handshake in its own task, possibly after the 502 went out.
     hgw_tests::eventually("the backend saw the gateway refuse the handshake", Duration::from_secs(10), || async {
         (good.tls_failures() > failures).then_some(())
@@ -289,7 +290,7 @@ async fn backend_tls_trust_store_hostname_and_trust_all() {
     .await;
     let before = misnamed.requests();
     let reply = gw.get("/tls-misnamed/x").await;
-    assert_eq!(statuses(&reply), (502, json!(502)), "hostname mismatch: {}", reply.body);
+    assert_eq!((reply.status, reply.body.as_str()), (502, ""), "hostname mismatch");
     assert_eq!(misnamed.requests(), before);
     for path in ["/tls-no-hostname/x", "/tls-trust-all/x"] {
         let reply = gw.get(path).await;
@@ -308,7 +309,11 @@ async fn backend_tls_trust_store_hostname_and_trust_all() {
     })
     .await;
     let doc = docs.iter().find(|d| d["api-id"] == "tls-untrusted").unwrap();
-    assert_eq!((doc["status"].clone(), doc["error-key"].clone()), (json!(502), json!("UPSTREAM_TLS_FAILURE")), "{doc}");
+    assert_eq!(
+        (doc["status"].clone(), doc["error-key"].clone()),
+        (json!(502), json!("GATEWAY_CLIENT_CONNECTION_ERROR")),
+        "{doc}"
+    );
     let doc = docs.iter().find(|d| d["api-id"] == "tls-misnamed").expect("misnamed reported");
-    assert_eq!(doc["error-key"], "UPSTREAM_TLS_FAILURE", "{doc}");
+    assert_eq!(doc["error-key"], "GATEWAY_CLIENT_CONNECTION_ERROR", "{doc}");
 }

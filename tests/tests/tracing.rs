@@ -220,10 +220,10 @@ async fn a_request_is_one_trace_from_client_to_backend() {
     assert_eq!(reply.status(), 502);
     let trace = trace_with(&jaeger, &down_trace, 5).await;
     let server = one(&trace, "GET /down");
-    assert_eq!(str_tag(server, "gravitee.error.key"), "UPSTREAM_CONNECTION_REFUSED");
-    assert_eq!(str_tag(server, "error.type"), "UPSTREAM_CONNECTION_REFUSED");
+    assert_eq!(str_tag(server, "gravitee.error.key"), "GATEWAY_CLIENT_CONNECTION_ERROR");
+    assert_eq!(str_tag(server, "error.type"), "GATEWAY_CLIENT_CONNECTION_ERROR");
     assert_eq!(str_tag(server, "otel.status_code"), "ERROR");
-    assert_eq!(str_tag(one(&trace, "GET"), "error.type"), "UPSTREAM_CONNECTION_REFUSED");
+    assert_eq!(str_tag(one(&trace, "GET"), "error.type"), "GATEWAY_CLIENT_CONNECTION_ERROR");
     let log_line: Value =
         eventually("the dataplane's log line of the failed call", PROPAGATION, || async {
             dp.proc.stderr().lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(|l| {

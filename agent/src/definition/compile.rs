@@ -254,7 +254,15 @@ fn compile_api(
         response_templates,
         logging,
         tracing,
+        legacy_engine: definition_version == "2.0.0" && runs_on_legacy_engine(&api.execution_mode),
     })))
+}
+
+/// Whether Gravitee runs a v2 API on its V3 (legacy) engine: its `ExecutionMode.fromLabel` gives the
+/// V4 emulation engine for `v4-emulation-engine` and `jupiter` (exact spellings) and V3 otherwise,
+/// absent included.
+fn runs_on_legacy_engine(execution_mode: &Value) -> bool {
+    !matches!(execution_mode.as_str(), Some("v4-emulation-engine" | "jupiter"))
 }
 
 /// Numbers the rate-limit, quota and spike-arrest steps of an API 1, 2, ... (API flows first, then each
@@ -607,8 +615,9 @@ fn compile_endpoint_groups(
             let configuration = model::object_or_json_string(&endpoint.configuration)
                 .map_err(|m| err(format!("{at}.configuration"), m))?;
             let target = configuration.get("target").and_then(Value::as_str).unwrap_or_default();
-            let (target, credentials) =
-                validate_target(target).map_err(|m| err(format!("{at}.configuration.target"), m))?;
+            let target_at = format!("{at}.configuration.target");
+            let target = deploy_time::evaluate(target, &target_at, &api.id, &api.name)?;
+            let (target, credentials) = validate_target(&target).map_err(|m| err(target_at, m))?;
             let effective = if endpoint.inherit_configuration || endpoint.shared_configuration_override.is_null() {
                 None
             } else {
@@ -642,7 +651,7 @@ fn compile_endpoint_groups(
                 weight: weight as u32,
                 secondary: endpoint.secondary,
                 http: Some(http_options(&config.http, &config_at)?),
-                headers: with_target_credentials(headers(&config.headers), credentials),
+                headers: with_target_credentials(endpoint_headers(&config.headers, &config_at, api)?, credentials),
                 tls,
             });
         }
@@ -688,6 +697,9 @@ fn http_options(http: &HttpOptions, at: &str) -> Result<pb::HttpClientOptions, C
         keep_alive: http.keep_alive,
         propagate_client_host: http.propagate_client_host,
         version: version as i32,
+        use_compression: http.use_compression,
+        // As Gravitee's `isPropagateClientAcceptEncoding()`: only without compression.
+        propagate_client_accept_encoding: !http.use_compression && http.propagate_client_accept_encoding,
     })
 }
 
@@ -760,6 +772,15 @@ fn pem(
         return Err(err(format!("{at}.{content_name}"), "is not PEM (no -----BEGIN block)"));
     }
     Ok(text)
+}
+
+/// An endpoint's headers, their values evaluated as Gravitee does when the API deploys.
+fn endpoint_headers(list: &[NameValue], at: &str, api: &ApiV4) -> Result<Vec<pb::Header>, CompileError> {
+    let mut compiled = headers(list);
+    for (i, header) in compiled.iter_mut().enumerate() {
+        header.value = deploy_time::evaluate(&header.value, &format!("{at}.headers[{i}].value"), &api.id, &api.name)?;
+    }
+    Ok(compiled)
 }
 
 fn headers(list: &[NameValue]) -> Vec<pb::Header> {
@@ -1621,6 +1642,8 @@ fn mock(configuration: &Value, at: &str) -> Result<pb::MockPolicy, CompileError>
         content: configuration.get("content").and_then(Value::as_str).unwrap_or_default().to_owned(),
     })
 }
+
+mod deploy_time;
 
 #[cfg(test)]
 mod tests;

@@ -24,6 +24,8 @@ pub struct ApiV4 {
     pub analytics: Option<Analytics>,
     pub failover: Option<Failover>,
     pub response_templates: Map<String, Value>,
+    /// v2 `execution_mode` (carried over by `v2.rs`): which of Gravitee's engines runs a v2 API.
+    pub execution_mode: Value,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,6 +134,8 @@ pub struct HttpOptions {
     pub idle_timeout: i64,
     pub keep_alive: bool,
     pub propagate_client_host: bool,
+    pub use_compression: bool,
+    pub propagate_client_accept_encoding: bool,
 }
 
 /// Gravitee's http-proxy connector defaults.
@@ -144,6 +148,8 @@ impl Default for HttpOptions {
             idle_timeout: 60_000,
             keep_alive: true,
             propagate_client_host: false,
+            use_compression: true,
+            propagate_client_accept_encoding: false,
         }
     }
 }

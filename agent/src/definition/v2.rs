@@ -100,6 +100,7 @@ pub fn to_v4(v2: &Value) -> Result<Value, String> {
         "analytics": {"enabled": true, "logging": if logging_on { proxy.get("logging").cloned() } else { None }},
         "failover": failover(proxy.get("failover")),
         "responseTemplates": obj.get("response_templates"),
+        "executionMode": obj.get("execution_mode"),
     });
     super::model::strip_nulls(&mut v4);
     Ok(v4)

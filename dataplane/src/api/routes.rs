@@ -54,6 +54,10 @@ pub struct Api {
     /// Gravitee's `analytics.tracing`: `Some` when the API asks for traces (`verbose` adds a span per
     /// policy step). Requests are traced only when the dataplane exports traces at all.
     pub tracing: Option<crate::telemetry::trace::ApiTracing>,
+    /// A v2 API on Gravitee's V3 (legacy) engine (`execution_mode` absent or `v3`): its answers carry
+    /// no `X-Gravitee-Client-Identifier`, and an endpoint connection failure is answered without the
+    /// gateway's ids.
+    pub legacy_engine: bool,
 }
 
 /// Where an API listens: virtual host (lower case, empty for any) and context path.
@@ -89,6 +93,7 @@ impl TryFrom<pb::Api> for Api {
             response_templates,
             logging,
             tracing,
+            legacy_engine,
         } = api;
         let err = |field: String, reason: Invalid| ConversionError { api: id.clone(), field, reason };
         if id.is_empty() {
@@ -163,6 +168,7 @@ impl TryFrom<pb::Api> for Api {
             response_templates,
             logging,
             tracing: tracing.filter(|t| t.enabled).map(|t| crate::telemetry::trace::ApiTracing { verbose: t.verbose }),
+            legacy_engine,
         })
     }
 }

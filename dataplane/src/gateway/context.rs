@@ -16,6 +16,8 @@ use crate::telemetry::metrics::InFlight;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-gravitee-request-id");
 pub const X_TRANSACTION_ID: HeaderName = HeaderName::from_static("x-gravitee-transaction-id");
+/// Gravitee's `handlers.request.client.header` default: who the client is, echoed on answers.
+pub const X_CLIENT_IDENTIFIER: HeaderName = HeaderName::from_static("x-gravitee-client-identifier");
 
 /// The two addresses of a client connection, and their text made once per connection: analytics
 /// records, EL and key-less subscriptions read it on every request.
@@ -25,6 +27,9 @@ pub struct ConnInfo {
     pub remote: SocketAddr,
     pub local_ip: Arc<str>,
     pub remote_ip: Arc<str>,
+    /// Lower-case hex SHA-256 of `remote_ip`: a key-less request's client identifier (Gravitee hashes
+    /// a subscription id that is the caller's address), made once per connection.
+    pub remote_ip_sha256: HeaderValue,
     /// Whether the client connected over TLS (HTTPS): the request's scheme.
     pub tls: bool,
     /// The certificate the client presented in the TLS handshake, verified against the truststore
@@ -49,8 +54,11 @@ impl ClientCertificate {
 
 impl ConnInfo {
     pub fn new(local: SocketAddr, remote: SocketAddr, tls: bool) -> ConnInfo {
-        let (local_ip, remote_ip) = (local.ip().to_string().into(), remote.ip().to_string().into());
-        ConnInfo { local, remote, local_ip, remote_ip, tls, client_certificate: None }
+        let (local_ip, remote_ip): (Arc<str>, Arc<str>) =
+            (local.ip().to_string().into(), remote.ip().to_string().into());
+        let hash = crate::api::security::sha256_hex_bytes(remote_ip.as_bytes());
+        let remote_ip_sha256 = HeaderValue::from_str(&hash).unwrap_or_else(|_| HeaderValue::from_static(""));
+        ConnInfo { local, remote, local_ip, remote_ip, remote_ip_sha256, tls, client_certificate: None }
     }
 
     /// The client's address as records and EL show it: the peer, or what trusted proxies say in
@@ -63,10 +71,16 @@ impl ConnInfo {
     }
 }
 
-/// Request and transaction ids, as header values ready to copy.
+/// Request and transaction ids, as header values ready to copy; once a plan is resolved, the client
+/// identifier answers carry too.
 pub(crate) struct Ids {
     pub(crate) request: HeaderValue,
     pub(crate) transaction: HeaderValue,
+    /// `X-Gravitee-Client-Identifier` of the answer, set once the plan is resolved (as Gravitee's
+    /// subscription processor, which runs after the security chain: a 401 has none).
+    pub(crate) client: Option<HeaderValue>,
+    /// The answer carries none of these (Gravitee's V3 engine answering an endpoint failure).
+    pub(crate) omit: bool,
 }
 
 impl Ids {
@@ -77,12 +91,40 @@ impl Ids {
         let request = HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""));
         let transaction =
             headers.get(&X_TRANSACTION_ID).filter(|v| !v.is_empty()).cloned().unwrap_or_else(|| request.clone());
-        Ids { request, transaction }
+        Ids { request, transaction, client: None, omit: false }
     }
 
+    /// The ids a request to the endpoint carries.
     pub(crate) fn apply(&self, headers: &mut HeaderMap) {
         headers.insert(X_REQUEST_ID, self.request.clone());
         headers.insert(X_TRANSACTION_ID, self.transaction.clone());
+    }
+
+    /// The ids an answer carries, and the client identifier once there is one. The gateway's client
+    /// identifier comes first; one the endpoint sent follows it (Gravitee adds the endpoint's headers
+    /// to those it set).
+    pub(crate) fn apply_response(&self, headers: &mut HeaderMap) {
+        if self.omit {
+            return;
+        }
+        self.apply(headers);
+        self.apply_client(headers);
+    }
+
+    /// The client identifier alone, on an endpoint's answer before the response flows see it.
+    pub(crate) fn apply_client(&self, headers: &mut HeaderMap) {
+        if let Some(client) = &self.client {
+            if headers.contains_key(X_CLIENT_IDENTIFIER) {
+                // Rare: only an endpoint that sends the header itself pays for this.
+                let theirs: Vec<HeaderValue> = headers.get_all(X_CLIENT_IDENTIFIER).iter().cloned().collect();
+                headers.insert(X_CLIENT_IDENTIFIER, client.clone());
+                for value in theirs {
+                    headers.append(X_CLIENT_IDENTIFIER, value);
+                }
+            } else {
+                headers.insert(X_CLIENT_IDENTIFIER, client.clone());
+            }
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use http::header::{CONNECTION, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::context::{Routed, lossy, request_host_of};
+use super::context::{ConnInfo, Routed, X_CLIENT_IDENTIFIER, lossy, request_host_of};
 use super::invoke;
 use super::record::new_record;
 use super::respond::{GatewayError, error_response, reply_response};
@@ -35,7 +35,7 @@ pub(crate) async fn serve_api(
     routed: Routed<'_>,
     trace: &mut Option<Box<RequestTrace>>,
 ) -> Response<ResponseBody> {
-    let Routed { shared, conn, api, table, path_info, ids, arrival, timestamp_ms, in_flight, accept, propagate } =
+    let Routed { shared, conn, api, table, path_info, mut ids, arrival, timestamp_ms, in_flight, accept, propagate } =
         routed;
     let accept = accept.as_slice();
     // A WebSocket handshake: the client's connection is taken here, before anything reads the body
@@ -126,11 +126,19 @@ pub(crate) async fn serve_api(
         t.set("gravitee.application.id", authenticated.application.clone());
         t.set("gravitee.subscription.id", subscription_id.clone());
     }
+    // Gravitee's subscription processor runs once the plan is resolved: every answer from here on says
+    // who the client is (not on the V3 engine, which has no such processor).
+    if !api.legacy_engine {
+        ids.client = Some(client_identifier(&parts, &subscription_id, conn));
+    }
     if let Some(r) = record.as_mut() {
         let rec = r.record_mut();
         rec.plan_id = plan.id.clone();
         rec.security_type = plan.security_type().to_owned();
-        rec.client_identifier = subscription_id.clone();
+        rec.client_identifier = match &ids.client {
+            Some(client) => lossy(client),
+            None => subscription_id.clone(),
+        };
         rec.application_id = authenticated.application;
         rec.user = authenticated.user.unwrap_or_default();
         rec.subscription_id = subscription_id.clone();
@@ -267,6 +275,8 @@ pub(crate) async fn serve_api(
         Ok(response) => response,
         Err(error) => {
             trace::note_error(trace, Some(error.key()));
+            // Gravitee's V3 engine answers an endpoint failure from its connector, without the ids.
+            ids.omit = api.legacy_engine && matches!(error, GatewayError::Upstream(_));
             return error_response(&error, &ids, record, in_flight, templates);
         }
     };
@@ -288,6 +298,8 @@ pub(crate) async fn serve_api(
     let (mut parts, body) = response.into_parts();
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
+    // Set before the response flows, as Gravitee does: a flow can remove or change it.
+    ids.apply_client(&mut headers);
     let response_span = trace.as_ref().map(|t| t.child("response", hgw_otel::SpanKind::Internal));
     {
         let mut exchange =
@@ -360,6 +372,33 @@ pub(crate) async fn serve_api(
     response
 }
 
+/// The client identifier of a request whose plan resolved with `subscription`, as Gravitee's
+/// subscription processor makes it: the client's own `X-Gravitee-Client-Identifier` header (its first
+/// value), else the query parameter of that name, when not blank; otherwise the subscription id, or
+/// for a key-less plan (whose subscription is the caller's address) the hex SHA-256 of the address.
+fn client_identifier(parts: &http::request::Parts, subscription: &str, conn: &ConnInfo) -> HeaderValue {
+    let given = match parts.headers.get(X_CLIENT_IDENTIFIER) {
+        Some(header) => Some(header.clone()),
+        // Only a query naming the parameter is parsed.
+        None => parts.uri.query().filter(|q| q.contains(X_CLIENT_IDENTIFIER_PARAM)).and_then(|query| {
+            crate::http::query::query_pairs(query)
+                .find(|(name, _)| name == X_CLIENT_IDENTIFIER_PARAM)
+                .and_then(|(_, value)| HeaderValue::from_str(&value).ok())
+        }),
+    };
+    if let Some(given) = given.filter(|v| !v.as_bytes().iter().all(u8::is_ascii_whitespace)) {
+        return given;
+    }
+    if subscription == &*conn.remote_ip {
+        conn.remote_ip_sha256.clone()
+    } else {
+        HeaderValue::from_str(subscription).unwrap_or_else(|_| conn.remote_ip_sha256.clone())
+    }
+}
+
+/// The client identifier as a query parameter (Gravitee reads the header's name there too).
+const X_CLIENT_IDENTIFIER_PARAM: &str = "X-Gravitee-Client-Identifier";
+
 /// The span of one policy step (verbose tracing), named by its Gravitee policy id.
 fn step_span(
     trace: &RequestTrace,
@@ -382,7 +421,7 @@ const MAX_REWRITTEN_BODY: usize = 16 * 1024 * 1024;
 /// Buffers the upstream body and applies the body rewriters in order. A body that is not UTF-8 text
 /// is passed on unchanged; one larger than [`MAX_REWRITTEN_BODY`] is an error (502), never truncated.
 async fn rewrite_body(
-    body: Incoming,
+    body: crate::http::decompress::UpstreamBody,
     headers: &mut HeaderMap,
     rewriters: &[&crate::api::flows::Step],
     info: &RequestInfo,

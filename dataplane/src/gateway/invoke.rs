@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::HOST;
+use http::header::{ACCEPT_ENCODING, HOST};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -20,6 +20,7 @@ use super::respond::GatewayError;
 use crate::api::endpoints::{Circuit, Endpoint, Permit, Tried};
 use crate::api::routes::{Api, RouteTable};
 use crate::http::body::{ClientBodyError, RequestBody};
+use crate::http::decompress::{self, Coding, UpstreamBody};
 use crate::http::upstream::{UpstreamError, error_chain};
 use crate::telemetry::analytics::{ClientFault, PendingRecord};
 use crate::telemetry::trace::{self, RequestTrace};
@@ -97,7 +98,7 @@ pub async fn invoke(
     outbound: Outbound,
     mut record: Option<&mut PendingRecord>,
     mut trace: Option<&mut RequestTrace>,
-) -> Result<Response<Incoming>, GatewayError> {
+) -> Result<Response<UpstreamBody>, GatewayError> {
     let group = &api.endpoints;
     let Outbound { method, path_info, query, mut headers, client_host, body, upgrade } = outbound;
     let mut payload = match group.failover {
@@ -139,7 +140,7 @@ pub async fn invoke(
             break;
         };
         let headers = if attempt == attempts { std::mem::take(&mut headers) } else { headers.clone() };
-        let mut request = build_request(endpoint, &method, uri, headers, client_host.as_ref(), body);
+        let mut request = build_request(endpoint, &method, uri, headers, client_host.as_ref(), body, upgrade);
         let mut span = trace.as_deref_mut().map(|t| {
             t.set("gravitee.endpoint", endpoint.name.clone());
             let uri = request.uri().clone();
@@ -200,7 +201,7 @@ pub async fn invoke(
                 if let Some(log) = record.as_deref_mut().and_then(PendingRecord::log_mut) {
                     log.endpoint_response(response.status(), response.headers());
                 }
-                return Ok(response);
+                return Ok(decoded(response, endpoint.http.use_compression));
             }
             Ok(Err(error)) => {
                 if upgrade {
@@ -226,8 +227,21 @@ pub async fn invoke(
     Err(last_error.map_or(GatewayError::NoEndpoint, GatewayError::from))
 }
 
+/// The endpoint's answer with its body decoded when the endpoint uses compression and the answer is
+/// gzip or deflate (the log above keeps the headers as the endpoint sent them).
+fn decoded(response: Response<Incoming>, use_compression: bool) -> Response<UpstreamBody> {
+    let (mut parts, body) = response.into_parts();
+    let coding = if use_compression { Coding::of(&parts.headers) } else { None };
+    if coding.is_some() {
+        Coding::strip_headers(&mut parts.headers);
+    }
+    Response::from_parts(parts, UpstreamBody::new(body, coding))
+}
+
 /// The request for one endpoint: its URL, the forwarded headers, the client's Host when the endpoint
-/// propagates it, then the endpoint's own headers (which win).
+/// propagates it, then the endpoint's own headers (which win). As Gravitee's connector: the client's
+/// Accept-Encoding goes unless the endpoint propagates it, and with compression an endpoint header
+/// does not set it, the gateway offers `deflate, gzip`.
 fn build_request(
     endpoint: &Endpoint,
     method: &Method,
@@ -235,14 +249,22 @@ fn build_request(
     mut headers: HeaderMap,
     client_host: Option<&HeaderValue>,
     body: RequestBody,
+    upgrade: bool,
 ) -> Request<RequestBody> {
     if endpoint.http.propagate_client_host
         && let Some(host) = client_host
     {
         headers.insert(HOST, host.clone());
     }
+    if !endpoint.http.propagate_client_accept_encoding {
+        headers.remove(ACCEPT_ENCODING);
+    }
     for (name, value) in &endpoint.headers {
         headers.insert(name.clone(), value.clone());
+    }
+    // A WebSocket handshake has no body to decode (Vert.x's WebSocket client offers nothing either).
+    if endpoint.http.use_compression && !upgrade && !headers.contains_key(ACCEPT_ENCODING) {
+        headers.insert(ACCEPT_ENCODING, decompress::OFFERED);
     }
     let mut request = Request::new(body);
     *request.method_mut() = method.clone();

@@ -2,7 +2,7 @@
 //! and refusals, each replaced by the API's response template when it has one for the key.
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
+use http::header::{CONNECTION, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use super::context::Ids;
@@ -36,11 +36,12 @@ impl GatewayError {
         match self {
             GatewayError::NotReady => "GATEWAY_NOT_READY",
             GatewayError::NoEndpoint => "NO_ENDPOINT_FOUND",
-            GatewayError::Upstream(UpstreamError::ReadTimeout) => "REQUEST_TIMEOUT",
-            GatewayError::Upstream(UpstreamError::ConnectTimeout) => "UPSTREAM_CONNECT_TIMEOUT",
-            GatewayError::Upstream(UpstreamError::ConnectionRefused) => "UPSTREAM_CONNECTION_REFUSED",
-            GatewayError::Upstream(UpstreamError::Connection(_)) => "GATEWAY_CLIENT_CONNECTION_ERROR",
-            GatewayError::Upstream(UpstreamError::Tls(_)) => "UPSTREAM_TLS_FAILURE",
+            // Gravitee 4.10's http-proxy endpoint: every timeout is REQUEST_TIMEOUT, every other
+            // failure to reach the endpoint GATEWAY_CLIENT_CONNECTION_ERROR.
+            GatewayError::Upstream(UpstreamError::ReadTimeout | UpstreamError::ConnectTimeout) => "REQUEST_TIMEOUT",
+            GatewayError::Upstream(
+                UpstreamError::ConnectionRefused | UpstreamError::Connection(_) | UpstreamError::Tls(_),
+            ) => "GATEWAY_CLIENT_CONNECTION_ERROR",
             GatewayError::ClientBody(ClientFault::Malformed) => "REQUEST_BODY_INVALID",
             GatewayError::ClientBody(ClientFault::Stalled) => "REQUEST_BODY_TIMEOUT",
         }
@@ -58,11 +59,13 @@ impl GatewayError {
         }
     }
 
-    /// What the client reads: causes stay in logs and the metrics record, not in responses.
-    pub fn public_message(&self) -> String {
+    /// What the client reads: causes stay in logs and the metrics record, not in responses. An
+    /// endpoint failure has no message (Gravitee's endpoint connector raises it without one, and its
+    /// failure processor then writes no body).
+    pub fn public_message(&self) -> Option<String> {
         match self {
-            GatewayError::Upstream(UpstreamError::Connection(_) | UpstreamError::Tls(_)) => "Bad gateway".to_owned(),
-            other => other.to_string(),
+            GatewayError::Upstream(_) => None,
+            other => Some(other.to_string()),
         }
     }
 }
@@ -79,6 +82,10 @@ pub(crate) fn reply_response(
     templates: Templates<'_>,
 ) -> Response<ResponseBody> {
     let Reply { mut status, mut headers, mut body, error_key, error_message } = reply;
+    // Gravitee's failure processor closes the connection after any failure but a client error.
+    if error_key.is_some() && !status.is_client_error() {
+        headers.push((CONNECTION, HeaderValue::from_static("close")));
+    }
     if let (Some(key), Some((templates, accept))) = (error_key, templates)
         && let Some(template) = templates.select(key, accept)
     {
@@ -88,7 +95,7 @@ pub(crate) fn reply_response(
     for (name, value) in headers {
         response_headers.append(name, value);
     }
-    ids.apply(&mut response_headers);
+    ids.apply_response(&mut response_headers);
     if let Some(r) = record.as_mut() {
         let rec = r.record_mut();
         rec.status = u32::from(status.as_u16());
@@ -116,18 +123,14 @@ pub(crate) fn error_response(
     templates: Templates<'_>,
 ) -> Response<ResponseBody> {
     let status = error.status();
-    let body = serde_json::json!({
-        "message": error.public_message(),
-        "http_status_code": status.as_u16(),
-    })
-    .to_string();
-    let reply = Reply {
-        status,
-        headers: vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        body: Bytes::from(body),
-        error_key: Some(error.key()),
-        error_message: Some(error.to_string()),
+    let (headers, body) = match error.public_message() {
+        Some(message) => {
+            let body = serde_json::json!({ "message": message, "http_status_code": status.as_u16() }).to_string();
+            (vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))], Bytes::from(body))
+        }
+        None => (Vec::new(), Bytes::new()),
     };
+    let reply = Reply { status, headers, body, error_key: Some(error.key()), error_message: Some(error.to_string()) };
     reply_response(reply, ids, record, in_flight, templates)
 }
 
@@ -141,15 +144,16 @@ mod tests {
             (GatewayError::NotReady, "GATEWAY_NOT_READY", 503),
             (GatewayError::NoEndpoint, "NO_ENDPOINT_FOUND", 503),
             (UpstreamError::ReadTimeout.into(), "REQUEST_TIMEOUT", 504),
-            (UpstreamError::ConnectTimeout.into(), "UPSTREAM_CONNECT_TIMEOUT", 504),
-            (UpstreamError::ConnectionRefused.into(), "UPSTREAM_CONNECTION_REFUSED", 502),
+            (UpstreamError::ConnectTimeout.into(), "REQUEST_TIMEOUT", 504),
+            (UpstreamError::ConnectionRefused.into(), "GATEWAY_CLIENT_CONNECTION_ERROR", 502),
             (UpstreamError::Connection("x".into()).into(), "GATEWAY_CLIENT_CONNECTION_ERROR", 502),
-            (UpstreamError::Tls("x".into()).into(), "UPSTREAM_TLS_FAILURE", 502),
+            (UpstreamError::Tls("x".into()).into(), "GATEWAY_CLIENT_CONNECTION_ERROR", 502),
         ];
         for (error, key, status) in cases {
             assert_eq!((error.key(), error.status().as_u16()), (key, status));
         }
         let refused: GatewayError = UpstreamError::ConnectionRefused.into();
-        assert_eq!(refused.public_message(), "The upstream refused the connection");
+        assert_eq!(refused.public_message(), None, "Gravitee answers endpoint failures without a body");
+        assert!(GatewayError::NoEndpoint.public_message().is_some());
     }
 }

@@ -13,6 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
+use crate::http::decompress::{UpstreamBody, UpstreamBodyError};
 use crate::telemetry::analytics::{ClientFault, PendingRecord, RequestStats};
 use crate::telemetry::logging::CappedBody;
 use crate::telemetry::metrics::InFlight;
@@ -152,8 +153,8 @@ impl Body for RequestBody {
 enum Inner {
     /// A body the gateway made (mock, errors): sent in one frame.
     Full(Option<Bytes>),
-    /// The endpoint's response body, streamed.
-    Upstream(Incoming),
+    /// The endpoint's response body, streamed (decoded on the way when the endpoint compresses).
+    Upstream(UpstreamBody),
 }
 
 /// Every response the proxy sends. It holds the request's metrics record, emitted exactly once when
@@ -177,7 +178,7 @@ impl ResponseBody {
         }
     }
 
-    pub fn upstream(body: Incoming, record: Option<PendingRecord>, in_flight: InFlight) -> ResponseBody {
+    pub fn upstream(body: UpstreamBody, record: Option<PendingRecord>, in_flight: InFlight) -> ResponseBody {
         ResponseBody { inner: Inner::Upstream(body), record, trace: None, _in_flight: in_flight }
     }
 
@@ -201,9 +202,12 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = UpstreamBodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
         let this = &mut *self;
         let polled = match &mut this.inner {
             Inner::Full(content) => Poll::Ready(content.take().map(|c| Ok(Frame::data(c)))),

@@ -1,9 +1,11 @@
 //! HTTP plumbing: binding the [`listen`]ers, their [`limits`] and client TLS ([`tls_server`]), the
-//! [`upstream`] clients and their [`tls`], the streaming request and response [`body`] wrappers, the
-//! request [`path`] in its one normal form, the client behind proxies ([`forwarded`]), [`query`]
-//! strings, and the byte [`tunnel`] of upgraded (WebSocket) connections.
+//! [`upstream`] clients and their [`tls`], the streaming request and response [`body`] wrappers
+//! (endpoint answers [`decompress`]ed as Gravitee does), the request [`path`] in its one normal form,
+//! the client behind proxies ([`forwarded`]), [`query`] strings, and the byte [`tunnel`] of upgraded
+//! (WebSocket) connections.
 
 pub mod body;
+pub mod decompress;
 pub mod forwarded;
 pub mod limits;
 pub mod listen;

@@ -36,6 +36,11 @@ pub struct HttpOptions {
     pub keep_alive: bool,
     pub propagate_client_host: bool,
     pub http2: bool,
+    /// Gravitee `useCompression`: offer `deflate, gzip` and decompress the answer (see
+    /// [`crate::http::decompress`]).
+    pub use_compression: bool,
+    /// Gravitee `propagateClientAcceptEncoding` (already false when `use_compression` is on).
+    pub propagate_client_accept_encoding: bool,
 }
 
 impl From<Option<pb::HttpClientOptions>> for HttpOptions {
@@ -47,7 +52,9 @@ impl From<Option<pb::HttpClientOptions>> for HttpOptions {
             keep_alive,
             propagate_client_host,
             version,
-        } = options.unwrap_or(pb::HttpClientOptions { keep_alive: true, ..Default::default() });
+            use_compression,
+            propagate_client_accept_encoding,
+        } = options.unwrap_or(pb::HttpClientOptions { keep_alive: true, use_compression: true, ..Default::default() });
         HttpOptions {
             connect_timeout: millis(connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT),
             read_timeout: millis(read_timeout_ms, DEFAULT_READ_TIMEOUT),
@@ -55,6 +62,8 @@ impl From<Option<pb::HttpClientOptions>> for HttpOptions {
             keep_alive,
             propagate_client_host,
             http2: version == pb::HttpVersion::Http2 as i32,
+            use_compression,
+            propagate_client_accept_encoding: propagate_client_accept_encoding && !use_compression,
         }
     }
 }
@@ -344,5 +353,13 @@ mod tests {
         assert!(!o.keep_alive && o.propagate_client_host && o.http2);
         let defaults = HttpOptions::from(None);
         assert!(defaults.keep_alive && !defaults.http2);
+        assert!(defaults.use_compression && !defaults.propagate_client_accept_encoding);
+        // As Gravitee: the client's Accept-Encoding is propagated only without compression.
+        let both = HttpOptions::from(Some(pb::HttpClientOptions {
+            use_compression: true,
+            propagate_client_accept_encoding: true,
+            ..Default::default()
+        }));
+        assert!(!both.propagate_client_accept_encoding);
     }
 }

@@ -353,3 +353,41 @@ fn target_userinfo_becomes_basic_credentials_and_is_never_shown() {
         assert!(!reason.contains("TOPSECRET"), "{reason}");
     }
 }
+
+#[test]
+fn compression_options_as_gravitee_reads_them() {
+    let http = |shared: Value| {
+        let mut api = v4(json!([endpoint("e", "http://b")]));
+        api["endpointGroups"][0]["sharedConfiguration"] = shared;
+        deploy(api).endpoint_groups[0].endpoints[0].http.unwrap()
+    };
+    let defaults = http(json!({}));
+    assert!(defaults.use_compression && !defaults.propagate_client_accept_encoding, "useCompression defaults to true");
+    let off = http(json!({"http": {"useCompression": false, "propagateClientAcceptEncoding": true}}));
+    assert!(!off.use_compression && off.propagate_client_accept_encoding);
+    // Gravitee's `isPropagateClientAcceptEncoding()` is false while compression is on.
+    let both = http(json!({"http": {"propagateClientAcceptEncoding": true}}));
+    assert!(both.use_compression && !both.propagate_client_accept_encoding);
+}
+
+#[test]
+fn v2_execution_mode_chooses_the_engine() {
+    let v2 = |mode: Option<&str>| {
+        let mut api = json!({
+            "id": "a", "name": "A", "gravitee": "2.0.0",
+            "proxy": {"context_path": "/a", "endpoints": [{"name": "e", "target": "http://e"}]},
+            "plans": [{"id": "p", "name": "free", "security": "KEY_LESS", "status": "PUBLISHED"}]
+        });
+        if let Some(mode) = mode {
+            api["execution_mode"] = json!(mode);
+        }
+        deploy(api).legacy_engine
+    };
+    // As Gravitee's `ExecutionMode.fromLabel`: V3 unless the label is exactly one of the emulation's.
+    assert!(v2(None));
+    assert!(v2(Some("v3")));
+    assert!(v2(Some("V4-EMULATION-ENGINE")));
+    assert!(!v2(Some("v4-emulation-engine")));
+    assert!(!v2(Some("jupiter")));
+    assert!(!deploy(v4(json!([endpoint("e", "http://b")]))).legacy_engine, "v4 is never legacy");
+}

@@ -1,0 +1,222 @@
+//! Gravitee compatibility measured against Gravitee APIM 4.10.9 itself (tests/compat/gravitee-gw):
+//! the client identifier on answers, the endpoint's compression, answers to an endpoint that refuses
+//! connections. Each check is what Gravitee's gateway answered to the same definition and request.
+
+use hgw_tests::gateway::{cloud_gateway, now_ms, report_for};
+use hgw_tests::{Backend, CloudGateSim, v2_api, v4_api};
+use serde_json::{Value, json};
+use sha2::Digest;
+
+fn header<'a>(reply: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    reply.headers().get(name).map(|v| v.to_str().unwrap())
+}
+
+fn sha256_hex(text: &str) -> String {
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A URL nothing listens on (the port was just free).
+fn dead_target() -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    dead
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_identifier_is_answered_once_a_plan_is_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    sim.put_api(v4_api("free", "/free", &backend.url())).await;
+    let mut keyed = v4_api("keyed", "/keyed", &backend.url());
+    keyed["plans"] = json!([{"id": "gold", "name": "Gold", "security": {"type": "API_KEY"}, "status": "PUBLISHED", "mode": "standard"}]);
+    sim.put_api(keyed).await;
+    sim.put_subscription(json!({"id": "sub-1", "api": "keyed", "plan": "gold", "application": "app-1",
+        "status": "ACCEPTED", "updatedAt": now_ms()}))
+        .await;
+    sim.put_key(json!({"id": "key-1", "key": "the-key", "subscriptions": ["sub-1"], "subscription": "sub-1",
+        "api": "keyed", "plan": "gold", "application": "app-1", "revoked": false, "paused": false, "updatedAt": now_ms()}))
+        .await;
+    // v2 runs on Gravitee's V3 engine unless `execution_mode` says otherwise: no client identifier.
+    sim.put_api(v2_api("legacy", "/legacy", &backend.url())).await;
+    let mut emulated = v2_api("emulated", "/emulated", &backend.url());
+    emulated["execution_mode"] = json!("v4-emulation-engine");
+    sim.put_api(emulated).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+    let hashed = sha256_hex("127.0.0.1");
+
+    // Key-less: the subscription is the caller's address, the identifier its SHA-256 (hex).
+    let free = client.get(dp.url("/free/x")).send().await.unwrap();
+    assert_eq!(free.status(), 200);
+    assert_eq!(header(&free, "x-gravitee-client-identifier"), Some(hashed.as_str()));
+    let id = header(&free, "x-gravitee-request-id").unwrap().to_owned();
+    let echo: Value = free.json().await.unwrap();
+    assert!(echo["headers"].get("x-gravitee-client-identifier").is_none(), "not sent to the endpoint: {echo}");
+    let doc = report_for(&sim, &id).await;
+    assert_eq!((&doc["client-identifier"], &doc["subscription-id"]), (&json!(hashed), &json!("127.0.0.1")));
+
+    // The client's own identifier (header, else query parameter) is echoed, and reaches the endpoint.
+    let given = client.get(dp.url("/free/x")).header("X-Gravitee-Client-Identifier", "abc").send().await.unwrap();
+    assert_eq!(header(&given, "x-gravitee-client-identifier"), Some("abc"));
+    let id = header(&given, "x-gravitee-request-id").unwrap().to_owned();
+    assert_eq!(given.json::<Value>().await.unwrap()["headers"]["x-gravitee-client-identifier"], "abc");
+    assert_eq!(report_for(&sim, &id).await["client-identifier"], "abc");
+    let by_query = client.get(dp.url("/free/x?X-Gravitee-Client-Identifier=q%20q")).send().await.unwrap();
+    assert_eq!(header(&by_query, "x-gravitee-client-identifier"), Some("q q"));
+    let blank = client.get(dp.url("/free/x")).header("X-Gravitee-Client-Identifier", " ").send().await.unwrap();
+    assert_eq!(header(&blank, "x-gravitee-client-identifier"), Some(hashed.as_str()), "a blank one is replaced");
+
+    // A keyed plan: the subscription id. A request refused by the security chain has none.
+    let keyed = client.get(dp.url("/keyed/x")).header("X-Gravitee-Api-Key", "the-key").send().await.unwrap();
+    assert_eq!(keyed.status(), 200);
+    assert_eq!(header(&keyed, "x-gravitee-client-identifier"), Some("sub-1"));
+    let refused = client.get(dp.url("/keyed/x")).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(header(&refused, "x-gravitee-client-identifier").is_none());
+    assert!(header(&refused, "x-gravitee-request-id").is_some());
+
+    // v2 on the emulation engine answers it like v4; on the V3 engine, never.
+    let emulated = client.get(dp.url("/emulated/x")).send().await.unwrap();
+    assert_eq!(header(&emulated, "x-gravitee-client-identifier"), Some(hashed.as_str()));
+    let legacy = client.get(dp.url("/legacy/x")).send().await.unwrap();
+    assert_eq!(legacy.status(), 200);
+    assert!(header(&legacy, "x-gravitee-client-identifier").is_none());
+    assert!(header(&legacy, "x-gravitee-request-id").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_failures_are_answered_without_a_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let dead = dead_target();
+    sim.put_api(v4_api("down", "/down", &dead)).await;
+    sim.put_api(v2_api("legacy-down", "/legacy-down", &dead)).await;
+    let mut emulated = v2_api("emulated-down", "/emulated-down", &dead);
+    emulated["execution_mode"] = json!("v4-emulation-engine");
+    sim.put_api(emulated).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+    let hashed = sha256_hex("127.0.0.1");
+
+    // v4 (and v2 on the emulation engine): 502, no body nor Content-Type, the ids and the client
+    // identifier, and the connection closed.
+    for path in ["/down/x", "/emulated-down/x"] {
+        let reply = client.get(dp.url(path)).send().await.unwrap();
+        assert_eq!(reply.status(), 502, "{path}");
+        assert!(header(&reply, "content-type").is_none(), "{path}");
+        assert_eq!(header(&reply, "connection"), Some("close"), "{path}");
+        assert_eq!(header(&reply, "x-gravitee-client-identifier"), Some(hashed.as_str()), "{path}");
+        let id = header(&reply, "x-gravitee-request-id").unwrap().to_owned();
+        assert_eq!(header(&reply, "x-gravitee-transaction-id"), Some(id.as_str()));
+        assert_eq!(reply.text().await.unwrap(), "", "{path}");
+        let doc = report_for(&sim, &id).await;
+        assert_eq!((&doc["status"], &doc["error-key"]), (&json!(502), &json!("GATEWAY_CLIENT_CONNECTION_ERROR")));
+    }
+    // v2 on the V3 engine: its connector answers, without the gateway's ids.
+    let legacy = client.get(dp.url("/legacy-down/x")).send().await.unwrap();
+    assert_eq!(legacy.status(), 502);
+    assert_eq!(header(&legacy, "content-length"), Some("0"));
+    assert_eq!(header(&legacy, "connection"), Some("close"));
+    for name in ["content-type", "x-gravitee-request-id", "x-gravitee-transaction-id", "x-gravitee-client-identifier"] {
+        assert!(header(&legacy, name).is_none(), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_compression_as_gravitee() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    // Default: useCompression on.
+    sim.put_api(v4_api("zip", "/zip", &backend.url())).await;
+    let mut plain = v4_api("plain", "/plain", &backend.url());
+    plain["endpointGroups"][0]["sharedConfiguration"] = json!({"http": {"useCompression": false}});
+    sim.put_api(plain).await;
+    let mut propagate = v4_api("propagate", "/propagate", &backend.url());
+    propagate["endpointGroups"][0]["sharedConfiguration"] =
+        json!({"http": {"useCompression": false, "propagateClientAcceptEncoding": true}});
+    sim.put_api(propagate).await;
+    // propagateClientAcceptEncoding has no effect while compression is on.
+    let mut both = v4_api("both", "/both", &backend.url());
+    both["endpointGroups"][0]["sharedConfiguration"] = json!({"http": {"propagateClientAcceptEncoding": true}});
+    sim.put_api(both).await;
+    let mut v2 = v2_api("legacy-zip", "/legacy-zip", &backend.url());
+    v2["proxy"]["groups"][0]["endpoints"][0]["http"] = json!({"useCompression": true});
+    sim.put_api(v2).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    // reqwest is built without decompression here: the test sees the gateway's answer as sent.
+    let client = reqwest::Client::new();
+    let get = |path: &str| client.get(dp.url(path)).header("Accept-Encoding", "br").send();
+
+    // The endpoint is offered `deflate, gzip` (the client's Accept-Encoding is not sent), and its gzip
+    // or deflate answer is decoded: no Content-Encoding, no Content-Length.
+    for path in ["/zip/x", "/both/x", "/legacy-zip/x"] {
+        for encoding in ["gzip", "deflate"] {
+            let reply = get(&format!("{path}?encoding={encoding}&pad=100000")).await.unwrap();
+            assert_eq!(reply.status(), 200);
+            assert!(header(&reply, "content-encoding").is_none(), "{path} {encoding}");
+            assert!(header(&reply, "content-length").is_none(), "{path} {encoding}");
+            let text = reply.text().await.unwrap();
+            assert_eq!(text.len() - text.trim_end().len(), 100_000, "{path} {encoding}: the whole body, decoded");
+            let echo: Value = serde_json::from_str(text.trim_end()).unwrap();
+            assert_eq!(echo["headers"]["accept-encoding"], "deflate, gzip", "{path}");
+        }
+        // An answer in another coding passes untouched.
+        let br = get(&format!("{path}?encoding=br")).await.unwrap();
+        assert_eq!(header(&br, "content-encoding"), Some("br"));
+    }
+
+    // Without compression: nothing is offered and nothing decoded; the client's value only with
+    // propagateClientAcceptEncoding.
+    let reply = get("/plain/x?encoding=gzip").await.unwrap();
+    assert_eq!(header(&reply, "content-encoding"), Some("gzip"));
+    let reply = get("/plain/x").await.unwrap();
+    assert!(reply.json::<Value>().await.unwrap()["headers"].get("accept-encoding").is_none());
+    let reply = get("/propagate/x").await.unwrap();
+    assert_eq!(reply.json::<Value>().await.unwrap()["headers"]["accept-encoding"], "br");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_header_el_is_evaluated_when_the_api_deploys() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    let mut api = v4_api("orders", "/orders", &backend.url());
+    api["name"] = json!("Orders");
+    api["endpointGroups"][0]["sharedConfiguration"] = json!({"headers": [
+        {"name": "X-Api", "value": "{#api.id}"}, {"name": "X-Both", "value": "{#api.name}-{#api.id}"},
+        {"name": "X-Literal", "value": "plain {text}"}]});
+    sim.put_api(api).await;
+    let mut overridden = v4_api("override", "/override", &backend.url());
+    overridden["endpointGroups"][0]["endpoints"][0]["inheritConfiguration"] = json!(false);
+    overridden["endpointGroups"][0]["endpoints"][0]["sharedConfigurationOverride"] =
+        json!({"headers": [{"name": "X-Over", "value": "{#api.name}"}]});
+    sim.put_api(overridden).await;
+    // The request does not exist when the API deploys: Gravitee cannot build the endpoint (every call
+    // answers 503); hgw rejects the API and says why.
+    let mut per_request = v4_api("per-request", "/per-request", &backend.url());
+    per_request["endpointGroups"][0]["sharedConfiguration"] =
+        json!({"headers": [{"name": "X-In", "value": "{#request.headers['x-in'][0]}"}]});
+    sim.put_api(per_request).await;
+    let (agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+
+    let echo: Value = client.get(dp.url("/orders/x")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(echo["headers"]["x-api"], "orders", "{echo}");
+    assert_eq!(echo["headers"]["x-both"], "Orders-orders");
+    assert_eq!(echo["headers"]["x-literal"], "plain {text}");
+    let echo: Value = client.get(dp.url("/override/x")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(echo["headers"]["x-over"], "override", "{echo}");
+
+    let (_, apis) = agent.node_get("/_node/apis").await;
+    let text = apis.to_string();
+    assert!(
+        text.contains(
+            "endpointGroups[0].sharedConfiguration.headers[0].value: EL here is evaluated once, when the API deploys"
+        ),
+        "{text}"
+    );
+    assert_eq!(client.get(dp.url("/per-request/x")).send().await.unwrap().status(), 404);
+}
