@@ -179,6 +179,7 @@ fn policy_chain(bencher: divan::Bencher) {
             response_headers: &mut response_headers,
             info: &info,
             path_params: &[],
+            endpoint_target: &mut None,
         };
         for policy in &chain {
             match policy.on_request(&mut exchange) {

@@ -481,7 +481,9 @@ impl<'t> Parser<'t> {
                 // endpoint invoker reads as "the endpoint, or endpoint group, called name".
                 let open = self.peek().clone();
                 if !matches!(open.tok, Tok::LBracket) {
-                    return Err(self.error(open.start, "`#endpoints` must be followed by a name, e.g. `#endpoints['default']`"));
+                    return Err(
+                        self.error(open.start, "`#endpoints` must be followed by a name, e.g. `#endpoints['default']`")
+                    );
                 }
                 self.advance()?;
                 let key = self.advance()?;

@@ -106,10 +106,40 @@ class Echo(http.server.BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = answer
 
 
+class EchoServer(http.server.ThreadingHTTPServer):
+    """Keeps its connections so that stopping it closes the kept-alive ones too: "backend down" must
+    not be answered by a pooled connection's handler thread."""
+
+    daemon_threads = True
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.connections = set()
+        self.lock = threading.Lock()
+
+    def process_request(self, request, client_address):
+        with self.lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self.lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_all(self):
+        with self.lock:
+            for conn in list(self.connections):
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self.connections.clear()
+
+
 class Backend:
     def __init__(self):
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
-        self.server.daemon_threads = True
+        self.server = EchoServer(("127.0.0.1", 0), Echo)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -117,6 +147,7 @@ class Backend:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+        self.server.close_all()
 
 
 # ---------------------------------------------------------------------------------------------------------------

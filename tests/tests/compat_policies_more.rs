@@ -154,3 +154,68 @@ async fn match_required_other_servers_and_context_path() {
     let skipped = apis["skipped"].to_string();
     assert!(skipped.contains("second") && skipped.contains("servers"), "{apis}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_routing_to_endpoints_groups_and_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let a = Backend::start("A").await;
+    let b = Backend::start("B").await;
+    let c = Backend::start("C").await;
+
+    let mut api = v4_api("routed", "/routed", &format!("{}/base", a.url()));
+    api["endpointGroups"].as_array_mut().unwrap().push(json!({
+        "name": "second-group", "type": "http-proxy",
+        "endpoints": [{"name": "second-endpoint", "type": "http-proxy", "weight": 1, "inheritConfiguration": false,
+                       "configuration": {"target": format!("{}/second", b.url())}}]}));
+    api["flows"] = json!([flow(
+        "/",
+        json!([step(
+            "dynamic-routing",
+            json!({"rules": [
+        {"pattern": "/group/(.*)", "url": "{#endpoints['second-group']}/{#group[0]}"},
+        {"pattern": "/endpoint/(?<rest>.*)", "url": "{#endpoints['second-endpoint']}/{#groupName['rest']}?from=rule"},
+        {"pattern": "/url/(.*)", "url": format!("{}/direct/{{#group[0]}}", c.url())},
+        {"pattern": "/path/(.*)", "url": "/relative/{#group[0]}"},
+        {"pattern": "/nowhere", "url": "{#endpoints['missing']}/x"},
+        {"pattern": "/default/.*", "url": "{#endpoints['default']}/fixed"}]})
+        )]),
+        json!([])
+    )]);
+    sim.put_api(api).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+    let call = |path: &'static str| {
+        let client = client.clone();
+        let url = dp.url(path);
+        async move { get(&client, &url).await.unwrap() }
+    };
+
+    let group = call("/routed/group/x/y?q=1").await;
+    assert_eq!((group.status, group.json()["backend"].as_str()), (200, Some("B")));
+    assert_eq!((group.json()["path"].as_str(), group.json()["query"].as_str()), (Some("/second/x/y"), Some("q=1")));
+    let endpoint = call("/routed/endpoint/z?q=2").await;
+    assert_eq!(endpoint.json()["backend"], "B");
+    assert_eq!(
+        (endpoint.json()["path"].as_str(), endpoint.json()["query"].as_str()),
+        (Some("/second/z"), Some("q=2&from=rule"))
+    );
+    let direct = call("/routed/url/abs").await;
+    assert_eq!((direct.json()["backend"].as_str(), direct.json()["path"].as_str()), (Some("C"), Some("/direct/abs")));
+    let relative = call("/routed/path/p").await;
+    assert_eq!(
+        (relative.json()["backend"].as_str(), relative.json()["path"].as_str()),
+        (Some("A"), Some("/base/relative/p"))
+    );
+    let by_default = call("/routed/default/anything").await;
+    assert_eq!(
+        (by_default.json()["backend"].as_str(), by_default.json()["path"].as_str()),
+        (Some("A"), Some("/base/fixed"))
+    );
+
+    // A name the API does not have: Gravitee's 503 NO_ENDPOINT_FOUND; no rule matching: 400.
+    assert_eq!(call("/routed/nowhere").await.status, 503);
+    let unmatched = call("/routed/other").await;
+    assert_eq!(unmatched.status, 400);
+    assert_eq!(unmatched.json(), json!({"message": "No routing rule is matching path", "http_status_code": 400}));
+}

@@ -1000,9 +1000,7 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase) -> Result<Vec<pb::Step>
             }
             ("status-code", Phase::Response) => P::StatusCode(status_code(&configuration, &at_config)?),
             ("http-redirect", Phase::Request) => P::HttpRedirect(http_redirect(&configuration, &at_config)?),
-            ("dynamic-routing", Phase::Request) => {
-                P::DynamicRouting(dynamic_routing(&configuration, &at_config)?)
-            }
+            ("dynamic-routing", Phase::Request) => P::DynamicRouting(dynamic_routing(&configuration, &at_config)?),
             // Gravitee's key-less policy as a flow step does nothing: the plan already admitted the call.
             ("key-less", Phase::Request) => continue,
             // Gravitee's latency policy only delays requests; in the response phase it does nothing.

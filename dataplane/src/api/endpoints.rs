@@ -422,6 +422,14 @@ impl EndpointGroup {
         None
     }
 
+    /// The endpoint called `name` in this group, when its circuit lets a call through (Gravitee's
+    /// endpoint reference: that endpoint and no other).
+    pub fn select_named(&self, name: &str, now: Instant) -> Option<Option<Selected<'_>>> {
+        let index = self.endpoints.iter().position(|e| e.name == name)?;
+        let endpoint = &self.endpoints[index];
+        Some(endpoint.circuit.acquire(now).map(|permit| Selected { index, endpoint, permit }))
+    }
+
     fn select_in(
         &self,
         tier: &Tier,

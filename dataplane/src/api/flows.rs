@@ -162,6 +162,7 @@ fn policy_id(policy: Option<&pb::step::Policy>) -> &'static str {
         Some(P::OverrideMethod(_)) => "policy-override-request-method",
         Some(P::StatusCode(_)) => "status-code",
         Some(P::HttpRedirect(_)) => "http-redirect",
+        Some(P::DynamicRouting(_)) => "dynamic-routing",
         None => "unknown",
     }
 }

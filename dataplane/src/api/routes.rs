@@ -30,6 +30,8 @@ pub struct Api {
     pub context_paths: Vec<ContextPath>,
     /// The first endpoint group: the one the proxy calls.
     pub endpoints: EndpointGroup,
+    /// The API's other endpoint groups, reached by name only (`dynamic-routing`'s `#endpoints['name']`).
+    pub other_groups: Vec<EndpointGroup>,
     /// Plans (with their flows) and the credentials that open them.
     pub security: Security,
     /// API-level flows, in definition order (plan flows live in their plan).
@@ -113,11 +115,13 @@ impl TryFrom<pb::Api> for Api {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
-        let group = endpoint_groups
-            .into_iter()
-            .next()
-            .ok_or_else(|| err("endpoint_groups".into(), Invalid::NoEndpointGroup))?;
+        let mut groups = endpoint_groups.into_iter();
+        let group = groups.next().ok_or_else(|| err("endpoint_groups".into(), Invalid::NoEndpointGroup))?;
         let endpoints = convert_group(group, failover).map_err(|(field, reason)| err(field, reason))?;
+        // The other groups are called only by name (dynamic routing): no failover of their own.
+        let other_groups = groups
+            .map(|g| convert_group(g, None).map_err(|(field, reason)| err(field, reason)))
+            .collect::<Result<_, _>>()?;
 
         let best_match = match pb::FlowMode::try_from(flow_mode) {
             Ok(pb::FlowMode::Default | pb::FlowMode::Unspecified) => false,
@@ -156,6 +160,7 @@ impl TryFrom<pb::Api> for Api {
             organization_id,
             context_paths,
             endpoints,
+            other_groups,
             uses_el: flows.iter().any(Flow::uses_el)
                 || security.uses_el()
                 || logging.as_ref().is_some_and(|l| l.condition.is_some()),
@@ -177,6 +182,13 @@ impl TryFrom<pb::Api> for Api {
 fn normalise_context_path(path: &str) -> String {
     let trimmed = path.trim_end_matches('/');
     if trimmed.is_empty() { "/".to_owned() } else { trimmed.to_owned() }
+}
+
+impl Api {
+    /// Every endpoint group, the default one first.
+    pub fn groups(&self) -> impl Iterator<Item = &EndpointGroup> {
+        std::iter::once(&self.endpoints).chain(&self.other_groups)
+    }
 }
 
 /// A request's match: the API and the context path it matched.

@@ -174,6 +174,7 @@ pub(crate) async fn serve_api(
         return reply_response(reply, &ids, record, in_flight, templates);
     }
     let mut extra_headers = Vec::new();
+    let mut endpoint_target = None;
     let verbose = trace.as_ref().is_some_and(|t| t.verbose);
     let request_span = trace.as_ref().map(|t| t.child("request", hgw_otel::SpanKind::Internal));
     {
@@ -190,6 +191,7 @@ pub(crate) async fn serve_api(
             response_headers: &mut extra_headers,
             info: &info,
             path_params: &[],
+            endpoint_target: &mut endpoint_target,
         };
         for (flow, params) in &flows {
             exchange.path_params = params;
@@ -270,6 +272,7 @@ pub(crate) async fn serve_api(
         headers,
         body,
         upgrade: client_upgrade.is_some(),
+        endpoint_target,
     };
     let mut response = match invoke::invoke(&api, &table, outbound, record.as_mut(), trace.as_deref_mut()).await {
         Ok(response) => response,

@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::respond::GatewayError;
-use crate::api::endpoints::{Circuit, Endpoint, Permit, Tried};
+use crate::api::endpoints::{Circuit, Endpoint, EndpointGroup, Permit, Tried};
 use crate::api::routes::{Api, RouteTable};
 use crate::http::body::{ClientBodyError, RequestBody};
 use crate::http::decompress::{self, Coding, UpstreamBody};
@@ -42,6 +42,73 @@ pub struct Outbound {
     pub body: RequestBody,
     /// A WebSocket handshake: sent on an HTTP/1.1 connection of its own, which a `101` hands over.
     pub upgrade: bool,
+    /// Where `dynamic-routing` sent the request (`None`: the API's default group).
+    pub endpoint_target: Option<String>,
+}
+
+/// Where a request goes, read from dynamic routing's target as Gravitee's endpoint invoker reads it.
+enum Destination<'a> {
+    /// The group's load balancer picks; `path` (with its query) replaces the path below the context
+    /// path when dynamic routing gave one.
+    Group { group: &'a EndpointGroup, path: Option<&'a str> },
+    /// The endpoint called `name` and no other.
+    Endpoint { group: &'a EndpointGroup, name: &'a str, path: &'a str },
+    /// An absolute URL, called with the client of the default group's pick.
+    Absolute(&'a str),
+}
+
+impl<'a> Destination<'a> {
+    /// `name:rest` names an endpoint (first) or an endpoint group, unless `name` is a URL scheme
+    /// (`http`, `https`, `ws`, `wss`: the whole text is an absolute URL); anything else is a path for
+    /// the default group. An unknown name is `None` (Gravitee: 503 NO_ENDPOINT_FOUND).
+    fn of(api: &'a Api, target: Option<&'a str>) -> Option<Destination<'a>> {
+        let Some(target) = target else {
+            return Some(Destination::Group { group: &api.endpoints, path: None });
+        };
+        let Some((name, rest)) = target.split_once(':').filter(|(name, _)| !name.is_empty() && !name.starts_with('/'))
+        else {
+            return Some(Destination::Group { group: &api.endpoints, path: Some(target) });
+        };
+        if ["http", "https", "ws", "wss"].iter().any(|scheme| name.eq_ignore_ascii_case(scheme)) {
+            return Some(Destination::Absolute(target));
+        }
+        if let Some(group) = api.groups().find(|g| g.endpoints().iter().any(|e| e.name == name)) {
+            return Some(Destination::Endpoint { group, name, path: rest });
+        }
+        api.groups().find(|g| g.name == name).map(|group| Destination::Group { group, path: Some(rest) })
+    }
+
+    fn group(&self, api: &'a Api) -> &'a EndpointGroup {
+        match self {
+            Destination::Group { group, .. } | Destination::Endpoint { group, .. } => group,
+            Destination::Absolute(_) => &api.endpoints,
+        }
+    }
+
+    /// The URL for `endpoint`: its target + the path (the request's below the context path, or
+    /// dynamic routing's) + the request's query, then the routed target's own query.
+    fn url(&self, endpoint: &Endpoint, path_info: &str, query: Option<&str>) -> String {
+        let routed = match self {
+            Destination::Group { path: None, .. } => return endpoint.target.url_for(path_info, query),
+            Destination::Group { path: Some(path), .. } | Destination::Endpoint { path, .. } => path,
+            Destination::Absolute(url) => url,
+        };
+        let (path, routed_query) = match routed.split_once('?') {
+            Some((path, q)) => (path, Some(q)),
+            None => (*routed, None),
+        };
+        let query = match (query.filter(|q| !q.is_empty()), routed_query.filter(|q| !q.is_empty())) {
+            (Some(a), Some(b)) => Some(format!("{a}&{b}")),
+            (a, b) => a.or(b).map(str::to_owned),
+        };
+        match self {
+            Destination::Absolute(_) => match query {
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_owned(),
+            },
+            _ => endpoint.target.url_for(path, query.as_deref()),
+        }
+    }
 }
 
 /// The request body for one or more attempts.
@@ -99,8 +166,12 @@ pub async fn invoke(
     mut record: Option<&mut PendingRecord>,
     mut trace: Option<&mut RequestTrace>,
 ) -> Result<Response<UpstreamBody>, GatewayError> {
-    let group = &api.endpoints;
-    let Outbound { method, path_info, query, mut headers, client_host, body, upgrade } = outbound;
+    let Outbound { method, path_info, query, mut headers, client_host, body, upgrade, endpoint_target } = outbound;
+    let Some(destination) = Destination::of(api, endpoint_target.as_deref()) else {
+        tracing::debug!(api = %api.id, target = ?endpoint_target, "dynamic routing named no endpoint or group of the API");
+        return Err(GatewayError::NoEndpoint);
+    };
+    let group = destination.group(api);
     let mut payload = match group.failover {
         Some(_) => replayable(body).await?,
         None => Payload::Once(Some(body)),
@@ -117,7 +188,11 @@ pub async fn invoke(
     let mut tried = Tried::default();
     let mut last_error = None;
     for attempt in 1..=attempts {
-        let Some(selected) = group.select(&tried, Instant::now()) else {
+        let selected = match &destination {
+            Destination::Endpoint { name, .. } => group.select_named(name, Instant::now()).flatten(),
+            _ => group.select(&tried, Instant::now()),
+        };
+        let Some(selected) = selected else {
             break;
         };
         tried.insert(selected.index);
@@ -126,7 +201,7 @@ pub async fn invoke(
         let Some(client) = table.client(&endpoint.client_key) else {
             return Err(GatewayError::NoEndpoint);
         };
-        let url = endpoint.target.url_for(&path_info, query.as_deref());
+        let url = destination.url(endpoint, &path_info, query.as_deref());
         // What analytics, logs and messages show: an API key forwarded in the query (key-less plans
         // pass it on) keeps its name, not its value.
         let shown = crate::telemetry::redact::mask_query(&url, &api.api_keys.query_params);

@@ -7,6 +7,7 @@
 
 mod assign_attributes;
 pub mod counters;
+mod dynamic_routing;
 pub mod el;
 mod http_redirect;
 mod ip_filtering;
@@ -56,6 +57,9 @@ pub struct RequestExchange<'a> {
     pub info: &'a RequestInfo,
     /// The current flow's `:name` path parameters.
     pub path_params: &'a [(String, String)],
+    /// Where `dynamic-routing` sends the request (Gravitee's request endpoint attribute): `name:/path`
+    /// for an endpoint or endpoint group, an absolute URL, or a path; `None`: the default group.
+    pub endpoint_target: &'a mut Option<String>,
 }
 
 impl RequestExchange<'_> {
@@ -237,6 +241,9 @@ pub fn compile(step: pb::Step, phase: Phase) -> Result<Arc<dyn Policy>, PolicyEr
             }
             Ok(Arc::new(status_code::StatusCodeMap::compile(config)?))
         }
+        P::DynamicRouting(config) => {
+            request_only(phase, "dynamic-routing", dynamic_routing::DynamicRouting::compile(config))
+        }
         P::HttpRedirect(config) => request_only(phase, "http-redirect", http_redirect::HttpRedirect::compile(config)),
     }
 }
@@ -289,6 +296,7 @@ pub(crate) fn with_test_exchange_behind<T>(
         response_headers: &mut response_headers,
         info: &info,
         path_params: &[],
+        endpoint_target: &mut None,
     };
     run(&mut exchange)
 }

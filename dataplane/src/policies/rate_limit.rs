@@ -291,6 +291,7 @@ mod tests {
             response_headers: &mut response_headers,
             info: &crate::policies::el::RequestInfo::default(),
             path_params: &[],
+            endpoint_target: &mut None,
         };
         match policy.on_request(&mut exchange) {
             Outcome::Wait(pending) => pending.await,
