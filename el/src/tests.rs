@@ -787,3 +787,17 @@ fn random_inputs_never_panic() {
     }
     assert!(parsed > 5_000 && evaluated > 3_000, "generator too weak: {parsed} parsed, {evaluated} evaluated");
 }
+
+#[test]
+fn a_template_that_is_one_null_expression_is_null() {
+    let req = Req { headers: vec![("X-A", "a")], ..Req::default() };
+    let nullable = |text: &str| parse_template(text).unwrap().render_nullable(&req);
+    assert_eq!(nullable("{#request.headers['nope']}").unwrap(), None);
+    assert_eq!(nullable("{#context.attributes['nope']}").unwrap(), None);
+    assert_eq!(nullable("{#request.headers['X-A'][0]}").unwrap().as_deref(), Some("a"));
+    // With literal text around it, null renders as nothing.
+    assert_eq!(nullable("a{#request.headers['nope']}b").unwrap().as_deref(), Some("ab"));
+    assert_eq!(nullable(" {#request.headers['nope']}").unwrap().as_deref(), Some(" "));
+    assert_eq!(nullable("plain").unwrap().as_deref(), Some("plain"));
+    assert!(nullable("{#request.headers['nope'][0]}").is_err());
+}

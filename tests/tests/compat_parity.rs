@@ -220,3 +220,60 @@ async fn endpoint_header_el_is_evaluated_when_the_api_deploys() {
     );
     assert_eq!(client.get(dp.url("/per-request/x")).send().await.unwrap().status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_content_el_and_condition_errors_as_gravitee() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    let mock_flow = |path: &str, content: &str| {
+        json!({"name": path, "enabled": true,
+            "selectors": [{"type": "http", "path": path, "pathOperator": "STARTS_WITH"}],
+            "request": [{"name": "mock", "policy": "mock", "enabled": true,
+                "configuration": {"status": "200", "content": content, "headers": [{"name": "X-M", "value": "1"}]}}]})
+    };
+    // A condition whose EL fails is not met (Gravitee's condition filter reports a warning and goes on).
+    let tagged = |selector: Value, step_condition: Option<&str>| {
+        json!({"name": "tag", "enabled": true, "selectors": [{"type": "http", "path": "/cond", "pathOperator": "STARTS_WITH"}, selector],
+            "request": [{"name": "t", "policy": "transform-headers", "enabled": true, "condition": step_condition,
+                "configuration": {"scope": "REQUEST", "addHeaders": [{"name": "X-Flow", "value": "ran"}]}}]})
+    };
+    let mut api = v4_api("mocks", "/mocks", &backend.url());
+    api["flows"] = json!([
+        mock_flow("/null", "{#request.headers['nope']}"),
+        mock_flow("/error", "{#request.headers['nope'][0]}"),
+        mock_flow("/mixed", "a{#request.headers['nope']}b"),
+        mock_flow("/json", "{\"id\": \"{#request.headers['x-id'][0]}\"}"),
+        tagged(json!({"type": "condition", "condition": "{#request.headers['nope'][0] == 'x'}"}), None),
+    ]);
+    sim.put_api(api).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+
+    let null = client.get(dp.url("/mocks/null")).send().await.unwrap();
+    assert_eq!(null.status(), 500);
+    assert_eq!(header(&null, "x-m"), Some("1"), "the mock's headers stay");
+    assert_eq!(header(&null, "content-type"), Some("text/plain"));
+    assert!(header(&null, "connection").is_none(), "a mock answer, not a gateway failure");
+    assert_eq!(
+        null.text().await.unwrap(),
+        "The template evaluation returns a null value. Expression:\n{#request.headers['nope']}"
+    );
+    let error = client.get(dp.url("/mocks/error")).send().await.unwrap();
+    assert_eq!(error.status(), 500);
+    assert_eq!(
+        error.text().await.unwrap(),
+        "The template evaluation returns an error. Expression:\n{#request.headers['nope'][0]}"
+    );
+    let mixed = client.get(dp.url("/mocks/mixed")).send().await.unwrap();
+    assert_eq!(mixed.status(), 200);
+    assert_eq!(mixed.text().await.unwrap(), "ab");
+    let json_mock = client.get(dp.url("/mocks/json")).header("X-Id", "7").send().await.unwrap();
+    assert_eq!((json_mock.status().as_u16(), header(&json_mock, "content-type")), (200, Some("application/json")));
+    assert_eq!(json_mock.text().await.unwrap(), r#"{"id": "7"}"#);
+
+    let reply = client.get(dp.url("/mocks/cond")).send().await.unwrap();
+    assert_eq!(reply.status(), 200);
+    let echo: Value = reply.json().await.unwrap();
+    assert!(echo["headers"].get("x-flow").is_none(), "{echo}");
+}
