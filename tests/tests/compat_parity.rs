@@ -277,3 +277,43 @@ async fn mock_content_el_and_condition_errors_as_gravitee() {
     let echo: Value = reply.json().await.unwrap();
     assert!(echo["headers"].get("x-flow").is_none(), "{echo}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transform_headers_whitelist_as_gravitee() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    let mut api = v4_api("white", "/white", &backend.url());
+    api["flows"] = json!([{"name": "w", "enabled": true,
+        "selectors": [{"type": "http", "path": "/", "pathOperator": "STARTS_WITH"}],
+        "request": [{"name": "t", "policy": "transform-headers", "enabled": true, "configuration": {"scope": "REQUEST",
+            "addHeaders": [{"name": "X-Added", "value": "1"}, {"name": "X-Keep-Added", "value": "2"}, {"name": "X-B", "value": "set"}],
+            "whitelistHeaders": ["x-a", "X-KEEP-ADDED", "X-B"], "removeHeaders": ["x-b"]}}],
+        "response": [{"name": "t", "policy": "transform-headers", "enabled": true, "configuration": {"scope": "RESPONSE",
+            "addHeaders": [{"name": "X-R", "value": "r"}], "whitelistHeaders": ["content-type", "x-r"]}}]}]);
+    sim.put_api(api).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+
+    let reply = client
+        .get(dp.url("/white/x"))
+        .header("X-A", "a")
+        .header("X-B", "b")
+        .header("X-C", "c")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    // What Gravitee's gateway answered to the same request: the whitelist also takes the gateway's
+    // own ids and the client identifier off the answer.
+    assert_eq!(header(&reply, "x-r"), Some("r"));
+    for name in ["x-gravitee-request-id", "x-gravitee-transaction-id", "x-gravitee-client-identifier"] {
+        assert!(header(&reply, name).is_none(), "{name}");
+    }
+    let echo: Value = reply.json().await.unwrap();
+    let mut names: Vec<&str> = echo["headers"].as_object().unwrap().keys().map(String::as_str).collect();
+    names.sort_unstable();
+    // Added after the whitelist by the client connection: Host and the offered Accept-Encoding.
+    assert_eq!(names, ["accept-encoding", "host", "x-a", "x-keep-added"], "{echo}");
+    assert_eq!(echo["headers"]["x-keep-added"], "2");
+}

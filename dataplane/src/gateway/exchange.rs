@@ -164,6 +164,9 @@ pub(crate) async fn serve_api(
             flows.push((flow, params));
         }
     }
+    // The gateway's ids are on the request from here on, as Gravitee sets them before its flows: a
+    // flow reads them, and one can remove them (transform-headers' whitelist does).
+    ids.apply(&mut parts.headers);
     let mut extra_headers = Vec::new();
     let verbose = trace.as_ref().is_some_and(|t| t.verbose);
     let request_span = trace.as_ref().map(|t| t.child("request", hgw_otel::SpanKind::Internal));
@@ -249,7 +252,6 @@ pub(crate) async fn serve_api(
     if client_upgrade.is_some() {
         websocket::restore_upgrade(&mut headers);
     }
-    ids.apply(&mut headers);
     if let Some(traceparent) = propagate {
         headers.insert(hgw_otel::context::TRACEPARENT, traceparent);
     }
@@ -289,8 +291,9 @@ pub(crate) async fn serve_api(
     let (mut parts, body) = response.into_parts();
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
-    // Set before the response flows, as Gravitee does: a flow can remove or change it.
-    ids.apply_client(&mut headers);
+    // The ids and the client identifier are on the answer before the response flows, as Gravitee
+    // sets them: a flow can remove or change them.
+    ids.apply_response(&mut headers);
     let response_span = trace.as_ref().map(|t| t.child("response", hgw_otel::SpanKind::Internal));
     {
         let mut exchange =
@@ -320,7 +323,6 @@ pub(crate) async fn serve_api(
     for (name, value) in extra_headers {
         headers.insert(name, value);
     }
-    ids.apply(&mut headers);
     // Response flows may have turned the `101` into something else: then there is no tunnel.
     let tunnel = match (client_upgrade, endpoint_upgrade) {
         (Some(client), Some(endpoint)) if parts.status == StatusCode::SWITCHING_PROTOCOLS => {
