@@ -295,14 +295,8 @@ async fn transform_headers_whitelist_as_gravitee() {
     let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
     let client = reqwest::Client::new();
 
-    let reply = client
-        .get(dp.url("/white/x"))
-        .header("X-A", "a")
-        .header("X-B", "b")
-        .header("X-C", "c")
-        .send()
-        .await
-        .unwrap();
+    let reply =
+        client.get(dp.url("/white/x")).header("X-A", "a").header("X-B", "b").header("X-C", "c").send().await.unwrap();
     assert_eq!(reply.status(), 200);
     // What Gravitee's gateway answered to the same request: the whitelist also takes the gateway's
     // own ids and the client identifier off the answer.
@@ -316,4 +310,49 @@ async fn transform_headers_whitelist_as_gravitee() {
     // Added after the whitelist by the client connection: Host and the offered Accept-Encoding.
     assert_eq!(names, ["accept-encoding", "host", "x-a", "x-keep-added"], "{echo}");
     assert_eq!(echo["headers"]["x-keep-added"], "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_queries_and_v2_host_headers_as_gravitee() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    let target = format!("{}/base?t=2&a=1", backend.url());
+    sim.put_api(v4_api("query4", "/query4", &target)).await;
+    sim.put_api(v2_api("query2", "/query2", &target)).await;
+    let mut host = v2_api("host2", "/host2", &backend.url());
+    host["proxy"]["groups"][0]["endpoints"][0]["hostHeader"] = json!("api.internal");
+    // An inheriting endpoint takes the group's headers instead of its own.
+    host["proxy"]["groups"][0]["endpoints"][0]["inherit"] = json!(false);
+    sim.put_api(host).await;
+    let mut group_host = v2_api("grouphost2", "/grouphost2", &backend.url());
+    group_host["proxy"]["groups"][0]["hostHeader"] = json!("group.internal");
+    group_host["proxy"]["groups"][0]["headers"] = json!({"Host": "replaced", "X-G": "g"});
+    group_host["proxy"]["groups"][0]["endpoints"][0]["inherit"] = json!(true);
+    sim.put_api(group_host).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+    let echo = |path: &str| {
+        let url = dp.url(path);
+        let client = client.clone();
+        async move {
+            let text = client.get(&url).send().await.unwrap().text().await.unwrap();
+            serde_json::from_str::<Value>(&text).unwrap_or_else(|e| panic!("{url}: {e}: {text}"))
+        }
+    };
+
+    // What Gravitee 4.10.9 sent its backend for the same targets and requests.
+    let v4 = echo("/query4/x").await;
+    assert_eq!((&v4["path"], &v4["query"]), (&json!("/base/x"), &json!("t=2&a=1")));
+    let v4 = echo("/query4/x?a=0&b=%20sp+x&a=3&flag&e=").await;
+    assert_eq!(v4["query"], "a=0&a=3&a=1&b=%20sp+x&flag&e=&t=2", "grouped by name, the target's last");
+    // v2 appends the path after the target's query.
+    let v2 = echo("/query2/x").await;
+    assert_eq!((&v2["path"], &v2["query"]), (&json!("/base"), &json!("t=2&a=1/x")));
+    let v2 = echo("/query2/x?a=0&b=%20sp+x&a=3&flag&e=").await;
+    assert_eq!(v2["query"], "t=2&a=1/x&a=0&a=3&b=%20sp+x&flag&e=");
+
+    assert_eq!(echo("/host2/x").await["headers"]["host"], "api.internal");
+    let grouped = echo("/grouphost2/x").await;
+    assert_eq!((&grouped["headers"]["host"], &grouped["headers"]["x-g"]), (&json!("group.internal"), &json!("g")));
 }

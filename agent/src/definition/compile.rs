@@ -862,9 +862,6 @@ fn validate_plain_target(target: &str) -> Result<String, String> {
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("`{target}` has no host"));
     }
-    if uri.query().is_some() {
-        return Err(format!("`{target}`: query strings in targets are not supported yet"));
-    }
     Ok(target.to_owned())
 }
 
