@@ -356,3 +356,42 @@ async fn target_queries_and_v2_host_headers_as_gravitee() {
     let grouped = echo("/grouphost2/x").await;
     assert_eq!((&grouped["headers"]["host"], &grouped["headers"]["x-g"]), (&json!("group.internal"), &json!("g")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_followed_as_gravitee_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    sim.put_api(v4_api("stay", "/stay", &backend.url())).await;
+    let mut follow = v4_api("follow", "/follow", &backend.url());
+    follow["endpointGroups"][0]["sharedConfiguration"] = json!({"http": {"followRedirects": true}});
+    sim.put_api(follow).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+
+    // By default (followRedirects false) the client gets the redirect.
+    let reply = client.get(dp.url("/stay/x?redirect=302")).send().await.unwrap();
+    assert_eq!((reply.status().as_u16(), header(&reply, "location")), (302, Some("/redirected?from=/x")));
+
+    // What Gravitee 4.10.9 did with followRedirects: GET follows 301, 302, 303, 307, 308 with its
+    // headers; POST follows 303 only, as a GET.
+    for code in [301, 302, 303, 307, 308] {
+        let reply =
+            client.get(dp.url(&format!("/follow/x?redirect={code}"))).header("X-Custom", "c").send().await.unwrap();
+        assert_eq!(reply.status(), 200, "{code}");
+        let echo: Value = reply.json().await.unwrap();
+        assert_eq!(
+            (&echo["method"], &echo["path"], &echo["query"]),
+            (&json!("GET"), &json!("/redirected"), &json!("from=/x"))
+        );
+        assert_eq!(echo["headers"]["x-custom"], "c");
+    }
+    let see_other = client.post(dp.url("/follow/x?redirect=303")).body("hello").send().await.unwrap();
+    let echo: Value = see_other.json().await.unwrap();
+    assert_eq!((&echo["method"], &echo["body_len"]), (&json!("GET"), &json!(0)), "{echo}");
+    assert!(echo["headers"].get("content-length").is_none(), "{echo}");
+    for code in [301, 302, 307, 308] {
+        let reply = client.post(dp.url(&format!("/follow/x?redirect={code}"))).body("hello").send().await.unwrap();
+        assert_eq!(reply.status().as_u16(), code, "a POST is not redirected by {code}");
+    }
+}

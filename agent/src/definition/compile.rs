@@ -684,6 +684,7 @@ fn http_options(http: &HttpOptions, at: &str) -> Result<pb::HttpClientOptions, C
         use_compression: http.use_compression,
         // As Gravitee's `isPropagateClientAcceptEncoding()`: only without compression.
         propagate_client_accept_encoding: !http.use_compression && http.propagate_client_accept_encoding,
+        follow_redirects: http.follow_redirects,
     })
 }
 

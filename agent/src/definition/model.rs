@@ -134,6 +134,7 @@ pub struct HttpOptions {
     pub propagate_client_host: bool,
     pub use_compression: bool,
     pub propagate_client_accept_encoding: bool,
+    pub follow_redirects: bool,
 }
 
 /// Gravitee's http-proxy connector defaults.
@@ -148,6 +149,7 @@ impl Default for HttpOptions {
             propagate_client_host: false,
             use_compression: true,
             propagate_client_accept_encoding: false,
+            follow_redirects: false,
         }
     }
 }
