@@ -288,6 +288,18 @@ impl Template {
         Ok(out)
     }
 
+    /// Renders like [`Template::render`], except that a template made of one expression and nothing
+    /// else answers `None` when the expression is null: Gravitee's template engine then returns null
+    /// rather than text (it joins values into text only for templates with literal parts, where a
+    /// null renders as nothing).
+    pub fn render_nullable(&self, ctx: &dyn Context) -> Result<Option<String>, EvalError> {
+        if let [Part::Expr(expr)] = self.parts.as_slice() {
+            let value = expr.eval(ctx)?;
+            return Ok((!matches!(value, Value::Null)).then(|| value.to_string()));
+        }
+        self.render(ctx).map(Some)
+    }
+
     /// Renders into `out` (appending), so a caller can reuse one buffer.
     pub fn render_into(&self, ctx: &dyn Context, out: &mut String) -> Result<(), EvalError> {
         use fmt::Write as _;

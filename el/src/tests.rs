@@ -811,3 +811,17 @@ fn context_path_and_regex_groups() {
     assert_eq!(eval_str("#endpoints['second-group']"), "second-group:");
     assert!(parse("#groupName[0]").is_err(), "#groupName takes a string key");
 }
+
+#[test]
+fn a_template_that_is_one_null_expression_is_null() {
+    let req = Req { headers: vec![("X-A", "a")], ..Req::default() };
+    let nullable = |text: &str| parse_template(text).unwrap().render_nullable(&req);
+    assert_eq!(nullable("{#request.headers['nope']}").unwrap(), None);
+    assert_eq!(nullable("{#context.attributes['nope']}").unwrap(), None);
+    assert_eq!(nullable("{#request.headers['X-A'][0]}").unwrap().as_deref(), Some("a"));
+    // With literal text around it, null renders as nothing.
+    assert_eq!(nullable("a{#request.headers['nope']}b").unwrap().as_deref(), Some("ab"));
+    assert_eq!(nullable(" {#request.headers['nope']}").unwrap().as_deref(), Some(" "));
+    assert_eq!(nullable("plain").unwrap().as_deref(), Some("plain"));
+    assert!(nullable("{#request.headers['nope'][0]}").is_err());
+}

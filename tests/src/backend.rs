@@ -22,6 +22,7 @@ use tokio_rustls::TlsAcceptor;
 /// An HTTP server on `127.0.0.1:0` answering every request with 200 JSON
 /// `{"backend","method","path","query","version","headers":{lowercase name: value},"body_len"}` once
 /// the whole body is read. Query `sleep_ms=N` delays the answer, `status=N` sets its status,
+/// `redirect=N` answers status N with `Location: /redirected?from=PATH` instead (no echo),
 /// `encoding=gzip|deflate` compresses it (with `Content-Encoding` and `Content-Length`, the JSON then
 /// padded with `pad=N` bytes of spaces). Stops on drop.
 pub struct Backend {
@@ -192,6 +193,14 @@ async fn echo(name: Arc<str>, requests: Arc<AtomicU64>, req: Request<Incoming>) 
             return Ok(status_response(StatusCode::BAD_REQUEST, "incomplete body"));
         }
     };
+    if let Some(code) = param("redirect").and_then(|c| u16::try_from(c).ok()).and_then(|c| StatusCode::from_u16(c).ok())
+    {
+        let mut response = Response::new(Body::from("moved"));
+        *response.status_mut() = code;
+        let location = format!("/redirected?from={}", parts.uri.path());
+        response.headers_mut().insert(header::LOCATION, header::HeaderValue::from_str(&location).unwrap());
+        return Ok(response);
+    }
     if let Some(ms) = param("sleep_ms") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }

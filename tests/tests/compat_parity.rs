@@ -220,3 +220,178 @@ async fn endpoint_header_el_is_evaluated_when_the_api_deploys() {
     );
     assert_eq!(client.get(dp.url("/per-request/x")).send().await.unwrap().status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_content_el_and_condition_errors_as_gravitee() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    let mock_flow = |path: &str, content: &str| {
+        json!({"name": path, "enabled": true,
+            "selectors": [{"type": "http", "path": path, "pathOperator": "STARTS_WITH"}],
+            "request": [{"name": "mock", "policy": "mock", "enabled": true,
+                "configuration": {"status": "200", "content": content, "headers": [{"name": "X-M", "value": "1"}]}}]})
+    };
+    // A condition whose EL fails is not met (Gravitee's condition filter reports a warning and goes on).
+    let tagged = |selector: Value, step_condition: Option<&str>| {
+        json!({"name": "tag", "enabled": true, "selectors": [{"type": "http", "path": "/cond", "pathOperator": "STARTS_WITH"}, selector],
+            "request": [{"name": "t", "policy": "transform-headers", "enabled": true, "condition": step_condition,
+                "configuration": {"scope": "REQUEST", "addHeaders": [{"name": "X-Flow", "value": "ran"}]}}]})
+    };
+    let mut api = v4_api("mocks", "/mocks", &backend.url());
+    api["flows"] = json!([
+        mock_flow("/null", "{#request.headers['nope']}"),
+        mock_flow("/error", "{#request.headers['nope'][0]}"),
+        mock_flow("/mixed", "a{#request.headers['nope']}b"),
+        mock_flow("/json", "{\"id\": \"{#request.headers['x-id'][0]}\"}"),
+        tagged(json!({"type": "condition", "condition": "{#request.headers['nope'][0] == 'x'}"}), None),
+    ]);
+    sim.put_api(api).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+
+    let null = client.get(dp.url("/mocks/null")).send().await.unwrap();
+    assert_eq!(null.status(), 500);
+    assert_eq!(header(&null, "x-m"), Some("1"), "the mock's headers stay");
+    assert_eq!(header(&null, "content-type"), Some("text/plain"));
+    assert!(header(&null, "connection").is_none(), "a mock answer, not a gateway failure");
+    assert_eq!(
+        null.text().await.unwrap(),
+        "The template evaluation returns a null value. Expression:\n{#request.headers['nope']}"
+    );
+    let error = client.get(dp.url("/mocks/error")).send().await.unwrap();
+    assert_eq!(error.status(), 500);
+    assert_eq!(
+        error.text().await.unwrap(),
+        "The template evaluation returns an error. Expression:\n{#request.headers['nope'][0]}"
+    );
+    let mixed = client.get(dp.url("/mocks/mixed")).send().await.unwrap();
+    assert_eq!(mixed.status(), 200);
+    assert_eq!(mixed.text().await.unwrap(), "ab");
+    let json_mock = client.get(dp.url("/mocks/json")).header("X-Id", "7").send().await.unwrap();
+    assert_eq!((json_mock.status().as_u16(), header(&json_mock, "content-type")), (200, Some("application/json")));
+    assert_eq!(json_mock.text().await.unwrap(), r#"{"id": "7"}"#);
+
+    let reply = client.get(dp.url("/mocks/cond")).send().await.unwrap();
+    assert_eq!(reply.status(), 200);
+    let echo: Value = reply.json().await.unwrap();
+    assert!(echo["headers"].get("x-flow").is_none(), "{echo}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transform_headers_whitelist_as_gravitee() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    let mut api = v4_api("white", "/white", &backend.url());
+    api["flows"] = json!([{"name": "w", "enabled": true,
+        "selectors": [{"type": "http", "path": "/", "pathOperator": "STARTS_WITH"}],
+        "request": [{"name": "t", "policy": "transform-headers", "enabled": true, "configuration": {"scope": "REQUEST",
+            "addHeaders": [{"name": "X-Added", "value": "1"}, {"name": "X-Keep-Added", "value": "2"}, {"name": "X-B", "value": "set"}],
+            "whitelistHeaders": ["x-a", "X-KEEP-ADDED", "X-B"], "removeHeaders": ["x-b"]}}],
+        "response": [{"name": "t", "policy": "transform-headers", "enabled": true, "configuration": {"scope": "RESPONSE",
+            "addHeaders": [{"name": "X-R", "value": "r"}], "whitelistHeaders": ["content-type", "x-r"]}}]}]);
+    sim.put_api(api).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+
+    let reply =
+        client.get(dp.url("/white/x")).header("X-A", "a").header("X-B", "b").header("X-C", "c").send().await.unwrap();
+    assert_eq!(reply.status(), 200);
+    // What Gravitee's gateway answered to the same request: the whitelist also takes the gateway's
+    // own ids and the client identifier off the answer.
+    assert_eq!(header(&reply, "x-r"), Some("r"));
+    for name in ["x-gravitee-request-id", "x-gravitee-transaction-id", "x-gravitee-client-identifier"] {
+        assert!(header(&reply, name).is_none(), "{name}");
+    }
+    let echo: Value = reply.json().await.unwrap();
+    let mut names: Vec<&str> = echo["headers"].as_object().unwrap().keys().map(String::as_str).collect();
+    names.sort_unstable();
+    // Added after the whitelist by the client connection: Host and the offered Accept-Encoding.
+    assert_eq!(names, ["accept-encoding", "host", "x-a", "x-keep-added"], "{echo}");
+    assert_eq!(echo["headers"]["x-keep-added"], "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_queries_and_v2_host_headers_as_gravitee() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    let target = format!("{}/base?t=2&a=1", backend.url());
+    sim.put_api(v4_api("query4", "/query4", &target)).await;
+    sim.put_api(v2_api("query2", "/query2", &target)).await;
+    let mut host = v2_api("host2", "/host2", &backend.url());
+    host["proxy"]["groups"][0]["endpoints"][0]["hostHeader"] = json!("api.internal");
+    // An inheriting endpoint takes the group's headers instead of its own.
+    host["proxy"]["groups"][0]["endpoints"][0]["inherit"] = json!(false);
+    sim.put_api(host).await;
+    let mut group_host = v2_api("grouphost2", "/grouphost2", &backend.url());
+    group_host["proxy"]["groups"][0]["hostHeader"] = json!("group.internal");
+    group_host["proxy"]["groups"][0]["headers"] = json!({"Host": "replaced", "X-G": "g"});
+    group_host["proxy"]["groups"][0]["endpoints"][0]["inherit"] = json!(true);
+    sim.put_api(group_host).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+    let echo = |path: &str| {
+        let url = dp.url(path);
+        let client = client.clone();
+        async move {
+            let text = client.get(&url).send().await.unwrap().text().await.unwrap();
+            serde_json::from_str::<Value>(&text).unwrap_or_else(|e| panic!("{url}: {e}: {text}"))
+        }
+    };
+
+    // What Gravitee 4.10.9 sent its backend for the same targets and requests.
+    let v4 = echo("/query4/x").await;
+    assert_eq!((&v4["path"], &v4["query"]), (&json!("/base/x"), &json!("t=2&a=1")));
+    let v4 = echo("/query4/x?a=0&b=%20sp+x&a=3&flag&e=").await;
+    assert_eq!(v4["query"], "a=0&a=3&a=1&b=%20sp+x&flag&e=&t=2", "grouped by name, the target's last");
+    // v2 appends the path after the target's query.
+    let v2 = echo("/query2/x").await;
+    assert_eq!((&v2["path"], &v2["query"]), (&json!("/base"), &json!("t=2&a=1/x")));
+    let v2 = echo("/query2/x?a=0&b=%20sp+x&a=3&flag&e=").await;
+    assert_eq!(v2["query"], "t=2&a=1/x&a=0&a=3&b=%20sp+x&flag&e=");
+
+    assert_eq!(echo("/host2/x").await["headers"]["host"], "api.internal");
+    let grouped = echo("/grouphost2/x").await;
+    assert_eq!((&grouped["headers"]["host"], &grouped["headers"]["x-g"]), (&json!("group.internal"), &json!("g")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_followed_as_gravitee_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    sim.put_api(v4_api("stay", "/stay", &backend.url())).await;
+    let mut follow = v4_api("follow", "/follow", &backend.url());
+    follow["endpointGroups"][0]["sharedConfiguration"] = json!({"http": {"followRedirects": true}});
+    sim.put_api(follow).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+
+    // By default (followRedirects false) the client gets the redirect.
+    let reply = client.get(dp.url("/stay/x?redirect=302")).send().await.unwrap();
+    assert_eq!((reply.status().as_u16(), header(&reply, "location")), (302, Some("/redirected?from=/x")));
+
+    // What Gravitee 4.10.9 did with followRedirects: GET follows 301, 302, 303, 307, 308 with its
+    // headers; POST follows 303 only, as a GET.
+    for code in [301, 302, 303, 307, 308] {
+        let reply =
+            client.get(dp.url(&format!("/follow/x?redirect={code}"))).header("X-Custom", "c").send().await.unwrap();
+        assert_eq!(reply.status(), 200, "{code}");
+        let echo: Value = reply.json().await.unwrap();
+        assert_eq!(
+            (&echo["method"], &echo["path"], &echo["query"]),
+            (&json!("GET"), &json!("/redirected"), &json!("from=/x"))
+        );
+        assert_eq!(echo["headers"]["x-custom"], "c");
+    }
+    let see_other = client.post(dp.url("/follow/x?redirect=303")).body("hello").send().await.unwrap();
+    let echo: Value = see_other.json().await.unwrap();
+    assert_eq!((&echo["method"], &echo["body_len"]), (&json!("GET"), &json!(0)), "{echo}");
+    assert!(echo["headers"].get("content-length").is_none(), "{echo}");
+    for code in [301, 302, 307, 308] {
+        let reply = client.post(dp.url(&format!("/follow/x?redirect={code}"))).body("hello").send().await.unwrap();
+        assert_eq!(reply.status().as_u16(), code, "a POST is not redirected by {code}");
+    }
+}

@@ -700,6 +700,7 @@ fn http_options(http: &HttpOptions, at: &str) -> Result<pb::HttpClientOptions, C
         use_compression: http.use_compression,
         // As Gravitee's `isPropagateClientAcceptEncoding()`: only without compression.
         propagate_client_accept_encoding: !http.use_compression && http.propagate_client_accept_encoding,
+        follow_redirects: http.follow_redirects,
     })
 }
 
@@ -877,9 +878,6 @@ fn validate_plain_target(target: &str) -> Result<String, String> {
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("`{target}` has no host"));
-    }
-    if uri.query().is_some() {
-        return Err(format!("`{target}`: query strings in targets are not supported yet"));
     }
     Ok(target.to_owned())
 }

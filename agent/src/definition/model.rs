@@ -136,6 +136,7 @@ pub struct HttpOptions {
     pub propagate_client_host: bool,
     pub use_compression: bool,
     pub propagate_client_accept_encoding: bool,
+    pub follow_redirects: bool,
 }
 
 /// Gravitee's http-proxy connector defaults.
@@ -150,6 +151,7 @@ impl Default for HttpOptions {
             propagate_client_host: false,
             use_compression: true,
             propagate_client_accept_encoding: false,
+            follow_redirects: false,
         }
     }
 }

@@ -121,7 +121,7 @@ fn group(group: &Value, name: Option<&str>, preserve_host: bool, services: &Valu
         "loadBalancer": {"type": group.get("load_balancing").and_then(|lb| lb.get("type"))},
         "sharedConfiguration": {
             "http": http,
-            "headers": group.get("headers").map(headers_list),
+            "headers": group_headers(group),
             "proxy": group.get("proxy"),
             "ssl": group.get("ssl"),
         },
@@ -142,8 +142,8 @@ fn endpoint(endpoint: &Value) -> Value {
     if let Some(http) = endpoint.get("http") {
         override_config.insert("http".into(), http.clone());
     }
-    if let Some(headers) = endpoint.get("headers") {
-        override_config.insert("headers".into(), headers_list(headers));
+    if let Some(headers) = endpoint_headers(endpoint) {
+        override_config.insert("headers".into(), headers);
     }
     if let Some(ssl) = endpoint.get("ssl") {
         override_config.insert("ssl".into(), ssl.clone());
@@ -213,6 +213,39 @@ fn flows(flows: Option<&Value>) -> Value {
 }
 
 /// v2 headers are a list of `{name, value}` or (older) a map of name → value.
+/// A v2 `hostHeader` (not blank), which Gravitee's definition reader turns into a `Host` header.
+fn host_header(node: &Value) -> Option<&str> {
+    node.get("hostHeader").and_then(Value::as_str).filter(|h| !h.trim().is_empty())
+}
+
+/// A v2 endpoint's headers; its `hostHeader` is one more, `Host`, after them (as Gravitee reads it).
+fn endpoint_headers(endpoint: &Value) -> Option<Value> {
+    let mut headers = endpoint.get("headers").map(headers_list);
+    if let Some(host) = host_header(endpoint) {
+        let list = headers.get_or_insert_with(|| json!([]));
+        if let Some(list) = list.as_array_mut() {
+            list.push(json!({"name": "Host", "value": host}));
+        }
+    }
+    headers
+}
+
+/// A v2 group's headers; its `hostHeader` replaces the value of a header named exactly `Host`, or is
+/// added as one (as Gravitee reads it).
+fn group_headers(group: &Value) -> Option<Value> {
+    let mut headers = group.get("headers").map(headers_list);
+    if let Some(host) = host_header(group) {
+        let list = headers.get_or_insert_with(|| json!([]));
+        if let Some(list) = list.as_array_mut() {
+            match list.iter_mut().find(|h| h.get("name").and_then(Value::as_str) == Some("Host")) {
+                Some(existing) => existing["value"] = json!(host),
+                None => list.push(json!({"name": "Host", "value": host})),
+            }
+        }
+    }
+    headers
+}
+
 fn headers_list(headers: &Value) -> Value {
     match headers {
         Value::Object(map) => {

@@ -202,6 +202,52 @@ pub struct Target {
     base: String,
     query: Option<String>,
     https: bool,
+    /// A v2 API's endpoint (Gravitee's v2 connector builds URLs its own way).
+    v2: bool,
+}
+
+/// Appends the parameters of `first` and then `then` (raw `name=value` pieces joined by `&`) as
+/// Gravitee's multi-value map holds them: each name at its first appearance, with every value of
+/// that name in order. A short query whose names do not come back after another name keeps its order
+/// and costs no allocation.
+fn push_parameters(out: &mut String, first: &str, then: Option<&str>) {
+    /// Above this many pieces the order check is skipped (it is quadratic) and the map is built.
+    const SCAN_LIMIT: usize = 32;
+    fn name(piece: &str) -> &str {
+        piece.split_once('=').map_or(piece, |(name, _)| name)
+    }
+    let pieces = || first.split('&').chain(then.into_iter().flat_map(|t| t.split('&'))).filter(|p| !p.is_empty());
+    let mut previous: Option<&str> = None;
+    let mut ordered = true;
+    for (i, piece) in pieces().enumerate() {
+        let current = name(piece);
+        if i >= SCAN_LIMIT
+            || (previous.is_some_and(|p| p != current) && pieces().take(i).any(|earlier| name(earlier) == current))
+        {
+            ordered = false;
+            break;
+        }
+        previous = Some(current);
+    }
+    let mut separator = "";
+    let mut push = |piece: &str| {
+        out.push_str(separator);
+        out.push_str(piece);
+        separator = "&";
+    };
+    if ordered {
+        pieces().for_each(&mut push);
+        return;
+    }
+    let mut list: Vec<(usize, &str)> = Vec::new();
+    let mut first_seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, piece) in pieces().enumerate() {
+        let at = *first_seen.entry(name(piece)).or_insert(i);
+        list.push((at, piece));
+    }
+    // Stable: values of one name stay in order.
+    list.sort_by_key(|(at, _)| *at);
+    list.into_iter().for_each(|(_, piece)| push(piece));
 }
 
 impl Target {
@@ -234,7 +280,7 @@ impl Target {
             Some((base, query)) => (base, Some(query.to_owned()).filter(|q| !q.is_empty())),
             None => (without_fragment, None),
         };
-        let target = Target { base: base.trim_end_matches('/').to_owned(), query, https };
+        let target = Target { base: base.trim_end_matches('/').to_owned(), query, https, v2: false };
         Ok((target, userinfo.map(crate::telemetry::redact::basic_authorization)))
     }
 
@@ -242,26 +288,50 @@ impl Target {
         self.https
     }
 
-    /// The upstream URL: target + path after the context path + query (the target's query first).
+    /// The upstream URL for a request's path after the context path and its query, as Gravitee
+    /// builds it. v4 (the http-proxy endpoint): target path + request path, then the request's
+    /// parameters and the target's in one map: names in order of first appearance, each with all its
+    /// values (the request's first). A v2 API (Gravitee's HTTP connector) appends the request path to
+    /// the whole target, query included, then the request's parameters (grouped the same way) after
+    /// `&` or `?`. Parameters keep their encoding as sent.
     pub fn url_for(&self, path_info: &str, query: Option<&str>) -> String {
         let query = query.filter(|q| !q.is_empty());
-        let mut url = String::with_capacity(self.base.len() + path_info.len() + query.map_or(0, str::len) + 2);
+        let target_query = self.query.as_deref();
+        let mut url = String::with_capacity(
+            self.base.len() + path_info.len() + query.map_or(0, str::len) + target_query.map_or(0, str::len) + 2,
+        );
         url.push_str(&self.base);
-        url.push_str(path_info);
-        match (self.query.as_deref(), query) {
-            (Some(a), Some(b)) => {
-                url.push('?');
-                url.push_str(a);
-                url.push('&');
-                url.push_str(b);
-            }
-            (Some(q), None) | (None, Some(q)) => {
+        if self.v2 {
+            if let Some(q) = target_query {
                 url.push('?');
                 url.push_str(q);
+            }
+            url.push_str(path_info);
+            if let Some(q) = query {
+                url.push(if target_query.is_some() { '&' } else { '?' });
+                push_parameters(&mut url, q, None);
+            }
+            return url;
+        }
+        url.push_str(path_info);
+        match (query, target_query) {
+            (Some(q), target) => {
+                url.push('?');
+                push_parameters(&mut url, q, target);
+            }
+            (None, Some(target)) => {
+                url.push('?');
+                push_parameters(&mut url, target, None);
             }
             (None, None) => {}
         }
         url
+    }
+
+    /// This target as a v2 API's endpoint builds URLs (see [`Target::url_for`]).
+    pub fn for_v2(mut self) -> Target {
+        self.v2 = true;
+        self
     }
 
     /// The target as configured (without its trailing '/').
@@ -456,9 +526,11 @@ impl EndpointGroup {
 }
 
 /// Converts the first endpoint group; errors carry the field path inside `hgw.v1.Api`.
+/// `v2`: the group belongs to a v2 API (its endpoints build URLs as Gravitee's v2 connector does).
 pub fn convert_group(
     group: pb::EndpointGroup,
     failover: Option<pb::Failover>,
+    v2: bool,
 ) -> Result<EndpointGroup, (String, Invalid)> {
     let pb::EndpointGroup { name, load_balancer, endpoints, health_check } = group;
     let health_check = health_check
@@ -484,6 +556,7 @@ pub fn convert_group(
         let pb::Endpoint { name, target, weight, secondary, http, headers, tls } = endpoint;
         let (target, credentials) =
             Target::parse_with_credentials(&target).map_err(|reason| (field("target"), reason))?;
+        let target = if v2 { target.for_v2() } else { target };
         let mut headers = headers
             .into_iter()
             .map(|pb::Header { name, value }| {
@@ -547,7 +620,7 @@ mod tests {
 
     fn group(lb: pb::LoadBalancer, endpoints: Vec<pb::Endpoint>, failover: Option<pb::Failover>) -> EndpointGroup {
         let group = pb::EndpointGroup { name: "g".into(), load_balancer: lb as i32, endpoints, health_check: None };
-        convert_group(group, failover).unwrap()
+        convert_group(group, failover, false).unwrap()
     }
 
     /// Picks `n` times (no retries) and counts picks per target.
@@ -709,7 +782,7 @@ mod tests {
     fn conversion_errors_name_the_field() {
         let reason = |endpoints: Vec<pb::Endpoint>, lb: i32| {
             let group = pb::EndpointGroup { name: "g".into(), load_balancer: lb, endpoints, health_check: None };
-            let (field, reason) = convert_group(group, None).unwrap_err();
+            let (field, reason) = convert_group(group, None, false).unwrap_err();
             format!("{field}: {reason}")
         };
         assert_eq!(
@@ -733,7 +806,7 @@ mod tests {
             e.headers = headers;
             let group =
                 pb::EndpointGroup { name: "g".into(), load_balancer: 0, endpoints: vec![e], health_check: None };
-            convert_group(group, None).unwrap().endpoints.remove(0)
+            convert_group(group, None, false).unwrap().endpoints.remove(0)
         };
         let e = convert("http://u:pw@backend:8080/base", Vec::new());
         assert_eq!(e.target.display(), "http://backend:8080/base");

@@ -79,7 +79,7 @@ impl TryFrom<pb::Api> for Api {
             revision,
             environment_id,
             organization_id,
-            definition_version: _,
+            definition_version,
             context_paths,
             endpoint_groups,
             plans,
@@ -117,10 +117,11 @@ impl TryFrom<pb::Api> for Api {
 
         let mut groups = endpoint_groups.into_iter();
         let group = groups.next().ok_or_else(|| err("endpoint_groups".into(), Invalid::NoEndpointGroup))?;
-        let endpoints = convert_group(group, failover).map_err(|(field, reason)| err(field, reason))?;
+        let v2 = definition_version.starts_with('2');
+        let endpoints = convert_group(group, failover, v2).map_err(|(field, reason)| err(field, reason))?;
         // The other groups are called only by name (dynamic routing): no failover of their own.
         let other_groups = groups
-            .map(|g| convert_group(g, None).map_err(|(field, reason)| err(field, reason)))
+            .map(|g| convert_group(g, None, v2).map_err(|(field, reason)| err(field, reason)))
             .collect::<Result<_, _>>()?;
 
         let best_match = match pb::FlowMode::try_from(flow_mode) {
@@ -426,9 +427,29 @@ pub(crate) mod tests {
         assert_eq!(t.url_for("/a/b", Some("x=1")), "http://backend/base/a/b?x=1");
         assert_eq!(t.url_for("", None), "http://backend/base");
         assert_eq!(t.url_for("", Some("")), "http://backend/base");
+        // As Gravitee: the request's parameters, then the target's, grouped by name.
         let q = Target::parse("http://backend:8080?k=v").unwrap();
-        assert_eq!(q.url_for("/a", Some("x=1")), "http://backend:8080/a?k=v&x=1");
-        assert_eq!(q.display(), "http://backend:8080?k=v");
+        assert_eq!(q.url_for("/a", Some("x=1")), "http://backend:8080/a?x=1&k=v");
+        let q = Target::parse("http://b/base?t=2&a=1").unwrap();
+        assert_eq!(q.url_for("/x", None), "http://b/base/x?t=2&a=1");
+        assert_eq!(
+            q.url_for("/x", Some("a=0&b=%20sp+x&a=3&flag&e=")),
+            "http://b/base/x?a=0&a=3&a=1&b=%20sp+x&flag&e=&t=2"
+        );
+        // A v2 API's endpoint appends the path to the whole target, then the request's parameters.
+        let v2 = Target::parse("http://b/base?t=2&a=1").unwrap().for_v2();
+        assert_eq!(v2.url_for("/x", None), "http://b/base?t=2&a=1/x");
+        assert_eq!(
+            v2.url_for("/x", Some("a=0&b=%20sp+x&a=3&flag&e=")),
+            "http://b/base?t=2&a=1/x&a=0&a=3&b=%20sp+x&flag&e="
+        );
+        let plain = Target::parse("http://b/base").unwrap().for_v2();
+        assert_eq!(plain.url_for("/x", Some("b=1&a=2&b=3")), "http://b/base/x?b=1&b=3&a=2");
+        // Many parameters take the map path; the order rule is the same.
+        let many: Vec<String> = (0..40).map(|i| format!("p{}={i}", i % 20)).collect();
+        let url = Target::parse("http://b").unwrap().url_for("/", Some(&many.join("&")));
+        assert!(url.starts_with("http://b/?p0=0&p0=20&p1=1&p1=21&"), "{url}");
+        assert_eq!(Target::parse("http://backend:8080?k=v").unwrap().display(), "http://backend:8080?k=v");
     }
 
     #[test]

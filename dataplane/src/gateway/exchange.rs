@@ -173,6 +173,9 @@ pub(crate) async fn serve_api(
         trace::note_error(trace, reply.error_key);
         return reply_response(reply, &ids, record, in_flight, templates);
     }
+    // The gateway's ids are on the request from here on, as Gravitee sets them before its flows: a
+    // flow reads them, and one can remove them (transform-headers' whitelist does).
+    ids.apply(&mut parts.headers);
     let mut extra_headers = Vec::new();
     let mut endpoint_target = None;
     let verbose = trace.as_ref().is_some_and(|t| t.verbose);
@@ -260,7 +263,6 @@ pub(crate) async fn serve_api(
     if client_upgrade.is_some() {
         websocket::restore_upgrade(&mut headers);
     }
-    ids.apply(&mut headers);
     if let Some(traceparent) = propagate {
         headers.insert(hgw_otel::context::TRACEPARENT, traceparent);
     }
@@ -301,8 +303,9 @@ pub(crate) async fn serve_api(
     let (mut parts, body) = response.into_parts();
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
-    // Set before the response flows, as Gravitee does: a flow can remove or change it.
-    ids.apply_client(&mut headers);
+    // The ids and the client identifier are on the answer before the response flows, as Gravitee
+    // sets them: a flow can remove or change them.
+    ids.apply_response(&mut headers);
     let response_span = trace.as_ref().map(|t| t.child("response", hgw_otel::SpanKind::Internal));
     {
         let mut exchange =
@@ -332,7 +335,6 @@ pub(crate) async fn serve_api(
     for (name, value) in extra_headers {
         headers.insert(name, value);
     }
-    ids.apply(&mut headers);
     // Response flows may have turned the `101` into something else: then there is no tunnel.
     let tunnel = match (client_upgrade, endpoint_upgrade) {
         (Some(client), Some(endpoint)) if parts.status == StatusCode::SWITCHING_PROTOCOLS => {

@@ -233,11 +233,22 @@ pub async fn invoke(
             None => endpoint.http.read_timeout,
         };
         let sent = Instant::now();
+        // What a redirect is sent with: only kept for endpoints that follow them.
+        let redirectable = (endpoint.http.follow_redirects && !upgrade)
+            .then(|| (request.method().clone(), request.uri().clone(), request.headers().clone(), request.version()));
         // The limit covers the handshake's connection too (it is not pooled).
         let outcome = if upgrade {
             tokio::time::timeout(limit, client.upgrade(request)).await
         } else {
-            tokio::time::timeout(limit, client.request(request)).await.map(|sent| {
+            tokio::time::timeout(limit, async {
+                let response = client.request(request).await;
+                match (response, redirectable) {
+                    (Ok(response), Some(original)) => follow_redirects(client, response, original).await,
+                    (response, _) => response,
+                }
+            })
+            .await
+            .map(|sent| {
                 sent.map_err(|error| {
                     tracing::debug!(api = %api.id, url = %shown, attempt, error = %error_chain(&error), "endpoint call failed");
                     UpstreamError::classify(&error)
@@ -300,6 +311,79 @@ pub async fn invoke(
     }
     // Nothing was available (every circuit open), or every attempt failed: the last failure tells.
     Err(last_error.map_or(GatewayError::NoEndpoint, GatewayError::from))
+}
+
+/// Most redirects followed for one call (Vert.x's `HttpClientOptions.DEFAULT_MAX_REDIRECTS`); the
+/// answer after the last one is relayed as it is.
+const MAX_REDIRECTS: usize = 16;
+
+/// Follows the endpoint's redirects as Vert.x's default redirect handler does for Gravitee's
+/// `followRedirects`: `301`, `302`, `303`, `307` and `308` with a `Location` for GET and HEAD; for
+/// other methods only `303`, which becomes a GET without body. The request keeps its headers (not
+/// its body length); the `Location` is resolved against the URL that answered.
+async fn follow_redirects(
+    client: &crate::http::upstream::UpstreamClient,
+    mut response: Response<Incoming>,
+    original: (Method, http::Uri, HeaderMap, Version),
+) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+    let (mut method, mut uri, mut headers, version) = original;
+    for _ in 0..MAX_REDIRECTS {
+        let status = response.status().as_u16();
+        let follows = match status {
+            301 | 302 | 307 | 308 => method == Method::GET || method == Method::HEAD,
+            303 => true,
+            _ => false,
+        };
+        let Some(next) = follows
+            .then(|| response.headers().get(http::header::LOCATION))
+            .flatten()
+            .and_then(|location| location.to_str().ok())
+            .and_then(|location| resolve_location(&uri, location))
+        else {
+            return Ok(response);
+        };
+        if status == 303 && method != Method::HEAD {
+            method = Method::GET;
+        }
+        if method == Method::GET || method == Method::HEAD {
+            headers.remove(http::header::CONTENT_LENGTH);
+            headers.remove(http::header::TRANSFER_ENCODING);
+        }
+        // A Host the gateway chose for the first URL does not name the next one.
+        if next.authority() != uri.authority() {
+            headers.remove(HOST);
+        }
+        uri = next;
+        let mut request = Request::new(RequestBody::empty());
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = uri.clone();
+        *request.version_mut() = version;
+        *request.headers_mut() = headers.clone();
+        response = client.request(request).await?;
+    }
+    Ok(response)
+}
+
+/// A redirect's `Location` as an absolute URL: absolute (http or https), absolute-path, or relative
+/// to the directory of `base`'s path.
+fn resolve_location(base: &http::Uri, location: &str) -> Option<http::Uri> {
+    let location = location.trim();
+    let lower = location.get(..8).unwrap_or(location).to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        return location.parse().ok();
+    }
+    let scheme = base.scheme_str()?;
+    let authority = base.authority()?.as_str();
+    if let Some(rest) = location.strip_prefix("//") {
+        return format!("{scheme}://{rest}").parse().ok();
+    }
+    let path = if location.starts_with('/') {
+        location.to_owned()
+    } else {
+        let dir = base.path().rsplit_once('/').map_or("", |(dir, _)| dir);
+        format!("{dir}/{location}")
+    };
+    format!("{scheme}://{authority}{path}").parse().ok()
 }
 
 /// The endpoint's answer with its body decoded when the endpoint uses compression and the answer is
@@ -371,6 +455,17 @@ async fn replayable(body: RequestBody) -> Result<Payload, GatewayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirect_locations_resolve_against_the_url_that_answered() {
+        let base: http::Uri = "http://backend:8080/api/items/1?x=1".parse().unwrap();
+        let resolve = |location: &str| resolve_location(&base, location).map(|u| u.to_string());
+        assert_eq!(resolve("/other?y=2").as_deref(), Some("http://backend:8080/other?y=2"));
+        assert_eq!(resolve("2").as_deref(), Some("http://backend:8080/api/items/2"));
+        assert_eq!(resolve("https://elsewhere/x").as_deref(), Some("https://elsewhere/x"));
+        assert_eq!(resolve("//cdn.example/x").as_deref(), Some("http://cdn.example/x"));
+        assert_eq!(resolve("http://bad host/"), None);
+    }
 
     #[tokio::test]
     async fn small_bodies_are_replayable_and_large_ones_stream() {

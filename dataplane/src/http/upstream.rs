@@ -41,6 +41,8 @@ pub struct HttpOptions {
     pub use_compression: bool,
     /// Gravitee `propagateClientAcceptEncoding` (already false when `use_compression` is on).
     pub propagate_client_accept_encoding: bool,
+    /// Gravitee `followRedirects`: the gateway follows the endpoint's redirects (as Vert.x does).
+    pub follow_redirects: bool,
 }
 
 impl From<Option<pb::HttpClientOptions>> for HttpOptions {
@@ -54,6 +56,7 @@ impl From<Option<pb::HttpClientOptions>> for HttpOptions {
             version,
             use_compression,
             propagate_client_accept_encoding,
+            follow_redirects,
         } = options.unwrap_or(pb::HttpClientOptions { keep_alive: true, use_compression: true, ..Default::default() });
         HttpOptions {
             connect_timeout: millis(connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT),
@@ -64,6 +67,7 @@ impl From<Option<pb::HttpClientOptions>> for HttpOptions {
             http2: version == pb::HttpVersion::Http2 as i32,
             use_compression,
             propagate_client_accept_encoding: propagate_client_accept_encoding && !use_compression,
+            follow_redirects,
         }
     }
 }

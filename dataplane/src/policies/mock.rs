@@ -1,10 +1,21 @@
 //! `mock`: the gateway answers with a fixed status, headers and content; no endpoint is called.
+//!
+//! As Gravitee's mock policy (1.15): a content whose EL fails, or that is one expression evaluating to
+//! null, is answered `500` with Gravitee's message and the whole content quoted; without a configured
+//! Content-Type, non-empty content is `application/json` when it parses as a JSON object or array,
+//! else `text/plain` (decided from the content as configured, not as rendered).
 
 use bytes::Bytes;
 use hgw_proto::v1 as pb;
+use http::header::CONTENT_TYPE;
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use super::{Outcome, Policy, PolicyError, Reply, RequestExchange, Value, header, invalid};
+use super::{Outcome, Policy, PolicyError, Reply, RequestExchange, header, invalid};
+
+/// Gravitee's answers when the content cannot be rendered (`ELNullEvaluationException`,
+/// `ExpressionEvaluationException`), followed by the content.
+const NULL_VALUE: &str = "The template evaluation returns a null value. Expression:\n";
+const EVALUATION_ERROR: &str = "The template evaluation returns an error. Expression:\n";
 
 #[derive(Debug)]
 pub struct Mock {
@@ -12,7 +23,7 @@ pub struct Mock {
     headers: Vec<(HeaderName, HeaderValue)>,
     /// Constant content is kept as bytes, shared by every response.
     content: Bytes,
-    template: Option<Value>,
+    template: Option<hgw_el::Template>,
 }
 
 impl Mock {
@@ -27,33 +38,80 @@ impl Mock {
                 .and_then(|s| StatusCode::from_u16(s).ok())
                 .ok_or_else(|| invalid("mock.status", format!("{status} is not an HTTP status")))?
         };
-        let headers = headers
+        let mut headers = headers
             .into_iter()
             .enumerate()
             .map(|(i, h)| header(&format!("mock.headers[{i}]"), h))
             .collect::<Result<Vec<_>, _>>()?;
-        let value = Value::compile("mock.content", content.clone())?;
-        let template = value.is_template().then_some(value);
+        if !content.is_empty() && !headers.iter().any(|(name, _)| name == CONTENT_TYPE) {
+            headers.push((CONTENT_TYPE, HeaderValue::from_static(content_type(&content))));
+        }
+        let template = hgw_el::parse_template(&content).map_err(|e| invalid("mock.content", format!("EL {e}")))?;
+        let template = (!template.is_constant()).then_some(template);
         Ok(Mock { status, headers, content: Bytes::from(content), template })
     }
+
+    /// The `500` Gravitee's mock answers when its content cannot be rendered.
+    fn unrenderable(&self, message: &str) -> (StatusCode, Bytes) {
+        let mut body = String::with_capacity(message.len() + self.content.len());
+        body.push_str(message);
+        body.push_str(&String::from_utf8_lossy(&self.content));
+        (StatusCode::INTERNAL_SERVER_ERROR, Bytes::from(body))
+    }
+}
+
+/// Gravitee's mock content type: JSON objects and arrays are `application/json`, anything else
+/// `text/plain` (its XML check parses the content as a URI, so it never applies).
+fn content_type(content: &str) -> &'static str {
+    let trimmed = content.trim_start();
+    let json = (trimmed.starts_with('{') || trimmed.starts_with('['))
+        && serde_json::from_str::<serde_json::Value>(content).is_ok();
+    if json { "application/json" } else { "text/plain" }
 }
 
 impl Policy for Mock {
     fn on_request(&self, exchange: &mut RequestExchange<'_>) -> Outcome {
-        let body = match &self.template {
-            Some(template) => Bytes::from(template.render(&exchange.el())),
-            None => self.content.clone(),
+        let (status, body) = match &self.template {
+            None => (self.status, self.content.clone()),
+            Some(template) => match template.render_nullable(&exchange.el()) {
+                Ok(Some(text)) => (self.status, Bytes::from(text)),
+                Ok(None) => self.unrenderable(NULL_VALUE),
+                Err(error) => {
+                    tracing::debug!(template = template.source(), %error, "mock content EL failed");
+                    self.unrenderable(EVALUATION_ERROR)
+                }
+            },
         };
-        Outcome::Respond(Reply {
-            status: self.status,
-            headers: self.headers.clone(),
-            body,
-            error_key: None,
-            error_message: None,
-        })
+        Outcome::Respond(Reply { status, headers: self.headers.clone(), body, error_key: None, error_message: None })
     }
 
     fn uses_el(&self) -> bool {
         self.template.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_type_as_gravitee_guesses_it() {
+        assert_eq!(content_type(r#"{"a": 1}"#), "application/json");
+        assert_eq!(content_type(" [1, 2]"), "application/json");
+        assert_eq!(
+            content_type(r#"{"id": "{#request.id}"}"#),
+            "application/json",
+            "decided on the content as configured"
+        );
+        assert_eq!(content_type("{#request.headers['x']}"), "text/plain");
+        assert_eq!(content_type("<a>xml</a>"), "text/plain");
+        assert_eq!(content_type("pong"), "text/plain");
+        let mock = |content: &str, headers: Vec<pb::Header>| {
+            Mock::compile(pb::MockPolicy { status: 200, headers, content: content.into() }).unwrap().headers
+        };
+        assert_eq!(mock("pong", vec![]), vec![(CONTENT_TYPE, HeaderValue::from_static("text/plain"))]);
+        assert!(mock("", vec![]).is_empty(), "no content, no type");
+        let own = mock("pong", vec![pb::Header { name: "content-type".into(), value: "text/x-own".into() }]);
+        assert_eq!(own, vec![(CONTENT_TYPE, HeaderValue::from_static("text/x-own"))]);
     }
 }

@@ -69,31 +69,29 @@ impl TransformHeaders {
         (render(&self.set), render(&self.append))
     }
 
-    /// Gravitee's order: removals, then the whitelist, then additions (so added headers always stay).
+    /// Gravitee's order (transform-headers 5.x, v4 and v3 alike): additions (set, then append), then
+    /// removals, then every header the whitelist does not name (names compared case-insensitively),
+    /// so a header added by the same step goes when it is removed or not whitelisted.
     fn apply(
         &self,
         headers: &mut HeaderMap,
         set: Vec<(HeaderName, HeaderValue)>,
         append: Vec<(HeaderName, HeaderValue)>,
     ) {
-        for name in &self.remove {
-            headers.remove(name);
-        }
-        if !self.whitelist.is_empty() {
-            let keep: Vec<HeaderName> = headers.keys().filter(|name| self.whitelist.contains(name)).cloned().collect();
-            let mut kept = HeaderMap::with_capacity(keep.len());
-            for name in keep {
-                for value in headers.get_all(&name) {
-                    kept.append(name.clone(), value.clone());
-                }
-            }
-            *headers = kept;
-        }
         for (name, value) in set {
             headers.insert(name, value);
         }
         for (name, value) in append {
             headers.append(name, value);
+        }
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        if !self.whitelist.is_empty() {
+            let drop: Vec<HeaderName> = headers.keys().filter(|name| !self.whitelist.contains(name)).cloned().collect();
+            for name in drop {
+                headers.remove(name);
+            }
         }
     }
 }
@@ -138,11 +136,14 @@ mod tests {
     }
 
     #[test]
-    fn remove_set_append_case_insensitively() {
+    fn set_append_remove_case_insensitively() {
         let mut headers = HeaderMap::new();
         headers.insert("x-secret", HeaderValue::from_static("1"));
         headers.insert("x-keep", HeaderValue::from_static("a"));
-        apply(&policy(&["X-Secret"], &[], &[("X-Keep", "b"), ("X-New", "n")], &[("X-Keep", "c")]), &mut headers);
+        apply(
+            &policy(&["X-Secret"], &[], &[("X-Keep", "b"), ("X-New", "n"), ("X-Secret", "2")], &[("X-Keep", "c")]),
+            &mut headers,
+        );
         assert!(headers.get("x-secret").is_none());
         let keep: Vec<&str> = headers.get_all("x-keep").iter().map(|v| v.to_str().unwrap()).collect();
         assert_eq!(keep, vec!["b", "c"]);
@@ -150,15 +151,25 @@ mod tests {
     }
 
     #[test]
-    fn whitelist_keeps_only_listed_then_adds() {
+    fn whitelist_and_removals_apply_after_additions() {
         let mut headers = HeaderMap::new();
         headers.insert("accept", HeaderValue::from_static("a"));
         headers.append("accept", HeaderValue::from_static("b"));
         headers.insert("cookie", HeaderValue::from_static("c"));
-        apply(&policy(&[], &["Accept"], &[("X-Added", "1")], &[]), &mut headers);
-        assert_eq!(headers.len(), 3);
+        headers.insert("x-b", HeaderValue::from_static("b"));
+        let step = policy(
+            &["x-b"],
+            &["Accept", "X-KEEP-ADDED", "X-B"],
+            &[("X-Added", "1"), ("X-Keep-Added", "2"), ("X-B", "set")],
+            &[],
+        );
+        apply(&step, &mut headers);
+        assert_eq!(headers.get_all("accept").iter().count(), 2, "whitelisted (any case), every value");
+        assert_eq!(headers["x-keep-added"], "2", "added and whitelisted");
         assert!(headers.get("cookie").is_none());
-        assert_eq!(headers["x-added"], "1");
+        assert!(headers.get("x-added").is_none(), "added but not whitelisted: removed, as Gravitee does");
+        assert!(headers.get("x-b").is_none(), "set then removed by the same step");
+        assert_eq!(headers.len(), 3);
     }
 
     #[test]

@@ -391,3 +391,44 @@ fn v2_execution_mode_chooses_the_engine() {
     assert!(!v2(Some("jupiter")));
     assert!(!deploy(v4(json!([endpoint("e", "http://b")]))).legacy_engine, "v4 is never legacy");
 }
+
+#[test]
+fn v2_host_header_becomes_a_host_header() {
+    let api = |endpoint_extra: Value, group_extra: Value| {
+        let mut endpoint = json!({"name": "e", "target": "http://e"});
+        let mut group = json!({"name": "g", "endpoints": []});
+        for (k, v) in endpoint_extra.as_object().unwrap() {
+            endpoint[k] = v.clone();
+        }
+        for (k, v) in group_extra.as_object().unwrap() {
+            group[k] = v.clone();
+        }
+        group["endpoints"] = json!([endpoint]);
+        let compiled = deploy(json!({
+            "id": "a", "name": "A", "gravitee": "2.0.0",
+            "proxy": {"virtual_hosts": [{"path": "/a"}], "groups": [group]},
+            "plans": [{"id": "p", "name": "free", "security": "KEY_LESS", "status": "PUBLISHED"}]
+        }));
+        compiled.endpoint_groups[0].endpoints[0]
+            .headers
+            .iter()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect::<Vec<_>>()
+    };
+    let pair = |n: &str, v: &str| (n.to_owned(), v.to_owned());
+    // On the endpoint: one more header, after its own.
+    assert_eq!(
+        api(json!({"hostHeader": "api.internal", "headers": {"X-E": "e"}}), json!({})),
+        vec![pair("X-E", "e"), pair("Host", "api.internal")]
+    );
+    assert!(api(json!({"hostHeader": "  "}), json!({})).is_empty(), "a blank one is ignored");
+    // On the group: replaces a header named exactly `Host`, else is added (inheriting endpoints get it).
+    assert_eq!(
+        api(
+            json!({"inherit": true}),
+            json!({"hostHeader": "g.internal", "headers": [{"name": "Host", "value": "x"}, {"name": "X-G", "value": "g"}]})
+        ),
+        vec![pair("Host", "g.internal"), pair("X-G", "g")]
+    );
+    assert_eq!(api(json!({"inherit": true}), json!({"hostHeader": "g.internal"})), vec![pair("Host", "g.internal")]);
+}
