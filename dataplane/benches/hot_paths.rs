@@ -180,6 +180,7 @@ fn policy_chain(bencher: divan::Bencher) {
             info: &info,
             path_params: &[],
             endpoint_target: &mut None,
+            legacy_engine: false,
         };
         for policy in &chain {
             match policy.on_request(&mut exchange) {

@@ -1119,9 +1119,10 @@ fn templated_fields(policy: &str) -> &'static dyn Fn(&str) -> bool {
 }
 
 /// A condition or selection rule: empty stays empty; otherwise it must parse in hgw's EL subset.
+/// The text is kept as written (spaces included): Gravitee's V3 engine quotes it in the error it
+/// answers when the condition fails to evaluate.
 fn el_expression(text: &str, at: &str) -> Result<String, CompileError> {
-    let text = text.trim();
-    if text.is_empty() {
+    if text.trim().is_empty() {
         return Ok(String::new());
     }
     if text.contains("#group") {

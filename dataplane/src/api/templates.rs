@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
+use http::header::{CONNECTION, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use hgw_proto::v1 as pb;
@@ -90,13 +90,24 @@ impl ResponseTemplates {
 }
 
 impl Template {
-    /// Applies the template to a gateway answer: status, headers (set), body (replaced).
-    pub fn apply(&self, status: &mut StatusCode, headers: &mut Vec<(HeaderName, HeaderValue)>) -> Bytes {
+    /// Applies the template to a gateway answer: status, headers (set), body (replaced). As Gravitee's
+    /// template failure processor: the connection is closed, and a body is labelled with the request's
+    /// own `Accept` value (`accept`, the first one) unless the template sets a Content-Type itself.
+    pub fn apply(
+        &self,
+        status: &mut StatusCode,
+        headers: &mut Vec<(HeaderName, HeaderValue)>,
+        accept: Option<&HeaderValue>,
+    ) -> Bytes {
         if let Some(s) = self.status {
             *status = s;
         }
         // The error's own Content-Type described the body being replaced.
-        headers.retain(|(name, _)| name != CONTENT_TYPE);
+        headers.retain(|(name, _)| name != CONTENT_TYPE && name != CONNECTION);
+        headers.push((CONNECTION, HeaderValue::from_static("close")));
+        if let Some(accept) = accept.filter(|_| !self.body.is_empty()) {
+            headers.push((CONTENT_TYPE, accept.clone()));
+        }
         for (name, value) in &self.headers {
             headers.retain(|(n, _)| n != name);
             headers.push((name.clone(), value.clone()));
@@ -199,7 +210,7 @@ mod tests {
         let mut status = StatusCode::UNAUTHORIZED;
         let mut headers =
             vec![(CONTENT_TYPE, HeaderValue::from_static("text/html")), (ACCEPT, HeaderValue::from_static("x"))];
-        let body = chosen.apply(&mut status, &mut headers);
+        let body = chosen.apply(&mut status, &mut headers, Some(&HeaderValue::from_static("application/json")));
         assert_eq!((status, body), (StatusCode::FORBIDDEN, Bytes::from("{\"e\":1}")));
         assert_eq!(headers.iter().filter(|(n, _)| n == CONTENT_TYPE).count(), 1);
         assert!(headers.contains(&(CONTENT_TYPE, HeaderValue::from_static("application/json"))));
@@ -207,9 +218,16 @@ mod tests {
         let default = t.select("OTHER", &[]).unwrap();
         let mut status = StatusCode::BAD_GATEWAY;
         let mut headers = vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))];
-        assert_eq!(default.apply(&mut status, &mut headers), Bytes::from("default"));
+        assert_eq!(
+            default.apply(&mut status, &mut headers, Some(&HeaderValue::from_static("*/*"))),
+            Bytes::from("default")
+        );
         assert_eq!(status, StatusCode::BAD_GATEWAY);
-        assert!(headers.is_empty());
+        // The request's Accept labels the body; the connection closes.
+        assert_eq!(
+            headers,
+            vec![(CONNECTION, HeaderValue::from_static("close")), (CONTENT_TYPE, HeaderValue::from_static("*/*"))]
+        );
     }
 
     #[test]

@@ -79,8 +79,10 @@ pub(crate) struct Ids {
     /// `X-Gravitee-Client-Identifier` of the answer, set once the plan is resolved (as Gravitee's
     /// subscription processor, which runs after the security chain: a 401 has none).
     pub(crate) client: Option<HeaderValue>,
-    /// The answer carries none of these (Gravitee's V3 engine answering an endpoint failure).
-    pub(crate) omit: bool,
+    /// A v2 API on Gravitee's V3 engine: every failure the gateway answers itself (refusals, policy
+    /// failures, errors) goes through that engine's failure processor, which sets no ids and closes
+    /// the connection.
+    pub(crate) legacy: bool,
 }
 
 impl Ids {
@@ -91,7 +93,7 @@ impl Ids {
         let request = HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""));
         let transaction =
             headers.get(&X_TRANSACTION_ID).filter(|v| !v.is_empty()).cloned().unwrap_or_else(|| request.clone());
-        Ids { request, transaction, client: None, omit: false }
+        Ids { request, transaction, client: None, legacy: false }
     }
 
     /// The ids a request to the endpoint carries.
@@ -104,9 +106,6 @@ impl Ids {
     /// identifier comes first; one the endpoint sent follows it (Gravitee adds the endpoint's headers
     /// to those it set).
     pub(crate) fn apply_response(&self, headers: &mut HeaderMap) {
-        if self.omit {
-            return;
-        }
         self.apply(headers);
         self.apply_client(headers);
     }

@@ -1,6 +1,7 @@
 //! The phases after routing: plan and security, the request flows, the endpoint call
 //! ([`invoke`](super::invoke)), the response flows; the request's record is filled in on the way.
 
+use bytes::Bytes;
 use http::header::{CONNECTION, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -11,10 +12,11 @@ use super::record::new_record;
 use super::respond::{GatewayError, error_response, reply_response};
 use super::websocket;
 use crate::api::flows::Flow;
+use crate::api::routes::Api;
 use crate::http::body::{RequestBody, ResponseBody};
 use crate::http::upstream::UpstreamError;
 use crate::policies::el::{ElContext, RequestInfo};
-use crate::policies::{Attributes, Outcome, RequestExchange, ResponseExchange};
+use crate::policies::{Attributes, Outcome, Reply, RequestExchange, ResponseExchange};
 use crate::telemetry::analytics::PendingRecord;
 use crate::telemetry::trace::{self, RequestTrace};
 
@@ -37,6 +39,8 @@ pub(crate) async fn serve_api(
 ) -> Response<ResponseBody> {
     let Routed { shared, conn, api, table, path_info, mut ids, arrival, timestamp_ms, in_flight, accept, propagate } =
         routed;
+    // Gravitee's V3 engine answers its failures without the gateway's ids (see `Ids::legacy`).
+    ids.legacy = api.legacy_engine;
     let accept = accept.as_slice();
     // A WebSocket handshake: the client's connection is taken here, before anything reads the body
     // (hyper hands it over once the `101` is sent).
@@ -157,10 +161,13 @@ pub(crate) async fn serve_api(
                 continue;
             }
             let params = if api.uses_el { flow.path_params(&path_info) } else { Vec::new() };
-            if let Some(condition) = &flow.condition
-                && !ElContext::request(&info, &parts.headers, &params, &attributes).holds(condition)
-            {
-                continue;
+            if let Some(condition) = &flow.condition {
+                match condition_holds(&api, &ElContext::request(&info, &parts.headers, &params, &attributes), condition)
+                {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(reply) => return reply_response(reply, &ids, record, in_flight, templates),
+                }
             }
             if api.best_match {
                 flows.truncate(first);
@@ -173,6 +180,9 @@ pub(crate) async fn serve_api(
         trace::note_error(trace, reply.error_key);
         return reply_response(reply, &ids, record, in_flight, templates);
     }
+    // Whether the request says it has a body: if its flows take that away (a transform-headers
+    // whitelist without Content-Length), Gravitee's connector sends none.
+    let framed = has_body_headers(&parts.headers);
     // The gateway's ids are on the request from here on, as Gravitee sets them before its flows: a
     // flow reads them, and one can remove them (transform-headers' whitelist does).
     ids.apply(&mut parts.headers);
@@ -195,14 +205,17 @@ pub(crate) async fn serve_api(
             info: &info,
             path_params: &[],
             endpoint_target: &mut endpoint_target,
+            legacy_engine: api.legacy_engine,
         };
         for (flow, params) in &flows {
             exchange.path_params = params;
             for step in &flow.request {
-                if let Some(condition) = &step.condition
-                    && !exchange.el().holds(condition)
-                {
-                    continue;
+                if let Some(condition) = &step.condition {
+                    match condition_holds(&api, &exchange.el(), condition) {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(reply) => return reply_response(reply, &ids, record, in_flight, templates),
+                    }
                 }
                 let policy_span = match (verbose, trace.as_ref(), request_span.as_ref()) {
                     (true, Some(t), Some(phase)) => Some(step_span(t, phase, step, "request")),
@@ -252,6 +265,7 @@ pub(crate) async fn serve_api(
     if let Some(r) = record.as_mut() {
         r.set_request_stats(stats);
     }
+    let body = if framed && !has_body_headers(&parts.headers) { RequestBody::buffered(Bytes::new()) } else { body };
 
     let client_host = parts
         .headers
@@ -280,8 +294,11 @@ pub(crate) async fn serve_api(
         Ok(response) => response,
         Err(error) => {
             trace::note_error(trace, Some(error.key()));
-            // Gravitee's V3 engine answers an endpoint failure from its connector, without the ids.
-            ids.omit = api.legacy_engine && matches!(error, GatewayError::Upstream(_));
+            // Gravitee's V3 engine answers an endpoint failure without the ids, but after failover
+            // (its failover invoker ends the exchange itself) with them.
+            if matches!(error, GatewayError::Upstream(_)) && api.endpoints.failover.is_some() {
+                ids.legacy = false;
+            }
             return error_response(&error, &ids, record, in_flight, templates);
         }
     };
@@ -493,6 +510,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in found.into_iter().flatten() {
         headers.remove(name);
     }
+}
+
+/// Gravitee's connector's test for a request body: a Content-Length or a Transfer-Encoding header.
+fn has_body_headers(headers: &HeaderMap) -> bool {
+    headers.contains_key(http::header::CONTENT_LENGTH) || headers.contains_key(http::header::TRANSFER_ENCODING)
+}
+
+/// A flow or step condition: Gravitee's v4 engines read an evaluation error as "not met"; its V3
+/// engine (v2 APIs without `execution_mode`) fails the request with a 500 that quotes the condition.
+fn condition_holds(api: &Api, el: &ElContext<'_>, condition: &hgw_el::Expression) -> Result<bool, Reply> {
+    if !api.legacy_engine {
+        return Ok(el.holds(condition));
+    }
+    el.holds_or_fails(condition).map_err(|message| Reply::error(StatusCode::INTERNAL_SERVER_ERROR, None, message))
 }
 
 #[cfg(test)]

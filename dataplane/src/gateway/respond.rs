@@ -82,20 +82,26 @@ pub(crate) fn reply_response(
     templates: Templates<'_>,
 ) -> Response<ResponseBody> {
     let Reply { mut status, mut headers, mut body, error_key, error_message } = reply;
-    // Gravitee's failure processor closes the connection after any failure but a client error.
-    if error_key.is_some() && !status.is_client_error() {
+    let failure = error_key.is_some() || error_message.is_some();
+    // Gravitee's failure processor closes the connection after any failure but a client error (its
+    // V3 engine's after every failure).
+    if (error_key.is_some() && !status.is_client_error()) || (ids.legacy && failure) {
         headers.push((CONNECTION, HeaderValue::from_static("close")));
     }
     if let (Some(key), Some((templates, accept))) = (error_key, templates)
         && let Some(template) = templates.select(key, accept)
     {
-        body = template.apply(&mut status, &mut headers);
+        body = template.apply(&mut status, &mut headers, accept.first());
     }
     let mut response_headers = HeaderMap::with_capacity(headers.len() + 2);
     for (name, value) in headers {
         response_headers.append(name, value);
     }
-    ids.apply_response(&mut response_headers);
+    // Gravitee's V3 engine answers its failures without the ids (its failure processor runs
+    // outside the chain that sets them).
+    if !(ids.legacy && failure) {
+        ids.apply_response(&mut response_headers);
+    }
     if let Some(r) = record.as_mut() {
         let rec = r.record_mut();
         rec.status = u32::from(status.as_u16());

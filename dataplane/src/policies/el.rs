@@ -102,6 +102,21 @@ impl<'a> ElContext<'a> {
         }
     }
 
+    /// Evaluates a condition as Gravitee's V3 engine (v2 APIs without `execution_mode`) does: an
+    /// evaluation error fails the request, with the message that engine answers (500).
+    pub fn holds_or_fails(&self, expression: &hgw_el::Expression) -> Result<bool, String> {
+        expression.eval_bool(self).map_err(|error| {
+            tracing::debug!(expression = expression.source(), %error, "EL condition failed (V3 engine: 500)");
+            // The engine quotes the condition as its template parser saw it: `{#` → `{##`.
+            let source = expression.source();
+            let quoted = match source.strip_prefix('{') {
+                Some(rest) => format!("{{#{rest}"),
+                None => source.to_owned(),
+            };
+            format!("The template evaluation returns an error. Expression:\n{quoted}")
+        })
+    }
+
     /// Renders a template; an evaluation error renders as empty text (logged at debug).
     pub fn render(&self, template: &hgw_el::Template) -> String {
         template.render(self).unwrap_or_else(|error| {

@@ -53,12 +53,18 @@ impl Policy for HttpRedirect {
             let groups = RegexCaptures::of(&rule.path, &captures);
             let location = rule.location.render(&exchange.el().with_captures(&groups));
             let location = normalize_location(&location);
-            let mut reply = Reply {
-                status: rule.status,
-                headers: Vec::new(),
-                body: Bytes::new(),
-                error_key: None,
-                error_message: None,
+            // v4 interrupts with an empty body; the V3 engine's policy fails with an empty message,
+            // which its failure processor writes as Gravitee's JSON error.
+            let mut reply = if exchange.legacy_engine {
+                Reply::error(rule.status, None, "")
+            } else {
+                Reply {
+                    status: rule.status,
+                    headers: Vec::new(),
+                    body: Bytes::new(),
+                    error_key: None,
+                    error_message: None,
+                }
             };
             // A location that is not a valid header value cannot be sent; Gravitee would fail the
             // request the same way (500).

@@ -60,6 +60,8 @@ pub struct RequestExchange<'a> {
     /// Where `dynamic-routing` sends the request (Gravitee's request endpoint attribute): `name:/path`
     /// for an endpoint or endpoint group, an absolute URL, or a path; `None`: the default group.
     pub endpoint_target: &'a mut Option<String>,
+    /// A v2 API on Gravitee's V3 engine, where a policy's refusal is a failure with a JSON body.
+    pub legacy_engine: bool,
 }
 
 impl RequestExchange<'_> {
@@ -297,6 +299,7 @@ pub(crate) fn with_test_exchange_behind<T>(
         info: &info,
         path_params: &[],
         endpoint_target: &mut None,
+        legacy_engine: false,
     };
     run(&mut exchange)
 }

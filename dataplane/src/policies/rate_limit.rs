@@ -292,6 +292,7 @@ mod tests {
             info: &crate::policies::el::RequestInfo::default(),
             path_params: &[],
             endpoint_target: &mut None,
+            legacy_engine: false,
         };
         match policy.on_request(&mut exchange) {
             Outcome::Wait(pending) => pending.await,
