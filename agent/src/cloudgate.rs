@@ -113,6 +113,8 @@ pub struct Subscription {
     pub plan: String,
     pub application: String,
     pub client_id: Option<String>,
+    /// The subscribing application's name, when the control plane sends it (EL `#subscription`).
+    pub application_name: Option<String>,
     pub status: String,
     pub starting_at: Option<i64>,
     pub ending_at: Option<i64>,

@@ -407,6 +407,7 @@ fn attach_credentials(
                     plan: s.plan.clone(),
                     application: s.application.clone(),
                     client_id: s.client_id.clone().unwrap_or_default(),
+                    application_name: s.application_name.clone().unwrap_or_default(),
                     status: subscription_status(&s.status)? as i32,
                     starting_at_ms: s.starting_at.unwrap_or(0),
                     ending_at_ms: s.ending_at.unwrap_or(0),

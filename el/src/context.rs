@@ -82,6 +82,12 @@ pub trait Context {
         let _ = name;
         None
     }
+    /// `#subscription.<name>`: `id`, `clientId` or `applicationName` of the subscription the request
+    /// runs under (key-less: the id is the client address, the others are null).
+    fn subscription_field(&self, name: &str) -> Option<&str> {
+        let _ = name;
+        None
+    }
     /// `#api.<name>`: `id` or `name` of the API being executed.
     fn api_field(&self, name: &str) -> Option<&str> {
         let _ = name;

@@ -540,6 +540,7 @@ impl<'t> Parser<'t> {
             "response" => (&["status", "headers"], "status, headers"),
             "context" => (&["attributes"], "attributes"),
             "api" => (&["id", "name"], "id, name"),
+            "subscription" => (&["id", "clientId", "applicationName"], "id, clientId, applicationName"),
             "this" | "root" => {
                 return Err(ParseError::unsupported(
                     self.text,
@@ -552,7 +553,7 @@ impl<'t> Parser<'t> {
                     self.text,
                     at,
                     &format!(
-                        "the variable `#{name}` is not supported (supported: #request, #response, #context, #api, \
+                        "the variable `#{name}` is not supported (supported: #request, #response, #context, #api, #subscription, \
                          and #group/#groupName where a policy matched a regular expression)"
                     ),
                 ));
@@ -594,6 +595,9 @@ impl<'t> Parser<'t> {
             ("request", "transactionId") => return field(Field::TransactionId),
             ("api", "id") => return field(Field::ApiId),
             ("api", "name") => return field(Field::ApiName),
+            ("subscription", "id") => return field(Field::SubscriptionId),
+            ("subscription", "clientId") => return field(Field::SubscriptionClientId),
+            ("subscription", "applicationName") => return field(Field::SubscriptionApplicationName),
             ("response", "status") => return field(Field::ResponseStatus),
             ("request", "headers") => Some(MultiMap::RequestHeaders),
             ("request", "params") => Some(MultiMap::QueryParams),

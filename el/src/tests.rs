@@ -64,6 +64,9 @@ impl Context for Req {
     fn request_context_path(&self) -> Option<&str> {
         Some("/v1/")
     }
+    fn subscription_field(&self, name: &str) -> Option<&str> {
+        (name == "id").then_some("sub-1")
+    }
     fn regex_group(&self, index: usize) -> Option<&str> {
         ["42", ""].get(index).copied()
     }
@@ -809,6 +812,9 @@ fn context_path_and_regex_groups() {
     assert_eq!(t.render(&req()).unwrap(), "/items/42/42");
     assert!(parse("#group").is_err(), "#group must be indexed");
     assert_eq!(eval_str("#endpoints['second-group']"), "second-group:");
+    assert_eq!(eval_str("#subscription.id"), "sub-1");
+    assert!(eval_bool("#subscription.clientId == null"));
+    assert!(parse("#subscription.metadata").is_err(), "only id, clientId and applicationName");
     assert!(parse("#groupName[0]").is_err(), "#groupName takes a string key");
 }
 

@@ -198,7 +198,9 @@ async fn response_templates_replace_gateway_errors_by_key_and_accept() {
 
     let text_reply = client.get(dp.url("/tpl/x")).header("Accept", "text/html").send().await.unwrap();
     assert_eq!(text_reply.status(), 403);
-    assert!(header(&text_reply, "content-type").is_none());
+    // Gravitee labels a templated body with the request's own Accept value, and closes the connection.
+    assert_eq!(header(&text_reply, "content-type"), Some("text/html"));
+    assert_eq!(header(&text_reply, "connection"), Some("close"));
     assert_eq!(text_reply.text().await.unwrap(), "an API key is required");
 
     // Another key falls back to DEFAULT.
@@ -214,6 +216,7 @@ async fn response_templates_replace_gateway_errors_by_key_and_accept() {
     let down = client.get(dp.url("/legacy/x")).header("Accept", "text/plain").send().await.unwrap();
     assert_eq!(down.status(), 503);
     assert_eq!(header(&down, "retry-after"), Some("5"));
+    assert_eq!(header(&down, "content-type"), Some("text/plain"));
     let down_id = header(&down, "x-gravitee-request-id").unwrap().to_owned();
     assert_eq!(down.text().await.unwrap(), "try later");
     let doc = report_for(&sim, &down_id).await;

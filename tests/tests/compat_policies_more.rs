@@ -219,3 +219,65 @@ async fn dynamic_routing_to_endpoints_groups_and_urls() {
     assert_eq!(unmatched.status, 400);
     assert_eq!(unmatched.json(), json!({"message": "No routing rule is matching path", "http_status_code": 400}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_header_el_subscription_el_and_v4_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+
+    // Mock headers take EL: set when it renders, left out when null, failing or unparsable (as
+    // Gravitee's mock); content EL that does not parse deploys and answers Gravitee's 500.
+    let mut mocked = v4_api("mocked", "/mocked", &backend.url());
+    mocked["flows"] = json!([flow(
+        "/",
+        json!([step(
+            "mock",
+            json!({"status": 202, "content": "ok", "headers": [
+        {"name": "X-Path", "value": "{#request.pathInfo}"},
+        {"name": "X-Null", "value": "{#request.headers['absent']}"},
+        {"name": "X-Fails", "value": "{#request.headers['absent'][0]}"},
+        {"name": "X-Broken", "value": "{#request.invalid..syntax}"},
+        {"name": "X-Plain", "value": "plain"}]})
+        )]),
+        json!([])
+    )]);
+    let mut broken = v4_api("broken-mock", "/broken-mock", &backend.url());
+    broken["flows"] =
+        json!([flow("/", json!([step("mock", json!({"content": "{#request.invalid..syntax}"}))]), json!([]))]);
+    // #subscription in a response step whose (v2-era) scope says REQUEST: a v4 definition runs it anyway,
+    // as Gravitee does; a null value adds no header.
+    let mut subscribed = v4_api("subscribed", "/subscribed", &backend.url());
+    subscribed["flows"] = json!([flow(
+        "/",
+        json!([]),
+        json!([step(
+            "transform-headers",
+            json!({"scope": "REQUEST",
+        "addHeaders": [{"name": "X-Sub", "value": "{#subscription.id}"},
+                       {"name": "X-Client", "value": "{#subscription.clientId}"},
+                       {"name": "X-App", "value": "{#subscription.applicationName}"}]})
+        )])
+    )]);
+    for a in [mocked, broken, subscribed] {
+        sim.put_api(a).await;
+    }
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+
+    let mocked = get(&client, &dp.url("/mocked/a/b")).await.unwrap();
+    assert_eq!((mocked.status, mocked.body.as_str()), (202, "ok"));
+    assert_eq!(mocked.header("x-path"), Some("/a/b"));
+    assert_eq!(mocked.header("x-plain"), Some("plain"));
+    for absent in ["x-null", "x-fails", "x-broken"] {
+        assert!(mocked.header(absent).is_none(), "{absent} is left out");
+    }
+    let broken = get(&client, &dp.url("/broken-mock/")).await.unwrap();
+    assert_eq!(broken.status, 500);
+    assert!(broken.body.starts_with("The template evaluation returns an error. Expression:\n"), "{}", broken.body);
+
+    let subscribed = get(&client, &dp.url("/subscribed/")).await.unwrap();
+    assert_eq!(subscribed.status, 200);
+    assert_eq!(subscribed.header("x-sub"), Some("127.0.0.1"), "key-less: the subscription is the client address");
+    assert!(subscribed.header("x-client").is_none() && subscribed.header("x-app").is_none());
+}

@@ -204,12 +204,30 @@ fn flows(flows: Option<&Value>) -> Value {
                 "name": flow.get("name"),
                 "enabled": flow.get("enabled").and_then(Value::as_bool).unwrap_or(true),
                 "selectors": selectors,
-                "request": flow.get("pre"),
-                "response": flow.get("post"),
+                "request": in_phase(flow.get("pre"), "REQUEST"),
+                "response": in_phase(flow.get("post"), "RESPONSE"),
             })
         })
         .collect();
     Value::Array(converted)
+}
+
+/// The steps of one v2 phase that run in it: v2-era policies carry a `scope` and Gravitee's V3-style
+/// policy code runs them only in the phase it names (v4 definitions ignore `scope`).
+fn in_phase(steps: Option<&Value>, phase: &str) -> Option<Value> {
+    let steps = steps?.as_array()?;
+    let runs_here = |step: &Value| {
+        let configuration = step.get("configuration").map(super::model::object_or_json_string);
+        let scope = match &configuration {
+            Some(Ok(configuration)) => configuration.get("scope").and_then(Value::as_str).map(str::to_owned),
+            _ => None,
+        };
+        match scope.map(|s| s.trim().to_ascii_uppercase()) {
+            Some(s) if s == "REQUEST" || s == "RESPONSE" => s == phase,
+            _ => true,
+        }
+    };
+    Some(Value::Array(steps.iter().filter(|s| runs_here(s)).cloned().collect()))
 }
 
 /// v2 headers are a list of `{name, value}` or (older) a map of name → value.

@@ -87,6 +87,7 @@ struct KeyEntry {
 struct SubscriptionEntry {
     plan: String,
     application: String,
+    application_name: String,
     client_id: String,
     /// Lower-case hex SHA-256 of the application's client certificate (mTLS plans).
     client_certificate_sha256: String,
@@ -107,7 +108,15 @@ impl SubscriptionEntry {
 
     /// The authentication this subscription (`id`) gives a request into `plan`.
     fn authenticated<'p>(&self, plan: &'p Plan, id: &str) -> Authenticated<'p> {
-        Authenticated { plan, application: self.application.clone(), subscription: id.to_owned(), user: None }
+        let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        Authenticated {
+            plan,
+            application: self.application.clone(),
+            subscription: id.to_owned(),
+            user: None,
+            client_id: text(&self.client_id),
+            application_name: text(&self.application_name),
+        }
     }
 }
 
@@ -128,6 +137,10 @@ pub struct Authenticated<'a> {
     pub subscription: String,
     /// The end user, when the credential names one (JWT `sub` or the configured claim).
     pub user: Option<String>,
+    /// The subscription's client id and application name (EL `#subscription.clientId`,
+    /// `#subscription.applicationName`); none for key-less plans, as in Gravitee.
+    pub client_id: Option<String>,
+    pub application_name: Option<String>,
 }
 
 /// Why plans could not be built from the proto.
@@ -206,6 +219,7 @@ impl Security {
                     SubscriptionEntry {
                         plan: s.plan,
                         application: s.application,
+                        application_name: s.application_name,
                         client_id: s.client_id,
                         client_certificate_sha256: s.client_certificate_sha256.to_ascii_lowercase(),
                         accepted,
@@ -343,6 +357,8 @@ impl Security {
                         application: "1".to_owned(),
                         subscription: client_ip.to_owned(),
                         user: None,
+                        client_id: None,
+                        application_name: None,
                     });
                 }
             }
@@ -597,6 +613,7 @@ mod tests {
             starting_at_ms: 0,
             ending_at_ms: 0,
             client_certificate_sha256: String::new(),
+            application_name: String::new(),
         }
     }
 

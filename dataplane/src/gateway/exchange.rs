@@ -75,6 +75,7 @@ pub(crate) async fn serve_api(
             api_id: api.id.clone(),
             api_name: api.name.clone(),
             headers: HeaderMap::new(),
+            ..RequestInfo::default()
         };
     }
     // The log captures the request as the client sent it, before security and flows change it.
@@ -122,6 +123,11 @@ pub(crate) async fn serve_api(
     };
     let plan = authenticated.plan;
     let subscription_id = authenticated.subscription;
+    if api.uses_el {
+        info.subscription_id.clone_from(&subscription_id);
+        info.subscription_client_id = authenticated.client_id;
+        info.application_name = authenticated.application_name;
+    }
     if let (Some(t), Some(mut span)) = (trace.as_mut(), security_span) {
         span.set("gravitee.plan.id", plan.id.clone());
         span.set("gravitee.security.type", plan.security_type());

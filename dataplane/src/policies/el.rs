@@ -25,6 +25,10 @@ pub struct RequestInfo {
     pub transaction_id: String,
     pub api_id: String,
     pub api_name: String,
+    /// The subscription the request runs under, once the plan is resolved (`#subscription`).
+    pub subscription_id: String,
+    pub subscription_client_id: Option<String>,
+    pub application_name: Option<String>,
     /// The request headers as sent upstream (for response-phase expressions).
     pub headers: HeaderMap,
 }
@@ -135,6 +139,14 @@ fn values<'h>(headers: &'h HeaderMap, name: &str) -> Vec<&'h str> {
 }
 
 impl hgw_el::Context for ElContext<'_> {
+    fn subscription_field(&self, name: &str) -> Option<&str> {
+        match name {
+            "id" => non_empty(&self.info.subscription_id),
+            "clientId" => self.info.subscription_client_id.as_deref(),
+            "applicationName" => self.info.application_name.as_deref(),
+            _ => None,
+        }
+    }
     fn regex_group(&self, index: usize) -> Option<&str> {
         self.captures?.groups.get(index).map(String::as_str)
     }

@@ -20,10 +20,21 @@ const EVALUATION_ERROR: &str = "The template evaluation returns an error. Expres
 #[derive(Debug)]
 pub struct Mock {
     status: StatusCode,
+    /// Constant headers, and (rendered per request) those whose value is EL.
     headers: Vec<(HeaderName, HeaderValue)>,
+    templated_headers: Vec<(HeaderName, Option<hgw_el::Template>)>,
     /// Constant content is kept as bytes, shared by every response.
     content: Bytes,
-    template: Option<hgw_el::Template>,
+    template: Content,
+}
+
+/// The mock's content: constant, an EL template, or EL Gravitee cannot parse either (its mock then
+/// fails every request with a 500; hgw does the same and warns when the API is loaded).
+#[derive(Debug)]
+enum Content {
+    Constant,
+    Template(hgw_el::Template),
+    Unparsable,
 }
 
 impl Mock {
@@ -38,17 +49,38 @@ impl Mock {
                 .and_then(|s| StatusCode::from_u16(s).ok())
                 .ok_or_else(|| invalid("mock.status", format!("{status} is not an HTTP status")))?
         };
-        let mut headers = headers
-            .into_iter()
-            .enumerate()
-            .map(|(i, h)| header(&format!("mock.headers[{i}]"), h))
-            .collect::<Result<Vec<_>, _>>()?;
-        if !content.is_empty() && !headers.iter().any(|(name, _)| name == CONTENT_TYPE) {
+        // As Gravitee's mock: a header whose value is EL is set to what it renders to; when that is
+        // null, or the EL fails (or does not parse), the header is left out.
+        let mut constant = Vec::with_capacity(headers.len() + 1);
+        let mut templated_headers = Vec::new();
+        for (i, h) in headers.into_iter().enumerate() {
+            let (name, value) = header(&format!("mock.headers[{i}]"), h)?;
+            let text = value.to_str().unwrap_or_default();
+            if !(text.contains("{#") || text.contains("{(")) {
+                constant.push((name, value));
+                continue;
+            }
+            let template = hgw_el::parse_template(text)
+                .inspect_err(|e| tracing::warn!(header = %name, error = %e, "mock header EL does not parse: the header is never set (as in Gravitee)"))
+                .ok();
+            templated_headers.push((name, template));
+        }
+        let mut headers = constant;
+        if !content.is_empty()
+            && !headers.iter().any(|(name, _)| name == CONTENT_TYPE)
+            && !templated_headers.iter().any(|(name, _)| name == CONTENT_TYPE)
+        {
             headers.push((CONTENT_TYPE, HeaderValue::from_static(content_type(&content))));
         }
-        let template = hgw_el::parse_template(&content).map_err(|e| invalid("mock.content", format!("EL {e}")))?;
-        let template = (!template.is_constant()).then_some(template);
-        Ok(Mock { status, headers, content: Bytes::from(content), template })
+        let template = match hgw_el::parse_template(&content) {
+            Ok(template) if template.is_constant() => Content::Constant,
+            Ok(template) => Content::Template(template),
+            Err(error) => {
+                tracing::warn!(%error, "mock content EL does not parse: every request gets Gravitee's 500");
+                Content::Unparsable
+            }
+        };
+        Ok(Mock { status, headers, templated_headers, content: Bytes::from(content), template })
     }
 
     /// The `500` Gravitee's mock answers when its content cannot be rendered.
@@ -72,8 +104,8 @@ fn content_type(content: &str) -> &'static str {
 impl Policy for Mock {
     fn on_request(&self, exchange: &mut RequestExchange<'_>) -> Outcome {
         let (status, body) = match &self.template {
-            None => (self.status, self.content.clone()),
-            Some(template) => match template.render_nullable(&exchange.el()) {
+            Content::Constant => (self.status, self.content.clone()),
+            Content::Template(template) => match template.render_nullable(&exchange.el()) {
                 Ok(Some(text)) => (self.status, Bytes::from(text)),
                 Ok(None) => self.unrenderable(NULL_VALUE),
                 Err(error) => {
@@ -81,12 +113,24 @@ impl Policy for Mock {
                     self.unrenderable(EVALUATION_ERROR)
                 }
             },
+            Content::Unparsable => self.unrenderable(EVALUATION_ERROR),
         };
-        Outcome::Respond(Reply { status, headers: self.headers.clone(), body, error_key: None, error_message: None })
+        let mut headers = self.headers.clone();
+        if !self.templated_headers.is_empty() {
+            let el = exchange.el();
+            for (name, template) in &self.templated_headers {
+                let value = template.as_ref().and_then(|t| t.render_nullable(&el).ok().flatten());
+                if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                    headers.retain(|(n, _)| n != name);
+                    headers.push((name.clone(), value));
+                }
+            }
+        }
+        Outcome::Respond(Reply { status, headers, body, error_key: None, error_message: None })
     }
 
     fn uses_el(&self) -> bool {
-        self.template.is_some()
+        matches!(self.template, Content::Template(_)) || self.templated_headers.iter().any(|(_, t)| t.is_some())
     }
 }
 

@@ -58,7 +58,12 @@ impl TransformHeaders {
                 .filter_map(|(name, value)| {
                     let text = match (value, el) {
                         (Value::Constant(text), _) => text.clone(),
-                        (Value::Template(_), Some(el)) => value.render(el),
+                        // As Gravitee's policy: a value that evaluates to null adds no header.
+                        (Value::Template(template), Some(el)) => match template.render_nullable(el) {
+                            Ok(Some(text)) => text,
+                            Ok(None) => return None,
+                            Err(_) => value.render(el),
+                        },
                         (Value::Template(_), None) => String::new(),
                     };
                     // A rendered value that is not a valid header value is dropped, not sent broken.

@@ -244,7 +244,7 @@ fn policies_and_api_key_plans_compile() {
     assert_eq!(api.plans[0].security, pb::SecurityType::ApiKey as i32);
     assert!(api.plans[0].api_key.as_ref().unwrap().propagate_api_key);
     let flow = &api.flows[0];
-    assert_eq!(flow.request.len(), 4, "the RESPONSE-scoped step does not run in the request phase");
+    assert_eq!(flow.request.len(), 5, "a v4 definition's step runs whatever its `scope` says (as in Gravitee)");
     assert!(matches!(&flow.request[2].policy, Some(pb::step::Policy::RequestContentLimit(l)) if l.limit == 1024));
     assert!(
         matches!(&flow.response[0].policy, Some(pb::step::Policy::TransformHeaders(t)) if t.add_headers[0].name == "X-Out")
@@ -575,4 +575,19 @@ fn v2_logging_maps_mode_scope_and_content() {
     assert!(logging.headers && !logging.payload);
     def["proxy"]["logging"] = json!({"mode": "NONE", "content": "HEADERS_PAYLOADS", "scope": "REQUEST_RESPONSE"});
     assert_eq!(deploy(def).logging, None);
+}
+
+#[test]
+fn v2_steps_run_only_in_the_phase_their_scope_names() {
+    let v2 = deploy(json!({
+        "id": "scoped", "name": "Scoped", "gravitee": "2.0.0",
+        "proxy": {"virtual_hosts": [{"path": "/s"}], "groups": [{"name": "g", "endpoints": [{"name": "b", "target": "http://10.0.0.1:80/"}]}]},
+        "plans": [{"id": "p", "name": "free", "security": "KEY_LESS", "status": "PUBLISHED"}],
+        "flows": [{"name": "f", "path-operator": {"path": "/", "operator": "STARTS_WITH"},
+            "pre": [{"policy": "transform-headers", "configuration": {"scope": "RESPONSE", "addHeaders": [{"name": "X-No", "value": "1"}]}},
+                    {"policy": "transform-headers", "configuration": "{\"scope\": \"REQUEST\", \"addHeaders\": []}"}],
+            "post": [{"policy": "transform-headers", "configuration": {"scope": "REQUEST", "addHeaders": []}},
+                     {"policy": "transform-headers", "configuration": {"addHeaders": []}}]}]
+    }));
+    assert_eq!((v2.flows[0].request.len(), v2.flows[0].response.len()), (1, 1));
 }
