@@ -180,8 +180,22 @@ async fn apis(State(state): State<Arc<NodeState>>) -> Response {
         .map(|r| json!({"id": r.id, "name": r.name, "source": r.origin, "reason": r.reason}))
         .collect();
     let skipped: Vec<_> = snapshot.skipped.iter().map(|(id, why)| json!({"id": id, "reason": why})).collect();
+    // What keeps APIs out, by feature, most frequent first: where a user looks to see what their set
+    // needs from hgw.
+    let mut by_feature: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for r in snapshot.rejected.values() {
+        *by_feature.entry(feature_of(&r.reason)).or_default() += 1;
+    }
+    let mut features: Vec<_> = by_feature.into_iter().collect();
+    features.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     Json(json!({
         "version": snapshot.version,
+        "compatibility": {
+            "deployed": deployed.len(),
+            "rejected": rejected.len(),
+            "skipped": skipped.len(),
+            "rejectedBy": features.into_iter().map(|(feature, apis)| json!({"feature": feature, "apis": apis})).collect::<Vec<_>>(),
+        },
         "deployed": deployed,
         "rejected": rejected,
         "skipped": skipped,
@@ -189,6 +203,31 @@ async fn apis(State(state): State<Arc<NodeState>>) -> Response {
         "apiKeys": snapshot.api_keys,
     }))
     .into_response()
+}
+
+/// The feature a rejection reason names: the policy or endpoint type when it is one, else the field
+/// path without its indexes (`endpointGroups.endpoints.sharedConfigurationOverride.proxy`).
+fn feature_of(reason: &str) -> String {
+    for marker in ["policy `", "endpoint type `", "listener type `", "entrypoint `", "API type `"] {
+        if let Some(start) = reason.find(marker) {
+            let rest = &reason[start + marker.len()..];
+            if let Some(end) = rest.find('`') {
+                return format!("{}{}`", marker, &rest[..end]);
+            }
+        }
+    }
+    let path = reason.split(": ").next().unwrap_or(reason);
+    let mut out = String::with_capacity(path.len());
+    let mut depth = 0usize;
+    for c in path.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 async fn dataplanes(State(state): State<Arc<NodeState>>) -> Response {
@@ -205,4 +244,21 @@ async fn dataplanes(State(state): State<Arc<NodeState>>) -> Response {
         })
         .collect();
     Json(json!({"currentVersion": state.store.current().version, "dataplanes": list})).into_response()
+}
+
+#[cfg(test)]
+mod feature_tests {
+    use super::feature_of;
+
+    #[test]
+    fn rejections_are_grouped_by_what_they_name() {
+        assert_eq!(feature_of("flows[0].request[1].policy: policy `groovy` is not supported"), "policy `groovy`");
+        assert_eq!(
+            feature_of(
+                "endpointGroups[0].endpoints[2].sharedConfigurationOverride.proxy: calling endpoints through a proxy"
+            ),
+            "endpointGroups.endpoints.sharedConfigurationOverride.proxy"
+        );
+        assert_eq!(feature_of("type: message APIs are not supported"), "type");
+    }
 }

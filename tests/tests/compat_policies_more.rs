@@ -110,6 +110,12 @@ async fn latency_method_status_and_redirect_policies() {
         |id: &str| apis["rejected"].as_array().unwrap().iter().find(|r| r["id"] == id).map(|r| r["reason"].to_string());
     assert!(reason("bad-unit").unwrap().contains("timeUnit"), "{apis}");
     assert!(reason("group-elsewhere").unwrap().contains("#group"), "{apis}");
+    // The compatibility summary groups rejections by the feature they name.
+    let summary = &apis["compatibility"];
+    assert_eq!((summary["deployed"].as_u64(), summary["rejected"].as_u64()), (Some(2), Some(2)), "{summary}");
+    let features: Vec<&str> =
+        summary["rejectedBy"].as_array().unwrap().iter().filter_map(|f| f["feature"].as_str()).collect();
+    assert!(features.contains(&"flows.request.configuration.timeUnit"), "{summary}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,6 +44,18 @@ impl Context for Fixed {
     fn response_status(&self) -> Option<u16> {
         Some(404)
     }
+    fn request_context_path(&self) -> Option<&str> {
+        Some("/v1/")
+    }
+    fn regex_group(&self, index: usize) -> Option<&str> {
+        ["42", ""].get(index).copied()
+    }
+    fn regex_named_group(&self, name: &str) -> Option<&str> {
+        (name == "id").then_some("42")
+    }
+    fn subscription_field(&self, name: &str) -> Option<&str> {
+        (name == "id").then_some("sub-1")
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -56,5 +68,6 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(template) = parse_template(&text) {
         let _ = template.render(&Fixed);
         let _ = template.render(&EmptyContext);
+        let _ = template.render_nullable(&Fixed);
     }
 });
