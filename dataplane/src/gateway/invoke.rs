@@ -310,7 +310,17 @@ pub async fn invoke(
         last_error = Some(error);
     }
     // Nothing was available (every circuit open), or every attempt failed: the last failure tells.
-    Err(last_error.map_or(GatewayError::NoEndpoint, GatewayError::from))
+    match last_error {
+        Some(error) => Err(error.into()),
+        // With failover, Gravitee wraps the call in a circuit breaker: while it is open the call is
+        // not permitted, which it answers 502 without a body, not "no endpoint".
+        None if group.failover.is_some()
+            && group.endpoints().iter().any(|e| e.health.is_up() && e.circuit.is_open(Instant::now())) =>
+        {
+            Err(GatewayError::CircuitOpen)
+        }
+        None => Err(GatewayError::NoEndpoint),
+    }
 }
 
 /// Most redirects followed for one call (Vert.x's `HttpClientOptions.DEFAULT_MAX_REDIRECTS`); the

@@ -20,6 +20,9 @@ pub enum GatewayError {
     NotReady,
     #[error("No endpoint available")]
     NoEndpoint,
+    /// Failover's circuit breaker is open: the call is not permitted (Gravitee: 502, no body).
+    #[error("The failover circuit breaker is open")]
+    CircuitOpen,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     /// The client's body failed (never the endpoint's fault: no circuit, retry or health hears of it).
@@ -36,6 +39,8 @@ impl GatewayError {
         match self {
             GatewayError::NotReady => "GATEWAY_NOT_READY",
             GatewayError::NoEndpoint => "NO_ENDPOINT_FOUND",
+            // Gravitee's failure has no key; this one names it in metrics and logs only.
+            GatewayError::CircuitOpen => "FAILOVER_CIRCUIT_OPEN",
             // Gravitee 4.10's http-proxy endpoint: every timeout is REQUEST_TIMEOUT, every other
             // failure to reach the endpoint GATEWAY_CLIENT_CONNECTION_ERROR.
             GatewayError::Upstream(UpstreamError::ReadTimeout | UpstreamError::ConnectTimeout) => "REQUEST_TIMEOUT",
@@ -53,7 +58,7 @@ impl GatewayError {
             GatewayError::Upstream(UpstreamError::ReadTimeout | UpstreamError::ConnectTimeout) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            GatewayError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            GatewayError::Upstream(_) | GatewayError::CircuitOpen => StatusCode::BAD_GATEWAY,
             GatewayError::ClientBody(ClientFault::Malformed) => StatusCode::BAD_REQUEST,
             GatewayError::ClientBody(ClientFault::Stalled) => StatusCode::REQUEST_TIMEOUT,
         }
@@ -64,7 +69,7 @@ impl GatewayError {
     /// failure processor then writes no body).
     pub fn public_message(&self) -> Option<String> {
         match self {
-            GatewayError::Upstream(_) => None,
+            GatewayError::Upstream(_) | GatewayError::CircuitOpen => None,
             other => Some(other.to_string()),
         }
     }
@@ -149,6 +154,7 @@ mod tests {
         let cases = [
             (GatewayError::NotReady, "GATEWAY_NOT_READY", 503),
             (GatewayError::NoEndpoint, "NO_ENDPOINT_FOUND", 503),
+            (GatewayError::CircuitOpen, "FAILOVER_CIRCUIT_OPEN", 502),
             (UpstreamError::ReadTimeout.into(), "REQUEST_TIMEOUT", 504),
             (UpstreamError::ConnectTimeout.into(), "REQUEST_TIMEOUT", 504),
             (UpstreamError::ConnectionRefused.into(), "GATEWAY_CLIENT_CONNECTION_ERROR", 502),
