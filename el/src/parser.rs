@@ -479,43 +479,10 @@ impl<'t> Parser<'t> {
             "endpoints" => {
                 // Gravitee's endpoint reference: `#endpoints['name']` is the text `name:`, which the
                 // endpoint invoker reads as "the endpoint, or endpoint group, called name".
-                let open = self.peek().clone();
-                if !matches!(open.tok, Tok::LBracket) {
-                    return Err(
-                        self.error(open.start, "`#endpoints` must be followed by a name, e.g. `#endpoints['default']`")
-                    );
-                }
-                self.advance()?;
-                let key = self.advance()?;
-                let Tok::Str(name) = key.tok else {
-                    return Err(ParseError::unsupported(
-                        self.text,
-                        key.start,
-                        "the name in `#endpoints[...]` must be a string literal",
-                    ));
-                };
-                self.expect(Tok::RBracket, "`]`")?;
+                let name = self.parse_map_key("#endpoints", "default")?;
                 return Ok((Node::Str(format!("{name}:").into_boxed_str()), Ty::Str));
             }
-            "groupName" => {
-                let open = self.peek().clone();
-                if !matches!(open.tok, Tok::LBracket) {
-                    return Err(
-                        self.error(open.start, "`#groupName` must be followed by a key, e.g. `#groupName['id']`")
-                    );
-                }
-                self.advance()?;
-                let key = self.advance()?;
-                let Tok::Str(k) = key.tok else {
-                    return Err(ParseError::unsupported(
-                        self.text,
-                        key.start,
-                        "the key of `#groupName[...]` must be a string literal",
-                    ));
-                };
-                self.expect(Tok::RBracket, "`]`")?;
-                return Ok((Node::GroupName(k.into_boxed_str()), Ty::Str));
-            }
+            "groupName" => return Ok((Node::GroupName(self.parse_map_key("#groupName", "id")?), Ty::Str)),
             _ => {}
         }
         let (props, supported): (&[&str], &str) = match name {
@@ -615,6 +582,26 @@ impl<'t> Parser<'t> {
             return Ok((Node::MultiAt { map, key, index, at: self.col(open.start) }, Ty::Str));
         }
         Ok((Node::Multi { map, key }, Ty::List))
+    }
+
+    /// `['key']` right after a map-valued variable (`#groupName`, `#endpoints`); `example` shows a key.
+    fn parse_map_key(&mut self, variable: &str, example: &str) -> Result<Box<str>, ParseError> {
+        let open = self.peek().clone();
+        if !matches!(open.tok, Tok::LBracket) {
+            return Err(self
+                .error(open.start, format!("`{variable}` must be followed by a key, e.g. `{variable}['{example}']`")));
+        }
+        self.advance()?;
+        let key = self.advance()?;
+        let Tok::Str(k) = key.tok else {
+            return Err(ParseError::unsupported(
+                self.text,
+                key.start,
+                &format!("the key of `{variable}[...]` must be a string literal"),
+            ));
+        };
+        self.expect(Tok::RBracket, "`]`")?;
+        Ok(k.into_boxed_str())
     }
 
     /// `['name']` after a map-valued property.

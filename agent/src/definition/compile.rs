@@ -1535,52 +1535,58 @@ fn override_method(configuration: &Value, at: &str) -> Result<pb::OverrideMethod
 /// Gravitee's `http-redirect`: rules tried in order, each a Java regular expression matched against the
 /// whole path below the context path.
 fn http_redirect(configuration: &Value, at: &str) -> Result<pb::HttpRedirectPolicy, CompileError> {
+    let rules = regex_rules(configuration, at, "path", "location")?
+        .into_iter()
+        .map(|(rule, at, path_regex, location)| {
+            let status = rule
+                .get("status")
+                .and_then(Value::as_u64)
+                .filter(|s| (100..=599).contains(s))
+                .ok_or_else(|| err(format!("{at}.status"), "must be an HTTP status code (100-599)"))?;
+            Ok(pb::http_redirect_policy::Rule { path_regex, location, status: status as u32 })
+        })
+        .collect::<Result<_, CompileError>>()?;
+    Ok(pb::HttpRedirectPolicy { rules })
+}
+
+/// A policy's `rules`: each a Java regular expression (`regex_field`, matched against the whole path,
+/// checked here) and a non-empty target (`target_field`, an EL template), with the rule and its path.
+fn regex_rules<'c>(
+    configuration: &'c Value,
+    at: &str,
+    regex_field: &str,
+    target_field: &str,
+) -> Result<Vec<(&'c Value, String, String, String)>, CompileError> {
     let rules = match configuration.get("rules") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(rules)) => rules.as_slice().to_vec(),
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(rules)) => rules,
         Some(_) => return Err(err(format!("{at}.rules"), "must be a list")),
     };
-    let mut compiled = Vec::with_capacity(rules.len());
-    for (i, rule) in rules.iter().enumerate() {
-        let at = format!("{at}.rules[{i}]");
-        let path_regex = rule.get("path").and_then(Value::as_str).unwrap_or_default().to_owned();
-        regex::Regex::new(&format!("^(?:{path_regex})$"))
-            .map_err(|e| err(format!("{at}.path"), format!("not a valid regular expression: {e}")))?;
-        let location = rule.get("location").and_then(Value::as_str).unwrap_or_default().to_owned();
-        if location.is_empty() {
-            return Err(err(format!("{at}.location"), "the redirect location is missing"));
-        }
-        let status = rule
-            .get("status")
-            .and_then(Value::as_u64)
-            .filter(|s| (100..=599).contains(s))
-            .ok_or_else(|| err(format!("{at}.status"), "must be an HTTP status code (100-599)"))?;
-        compiled.push(pb::http_redirect_policy::Rule { path_regex, location, status: status as u32 });
-    }
-    Ok(pb::HttpRedirectPolicy { rules: compiled })
+    rules
+        .iter()
+        .enumerate()
+        .map(|(i, rule)| {
+            let at = format!("{at}.rules[{i}]");
+            let regex = rule.get(regex_field).and_then(Value::as_str).unwrap_or_default().to_owned();
+            regex::Regex::new(&format!("^(?:{regex})$"))
+                .map_err(|e| err(format!("{at}.{regex_field}"), format!("not a valid regular expression: {e}")))?;
+            let target = rule.get(target_field).and_then(Value::as_str).unwrap_or_default().trim().to_owned();
+            if target.is_empty() {
+                return Err(err(format!("{at}.{target_field}"), "is missing"));
+            }
+            Ok((rule, at, regex, target))
+        })
+        .collect()
 }
 
 /// Gravitee's `dynamic-routing`: rules tried in order, each a Java regular expression matched against
 /// the whole path below the context path, and the URL (an EL template) the request goes to.
 fn dynamic_routing(configuration: &Value, at: &str) -> Result<pb::DynamicRoutingPolicy, CompileError> {
-    let rules = match configuration.get("rules") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(rules)) => rules.as_slice().to_vec(),
-        Some(_) => return Err(err(format!("{at}.rules"), "must be a list")),
-    };
-    let mut compiled = Vec::with_capacity(rules.len());
-    for (i, rule) in rules.iter().enumerate() {
-        let at = format!("{at}.rules[{i}]");
-        let pattern = rule.get("pattern").and_then(Value::as_str).unwrap_or_default().to_owned();
-        regex::Regex::new(&format!("^(?:{pattern})$"))
-            .map_err(|e| err(format!("{at}.pattern"), format!("not a valid regular expression: {e}")))?;
-        let url = rule.get("url").and_then(Value::as_str).unwrap_or_default().trim().to_owned();
-        if url.is_empty() {
-            return Err(err(format!("{at}.url"), "the URL to route to is missing"));
-        }
-        compiled.push(pb::dynamic_routing_policy::Rule { pattern, url });
-    }
-    Ok(pb::DynamicRoutingPolicy { rules: compiled })
+    let rules = regex_rules(configuration, at, "pattern", "url")?
+        .into_iter()
+        .map(|(_, _, pattern, url)| pb::dynamic_routing_policy::Rule { pattern, url })
+        .collect();
+    Ok(pb::DynamicRoutingPolicy { rules })
 }
 
 /// Gravitee's `status-code` (transform-status-code).
