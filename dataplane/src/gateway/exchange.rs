@@ -182,7 +182,7 @@ pub(crate) async fn serve_api(
         }
     }
     if api.flow_match_required && flows.is_empty() {
-        let reply = crate::policies::Reply::empty(StatusCode::NOT_FOUND, "FLOW_EXECUTION_FLOW_MATCHED_FAILURE");
+        let reply = Reply::empty(StatusCode::NOT_FOUND, "FLOW_EXECUTION_FLOW_MATCHED_FAILURE");
         trace::note_error(trace, reply.error_key);
         return reply_response(reply, &ids, record, in_flight, templates);
     }
