@@ -584,34 +584,20 @@ impl<'t> Parser<'t> {
         Ok((Node::Multi { map, key }, Ty::List))
     }
 
-    /// `['key']` right after a map-valued variable (`#groupName`, `#endpoints`); `example` shows a key.
-    fn parse_map_key(&mut self, variable: &str, example: &str) -> Result<Box<str>, ParseError> {
-        let open = self.peek().clone();
-        if !matches!(open.tok, Tok::LBracket) {
-            return Err(self
-                .error(open.start, format!("`{variable}` must be followed by a key, e.g. `{variable}['{example}']`")));
-        }
-        self.advance()?;
-        let key = self.advance()?;
-        let Tok::Str(k) = key.tok else {
-            return Err(ParseError::unsupported(
-                self.text,
-                key.start,
-                &format!("the key of `{variable}[...]` must be a string literal"),
-            ));
-        };
-        self.expect(Tok::RBracket, "`]`")?;
-        Ok(k.into_boxed_str())
-    }
-
     /// `['name']` after a map-valued property.
     fn parse_key(&mut self, name: &str, prop: &str) -> Result<Box<str>, ParseError> {
+        self.parse_map_key(&format!("#{name}.{prop}"), "name")
+    }
+
+    /// `['key']` after a map-valued property or variable (`#request.headers`, `#groupName`,
+    /// `#endpoints`); `example` shows a key.
+    fn parse_map_key(&mut self, map: &str, example: &str) -> Result<Box<str>, ParseError> {
         let open = self.peek().clone();
         if !matches!(open.tok, Tok::LBracket) {
             return Err(ParseError::unsupported(
                 self.text,
                 open.start,
-                &format!("`#{name}.{prop}` must be followed by a key, e.g. `#{name}.{prop}['name']`"),
+                &format!("`{map}` must be followed by a key, e.g. `{map}['{example}']`"),
             ));
         }
         self.advance()?;
@@ -620,7 +606,7 @@ impl<'t> Parser<'t> {
             return Err(ParseError::unsupported(
                 self.text,
                 key.start,
-                &format!("the key of `#{name}.{prop}[...]` must be a string literal"),
+                &format!("the key of `{map}[...]` must be a string literal"),
             ));
         };
         self.expect(Tok::RBracket, "`]`")?;
