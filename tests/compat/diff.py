@@ -25,9 +25,9 @@ and on hgw, the same requests to both, the answers compared.
   `same` now (the committed table is a ratchet: compatibility may only grow).
 """
 import argparse
-import hashlib
 import http.client
 import http.server
+import importlib.util
 import json
 import os
 import pathlib
@@ -45,6 +45,19 @@ HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 CORPUS = HERE / "corpus"
 API_KEY = "compat-key-0001"
+
+
+def _load_prepare():
+    """gravitee-gw/prepare-apis.py (the oracle recipe's definition preparation), as a module."""
+    spec = importlib.util.spec_from_file_location("prepare_apis", HERE / "gravitee-gw" / "prepare-apis.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+PREPARE = _load_prepare()
+# Extra GET paths per corpus file (see probes.json), read once.
+EXTRA_PROBES = {k: v for k, v in json.loads((HERE / "probes.json").read_text()).items() if k != "_"}
 REQUEST_TIMEOUT = 20.0
 VOLATILE_HEADERS = {"date", "server", "connection", "keep-alive", "transfer-encoding", "content-length"}
 ID_HEADERS = {"x-gravitee-transaction-id", "x-gravitee-request-id"}
@@ -159,12 +172,6 @@ def is_v4(doc):
     return "listeners" in doc or version in ("V4", "4.0.0")
 
 
-def plan_security(plan):
-    sec = plan.get("security")
-    kind = sec.get("type") if isinstance(sec, dict) else sec
-    return str(kind or "").replace("_", "-").lower()
-
-
 def prepare(index, name, text, backend_port):
     """One corpus file → (registry document, probe facts)."""
     text = text.replace("http://localhost:8080", f"http://127.0.0.1:{backend_port}")
@@ -203,23 +210,11 @@ def prepare(index, name, text, backend_port):
         for plan in plans:
             if not plan.get("status"):
                 plan["status"] = "PUBLISHED" if v4 else "published"
-    subscriptions, keys = [], []
-    for i, plan in enumerate(p for p in doc["plans"] if plan_security(p) == "api-key"):
-        sub_id = f"{api_id}-sub-{i}"
-        subscriptions.append({"id": sub_id, "api": api_id, "plan": plan["id"], "application": f"{api_id}-app",
-                              "status": "ACCEPTED", "environmentId": "DEFAULT"})
-        keys.append({"id": f"{api_id}-key-{i}", "key": API_KEY, "subscriptions": [sub_id],
-                     "application": f"{api_id}-app", "revoked": False, "paused": False})
-    version = "4.0.0" if v4 else "2.0.0"
-    payload = {"id": api_id, "name": doc.get("name", api_id), "environmentId": "DEFAULT",
-               "definitionVersion": version, "lifecycleState": "STARTED", "definition": json.dumps(doc)}
-    if v4:
-        payload["type"] = doc.get("type", "proxy")
-    event = {"id": f"{api_id}-event", "type": "PUBLISH_API", "payload": json.dumps(payload),
-             "properties": {"api_id": api_id, "deployment_number": "1"}, "environments": ["DEFAULT"],
-             "createdAt": 1700000000000, "updatedAt": 1700000000000}
-    registry = {"apiEvent": event, "subscriptions": subscriptions, "apiKeys": keys}
-    facts = {"name": name, "id": api_id, "v4": v4, "entries": entries, "api_key": bool(keys)}
+    # The oracle recipe's own preparation: a subscription and key per API-key plan, then the registry form.
+    plain = {"id": api_id, "state": "STARTED", "definitionVersion": "4.0.0" if v4 else "2.0.0", "definition": doc}
+    PREPARE.add_key(plain, API_KEY)
+    registry = PREPARE.to_registry(plain)
+    facts = {"name": name, "id": api_id, "v4": v4, "entries": entries, "api_key": bool(registry["apiKeys"])}
     return registry, facts
 
 
@@ -353,9 +348,8 @@ def probes(facts):
         ("POST json", "POST", base + "/items", dict(common, **{"Content-Type": "application/json"}),
          b'{"hello":"world","n":1}'),
     ]
-    extra = json.loads((HERE / "probes.json").read_text())
-    for key, paths in extra.items():
-        if key != "_" and key in facts["name"]:
+    for key, paths in EXTRA_PROBES.items():
+        if key in facts["name"]:
             plain += [(f"GET {p}", "GET", base + p, dict(common), None) for p in paths]
     out = list(plain)
     if facts["api_key"]:
