@@ -1,7 +1,8 @@
 //! Local mode: API definitions from a folder, no cloud.
 //!
 //! Reads every `*.json` file: Gravitee's local registry files (`{"apiEvent", "subscriptions", "apiKeys"}`,
-//! as DB-less Gravitee gateways use) or plain API definitions (v4 or v2). The folder is polled; any
+//! as DB-less Gravitee gateways use), plain API definitions (v4 or v2), or shared policy groups
+//! (`{"id", "environmentId", "phase", "policies"}`, as Gravitee's management API deploys them). The folder is polled; any
 //! change (file added, removed, modified) reloads the whole set, and an unreadable or broken file is
 //! rejected alone, like a broken API from the cloud. So is a file larger than `--max-definition-bytes`,
 //! or one that is not a regular file (a symlink to a device): neither is read.
@@ -14,7 +15,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::cloudgate::{ApiKey, Event, Subscription};
-use crate::definition::{ApiSource, DefinitionText};
+use crate::definition::{ApiSource, DefinitionText, SharedPolicyGroup, SharedPolicyGroups};
 use crate::metrics::Metrics;
 use crate::store::ConfigStore;
 use crate::sync::{ApiChange, SyncStatus, decode_api_event, now_ms};
@@ -45,6 +46,9 @@ impl LocalSource {
                 Ok(current) => {
                     if last.as_ref() != Some(&current) {
                         let loaded = load_dir(&self.dir, &current, self.max_definition_bytes);
+                        if self.store.set_shared_policy_groups(loaded.shared_policy_groups) {
+                            tracing::info!(dir = %self.dir.display(), "shared policy groups changed: every API is compiled again");
+                        }
                         let report = self.store.deploy(loaded.sources, &loaded.subscriptions, &loaded.keys);
                         tracing::info!(dir = %self.dir.display(), version = report.version, deployed = report.deployed, rejected = report.rejected, "local API definitions loaded");
                         self.metrics.sync_ok.inc();
@@ -86,6 +90,7 @@ pub struct Loaded {
     pub sources: Vec<ApiSource>,
     pub subscriptions: Vec<Subscription>,
     pub keys: Vec<ApiKey>,
+    pub shared_policy_groups: SharedPolicyGroups,
 }
 
 fn load_dir(_dir: &Path, files: &Fingerprint, max_bytes: u64) -> Loaded {
@@ -159,6 +164,15 @@ pub fn load_file(path: &Path, loaded: &mut Loaded, max_bytes: u64) {
         }
         read_list(&value, "subscriptions", &origin, &mut loaded.subscriptions);
         read_list(&value, "apiKeys", &origin, &mut loaded.keys);
+        return;
+    }
+    if SharedPolicyGroup::looks_like(&value) {
+        // A broken group has no API to be rejected with: it is reported, and calls to it are skipped
+        // (as calls to a group that is not deployed are).
+        match SharedPolicyGroup::from_value(&value) {
+            Ok(group) => loaded.shared_policy_groups.insert(group, LOCAL_ENVIRONMENT),
+            Err(reason) => tracing::warn!(%origin, %reason, "shared policy group ignored"),
+        }
         return;
     }
     let id = value.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();

@@ -73,6 +73,8 @@ pub struct ConfigStore {
     api_key_location: (String, String),
     /// Where definitions may name files (`--definition-files-dir`).
     files: definition::DefinitionFiles,
+    /// The shared policy groups APIs may call (compiled into the APIs that call them).
+    shared_policy_groups: Mutex<Arc<definition::SharedPolicyGroups>>,
 }
 
 impl ConfigStore {
@@ -90,7 +92,21 @@ impl ConfigStore {
             jwks: None,
             api_key_location: Default::default(),
             files: definition::DefinitionFiles::disabled(),
+            shared_policy_groups: Mutex::default(),
         }
+    }
+
+    /// Replaces the shared policy groups; when they changed, every API is compiled again at the next
+    /// deploy (any of them may call a changed group). Returns whether they changed.
+    pub fn set_shared_policy_groups(&self, groups: definition::SharedPolicyGroups) -> bool {
+        let mut current = self.shared_policy_groups.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if **current == groups {
+            return false;
+        }
+        *current = Arc::new(groups);
+        drop(current);
+        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
+        true
     }
 
     /// Lets definitions name files under `files` (`--definition-files-dir`).
@@ -211,6 +227,13 @@ impl ConfigStore {
         let mut skipped = BTreeMap::new();
         let mut origins: HashMap<String, String> = HashMap::new();
         {
+            let groups = self.shared_policy_groups.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+            let env = definition::CompileEnv {
+                tags: &self.tags,
+                tenant: self.tenant.as_deref(),
+                files: &self.files,
+                shared_policy_groups: &groups,
+            };
             let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let mut seen = std::collections::HashSet::new();
             let mut cache_keys = std::collections::HashSet::new();
@@ -221,8 +244,7 @@ impl ConfigStore {
                 let outcome = match cache.get(&cache_key) {
                     Some((cached, outcome)) if *cached == fingerprint => outcome.clone(),
                     _ => {
-                        let outcome =
-                            definition::compile_with_files(source, &self.tags, self.tenant.as_deref(), &self.files);
+                        let outcome = definition::compile_in(source, &env);
                         cache.insert(cache_key, (fingerprint, outcome.clone()));
                         outcome
                     }

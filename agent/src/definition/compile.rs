@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::ApiSource;
 use super::model::{self, ApiV4, Flow, HttpOptions, NameValue, SharedConfiguration, Ssl, Step, norm};
+use super::shared_policy_group::{self as spg, SharedPolicyGroups};
 use super::v2;
 use crate::tags::ShardingTags;
 
@@ -28,19 +29,22 @@ fn err(path: impl Into<String>, message: impl Into<String>) -> CompileError {
     CompileError { path: path.into(), message: message.into() }
 }
 
+/// What compiling an API depends on besides its definition: this gateway's sharding tags and tenant,
+/// the files definitions may name, and the shared policy groups its flows may call.
+pub struct CompileEnv<'a> {
+    pub tags: &'a ShardingTags,
+    pub tenant: Option<&'a str>,
+    pub files: &'a DefinitionFiles,
+    pub shared_policy_groups: &'a SharedPolicyGroups,
+}
+
 pub enum Compiled {
     Deploy(Box<pb::Api>),
     Skipped { name: String, why: String },
 }
 
 /// Compiles a parsed definition; on error returns the API name (when known) with the error.
-pub fn compile_value(
-    value: Value,
-    source: &ApiSource,
-    tags: &ShardingTags,
-    tenant: Option<&str>,
-    files: &DefinitionFiles,
-) -> Result<Compiled, (String, CompileError)> {
+pub fn compile_value(value: Value, source: &ApiSource, env: &CompileEnv) -> Result<Compiled, (String, CompileError)> {
     let name_of = |v: &Value| v.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
     let name = name_of(&value);
     let (value, definition_version) = match detect_version(&value) {
@@ -61,7 +65,7 @@ pub fn compile_value(
     };
     let api: ApiV4 = serde_path_to_error::deserialize(value)
         .map_err(|e| (name.clone(), err(e.path().to_string(), e.inner().to_string())))?;
-    compile_api(&api, definition_version, source, tags, tenant, files).map_err(|e| (api.name.clone(), e))
+    compile_api(&api, definition_version, source, env).map_err(|e| (api.name.clone(), e))
 }
 
 enum DefinitionVersion {
@@ -90,10 +94,9 @@ fn compile_api(
     api: &ApiV4,
     definition_version: &str,
     source: &ApiSource,
-    tags: &ShardingTags,
-    tenant: Option<&str>,
-    files: &DefinitionFiles,
+    env: &CompileEnv,
 ) -> Result<Compiled, CompileError> {
+    let CompileEnv { tags, tenant, files, shared_policy_groups } = *env;
     let id = if api.id.trim().is_empty() { source.id.trim().to_owned() } else { api.id.trim().to_owned() };
     if id.is_empty() {
         return Err(err("id", "the API has no id"));
@@ -150,7 +153,15 @@ fn compile_api(
             pb::FlowMode::Default
         }
     };
-    let mut flows = compile_flows(&api.flows, "flows")?;
+    let scope = StepScope::Api {
+        groups: shared_policy_groups,
+        environment: if api.environment_id.trim().is_empty() {
+            &source.environment_id
+        } else {
+            api.environment_id.trim()
+        },
+    };
+    let mut flows = compile_flows(&api.flows, "flows", scope)?;
 
     let mut plans = Vec::new();
     for (i, plan) in api.plans.iter().enumerate() {
@@ -203,7 +214,7 @@ fn compile_api(
             id: plan_id,
             name: plan.name.clone(),
             security: security as i32,
-            flows: compile_flows(&plan.flows, &format!("{at}.flows"))?,
+            flows: compile_flows(&plan.flows, &format!("{at}.flows"), scope)?,
             api_key,
             jwt,
             selection_rule,
@@ -882,7 +893,7 @@ fn validate_plain_target(target: &str) -> Result<String, String> {
     Ok(target.to_owned())
 }
 
-fn compile_flows(flows: &[Flow], at: &str) -> Result<Vec<pb::Flow>, CompileError> {
+fn compile_flows(flows: &[Flow], at: &str, scope: StepScope) -> Result<Vec<pb::Flow>, CompileError> {
     let mut compiled = Vec::new();
     for (i, flow) in flows.iter().enumerate() {
         if !flow.enabled {
@@ -930,8 +941,8 @@ fn compile_flows(flows: &[Flow], at: &str) -> Result<Vec<pb::Flow>, CompileError
             path,
             path_operator: operator as i32,
             methods,
-            request: compile_steps(&flow.request, &format!("{at}.request"), Phase::Request)?,
-            response: compile_steps(&flow.response, &format!("{at}.response"), Phase::Response)?,
+            request: compile_steps(&flow.request, &format!("{at}.request"), Phase::Request, scope)?,
+            response: compile_steps(&flow.response, &format!("{at}.response"), Phase::Response, scope)?,
             condition,
         });
     }
@@ -944,7 +955,15 @@ enum Phase {
     Response,
 }
 
-fn compile_steps(steps: &[Step], at: &str, phase: Phase) -> Result<Vec<pb::Step>, CompileError> {
+/// Where steps are compiled: in an API's flows, which may call the shared policy groups of the API's
+/// environment, or inside a group, where Gravitee ignores calls to other groups.
+#[derive(Clone, Copy)]
+enum StepScope<'a> {
+    Api { groups: &'a SharedPolicyGroups, environment: &'a str },
+    Group,
+}
+
+fn compile_steps(steps: &[Step], at: &str, phase: Phase, scope: StepScope) -> Result<Vec<pb::Step>, CompileError> {
     let mut compiled = Vec::new();
     for (i, step) in steps.iter().enumerate() {
         if !step.enabled {
@@ -954,6 +973,10 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase) -> Result<Vec<pb::Step>
         let condition = el_expression(&step.condition, &format!("{at}.condition"))?;
         let configuration =
             model::object_or_json_string(&step.configuration).map_err(|m| err(format!("{at}.configuration"), m))?;
+        if step.policy.trim() == spg::POLICY_ID {
+            compiled.extend(call_shared_policy_group(step, &condition, &configuration, &at, phase, scope)?);
+            continue;
+        }
         let at_config = format!("{at}.configuration");
         // The policy is named before anything inside its configuration: an EL complaint about a policy
         // hgw does not run at all would send the user looking in the wrong place.
@@ -1006,6 +1029,49 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase) -> Result<Vec<pb::Step>
         compiled.push(pb::Step { name: step.name.clone(), condition, policy: Some(policy) });
     }
     Ok(compiled)
+}
+
+/// A `shared-policy-group-policy` step: the group's steps in its place, each guarded by this step's
+/// condition too. Gravitee's answers for a group it cannot run are kept: not deployed in the API's
+/// environment, or called from inside another group, the step is skipped with a warning.
+fn call_shared_policy_group(
+    step: &Step,
+    condition: &str,
+    configuration: &Value,
+    at: &str,
+    phase: Phase,
+    scope: StepScope,
+) -> Result<Vec<pb::Step>, CompileError> {
+    let StepScope::Api { groups, environment } = scope else {
+        tracing::warn!(step = %step.name, at, "a shared policy group calls another: nested shared policy groups are not supported, the step is ignored (as Gravitee does)");
+        return Ok(Vec::new());
+    };
+    let Some(id) = spg::called_group(configuration) else {
+        return Err(err(format!("{at}.configuration.sharedPolicyGroupId"), "the step names no shared policy group"));
+    };
+    let Some(group) = groups.get(environment, id) else {
+        tracing::warn!(
+            at,
+            group = id,
+            environment,
+            "no shared policy group with this id in the API's environment: the step is skipped (as Gravitee does)"
+        );
+        return Ok(Vec::new());
+    };
+    let group_phase = if group.is_request_phase() { Phase::Request } else { Phase::Response };
+    if group_phase != phase {
+        return Err(err(
+            format!("{at}.configuration.sharedPolicyGroupId"),
+            format!("shared policy group `{id}` is for the {group_phase:?} phase, called from the {phase:?} phase"),
+        ));
+    }
+    let inner_at = format!("{at} (shared policy group `{id}`).policies");
+    let mut steps = compile_steps(&group.policies, &inner_at, phase, StepScope::Group)?;
+    for inner in &mut steps {
+        inner.condition =
+            spg::guarded_condition(condition, &inner.condition).map_err(|m| err(format!("{at}.condition"), m))?;
+    }
+    Ok(steps)
 }
 
 /// The policies hgw runs, each with the phases it runs them in (Gravitee's policy ids).

@@ -6,6 +6,7 @@
 
 mod compile;
 pub mod model;
+pub mod shared_policy_group;
 mod v2;
 
 use std::hash::{Hash, Hasher};
@@ -15,7 +16,8 @@ use serde_json::Value;
 
 use crate::tags::ShardingTags;
 
-pub use compile::{CompileError, DefinitionFiles};
+pub use compile::{CompileEnv, CompileError, DefinitionFiles};
+pub use shared_policy_group::{SharedPolicyGroup, SharedPolicyGroups};
 
 /// One API definition as it arrived, before parsing.
 #[derive(Debug, Clone)]
@@ -93,6 +95,11 @@ pub fn compile_with_files(
     tenant: Option<&str>,
     files: &DefinitionFiles,
 ) -> Outcome {
+    compile_in(source, &CompileEnv { tags, tenant, files, shared_policy_groups: &SharedPolicyGroups::default() })
+}
+
+/// Parses, validates and compiles one API in `env` (tags, tenant, files, shared policy groups).
+pub fn compile_in(source: &ApiSource, env: &CompileEnv) -> Outcome {
     let reject = |name: &str, reason: String| {
         Outcome::Rejected(Rejection {
             id: source.id.clone(),
@@ -110,7 +117,7 @@ pub fn compile_with_files(
         DefinitionText::Invalid(reason) => return reject("", reason.clone()),
     };
     model::strip_nulls(&mut value);
-    match compile::compile_value(value, source, tags, tenant, files) {
+    match compile::compile_value(value, source, env) {
         Ok(compile::Compiled::Deploy(mut api)) => {
             api.revision = revision(&api);
             Outcome::Deploy(api)

@@ -26,6 +26,9 @@ pub struct ApiV4 {
     pub response_templates: Map<String, Value>,
     /// v2 `execution_mode` (carried over by `v2.rs`): which of Gravitee's engines runs a v2 API.
     pub execution_mode: Value,
+    /// The environment the API belongs to, when the definition says (shared policy groups are looked
+    /// up in it).
+    pub environment_id: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -244,7 +247,7 @@ pub struct Selector {
     pub condition: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Step {
     pub name: String,

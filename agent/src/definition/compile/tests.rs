@@ -591,3 +591,76 @@ fn v2_steps_run_only_in_the_phase_their_scope_names() {
     }));
     assert_eq!((v2.flows[0].request.len(), v2.flows[0].response.len()), (1, 1));
 }
+
+fn with_groups(definition: Value, groups: &[Value]) -> Outcome {
+    let mut registry = super::super::SharedPolicyGroups::default();
+    for group in groups {
+        registry.insert(super::super::SharedPolicyGroup::from_value(group).unwrap(), "DEFAULT");
+    }
+    let env = super::CompileEnv {
+        tags: &ShardingTags::default(),
+        tenant: None,
+        files: &super::DefinitionFiles::disabled(),
+        shared_policy_groups: &registry,
+    };
+    super::super::compile_in(&source(definition), &env)
+}
+
+fn header_step(name: &str, condition: &str) -> Value {
+    json!({"name": name, "policy": "transform-headers", "condition": condition,
+        "configuration": {"addHeaders": [{"name": name, "value": "1"}]}})
+}
+
+fn calling(group: &str, condition: &str) -> Value {
+    json!({"name": "call", "policy": "shared-policy-group-policy", "condition": condition,
+        "configuration": {"sharedPolicyGroupId": group}})
+}
+
+#[test]
+fn shared_policy_groups_expand_in_place_with_both_conditions() {
+    let group = json!({"id": "spg", "environmentId": "dev", "phase": "RESPONSE", "policies": [
+        header_step("X-In-0", "{#request.headers['go'][0] == 'yes'}"),
+        {"name": "off", "enabled": false, "policy": "groovy"},
+        header_step("X-In-1", ""),
+        calling("other", ""),
+    ]});
+    let mut api = v4("a", "/a", "http://127.0.0.1:1/");
+    api["environmentId"] = json!("dev");
+    api["flows"] = json!([{"name": "f", "response": [
+        header_step("X-Out-0", ""), calling("spg", "{#request.method == 'GET'}"), header_step("X-Out-1", ""),
+        calling("missing", ""),
+    ]}]);
+    let compiled = match with_groups(api.clone(), std::slice::from_ref(&group)) {
+        Outcome::Deploy(api) => api,
+        other => panic!("expected a deployment, got {other:?}"),
+    };
+    let steps: Vec<(&str, &str)> =
+        compiled.flows[0].response.iter().map(|s| (s.name.as_str(), s.condition.as_str())).collect();
+    assert_eq!(
+        steps,
+        [
+            ("X-Out-0", ""),
+            ("X-In-0", "{(#request.method == 'GET') && (#request.headers['go'][0] == 'yes')}"),
+            ("X-In-1", "{#request.method == 'GET'}"),
+            ("X-Out-1", ""),
+        ],
+        "the group's enabled steps replace the call; a nested call and an unknown group are skipped"
+    );
+
+    // The group is looked up in the API's environment.
+    api["environmentId"] = json!("prod");
+    let Outcome::Deploy(prod) = with_groups(api.clone(), std::slice::from_ref(&group)) else { panic!() };
+    assert_eq!(prod.flows[0].response.len(), 2);
+
+    // A group for the other phase, or an inner step hgw cannot run, rejects the API and says where.
+    api["environmentId"] = json!("dev");
+    api["flows"] = json!([{"name": "f", "request": [calling("spg", "")]}]);
+    let Outcome::Rejected(wrong_phase) = with_groups(api.clone(), std::slice::from_ref(&group)) else { panic!() };
+    assert!(wrong_phase.reason.contains("is for the Response phase, called from the Request phase"), "{wrong_phase:?}");
+    let broken = json!({"id": "spg", "environmentId": "dev", "phase": "REQUEST", "policies": [{"policy": "groovy"}]});
+    let Outcome::Rejected(inner) = with_groups(api, &[broken]) else { panic!() };
+    assert!(
+        inner.reason.starts_with("flows[0].request[0] (shared policy group `spg`).policies[0].policy"),
+        "{inner:?}"
+    );
+}
