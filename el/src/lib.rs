@@ -85,6 +85,7 @@ mod ast;
 mod context;
 mod error;
 mod eval;
+pub mod java_regex;
 mod lexer;
 mod parser;
 mod value;
@@ -94,6 +95,7 @@ use std::ops::Range;
 
 pub use context::{Context, EmptyContext};
 pub use error::{EvalError, ParseError};
+pub use java_regex::{JavaMatch, JavaRegex};
 pub use value::Value;
 
 /// Longest accepted expression, in bytes. Real conditions are well under 200 bytes; the limit

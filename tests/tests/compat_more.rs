@@ -108,12 +108,12 @@ async fn url_rewriting_rewrites_response_headers() {
             {"name": "rw", "policy": "url-rewriting", "enabled": true, "configuration": {
                 "rewriteResponseHeaders": true, "rewriteResponseBody": false,
                 "fromRegex": format!("{}/(.*)", regex_escape(&backend_url)),
-                "toReplacement": "https://{#request.headers['X-Forwarded-Host'][0]}/rw/$1"}}]}]);
+                "toReplacement": "https://{#request.headers['X-Forwarded-Host'][0]}/rw/{#group[0]}"}}]}]);
     sim.put_api(api).await;
     let mut v2 = v2_api("legacy-rw", "/legacy", &backend_url);
     v2["flows"] = json!([{"name": "all", "path-operator": {"path": "/", "operator": "STARTS_WITH"}, "methods": [], "enabled": true,
         "pre": [], "post": [{"name": "rw", "policy": "url-rewriting", "enabled": true, "configuration": {
-            "rewriteResponseHeaders": true, "fromRegex": "application/(json)", "toReplacement": "text/$1"}}]}]);
+            "rewriteResponseHeaders": true, "fromRegex": "application/(json)", "toReplacement": "text/{#group[0]}"}}]}]);
     sim.put_api(v2).await;
     // Body rewriting: the echo body names the backend; it is rewritten (the body is buffered for this).
     let mut body = v4_api("rewrite-body", "/rwb", &backend_url);

@@ -1151,15 +1151,15 @@ fn check_el(configuration: &Value, at: &str, templated: &dyn Fn(&str) -> bool) -
 /// `#group`/`#groupName` exist only while a policy's regular expression has just matched; anywhere
 /// else Gravitee fails the request, so hgw refuses the definition instead.
 fn check_groups(configuration: &Value, at: &str, policy: &str) -> Result<(), CompileError> {
-    if policy == "http-redirect" || policy == "dynamic-routing" {
+    if ["http-redirect", "dynamic-routing", "url-rewriting"].contains(&policy) {
         return Ok(());
     }
     if configuration.to_string().contains("#group") {
         return Err(err(
             at,
             format!(
-                "`#group`/`#groupName` are not set in policy `{policy}` by hgw (only http-redirect and \
-                 dynamic-routing set them)"
+                "`#group`/`#groupName` are not set in policy `{policy}` by hgw (only http-redirect, \
+                 dynamic-routing and url-rewriting set them)"
             ),
         ));
     }
@@ -1550,7 +1550,7 @@ fn url_rewriting(configuration: &Value, at: &str) -> Result<pb::UrlRewritingPoli
     if from_regex.is_empty() {
         return Err(err(format!("{at}.fromRegex"), "the regular expression is missing"));
     }
-    regex::Regex::new(&from_regex)
+    hgw_el::JavaRegex::new(&from_regex)
         .map_err(|e| err(format!("{at}.fromRegex"), format!("not a valid regular expression: {e}")))?;
     Ok(pb::UrlRewritingPolicy {
         from_regex,

@@ -61,6 +61,13 @@ impl RegexCaptures {
             named: regex.capture_names().flatten().map(|name| (name.to_owned(), text(captures.name(name)))).collect(),
         }
     }
+    /// The groups of a Java-style match (url-rewriting).
+    pub fn of_java(found: hgw_el::JavaMatch) -> RegexCaptures {
+        RegexCaptures {
+            groups: found.groups.into_iter().map(Option::unwrap_or_default).collect(),
+            named: found.named.into_iter().map(|(name, value)| (name, value.unwrap_or_default())).collect(),
+        }
+    }
 }
 
 impl<'a> ElContext<'a> {
@@ -93,6 +100,20 @@ impl<'a> ElContext<'a> {
     /// This context with a policy's regular-expression match readable as `#group`/`#groupName`.
     pub fn with_captures(self, captures: &'a RegexCaptures) -> ElContext<'a> {
         ElContext { captures: Some(captures), ..self }
+    }
+
+    /// A copy of this context with `captures` readable as `#group`/`#groupName` (one per match when a
+    /// policy renders a template for each match).
+    pub fn capturing<'b>(&'b self, captures: &'b RegexCaptures) -> ElContext<'b> {
+        ElContext {
+            info: self.info,
+            headers: self.headers,
+            path_params: self.path_params,
+            attributes: self.attributes,
+            response: self.response,
+            query: self.query.clone(),
+            captures: Some(captures),
+        }
     }
 
     /// Evaluates a condition: Gravitee treats an evaluation error as "not met".

@@ -1,16 +1,19 @@
-//! `url-rewriting`: rewrites backend URLs in response headers (`Location`, `Link`, ...). Every match
-//! of `fromRegex` in every header value is replaced; `toReplacement` may reference groups (`$1`,
-//! `${name}`) and may be an EL template, rendered once per response before the groups are expanded.
+//! `url-rewriting`: rewrites backend URLs in response headers (`Location`, `Link`, ...) and, when
+//! asked, in the response body, as Gravitee's policy does: for every match of `fromRegex` (a Java
+//! regular expression) the match is replaced by `toReplacement` rendered as an EL template in which
+//! `#group[i]` is the match's group i+1 and `#groupName['n']` its named group `n`. The rendered text is
+//! used as it is (Gravitee expands no `$1`).
 
+use hgw_el::JavaRegex;
 use hgw_proto::v1 as pb;
 use http::HeaderValue;
-use regex::Regex;
 
+use super::el::{ElContext, RegexCaptures};
 use super::{Policy, PolicyError, ResponseExchange, Value, invalid};
 
 #[derive(Debug)]
 pub struct UrlRewriting {
-    from: Regex,
+    from: JavaRegex,
     to: Value,
     headers: bool,
     body: bool,
@@ -20,7 +23,7 @@ impl UrlRewriting {
     pub fn compile(config: pb::UrlRewritingPolicy) -> Result<UrlRewriting, PolicyError> {
         let pb::UrlRewritingPolicy { from_regex, to_replacement, rewrite_response_headers, rewrite_response_body } =
             config;
-        let from = Regex::new(&from_regex)
+        let from = JavaRegex::new(&from_regex)
             .map_err(|e| invalid("url-rewriting.fromRegex", format!("not a valid regular expression: {e}")))?;
         Ok(UrlRewriting {
             from,
@@ -29,6 +32,30 @@ impl UrlRewriting {
             body: rewrite_response_body,
         })
     }
+
+    /// `text` with every match replaced, or `None` when nothing matched.
+    fn rewrite(&self, text: &str, el: &ElContext<'_>) -> Option<String> {
+        let found = self.from.matches(text);
+        if found.is_empty() {
+            return None;
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut last = 0;
+        for found in found {
+            let range = found.range.clone();
+            out.push_str(&text[last..range.start]);
+            match &self.to {
+                Value::Constant(to) => out.push_str(to),
+                Value::Template(_) => {
+                    let captures = RegexCaptures::of_java(found);
+                    out.push_str(&self.to.render(&el.capturing(&captures)));
+                }
+            }
+            last = range.end;
+        }
+        out.push_str(&text[last..]);
+        Some(out)
+    }
 }
 
 impl Policy for UrlRewriting {
@@ -36,22 +63,18 @@ impl Policy for UrlRewriting {
         if !self.headers {
             return;
         }
-        let mut replacement: Option<String> = None;
         let mut changed = Vec::new();
-        for (name, value) in exchange.headers.iter() {
-            // Values that are not UTF-8 text cannot hold a URL the regex could match: kept as they are.
-            let Ok(text) = std::str::from_utf8(value.as_bytes()) else {
-                continue;
-            };
-            if !self.from.is_match(text) {
-                continue;
+        {
+            let el = exchange.el();
+            for (name, value) in exchange.headers.iter() {
+                // Values that are not UTF-8 text cannot hold a URL the regex could match: kept as they are.
+                let Ok(text) = std::str::from_utf8(value.as_bytes()) else {
+                    continue;
+                };
+                if let Some(rewritten) = self.rewrite(text, &el) {
+                    changed.push((name.clone(), value.clone(), rewritten));
+                }
             }
-            let to = replacement.get_or_insert_with(|| match &self.to {
-                Value::Constant(text) => text.clone(),
-                Value::Template(_) => self.to.render(&exchange.el()),
-            });
-            let rewritten = self.from.replace_all(text, to.as_str());
-            changed.push((name.clone(), value.clone(), rewritten.into_owned()));
         }
         for (name, old, new) in changed {
             // A rewrite that is not a valid header value leaves the original in place.
@@ -76,12 +99,11 @@ impl Policy for UrlRewriting {
         self.body
     }
 
-    fn rewrite_body(&self, body: &str, el: &crate::policies::el::ElContext<'_>) -> Option<String> {
-        if !self.body || !self.from.is_match(body) {
+    fn rewrite_body(&self, body: &str, el: &ElContext<'_>) -> Option<String> {
+        if !self.body {
             return None;
         }
-        let to = self.to.render(el);
-        Some(self.from.replace_all(body, to.as_str()).into_owned())
+        self.rewrite(body, el)
     }
 }
 
@@ -112,7 +134,7 @@ mod tests {
 
     #[test]
     fn bodies_are_rewritten_with_groups() {
-        let p = policy("http://backend:8080/(\\w+)", "https://api.example.com/$1", false);
+        let p = policy("http://backend:8080/(\\w+)", "https://api.example.com/{#group[0]}", false);
         let info = RequestInfo::default();
         let headers = HeaderMap::new();
         let el = crate::policies::el::ElContext::response(&info, &[], 200, &headers);
@@ -126,7 +148,7 @@ mod tests {
 
     #[test]
     fn rewrites_every_matching_value_with_groups() {
-        let p = policy("http://backend:8080/(\\w+)", "https://api.example.com/v1/$1", true);
+        let p = policy("http://backend:8080/(\\w+)", "https://api.example.com/v1/{#group[0]}", true);
         let mut h = HeaderMap::new();
         h.insert("location", HeaderValue::from_static("http://backend:8080/orders?x=1"));
         h.append("link", HeaderValue::from_static("<http://backend:8080/a>; rel=a"));
@@ -167,5 +189,20 @@ mod tests {
         let error =
             UrlRewriting::compile(pb::UrlRewritingPolicy { from_regex: "(".into(), ..Default::default() }).unwrap_err();
         assert!(error.to_string().starts_with("url-rewriting.fromRegex"), "{error}");
+    }
+
+    #[test]
+    fn each_match_renders_its_own_groups_and_dollar_signs_stay_literal() {
+        let info = RequestInfo::default();
+        let headers = HeaderMap::new();
+        let el = crate::policies::el::ElContext::response(&info, &[], 200, &headers);
+        // Gravitee's own test pattern (an atomic group, which needs the backtracking engine).
+        let p = policy(r"https?://[^\/]*\/((?>\w|\d|\-|\/|\?|\=|\&)*)", "https://apis.gravitee.io/{#group[0]}", true);
+        assert_eq!(
+            p.rewrite_body("a http://10.0.0.1:8080/x/y?z=1 b https://h/k", &el).as_deref(),
+            Some("a https://apis.gravitee.io/x/y?z=1 b https://apis.gravitee.io/k")
+        );
+        let named = policy("http://(?<host>[a-z]+)/", "{#groupName['host']}-$1;", true);
+        assert_eq!(named.rewrite_body("http://one/ http://two/", &el).as_deref(), Some("one-$1; two-$1;"));
     }
 }
