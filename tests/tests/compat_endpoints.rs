@@ -313,3 +313,44 @@ async fn backend_tls_trust_store_hostname_and_trust_all() {
     let doc = docs.iter().find(|d| d["api-id"] == "tls-misnamed").expect("misnamed reported");
     assert_eq!(doc["error-key"], "GATEWAY_CLIENT_CONNECTION_ERROR", "{doc}");
 }
+
+/// A v2 API defining no endpoint: Gravitee's emulation engine deploys it and answers every call 502
+/// (GATEWAY_CLIENT_CONNECTION_ERROR, no body), after its plans and request flows ran; its V3 engine fails
+/// with an internal error, so hgw rejects that form with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_api_without_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let mut emulated = v2_api("no-endpoints", "/no-endpoints", "http://unused");
+    emulated["proxy"].as_object_mut().unwrap().remove("groups");
+    emulated["proxy"]["endpoint"] = json!("http://127.0.0.1:1"); // the v1 form: Gravitee ignores it
+    emulated["execution_mode"] = json!("v4-emulation-engine");
+    // A request flow that answers itself never reaches the missing endpoint.
+    emulated["flows"] = json!([{"name": "mocked", "path-operator": {"path": "/mocked", "operator": "STARTS_WITH"},
+        "methods": [], "enabled": true, "post": [],
+        "pre": [{"name": "m", "policy": "mock", "enabled": true, "configuration": {"status": "200", "content": "mocked"}}]}]);
+    sim.put_api(emulated.clone()).await;
+    let mut legacy = emulated.clone();
+    legacy["id"] = json!("no-endpoints-v3");
+    legacy["proxy"]["virtual_hosts"] = json!([{"path": "/no-endpoints-v3"}]);
+    legacy.as_object_mut().unwrap().remove("execution_mode");
+    sim.put_api(legacy).await;
+
+    let gw = gateway(dir.path(), &sim, &[]).await;
+    gw.wait_deployed("/no-endpoints/x").await;
+    let reply = gw.get("/no-endpoints/x").await;
+    assert_eq!((reply.status, reply.body.as_str()), (502, ""));
+    assert!(reply.header("x-gravitee-transaction-id").is_some());
+    let mocked = gw.get("/no-endpoints/mocked").await;
+    assert_eq!((mocked.status, mocked.body.as_str()), (200, "mocked"));
+
+    let (_, apis) = gw.agent.node_get("/_node/apis").await;
+    let reason = apis["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "no-endpoints-v3")
+        .map(|r| r["reason"].as_str().unwrap().to_owned())
+        .expect("the V3-engine form is rejected");
+    assert!(reason.starts_with("proxy: the API defines no endpoint"), "{reason}");
+}

@@ -134,8 +134,27 @@ fn compile_api(
         });
     }
     let cors = compile_cors(api)?;
-    let endpoint_groups = compile_endpoint_groups(api, tenant, files)?;
-    if endpoint_groups[0].endpoints.is_empty() {
+    let endpoint_groups = if api.endpoint_groups.is_empty() && definition_version == "2.0.0" {
+        // A v2 API may define no endpoint at all (neither `proxy.endpoints` nor `proxy.groups`):
+        // Gravitee's emulation engine deploys it and fails each call with 502; its V3 engine fails
+        // with an internal error, which hgw does not imitate.
+        if runs_on_legacy_engine(&api.execution_mode) {
+            return Err(err(
+                "proxy",
+                "the API defines no endpoint (`proxy.endpoints` or `proxy.groups`); Gravitee's V3 engine fails \
+                 every request of such an API (with `execution_mode: v4-emulation-engine` it deploys, and every \
+                 call answers 502)",
+            ));
+        }
+        vec![pb::EndpointGroup {
+            name: "default-group".into(),
+            load_balancer: pb::LoadBalancer::RoundRobin as i32,
+            ..Default::default()
+        }]
+    } else {
+        compile_endpoint_groups(api, tenant, files)?
+    };
+    if !api.endpoint_groups.is_empty() && endpoint_groups[0].endpoints.is_empty() {
         return Ok(Compiled::Skipped {
             name,
             why: format!(

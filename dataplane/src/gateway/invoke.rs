@@ -172,6 +172,11 @@ pub async fn invoke(
         return Err(GatewayError::NoEndpoint);
     };
     let group = destination.group(api);
+    if group.endpoints().is_empty() {
+        // Gravitee's emulation engine deploys a v2 API without endpoints and fails each call when it
+        // resolves none: 502 GATEWAY_CLIENT_CONNECTION_ERROR without a body.
+        return Err(UpstreamError::Connection(format!("the endpoint group `{}` has no endpoint", group.name)).into());
+    }
     let mut payload = match group.failover {
         Some(_) => replayable(body).await?,
         None => Payload::Once(Some(body)),
