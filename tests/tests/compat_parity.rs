@@ -291,7 +291,17 @@ async fn transform_headers_whitelist_as_gravitee() {
             "whitelistHeaders": ["x-a", "X-KEEP-ADDED", "X-B"], "removeHeaders": ["x-b"]}}],
         "response": [{"name": "t", "policy": "transform-headers", "enabled": true, "configuration": {"scope": "RESPONSE",
             "addHeaders": [{"name": "X-R", "value": "r"}], "whitelistHeaders": ["content-type", "x-r"]}}]}]);
-    sim.put_api(api).await;
+    let mut response_only = api.clone();
+    response_only["id"] = json!("white-response");
+    response_only["listeners"][0]["paths"][0]["path"] = json!("/white-response");
+    response_only["flows"][0]["request"] = json!([]);
+    let mut dead = api.clone();
+    dead["id"] = json!("white-dead");
+    dead["listeners"][0]["paths"][0]["path"] = json!("/white-dead");
+    dead["endpointGroups"][0]["endpoints"][0]["configuration"]["target"] = json!(dead_target());
+    for a in [api, response_only, dead] {
+        sim.put_api(a).await;
+    }
     let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
     let client = reqwest::Client::new();
 
@@ -310,6 +320,22 @@ async fn transform_headers_whitelist_as_gravitee() {
     // Added after the whitelist by the client connection: Host and the offered Accept-Encoding.
     assert_eq!(names, ["accept-encoding", "host", "x-a", "x-keep-added"], "{echo}");
     assert_eq!(echo["headers"]["x-keep-added"], "2");
+
+    // The ids are set on the answer after the response flows, from the request as its flows left it
+    // (Gravitee's transaction post-processor): a response whitelist does not take them off, a request
+    // whitelist does, on an endpoint failure too. The client identifier is set before the response
+    // flows, so the response whitelist removes it.
+    let reply = client.get(dp.url("/white-response/x")).send().await.unwrap();
+    assert_eq!(reply.status(), 200);
+    let (request_id, transaction_id) =
+        (header(&reply, "x-gravitee-request-id"), header(&reply, "x-gravitee-transaction-id"));
+    assert!(request_id.is_some() && request_id == transaction_id, "{:?}", reply.headers());
+    assert!(header(&reply, "x-gravitee-client-identifier").is_none());
+    let reply = client.get(dp.url("/white-dead/x")).send().await.unwrap();
+    assert_eq!(reply.status(), 502);
+    for name in ["x-gravitee-request-id", "x-gravitee-transaction-id"] {
+        assert!(header(&reply, name).is_none(), "{name}: {:?}", reply.headers());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,6 +83,9 @@ pub(crate) struct Ids {
     /// failures, errors) goes through that engine's failure processor, which sets no ids and closes
     /// the connection.
     pub(crate) legacy: bool,
+    /// The ids as the request carries them once its flows ran (a flow may have removed or changed
+    /// them): what Gravitee's transaction post-processor copies onto the answer. `None` before then.
+    pub(crate) on_request: Option<[Option<HeaderValue>; 2]>,
 }
 
 impl Ids {
@@ -93,7 +96,7 @@ impl Ids {
         let request = HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""));
         let transaction =
             headers.get(&X_TRANSACTION_ID).filter(|v| !v.is_empty()).cloned().unwrap_or_else(|| request.clone());
-        Ids { request, transaction, client: None, legacy: false }
+        Ids { request, transaction, client: None, legacy: false, on_request: None }
     }
 
     /// The ids a request to the endpoint carries.
@@ -102,11 +105,35 @@ impl Ids {
         headers.insert(X_TRANSACTION_ID, self.transaction.clone());
     }
 
+    /// Notes the ids the request carries now that its flows ran (or stopped at a step that answered).
+    pub(crate) fn note_request(&mut self, headers: &HeaderMap) {
+        self.on_request = Some([headers.get(&X_TRANSACTION_ID).cloned(), headers.get(&X_REQUEST_ID).cloned()]);
+    }
+
+    /// The ids on an answer, as Gravitee's transaction post-processor sets them once the response
+    /// flows ran (or on a failure): each id the request carries, replacing the endpoint's. One the
+    /// request flows removed is left as the endpoint sent it (absent, usually). The V3 engine's
+    /// answers carry the gateway's ids whatever the flows did.
+    pub(crate) fn apply_ids(&self, headers: &mut HeaderMap) {
+        match &self.on_request {
+            None => self.apply(headers),
+            Some(_) if self.legacy => self.apply(headers),
+            Some([transaction, request]) => {
+                if let Some(value) = transaction {
+                    headers.insert(X_TRANSACTION_ID, value.clone());
+                }
+                if let Some(value) = request {
+                    headers.insert(X_REQUEST_ID, value.clone());
+                }
+            }
+        }
+    }
+
     /// The ids an answer carries, and the client identifier once there is one. The gateway's client
     /// identifier comes first; one the endpoint sent follows it (Gravitee adds the endpoint's headers
     /// to those it set).
     pub(crate) fn apply_response(&self, headers: &mut HeaderMap) {
-        self.apply(headers);
+        self.apply_ids(headers);
         self.apply_client(headers);
     }
 

@@ -254,6 +254,7 @@ pub(crate) async fn serve_api(
                     t.end(span);
                 }
                 trace::note_error(trace, reply.error_key);
+                ids.note_request(&exchange.parts.headers);
                 return reply_response(reply, &ids, record, in_flight, templates);
             }
         }
@@ -261,6 +262,7 @@ pub(crate) async fn serve_api(
     if let (Some(t), Some(span)) = (trace.as_mut(), request_span) {
         t.end(span);
     }
+    ids.note_request(&parts.headers);
     if api.uses_el && flows.iter().any(|(flow, _)| !flow.response.is_empty()) {
         // Response-phase expressions see the request as it was sent upstream.
         info.headers = parts.headers.clone();
@@ -326,9 +328,14 @@ pub(crate) async fn serve_api(
     let (mut parts, body) = response.into_parts();
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
-    // The ids and the client identifier are on the answer before the response flows, as Gravitee
-    // sets them: a flow can remove or change them.
-    ids.apply_response(&mut headers);
+    // The client identifier is on the answer before the response flows (Gravitee's subscription
+    // processor sets it): a flow can remove or change it. The ids follow the response flows, from
+    // the request (Gravitee's transaction post-processor); the V3 engine sets them before.
+    if ids.legacy {
+        ids.apply_response(&mut headers);
+    } else {
+        ids.apply_client(&mut headers);
+    }
     let response_span = trace.as_ref().map(|t| t.child("response", hgw_otel::SpanKind::Internal));
     {
         let mut exchange =
@@ -351,6 +358,9 @@ pub(crate) async fn serve_api(
     }
     if let (Some(t), Some(span)) = (trace.as_mut(), response_span) {
         t.end(span);
+    }
+    if !ids.legacy {
+        ids.apply_ids(&mut headers);
     }
     if let Some(r) = record.as_mut() {
         r.record_mut().status = u32::from(parts.status.as_u16());
