@@ -181,6 +181,7 @@ fn policy_chain(bencher: divan::Bencher) {
             path_params: &[],
             endpoint_target: &mut None,
             legacy_engine: false,
+            body: None,
         };
         for policy in &chain {
             match policy.on_request(&mut exchange) {

@@ -82,6 +82,27 @@ pub(crate) enum Field {
     ApiId,
     ApiName,
     ResponseStatus,
+    /// `#request.content`: the request body as text (only where the gateway buffered it).
+    RequestContent,
+    /// `#response.content`: the response body as text (idem).
+    ResponseContent,
+}
+
+impl Node {
+    /// Whether evaluating this node may read `#request.content` or `#response.content` (the gateway
+    /// then buffers that body before the expression runs).
+    pub(crate) fn reads_content(&self) -> bool {
+        match self {
+            Node::Field(Field::RequestContent | Field::ResponseContent) => true,
+            Node::Index { target, .. } => target.reads_content(),
+            Node::Call { target, arg, .. } => target.reads_content() || arg.as_ref().is_some_and(|a| a.reads_content()),
+            Node::Not { operand, .. } => operand.reads_content(),
+            Node::And(items) | Node::Or(items) => items.iter().any(|(n, _)| n.reads_content()),
+            Node::Compare { lhs, rhs, .. } => lhs.reads_content() || rhs.reads_content(),
+            Node::Matches { lhs, .. } => lhs.reads_content(),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -93,6 +93,15 @@ pub trait Context {
         let _ = name;
         None
     }
+    /// `#request.content`: the request body as text, where the gateway buffered it for this
+    /// expression (see [`crate::Expression::reads_content`]).
+    fn request_content(&self) -> Option<&str> {
+        None
+    }
+    /// `#response.content`: the response body as text, where the gateway buffered it.
+    fn response_content(&self) -> Option<&str> {
+        None
+    }
     /// `#response.status`; `None` before the response phase.
     fn response_status(&self) -> Option<u16> {
         None

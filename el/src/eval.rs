@@ -57,6 +57,8 @@ pub(crate) fn eval<'a>(node: &'a Node, ctx: &'a dyn Context) -> Result<Value<'a>
             Field::ApiId => opt_str(ctx.api_field("id")),
             Field::ApiName => opt_str(ctx.api_field("name")),
             Field::ResponseStatus => ctx.response_status().map_or(Value::Null, |s| Value::Int(i64::from(s))),
+            Field::RequestContent => opt_str(ctx.request_content()),
+            Field::ResponseContent => opt_str(ctx.response_content()),
         },
         Node::Multi { map, key } => {
             let values = list(ctx, *map, key);

@@ -45,6 +45,8 @@
 //!   flow path's `:name` segment, as a one-value list like Gravitee's multi-value map); each of
 //!   these three can be indexed: `#request.headers['Name'][0]`.
 //! - **Response** (response phase): `#response.status` (integer), `#response.headers['Name']`.
+//! - **Bodies**: `#request.content` and `#response.content` (the body as text), where the gateway
+//!   buffered it: it does so for the steps whose expressions read them ([`Expression::reads_content`]).
 //! - **Context and API**: `#context.attributes['name']` (string), `#api.id`, `#api.name`.
 //! - **Literals**: `'single'` and `"double"` quoted strings (the quote is escaped by doubling it:
 //!   `'it''s'`; no backslash escapes; any Unicode), decimal integers (`-1` allowed), `true`,
@@ -199,6 +201,11 @@ impl Expression {
     pub fn source(&self) -> &str {
         &self.source
     }
+
+    /// Whether it reads `#request.content` or `#response.content`.
+    pub fn reads_content(&self) -> bool {
+        self.root.reads_content()
+    }
 }
 
 /// Text with embedded expressions, e.g. `Bearer {#request.headers['t'][0]}`, or plain text.
@@ -321,6 +328,11 @@ impl Template {
     /// True when the template has no expressions: it renders to its source text.
     pub fn is_constant(&self) -> bool {
         !self.parts.iter().any(|p| matches!(p, Part::Expr(_)))
+    }
+
+    /// Whether rendering it reads `#request.content` or `#response.content`.
+    pub fn reads_content(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::Expr(e) if e.reads_content()))
     }
 
     /// The text this template was parsed from.

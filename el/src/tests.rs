@@ -438,7 +438,7 @@ fn unsupported_constructs_are_precise() {
         ("{#properties['x'] == 'y'}", 2, "the variable `#properties`"),
         ("{#dictionaries['d']['k']}", 2, "the variable `#dictionaries`"),
         ("{#this}", 2, "the variable `#this`"),
-        ("{#request.content}", 11, "the property `#request.content`"),
+        ("{#request.timestamp}", 11, "the property `#request.timestamp`"),
         ("{#api.version}", 7, "the property `#api.version`"),
         ("{#request.path.substring(1)}", 16, "the string method `.substring()`"),
         ("{#request.headers['A'].get(0)}", 24, "the list method `.get()`"),
@@ -830,4 +830,16 @@ fn a_template_that_is_one_null_expression_is_null() {
     assert_eq!(nullable(" {#request.headers['nope']}").unwrap().as_deref(), Some(" "));
     assert_eq!(nullable("plain").unwrap().as_deref(), Some("plain"));
     assert!(nullable("{#request.headers['nope'][0]}").is_err());
+}
+
+#[test]
+fn content_fields_are_known_to_read_the_body() {
+    assert!(crate::parse("{#request.content}").unwrap().reads_content());
+    assert!(crate::parse("{#request.method == 'POST' && #response.content.contains('x')}").unwrap().reads_content());
+    assert!(!crate::parse("{#request.path}").unwrap().reads_content());
+    assert!(crate::parse_template("a {#response.content} b").unwrap().reads_content());
+    assert!(!crate::parse_template("a {#request.id} b").unwrap().reads_content());
+    // Absent unless the host provides it: null, rendered as nothing.
+    let t = crate::parse_template("[{#request.content}]").unwrap();
+    assert_eq!(t.render(&crate::EmptyContext).unwrap(), "[]");
 }

@@ -143,6 +143,18 @@ fn compile_steps(steps: Vec<pb::Step>, phase: Phase) -> Result<Vec<Step>, FlowEr
         .collect()
 }
 
+impl Step {
+    /// Whether the request body is buffered for this step: its policy or its condition reads it.
+    pub fn reads_request_body(&self) -> bool {
+        self.policy.reads_request_body() || self.condition.as_ref().is_some_and(|c| c.reads_content())
+    }
+
+    /// Whether the response body is buffered for this step: its policy or its condition reads it.
+    pub fn reads_response_body(&self) -> bool {
+        self.policy.reads_response_body() || self.condition.as_ref().is_some_and(|c| c.reads_content())
+    }
+}
+
 /// The Gravitee policy id a compiled step came from.
 fn policy_id(policy: Option<&pb::step::Policy>) -> &'static str {
     use pb::step::Policy as P;

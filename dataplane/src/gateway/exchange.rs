@@ -11,7 +11,7 @@ use super::invoke;
 use super::record::new_record;
 use super::respond::{GatewayError, error_response, reply_response};
 use super::websocket;
-use crate::api::flows::Flow;
+use crate::api::flows::{Flow, Step};
 use crate::api::routes::Api;
 use crate::http::body::{RequestBody, ResponseBody};
 use crate::http::upstream::UpstreamError;
@@ -192,6 +192,25 @@ pub(crate) async fn serve_api(
     // The gateway's ids are on the request from here on, as Gravitee sets them before its flows: a
     // flow reads them, and one can remove them (transform-headers' whitelist does).
     ids.apply(&mut parts.headers);
+    let (body, stats) =
+        RequestBody::new(body, record.as_ref().and_then(PendingRecord::request_capture), shared.limits.body_timeout);
+    if let Some(r) = record.as_mut() {
+        r.set_request_stats(stats);
+    }
+    // A step that reads or replaces the body (assign-content, `#request.content` in EL...) has it in
+    // memory from the start of the flows, so steps see each other's changes in order.
+    let mut streamed = Some(body);
+    let mut content: Option<Bytes> = None;
+    if flows.iter().any(|(flow, _)| flow.request.iter().any(Step::reads_request_body)) {
+        match buffer_request_body(streamed.take()).await {
+            Ok(bytes) => content = Some(bytes),
+            Err(error) => {
+                trace::note_error(trace, Some(error.key()));
+                return error_response(&error, &ids, record, in_flight, templates);
+            }
+        }
+    }
+    let received = content.clone();
     let mut extra_headers = Vec::new();
     let mut endpoint_target = None;
     let verbose = trace.as_ref().is_some_and(|t| t.verbose);
@@ -212,6 +231,7 @@ pub(crate) async fn serve_api(
             path_params: &[],
             endpoint_target: &mut endpoint_target,
             legacy_engine: api.legacy_engine,
+            body: content.as_mut(),
         };
         for (flow, params) in &flows {
             exchange.path_params = params;
@@ -268,11 +288,18 @@ pub(crate) async fn serve_api(
         info.headers = parts.headers.clone();
     }
 
-    let (body, stats) =
-        RequestBody::new(body, record.as_ref().and_then(PendingRecord::request_capture), shared.limits.body_timeout);
-    if let Some(r) = record.as_mut() {
-        r.set_request_stats(stats);
-    }
+    let body = match (content, streamed) {
+        (Some(content), _) => {
+            // A body the flows replaced is sent with its own length.
+            if received.as_ref().is_none_or(|r| r.as_ptr() != content.as_ptr() || r.len() != content.len()) {
+                parts.headers.remove(http::header::TRANSFER_ENCODING);
+                parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(content.len()));
+            }
+            RequestBody::buffered(content)
+        }
+        (None, Some(body)) => body,
+        (None, None) => RequestBody::buffered(Bytes::new()),
+    };
     let body = if framed && !has_body_headers(&parts.headers) { RequestBody::buffered(Bytes::new()) } else { body };
 
     let client_host = parts
@@ -336,10 +363,31 @@ pub(crate) async fn serve_api(
     } else {
         ids.apply_client(&mut headers);
     }
-    let response_span = trace.as_ref().map(|t| t.child("response", hgw_otel::SpanKind::Internal));
+    // A response step that reads or replaces the body has it in memory from the start of the
+    // response flows (never a switched protocol's).
+    let mut streamed = Some(body);
+    let mut content: Option<Bytes> = None;
+    if endpoint_upgrade.is_none() && flows.iter().any(|(flow, _)| flow.response.iter().any(Step::reads_response_body)) {
+        match buffer_response_body(streamed.take().expect("the body is still there")).await {
+            Ok(bytes) => content = Some(bytes),
+            Err(error) => {
+                let error = GatewayError::Upstream(UpstreamError::Connection(error));
+                trace::note_error(trace, Some(error.key()));
+                return error_response(&error, &ids, record, in_flight, templates);
+            }
+        }
+    }
+    let received = content.clone();
+    let mut response_span = trace.as_ref().map(|t| t.child("response", hgw_otel::SpanKind::Internal));
     {
-        let mut exchange =
-            ResponseExchange { status: &mut parts.status, headers: &mut headers, attributes: &attributes, info: &info };
+        let mut exchange = ResponseExchange {
+            status: &mut parts.status,
+            headers: &mut headers,
+            attributes: &attributes,
+            info: &info,
+            body: content.as_mut(),
+            failure: None,
+        };
         for step in flows.iter().flat_map(|(flow, _)| flow.response.iter()) {
             if let Some(condition) = &step.condition
                 && !exchange.el().holds(condition)
@@ -353,6 +401,14 @@ pub(crate) async fn serve_api(
             step.policy.on_response(&mut exchange);
             if let (Some(t), Some(span)) = (trace.as_mut(), policy_span) {
                 t.end(span);
+            }
+            // A policy failed the response: the steps after it do not run, the failure is answered.
+            if let Some(reply) = exchange.failure.take() {
+                if let (Some(t), Some(span)) = (trace.as_mut(), response_span.take()) {
+                    t.end(span);
+                }
+                trace::note_error(trace, reply.error_key);
+                return reply_response(reply, &ids, record, in_flight, templates);
             }
         }
     }
@@ -376,11 +432,16 @@ pub(crate) async fn serve_api(
         }
         _ => None,
     };
-    let rewriters: Vec<&crate::api::flows::Step> =
-        flows.iter().flat_map(|(flow, _)| flow.response.iter()).filter(|step| step.policy.rewrites_body()).collect();
+    if let Some(content) = &content
+        && received.as_ref().is_none_or(|r| r.as_ptr() != content.as_ptr() || r.len() != content.len())
+    {
+        // A body the flows replaced goes with its own length.
+        headers.remove(http::header::CONTENT_LENGTH);
+        headers.remove(http::header::TRANSFER_ENCODING);
+    }
     if let Some(log) = record.as_mut().and_then(PendingRecord::log_mut) {
         log.entrypoint_response(parts.status, &headers);
-        if rewriters.is_empty() {
+        if content.is_none() {
             log.response_from_endpoint();
         }
     }
@@ -392,17 +453,10 @@ pub(crate) async fn serve_api(
         *response.headers_mut() = headers;
         return response;
     }
-    let body = if rewriters.is_empty() {
-        ResponseBody::upstream(body, record, in_flight)
-    } else {
-        match rewrite_body(body, &mut headers, &rewriters, &info, &attributes, parts.status).await {
-            Ok(content) => ResponseBody::full(content, record, in_flight),
-            Err(error) => {
-                let error = GatewayError::Upstream(UpstreamError::Connection(error));
-                trace::note_error(trace, Some(error.key()));
-                return error_response(&error, &ids, record, in_flight, templates);
-            }
-        }
+    let body = match (content, streamed) {
+        (Some(content), _) => ResponseBody::full(content, record, in_flight),
+        (None, Some(body)) => ResponseBody::upstream(body, record, in_flight),
+        (None, None) => ResponseBody::full(Bytes::new(), record, in_flight),
     };
     let mut response = Response::new(body);
     *response.status_mut() = parts.status;
@@ -453,47 +507,42 @@ fn step_span(
     span
 }
 
-/// Largest response body `url-rewriting` buffers (Gravitee buffers whole bodies; hgw bounds it).
-const MAX_REWRITTEN_BODY: usize = 16 * 1024 * 1024;
+/// Largest body the gateway holds in memory for body policies, in either direction (Gravitee buffers
+/// whole bodies; hgw bounds them and never truncates).
+const MAX_BUFFERED_BODY: usize = 16 * 1024 * 1024;
 
-/// Buffers the upstream body and applies the body rewriters in order. A body that is not UTF-8 text
-/// is passed on unchanged; one larger than [`MAX_REWRITTEN_BODY`] is an error (502), never truncated.
-async fn rewrite_body(
-    body: crate::http::decompress::UpstreamBody,
-    headers: &mut HeaderMap,
-    rewriters: &[&crate::api::flows::Step],
-    info: &RequestInfo,
-    attributes: &Attributes,
-    status: http::StatusCode,
-) -> Result<bytes::Bytes, String> {
+/// The client's whole request body, for the request flows (bounded in size and, like any body the
+/// gateway waits for, in time). Failures are the client's: 400, 408 or 413.
+async fn buffer_request_body(body: Option<RequestBody>) -> Result<Bytes, GatewayError> {
+    use crate::http::body::ClientBodyError;
+    use crate::telemetry::analytics::ClientFault;
     use http_body_util::BodyExt;
-    let collected = http_body_util::Limited::new(body, MAX_REWRITTEN_BODY)
+    let Some(body) = body else {
+        return Ok(Bytes::new());
+    };
+    let limit = body.stall_limit().unwrap_or(std::time::Duration::MAX);
+    match tokio::time::timeout(limit, http_body_util::Limited::new(body, MAX_BUFFERED_BODY).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) => Err(match error.downcast::<ClientBodyError>().map(|e| *e) {
+            Ok(ClientBodyError::Malformed(_)) => GatewayError::ClientBody(ClientFault::Malformed),
+            Ok(ClientBodyError::Stalled(_)) => GatewayError::ClientBody(ClientFault::Stalled),
+            Err(_) => GatewayError::RequestBodyTooLarge(MAX_BUFFERED_BODY),
+        }),
+        Err(_) => Err(GatewayError::ClientBody(ClientFault::Stalled)),
+    }
+}
+
+/// The endpoint's whole response body, for the response flows. One larger than [`MAX_BUFFERED_BODY`]
+/// is an error (502), never truncated.
+async fn buffer_response_body(body: crate::http::decompress::UpstreamBody) -> Result<Bytes, String> {
+    use http_body_util::BodyExt;
+    Ok(http_body_util::Limited::new(body, MAX_BUFFERED_BODY)
         .collect()
         .await
-        .map_err(|e| format!("response body for url-rewriting: {e}"))?
-        .to_bytes();
-    let Ok(text) = std::str::from_utf8(&collected) else {
-        return Ok(collected);
-    };
-    let mut current: Option<String> = None;
-    for step in rewriters {
-        let el = ElContext::response(info, attributes, status.as_u16(), headers);
-        if let Some(condition) = &step.condition
-            && !el.holds(condition)
-        {
-            continue;
-        }
-        if let Some(rewritten) = step.policy.rewrite_body(current.as_deref().unwrap_or(text), &el) {
-            current = Some(rewritten);
-        }
-    }
-    let Some(rewritten) = current else {
-        return Ok(collected);
-    };
-    headers.remove(http::header::CONTENT_LENGTH);
-    headers.remove(http::header::TRANSFER_ENCODING);
-    Ok(bytes::Bytes::from(rewritten))
+        .map_err(|e| format!("response body for the response flows: {e}"))?
+        .to_bytes())
 }
+
 /// The sender's `Connection` header names headers meant for its hop only: they go, and the header
 /// with them. On a request this runs before security and flows, so a header a policy adds under such
 /// a name still reaches the endpoint.

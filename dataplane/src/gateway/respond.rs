@@ -31,6 +31,9 @@ pub enum GatewayError {
         ClientFault::Stalled => "Request timeout: the request body stopped arriving",
     })]
     ClientBody(ClientFault),
+    /// A body a policy needs in memory is larger than the gateway holds (the client's doing).
+    #[error("The request body is larger than the {0} bytes the gateway holds for the API's body policies")]
+    RequestBodyTooLarge(usize),
 }
 
 impl GatewayError {
@@ -49,6 +52,7 @@ impl GatewayError {
             ) => "GATEWAY_CLIENT_CONNECTION_ERROR",
             GatewayError::ClientBody(ClientFault::Malformed) => "REQUEST_BODY_INVALID",
             GatewayError::ClientBody(ClientFault::Stalled) => "REQUEST_BODY_TIMEOUT",
+            GatewayError::RequestBodyTooLarge(_) => "REQUEST_BODY_TOO_LARGE",
         }
     }
 
@@ -61,6 +65,7 @@ impl GatewayError {
             GatewayError::Upstream(_) | GatewayError::CircuitOpen => StatusCode::BAD_GATEWAY,
             GatewayError::ClientBody(ClientFault::Malformed) => StatusCode::BAD_REQUEST,
             GatewayError::ClientBody(ClientFault::Stalled) => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::RequestBodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 

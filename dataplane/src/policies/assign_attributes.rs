@@ -39,4 +39,8 @@ impl Policy for AssignAttributes {
     fn uses_el(&self) -> bool {
         self.attributes.iter().any(|(_, v)| v.is_template())
     }
+
+    fn reads_request_body(&self) -> bool {
+        self.attributes.iter().any(|(_, v)| v.reads_content())
+    }
 }

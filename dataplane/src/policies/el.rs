@@ -43,6 +43,10 @@ pub struct ElContext<'a> {
     query: OnceCell<Vec<(String, String)>>,
     /// The regular expression a policy just matched (`#group`, `#groupName`).
     captures: Option<&'a RegexCaptures>,
+    /// `#request.content` / `#response.content`: the body, where the gateway buffered it (as text;
+    /// a body that is not UTF-8 reads as null).
+    request_content: Option<&'a str>,
+    response_content: Option<&'a str>,
 }
 
 /// The groups of one regular-expression match, owned (only policies that redirect or route build one).
@@ -77,7 +81,17 @@ impl<'a> ElContext<'a> {
         path_params: &'a [(String, String)],
         attributes: &'a [(String, String)],
     ) -> ElContext<'a> {
-        ElContext { info, headers, path_params, attributes, response: None, query: OnceCell::new(), captures: None }
+        ElContext {
+            info,
+            headers,
+            path_params,
+            attributes,
+            response: None,
+            query: OnceCell::new(),
+            captures: None,
+            request_content: None,
+            response_content: None,
+        }
     }
 
     pub fn response(
@@ -94,7 +108,19 @@ impl<'a> ElContext<'a> {
             response: Some((status, response_headers)),
             query: OnceCell::new(),
             captures: None,
+            request_content: None,
+            response_content: None,
         }
+    }
+
+    /// This context reading `#request.content` from `body` (buffered for the request flows).
+    pub fn with_request_content(self, body: Option<&'a [u8]>) -> ElContext<'a> {
+        ElContext { request_content: body.and_then(|b| std::str::from_utf8(b).ok()), ..self }
+    }
+
+    /// This context reading `#response.content` from `body` (buffered for the response flows).
+    pub fn with_response_content(self, body: Option<&'a [u8]>) -> ElContext<'a> {
+        ElContext { response_content: body.and_then(|b| std::str::from_utf8(b).ok()), ..self }
     }
 
     /// This context with a policy's regular-expression match readable as `#group`/`#groupName`.
@@ -113,6 +139,8 @@ impl<'a> ElContext<'a> {
             response: self.response,
             query: self.query.clone(),
             captures: Some(captures),
+            request_content: self.request_content,
+            response_content: self.response_content,
         }
     }
 
@@ -160,6 +188,12 @@ fn values<'h>(headers: &'h HeaderMap, name: &str) -> Vec<&'h str> {
 }
 
 impl hgw_el::Context for ElContext<'_> {
+    fn request_content(&self) -> Option<&str> {
+        self.request_content
+    }
+    fn response_content(&self) -> Option<&str> {
+        self.response_content
+    }
     fn subscription_field(&self, name: &str) -> Option<&str> {
         match name {
             "id" => non_empty(&self.info.subscription_id),

@@ -132,6 +132,11 @@ impl Policy for Mock {
     fn uses_el(&self) -> bool {
         matches!(self.template, Content::Template(_)) || self.templated_headers.iter().any(|(_, t)| t.is_some())
     }
+
+    fn reads_request_body(&self) -> bool {
+        matches!(&self.template, Content::Template(t) if t.reads_content())
+            || self.templated_headers.iter().any(|(_, t)| t.as_ref().is_some_and(hgw_el::Template::reads_content))
+    }
 }
 
 #[cfg(test)]

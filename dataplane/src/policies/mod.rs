@@ -62,27 +62,39 @@ pub struct RequestExchange<'a> {
     pub endpoint_target: &'a mut Option<String>,
     /// A v2 API on Gravitee's V3 engine, where a policy's refusal is a failure with a JSON body.
     pub legacy_engine: bool,
+    /// The request body, when a step of the request's flows reads or replaces it (it is then
+    /// buffered before the flows run, and what the last step left is sent to the endpoint).
+    pub body: Option<&'a mut Bytes>,
 }
 
 impl RequestExchange<'_> {
-    /// An EL context over the request as it is now (headers include earlier policies' changes).
+    /// An EL context over the request as it is now (headers and body include earlier policies'
+    /// changes).
     pub fn el(&self) -> ElContext<'_> {
         ElContext::request(self.info, &self.parts.headers, self.path_params, self.attributes)
+            .with_request_content(self.body.as_deref().map(|b| &b[..]))
     }
 }
 
-/// What a response-phase policy may look at and change (the body streams untouched).
+/// What a response-phase policy may look at and change.
 pub struct ResponseExchange<'a> {
     pub status: &'a mut StatusCode,
     pub headers: &'a mut HeaderMap,
     pub attributes: &'a Attributes,
     pub info: &'a RequestInfo,
+    /// The response body, when a step of the response flows reads or replaces it (buffered before
+    /// they run); otherwise it streams untouched.
+    pub body: Option<&'a mut Bytes>,
+    /// Set by a policy that fails the response (Gravitee's policy failure): the steps after it do
+    /// not run and the client gets this answer instead.
+    pub failure: Option<Reply>,
 }
 
 impl ResponseExchange<'_> {
     /// An EL context over the response (and the request as it was sent upstream).
     pub fn el(&self) -> ElContext<'_> {
         ElContext::response(self.info, self.attributes, self.status.as_u16(), self.headers)
+            .with_response_content(self.body.as_deref().map(|b| &b[..]))
     }
 }
 
@@ -153,13 +165,15 @@ pub trait Policy: Send + Sync + Debug {
     fn uses_el(&self) -> bool {
         false
     }
-    /// Whether the policy rewrites the response body (the proxy then buffers it).
-    fn rewrites_body(&self) -> bool {
+    /// Whether the policy reads or replaces the request body in the request phase (the proxy then
+    /// buffers it before the request flows: [`RequestExchange::body`]).
+    fn reads_request_body(&self) -> bool {
         false
     }
-    /// The rewritten body, or `None` to keep it.
-    fn rewrite_body(&self, _body: &str, _el: &ElContext<'_>) -> Option<String> {
-        None
+    /// Whether the policy reads or replaces the response body in the response phase (the proxy then
+    /// buffers it before the response flows: [`ResponseExchange::body`]).
+    fn reads_response_body(&self) -> bool {
+        false
     }
 }
 
@@ -178,6 +192,11 @@ impl Value {
 
     pub fn is_template(&self) -> bool {
         matches!(self, Value::Template(_))
+    }
+
+    /// Whether rendering it reads `#request.content` or `#response.content`.
+    pub fn reads_content(&self) -> bool {
+        matches!(self, Value::Template(t) if t.reads_content())
     }
 
     pub fn render(&self, el: &ElContext<'_>) -> String {
@@ -300,6 +319,7 @@ pub(crate) fn with_test_exchange_behind<T>(
         path_params: &[],
         endpoint_target: &mut None,
         legacy_engine: false,
+        body: None,
     };
     run(&mut exchange)
 }

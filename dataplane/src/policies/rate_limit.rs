@@ -293,6 +293,7 @@ mod tests {
             path_params: &[],
             endpoint_target: &mut None,
             legacy_engine: false,
+            body: None,
         };
         match policy.on_request(&mut exchange) {
             Outcome::Wait(pending) => pending.await,

@@ -116,6 +116,14 @@ impl Policy for TransformHeaders {
     fn uses_el(&self) -> bool {
         self.uses_el
     }
+
+    fn reads_request_body(&self) -> bool {
+        self.set.iter().chain(self.append.iter()).any(|(_, v)| v.reads_content())
+    }
+
+    fn reads_response_body(&self) -> bool {
+        self.reads_request_body()
+    }
 }
 
 #[cfg(test)]

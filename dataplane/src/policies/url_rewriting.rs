@@ -60,6 +60,9 @@ impl UrlRewriting {
 
 impl Policy for UrlRewriting {
     fn on_response(&self, exchange: &mut ResponseExchange<'_>) {
+        if self.body {
+            self.rewrite_content(exchange);
+        }
         if !self.headers {
             return;
         }
@@ -95,15 +98,26 @@ impl Policy for UrlRewriting {
         self.to.is_template()
     }
 
-    fn rewrites_body(&self) -> bool {
+    fn reads_response_body(&self) -> bool {
         self.body
     }
+}
 
-    fn rewrite_body(&self, body: &str, el: &ElContext<'_>) -> Option<String> {
-        if !self.body {
-            return None;
+impl UrlRewriting {
+    /// Rewrites the buffered response body (text only: a body that is not UTF-8 is left as it is).
+    /// Gravitee's policy rewrites the body as the response streams out, after the header changes
+    /// of every step; matches in the body do not depend on those, so here it is done in place.
+    fn rewrite_content(&self, exchange: &mut ResponseExchange<'_>) {
+        let rewritten = {
+            let Some(text) = exchange.body.as_deref().and_then(|b| std::str::from_utf8(b).ok()) else {
+                return;
+            };
+            let el = exchange.el();
+            self.rewrite(text, &el)
+        };
+        if let (Some(rewritten), Some(body)) = (rewritten, exchange.body.as_deref_mut()) {
+            *body = bytes::Bytes::from(rewritten);
         }
-        self.rewrite(body, el)
     }
 }
 
@@ -118,7 +132,14 @@ mod tests {
         let mut status = StatusCode::OK;
         let attributes = Attributes::new();
         let info = RequestInfo::default();
-        let mut exchange = ResponseExchange { status: &mut status, headers, attributes: &attributes, info: &info };
+        let mut exchange = ResponseExchange {
+            status: &mut status,
+            headers,
+            attributes: &attributes,
+            info: &info,
+            body: None,
+            failure: None,
+        };
         policy.on_response(&mut exchange);
     }
 
@@ -139,11 +160,11 @@ mod tests {
         let headers = HeaderMap::new();
         let el = crate::policies::el::ElContext::response(&info, &[], 200, &headers);
         assert_eq!(
-            p.rewrite_body("see http://backend:8080/orders and http://backend:8080/items", &el).as_deref(),
+            p.rewrite("see http://backend:8080/orders and http://backend:8080/items", &el).as_deref(),
             Some("see https://api.example.com/orders and https://api.example.com/items")
         );
-        assert_eq!(p.rewrite_body("nothing to do", &el), None);
-        assert!(p.rewrites_body());
+        assert_eq!(p.rewrite("nothing to do", &el), None);
+        assert!(p.reads_response_body());
     }
 
     #[test]
@@ -199,10 +220,10 @@ mod tests {
         // Gravitee's own test pattern (an atomic group, which needs the backtracking engine).
         let p = policy(r"https?://[^\/]*\/((?>\w|\d|\-|\/|\?|\=|\&)*)", "https://apis.gravitee.io/{#group[0]}", true);
         assert_eq!(
-            p.rewrite_body("a http://10.0.0.1:8080/x/y?z=1 b https://h/k", &el).as_deref(),
+            p.rewrite("a http://10.0.0.1:8080/x/y?z=1 b https://h/k", &el).as_deref(),
             Some("a https://apis.gravitee.io/x/y?z=1 b https://apis.gravitee.io/k")
         );
         let named = policy("http://(?<host>[a-z]+)/", "{#groupName['host']}-$1;", true);
-        assert_eq!(named.rewrite_body("http://one/ http://two/", &el).as_deref(), Some("one-$1; two-$1;"));
+        assert_eq!(named.rewrite("http://one/ http://two/", &el).as_deref(), Some("one-$1; two-$1;"));
     }
 }
