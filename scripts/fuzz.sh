@@ -30,6 +30,6 @@ echo "==> fuzz: agent definition parser (${seconds}s)"
     -max_total_time="$seconds" -max_len=65536 -timeout=10 -print_final_stats=1 2>&1 | tail -n 15
   exit "${PIPESTATUS[0]}"
 )
-echo "==> fuzz: EL parser (${seconds}s)"
-bash el/fuzz/run.sh "$seconds" 2>&1 | tail -n 15
+echo "==> fuzz: EL and FreeMarker parsers (${seconds}s each)"
+bash el/fuzz/run.sh "$seconds" 2>&1 | tail -n 30
 exit "${PIPESTATUS[0]}"

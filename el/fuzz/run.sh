@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Runs the hgw-el parser fuzz target for SECONDS (default 10), e.g. from CI: el/fuzz/run.sh 10
+# Runs the hgw-el fuzz targets for SECONDS each (default 10), e.g. from CI: el/fuzz/run.sh 10: `parse`
+# (Gravitee EL) and `freemarker` (the FreeMarker subset of assign-content).
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz`). cargo-fuzz passes `-Z` sanitizer flags that only
 # a nightly compiler accepts; by default the active (stable) toolchain is unlocked with
 # RUSTC_BOOTSTRAP=1 so no nightly download is needed. Set FUZZ_TOOLCHAIN=nightly to use an
-# installed nightly instead. New corpus entries go to corpus/parse (git-ignored), crashes to
-# artifacts/parse; the exit status is non-zero when the fuzzer finds a crash.
+# installed nightly instead. New corpus entries go to corpus/<target> (git-ignored), crashes to
+# artifacts/<target>; the exit status is non-zero when the fuzzer finds a crash.
 set -euo pipefail
 
 seconds="${1:-10}"
@@ -26,7 +27,9 @@ else
   export RUSTC_BOOTSTRAP=1
 fi
 
-mkdir -p corpus/parse
+mkdir -p corpus/parse corpus/freemarker
 # -max_len above the 4 KiB expression limit so the length checks are exercised too.
-exec cargo "${toolchain[@]}" fuzz run parse corpus/parse seeds/parse -- \
+cargo "${toolchain[@]}" fuzz run parse corpus/parse seeds/parse -- \
   -max_total_time="$seconds" -max_len=8192 -timeout=10 -dict=el.dict -print_final_stats=1
+exec cargo "${toolchain[@]}" fuzz run freemarker corpus/freemarker seeds/freemarker -- \
+  -max_total_time="$seconds" -max_len=8192 -timeout=10 -print_final_stats=1

@@ -87,6 +87,7 @@ mod ast;
 mod context;
 mod error;
 mod eval;
+pub mod freemarker;
 pub mod java_regex;
 mod lexer;
 mod parser;

@@ -1001,7 +1001,13 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase, scope: StepScope) -> Re
         // hgw does not run at all would send the user looking in the wrong place.
         check_policy_runs(step.policy.trim(), phase, &at)?;
         check_groups(&configuration, &at_config, step.policy.trim())?;
-        check_el(&configuration, &at_config, templated_fields(step.policy.trim())).or_else(|e| {
+        // assign-content's body is a FreeMarker template, not EL: checked by its own parser below.
+        let el_checked = if step.policy.trim() == "policy-assign-content" {
+            Ok(())
+        } else {
+            check_el(&configuration, &at_config, templated_fields(step.policy.trim()))
+        };
+        el_checked.or_else(|e| {
             // Gravitee's mock renders its EL per request and answers a 500 (content) or leaves the
             // header out when it does not parse; hgw's mock does the same, so it deploys with a warning.
             if step.policy.trim() == "mock" && e.message.starts_with("EL ") {
@@ -1039,6 +1045,7 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase, scope: StepScope) -> Re
             ("status-code", Phase::Response) => P::StatusCode(status_code(&configuration, &at_config)?),
             ("http-redirect", Phase::Request) => P::HttpRedirect(http_redirect(&configuration, &at_config)?),
             ("dynamic-routing", Phase::Request) => P::DynamicRouting(dynamic_routing(&configuration, &at_config)?),
+            ("policy-assign-content", _) => P::AssignContent(assign_content(&configuration, &at_config)?),
             // Gravitee's key-less policy as a flow step does nothing: the plan already admitted the call.
             ("key-less", Phase::Request) => continue,
             // Gravitee's latency policy only delays requests; in the response phase it does nothing.
@@ -1109,6 +1116,7 @@ const POLICIES: &[(&str, &[Phase])] = &[
     ("status-code", &[Phase::Response]),
     ("http-redirect", &[Phase::Request]),
     ("dynamic-routing", &[Phase::Request]),
+    ("policy-assign-content", &[Phase::Request, Phase::Response]),
     ("key-less", &[Phase::Request]),
 ];
 
@@ -1675,6 +1683,18 @@ fn dynamic_routing(configuration: &Value, at: &str) -> Result<pb::DynamicRouting
 }
 
 /// Gravitee's `status-code` (transform-status-code).
+/// Gravitee's assign-content: `body` is a FreeMarker template, parsed here so an API using what hgw's
+/// FreeMarker subset lacks is rejected with the construct named, never run half-understood.
+fn assign_content(configuration: &Value, at: &str) -> Result<pb::AssignContentPolicy, CompileError> {
+    let body = match configuration.get("body") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(body)) => body.clone(),
+        Some(_) => return Err(err(format!("{at}.body"), "must be a string (a FreeMarker template)")),
+    };
+    hgw_el::freemarker::parse(&body).map_err(|e| err(format!("{at}.body"), e.message))?;
+    Ok(pb::AssignContentPolicy { body })
+}
+
 fn status_code(configuration: &Value, at: &str) -> Result<pb::StatusCodePolicy, CompileError> {
     let status =
         |mapping: &Value, field: &str, i: usize| -> Result<u32, CompileError> {

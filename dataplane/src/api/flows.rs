@@ -175,6 +175,7 @@ fn policy_id(policy: Option<&pb::step::Policy>) -> &'static str {
         Some(P::StatusCode(_)) => "status-code",
         Some(P::HttpRedirect(_)) => "http-redirect",
         Some(P::DynamicRouting(_)) => "dynamic-routing",
+        Some(P::AssignContent(_)) => "policy-assign-content",
         None => "unknown",
     }
 }

@@ -6,6 +6,7 @@
 //! request continue or answers it itself ([`Outcome::Respond`]), as Gravitee's policies do.
 
 mod assign_attributes;
+mod assign_content;
 pub mod counters;
 mod dynamic_routing;
 pub mod el;
@@ -88,6 +89,8 @@ pub struct ResponseExchange<'a> {
     /// Set by a policy that fails the response (Gravitee's policy failure): the steps after it do
     /// not run and the client gets this answer instead.
     pub failure: Option<Reply>,
+    /// A v2 API on Gravitee's V3 engine (some policies answer differently there).
+    pub legacy_engine: bool,
 }
 
 impl ResponseExchange<'_> {
@@ -265,6 +268,7 @@ pub fn compile(step: pb::Step, phase: Phase) -> Result<Arc<dyn Policy>, PolicyEr
         P::DynamicRouting(config) => {
             request_only(phase, "dynamic-routing", dynamic_routing::DynamicRouting::compile(config))
         }
+        P::AssignContent(config) => Ok(Arc::new(assign_content::AssignContent::compile(config)?)),
         P::HttpRedirect(config) => request_only(phase, "http-redirect", http_redirect::HttpRedirect::compile(config)),
     }
 }
