@@ -416,6 +416,15 @@ fn attach_credentials(
             .map(|p| p.id.as_str())
             .collect();
         if key_plans.is_empty() {
+            // No key exists for an API without such plans; its `api-key` steps still need to know
+            // where to look for the (then always invalid) key.
+            let steps = api.flows.iter().chain(api.plans.iter().flat_map(|p| p.flows.iter()));
+            if steps.flat_map(|f| f.request.iter()).any(|s| matches!(s.policy, Some(pb::step::Policy::ApiKey(_)))) {
+                let mut updated = (**api).clone();
+                fill_api_key_steps(&mut updated, key_header, key_param);
+                updated.revision = definition::revision(&updated);
+                *api = Arc::new(updated);
+            }
             continue;
         }
         let attached: Vec<pb::Subscription> = by_api
@@ -470,10 +479,24 @@ fn attach_credentials(
             location.header = key_header.clone();
             location.query_param = key_param.clone();
         }
+        fill_api_key_steps(&mut updated, key_header, key_param);
         updated.subscriptions = attached;
         updated.api_keys = hashed.into_values().collect();
         updated.revision = definition::revision(&updated);
         *api = Arc::new(updated);
+    }
+}
+
+/// `api-key` flow steps without a header of their own read the key where the plans do.
+fn fill_api_key_steps(api: &mut pb::Api, key_header: &str, key_param: &str) {
+    let flows = api.flows.iter_mut().chain(api.plans.iter_mut().flat_map(|p| p.flows.iter_mut()));
+    for step in flows.flat_map(|f| f.request.iter_mut()) {
+        if let Some(pb::step::Policy::ApiKey(location)) = step.policy.as_mut() {
+            if location.header.is_empty() {
+                location.header = key_header.to_owned();
+            }
+            location.query_param = key_param.to_owned();
+        }
     }
 }
 

@@ -182,6 +182,7 @@ fn policy_chain(bencher: divan::Bencher) {
             endpoint_target: &mut None,
             legacy_engine: false,
             body: None,
+            api_keys: None,
         };
         for policy in &chain {
             match policy.on_request(&mut exchange) {

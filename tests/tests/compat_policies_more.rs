@@ -287,3 +287,70 @@ async fn mock_header_el_subscription_el_and_v4_scope() {
     assert_eq!(subscribed.header("x-sub"), Some("127.0.0.1"), "key-less: the subscription is the client address");
     assert!(subscribed.header("x-client").is_none() && subscribed.header("x-app").is_none());
 }
+
+/// Gravitee's api-key policy as a flow step: a valid key of the API is required whatever the plan
+/// (401 API_KEY_MISSING / API_KEY_INVALID, "Unauthorized"), read from the step's own header when it
+/// names one, and removed before the endpoint unless `propagateApiKey`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_key_policy_as_a_flow_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    // Key-less plan first, API-key plan second: the step still wants a key of the API.
+    let mut keyed = v4_api("step-keyed", "/step-keyed", &backend.url());
+    keyed["plans"] = json!([
+        {"id": "free", "name": "Free", "security": {"type": "KEY_LESS"}, "status": "PUBLISHED"},
+        {"id": "gold", "name": "Gold", "security": {"type": "API_KEY"}, "status": "PUBLISHED"}]);
+    keyed["flows"] = json!([flow("/", json!([step("api-key", json!({"apiKeyHeader": "X-Step-Key"}))]), json!([]))]);
+    sim.put_api(keyed).await;
+    sim.put_subscription(json!({"id": "sub-1", "api": "step-keyed", "plan": "gold", "application": "app-1",
+        "status": "ACCEPTED", "updatedAt": hgw_tests::gateway::now_ms()}))
+        .await;
+    for (id, key, revoked) in [("key-1", "good-key", false), ("key-2", "revoked-key", true)] {
+        sim.put_key(json!({"id": id, "key": key, "subscriptions": ["sub-1"], "subscription": "sub-1",
+            "api": "step-keyed", "plan": "gold", "application": "app-1", "revoked": revoked, "paused": false,
+            "updatedAt": hgw_tests::gateway::now_ms()}))
+            .await;
+    }
+    // Without any API-key plan, no key of the API exists (a v2 API on the V3 engine, whose failures
+    // carry no ids).
+    let mut keyless = v2_api("step-keyless", "/step-keyless", &backend.url());
+    keyless["flows"] = json!([{"name": "f", "methods": [], "enabled": true, "path-operator": {"path": "/", "operator": "STARTS_WITH"},
+        "pre": [step("api-key", json!({"propagateApiKey": true}))], "post": []}]);
+    sim.put_api(keyless).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+    let unauthorized = json!({"message": "Unauthorized", "http_status_code": 401});
+    // The error key is in the request's analytics record.
+    let error_key = |reply: &hgw_tests::gateway::Reply| {
+        let id = reply.header("x-gravitee-request-id").unwrap().to_owned();
+        let sim = &sim;
+        async move { hgw_tests::gateway::report_for(sim, &id).await["error-key"].clone() }
+    };
+    let missing = get(&client, &dp.url("/step-keyed/x")).await.unwrap();
+    assert_eq!((missing.status, missing.json()), (401, unauthorized.clone()));
+    assert_eq!(error_key(&missing).await, "API_KEY_MISSING");
+    // The gateway's header is not the step's.
+    let other_header =
+        client.get(dp.url("/step-keyed/x")).header("X-Gravitee-Api-Key", "good-key").send().await.unwrap();
+    assert_eq!(other_header.status(), 401);
+    for bad in ["revoked-key", "unknown"] {
+        let reply = client.get(dp.url("/step-keyed/x")).header("X-Step-Key", bad).send().await.unwrap();
+        let reply = hgw_tests::gateway::Reply {
+            status: reply.status().as_u16(),
+            headers: reply.headers().clone(),
+            body: reply.text().await.unwrap(),
+        };
+        assert_eq!((reply.status, reply.json()), (401, unauthorized.clone()), "{bad}");
+        assert_eq!(error_key(&reply).await, "API_KEY_INVALID");
+    }
+    let reply = client.get(dp.url("/step-keyed/x")).header("X-Step-Key", "good-key").send().await.unwrap();
+    assert_eq!(reply.status(), 200);
+    let echo: serde_json::Value = reply.json().await.unwrap();
+    assert!(echo["headers"].get("x-step-key").is_none(), "the key is removed: {echo}");
+
+    let missing = get(&client, &dp.url("/step-keyless/x")).await.unwrap();
+    assert_eq!((missing.status, missing.json()), (401, unauthorized.clone()));
+    let invalid = get(&client, &dp.url("/step-keyless/x?api-key=good-key")).await.unwrap();
+    assert_eq!((invalid.status, invalid.json()), (401, unauthorized));
+}

@@ -1046,6 +1046,7 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase, scope: StepScope) -> Re
             ("http-redirect", Phase::Request) => P::HttpRedirect(http_redirect(&configuration, &at_config)?),
             ("dynamic-routing", Phase::Request) => P::DynamicRouting(dynamic_routing(&configuration, &at_config)?),
             ("policy-assign-content", _) => P::AssignContent(assign_content(&configuration, &at_config)?),
+            ("api-key", Phase::Request) => P::ApiKey(api_key_step(&configuration)),
             // Gravitee's key-less policy as a flow step does nothing: the plan already admitted the call.
             ("key-less", Phase::Request) => continue,
             // Gravitee's latency policy only delays requests; in the response phase it does nothing.
@@ -1117,6 +1118,7 @@ const POLICIES: &[(&str, &[Phase])] = &[
     ("http-redirect", &[Phase::Request]),
     ("dynamic-routing", &[Phase::Request]),
     ("policy-assign-content", &[Phase::Request, Phase::Response]),
+    ("api-key", &[Phase::Request]),
     ("key-less", &[Phase::Request]),
 ];
 
@@ -1683,6 +1685,16 @@ fn dynamic_routing(configuration: &Value, at: &str) -> Result<pb::DynamicRouting
 }
 
 /// Gravitee's `status-code` (transform-status-code).
+/// Gravitee's api-key policy as a flow step: its own header when `apiKeyHeader` is set, else the
+/// gateway's (filled in with the plans' when credentials are attached).
+fn api_key_step(configuration: &Value) -> pb::ApiKeySecurity {
+    pb::ApiKeySecurity {
+        header: configuration.get("apiKeyHeader").and_then(Value::as_str).map(str::trim).unwrap_or_default().to_owned(),
+        query_param: String::new(),
+        propagate_api_key: configuration.get("propagateApiKey").and_then(Value::as_bool).unwrap_or(false),
+    }
+}
+
 /// Gravitee's assign-content: `body` is a FreeMarker template, parsed here so an API using what hgw's
 /// FreeMarker subset lacks is rejected with the construct named, never run half-understood.
 fn assign_content(configuration: &Value, at: &str) -> Result<pb::AssignContentPolicy, CompileError> {

@@ -176,6 +176,7 @@ fn policy_id(policy: Option<&pb::step::Policy>) -> &'static str {
         Some(P::HttpRedirect(_)) => "http-redirect",
         Some(P::DynamicRouting(_)) => "dynamic-routing",
         Some(P::AssignContent(_)) => "policy-assign-content",
+        Some(P::ApiKey(_)) => "api-key",
         None => "unknown",
     }
 }

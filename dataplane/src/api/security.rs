@@ -430,6 +430,18 @@ impl Security {
     }
 
     /// The accepted, current subscription of `plan` that the key opens.
+    /// Whether `key` is a key of this API admitting a request now, whatever its plan (Gravitee's
+    /// api-key step looks keys up by API).
+    fn key_admits_any_plan(&self, key: &str, now_ms: i64) -> bool {
+        let Some(entry) = self.keys.get(&sha256_hex(key)) else {
+            return false;
+        };
+        if entry.revoked || entry.paused || (entry.expire_at_ms > 0 && entry.expire_at_ms <= now_ms) {
+            return false;
+        }
+        entry.subscriptions.iter().filter_map(|id| self.subscriptions.get(id)).any(|s| s.admits(&s.plan, now_ms))
+    }
+
     fn subscription_for(&self, key: &str, plan: &str, now_ms: i64) -> Option<(&str, &SubscriptionEntry)> {
         let entry = self.keys.get(&sha256_hex(key))?;
         if entry.revoked || entry.paused || (entry.expire_at_ms > 0 && entry.expire_at_ms <= now_ms) {
@@ -439,6 +451,12 @@ impl Security {
             let subscription = self.subscriptions.get(id)?;
             subscription.admits(plan, now_ms).then_some((id.as_str(), subscription))
         })
+    }
+}
+
+impl crate::policies::ApiKeys for Security {
+    fn admits(&self, key: &str, now_ms: i64) -> bool {
+        self.key_admits_any_plan(key, now_ms)
     }
 }
 
@@ -559,14 +577,17 @@ fn find_key(parts: &http::request::Parts, config: &ApiKeyPlan) -> Option<String>
 
 fn strip_key(parts: &mut http::request::Parts, config: &ApiKeyPlan) {
     parts.headers.remove(&config.header);
+    strip_query_param(parts, &config.query_param);
+}
+
+/// Removes every `name` parameter from the request's query (the rest kept as sent).
+pub fn strip_query_param(parts: &mut http::request::Parts, name: &str) {
     let Some(query) = parts.uri.query() else {
         return;
     };
     let kept: Vec<&str> = query
         .split('&')
-        .filter(|pair| {
-            !pair.is_empty() && percent_decode(pair.split_once('=').map_or(*pair, |(n, _)| n)) != config.query_param
-        })
+        .filter(|pair| !pair.is_empty() && percent_decode(pair.split_once('=').map_or(*pair, |(n, _)| n)) != name)
         .collect();
     let path_and_query =
         if kept.is_empty() { parts.uri.path().to_owned() } else { format!("{}?{}", parts.uri.path(), kept.join("&")) };

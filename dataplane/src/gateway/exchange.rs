@@ -232,6 +232,7 @@ pub(crate) async fn serve_api(
             endpoint_target: &mut endpoint_target,
             legacy_engine: api.legacy_engine,
             body: content.as_mut(),
+            api_keys: Some(&api.security),
         };
         for (flow, params) in &flows {
             exchange.path_params = params;

@@ -5,6 +5,7 @@
 //! A policy sees the request (or response) head and the request's context attributes; it lets the
 //! request continue or answers it itself ([`Outcome::Respond`]), as Gravitee's policies do.
 
+mod api_key;
 mod assign_attributes;
 mod assign_content;
 pub mod counters;
@@ -32,6 +33,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::policies::el::{ElContext, RequestInfo};
 use crate::telemetry::analytics::Warning;
+
+pub use api_key::ApiKeys;
 
 /// Request context attributes (`policy-assign-attributes`, read by later policies).
 pub type Attributes = Vec<(String, String)>;
@@ -66,6 +69,8 @@ pub struct RequestExchange<'a> {
     /// The request body, when a step of the request's flows reads or replaces it (it is then
     /// buffered before the flows run, and what the last step left is sent to the endpoint).
     pub body: Option<&'a mut Bytes>,
+    /// The API's keys, for the `api-key` step (`None`: no key is valid).
+    pub api_keys: Option<&'a dyn ApiKeys>,
 }
 
 impl RequestExchange<'_> {
@@ -269,6 +274,7 @@ pub fn compile(step: pb::Step, phase: Phase) -> Result<Arc<dyn Policy>, PolicyEr
             request_only(phase, "dynamic-routing", dynamic_routing::DynamicRouting::compile(config))
         }
         P::AssignContent(config) => Ok(Arc::new(assign_content::AssignContent::compile(config)?)),
+        P::ApiKey(config) => request_only(phase, "api-key", api_key::ApiKeyStep::compile(config)),
         P::HttpRedirect(config) => request_only(phase, "http-redirect", http_redirect::HttpRedirect::compile(config)),
     }
 }
@@ -324,6 +330,7 @@ pub(crate) fn with_test_exchange_behind<T>(
         endpoint_target: &mut None,
         legacy_engine: false,
         body: None,
+        api_keys: None,
     };
     run(&mut exchange)
 }

@@ -294,6 +294,7 @@ mod tests {
             endpoint_target: &mut None,
             legacy_engine: false,
             body: None,
+            api_keys: None,
         };
         match policy.on_request(&mut exchange) {
             Outcome::Wait(pending) => pending.await,
