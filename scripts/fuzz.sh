@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for SECONDS each (default 10): the Gravitee definition parser (agent) and the
+# Runs every fuzz target for SECONDS each (default 10): the Gravitee definition parser and JOLT chains (agent), and the
 # EL parser (hgw-el). Installs cargo-fuzz when missing. On the stable toolchain cargo-fuzz's nightly
 # flags are unlocked with RUSTC_BOOTSTRAP=1 (no nightly download); set FUZZ_TOOLCHAIN=nightly to use
 # an installed nightly. Exits non-zero when a fuzzer finds a crash (the input lands in artifacts/).
@@ -28,6 +28,14 @@ echo "==> fuzz: agent definition parser (${seconds}s)"
   mkdir -p corpus/definition
   cargo "${toolchain[@]}" fuzz run definition corpus/definition seeds/definition -- \
     -max_total_time="$seconds" -max_len=65536 -timeout=10 -print_final_stats=1 2>&1 | tail -n 15
+  exit "${PIPESTATUS[0]}"
+)
+echo "==> fuzz: JOLT specifications of json-to-json (${seconds}s)"
+(
+  cd agent/fuzz
+  mkdir -p corpus/jolt
+  cargo "${toolchain[@]}" fuzz run jolt corpus/jolt seeds/jolt -- \
+    -max_total_time="$seconds" -max_len=4096 -timeout=10 -print_final_stats=1 2>&1 | tail -n 15
   exit "${PIPESTATUS[0]}"
 )
 echo "==> fuzz: EL and FreeMarker parsers (${seconds}s each)"

@@ -353,6 +353,7 @@ fn echo_api(id: &str, path: &str, backend: SocketAddr) -> pb::Api {
         logging: None,
         tracing: None,
         legacy_engine: false,
+        properties: Default::default(),
     }
 }
 

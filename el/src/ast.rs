@@ -25,6 +25,8 @@ pub(crate) enum Node {
     },
     /// `#context.attributes['k']`.
     Attribute(Box<str>),
+    /// `#api.properties['k']` (v2: `#properties['k']`).
+    Property(Box<str>),
     /// `#group[i]`: the i-th capture of the regular expression a policy just matched
     /// (http-redirect, dynamic-routing, url-rewriting).
     Group {

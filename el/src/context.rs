@@ -88,6 +88,11 @@ pub trait Context {
         let _ = name;
         None
     }
+    /// `#api.properties['key']` (v2: `#properties['key']`): one of the API's properties.
+    fn api_property(&self, key: &str) -> Option<&str> {
+        let _ = key;
+        None
+    }
     /// `#api.<name>`: `id` or `name` of the API being executed.
     fn api_field(&self, name: &str) -> Option<&str> {
         let _ = name;

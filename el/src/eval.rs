@@ -77,6 +77,7 @@ pub(crate) fn eval<'a>(node: &'a Node, ctx: &'a dyn Context) -> Result<Value<'a>
             }
         },
         Node::Attribute(key) => opt_str(ctx.attribute(key)),
+        Node::Property(key) => opt_str(ctx.api_property(key)),
         Node::Group { index, at } => match ctx.regex_group(*index) {
             Some(v) => Value::Str(Cow::Borrowed(v)),
             None => {

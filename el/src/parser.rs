@@ -483,6 +483,8 @@ impl<'t> Parser<'t> {
                 return Ok((Node::Str(format!("{name}:").into_boxed_str()), Ty::Str));
             }
             "groupName" => return Ok((Node::GroupName(self.parse_map_key("#groupName", "id")?), Ty::Str)),
+            // The V3 engine's name for the API's properties.
+            "properties" => return Ok((Node::Property(self.parse_map_key("#properties", "key")?), Ty::Str)),
             _ => {}
         }
         let (props, supported): (&[&str], &str) = match name {
@@ -507,7 +509,7 @@ impl<'t> Parser<'t> {
             ),
             "response" => (&["status", "headers", "content"], "status, headers, content"),
             "context" => (&["attributes"], "attributes"),
-            "api" => (&["id", "name"], "id, name"),
+            "api" => (&["id", "name", "properties"], "id, name, properties"),
             "subscription" => (&["id", "clientId", "applicationName"], "id, clientId, applicationName"),
             "this" | "root" => {
                 return Err(ParseError::unsupported(
@@ -522,7 +524,7 @@ impl<'t> Parser<'t> {
                     at,
                     &format!(
                         "the variable `#{name}` is not supported (supported: #request, #response, #context, #api, #subscription, \
-                         and #group/#groupName where a policy matched a regular expression)"
+                         #properties, and #group/#groupName where a policy matched a regular expression)"
                     ),
                 ));
             }
@@ -563,6 +565,7 @@ impl<'t> Parser<'t> {
             ("request", "transactionId") => return field(Field::TransactionId),
             ("api", "id") => return field(Field::ApiId),
             ("api", "name") => return field(Field::ApiName),
+            ("api", "properties") => return Ok((Node::Property(self.parse_key(name, prop)?), Ty::Str)),
             ("subscription", "id") => return field(Field::SubscriptionId),
             ("subscription", "clientId") => return field(Field::SubscriptionClientId),
             ("subscription", "applicationName") => return field(Field::SubscriptionApplicationName),

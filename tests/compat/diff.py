@@ -403,7 +403,7 @@ def normalise(answer, gateway_port):
         parsed = json.loads(body) if body else None
     except ValueError:
         parsed = None
-    if isinstance(parsed, dict) and "headers" in parsed and "method" in parsed:  # the echo
+    if isinstance(parsed, dict) and isinstance(parsed.get("headers"), dict) and "method" in parsed:  # the echo
         parsed["headers"] = normalise_headers(
             [(k, v) for k, vs in parsed["headers"].items() for v in vs], ECHO_IGNORED)
         return {"status": answer["status"], "headers": headers, "echo": parsed}

@@ -101,3 +101,76 @@ async fn assign_content_and_body_el() {
         .to_owned();
     assert!(reason.contains("configuration.body") && reason.contains("`<#include>` is not supported"), "{reason}");
 }
+
+/// json-to-json (JOLT shift/default/remove) with an EL specification reading `#api.properties`, on
+/// JSON bodies in both phases; Gravitee's 500 JSON_INVALID_SPECIFICATION for a body that is not JSON
+/// (a response failure keeps the endpoint's headers); a JOLT operation hgw lacks rejects the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_to_json_and_api_properties() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    let mut api = v4_api("jolt", "/jolt", &backend.url());
+    api["properties"] = json!([{"key": "env", "value": "prod"}, {"key": "secret", "value": "xyz", "encrypted": true}]);
+    api["flows"] = flow(
+        json!([
+            step(
+                "json-to-json",
+                json!({"specification":
+            "[{\"operation\":\"shift\",\"spec\":{\"user\":{\"name\":\"customer.name\"},\"*\":\"extra.&\"}},\
+              {\"operation\":\"default\",\"spec\":{\"env\":\"{#api.properties['env']}\",\"hidden\":\"{#api.properties['secret']}\"}},\
+              {\"operation\":\"remove\",\"spec\":{\"extra\":{\"drop\":\"\"}}}]"})
+            ),
+            step("transform-headers", json!({"addHeaders": [{"name": "X-Sent", "value": "{#request.content}"}]}))
+        ]),
+        json!([step(
+            "json-to-json",
+            json!({"specification":
+            "[{\"operation\":\"shift\",\"spec\":{\"method\":\"verb\",\"body_len\":\"size\",\"headers\":{\"x-sent\":\"sent\"}}}]"})
+        )]),
+    );
+    let mut unsupported = v4_api("jolt-sort", "/jolt-sort", &backend.url());
+    unsupported["flows"] =
+        flow(json!([step("json-to-json", json!({"specification": "[{\"operation\":\"sort\"}]"}))]), json!([]));
+    for a in [api, unsupported] {
+        sim.put_api(a).await;
+    }
+    let (agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+
+    let reply = client
+        .post(dp.url("/jolt/x"))
+        .header("content-type", "application/json")
+        .body(r#"{"user": {"name": "Ada"}, "keep": 1, "drop": 2}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(reply.headers()["content-type"], "application/json");
+    let body: Value = reply.json().await.unwrap();
+    let sent: Value = serde_json::from_str(body["sent"].as_str().unwrap()).unwrap();
+    assert_eq!(sent, json!({"customer": {"name": "Ada"}, "extra": {"keep": 1}, "env": "prod", "hidden": ""}));
+    assert_eq!(body["verb"], "POST");
+    assert_eq!(body["size"], json!(body["sent"].as_str().unwrap().len()), "sent with its own length");
+
+    // Not JSON: the request body passes untouched (v4 engines transform JSON bodies only).
+    let reply = client.post(dp.url("/jolt/x")).header("content-type", "text/plain").body("plain").send().await.unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(reply.json::<Value>().await.unwrap()["sent"], "plain");
+
+    // A JSON Content-Type with a body that is not JSON: Gravitee's 500.
+    let reply =
+        client.post(dp.url("/jolt/x")).header("content-type", "application/json").body("{oops").send().await.unwrap();
+    assert_eq!(reply.status(), 500);
+    assert_eq!(
+        reply.json::<Value>().await.unwrap(),
+        json!({"message": "Unable to apply JOLT transformation to payload", "http_status_code": 500})
+    );
+
+    let (_, apis) = agent.node_get("/_node/apis").await;
+    let reason = apis["rejected"].as_array().unwrap().iter().find(|r| r["id"] == "jolt-sort").unwrap()["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(reason.contains("JOLT operation `sort` is not supported by hgw"), "{reason}");
+}

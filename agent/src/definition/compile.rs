@@ -285,6 +285,17 @@ fn compile_api(
         logging,
         tracing,
         legacy_engine: definition_version == "2.0.0" && runs_on_legacy_engine(&api.execution_mode),
+        properties: api
+            .properties
+            .iter()
+            .filter(|p| {
+                if p.encrypted {
+                    tracing::warn!(api = %api.id, key = %p.key, "encrypted API property left out: hgw cannot decrypt Gravitee's property encryption; EL reads it as null");
+                }
+                !p.encrypted && !p.key.trim().is_empty()
+            })
+            .map(|p| (p.key.trim().to_owned(), p.value.clone()))
+            .collect(),
     })))
 }
 
@@ -1047,6 +1058,7 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase, scope: StepScope) -> Re
             ("dynamic-routing", Phase::Request) => P::DynamicRouting(dynamic_routing(&configuration, &at_config)?),
             ("policy-assign-content", _) => P::AssignContent(assign_content(&configuration, &at_config)?),
             ("api-key", Phase::Request) => P::ApiKey(api_key_step(&configuration)),
+            ("json-to-json", _) => P::JsonToJson(json_to_json(&configuration, &at_config)?),
             // Gravitee's key-less policy as a flow step does nothing: the plan already admitted the call.
             ("key-less", Phase::Request) => continue,
             // Gravitee's latency policy only delays requests; in the response phase it does nothing.
@@ -1119,6 +1131,7 @@ const POLICIES: &[(&str, &[Phase])] = &[
     ("dynamic-routing", &[Phase::Request]),
     ("policy-assign-content", &[Phase::Request, Phase::Response]),
     ("api-key", &[Phase::Request]),
+    ("json-to-json", &[Phase::Request, Phase::Response]),
     ("key-less", &[Phase::Request]),
 ];
 
@@ -1206,6 +1219,7 @@ fn templated_fields(policy: &str) -> &'static dyn Fn(&str) -> bool {
         "url-rewriting" => &|path: &str| path.ends_with(".toReplacement"),
         "http-redirect" => &|path: &str| path.ends_with(".location"),
         "dynamic-routing" => &|path: &str| path.ends_with(".url"),
+        "json-to-json" => &|path: &str| path.ends_with(".specification"),
         "rate-limit" | "quota" | "spike-arrest" => &|path: &str| path.ends_with(".key"),
         _ => &|_: &str| false,
     }
@@ -1685,6 +1699,39 @@ fn dynamic_routing(configuration: &Value, at: &str) -> Result<pb::DynamicRouting
 }
 
 /// Gravitee's `status-code` (transform-status-code).
+/// Gravitee's json-to-json: the JOLT specification (an EL template). Without EL it is checked here:
+/// an operation hgw does not run rejects the API; text that is not a JOLT chain at all deploys, and
+/// every request gets Gravitee's answer for it (500 JSON_INVALID_SPECIFICATION), as Gravitee's does.
+fn json_to_json(configuration: &Value, at: &str) -> Result<pb::JsonToJsonPolicy, CompileError> {
+    let specification = match configuration.get("specification") {
+        Some(Value::String(text)) => text.clone(),
+        None | Some(Value::Null) => String::new(),
+        Some(other) => other.to_string(),
+    };
+    let at_spec = format!("{at}.specification");
+    if let Ok(Value::Array(operations)) = serde_json::from_str::<Value>(&specification) {
+        for (i, operation) in operations.iter().enumerate() {
+            let name = operation.get("operation").and_then(Value::as_str).unwrap_or_default();
+            if !["shift", "default", "remove"].contains(&name) {
+                return Err(err(
+                    format!("{at_spec}[{i}].operation"),
+                    format!("JOLT operation `{name}` is not supported by hgw (it runs shift, default and remove)"),
+                ));
+            }
+        }
+        let constant = !specification.contains("{#") && !specification.contains("{(");
+        if constant && let Err(e) = serde_json::from_str::<harmony_jolt::TransformSpec>(&specification) {
+            tracing::warn!(field = %at_spec, error = %e, "JOLT specification does not parse; requests get Gravitee's 500 for it");
+        }
+    } else {
+        tracing::warn!(field = %at_spec, "JOLT specification is not a JSON list; requests get Gravitee's 500 for it");
+    }
+    Ok(pb::JsonToJsonPolicy {
+        specification,
+        override_content_type: configuration.get("overrideContentType").and_then(Value::as_bool).unwrap_or(true),
+    })
+}
+
 /// Gravitee's api-key policy as a flow step: its own header when `apiKeyHeader` is set, else the
 /// gateway's (filled in with the plans' when credentials are attached).
 fn api_key_step(configuration: &Value) -> pb::ApiKeySecurity {

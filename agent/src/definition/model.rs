@@ -29,6 +29,16 @@ pub struct ApiV4 {
     /// The environment the API belongs to, when the definition says (shared policy groups are looked
     /// up in it).
     pub environment_id: String,
+    /// `properties`: key/value pairs EL reads (`#api.properties['key']`).
+    pub properties: Vec<Property>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Property {
+    pub key: String,
+    pub value: String,
+    pub encrypted: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -101,6 +101,7 @@ pub fn to_v4(v2: &Value) -> Result<Value, String> {
         "failover": failover(proxy.get("failover")),
         "responseTemplates": obj.get("response_templates"),
         "executionMode": obj.get("execution_mode"),
+        "properties": obj.get("properties"),
     });
     super::model::strip_nulls(&mut v4);
     Ok(v4)

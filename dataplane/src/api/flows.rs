@@ -177,6 +177,7 @@ fn policy_id(policy: Option<&pb::step::Policy>) -> &'static str {
         Some(P::DynamicRouting(_)) => "dynamic-routing",
         Some(P::AssignContent(_)) => "policy-assign-content",
         Some(P::ApiKey(_)) => "api-key",
+        Some(P::JsonToJson(_)) => "json-to-json",
         None => "unknown",
     }
 }

@@ -60,6 +60,8 @@ pub struct Api {
     /// no `X-Gravitee-Client-Identifier`, and an endpoint connection failure is answered without the
     /// gateway's ids.
     pub legacy_engine: bool,
+    /// `#api.properties` (v2 `#properties`): shared with each request's EL info, never copied.
+    pub properties: Arc<std::collections::HashMap<String, String>>,
 }
 
 /// Where an API listens: virtual host (lower case, empty for any) and context path.
@@ -96,6 +98,7 @@ impl TryFrom<pb::Api> for Api {
             logging,
             tracing,
             legacy_engine,
+            properties,
         } = api;
         let err = |field: String, reason: Invalid| ConversionError { api: id.clone(), field, reason };
         if id.is_empty() {
@@ -175,6 +178,7 @@ impl TryFrom<pb::Api> for Api {
             logging,
             tracing: tracing.filter(|t| t.enabled).map(|t| crate::telemetry::trace::ApiTracing { verbose: t.verbose }),
             legacy_engine,
+            properties: Arc::new(properties.into_iter().collect()),
         })
     }
 }

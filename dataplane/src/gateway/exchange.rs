@@ -74,6 +74,7 @@ pub(crate) async fn serve_api(
             transaction_id: lossy(&ids.transaction),
             api_id: api.id.clone(),
             api_name: api.name.clone(),
+            api_properties: api.properties.clone(),
             headers: HeaderMap::new(),
             ..RequestInfo::default()
         };
@@ -404,8 +405,23 @@ pub(crate) async fn serve_api(
             if let (Some(t), Some(span)) = (trace.as_mut(), policy_span) {
                 t.end(span);
             }
-            // A policy failed the response: the steps after it do not run, the failure is answered.
-            if let Some(reply) = exchange.failure.take() {
+            // A policy failed the response: the steps after it do not run, the failure is answered
+            // with the headers the response has so far (Gravitee's failure processor writes its
+            // body into the response as it is), its own framing and type replacing theirs.
+            if let Some(mut reply) = exchange.failure.take() {
+                let mut kept: Vec<(HeaderName, HeaderValue)> = exchange
+                    .headers
+                    .iter()
+                    .filter(|(name, _)| {
+                        // The client identifier is set again with the failure's other gateway headers.
+                        ![http::header::CONTENT_LENGTH, http::header::TRANSFER_ENCODING, http::header::CONTENT_TYPE]
+                            .contains(name)
+                            && name.as_str() != X_CLIENT_IDENTIFIER
+                    })
+                    .map(|(name, value)| (name.clone(), value.clone()))
+                    .collect();
+                kept.append(&mut reply.headers);
+                reply.headers = kept;
                 if let (Some(t), Some(span)) = (trace.as_mut(), response_span.take()) {
                     t.end(span);
                 }

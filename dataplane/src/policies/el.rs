@@ -31,6 +31,8 @@ pub struct RequestInfo {
     pub application_name: Option<String>,
     /// The request headers as sent upstream (for response-phase expressions).
     pub headers: HeaderMap,
+    /// The API's properties (`#api.properties`).
+    pub api_properties: std::sync::Arc<std::collections::HashMap<String, String>>,
 }
 
 /// One evaluation context; cheap to build, decodes the query string only if an expression asks.
@@ -247,6 +249,9 @@ impl hgw_el::Context for ElContext<'_> {
     }
     fn attribute(&self, name: &str) -> Option<&str> {
         self.attributes.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+    fn api_property(&self, key: &str) -> Option<&str> {
+        self.info.api_properties.get(key).map(String::as_str)
     }
     fn api_field(&self, name: &str) -> Option<&str> {
         match name {

@@ -13,6 +13,7 @@ mod dynamic_routing;
 pub mod el;
 mod http_redirect;
 mod ip_filtering;
+mod json_to_json;
 mod latency;
 mod mock;
 mod override_method;
@@ -275,6 +276,7 @@ pub fn compile(step: pb::Step, phase: Phase) -> Result<Arc<dyn Policy>, PolicyEr
         }
         P::AssignContent(config) => Ok(Arc::new(assign_content::AssignContent::compile(config)?)),
         P::ApiKey(config) => request_only(phase, "api-key", api_key::ApiKeyStep::compile(config)),
+        P::JsonToJson(config) => Ok(Arc::new(json_to_json::JsonToJson::compile(config)?)),
         P::HttpRedirect(config) => request_only(phase, "http-redirect", http_redirect::HttpRedirect::compile(config)),
     }
 }
