@@ -66,33 +66,27 @@ impl JavaRegex {
     /// Every non-overlapping match, left to right, as Java's `Matcher.find()` loop finds them. Matching
     /// stops at the first match given up on the backtracking limit.
     pub fn matches(&self, text: &str) -> Vec<JavaMatch> {
-        let owned = |m: Option<&str>| m.map(str::to_owned);
+        // The two engines' capture types differ but read alike.
+        macro_rules! java_match {
+            ($regex:expr, $captures:expr) => {{
+                let c = $captures;
+                let owned = |m: Option<&str>| m.map(str::to_owned);
+                JavaMatch {
+                    range: c.get(0).map_or(0..0, |m| m.range()),
+                    groups: (1..c.len()).map(|i| owned(c.get(i).map(|m| m.as_str()))).collect(),
+                    named: $regex
+                        .capture_names()
+                        .flatten()
+                        .map(|name| (name.to_owned(), owned(c.name(name).map(|m| m.as_str()))))
+                        .collect(),
+                }
+            }};
+        }
         match self {
-            JavaRegex::Linear(r) => r
-                .captures_iter(text)
-                .map(|c| JavaMatch {
-                    range: c.get(0).map_or(0..0, |m| m.range()),
-                    groups: (1..c.len()).map(|i| owned(c.get(i).map(|m| m.as_str()))).collect(),
-                    named: r
-                        .capture_names()
-                        .flatten()
-                        .map(|name| (name.to_owned(), owned(c.name(name).map(|m| m.as_str()))))
-                        .collect(),
-                })
-                .collect(),
-            JavaRegex::Backtracking(r) => r
-                .captures_iter(text)
-                .map_while(Result::ok)
-                .map(|c| JavaMatch {
-                    range: c.get(0).map_or(0..0, |m| m.range()),
-                    groups: (1..c.len()).map(|i| owned(c.get(i).map(|m| m.as_str()))).collect(),
-                    named: r
-                        .capture_names()
-                        .flatten()
-                        .map(|name| (name.to_owned(), owned(c.name(name).map(|m| m.as_str()))))
-                        .collect(),
-                })
-                .collect(),
+            JavaRegex::Linear(r) => r.captures_iter(text).map(|c| java_match!(r, c)).collect(),
+            JavaRegex::Backtracking(r) => {
+                r.captures_iter(text).map_while(Result::ok).map(|c| java_match!(r, c)).collect()
+            }
         }
     }
 }

@@ -278,6 +278,21 @@ impl Agent {
         ]
     }
 
+    /// Where a dataplane this agent supervises listens, once it is connected and has the current
+    /// config (`/_node/dataplanes`).
+    pub async fn supervised_dataplane(&self, timeout: std::time::Duration) -> String {
+        eventually("the supervised dataplane connects", timeout, || async {
+            let (_, body) = self.node_get("/_node/dataplanes").await;
+            let dp = body["dataplanes"]
+                .as_array()?
+                .iter()
+                .find(|d| d["connected"] == true && d["ackedVersion"] == body["currentVersion"])?
+                .clone();
+            dp["listenAddress"].as_str().map(str::to_owned)
+        })
+        .await
+    }
+
     /// GET on the node API: status and JSON body (Null when not JSON).
     pub async fn node_get(&self, path: &str) -> (u16, Value) {
         match self.http.get(format!("{}{path}", self.node)).send().await {

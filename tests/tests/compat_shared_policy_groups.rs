@@ -93,16 +93,7 @@ async fn shared_policy_groups_run_where_they_are_called() {
         &["--dataplanes", "1", "--dataplane-listen", "127.0.0.1:0", "--dataplane-bin", &dataplane_bin],
     )
     .await;
-    let listen = eventually("the supervised dataplane connects", TIMEOUT, || async {
-        let (_, body) = agent.node_get("/_node/dataplanes").await;
-        let dp = body["dataplanes"]
-            .as_array()?
-            .iter()
-            .find(|d| d["connected"] == true && d["ackedVersion"] == body["currentVersion"])?
-            .clone();
-        dp["listenAddress"].as_str().map(str::to_owned)
-    })
-    .await;
+    let listen = agent.supervised_dataplane(TIMEOUT).await;
     let url = format!("http://{listen}/spg/x");
     let client = reqwest::Client::new();
 

@@ -41,16 +41,7 @@ async fn supervised_dataplane_serves_the_example_and_reloads() {
     .await;
 
     // The supervised dataplane connects and reports where it listens.
-    let listen = eventually("the supervised dataplane connects", TIMEOUT, || async {
-        let (_, body) = agent.node_get("/_node/dataplanes").await;
-        let dp = body["dataplanes"]
-            .as_array()?
-            .iter()
-            .find(|d| d["connected"] == true && d["ackedVersion"] == body["currentVersion"])?
-            .clone();
-        dp["listenAddress"].as_str().map(str::to_owned)
-    })
-    .await;
+    let listen = agent.supervised_dataplane(TIMEOUT).await;
     let base = format!("http://{listen}");
     let client = reqwest::Client::new();
 
