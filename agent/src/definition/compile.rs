@@ -1039,6 +1039,9 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase, scope: StepScope) -> Re
             ("status-code", Phase::Response) => P::StatusCode(status_code(&configuration, &at_config)?),
             ("http-redirect", Phase::Request) => P::HttpRedirect(http_redirect(&configuration, &at_config)?),
             ("dynamic-routing", Phase::Request) => P::DynamicRouting(dynamic_routing(&configuration, &at_config)?),
+            ("transform-queryparams", Phase::Request) => {
+                P::TransformQueryParams(transform_query_params(&configuration, &at_config)?)
+            }
             // Gravitee's key-less policy as a flow step does nothing: the plan already admitted the call.
             ("key-less", Phase::Request) => continue,
             // Gravitee's latency policy only delays requests; in the response phase it does nothing.
@@ -1110,6 +1113,7 @@ const POLICIES: &[(&str, &[Phase])] = &[
     ("http-redirect", &[Phase::Request]),
     ("dynamic-routing", &[Phase::Request]),
     ("key-less", &[Phase::Request]),
+    ("transform-queryparams", &[Phase::Request]),
 ];
 
 /// Refuses a step whose policy hgw does not run at all, or not in this phase, naming which it is.
@@ -1196,6 +1200,7 @@ fn templated_fields(policy: &str) -> &'static dyn Fn(&str) -> bool {
         "url-rewriting" => &|path: &str| path.ends_with(".toReplacement"),
         "http-redirect" => &|path: &str| path.ends_with(".location"),
         "dynamic-routing" => &|path: &str| path.ends_with(".url"),
+        "transform-queryparams" => &|path: &str| path.ends_with(".value") && path.contains(".addQueryParameters["),
         "rate-limit" | "quota" | "spike-arrest" => &|path: &str| path.ends_with(".key"),
         _ => &|_: &str| false,
     }
@@ -1607,6 +1612,56 @@ fn latency(configuration: &Value, at: &str) -> Result<pb::LatencyPolicy, Compile
     Ok(pb::LatencyPolicy { delay_ms, broken: false })
 }
 
+/// Gravitee's `transform-queryparams`: `clearAll`, `addQueryParameters` [{name, value (EL),
+/// appendToExistingArray}], `removeQueryParameters` [names]. As Gravitee's policy: an addition with a
+/// blank name or without a value is skipped, names are not trimmed.
+fn transform_query_params(configuration: &Value, at: &str) -> Result<pb::TransformQueryParamsPolicy, CompileError> {
+    use pb::transform_query_params_policy::Parameter;
+    let clear_all = match configuration.get("clearAll") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(err(format!("{at}.clearAll"), "expected true or false")),
+    };
+    let list = |field: &str| match configuration.get(field) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => Ok(items.clone()),
+        Some(_) => Err(err(format!("{at}.{field}"), "expected a list")),
+    };
+    let mut add = Vec::new();
+    for (i, item) in list("addQueryParameters")?.iter().enumerate() {
+        let at = format!("{at}.addQueryParameters[{i}]");
+        if !item.is_object() {
+            return Err(err(at, "expected an object {name, value, appendToExistingArray}"));
+        }
+        let text = |field: &str| match item.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(err(format!("{at}.{field}"), "expected a string")),
+        };
+        let (Some(name), Some(value)) = (text("name")?, text("value")?) else {
+            continue;
+        };
+        let append_to_existing = match item.get("appendToExistingArray") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(err(format!("{at}.appendToExistingArray"), "expected true or false")),
+        };
+        if !name.trim().is_empty() {
+            add.push(Parameter { name, value, append_to_existing });
+        }
+    }
+    let mut remove = Vec::new();
+    for (i, item) in list("removeQueryParameters")?.iter().enumerate() {
+        match item {
+            Value::Null => {}
+            Value::String(name) if name.trim().is_empty() => {}
+            Value::String(name) => remove.push(name.clone()),
+            _ => return Err(err(format!("{at}.removeQueryParameters[{i}]"), "expected a string")),
+        }
+    }
+    Ok(pb::TransformQueryParamsPolicy { clear_all, add, remove })
+}
+
 /// Gravitee's `policy-override-request-method`.
 fn override_method(configuration: &Value, at: &str) -> Result<pb::OverrideMethodPolicy, CompileError> {
     let method = configuration.get("method").and_then(Value::as_str).unwrap_or_default().trim().to_ascii_uppercase();
@@ -1819,3 +1874,7 @@ fn lexically_normal(path: &std::path::Path) -> std::path::PathBuf {
     }
     out
 }
+
+#[cfg(test)]
+#[path = "compile/body_policy_tests.rs"]
+mod body_policy_tests;

@@ -175,6 +175,11 @@ fn policy_id(policy: Option<&pb::step::Policy>) -> &'static str {
         Some(P::StatusCode(_)) => "status-code",
         Some(P::HttpRedirect(_)) => "http-redirect",
         Some(P::DynamicRouting(_)) => "dynamic-routing",
+        Some(P::TransformQueryParams(_)) => "transform-queryparams",
+        Some(P::JsonValidation(_)) => "json-validation",
+        Some(P::ResourceFiltering(_)) => "resource-filtering",
+        Some(P::XmlJson(_)) => "xml-json",
+        Some(P::JsonXml(_)) => "json-xml",
         None => "unknown",
     }
 }

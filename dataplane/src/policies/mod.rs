@@ -18,6 +18,7 @@ pub mod rate_limit;
 mod request_content_limit;
 mod status_code;
 mod transform_headers;
+mod transform_query_params;
 mod url_rewriting;
 
 use std::fmt::Debug;
@@ -266,6 +267,10 @@ pub fn compile(step: pb::Step, phase: Phase) -> Result<Arc<dyn Policy>, PolicyEr
             request_only(phase, "dynamic-routing", dynamic_routing::DynamicRouting::compile(config))
         }
         P::HttpRedirect(config) => request_only(phase, "http-redirect", http_redirect::HttpRedirect::compile(config)),
+        P::TransformQueryParams(config) => {
+            request_only(phase, "transform-queryparams", transform_query_params::TransformQueryParams::compile(config))
+        }
+        P::JsonValidation(_) | P::ResourceFiltering(_) | P::XmlJson(_) | P::JsonXml(_) => Err(PolicyError::Unsupported),
     }
 }
 

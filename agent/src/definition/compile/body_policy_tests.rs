@@ -1,0 +1,76 @@
+//! Compiling the body and request-rewriting policies: transform-queryparams, json-validation,
+//! resource-filtering, xml-json, json-xml.
+
+use serde_json::{Value, json};
+
+use super::super::{ApiSource, DefinitionText, Outcome, compile};
+use crate::tags::ShardingTags;
+use hgw_proto::v1 as pb;
+
+fn v4_with(request: Value, response: Value) -> Value {
+    json!({
+        "id": "a", "name": "API a", "definitionVersion": "4.0.0", "type": "proxy",
+        "listeners": [{"type": "http", "paths": [{"path": "/a"}], "entrypoints": [{"type": "http-proxy"}]}],
+        "endpointGroups": [{"name": "default-group", "type": "http-proxy",
+            "endpoints": [{"name": "e1", "type": "http-proxy", "configuration": {"target": "http://b:1"}}]}],
+        "plans": [{"id": "p1", "name": "Keyless", "security": {"type": "KEY_LESS"}, "status": "PUBLISHED"}],
+        "flows": [{"name": "all", "selectors": [{"type": "http", "path": "/", "pathOperator": "STARTS_WITH"}],
+            "request": request, "response": response}]
+    })
+}
+
+fn compiled(definition: Value) -> Result<pb::Api, String> {
+    let source = ApiSource {
+        id: "a".into(),
+        name: String::new(),
+        origin: "test".into(),
+        definition: DefinitionText::Json(definition.to_string()),
+        environment_id: "DEFAULT".into(),
+        organization_id: "DEFAULT".into(),
+    };
+    match compile(&source, &ShardingTags::default()) {
+        Outcome::Deploy(api) => Ok(*api),
+        Outcome::Rejected(r) => Err(r.reason),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn step(policy: &str, configuration: Value) -> Value {
+    json!({"policy": policy, "configuration": configuration})
+}
+
+#[test]
+fn transform_queryparams_reads_gravitee_configuration() {
+    let api = compiled(v4_with(
+        json!([step(
+            "transform-queryparams",
+            json!({
+            "clearAll": false,
+            "addQueryParameters": [
+                {"name": "a", "value": "{#request.headers['x'][0]}", "appendToExistingArray": true},
+                {"name": " ", "value": "blank name: skipped"},
+                {"name": "no-value"},
+                {"name": "b", "value": "2"}],
+            "removeQueryParameters": ["c", ""]})
+        )]),
+        json!([]),
+    ))
+    .unwrap();
+    let Some(pb::step::Policy::TransformQueryParams(p)) = &api.flows[0].request[0].policy else { panic!() };
+    assert_eq!(p.add.len(), 2);
+    assert!(p.add[0].append_to_existing);
+    assert_eq!((p.add[1].name.as_str(), p.add[1].value.as_str()), ("b", "2"));
+    assert_eq!(p.remove, vec!["c"]);
+
+    let bad = |configuration: Value| {
+        compiled(v4_with(json!([step("transform-queryparams", configuration)]), json!([]))).unwrap_err()
+    };
+    assert!(bad(json!({"clearAll": "yes"})).starts_with("flows[0].request[0].configuration.clearAll"));
+    assert!(
+        bad(json!({"addQueryParameters": [{"name": "a", "value": "{#nope("}]}))
+            .starts_with("flows[0].request[0].configuration.addQueryParameters[0].value: EL")
+    );
+    assert!(bad(json!({"removeQueryParameters": [1]})).contains("removeQueryParameters[0]"));
+    let response_phase = compiled(v4_with(json!([]), json!([step("transform-queryparams", json!({}))]))).unwrap_err();
+    assert!(response_phase.contains("runs in the request phase only"), "{response_phase}");
+}
