@@ -109,3 +109,100 @@ async fn transform_queryparams_adds_replaces_and_removes_in_gravitee_order() {
     let reason = rejection(&agent, "tqp-bad").await;
     assert!(reason.contains("addQueryParameters[0].value"), "{reason}");
 }
+
+const SCHEMA: &str = r#"{"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_validation_answers_gravitee_keys_statuses_and_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+
+    let mut api = v4_api("jv", "/jv", &backend.url());
+    api["flows"] = json!([
+        flow("/req", json!([step("json-validation", json!({"schema": SCHEMA}))]), json!([])),
+        flow(
+            "/custom",
+            json!([step(
+                "json-validation",
+                json!({"schema": SCHEMA, "errorMessage": "{\"error\":\"bad {#request.headers['X-Who'][0]}\"}"})
+            )]),
+            json!([])
+        ),
+        // v4 ignores `scope`: the step runs in the phase it is in.
+        flow(
+            "/resp",
+            json!([]),
+            json!([step("json-validation", json!({"scope": "REQUEST_CONTENT", "schema": SCHEMA}))])
+        ),
+        flow(
+            "/straight",
+            json!([]),
+            json!([step("json-validation", json!({"schema": SCHEMA, "straightRespondMode": true}))])
+        ),
+        flow("/no-schema", json!([step("json-validation", json!({}))]), json!([])),
+    ]);
+    let mut v2 = v2_api("jv-v2", "/jv-v2", &backend.url());
+    v2["flows"] = json!([
+        v2_flow("/req", json!([step("json-validation", json!({"schema": SCHEMA}))]), json!([])),
+        // On the V3 engine a response step needs scope RESPONSE_CONTENT; left out, it does nothing.
+        v2_flow(
+            "/resp",
+            json!([]),
+            json!([step("json-validation", json!({"scope": "RESPONSE_CONTENT", "schema": SCHEMA}))])
+        ),
+        v2_flow("/skipped", json!([]), json!([step("json-validation", json!({"schema": SCHEMA}))])),
+    ]);
+    let mut bad = v4_api("jv-bad", "/jv-bad", &backend.url());
+    bad["flows"] =
+        json!([flow("/", json!([step("json-validation", json!({"schema": "{\"type\": \"nope\"}"}))]), json!([]))]);
+    for a in [api, v2, bad] {
+        sim.put_api(a).await;
+    }
+    let (agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: &'static str| {
+        client.post(dp.url(path)).header("Content-Type", "application/json").header("X-Who", "me").body(body).send()
+    };
+    async fn answer(response: reqwest::Response) -> (u16, String, String) {
+        let status = response.status().as_u16();
+        let content_type =
+            response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        (status, content_type, response.text().await.unwrap())
+    }
+
+    // Requests (v4): valid passes, no body passes, schema refusal and malformed JSON are 400s whose
+    // body is the message itself.
+    assert_eq!(post("/jv/req", r#"{"name": "a"}"#).await.unwrap().status(), 200);
+    assert_eq!(get(&client, &dp.url("/jv/req")).await.unwrap().status, 200);
+    let refused = answer(post("/jv/req", r#"{"name": 1}"#).await.unwrap()).await;
+    assert_eq!(refused, (400, "application/json".into(), "Bad Request".into()));
+    let malformed = answer(post("/jv/req", r#"{"name": "#).await.unwrap()).await;
+    assert_eq!(malformed, (400, "application/json".into(), "Bad Request".into()));
+    let custom = answer(post("/jv/custom", "[]").await.unwrap()).await;
+    assert_eq!(custom, (400, "application/json".into(), r#"{"error":"bad me"}"#.into()));
+
+    // Responses: the echoed body is validated; 500 `Internal Error`, the endpoint's headers stay.
+    let ok = answer(post("/jv/resp?echo_body", r#"{"name": "a"}"#).await.unwrap()).await;
+    assert_eq!(ok, (200, "application/json".into(), r#"{"name": "a"}"#.into()));
+    let failed = answer(post("/jv/resp?echo_body", r#"{"other": 1}"#).await.unwrap()).await;
+    assert_eq!(failed, (500, "application/json".into(), "Internal Error".into()));
+    let passed = answer(post("/jv/straight?echo_body", r#"{"other": 1}"#).await.unwrap()).await;
+    assert_eq!(passed.0, 200, "straight respond mode lets a refused response through");
+    assert_eq!(answer(post("/jv/straight?echo_body", "{").await.unwrap()).await.0, 500, "but not malformed JSON");
+    assert_eq!(post("/jv/no-schema", "not json").await.unwrap().status(), 200, "no schema: nothing validated");
+
+    // The V3 engine: Gravitee's JSON error, an empty body is malformed JSON.
+    let v3 = get(&client, &dp.url("/jv-v2/req")).await.unwrap();
+    assert_eq!((v3.status, v3.json()), (400, json!({"message": "Bad Request", "http_status_code": 400})));
+    assert_eq!(post("/jv-v2/req", r#"{"name": "a"}"#).await.unwrap().status(), 200);
+    let v3 = answer(post("/jv-v2/resp?echo_body", "{}").await.unwrap()).await;
+    assert_eq!(
+        (v3.0, serde_json::from_str::<Value>(&v3.2).unwrap()["message"].as_str()),
+        (500, Some("Internal Error"))
+    );
+    assert_eq!(post("/jv-v2/skipped?echo_body", "{}").await.unwrap().status(), 200);
+
+    let reason = rejection(&agent, "jv-bad").await;
+    assert!(reason.contains("flows[0].request[0].configuration.schema") && reason.contains("draft 4"), "{reason}");
+}

@@ -1039,6 +1039,16 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase, scope: StepScope) -> Re
             ("status-code", Phase::Response) => P::StatusCode(status_code(&configuration, &at_config)?),
             ("http-redirect", Phase::Request) => P::HttpRedirect(http_redirect(&configuration, &at_config)?),
             ("dynamic-routing", Phase::Request) => P::DynamicRouting(dynamic_routing(&configuration, &at_config)?),
+            ("json-validation", _) => match json_validation(&configuration, &at_config)? {
+                Some(policy) => P::JsonValidation(policy),
+                None => {
+                    tracing::warn!(
+                        at,
+                        "json-validation without a `schema`: the step validates nothing (as Gravitee's 2.x)"
+                    );
+                    continue;
+                }
+            },
             ("transform-queryparams", Phase::Request) => {
                 P::TransformQueryParams(transform_query_params(&configuration, &at_config)?)
             }
@@ -1114,6 +1124,7 @@ const POLICIES: &[(&str, &[Phase])] = &[
     ("dynamic-routing", &[Phase::Request]),
     ("key-less", &[Phase::Request]),
     ("transform-queryparams", &[Phase::Request]),
+    ("json-validation", &[Phase::Request, Phase::Response]),
 ];
 
 /// Refuses a step whose policy hgw does not run at all, or not in this phase, naming which it is.
@@ -1200,6 +1211,7 @@ fn templated_fields(policy: &str) -> &'static dyn Fn(&str) -> bool {
         "url-rewriting" => &|path: &str| path.ends_with(".toReplacement"),
         "http-redirect" => &|path: &str| path.ends_with(".location"),
         "dynamic-routing" => &|path: &str| path.ends_with(".url"),
+        "json-validation" => &|path: &str| path.ends_with(".errorMessage"),
         "transform-queryparams" => &|path: &str| path.ends_with(".value") && path.contains(".addQueryParameters["),
         "rate-limit" | "quota" | "spike-arrest" => &|path: &str| path.ends_with(".key"),
         _ => &|_: &str| false,
@@ -1660,6 +1672,52 @@ fn transform_query_params(configuration: &Value, at: &str) -> Result<pb::Transfo
         }
     }
     Ok(pb::TransformQueryParamsPolicy { clear_all, add, remove })
+}
+
+/// Gravitee's `json-validation` (2.x): `schema` (JSON Schema text), `errorMessage` (EL),
+/// `validateUnchecked`, `deepCheck`, `straightRespondMode`; `scope` is read by the v2 conversion only.
+/// `None`: no schema, where Gravitee's policy validates nothing. A schema that is not JSON or not a valid
+/// draft 4 schema rejects the API (Gravitee would skip or fail it per request).
+fn json_validation(configuration: &Value, at: &str) -> Result<Option<pb::JsonValidationPolicy>, CompileError> {
+    let text = |field: &str| match configuration.get(field) {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(err(format!("{at}.{field}"), "expected a string")),
+    };
+    let flag = |field: &str| match configuration.get(field) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(err(format!("{at}.{field}"), "expected true or false")),
+    };
+    let schema = text("schema")?;
+    if schema.trim().is_empty() {
+        return Ok(None);
+    }
+    check_json_schema(&schema).map_err(|reason| err(format!("{at}.schema"), reason))?;
+    Ok(Some(pb::JsonValidationPolicy {
+        schema,
+        error_message: text("errorMessage")?,
+        validate_unchecked: flag("validateUnchecked")?,
+        deep_check: flag("deepCheck")?,
+        straight_respond_mode: flag("straightRespondMode")?,
+    }))
+}
+
+/// The schema as the dataplane compiles it (draft 4 whatever `$schema` names, draft 3 refused, no
+/// remote `$ref`), so a schema the dataplane would refuse rejects the API here with its field.
+fn check_json_schema(text: &str) -> Result<(), String> {
+    let mut schema: Value = serde_json::from_str(text).map_err(|e| format!("the schema is not JSON: {e}"))?;
+    if let Some(object) = schema.as_object_mut() {
+        if object.get("$schema").and_then(Value::as_str).is_some_and(|s| s.contains("draft-03")) {
+            return Err("draft 3 schemas are not supported (draft 4 and the drafts read as it are)".into());
+        }
+        object.remove("$schema");
+    }
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft4)
+        .build(&schema)
+        .map(|_| ())
+        .map_err(|e| format!("not a valid draft 4 JSON Schema: {e}"))
 }
 
 /// Gravitee's `policy-override-request-method`.

@@ -387,6 +387,7 @@ pub(crate) async fn serve_api(
             info: &info,
             body: content.as_mut(),
             failure: None,
+            legacy_engine: api.legacy_engine,
         };
         for step in flows.iter().flat_map(|(flow, _)| flow.response.iter()) {
             if let Some(condition) = &step.condition

@@ -139,6 +139,7 @@ mod tests {
             info: &info,
             body: None,
             failure: None,
+            legacy_engine: false,
         };
         policy.on_response(&mut exchange);
     }

@@ -74,3 +74,44 @@ fn transform_queryparams_reads_gravitee_configuration() {
     let response_phase = compiled(v4_with(json!([]), json!([step("transform-queryparams", json!({}))]))).unwrap_err();
     assert!(response_phase.contains("runs in the request phase only"), "{response_phase}");
 }
+
+#[test]
+fn json_validation_checks_the_schema_and_skips_a_step_without_one() {
+    let schema = r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object"}"#;
+    let api = compiled(v4_with(
+        json!([
+            step("json-validation", json!({"schema": schema, "errorMessage": "{#request.method}"})),
+            step("json-validation", json!({"errorMessage": "no schema: skipped"}))
+        ]),
+        json!([step(
+            "json-validation",
+            json!({"scope": "REQUEST_CONTENT", "schema": "{}", "straightRespondMode": true})
+        )]),
+    ))
+    .unwrap();
+    assert_eq!(api.flows[0].request.len(), 1);
+    let Some(pb::step::Policy::JsonValidation(p)) = &api.flows[0].response[0].policy else { panic!() };
+    assert!(p.straight_respond_mode, "v4 ignores scope");
+
+    for (schema, reason) in [("{", "not JSON"), (r#"{"minLength": -1}"#, "draft 4")] {
+        let error =
+            compiled(v4_with(json!([step("json-validation", json!({"schema": schema}))]), json!([]))).unwrap_err();
+        assert!(error.starts_with("flows[0].request[0].configuration.schema: ") && error.contains(reason), "{error}");
+    }
+}
+
+#[test]
+fn json_validation_on_v2_runs_in_its_content_scope() {
+    let step_with =
+        |scope: Value| json!({"policy": "json-validation", "configuration": {"schema": "{}", "scope": scope}});
+    let v2 = json!({
+        "id": "a", "name": "a", "gravitee": "2.0.0",
+        "proxy": {"virtual_hosts": [{"path": "/a"}], "groups": [{"name": "g", "endpoints": [{"name": "e", "target": "http://b:1"}]}]},
+        "plans": [{"id": "p", "name": "k", "security": "KEY_LESS", "status": "PUBLISHED"}],
+        "flows": [{"path-operator": {"path": "/", "operator": "STARTS_WITH"},
+            "pre": [step_with(Value::Null), step_with(json!("RESPONSE_CONTENT"))],
+            "post": [step_with(Value::Null), step_with(json!("RESPONSE_CONTENT")), step_with(json!("REQUEST_CONTENT"))]}]
+    });
+    let api = compiled(v2).unwrap();
+    assert_eq!((api.flows[0].request.len(), api.flows[0].response.len()), (1, 1));
+}
