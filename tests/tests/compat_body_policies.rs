@@ -206,3 +206,62 @@ async fn json_validation_answers_gravitee_keys_statuses_and_bodies() {
     let reason = rejection(&agent, "jv-bad").await;
     assert!(reason.contains("flows[0].request[0].configuration.schema") && reason.contains("draft 4"), "{reason}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_filtering_whitelist_blacklist_and_methods() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+
+    let configuration = json!({
+        "whitelist": [{"pattern": "/api/**", "methods": ["GET", "DELETE"]}, {"pattern": "**/public/*"}],
+        "blacklist": [{"pattern": "/api/admin/**", "methods": ["DELETE"]}, {"pattern": "/api/secret"}]});
+    let mut api = v4_api("rf", "/rf", &backend.url());
+    api["flows"] = json!([flow("/", json!([step("resource-filtering", configuration.clone())]), json!([]))]);
+    let mut v2 = v2_api("rf-v2", "/rf-v2", &backend.url());
+    v2["flows"] = json!([v2_flow("/", json!([step("resource-filtering", configuration)]), json!([]))]);
+    let mut bad = v4_api("rf-bad", "/rf-bad", &backend.url());
+    bad["flows"] = json!([flow(
+        "/",
+        json!([step("resource-filtering", json!({"whitelist": [{"methods": ["FETCH"]}]}))]),
+        json!([])
+    )]);
+    for a in [api, v2, bad] {
+        sim.put_api(a).await;
+    }
+    let (agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+    let forbidden = json!({"message": "You're not allowed to access this resource", "http_status_code": 403});
+    let not_allowed = json!({"message": "Method not allowed while accessing this resource", "http_status_code": 405});
+
+    for base in ["/rf", "/rf-v2"] {
+        let call =
+            |method: reqwest::Method, path: &str| client.request(method, dp.url(&format!("{base}{path}"))).send();
+        let answer = |r: reqwest::Response| async move {
+            let status = r.status().as_u16();
+            let body = r.text().await.unwrap();
+            (status, serde_json::from_str::<Value>(&body).unwrap_or(Value::Null))
+        };
+        // Whitelisted path and method (a pattern matches the path with or without the context path).
+        let ok = answer(call(reqwest::Method::GET, "/api/orders").await.unwrap()).await;
+        assert_eq!((ok.0, ok.1["path"].as_str()), (200, Some("/api/orders")), "{base}");
+        assert_eq!(call(reqwest::Method::GET, "/x/public/file").await.unwrap().status(), 200, "{base}");
+        // Whitelisted path, other method: 405; path not whitelisted: 403.
+        assert_eq!(answer(call(reqwest::Method::POST, "/api/orders").await.unwrap()).await, (405, not_allowed.clone()));
+        assert_eq!(answer(call(reqwest::Method::GET, "/other").await.unwrap()).await, (403, forbidden.clone()));
+        assert_eq!(
+            answer(call(reqwest::Method::GET, "/x/public/a/b").await.unwrap()).await.0,
+            403,
+            "`*` is one segment"
+        );
+        // Blacklisted: with the method named 405, without methods 403; other methods pass.
+        assert_eq!(
+            answer(call(reqwest::Method::DELETE, "/api/admin/x").await.unwrap()).await,
+            (405, not_allowed.clone())
+        );
+        assert_eq!(call(reqwest::Method::GET, "/api/admin/x").await.unwrap().status(), 200);
+        assert_eq!(answer(call(reqwest::Method::GET, "/api/secret").await.unwrap()).await, (403, forbidden.clone()));
+    }
+    let reason = rejection(&agent, "rf-bad").await;
+    assert!(reason.contains("whitelist[0].methods[0]"), "{reason}");
+}

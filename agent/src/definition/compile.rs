@@ -1049,6 +1049,9 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase, scope: StepScope) -> Re
                     continue;
                 }
             },
+            ("resource-filtering", Phase::Request) => {
+                P::ResourceFiltering(resource_filtering(&configuration, &at_config)?)
+            }
             ("transform-queryparams", Phase::Request) => {
                 P::TransformQueryParams(transform_query_params(&configuration, &at_config)?)
             }
@@ -1125,6 +1128,7 @@ const POLICIES: &[(&str, &[Phase])] = &[
     ("key-less", &[Phase::Request]),
     ("transform-queryparams", &[Phase::Request]),
     ("json-validation", &[Phase::Request, Phase::Response]),
+    ("resource-filtering", &[Phase::Request]),
 ];
 
 /// Refuses a step whose policy hgw does not run at all, or not in this phase, naming which it is.
@@ -1718,6 +1722,54 @@ fn check_json_schema(text: &str) -> Result<(), String> {
         .build(&schema)
         .map(|_| ())
         .map_err(|e| format!("not a valid draft 4 JSON Schema: {e}"))
+}
+
+/// Gravitee's `resource-filtering` (1.x): `whitelist` and `blacklist`, each a list of `{pattern,
+/// methods}` (a missing pattern matches every path, no methods every method). Methods are Gravitee's
+/// `HttpMethod` names; an unknown one rejects the API, as Gravitee cannot read the configuration.
+fn resource_filtering(configuration: &Value, at: &str) -> Result<pb::ResourceFilteringPolicy, CompileError> {
+    use pb::resource_filtering_policy::Resource;
+    const METHODS: &[&str] = &["CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"];
+    let list = |field: &str| -> Result<Vec<Resource>, CompileError> {
+        let items = match configuration.get(field) {
+            None | Some(Value::Null) => return Ok(Vec::new()),
+            Some(Value::Array(items)) => items,
+            Some(_) => return Err(err(format!("{at}.{field}"), "expected a list")),
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let at = format!("{at}.{field}[{i}]");
+                let pattern = match item.get("pattern") {
+                    None | Some(Value::Null) => String::new(),
+                    Some(Value::String(p)) => p.clone(),
+                    Some(_) => return Err(err(format!("{at}.pattern"), "expected a string")),
+                };
+                let methods = match item.get("methods") {
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(Value::Array(methods)) => methods
+                        .iter()
+                        .enumerate()
+                        .map(|(j, m)| {
+                            let method = m.as_str().map(|m| m.trim().to_ascii_uppercase()).unwrap_or_default();
+                            if METHODS.contains(&method.as_str()) {
+                                Ok(method)
+                            } else {
+                                Err(err(
+                                    format!("{at}.methods[{j}]"),
+                                    format!("{m} is not an HTTP method Gravitee knows"),
+                                ))
+                            }
+                        })
+                        .collect::<Result<_, _>>()?,
+                    Some(_) => return Err(err(format!("{at}.methods"), "expected a list")),
+                };
+                Ok(Resource { pattern, methods })
+            })
+            .collect()
+    };
+    Ok(pb::ResourceFilteringPolicy { whitelist: list("whitelist")?, blacklist: list("blacklist")? })
 }
 
 /// Gravitee's `policy-override-request-method`.

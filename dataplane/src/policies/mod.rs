@@ -17,6 +17,7 @@ mod mock;
 mod override_method;
 pub mod rate_limit;
 mod request_content_limit;
+mod resource_filtering;
 mod status_code;
 mod transform_headers;
 mod transform_query_params;
@@ -274,7 +275,10 @@ pub fn compile(step: pb::Step, phase: Phase) -> Result<Arc<dyn Policy>, PolicyEr
             request_only(phase, "transform-queryparams", transform_query_params::TransformQueryParams::compile(config))
         }
         P::JsonValidation(config) => Ok(Arc::new(json_validation::JsonValidation::compile(config)?)),
-        P::ResourceFiltering(_) | P::XmlJson(_) | P::JsonXml(_) => Err(PolicyError::Unsupported),
+        P::ResourceFiltering(config) => {
+            request_only(phase, "resource-filtering", resource_filtering::ResourceFiltering::compile(config))
+        }
+        P::XmlJson(_) | P::JsonXml(_) => Err(PolicyError::Unsupported),
     }
 }
 

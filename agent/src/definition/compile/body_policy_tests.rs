@@ -115,3 +115,27 @@ fn json_validation_on_v2_runs_in_its_content_scope() {
     let api = compiled(v2).unwrap();
     assert_eq!((api.flows[0].request.len(), api.flows[0].response.len()), (1, 1));
 }
+
+#[test]
+fn resource_filtering_reads_lists_and_refuses_unknown_methods() {
+    let api = compiled(v4_with(
+        json!([step(
+            "resource-filtering",
+            json!({
+            "whitelist": [{"pattern": "/api/**", "methods": ["get", "POST"]}, {"methods": ["PUT"]}],
+            "blacklist": [{"pattern": "**/admin/**"}]})
+        )]),
+        json!([]),
+    ))
+    .unwrap();
+    let Some(pb::step::Policy::ResourceFiltering(p)) = &api.flows[0].request[0].policy else { panic!() };
+    assert_eq!(p.whitelist[0].methods, vec!["GET", "POST"]);
+    assert_eq!(p.whitelist[1].pattern, "");
+    assert_eq!(p.blacklist[0].pattern, "**/admin/**");
+    let error = compiled(v4_with(
+        json!([step("resource-filtering", json!({"blacklist": [{"pattern": "/", "methods": ["FETCH"]}]}))]),
+        json!([]),
+    ))
+    .unwrap_err();
+    assert!(error.starts_with("flows[0].request[0].configuration.blacklist[0].methods[0]"), "{error}");
+}
