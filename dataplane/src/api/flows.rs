@@ -178,8 +178,6 @@ fn policy_id(policy: Option<&pb::step::Policy>) -> &'static str {
         Some(P::TransformQueryParams(_)) => "transform-queryparams",
         Some(P::JsonValidation(_)) => "json-validation",
         Some(P::ResourceFiltering(_)) => "resource-filtering",
-        Some(P::XmlJson(_)) => "xml-json",
-        Some(P::JsonXml(_)) => "json-xml",
         None => "unknown",
     }
 }

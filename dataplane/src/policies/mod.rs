@@ -278,7 +278,6 @@ pub fn compile(step: pb::Step, phase: Phase) -> Result<Arc<dyn Policy>, PolicyEr
         P::ResourceFiltering(config) => {
             request_only(phase, "resource-filtering", resource_filtering::ResourceFiltering::compile(config))
         }
-        P::XmlJson(_) | P::JsonXml(_) => Err(PolicyError::Unsupported),
     }
 }
 
