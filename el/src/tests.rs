@@ -435,7 +435,7 @@ fn unsupported_constructs_are_precise() {
         ("{#request.path instanceof T(String)}", 16, "`instanceof`"),
         ("{#response.status between {1, 2}}", 19, "`between`"),
         ("{{1, 2}.contains(1)}", 2, "inline lists and maps"),
-        ("{#properties['x'] == 'y'}", 2, "the variable `#properties`"),
+        ("{#node.version == 'y'}", 2, "the variable `#node`"),
         ("{#dictionaries['d']['k']}", 2, "the variable `#dictionaries`"),
         ("{#this}", 2, "the variable `#this`"),
         ("{#request.timestamp}", 11, "the property `#request.timestamp`"),
@@ -842,4 +842,16 @@ fn content_fields_are_known_to_read_the_body() {
     // Absent unless the host provides it: null, rendered as nothing.
     let t = crate::parse_template("[{#request.content}]").unwrap();
     assert_eq!(t.render(&crate::EmptyContext).unwrap(), "[]");
+}
+
+#[test]
+fn api_properties() {
+    struct Props;
+    impl crate::Context for Props {
+        fn api_property(&self, key: &str) -> Option<&str> {
+            (key == "env").then_some("prod")
+        }
+    }
+    let t = crate::parse_template("{#api.properties['env']}/{#properties['env']}/{#api.properties['none']}").unwrap();
+    assert_eq!(t.render(&Props).unwrap(), "prod/prod/");
 }

@@ -33,7 +33,8 @@ SOURCES = [
            "jackson/api-", []),
 ]
 POLICIES = ["apikey", "assign-attributes", "assign-content", "http-redirect", "jwt", "keyless", "latency", "mock",
-            "override-http-method", "transform-status-code", "transformheaders", "url-rewriting", "json-to-json"]
+            "override-http-method", "transform-status-code", "transformheaders", "url-rewriting",
+            "transformqueryparams", "json-validation", "resource-filtering", "xml-json", "json-xml", "retry", "json-to-json"]
 for p in POLICIES:
     SOURCES.append((f"gravitee-io/gravitee-policy-{p}", "src/test/resources/apis/", ["message"]))
 

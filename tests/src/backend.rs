@@ -24,7 +24,8 @@ use tokio_rustls::TlsAcceptor;
 /// the whole body is read. Query `sleep_ms=N` delays the answer, `status=N` sets its status,
 /// `redirect=N` answers status N with `Location: /redirected?from=PATH` instead (no echo),
 /// `encoding=gzip|deflate` compresses it (with `Content-Encoding` and `Content-Length`, the JSON then
-/// padded with `pad=N` bytes of spaces). Stops on drop.
+/// padded with `pad=N` bytes of spaces), `echo_body` answers the request's body itself with its
+/// Content-Type (for response-phase body policies). Stops on drop.
 pub struct Backend {
     pub addr: SocketAddr,
     name: Arc<str>,
@@ -186,13 +187,21 @@ async fn echo(name: Arc<str>, requests: Arc<AtomicU64>, req: Request<Incoming>) 
             })
             .or_insert(value);
     }
-    let body_len = match axum::body::to_bytes(Body::new(body), usize::MAX).await {
-        Ok(bytes) => bytes.len(),
+    let received = match axum::body::to_bytes(Body::new(body), usize::MAX).await {
+        Ok(bytes) => bytes,
         Err(_) => {
             // The client went away mid-body; nobody is left to answer.
             return Ok(status_response(StatusCode::BAD_REQUEST, "incomplete body"));
         }
     };
+    let body_len = received.len();
+    if query.split('&').any(|pair| pair == "echo_body") {
+        let mut response = Response::new(Body::from(received));
+        if let Some(content_type) = parts.headers.get(header::CONTENT_TYPE) {
+            response.headers_mut().insert(header::CONTENT_TYPE, content_type.clone());
+        }
+        return Ok(response);
+    }
     if let Some(code) = param("redirect").and_then(|c| u16::try_from(c).ok()).and_then(|c| StatusCode::from_u16(c).ok())
     {
         let mut response = Response::new(Body::from("moved"));

@@ -1059,6 +1059,22 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase, scope: StepScope) -> Re
             ("policy-assign-content", _) => P::AssignContent(assign_content(&configuration, &at_config)?),
             ("api-key", Phase::Request) => P::ApiKey(api_key_step(&configuration)),
             ("json-to-json", _) => P::JsonToJson(json_to_json(&configuration, &at_config)?),
+            ("json-validation", _) => match json_validation(&configuration, &at_config)? {
+                Some(policy) => P::JsonValidation(policy),
+                None => {
+                    tracing::warn!(
+                        at,
+                        "json-validation without a `schema`: the step validates nothing (as Gravitee's 2.x)"
+                    );
+                    continue;
+                }
+            },
+            ("resource-filtering", Phase::Request) => {
+                P::ResourceFiltering(resource_filtering(&configuration, &at_config)?)
+            }
+            ("transform-queryparams", Phase::Request) => {
+                P::TransformQueryParams(transform_query_params(&configuration, &at_config)?)
+            }
             // Gravitee's key-less policy as a flow step does nothing: the plan already admitted the call.
             ("key-less", Phase::Request) => continue,
             // Gravitee's latency policy only delays requests; in the response phase it does nothing.
@@ -1133,6 +1149,9 @@ const POLICIES: &[(&str, &[Phase])] = &[
     ("api-key", &[Phase::Request]),
     ("json-to-json", &[Phase::Request, Phase::Response]),
     ("key-less", &[Phase::Request]),
+    ("transform-queryparams", &[Phase::Request]),
+    ("json-validation", &[Phase::Request, Phase::Response]),
+    ("resource-filtering", &[Phase::Request]),
 ];
 
 /// Refuses a step whose policy hgw does not run at all, or not in this phase, naming which it is.
@@ -1220,6 +1239,8 @@ fn templated_fields(policy: &str) -> &'static dyn Fn(&str) -> bool {
         "http-redirect" => &|path: &str| path.ends_with(".location"),
         "dynamic-routing" => &|path: &str| path.ends_with(".url"),
         "json-to-json" => &|path: &str| path.ends_with(".specification"),
+        "json-validation" => &|path: &str| path.ends_with(".errorMessage"),
+        "transform-queryparams" => &|path: &str| path.ends_with(".value") && path.contains(".addQueryParameters["),
         "rate-limit" | "quota" | "spike-arrest" => &|path: &str| path.ends_with(".key"),
         _ => &|_: &str| false,
     }
@@ -1631,6 +1652,150 @@ fn latency(configuration: &Value, at: &str) -> Result<pb::LatencyPolicy, Compile
     Ok(pb::LatencyPolicy { delay_ms, broken: false })
 }
 
+/// Gravitee's `transform-queryparams`: `clearAll`, `addQueryParameters` [{name, value (EL),
+/// appendToExistingArray}], `removeQueryParameters` [names]. As Gravitee's policy: an addition with a
+/// blank name or without a value is skipped, names are not trimmed.
+fn transform_query_params(configuration: &Value, at: &str) -> Result<pb::TransformQueryParamsPolicy, CompileError> {
+    use pb::transform_query_params_policy::Parameter;
+    let clear_all = match configuration.get("clearAll") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(err(format!("{at}.clearAll"), "expected true or false")),
+    };
+    let list = |field: &str| match configuration.get(field) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => Ok(items.clone()),
+        Some(_) => Err(err(format!("{at}.{field}"), "expected a list")),
+    };
+    let mut add = Vec::new();
+    for (i, item) in list("addQueryParameters")?.iter().enumerate() {
+        let at = format!("{at}.addQueryParameters[{i}]");
+        if !item.is_object() {
+            return Err(err(at, "expected an object {name, value, appendToExistingArray}"));
+        }
+        let text = |field: &str| match item.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(err(format!("{at}.{field}"), "expected a string")),
+        };
+        let (Some(name), Some(value)) = (text("name")?, text("value")?) else {
+            continue;
+        };
+        let append_to_existing = match item.get("appendToExistingArray") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(err(format!("{at}.appendToExistingArray"), "expected true or false")),
+        };
+        if !name.trim().is_empty() {
+            add.push(Parameter { name, value, append_to_existing });
+        }
+    }
+    let mut remove = Vec::new();
+    for (i, item) in list("removeQueryParameters")?.iter().enumerate() {
+        match item {
+            Value::Null => {}
+            Value::String(name) if name.trim().is_empty() => {}
+            Value::String(name) => remove.push(name.clone()),
+            _ => return Err(err(format!("{at}.removeQueryParameters[{i}]"), "expected a string")),
+        }
+    }
+    Ok(pb::TransformQueryParamsPolicy { clear_all, add, remove })
+}
+
+/// Gravitee's `json-validation` (2.x): `schema` (JSON Schema text), `errorMessage` (EL),
+/// `validateUnchecked`, `deepCheck`, `straightRespondMode`; `scope` is read by the v2 conversion only.
+/// `None`: no schema, where Gravitee's policy validates nothing. A schema that is not JSON or not a valid
+/// draft 4 schema rejects the API (Gravitee would skip or fail it per request).
+fn json_validation(configuration: &Value, at: &str) -> Result<Option<pb::JsonValidationPolicy>, CompileError> {
+    let text = |field: &str| match configuration.get(field) {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(err(format!("{at}.{field}"), "expected a string")),
+    };
+    let flag = |field: &str| match configuration.get(field) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(err(format!("{at}.{field}"), "expected true or false")),
+    };
+    let schema = text("schema")?;
+    if schema.trim().is_empty() {
+        return Ok(None);
+    }
+    check_json_schema(&schema).map_err(|reason| err(format!("{at}.schema"), reason))?;
+    Ok(Some(pb::JsonValidationPolicy {
+        schema,
+        error_message: text("errorMessage")?,
+        validate_unchecked: flag("validateUnchecked")?,
+        deep_check: flag("deepCheck")?,
+        straight_respond_mode: flag("straightRespondMode")?,
+    }))
+}
+
+/// The schema as the dataplane compiles it (draft 4 whatever `$schema` names, draft 3 refused, no
+/// remote `$ref`), so a schema the dataplane would refuse rejects the API here with its field.
+fn check_json_schema(text: &str) -> Result<(), String> {
+    let mut schema: Value = serde_json::from_str(text).map_err(|e| format!("the schema is not JSON: {e}"))?;
+    if let Some(object) = schema.as_object_mut() {
+        if object.get("$schema").and_then(Value::as_str).is_some_and(|s| s.contains("draft-03")) {
+            return Err("draft 3 schemas are not supported (draft 4 and the drafts read as it are)".into());
+        }
+        object.remove("$schema");
+    }
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft4)
+        .build(&schema)
+        .map(|_| ())
+        .map_err(|e| format!("not a valid draft 4 JSON Schema: {e}"))
+}
+
+/// Gravitee's `resource-filtering` (1.x): `whitelist` and `blacklist`, each a list of `{pattern,
+/// methods}` (a missing pattern matches every path, no methods every method). Methods are Gravitee's
+/// `HttpMethod` names; an unknown one rejects the API, as Gravitee cannot read the configuration.
+fn resource_filtering(configuration: &Value, at: &str) -> Result<pb::ResourceFilteringPolicy, CompileError> {
+    use pb::resource_filtering_policy::Resource;
+    const METHODS: &[&str] = &["CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"];
+    let list = |field: &str| -> Result<Vec<Resource>, CompileError> {
+        let items = match configuration.get(field) {
+            None | Some(Value::Null) => return Ok(Vec::new()),
+            Some(Value::Array(items)) => items,
+            Some(_) => return Err(err(format!("{at}.{field}"), "expected a list")),
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let at = format!("{at}.{field}[{i}]");
+                let pattern = match item.get("pattern") {
+                    None | Some(Value::Null) => String::new(),
+                    Some(Value::String(p)) => p.clone(),
+                    Some(_) => return Err(err(format!("{at}.pattern"), "expected a string")),
+                };
+                let methods = match item.get("methods") {
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(Value::Array(methods)) => methods
+                        .iter()
+                        .enumerate()
+                        .map(|(j, m)| {
+                            let method = m.as_str().map(|m| m.trim().to_ascii_uppercase()).unwrap_or_default();
+                            if METHODS.contains(&method.as_str()) {
+                                Ok(method)
+                            } else {
+                                Err(err(
+                                    format!("{at}.methods[{j}]"),
+                                    format!("{m} is not an HTTP method Gravitee knows"),
+                                ))
+                            }
+                        })
+                        .collect::<Result<_, _>>()?,
+                    Some(_) => return Err(err(format!("{at}.methods"), "expected a list")),
+                };
+                Ok(Resource { pattern, methods })
+            })
+            .collect()
+    };
+    Ok(pb::ResourceFilteringPolicy { whitelist: list("whitelist")?, blacklist: list("blacklist")? })
+}
+
 /// Gravitee's `policy-override-request-method`.
 fn override_method(configuration: &Value, at: &str) -> Result<pb::OverrideMethodPolicy, CompileError> {
     let method = configuration.get("method").and_then(Value::as_str).unwrap_or_default().trim().to_ascii_uppercase();
@@ -1898,3 +2063,7 @@ fn lexically_normal(path: &std::path::Path) -> std::path::PathBuf {
     }
     out
 }
+
+#[cfg(test)]
+#[path = "compile/body_policy_tests.rs"]
+mod body_policy_tests;

@@ -213,6 +213,9 @@ fn flows(flows: Option<&Value>) -> Value {
     Value::Array(converted)
 }
 
+/// Policies whose `scope` is a content phase, `REQUEST_CONTENT` when left out.
+const CONTENT_SCOPED: &[&str] = &["json-validation"];
+
 /// The steps of one v2 phase that run in it: v2-era policies carry a `scope` and Gravitee's V3-style
 /// policy code runs them only in the phase it names (v4 definitions ignore `scope`).
 fn in_phase(steps: Option<&Value>, phase: &str) -> Option<Value> {
@@ -223,8 +226,13 @@ fn in_phase(steps: Option<&Value>, phase: &str) -> Option<Value> {
             Some(Ok(configuration)) => configuration.get("scope").and_then(Value::as_str).map(str::to_owned),
             _ => None,
         };
+        // Body policies of the V3 era name content phases, and run on the request content when the
+        // scope is left out (json-validation's default).
+        let policy = step.get("policy").and_then(Value::as_str).unwrap_or_default().trim();
+        let scope = scope.or_else(|| CONTENT_SCOPED.contains(&policy).then(|| "REQUEST_CONTENT".to_owned()));
         match scope.map(|s| s.trim().to_ascii_uppercase()) {
             Some(s) if s == "REQUEST" || s == "RESPONSE" => s == phase,
+            Some(s) if s == "REQUEST_CONTENT" || s == "RESPONSE_CONTENT" => s.strip_suffix("_CONTENT") == Some(phase),
             _ => true,
         }
     };

@@ -414,8 +414,13 @@ pub(crate) async fn serve_api(
                     .iter()
                     .filter(|(name, _)| {
                         // The client identifier is set again with the failure's other gateway headers.
-                        ![http::header::CONTENT_LENGTH, http::header::TRANSFER_ENCODING, http::header::CONTENT_TYPE]
-                            .contains(name)
+                        ![
+                            http::header::CONTENT_LENGTH,
+                            http::header::TRANSFER_ENCODING,
+                            http::header::CONTENT_TYPE,
+                            http::header::CONTENT_ENCODING,
+                        ]
+                        .contains(name)
                             && name.as_str() != X_CLIENT_IDENTIFIER
                     })
                     .map(|(name, value)| (name.clone(), value.clone()))

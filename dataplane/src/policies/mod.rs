@@ -14,13 +14,16 @@ pub mod el;
 mod http_redirect;
 mod ip_filtering;
 mod json_to_json;
+mod json_validation;
 mod latency;
 mod mock;
 mod override_method;
 pub mod rate_limit;
 mod request_content_limit;
+mod resource_filtering;
 mod status_code;
 mod transform_headers;
+mod transform_query_params;
 mod url_rewriting;
 
 use std::fmt::Debug;
@@ -95,7 +98,7 @@ pub struct ResponseExchange<'a> {
     /// Set by a policy that fails the response (Gravitee's policy failure): the steps after it do
     /// not run and the client gets this answer instead.
     pub failure: Option<Reply>,
-    /// A v2 API on Gravitee's V3 engine (some policies answer differently there).
+    /// A v2 API on Gravitee's V3 engine (see [`RequestExchange::legacy_engine`]).
     pub legacy_engine: bool,
 }
 
@@ -278,6 +281,13 @@ pub fn compile(step: pb::Step, phase: Phase) -> Result<Arc<dyn Policy>, PolicyEr
         P::ApiKey(config) => request_only(phase, "api-key", api_key::ApiKeyStep::compile(config)),
         P::JsonToJson(config) => Ok(Arc::new(json_to_json::JsonToJson::compile(config)?)),
         P::HttpRedirect(config) => request_only(phase, "http-redirect", http_redirect::HttpRedirect::compile(config)),
+        P::TransformQueryParams(config) => {
+            request_only(phase, "transform-queryparams", transform_query_params::TransformQueryParams::compile(config))
+        }
+        P::JsonValidation(config) => Ok(Arc::new(json_validation::JsonValidation::compile(config)?)),
+        P::ResourceFiltering(config) => {
+            request_only(phase, "resource-filtering", resource_filtering::ResourceFiltering::compile(config))
+        }
     }
 }
 
@@ -310,6 +320,30 @@ pub(crate) fn with_test_exchange_behind<T>(
     trusted: &crate::http::forwarded::TrustedProxies,
     run: impl FnOnce(&mut RequestExchange<'_>) -> T,
 ) -> T {
+    with_test_exchange_full(parts, peer, trusted, None, false, run)
+}
+
+/// [`with_test_exchange`] with a request body, on the V3 engine or not.
+#[cfg(test)]
+pub(crate) fn with_test_body_exchange<T>(
+    parts: &mut http::request::Parts,
+    body: &mut Bytes,
+    legacy_engine: bool,
+    run: impl FnOnce(&mut RequestExchange<'_>) -> T,
+) -> T {
+    let trusted = crate::http::forwarded::TrustedProxies::default();
+    with_test_exchange_full(parts, "127.0.0.1", &trusted, Some(body), legacy_engine, run)
+}
+
+#[cfg(test)]
+fn with_test_exchange_full<T>(
+    parts: &mut http::request::Parts,
+    peer: &str,
+    trusted: &crate::http::forwarded::TrustedProxies,
+    body: Option<&mut Bytes>,
+    legacy_engine: bool,
+    run: impl FnOnce(&mut RequestExchange<'_>) -> T,
+) -> T {
     let mut attributes = Attributes::new();
     let counters = Arc::new(crate::policies::counters::Counters::new(Arc::new(
         crate::policies::counters::tests::MapBackend::default(),
@@ -330,8 +364,8 @@ pub(crate) fn with_test_exchange_behind<T>(
         info: &info,
         path_params: &[],
         endpoint_target: &mut None,
-        legacy_engine: false,
-        body: None,
+        legacy_engine,
+        body,
         api_keys: None,
     };
     run(&mut exchange)

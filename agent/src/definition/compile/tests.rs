@@ -161,10 +161,11 @@ fn malformed_and_unsupported_definitions_say_where() {
     );
 
     let mut unknown_policy = v4("a", "/a", "http://b");
-    unknown_policy["flows"] = json!([{"selectors": [{"type": "http", "path": "/"}], "request": [{"policy": "json-validation", "configuration": {}}]}]);
+    unknown_policy["flows"] =
+        json!([{"selectors": [{"type": "http", "path": "/"}], "request": [{"policy": "xslt", "configuration": {}}]}]);
     assert!(
         rejection(unknown_policy)
-            .starts_with("flows[0].request[0].policy: policy `json-validation` is not supported by hgw (it runs mock,")
+            .starts_with("flows[0].request[0].policy: policy `xslt` is not supported by hgw (it runs mock,")
     );
     // The policy is named before the EL inside its configuration.
     let mut js = v4("a", "/a", "http://b");
