@@ -180,6 +180,7 @@ fn policy_chain(bencher: divan::Bencher) {
             info: &info,
             path_params: &[],
             endpoint_target: &mut None,
+            retry: &mut None,
             legacy_engine: false,
             body: None,
             api_keys: None,

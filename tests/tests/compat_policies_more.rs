@@ -354,3 +354,51 @@ async fn api_key_policy_as_a_flow_step() {
     let invalid = get(&client, &dp.url("/step-keyless/x?api-key=good-key")).await.unwrap();
     assert_eq!((invalid.status, invalid.json()), (401, unauthorized));
 }
+
+/// Gravitee's retry policy: the endpoint call made again while the condition holds or it fails,
+/// `maxRetries` more times, the body replayed; `lastResponse` relays the last answer, otherwise a
+/// bare 502; each attempt bounded by `timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_policy_as_gravitee() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    let retried = |id: &str, configuration: serde_json::Value| {
+        let mut api = v4_api(id, &format!("/{id}"), &backend.url());
+        api["flows"] = json!([flow("/", json!([step("retry", configuration)]), json!([]))]);
+        api
+    };
+    sim.put_api(retried("retry-502", json!({"condition": "{#response.status >= 500}", "maxRetries": 2}))).await;
+    sim.put_api(retried(
+        "retry-last",
+        json!({"condition": "{#response.status >= 500}", "maxRetries": 2, "lastResponse": true, "delay": 50}),
+    ))
+    .await;
+    sim.put_api(retried("retry-timeout", json!({"condition": "{false}", "maxRetries": 1, "timeout": 200}))).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+
+    // A good answer is not retried; a body reaches the endpoint whole.
+    let before = backend.requests();
+    let reply = client.post(dp.url("/retry-502/x")).body("payload").send().await.unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(reply.json::<serde_json::Value>().await.unwrap()["body_len"], 7);
+    assert_eq!(backend.requests() - before, 1);
+
+    // 503 every time: three attempts, then a bare 502.
+    let before = backend.requests();
+    let reply = client.post(dp.url("/retry-502/x?status=503")).body("payload").send().await.unwrap();
+    assert_eq!(reply.status(), 502);
+    assert_eq!(reply.text().await.unwrap(), "");
+    assert_eq!(backend.requests() - before, 3, "one call and two retries");
+
+    // lastResponse: the third answer is relayed as it is.
+    let before = backend.requests();
+    let reply = client.get(dp.url("/retry-last/x?status=503")).send().await.unwrap();
+    assert_eq!(reply.status(), 503);
+    assert_eq!(backend.requests() - before, 3);
+
+    // Each attempt is bounded by the policy's timeout.
+    let reply = get(&client, &dp.url("/retry-timeout/x?sleep_ms=1500")).await.unwrap();
+    assert_eq!(reply.status, 502);
+}

@@ -1059,6 +1059,7 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase, scope: StepScope) -> Re
             ("policy-assign-content", _) => P::AssignContent(assign_content(&configuration, &at_config)?),
             ("api-key", Phase::Request) => P::ApiKey(api_key_step(&configuration)),
             ("json-to-json", _) => P::JsonToJson(json_to_json(&configuration, &at_config)?),
+            ("retry", Phase::Request) => P::Retry(retry(&configuration, &at_config)?),
             ("json-validation", _) => match json_validation(&configuration, &at_config)? {
                 Some(policy) => P::JsonValidation(policy),
                 None => {
@@ -1148,6 +1149,7 @@ const POLICIES: &[(&str, &[Phase])] = &[
     ("policy-assign-content", &[Phase::Request, Phase::Response]),
     ("api-key", &[Phase::Request]),
     ("json-to-json", &[Phase::Request, Phase::Response]),
+    ("retry", &[Phase::Request]),
     ("key-less", &[Phase::Request]),
     ("transform-queryparams", &[Phase::Request]),
     ("json-validation", &[Phase::Request, Phase::Response]),
@@ -1239,6 +1241,7 @@ fn templated_fields(policy: &str) -> &'static dyn Fn(&str) -> bool {
         "http-redirect" => &|path: &str| path.ends_with(".location"),
         "dynamic-routing" => &|path: &str| path.ends_with(".url"),
         "json-to-json" => &|path: &str| path.ends_with(".specification"),
+        "retry" => &|path: &str| path.ends_with(".condition"),
         "json-validation" => &|path: &str| path.ends_with(".errorMessage"),
         "transform-queryparams" => &|path: &str| path.ends_with(".value") && path.contains(".addQueryParameters["),
         "rate-limit" | "quota" | "spike-arrest" => &|path: &str| path.ends_with(".key"),
@@ -1894,6 +1897,33 @@ fn json_to_json(configuration: &Value, at: &str) -> Result<pb::JsonToJsonPolicy,
     Ok(pb::JsonToJsonPolicy {
         specification,
         override_content_type: configuration.get("overrideContentType").and_then(Value::as_bool).unwrap_or(true),
+    })
+}
+
+/// Gravitee's retry: Gravitee's defaults for 0 (one retry, a 1 s timeout per attempt); the condition
+/// is EL over `#response`.
+fn retry(configuration: &Value, at: &str) -> Result<pb::RetryPolicy, CompileError> {
+    let number = |field: &str| -> Result<u64, CompileError> {
+        match configuration.get(field) {
+            None | Some(Value::Null) => Ok(0),
+            Some(value) => value
+                .as_u64()
+                .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
+                .ok_or_else(|| err(format!("{at}.{field}"), "must be a non-negative number")),
+        }
+    };
+    let condition = configuration.get("condition").and_then(Value::as_str).unwrap_or_default();
+    let condition = el_expression(condition, &format!("{at}.condition"))?;
+    let max_retries = number("maxRetries")?;
+    Ok(pb::RetryPolicy {
+        condition,
+        max_retries: if max_retries == 0 { 1 } else { u32::try_from(max_retries.min(100)).unwrap_or(100) },
+        timeout_ms: match number("timeout")? {
+            0 => 1000,
+            ms => ms,
+        },
+        delay_ms: number("delay")?.min(3_600_000),
+        last_response: configuration.get("lastResponse").and_then(Value::as_bool).unwrap_or(false),
     })
 }
 

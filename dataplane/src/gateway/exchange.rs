@@ -214,6 +214,7 @@ pub(crate) async fn serve_api(
     let received = content.clone();
     let mut extra_headers = Vec::new();
     let mut endpoint_target = None;
+    let mut retry = None;
     let verbose = trace.as_ref().is_some_and(|t| t.verbose);
     let request_span = trace.as_ref().map(|t| t.child("request", hgw_otel::SpanKind::Internal));
     {
@@ -231,6 +232,7 @@ pub(crate) async fn serve_api(
             info: &info,
             path_params: &[],
             endpoint_target: &mut endpoint_target,
+            retry: &mut retry,
             legacy_engine: api.legacy_engine,
             body: content.as_mut(),
             api_keys: Some(&api.security),
@@ -327,7 +329,14 @@ pub(crate) async fn serve_api(
         upgrade: client_upgrade.is_some(),
         endpoint_target,
     };
-    let mut response = match invoke::invoke(&api, &table, outbound, record.as_mut(), trace.as_deref_mut()).await {
+    let invoked = match &retry {
+        None => invoke::invoke(&api, &table, outbound, record.as_mut(), trace.as_deref_mut()).await,
+        Some(settings) => {
+            let context = invoke::RetryContext { settings, info: &info, attributes: &attributes };
+            invoke::invoke_with_retry(&api, &table, outbound, context, record.as_mut(), trace.as_deref_mut()).await
+        }
+    };
+    let mut response = match invoked {
         Ok(response) => response,
         Err(error) => {
             trace::note_error(trace, Some(error.key()));

@@ -128,6 +128,77 @@ impl Payload {
     }
 }
 
+/// What a retry condition reads: the request's EL info and context attributes.
+pub struct RetryContext<'a> {
+    pub settings: &'a crate::policies::retry::RetrySettings,
+    pub info: &'a crate::policies::el::RequestInfo,
+    pub attributes: &'a crate::policies::Attributes,
+}
+
+/// [`invoke`] under Gravitee's retry policy: the call is made again (its body replayed from memory)
+/// while it fails, times out (`timeout` per attempt) or answers what the condition retries, at most
+/// `max_retries` more times, `delay` apart. The last answer is relayed when `last_response` is set;
+/// otherwise a call that never succeeds is [`GatewayError::RetriesExhausted`]. A client whose body
+/// fails is answered at once: retrying cannot mend it.
+pub async fn invoke_with_retry(
+    api: &Api,
+    table: &RouteTable,
+    outbound: Outbound,
+    retry: RetryContext<'_>,
+    mut record: Option<&mut PendingRecord>,
+    mut trace: Option<&mut RequestTrace>,
+) -> Result<Response<UpstreamBody>, GatewayError> {
+    let settings = retry.settings;
+    let Outbound { method, path_info, query, headers, client_host, body, upgrade, endpoint_target } = outbound;
+    let body = match replayable(body).await? {
+        Payload::Replay(bytes) => bytes,
+        // Too large to hold: sent once, as without the policy.
+        Payload::Once(body) => {
+            let body = body.unwrap_or_else(|| RequestBody::buffered(Bytes::new()));
+            let outbound = Outbound { method, path_info, query, headers, client_host, body, upgrade, endpoint_target };
+            return invoke(api, table, outbound, record, trace).await;
+        }
+    };
+    for attempt in 0..=settings.max_retries {
+        if attempt > 0 && !settings.delay.is_zero() {
+            tokio::time::sleep(settings.delay).await;
+        }
+        let outbound = Outbound {
+            method: method.clone(),
+            path_info: path_info.clone(),
+            query: query.clone(),
+            headers: headers.clone(),
+            client_host: client_host.clone(),
+            body: RequestBody::buffered(body.clone()),
+            upgrade,
+            endpoint_target: endpoint_target.clone(),
+        };
+        let call = invoke(api, table, outbound, record.as_deref_mut(), trace.as_deref_mut());
+        let last = attempt == settings.max_retries;
+        match tokio::time::timeout(settings.timeout, call).await {
+            Ok(Ok(response)) => {
+                let retried = settings.condition.as_ref().is_some_and(|condition| {
+                    crate::policies::el::ElContext::response(
+                        retry.info,
+                        retry.attributes,
+                        response.status().as_u16(),
+                        response.headers(),
+                    )
+                    .holds(condition)
+                });
+                if !retried || (last && settings.last_response) {
+                    return Ok(response);
+                }
+                tracing::debug!(api = %api.id, attempt, status = response.status().as_u16(), "retry: the condition asks for another attempt");
+            }
+            Ok(Err(error @ GatewayError::ClientBody(_))) => return Err(error),
+            Ok(Err(error)) => tracing::debug!(api = %api.id, attempt, %error, "retry: the attempt failed"),
+            Err(_) => tracing::debug!(api = %api.id, attempt, "retry: the attempt timed out"),
+        }
+    }
+    Err(GatewayError::RetriesExhausted)
+}
+
 /// A circuit permit that is given back if the attempt ends without an outcome (client gone).
 struct PermitGuard<'a> {
     circuit: &'a Circuit,

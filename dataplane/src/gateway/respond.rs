@@ -23,6 +23,9 @@ pub enum GatewayError {
     /// Failover's circuit breaker is open: the call is not permitted (Gravitee: 502, no body).
     #[error("The failover circuit breaker is open")]
     CircuitOpen,
+    /// The retry policy's attempts all failed (Gravitee: 502, no body).
+    #[error("The retry policy's attempts all failed")]
+    RetriesExhausted,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     /// The client's body failed (never the endpoint's fault: no circuit, retry or health hears of it).
@@ -44,6 +47,8 @@ impl GatewayError {
             GatewayError::NoEndpoint => "NO_ENDPOINT_FOUND",
             // Gravitee's failure has no key; this one names it in metrics and logs only.
             GatewayError::CircuitOpen => "FAILOVER_CIRCUIT_OPEN",
+            // Idem: Gravitee's retry fails with a bare 502.
+            GatewayError::RetriesExhausted => "RETRY_EXHAUSTED",
             // Gravitee 4.10's http-proxy endpoint: every timeout is REQUEST_TIMEOUT, every other
             // failure to reach the endpoint GATEWAY_CLIENT_CONNECTION_ERROR.
             GatewayError::Upstream(UpstreamError::ReadTimeout | UpstreamError::ConnectTimeout) => "REQUEST_TIMEOUT",
@@ -62,7 +67,9 @@ impl GatewayError {
             GatewayError::Upstream(UpstreamError::ReadTimeout | UpstreamError::ConnectTimeout) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            GatewayError::Upstream(_) | GatewayError::CircuitOpen => StatusCode::BAD_GATEWAY,
+            GatewayError::Upstream(_) | GatewayError::CircuitOpen | GatewayError::RetriesExhausted => {
+                StatusCode::BAD_GATEWAY
+            }
             GatewayError::ClientBody(ClientFault::Malformed) => StatusCode::BAD_REQUEST,
             GatewayError::ClientBody(ClientFault::Stalled) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::RequestBodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -74,7 +81,7 @@ impl GatewayError {
     /// failure processor then writes no body).
     pub fn public_message(&self) -> Option<String> {
         match self {
-            GatewayError::Upstream(_) | GatewayError::CircuitOpen => None,
+            GatewayError::Upstream(_) | GatewayError::CircuitOpen | GatewayError::RetriesExhausted => None,
             other => Some(other.to_string()),
         }
     }

@@ -21,6 +21,7 @@ mod override_method;
 pub mod rate_limit;
 mod request_content_limit;
 mod resource_filtering;
+pub mod retry;
 mod status_code;
 mod transform_headers;
 mod transform_query_params;
@@ -68,6 +69,8 @@ pub struct RequestExchange<'a> {
     /// Where `dynamic-routing` sends the request (Gravitee's request endpoint attribute): `name:/path`
     /// for an endpoint or endpoint group, an absolute URL, or a path; `None`: the default group.
     pub endpoint_target: &'a mut Option<String>,
+    /// How the endpoint call is retried, once a `retry` step armed it.
+    pub retry: &'a mut Option<Arc<retry::RetrySettings>>,
     /// A v2 API on Gravitee's V3 engine, where a policy's refusal is a failure with a JSON body.
     pub legacy_engine: bool,
     /// The request body, when a step of the request's flows reads or replaces it (it is then
@@ -280,6 +283,7 @@ pub fn compile(step: pb::Step, phase: Phase) -> Result<Arc<dyn Policy>, PolicyEr
         P::AssignContent(config) => Ok(Arc::new(assign_content::AssignContent::compile(config)?)),
         P::ApiKey(config) => request_only(phase, "api-key", api_key::ApiKeyStep::compile(config)),
         P::JsonToJson(config) => Ok(Arc::new(json_to_json::JsonToJson::compile(config)?)),
+        P::Retry(config) => request_only(phase, "retry", retry::Retry::compile(config)),
         P::HttpRedirect(config) => request_only(phase, "http-redirect", http_redirect::HttpRedirect::compile(config)),
         P::TransformQueryParams(config) => {
             request_only(phase, "transform-queryparams", transform_query_params::TransformQueryParams::compile(config))
@@ -364,6 +368,7 @@ fn with_test_exchange_full<T>(
         info: &info,
         path_params: &[],
         endpoint_target: &mut None,
+        retry: &mut None,
         legacy_engine,
         body,
         api_keys: None,

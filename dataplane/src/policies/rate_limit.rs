@@ -292,6 +292,7 @@ mod tests {
             info: &crate::policies::el::RequestInfo::default(),
             path_params: &[],
             endpoint_target: &mut None,
+            retry: &mut None,
             legacy_engine: false,
             body: None,
             api_keys: None,
