@@ -8,11 +8,11 @@
 use std::collections::HashMap;
 
 use hgw_proto::v1 as pb;
-use http::{HeaderName, StatusCode, Uri};
+use http::{HeaderName, StatusCode};
 use sha2::{Digest, Sha256};
 
 use crate::api::flows::Flow;
-use crate::http::query::{percent_decode, query_pairs};
+use crate::http::query::query_pairs;
 use crate::policies::Reply;
 use crate::policies::el::{ElContext, RequestInfo};
 use crate::telemetry::redact::ApiKeyLocations;
@@ -158,8 +158,7 @@ pub enum SecurityError {
     SelectionRule(usize, hgw_el::ParseError),
 }
 
-pub const DEFAULT_API_KEY_HEADER: &str = "x-gravitee-api-key";
-pub const DEFAULT_API_KEY_QUERY_PARAM: &str = "api-key";
+pub use crate::policies::{DEFAULT_API_KEY_HEADER, DEFAULT_API_KEY_QUERY_PARAM};
 
 impl Security {
     pub fn new(
@@ -577,30 +576,7 @@ fn find_key(parts: &http::request::Parts, config: &ApiKeyPlan) -> Option<String>
 
 fn strip_key(parts: &mut http::request::Parts, config: &ApiKeyPlan) {
     parts.headers.remove(&config.header);
-    strip_query_param(parts, &config.query_param);
-}
-
-/// Removes every `name` parameter from the request's query (the rest kept as sent).
-pub fn strip_query_param(parts: &mut http::request::Parts, name: &str) {
-    let Some(query) = parts.uri.query() else {
-        return;
-    };
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| !pair.is_empty() && percent_decode(pair.split_once('=').map_or(*pair, |(n, _)| n)) != name)
-        .collect();
-    let path_and_query =
-        if kept.is_empty() { parts.uri.path().to_owned() } else { format!("{}?{}", parts.uri.path(), kept.join("&")) };
-    let mut builder = Uri::builder();
-    if let Some(scheme) = parts.uri.scheme() {
-        builder = builder.scheme(scheme.clone());
-    }
-    if let Some(authority) = parts.uri.authority() {
-        builder = builder.authority(authority.clone());
-    }
-    if let Ok(uri) = builder.path_and_query(path_and_query).build() {
-        parts.uri = uri;
-    }
+    crate::http::query::strip_query_param(parts, &config.query_param);
 }
 
 #[cfg(test)]
@@ -861,7 +837,7 @@ mod tests {
 
     #[test]
     fn percent_encoded_keys_and_hashing() {
-        assert_eq!(percent_decode("a%20b+c%zz%"), "a b c%zz%");
+        assert_eq!(crate::http::query::percent_decode("a%20b+c%zz%"), "a b c%zz%");
         assert_eq!(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

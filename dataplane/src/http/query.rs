@@ -29,3 +29,26 @@ pub(crate) fn percent_decode(text: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Removes every `name` parameter from the request's query (the rest kept as sent).
+pub(crate) fn strip_query_param(parts: &mut http::request::Parts, name: &str) {
+    let Some(query) = parts.uri.query() else {
+        return;
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty() && percent_decode(pair.split_once('=').map_or(*pair, |(n, _)| n)) != name)
+        .collect();
+    let path_and_query =
+        if kept.is_empty() { parts.uri.path().to_owned() } else { format!("{}?{}", parts.uri.path(), kept.join("&")) };
+    let mut builder = http::Uri::builder();
+    if let Some(scheme) = parts.uri.scheme() {
+        builder = builder.scheme(scheme.clone());
+    }
+    if let Some(authority) = parts.uri.authority() {
+        builder = builder.authority(authority.clone());
+    }
+    if let Ok(uri) = builder.path_and_query(path_and_query).build() {
+        parts.uri = uri;
+    }
+}

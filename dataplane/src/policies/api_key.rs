@@ -10,6 +10,10 @@ use http::{HeaderName, StatusCode};
 use super::{Outcome, Policy, PolicyError, Reply, RequestExchange, invalid};
 use crate::http::query::query_pairs;
 
+/// Gravitee's default header and query parameter for API keys (plans use them too).
+pub const DEFAULT_API_KEY_HEADER: &str = "x-gravitee-api-key";
+pub const DEFAULT_API_KEY_QUERY_PARAM: &str = "api-key";
+
 /// Who knows the API's keys (the API's security tables).
 pub trait ApiKeys: Send + Sync {
     /// Whether `key` is a key of this API that admits a request at `now_ms`.
@@ -26,13 +30,13 @@ pub struct ApiKeyStep {
 impl ApiKeyStep {
     pub fn compile(config: pb::ApiKeySecurity) -> Result<ApiKeyStep, PolicyError> {
         let header_text = match config.header.trim() {
-            "" => crate::api::security::DEFAULT_API_KEY_HEADER,
+            "" => DEFAULT_API_KEY_HEADER,
             header => header,
         };
         let header = HeaderName::from_bytes(header_text.as_bytes())
             .map_err(|_| invalid("api-key.apiKeyHeader", format!("`{header_text}` is not a header name")))?;
         let query_param = match config.query_param.trim() {
-            "" => crate::api::security::DEFAULT_API_KEY_QUERY_PARAM.to_owned(),
+            "" => DEFAULT_API_KEY_QUERY_PARAM.to_owned(),
             param => param.to_owned(),
         };
         Ok(ApiKeyStep { header, query_param, propagate: config.propagate_api_key })
@@ -62,7 +66,7 @@ impl Policy for ApiKeyStep {
         }
         if !self.propagate {
             exchange.parts.headers.remove(&self.header);
-            crate::api::security::strip_query_param(exchange.parts, &self.query_param);
+            crate::http::query::strip_query_param(exchange.parts, &self.query_param);
         }
         Outcome::Continue
     }

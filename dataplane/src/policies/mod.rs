@@ -39,7 +39,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use crate::policies::el::{ElContext, RequestInfo};
 use crate::telemetry::analytics::Warning;
 
-pub use api_key::ApiKeys;
+pub use api_key::{ApiKeys, DEFAULT_API_KEY_HEADER, DEFAULT_API_KEY_QUERY_PARAM};
 
 /// Request context attributes (`policy-assign-attributes`, read by later policies).
 pub type Attributes = Vec<(String, String)>;
