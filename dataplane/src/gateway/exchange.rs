@@ -295,7 +295,7 @@ pub(crate) async fn serve_api(
     let body = match (content, streamed) {
         (Some(content), _) => {
             // A body the flows replaced is sent with its own length.
-            if received.as_ref().is_none_or(|r| r.as_ptr() != content.as_ptr() || r.len() != content.len()) {
+            if replaced(received.as_ref(), &content) {
                 parts.headers.remove(http::header::TRANSFER_ENCODING);
                 parts.headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(content.len()));
             }
@@ -465,7 +465,7 @@ pub(crate) async fn serve_api(
         _ => None,
     };
     if let Some(content) = &content
-        && received.as_ref().is_none_or(|r| r.as_ptr() != content.as_ptr() || r.len() != content.len())
+        && replaced(received.as_ref(), content)
     {
         // A body the flows replaced goes with its own length.
         headers.remove(http::header::CONTENT_LENGTH);
@@ -537,6 +537,12 @@ fn step_span(
     }
     span.set("gravitee.flow.phase", phase_name);
     span
+}
+
+/// Whether the flows replaced a buffered body (`received` is what was buffered): then its framing
+/// headers no longer hold. Policies that leave the body alone keep the very same buffer.
+fn replaced(received: Option<&Bytes>, content: &Bytes) -> bool {
+    received.is_none_or(|r| r.as_ptr() != content.as_ptr() || r.len() != content.len())
 }
 
 /// Largest body the gateway holds in memory for body policies, in either direction (Gravitee buffers
