@@ -175,6 +175,10 @@ pub struct Cli {
     /// unanswered as long.
     #[arg(long, env = "HGW_HTTP2_KEEPALIVE", default_value = "60s")]
     pub http2_keepalive: String,
+    /// An HTTP/2 connection with no open stream this long is sent a GOAWAY and closed, even while it
+    /// answers pings (nginx's `http2_idle_timeout`); `0s` never closes one for idleness.
+    #[arg(long, env = "HGW_HTTP2_IDLE_TIMEOUT", default_value = "3m")]
+    pub http2_idle_timeout: String,
     /// Client connections served at once; more are closed on accept, counted in
     /// `hgw_dataplane_connections_shed_total` and logged at most every 10 s [default: half the
     /// open-files limit, less 32: the rest is for endpoint connections].
@@ -494,6 +498,7 @@ impl Config {
             max_headers,
             http2_max_concurrent_streams,
             http2_keepalive,
+            http2_idle_timeout,
             max_connections,
             request_body_timeout,
             trusted_proxies,
@@ -555,6 +560,8 @@ impl Config {
                 1,
             )? as u32,
             http2_keepalive: positive("http2-keepalive", duration("http2-keepalive", http2_keepalive)?)?,
+            http2_idle_timeout: Some(duration("http2-idle-timeout", http2_idle_timeout)?)
+                .filter(|idle| !idle.is_zero()),
             max_connections: match max_connections {
                 Some(n) => at_least("max-connections", n, 1)?,
                 None => limits::auto_max_connections(limits::open_files_limit()),

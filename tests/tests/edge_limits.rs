@@ -75,6 +75,30 @@ async fn every_limit_answers_with_its_status_and_client_faults_never_open_a_circ
     assert_eq!(exchange(&addr, b"GET /plain/x HTTP/1.0\r\n\r\n").await.0, 200, "HTTP/1.0 may omit Host");
     assert!(dp.metric("hgw_dataplane_requests_malformed_total").await.unwrap_or(0.0) >= 3.0);
 
+    // Line endings: CRLF only, in the request line, header fields, the empty line and chunk framing
+    // (RFC 9112 §2.2 lets a server refuse a bare LF). Body bytes are the body's: a LF there is data.
+    for bare in [
+        &b"GET /plain/x HTTP/1.1\nHost: localhost\r\nConnection: close\r\n\r\n"[..],
+        b"GET /plain/x HTTP/1.1\r\nHost: localhost\nConnection: close\r\n\r\n",
+        b"GET /plain/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\n",
+        b"POST /plain/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\nhello\r\n0\r\n\r\n",
+    ] {
+        let (status, text) = exchange(&addr, bare).await;
+        assert_eq!(status, 400, "a bare LF is refused: {} → {text}", String::from_utf8_lossy(bare));
+    }
+    // The second request of a kept-alive connection is held to the same rule.
+    let (_, text) = exchange(
+        &addr,
+        b"GET /plain/x HTTP/1.1\r\nHost: localhost\r\n\r\nGET /plain/y HTTP/1.1\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("HTTP/1.1 400"), "the pipelined bare-LF request is refused: {text}");
+    let lf_body = b"POST /plain/x?echo_body HTTP/1.1\r\nHost: localhost\r\nContent-Length: 7\r\nConnection: close\r\n\r\na\nb\nc\n\n";
+    let (status, text) = exchange(&addr, lf_body).await;
+    assert_eq!(status, 200, "LFs in a body are data: {text}");
+    assert!(text.contains("\r\n\r\na\nb\nc\n\n"), "the backend got the body as sent: {text}");
+
     // Client faults, more than the circuit allows: none of them is the endpoint's.
     let seen_before = backend.requests();
     for _ in 0..3 {
@@ -134,4 +158,62 @@ async fn every_limit_answers_with_its_status_and_client_faults_never_open_a_circ
     })
     .await;
     assert_eq!(status, 200);
+}
+
+/// An HTTP/2 connection (h2c) through hyper's client: `GET` on it, the status.
+async fn h2_get(sender: &mut hyper::client::conn::http2::SendRequest<String>, uri: &str) -> u16 {
+    let request = hyper::Request::get(uri).body(String::new()).unwrap();
+    let response =
+        tokio::time::timeout(CLOSE_WITHIN, sender.send_request(request)).await.expect("answered").expect("a response");
+    // The body is small and not needed: dropping it ends the stream.
+    response.status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_without_streams_is_closed_even_while_it_answers_pings() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    sim.put_api(v4_api("plain", "/plain", &backend.url())).await;
+    let token = sim.token().await;
+    let agent = Agent::start_cloud(dir.path(), "agent", &sim, &token, &[]).await;
+    // Pinged every second (hyper's client answers pings), idle after 3 s without a stream.
+    let flags = ["--http2-keepalive", "1s", "--http2-idle-timeout", "3s"];
+    let dp = Dataplane::start_with(dir.path(), "dp", &agent.tcp_target(), &flags).await;
+    dp.wait_ready().await;
+    let base = dp.url("");
+
+    let connect = || async {
+        let socket = TcpStream::connect(dp.listen).await.unwrap();
+        let (sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(socket),
+        )
+        .await
+        .expect("HTTP/2 handshake");
+        (sender, tokio::spawn(connection))
+    };
+
+    // A stream longer than the idle timeout keeps the connection: its answer arrives whole.
+    let (mut sender, connection) = connect().await;
+    assert_eq!(h2_get(&mut sender, &format!("{base}/plain/slow?sleep_ms=6000")).await, 200);
+    assert!(!connection.is_finished(), "the connection served a 6 s stream with a 3 s idle timeout");
+    assert_eq!(h2_get(&mut sender, &format!("{base}/plain/again")).await, 200);
+    // Then no stream: the dataplane sends a GOAWAY and closes (the bound is generous, not a speed claim).
+    let ended = tokio::time::timeout(CLOSE_WITHIN, connection).await;
+    assert!(ended.is_ok(), "an HTTP/2 connection with no stream open stayed open while answering pings");
+    assert!(sender.is_closed());
+    assert_eq!(dp.metric("hgw_dataplane_http2_idle_closed_total").await, Some(1.0));
+
+    // A connection that never opened a stream goes the same way.
+    let (_sender, connection) = connect().await;
+    assert!(
+        tokio::time::timeout(CLOSE_WITHIN, connection).await.is_ok(),
+        "a connection without any stream stayed open"
+    );
+    assert_eq!(dp.metric("hgw_dataplane_http2_idle_closed_total").await, Some(2.0));
+    eventually("both connections are gone", CLOSE_WITHIN, || async {
+        (dp.metric("hgw_dataplane_connections_open").await == Some(0.0)).then_some(())
+    })
+    .await;
 }

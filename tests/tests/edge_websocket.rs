@@ -330,6 +330,37 @@ async fn an_idle_tunnel_is_closed_on_both_sides() {
     assert_eq!(dp.metric("hgw_dataplane_websocket_tunnels").await, Some(0.0));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_tunnel_keeps_working_through_the_shutdown_grace_then_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let server = EchoServer::start().await;
+    sim.put_api(websocket_api(&server.url())).await;
+    // Dataplanes in these tests drain for 5 s (`--shutdown-grace`).
+    let (_agent, mut dp) = gateway(dir.path(), &sim, "1h").await;
+
+    let (mut client, _) = open(&dp, "/ws/drain", Some(KEY)).await.expect("the handshake succeeds");
+    client.send(Message::text("before")).await.unwrap();
+    assert_eq!(next_message(&mut client).await, Message::text("before"));
+
+    dp.proc.signal(libc::SIGTERM);
+    // Draining: the listener is closed at once...
+    eventually("the listener is closed", Duration::from_secs(20), || async {
+        TcpStream::connect(dp.listen).await.is_err().then_some(())
+    })
+    .await;
+    // ...but the open tunnel is what the grace period is for: a second into it (by then a dataplane
+    // that does not wait for tunnels has long exited), it still carries messages both ways.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    client.send(Message::text("while draining")).await.expect("the tunnel is open while draining");
+    assert_eq!(next_message(&mut client).await, Message::text("while draining"));
+    // When the grace period ends, the tunnel is closed on both sides and the dataplane exits.
+    wait_closed(&mut client, Duration::from_secs(30)).await;
+    eventually("the server's session ended", PROPAGATION, || async { (server.closed() == 1).then_some(()) }).await;
+    let status = dp.proc.wait_exit(Duration::from_secs(30)).await.expect("the dataplane exits after the grace period");
+    assert!(status.success(), "a drained shutdown is a clean exit: {status:?}");
+}
+
 /// `GET` with `headers` written byte for byte; the status and the body (read by its Content-Length:
 /// the connection may stay open).
 async fn raw_get(dp: &Dataplane, target: &str, headers: &str) -> (u16, String) {

@@ -52,6 +52,9 @@ pub struct Shared {
     pub paths: crate::http::path::PathOptions,
     /// `--websocket-idle-timeout`: a WebSocket tunnel quiet this long is closed (`None`: never).
     pub websocket_idle_timeout: Option<std::time::Duration>,
+    /// Client connections and the WebSocket tunnels they became: draining waits for them, up to the
+    /// grace period.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 impl Shared {
@@ -74,6 +77,7 @@ impl Shared {
             trusted_proxies: crate::http::forwarded::TrustedProxies::default(),
             paths: crate::http::path::PathOptions::default(),
             websocket_idle_timeout: None,
+            tasks: tokio_util::task::TaskTracker::new(),
         }
     }
 

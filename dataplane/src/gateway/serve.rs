@@ -9,7 +9,6 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -18,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 use super::Shared;
 use super::context::{ClientCertificate, ConnInfo};
 use super::route::handle;
+use crate::http::crlf::{CrlfOnly, UpgradeGate};
+use crate::http::idle::Streams;
 use crate::http::tls_server::{Acceptor, HANDSHAKE_TIMEOUT};
 use crate::telemetry::metrics::Metrics;
 
@@ -25,6 +26,29 @@ use crate::telemetry::metrics::Metrics;
 const SHED_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// What an HTTP/2 client sends first; hyper's protocol detection waits for it without a deadline.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Serves a hyper connection until it ends. When the dataplane starts draining, or `$idle` resolves
+/// (an HTTP/2 connection without streams), the connection is shut down gracefully: HTTP/1 closes
+/// after the response in progress, HTTP/2 sends a GOAWAY and lets its open streams finish.
+/// (A macro: hyper's connection types have `graceful_shutdown` as an inherent method, on bounds too
+/// long to repeat in a generic function.)
+macro_rules! drive {
+    ($conn:expr, $draining:expr, $idle:expr) => {{
+        let conn = $conn;
+        tokio::pin!(conn);
+        tokio::select! {
+            ended = conn.as_mut() => ended,
+            () = $draining.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+            () = $idle => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        }
+    }};
+}
 
 /// Accepts connections until `shutdown`, then lets them finish until `grace` runs out.
 /// With `tls`, every connection is HTTPS (the TLS handshake runs in the connection's own task, so a
@@ -64,7 +88,8 @@ pub async fn serve(
     // connections keep the detection: the port serves HTTP/1.1 too.
     let h2_only = Arc::new(builder.clone().http2_only());
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    // Client connections and the WebSocket tunnels they become: what draining waits for.
+    let tasks = shared.tasks.clone();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut shed_logged: Option<Instant> = None;
     loop {
@@ -102,33 +127,58 @@ pub async fn serve(
         let conn = ConnInfo::new(local, remote, tls.is_some());
         let header_timeout = limits.header_timeout;
         let service_shared = shared.clone();
-        // The connection's requests share its ConnInfo, made once the handshake named the client.
-        let service = move |conn: ConnInfo| {
+        // The connection's requests share its ConnInfo, made once the handshake named the client;
+        // on HTTP/2, each request's stream is counted open until its response body is done; on
+        // HTTP/1, the CRLF-only reader learns whether an upgrade request switched protocols.
+        let service = move |conn: ConnInfo, streams: Option<Arc<Streams>>, gate: Option<Arc<UpgradeGate>>| {
             let conn = Arc::new(conn);
             service_fn(move |req| {
                 let (shared, conn) = (service_shared.clone(), conn.clone());
+                let stream = streams.as_ref().map(Streams::open);
+                let gate = gate.clone().filter(|_| req.headers().contains_key(hyper::header::UPGRADE));
                 // Boxed once here: the request's future is large, and hyper would otherwise move it.
-                Box::pin(async move { Ok::<_, Infallible>(handle(req, &conn, &shared).await) })
+                Box::pin(async move {
+                    let mut response = handle(req, &conn, &shared).await;
+                    if let Some(stream) = stream {
+                        response.body_mut().hold_stream(stream);
+                    }
+                    if let Some(gate) = gate {
+                        gate.answered(response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS);
+                    }
+                    Ok::<_, Infallible>(response)
+                })
             })
         };
-        let (tls, builder, h2_only) = (tls.clone(), builder.clone(), h2_only.clone());
-        let (watcher, draining) = (graceful.watcher(), shutdown.clone());
-        tokio::spawn(async move {
+        let (tls, builder, h2_only, shared) = (tls.clone(), builder.clone(), h2_only.clone(), shared.clone());
+        let draining = shutdown.clone();
+        tasks.spawn(async move {
             let _open = open;
             // hyper's header timeout starts once it knows the protocol; until then, this one (over
             // TLS the ClientHello is the first byte, then the handshake has its own timeout).
-            let started = tokio::select! {
-                started = preface_arrives(&stream, header_timeout) => started,
-                () = draining.cancelled() => false,
+            let opening = tokio::select! {
+                opening = first_bytes(&stream, header_timeout) => opening,
+                () = draining.cancelled() => None,
             };
-            if !started {
+            let Some(opening) = opening else {
                 tracing::debug!(%remote, "client sent no request in time (or the dataplane is draining); closing");
                 return;
-            }
+            };
+            let http2_idle = shared.limits.http2_idle_timeout;
             // With upgrades: a WebSocket handshake's connection is handed to its tunnel after the 101.
             let ended = match tls {
+                None if opening == Opening::Http2 => {
+                    let streams = Streams::new();
+                    let idle = idle_close(&streams, http2_idle, &shared, remote);
+                    let conn =
+                        h2_only.serve_connection(TokioIo::new(stream), service(conn, Some(streams.clone()), None));
+                    drive!(conn, draining, idle)
+                }
                 None => {
-                    watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service(conn))).await
+                    let gate = Arc::new(UpgradeGate::default());
+                    let stream = CrlfOnly::new(stream, gate.clone());
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service(conn, None, Some(gate)));
+                    drive!(conn, draining, std::future::pending::<()>())
                 }
                 Some(acceptor) => {
                     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.current().accept(stream)).await
@@ -155,9 +205,17 @@ pub async fn serve(
                         .map(|leaf| ClientCertificate::new(leaf.as_ref()));
                     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                         // HTTP/2 has no HTTP/1 upgrades (and `http2_only` is ignored with them).
-                        watcher.watch(h2_only.serve_connection(TokioIo::new(stream), service(conn))).await
+                        let streams = Streams::new();
+                        let idle = idle_close(&streams, http2_idle, &shared, remote);
+                        let conn =
+                            h2_only.serve_connection(TokioIo::new(stream), service(conn, Some(streams.clone()), None));
+                        drive!(conn, draining, idle)
                     } else {
-                        watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service(conn))).await
+                        let gate = Arc::new(UpgradeGate::default());
+                        let stream = CrlfOnly::new(stream, gate.clone());
+                        let conn = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service(conn, None, Some(gate)));
+                        drive!(conn, draining, std::future::pending::<()>())
                     }
                 }
             };
@@ -168,12 +226,25 @@ pub async fn serve(
     }
     drop(listener);
     let deadline = Instant::now() + grace;
-    tracing::info!(connections = graceful.count(), grace_ms = grace.as_millis() as u64, "draining");
+    // Connections (and tunnels) still open; those serving HTTP were told to finish what they started.
+    tasks.close();
+    tracing::info!(connections = tasks.len(), grace_ms = grace.as_millis() as u64, "draining");
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all client connections drained"),
+        () = tasks.wait() => tracing::info!("all client connections drained"),
         () = tokio::time::sleep_until(deadline) => tracing::warn!("shutdown grace period over; abandoning the remaining connections"),
     }
     deadline
+}
+
+/// Resolves when an HTTP/2 connection has had no stream open for `timeout` (never without one),
+/// counting and logging the close it leads to.
+async fn idle_close(streams: &Streams, timeout: Option<Duration>, shared: &Shared, remote: std::net::SocketAddr) {
+    let Some(timeout) = timeout else {
+        return std::future::pending().await;
+    };
+    streams.idle_for(timeout).await;
+    shared.metrics.http2_idle_closed.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(%remote, "HTTP/2 connection idle (--http2-idle-timeout): GOAWAY");
 }
 
 /// A served connection: holds its `--max-connections` slot and the open-connections gauge.
@@ -195,23 +266,35 @@ impl Drop for OpenConnection {
     }
 }
 
-/// Whether the client starts a request within `within`: a first byte that is not the HTTP/2 preface,
-/// or the whole preface. A client that connects and says nothing (or half a preface) gives its slot
-/// back after `within`; an HTTP/1 client is then under hyper's header timeout.
-async fn preface_arrives(stream: &TcpStream, within: Duration) -> bool {
+/// How a client connection opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    /// The HTTP/2 connection preface (h2c with prior knowledge).
+    Http2,
+    /// Anything else: an HTTP/1 request line, or a TLS ClientHello.
+    Other,
+}
+
+/// How the client starts within `within`: a first byte that is not the HTTP/2 preface, or the
+/// whole preface. A client that connects and says nothing (or half a preface) gives its slot back
+/// after `within` (`None`); an HTTP/1 client is then under hyper's header timeout.
+async fn first_bytes(stream: &TcpStream, within: Duration) -> Option<Opening> {
     let wait = async {
         let mut first = [0u8; 24];
         loop {
             let seen = stream.peek(&mut first).await.unwrap_or(0);
             if seen == 0 {
-                return false;
+                return None;
             }
-            if seen == first.len() || first[..seen] != H2_PREFACE[..seen] {
-                return true;
+            if first[..seen] != H2_PREFACE[..seen] {
+                return Some(Opening::Other);
+            }
+            if seen == first.len() {
+                return Some(Opening::Http2);
             }
             // Part of the preface (rare: clients send it in one segment): look again shortly.
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
-    tokio::time::timeout(within, wait).await.unwrap_or(false)
+    tokio::time::timeout(within, wait).await.ok().flatten()
 }

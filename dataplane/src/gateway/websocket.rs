@@ -65,12 +65,13 @@ fn lists(headers: &HeaderMap, name: &http::HeaderName, token: &str) -> bool {
 /// Relays the two upgraded connections in a task of their own, once hyper has sent the `101` to the
 /// client (`client`) and handed over the endpoint's connection (`endpoint`).
 ///
-/// Tunnels are not drained at shutdown: they end with the process, after the grace period.
+/// Tunnels are among the tasks draining waits for: at shutdown, an open tunnel keeps relaying until
+/// either side closes or the grace period ends (then both connections are closed).
 pub(crate) fn spawn_tunnel(client: OnUpgrade, endpoint: OnUpgrade, shared: &Shared, api_id: &str) {
     let metrics = shared.metrics.clone();
     let idle = shared.websocket_idle_timeout;
     let api_id = api_id.to_owned();
-    tokio::spawn(async move {
+    shared.tasks.spawn(async move {
         let (client, endpoint) = match tokio::try_join!(client, endpoint) {
             Ok(both) => both,
             Err(error) => {

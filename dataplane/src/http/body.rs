@@ -165,6 +165,8 @@ pub struct ResponseBody {
     record: Option<PendingRecord>,
     /// A sampled request's trace: its SERVER span ends with the body.
     trace: Option<Box<crate::telemetry::trace::RequestTrace>>,
+    /// The HTTP/2 stream this answers, open until the body is sent or abandoned.
+    stream: Option<super::idle::OpenStream>,
     _in_flight: InFlight,
 }
 
@@ -174,17 +176,23 @@ impl ResponseBody {
             inner: Inner::Full(Some(content).filter(|c| !c.is_empty())),
             record,
             trace: None,
+            stream: None,
             _in_flight: in_flight,
         }
     }
 
     pub fn upstream(body: UpstreamBody, record: Option<PendingRecord>, in_flight: InFlight) -> ResponseBody {
-        ResponseBody { inner: Inner::Upstream(body), record, trace: None, _in_flight: in_flight }
+        ResponseBody { inner: Inner::Upstream(body), record, trace: None, stream: None, _in_flight: in_flight }
     }
 
     /// Ends `trace` (its SERVER span) when this body ends.
     pub fn attach_trace(&mut self, trace: Box<crate::telemetry::trace::RequestTrace>) {
         self.trace = Some(trace);
+    }
+
+    /// Keeps `stream` counted as open (for the connection's idle timeout) until this body ends.
+    pub fn hold_stream(&mut self, stream: super::idle::OpenStream) {
+        self.stream = Some(stream);
     }
 
     fn count(&mut self, data: &[u8]) {
@@ -197,6 +205,7 @@ impl ResponseBody {
     fn finish(&mut self) {
         drop(self.record.take());
         drop(self.trace.take());
+        drop(self.stream.take());
     }
 }
 

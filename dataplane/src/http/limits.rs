@@ -30,6 +30,9 @@ pub struct Limits {
     /// An HTTP/2 connection is pinged this often when idle, and closed when a ping goes unanswered
     /// for as long: a vanished peer does not hold a connection slot.
     pub http2_keepalive: Duration,
+    /// An HTTP/2 connection with no open stream this long is sent a GOAWAY and closed, even if it
+    /// answers pings (`None`: never).
+    pub http2_idle_timeout: Option<Duration>,
     /// Client connections served at once; more are closed on accept (shed, counted and logged).
     pub max_connections: usize,
     /// The longest a request body may stall while the endpoint waits for it: then 408, and the
@@ -46,6 +49,7 @@ impl Default for Limits {
             max_headers: DEFAULT_MAX_HEADERS,
             http2_max_concurrent_streams: DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
             http2_keepalive: Duration::from_secs(60),
+            http2_idle_timeout: Some(super::idle::DEFAULT_HTTP2_IDLE_TIMEOUT),
             max_connections: 10_000,
             body_timeout: Duration::from_secs(30),
         }

@@ -1,12 +1,14 @@
 //! HTTP plumbing: binding the [`listen`]ers, their [`limits`] and client TLS ([`tls_server`]), the
 //! [`upstream`] clients and their [`tls`], the streaming request and response [`body`] wrappers
 //! (endpoint answers [`decompress`]ed as Gravitee does), the request [`path`] in its one normal form,
-//! the client behind proxies ([`forwarded`]), [`query`] strings, and the byte [`tunnel`] of upgraded
+//! the client behind proxies ([`forwarded`]), HTTP/2 connections' [`idle`]ness, [`query`] strings, and the byte [`tunnel`] of upgraded
 //! (WebSocket) connections.
 
 pub mod body;
+pub mod crlf;
 pub mod decompress;
 pub mod forwarded;
+pub mod idle;
 pub mod limits;
 pub mod listen;
 pub mod path;

@@ -40,6 +40,8 @@ pub struct Metrics {
     websocket_tunnels: AtomicI64,
     /// WebSocket tunnels closed because nothing moved for `--websocket-idle-timeout`.
     pub websocket_idle_closed: AtomicU64,
+    /// HTTP/2 client connections closed because no stream was open for `--http2-idle-timeout`.
+    pub http2_idle_closed: AtomicU64,
 }
 
 /// Decrements the open-tunnels gauge when a WebSocket tunnel ends.
@@ -183,6 +185,13 @@ impl Metrics {
             "counter",
             "WebSocket tunnels closed by the idle timeout (--websocket-idle-timeout).",
             get(&self.websocket_idle_closed),
+        );
+        single(
+            &mut out,
+            "hgw_dataplane_http2_idle_closed_total",
+            "counter",
+            "HTTP/2 client connections closed with no stream open (--http2-idle-timeout).",
+            get(&self.http2_idle_closed),
         );
         out
     }
