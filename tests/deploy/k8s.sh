@@ -26,6 +26,7 @@ trap cleanup_k8s EXIT
 
 command -v kubectl >/dev/null || apt_install kubectl
 command -v go >/dev/null || apt_install golang-go
+python3 -c "import yaml" 2>/dev/null || apt_install python3-yaml
 if ! command -v helm >/dev/null; then
   log "installing helm $HELM_VERSION (go install)"
   go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
@@ -72,6 +73,32 @@ check "registered: the MutatingWebhookConfiguration with its caBundle" \
 helm template hgw "$chart" -n hgw-system --set cloud.token=t --set license.key=l > "$kwork/chart-default.yaml"
 check "default values: accepted by a server-side dry run" \
   bash -c "kubectl apply --server-side --dry-run=server -n hgw-system -f '$kwork/chart-default.yaml' >'$kwork/dry.log' 2>&1 || { cat '$kwork/dry.log'; false; }"
+
+# HTTPS and the listener's limits on the gateway pool: the Secret mounted where the variables point.
+helm template hgw "$chart" -n hgw-system --set cloud.token=t --set license.key=l --set gateway.tls.secretName=gw-tls \
+  --set gateway.tls.clientAuth=required --set gateway.tls.truststoreSecretName=gw-ca \
+  --set gateway.limits.maxHeaderSize=16384 --set gateway.limits.http2IdleTimeout=5m \
+  --set gateway.trustedProxies=10.0.0.0/8 > "$kwork/chart-https.yaml"
+check "HTTPS values: accepted by a server-side dry run" \
+  bash -c "kubectl apply --server-side --dry-run=server -n hgw-system -f '$kwork/chart-https.yaml' >'$kwork/dry-https.log' 2>&1 || { cat '$kwork/dry-https.log'; false; }"
+check "HTTPS values: the gateway reads its certificate, truststore and limits from the mounted Secrets" python3 - "$kwork/chart-https.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+gw = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "hgw-gateway")
+pod = gw["spec"]["template"]["spec"]; c = pod["containers"][0]
+env = {e["name"]: e.get("value") for e in c["env"]}
+mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+vols = {v["name"]: v.get("secret", {}).get("secretName") for v in pod["volumes"]}
+assert env["HGW_TLS_CERT"] == "/etc/hgw/tls/tls.crt" and env["HGW_TLS_KEY"] == "/etc/hgw/tls/tls.key", env
+assert env["HGW_TLS_CLIENT_AUTH"] == "required" and env["HGW_TLS_TRUSTSTORE"] == "/etc/hgw/truststore/ca.crt", env
+assert env["HGW_MAX_HEADER_SIZE"] == "16384" and env["HGW_HTTP2_IDLE_TIMEOUT"] == "5m", env
+assert env["HGW_TRUSTED_PROXIES"] == "10.0.0.0/8", env
+assert mounts["tls"] == "/etc/hgw/tls" and vols["tls"] == "gw-tls", (mounts, vols)
+assert mounts["truststore"] == "/etc/hgw/truststore" and vols["truststore"] == "gw-ca", (mounts, vols)
+assert "HGW_MAX_HEADERS" not in env, "empty limits keep the dataplane's defaults"
+PY
+check "a misspelt limit is refused at rendering, naming it" \
+  bash -c "helm template hgw '$chart' --set cloud.token=t --set license.key=l --set gateway.limits.maxHeadrSize=1 2>&1 | grep -q 'gateway.limits.maxHeadrSize is not a dataplane limit'"
 
 # Workloads. No controllers run here: the default ServiceAccounts are made by hand.
 for ns in shop plain; do k create namespace "$ns" >/dev/null; k create serviceaccount default -n "$ns" >/dev/null; done
