@@ -25,6 +25,8 @@ pub(crate) enum Node {
     },
     /// `#context.attributes['k']`.
     Attribute(Box<str>),
+    /// `#request.ssl.…`: the TLS session (see [`crate::ssl`]).
+    Ssl(Ssl),
     /// `#api.properties['k']` (v2: `#properties['k']`).
     Property(Box<str>),
     /// `#group[i]`: the i-th capture of the regular expression a policy just matched
@@ -105,6 +107,19 @@ impl Node {
             _ => false,
         }
     }
+}
+
+/// What `#request.ssl` reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ssl {
+    ClientHost,
+    ClientPort,
+    /// `.client.dn` / `.server.dn`.
+    Dn(crate::SslSide),
+    /// `.client.cn` and the other getters: the first value of the type with this OID.
+    First(crate::SslSide, &'static str),
+    /// `.client.attributes['key']`: every value, by symbol or OID.
+    All(crate::SslSide, Box<str>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

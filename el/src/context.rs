@@ -34,6 +34,21 @@ pub trait Context {
     fn local_address(&self) -> Option<&str> {
         None
     }
+    /// `#request.ssl.client` / `#request.ssl.server`: the subject of that side's certificate
+    /// (`None` on plain HTTP, or when the client sent no certificate: every attribute is null then,
+    /// as with Gravitee's empty principal).
+    fn ssl_principal(&self, side: crate::SslSide) -> Option<&crate::X500Principal> {
+        let _ = side;
+        None
+    }
+    /// `#request.ssl.clientHost`: the TLS peer's address (`None` on plain HTTP).
+    fn ssl_client_host(&self) -> Option<&str> {
+        None
+    }
+    /// `#request.ssl.clientPort`: the TLS peer's port (`None` on plain HTTP).
+    fn ssl_client_port(&self) -> Option<u16> {
+        None
+    }
     /// `#request.id`.
     fn request_id(&self) -> Option<&str> {
         None

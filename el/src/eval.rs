@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 
-use crate::ast::{CmpOp, Field, Method, MultiMap, Node};
+use crate::ast::{CmpOp, Field, Method, MultiMap, Node, Ssl};
 use crate::context::Context;
 use crate::error::EvalError;
 use crate::value::Value;
@@ -77,6 +77,16 @@ pub(crate) fn eval<'a>(node: &'a Node, ctx: &'a dyn Context) -> Result<Value<'a>
             }
         },
         Node::Attribute(key) => opt_str(ctx.attribute(key)),
+        Node::Ssl(ssl) => match ssl {
+            Ssl::ClientHost => opt_str(ctx.ssl_client_host()),
+            Ssl::ClientPort => ctx.ssl_client_port().map_or(Value::Null, |p| Value::Int(i64::from(p))),
+            Ssl::Dn(side) => opt_str(ctx.ssl_principal(*side).map(|p| p.dn())),
+            Ssl::First(side, oid) => opt_str(ctx.ssl_principal(*side).and_then(|p| p.first(oid))),
+            Ssl::All(side, key) => {
+                let values = ctx.ssl_principal(*side).map(|p| p.all(key)).unwrap_or_default();
+                if values.is_empty() { Value::Null } else { Value::List(values) }
+            }
+        },
         Node::Property(key) => opt_str(ctx.api_property(key)),
         Node::Group { index, at } => match ctx.regex_group(*index) {
             Some(v) => Value::Str(Cow::Borrowed(v)),

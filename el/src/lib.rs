@@ -91,6 +91,7 @@ pub mod freemarker;
 pub mod java_regex;
 mod lexer;
 mod parser;
+pub mod ssl;
 mod value;
 
 use std::fmt;
@@ -99,6 +100,7 @@ use std::ops::Range;
 pub use context::{Context, EmptyContext};
 pub use error::{EvalError, ParseError};
 pub use java_regex::{JavaMatch, JavaRegex};
+pub use ssl::{DnAttribute, SslSide, X500Principal};
 pub use value::Value;
 
 /// Longest accepted expression, in bytes. Real conditions are well under 200 bytes; the limit

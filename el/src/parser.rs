@@ -6,9 +6,10 @@
 
 use regex::RegexBuilder;
 
-use crate::ast::{CmpOp, Field, Method, MultiMap, Node, Ty};
+use crate::ast::{CmpOp, Field, Method, MultiMap, Node, Ssl, Ty};
 use crate::error::ParseError;
 use crate::lexer::{Lexer, Tok, Token};
+use crate::ssl::SslSide;
 use crate::{MAX_DEPTH, MAX_REGEX_SIZE};
 
 /// Parses `text[start..end]` as one expression; positions refer to the whole `text`.
@@ -503,9 +504,10 @@ impl<'t> Parser<'t> {
                     "params",
                     "pathParams",
                     "content",
+                    "ssl",
                 ],
                 "path, pathInfo, contextPath, method, host, remoteAddress, localAddress, id, transactionId, headers, params, \
-                 pathParams, content",
+                 pathParams, content, ssl",
             ),
             "response" => (&["status", "headers", "content"], "status, headers, content"),
             "context" => (&["attributes"], "attributes"),
@@ -552,6 +554,9 @@ impl<'t> Parser<'t> {
                 &format!("the property `#{name}.{prop}` is not supported (supported: {supported})"),
             ));
         }
+        if (name, prop) == ("request", "ssl") {
+            return self.parse_ssl();
+        }
         let field = |f| Ok((Node::Field(f), if f == Field::ResponseStatus { Ty::Int } else { Ty::Str }));
         let map = match (name, prop) {
             ("request", "path") => return field(Field::Path),
@@ -588,6 +593,65 @@ impl<'t> Parser<'t> {
             return Ok((Node::MultiAt { map, key, index, at: self.col(open.start) }, Ty::Str));
         }
         Ok((Node::Multi { map, key }, Ty::List))
+    }
+
+    /// The property after a `.` that must follow `what`; `supported` lists them for the error.
+    fn parse_property(&mut self, what: &str, supported: &str) -> Result<(&'t str, usize), ParseError> {
+        let dot = self.peek().clone();
+        if !matches!(dot.tok, Tok::Dot) {
+            return Err(self.error(dot.start, format!("`{what}` must be followed by a property, one of: {supported}")));
+        }
+        self.advance()?;
+        let tok = self.advance()?;
+        let Tok::Ident(prop) = tok.tok else {
+            return Err(self.error(tok.start, format!("expected a property of `{what}`, one of: {supported}")));
+        };
+        if matches!(self.peek().tok, Tok::LParen) {
+            return Err(ParseError::unsupported(
+                self.text,
+                tok.start,
+                &format!("method calls on `{what}` are not supported; use its properties ({supported})"),
+            ));
+        }
+        Ok((prop, tok.start))
+    }
+
+    /// After `#request.ssl`: `.clientHost`, `.clientPort`, or a side (`client`, `server`) and one of
+    /// its certificate subject's properties (Gravitee's `EvaluableSSLSession`/`EvaluableSSLPrincipal`).
+    fn parse_ssl(&mut self) -> Result<(Node, Ty), ParseError> {
+        const SESSION: &str = "clientHost, clientPort, client, server";
+        let (prop, at) = self.parse_property("#request.ssl", SESSION)?;
+        let side = match prop {
+            "clientHost" => return Ok((Node::Ssl(Ssl::ClientHost), Ty::Str)),
+            "clientPort" => return Ok((Node::Ssl(Ssl::ClientPort), Ty::Int)),
+            "client" => SslSide::Client,
+            "server" => SslSide::Server,
+            other => {
+                return Err(ParseError::unsupported(
+                    self.text,
+                    at,
+                    &format!("the property `#request.ssl.{other}` is not supported (supported: {SESSION})"),
+                ));
+            }
+        };
+        let what = format!("#request.ssl.{}", side.name());
+        let getters = crate::ssl::getter_names();
+        let (prop, at) = self.parse_property(&what, &getters)?;
+        match prop {
+            "dn" => Ok((Node::Ssl(Ssl::Dn(side)), Ty::Str)),
+            "attributes" => {
+                let key = self.parse_map_key(&format!("{what}.attributes"), "ou")?;
+                Ok((Node::Ssl(Ssl::All(side, key)), Ty::List))
+            }
+            other => match crate::ssl::getter_oid(other) {
+                Some(oid) => Ok((Node::Ssl(Ssl::First(side, oid)), Ty::Str)),
+                None => Err(ParseError::unsupported(
+                    self.text,
+                    at,
+                    &format!("the property `{what}.{other}` is not supported (supported: {getters})"),
+                )),
+            },
+        }
     }
 
     /// `['name']` after a map-valued property.

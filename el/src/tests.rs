@@ -855,3 +855,57 @@ fn api_properties() {
     let t = crate::parse_template("{#api.properties['env']}/{#properties['env']}/{#api.properties['none']}").unwrap();
     assert_eq!(t.render(&Props).unwrap(), "prod/prod/");
 }
+
+/// A TLS session with a client certificate.
+struct Tls(X500Principal);
+
+impl Context for Tls {
+    fn ssl_principal(&self, side: SslSide) -> Option<&X500Principal> {
+        (side == SslSide::Client).then_some(&self.0)
+    }
+    fn ssl_client_host(&self) -> Option<&str> {
+        Some("10.0.0.9")
+    }
+    fn ssl_client_port(&self) -> Option<u16> {
+        Some(50123)
+    }
+}
+
+#[test]
+fn ssl_session_and_certificate_subjects() {
+    let attribute =
+        |oid: &str, value: &str| vec![DnAttribute { oid: oid.into(), value: Some(value.into()), der: vec![] }];
+    let tls = Tls(X500Principal::new(&[
+        attribute("2.5.4.6", "FR"),
+        attribute("2.5.4.10", "Gravitee"),
+        attribute("2.5.4.11", "B"),
+        attribute("2.5.4.11", "A"),
+        attribute("2.5.4.3", "app-a"),
+    ]));
+    let render = |text: &str| parse_template(text).unwrap().render(&tls).unwrap();
+    assert_eq!(render("{#request.ssl.client.cn}"), "app-a");
+    assert_eq!(render("{#request.ssl.client.ou}"), "A");
+    assert_eq!(render("{#request.ssl.client.attributes['OU'][1]}"), "B");
+    assert_eq!(
+        render("{#request.ssl.client.attributes['OU'][0]}|{#request.ssl.client.attributes['2.5.4.11'][1]}"),
+        "A|B"
+    );
+    assert_eq!(render("{#request.ssl.client.attributes['2.5.4.11']}"), "A,B");
+    assert_eq!(render("{#request.ssl.client.dn}"), "CN=app-a,OU=A,OU=B,O=Gravitee,C=FR");
+    assert_eq!(render("{#request.ssl.clientHost}:{#request.ssl.clientPort}"), "10.0.0.9:50123");
+    assert!(parse("{#request.ssl.client.attributes['ou'].size() == 2}").unwrap().eval_bool(&tls).unwrap());
+    assert!(parse("{#request.ssl.client.businessCategory == null}").unwrap().eval_bool(&tls).unwrap());
+    // No certificate on that side (or plain HTTP): null, as Gravitee's empty principal.
+    assert!(parse("{#request.ssl.server.cn == null}").unwrap().eval_bool(&tls).unwrap());
+    assert!(parse("{#request.ssl.client.dn == null}").unwrap().eval_bool(&EmptyContext).unwrap());
+    assert!(parse("{#request.ssl.clientPort == null}").unwrap().eval_bool(&EmptyContext).unwrap());
+    for (text, message) in [
+        ("{#request.ssl.client.CN}", "the property `#request.ssl.client.CN` is not supported"),
+        ("{#request.ssl.peer}", "the property `#request.ssl.peer` is not supported"),
+        ("{#request.ssl.client}", "`#request.ssl.client` must be followed by a property"),
+        ("{#request.ssl.client.getAll('ou')}", "method calls on `#request.ssl.client` are not supported"),
+    ] {
+        let error = parse(text).unwrap_err().to_string();
+        assert!(error.contains(message), "{text}: {error}");
+    }
+}

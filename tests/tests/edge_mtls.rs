@@ -348,3 +348,111 @@ async fn a_supervising_agent_hands_gravitee_client_auth_variables_to_its_datapla
     let refused = get(listen, &pki.ca, None, "/pool/x").await;
     assert!(refused.is_err(), "clientAuth=required reached the dataplane: no certificate is refused ({refused:?})");
 }
+
+/// Gravitee's `#request.ssl` EL: the client certificate's attributes (first value most specific
+/// first, every value through `attributes`, the RFC 2253 DN), the gateway's own certificate and the
+/// TLS peer, sent to the backend by a transform-headers step and seen there; without a client
+/// certificate every client attribute is null, and plain HTTP has no session at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_attributes_reach_el_as_gravitees() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    // A subject with two OUs and an escaped comma, made the way operators make them: openssl, with a
+    // CA of its own that joins the truststore.
+    let files = openssl_client(dir.path(), "/C=FR/O=Acme, Inc/OU=Payments/OU=Cards/CN=app-a");
+    let mut truststore = std::fs::read_to_string(&pki.ca_pem).unwrap();
+    truststore.push_str(&std::fs::read_to_string(dir.path().join("openssl-ca.crt")).unwrap());
+    std::fs::write(&pki.ca_pem, truststore).unwrap();
+
+    let apis = dir.path().join("apis");
+    std::fs::create_dir(&apis).unwrap();
+    let backend = Backend::start("ssl-el").await;
+    let mut api = v4_api("ssl", "/ssl", &backend.url());
+    let header = |name: &str, value: &str| json!({"name": name, "value": value});
+    api["flows"] = json!([{"name": "all", "enabled": true,
+        "selectors": [{"type": "http", "path": "/", "pathOperator": "STARTS_WITH"}],
+        "request": [{"name": "headers", "policy": "transform-headers", "enabled": true, "configuration": {"addHeaders": [
+            header("X-Client-Cn", "{#request.ssl.client.cn}"),
+            header("X-Client-Ou", "{#request.ssl.client.ou}"),
+            header("X-Client-Ous", "{#request.ssl.client.attributes['OU'][0]}|{#request.ssl.client.attributes['2.5.4.11'][1]}"),
+            header("X-Client-Dn", "{#request.ssl.client.dn}"),
+            header("X-Server-Cn", "{#request.ssl.server.cn}"),
+            header("X-Tls-Peer", "{#request.ssl.clientHost}:{#request.ssl.clientPort}"),
+            header("X-Acme", "{#request.ssl.client.o == 'Acme\\, Inc'}"),
+        ]}}],
+        "response": []}]);
+    std::fs::write(apis.join("api.json"), api.to_string()).unwrap();
+    let reports = dir.path().join("reports.ndjson");
+    let agent = Agent::start_local(dir.path(), "ssl-agent", &apis, &reports, &[]).await;
+    let flags = pki.flags("request");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let dp = Dataplane::start_with(dir.path(), "ssl-dp", agent.unix_target().as_str(), &flags).await;
+    dp.wait_ready().await;
+
+    let echo = |identity: Option<(PathBuf, PathBuf)>| {
+        let ca = pki.ca_pem.clone();
+        let addr = dp.listen;
+        async move {
+            let resolve = format!("{HOST}:{}:{}", addr.port(), addr.ip());
+            let mut command = tokio::process::Command::new("curl");
+            command.args(["-sS", "--fail", "--max-time", "10", "--http1.1", "--resolve", &resolve]);
+            command.args(["--cacert", ca.to_str().unwrap(), &format!("https://{HOST}:{}/ssl/x", addr.port())]);
+            if let Some((cert, key)) = &identity {
+                command.args(["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+            }
+            let output = command.output().await.expect("curl is installed");
+            assert!(output.status.success(), "curl: {}", String::from_utf8_lossy(&output.stderr));
+            serde_json::from_slice::<Value>(&output.stdout).unwrap()["headers"].clone()
+        }
+    };
+    let headers = echo(Some(files)).await;
+    assert_eq!(headers["x-client-cn"], "app-a");
+    assert_eq!(headers["x-client-ou"], "Cards", "the most specific OU first, as in Java's RFC 2253 name");
+    assert_eq!(headers["x-client-ous"], "Cards|Payments");
+    assert_eq!(headers["x-client-dn"], "CN=app-a,OU=Cards,OU=Payments,O=Acme\\, Inc,C=FR");
+    assert_eq!(headers["x-server-cn"], HOST);
+    let peer = headers["x-tls-peer"].as_str().unwrap();
+    assert!(peer.starts_with("127.0.0.1:") && peer.len() > "127.0.0.1:".len(), "{peer}");
+    assert_eq!(headers["x-acme"], "true");
+
+    // No client certificate: the client side reads null, the server side is still known.
+    let headers = echo(None).await;
+    for name in ["x-client-cn", "x-client-dn"] {
+        assert!(headers[name].as_str().is_none_or(str::is_empty), "{name}: {}", headers[name]);
+    }
+    assert_eq!(headers["x-server-cn"], HOST);
+    assert_eq!(headers["x-acme"], "false");
+    assert_eq!(backend.requests(), 2);
+}
+
+/// A client certificate for `subject` (`openssl -subj` form) issued by a CA made with openssl
+/// (`openssl-ca.crt` in `dir`): `(cert file, key file)`.
+fn openssl_client(dir: &Path, subject: &str) -> (PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
+        assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ca = ["-keyout", "openssl-ca.key", "-out", "openssl-ca.crt", "-days", "2", "-subj", "/CN=hgw EL test CA"];
+    run(&[&["req", "-x509"][..], &ec, &ca].concat());
+    run(&[&["req", "-new"][..], &ec, &["-keyout", "client.key", "-out", "client.csr", "-subj", subject]].concat());
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "openssl-ca.crt",
+        "-CAkey",
+        "openssl-ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "client.ext",
+        "-out",
+        "client.crt",
+    ]);
+    (dir.join("client.crt"), dir.join("client.key"))
+}

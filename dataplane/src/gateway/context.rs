@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::Shared;
 use crate::api::routes::{Api, RouteTable};
 use crate::http::forwarded::TrustedProxies;
+use crate::http::tls_session::TlsSession;
 use crate::telemetry::metrics::InFlight;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-gravitee-request-id");
@@ -35,6 +36,8 @@ pub struct ConnInfo {
     /// The certificate the client presented in the TLS handshake, verified against the truststore
     /// (`--tls-client-auth`): what mTLS plans authenticate.
     pub client_certificate: Option<ClientCertificate>,
+    /// The HTTPS session as EL's `#request.ssl` reads it (`None` on plain HTTP).
+    pub tls_session: Option<Arc<TlsSession>>,
 }
 
 /// A verified client certificate (the leaf of the chain the client sent).
@@ -58,7 +61,16 @@ impl ConnInfo {
             (local.ip().to_string().into(), remote.ip().to_string().into());
         let hash = crate::api::security::sha256_hex_bytes(remote_ip.as_bytes());
         let remote_ip_sha256 = HeaderValue::from_str(&hash).unwrap_or_else(|_| HeaderValue::from_static(""));
-        ConnInfo { local, remote, local_ip, remote_ip, remote_ip_sha256, tls, client_certificate: None }
+        ConnInfo {
+            local,
+            remote,
+            local_ip,
+            remote_ip,
+            remote_ip_sha256,
+            tls,
+            client_certificate: None,
+            tls_session: None,
+        }
     }
 
     /// The client's address as records and EL show it: the peer, or what trusted proxies say in

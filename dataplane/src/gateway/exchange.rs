@@ -76,6 +76,7 @@ pub(crate) async fn serve_api(
             api_name: api.name.clone(),
             api_properties: api.properties.clone(),
             headers: HeaderMap::new(),
+            tls: conn.tls_session.clone(),
             ..RequestInfo::default()
         };
     }

@@ -20,6 +20,7 @@ use super::route::handle;
 use crate::http::crlf::{CrlfOnly, UpgradeGate};
 use crate::http::idle::Streams;
 use crate::http::tls_server::{Acceptor, HANDSHAKE_TIMEOUT};
+use crate::http::tls_session::TlsSession;
 use crate::telemetry::metrics::Metrics;
 
 /// At most one "connection limit reached" line per this interval, however many are shed.
@@ -197,12 +198,14 @@ pub async fn serve(
                     // rustls only completes a handshake whose client certificate the verifier
                     // accepted: the leaf here is a trusted one.
                     let mut conn = conn;
-                    conn.client_certificate = stream
-                        .get_ref()
-                        .1
+                    let session = stream.get_ref().1;
+                    conn.client_certificate = session
                         .peer_certificates()
                         .and_then(|chain| chain.first())
                         .map(|leaf| ClientCertificate::new(leaf.as_ref()));
+                    let served = acceptor.certificate_for(session.server_name());
+                    let client = conn.client_certificate.as_ref().map(|c| c.der.clone());
+                    conn.tls_session = Some(Arc::new(TlsSession::new(remote, client, Some(served))));
                     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                         // HTTP/2 has no HTTP/1 upgrades (and `http2_only` is ignored with them).
                         let streams = Streams::new();

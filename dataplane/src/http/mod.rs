@@ -15,5 +15,6 @@ pub mod path;
 pub mod query;
 pub mod tls;
 pub mod tls_server;
+pub mod tls_session;
 pub mod tunnel;
 pub mod upstream;

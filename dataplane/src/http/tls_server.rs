@@ -111,12 +111,18 @@ fn server_config(
 #[derive(Clone)]
 pub struct Acceptor {
     config: Arc<ArcSwap<ServerConfig>>,
+    resolver: Arc<SniResolver>,
 }
 
 impl Acceptor {
     /// The acceptor for a new connection's handshake.
     pub fn current(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.config.load_full())
+    }
+
+    /// The certificate a handshake for the SNI name `sni` is served (EL's `#request.ssl.server`).
+    pub fn certificate_for(&self, sni: Option<&str>) -> Arc<CertifiedKey> {
+        self.resolver.current.load().choose(sni).clone()
     }
 }
 
@@ -316,7 +322,7 @@ impl ServerTls {
         };
         let config = server_config(&resolver, verifier, h2)
             .map_err(|e| CertificateError::BadKey { path: files[0].key.clone(), problem: e.to_string() })?;
-        let acceptor = Acceptor { config: Arc::new(ArcSwap::from_pointee(config)) };
+        let acceptor = Acceptor { config: Arc::new(ArcSwap::from_pointee(config)), resolver: resolver.clone() };
         let reloader = Reloader {
             seen: fingerprint(&contents, truststore.as_deref()),
             files,

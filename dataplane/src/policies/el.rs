@@ -33,6 +33,8 @@ pub struct RequestInfo {
     pub headers: HeaderMap,
     /// The API's properties (`#api.properties`).
     pub api_properties: std::sync::Arc<std::collections::HashMap<String, String>>,
+    /// The HTTPS session (`#request.ssl`); `None` on plain HTTP.
+    pub tls: Option<std::sync::Arc<crate::http::tls_session::TlsSession>>,
 }
 
 /// One evaluation context; cheap to build, decodes the query string only if an expression asks.
@@ -230,6 +232,15 @@ impl hgw_el::Context for ElContext<'_> {
     }
     fn local_address(&self) -> Option<&str> {
         non_empty(&self.info.local_address)
+    }
+    fn ssl_principal(&self, side: hgw_el::SslSide) -> Option<&hgw_el::X500Principal> {
+        self.info.tls.as_ref()?.principal(side)
+    }
+    fn ssl_client_host(&self) -> Option<&str> {
+        self.info.tls.as_ref().map(|tls| tls.client_host())
+    }
+    fn ssl_client_port(&self) -> Option<u16> {
+        self.info.tls.as_ref().map(|tls| tls.client_port())
     }
     fn request_id(&self) -> Option<&str> {
         non_empty(&self.info.request_id)
