@@ -19,7 +19,8 @@ and on hgw, the same requests to both, the answers compared.
   with the API key when the API has an API-key plan; then, with the backend stopped, GET again (upstream down).
 - Compared: status; response headers (names and values, except Date/Server/connection framing; the
   X-Gravitee-Transaction-Id/Request-Id values only for presence and equality to each other); the body
-  (parsed as JSON when both are JSON, the echo's headers normalised the same way).
+  (parsed as JSON when both are JSON, the echo's headers normalised the same way; the echo's answer
+  turned into XML by json-xml is read back and compared the same way).
 - Output: compat.md (per definition: same / differs (how) / rejected by hgw (reason) / not deployed by
   Gravitee) and optionally a JSON file. --check FILE: exit 1 if a definition marked `same` in FILE is not
   `same` now (the committed table is a ratchet: compatibility may only grow).
@@ -40,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+import xml.etree.ElementTree as ET
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -409,7 +411,29 @@ def normalise(answer, gateway_port):
         return {"status": answer["status"], "headers": headers, "echo": parsed}
     if parsed is not None:
         return {"status": answer["status"], "headers": headers, "json": parsed}
+    echo = xml_echo(body)
+    if echo is not None:  # the echo's answer turned into XML (json-xml): compared as the echo is
+        echo["headers"] = normalise_headers([(k, v) for k, vs in echo["headers"].items() for v in vs], ECHO_IGNORED)
+        return {"status": answer["status"], "headers": headers, "xml-echo": echo}
     return {"status": answer["status"], "headers": headers, "body": body.decode("utf-8", "replace")}
+
+
+def xml_echo(body):
+    """The echo's JSON answer as json-xml writes it (`<root><body/><headers><name>value</name>...`),
+    read back into the echo's shape, or None when the body is not that."""
+    try:
+        root = ET.fromstring(body)
+    except (ET.ParseError, ValueError):
+        return None
+    fields = {child.tag: child for child in root}
+    if "method" not in fields or "headers" not in fields:
+        return None
+    out = {name: (fields[name].text or "") for name in ("method", "path", "query", "body") if name in fields}
+    headers = {}
+    for header in fields["headers"]:
+        headers.setdefault(header.tag, []).append(header.text or "")
+    out["headers"] = headers
+    return out
 
 
 def not_served(answer):
@@ -431,11 +455,11 @@ def differences(g, h):
         gv, hv = g["headers"].get(name), h["headers"].get(name)
         if gv != hv:
             out.append(f"header {name}: {short(hv)} (Gravitee {short(gv)})")
-    for key in ("echo", "json", "body"):
+    for key in ("echo", "xml-echo", "json", "body"):
         gv, hv = g.get(key), h.get(key)
         if gv == hv:
             continue
-        if key == "echo" and isinstance(gv, dict) and isinstance(hv, dict):
+        if key in ("echo", "xml-echo") and isinstance(gv, dict) and isinstance(hv, dict):
             for field in ("method", "path", "query", "body"):
                 if gv.get(field) != hv.get(field):
                     out.append(f"backend {field}: {short(hv.get(field))} (Gravitee {short(gv.get(field))})")

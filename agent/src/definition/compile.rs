@@ -1059,6 +1059,8 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase, scope: StepScope) -> Re
             ("policy-assign-content", _) => P::AssignContent(assign_content(&configuration, &at_config)?),
             ("api-key", Phase::Request) => P::ApiKey(api_key_step(&configuration)),
             ("json-to-json", _) => P::JsonToJson(json_to_json(&configuration, &at_config)?),
+            ("xml-json", _) => P::XmlToJson(pb::XmlToJsonPolicy {}),
+            ("json-xml", _) => P::JsonToXml(json_to_xml(&configuration, &at_config)?),
             ("retry", Phase::Request) => P::Retry(retry(&configuration, &at_config)?),
             ("json-validation", _) => match json_validation(&configuration, &at_config)? {
                 Some(policy) => P::JsonValidation(policy),
@@ -1149,6 +1151,8 @@ const POLICIES: &[(&str, &[Phase])] = &[
     ("policy-assign-content", &[Phase::Request, Phase::Response]),
     ("api-key", &[Phase::Request]),
     ("json-to-json", &[Phase::Request, Phase::Response]),
+    ("xml-json", &[Phase::Request, Phase::Response]),
+    ("json-xml", &[Phase::Request, Phase::Response]),
     ("retry", &[Phase::Request]),
     ("key-less", &[Phase::Request]),
     ("transform-queryparams", &[Phase::Request]),
@@ -1898,6 +1902,19 @@ fn json_to_json(configuration: &Value, at: &str) -> Result<pb::JsonToJsonPolicy,
         specification,
         override_content_type: configuration.get("overrideContentType").and_then(Value::as_bool).unwrap_or(true),
     })
+}
+
+/// Gravitee's json-xml: `rootElement` encloses the XML (`root` when left out). Gravitee's gateway
+/// writes it as given (its schema's name pattern is only the console's check), so any text is kept;
+/// a number or boolean is read as its text, as Jackson does.
+fn json_to_xml(configuration: &Value, at: &str) -> Result<pb::JsonToXmlPolicy, CompileError> {
+    let root_element = match configuration.get("rootElement") {
+        None | Some(Value::Null) => "root".to_owned(),
+        Some(Value::String(name)) => name.clone(),
+        Some(scalar @ (Value::Number(_) | Value::Bool(_))) => scalar.to_string(),
+        Some(_) => return Err(err(format!("{at}.rootElement"), "must be a string (the XML root element name)")),
+    };
+    Ok(pb::JsonToXmlPolicy { root_element })
 }
 
 /// Gravitee's retry: Gravitee's defaults for 0 (one retry, a 1 s timeout per attempt); the condition

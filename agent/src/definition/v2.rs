@@ -216,6 +216,10 @@ fn flows(flows: Option<&Value>) -> Value {
 /// Policies whose `scope` is a content phase, `REQUEST_CONTENT` when left out.
 const CONTENT_SCOPED: &[&str] = &["json-validation"];
 
+/// Policies whose V3 code runs only in the phase `scope` names, `RESPONSE` when left out (their
+/// configuration's default): xml-json and json-xml.
+const RESPONSE_SCOPED: &[&str] = &["xml-json", "json-xml"];
+
 /// The steps of one v2 phase that run in it: v2-era policies carry a `scope` and Gravitee's V3-style
 /// policy code runs them only in the phase it names (v4 definitions ignore `scope`).
 fn in_phase(steps: Option<&Value>, phase: &str) -> Option<Value> {
@@ -229,7 +233,9 @@ fn in_phase(steps: Option<&Value>, phase: &str) -> Option<Value> {
         // Body policies of the V3 era name content phases, and run on the request content when the
         // scope is left out (json-validation's default).
         let policy = step.get("policy").and_then(Value::as_str).unwrap_or_default().trim();
-        let scope = scope.or_else(|| CONTENT_SCOPED.contains(&policy).then(|| "REQUEST_CONTENT".to_owned()));
+        let scope = scope
+            .or_else(|| CONTENT_SCOPED.contains(&policy).then(|| "REQUEST_CONTENT".to_owned()))
+            .or_else(|| RESPONSE_SCOPED.contains(&policy).then(|| "RESPONSE".to_owned()));
         match scope.map(|s| s.trim().to_ascii_uppercase()) {
             Some(s) if s == "REQUEST" || s == "RESPONSE" => s == phase,
             Some(s) if s == "REQUEST_CONTENT" || s == "RESPONSE_CONTENT" => s.strip_suffix("_CONTENT") == Some(phase),

@@ -178,6 +178,8 @@ fn policy_id(policy: Option<&pb::step::Policy>) -> &'static str {
         Some(P::AssignContent(_)) => "policy-assign-content",
         Some(P::ApiKey(_)) => "api-key",
         Some(P::JsonToJson(_)) => "json-to-json",
+        Some(P::XmlToJson(_)) => "xml-json",
+        Some(P::JsonToXml(_)) => "json-xml",
         Some(P::Retry(_)) => "retry",
         Some(P::TransformQueryParams(_)) => "transform-queryparams",
         Some(P::JsonValidation(_)) => "json-validation",

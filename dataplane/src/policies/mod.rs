@@ -17,6 +17,7 @@ mod json_to_json;
 mod json_validation;
 mod latency;
 mod mock;
+pub mod orgjson;
 mod override_method;
 pub mod rate_limit;
 mod request_content_limit;
@@ -26,6 +27,7 @@ mod status_code;
 mod transform_headers;
 mod transform_query_params;
 mod url_rewriting;
+mod xml_json;
 
 use std::fmt::Debug;
 use std::net::IpAddr;
@@ -283,6 +285,8 @@ pub fn compile(step: pb::Step, phase: Phase) -> Result<Arc<dyn Policy>, PolicyEr
         P::AssignContent(config) => Ok(Arc::new(assign_content::AssignContent::compile(config)?)),
         P::ApiKey(config) => request_only(phase, "api-key", api_key::ApiKeyStep::compile(config)),
         P::JsonToJson(config) => Ok(Arc::new(json_to_json::JsonToJson::compile(config)?)),
+        P::XmlToJson(config) => Ok(Arc::new(xml_json::XmlJson::xml_to_json(config)?)),
+        P::JsonToXml(config) => Ok(Arc::new(xml_json::XmlJson::json_to_xml(config)?)),
         P::Retry(config) => request_only(phase, "retry", retry::Retry::compile(config)),
         P::HttpRedirect(config) => request_only(phase, "http-redirect", http_redirect::HttpRedirect::compile(config)),
         P::TransformQueryParams(config) => {
