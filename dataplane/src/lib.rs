@@ -100,6 +100,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         listen = %listen_addr, admin = %admin_addr, agent = %config.agent, id = %config.id,
         workers = config.workers, https = tls.is_some(), version = env!("CARGO_PKG_VERSION"), "hgw-dataplane started"
     );
+    let metrics = Arc::new(Metrics::default());
+    if let Some(tls) = &tls {
+        let acceptor = tls.acceptor.clone();
+        let source = move || acceptor.certificate_expiries();
+        let _ = metrics.tls_certificates.set(crate::telemetry::metrics::CertificateSource(Box::new(source)));
+    }
     let acceptor = tls.map(|tls| {
         if let Some(interval) = config.https.as_ref().and_then(|https| https.reload_interval) {
             tokio::spawn(tls.reloader.run(interval, shutdown.child_token()));
@@ -107,7 +113,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         tls.acceptor
     });
 
-    let metrics = Arc::new(Metrics::default());
     let (sink, reporter) = analytics_stream::channel(
         config.analytics_queue,
         config.log_max_payload,

@@ -207,6 +207,28 @@ async fn https_chooses_certificates_by_sni_speaks_h2_and_reloads_without_droppin
     let served = backend.requests();
     assert!(served >= 3, "the backend saw the HTTPS requests ({served})");
 
+    // TLS on /metrics: a plaintext request to the HTTPS port is a failed handshake, and each
+    // certificate's expiry is a gauge (Unix time), here a year from now as issued.
+    let failed = "hgw_dataplane_tls_handshake_failures_total{reason=\"failed\"}";
+    let before_failures =
+        hgw_tests::gateway::prometheus_value(&dp.metrics().await, failed).expect("the counter is shown");
+    let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    plain.write_all(b"GET /pub/x HTTP/1.1\r\nHost: alpha.test\r\n\r\n").await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(10), plain.read(&mut [0u8; 64])).await;
+    eventually("the failed handshake is counted", RELOAD, || async {
+        (hgw_tests::gateway::prometheus_value(&dp.metrics().await, failed)? > before_failures).then_some(())
+    })
+    .await;
+    let page = dp.metrics().await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    for site in [&fallback, &alpha, &beta] {
+        let series = format!("hgw_dataplane_tls_certificate_not_after_seconds{{cert=\"{}\"}}", site.cert.display());
+        let not_after =
+            hgw_tests::gateway::prometheus_value(&page, &series).unwrap_or_else(|| panic!("{series} in {page}"));
+        assert!((not_after - now - 365.0 * 86_400.0).abs() < 2.0 * 86_400.0, "{series} = {not_after}");
+    }
+
     // An HTTP/1.1 keep-alive connection opened before the rotation.
     let before = connect(addr, Some("alpha.test"), &["http/1.1"]).await;
     let (mut sender, connection) =

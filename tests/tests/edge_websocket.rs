@@ -464,3 +464,99 @@ async fn a_tls_endpoint_configured_for_http2_gets_its_handshake_over_http1() {
     client.close(None).await.unwrap();
     wait_closed(&mut client, Duration::from_secs(20)).await;
 }
+
+/// The status and headers of an RFC 8441 handshake, and the tunnel when it succeeded.
+type H2Handshake = (u16, hyper::HeaderMap, Option<WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>>);
+
+/// An RFC 8441 handshake over `sender` (an HTTP/2 connection to the dataplane): extended CONNECT
+/// with `:protocol` `websocket` to `path`, with the API key when given.
+async fn open_h2(
+    sender: &mut hyper::client::conn::http2::SendRequest<String>,
+    dp: &Dataplane,
+    path: &str,
+    key: Option<&str>,
+) -> H2Handshake {
+    let mut request = hyper::Request::builder()
+        .method(hyper::Method::CONNECT)
+        .version(hyper::Version::HTTP_2)
+        .uri(dp.url(path))
+        .header("sec-websocket-version", "13");
+    if let Some(key) = key {
+        request = request.header("X-Gravitee-Api-Key", key);
+    }
+    let mut request = request.body(String::new()).unwrap();
+    request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
+    let response = tokio::time::timeout(Duration::from_secs(20), sender.send_request(request))
+        .await
+        .expect("the handshake is answered")
+        .expect("an HTTP/2 answer");
+    let (status, headers) = (response.status().as_u16(), response.headers().clone());
+    if status != 200 {
+        return (status, headers, None);
+    }
+    let upgraded = hyper::upgrade::on(response).await.expect("the stream becomes the tunnel");
+    let stream = WebSocketStream::from_raw_socket(
+        hyper_util::rt::TokioIo::new(upgraded),
+        tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    (status, headers, Some(stream))
+}
+
+/// WebSocket over HTTP/2 (RFC 8441): the dataplane announces extended CONNECT; a CONNECT with
+/// `:protocol` `websocket` meets the plan and flows as the GET it stands for, the endpoint gets an
+/// HTTP/1.1 handshake with a key, the client gets `200` and its stream carries the frames both
+/// ways; other streams of the connection keep working beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_http2_extended_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let server = EchoServer::start().await;
+    sim.put_api(websocket_api(&server.url())).await;
+    let (_agent, dp) = gateway(dir.path(), &sim, "1h").await;
+
+    // h2c with prior knowledge, the way a sidecar's local clients speak HTTP/2.
+    let tcp = TcpStream::connect(dp.listen).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    // A first request lets the server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) arrive.
+    let plain = hyper::Request::get(dp.url("/ws/plain")).header("X-Gravitee-Api-Key", KEY);
+    let plain = sender.send_request(plain.body(String::new()).unwrap()).await.unwrap();
+
+    let (status, _, _) = open_h2(&mut sender, &dp, "/ws/chat", None).await;
+    assert_eq!(status, 401, "no key: refused by the plan");
+    let (status, headers, tunnel) = open_h2(&mut sender, &dp, "/ws/chat", Some(KEY)).await;
+    assert_eq!(status, 200, "{headers:?}");
+    assert_eq!(headers["x-served-by"], "hgw", "the response flow applies to the handshake");
+    assert!(!headers.contains_key("sec-websocket-accept"), "HTTP/1.1's key answer is not relayed");
+    let request_id = headers["x-gravitee-request-id"].to_str().unwrap().to_owned();
+    let mut client = tunnel.unwrap();
+    let seen = server.handshake(0);
+    assert_eq!(seen.get("x-ws-flow").map(String::as_str), Some("from-the-flow"), "{seen:?}");
+    assert!(seen.get("sec-websocket-key").is_some_and(|k| k.len() == 24), "the gateway's own key: {seen:?}");
+    assert_eq!(seen.get("upgrade").map(|v| v.to_ascii_lowercase()), Some("websocket".to_owned()));
+
+    let large: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    for message in [Message::text("over h2"), Message::binary(large)] {
+        client.send(message.clone()).await.unwrap();
+        let echoed = tokio::time::timeout(Duration::from_secs(20), client.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(echoed, message);
+    }
+    // The connection's other streams are not held up by the tunnel.
+    let again = hyper::Request::get(dp.url("/ws/plain")).header("X-Gravitee-Api-Key", KEY);
+    let again = sender.send_request(again.body(String::new()).unwrap()).await.unwrap();
+    assert_eq!(again.status(), plain.status(), "answered beside the open tunnel");
+
+    client.close(None).await.unwrap();
+    eventually("the server's session ended", PROPAGATION, || async { (server.closed() == 1).then_some(()) }).await;
+    eventually("the tunnel is gone", PROPAGATION, || async {
+        (dp.metric("hgw_dataplane_websocket_tunnels").await == Some(0.0)).then_some(())
+    })
+    .await;
+    let doc = report_for(&sim, &request_id).await;
+    assert_eq!((&doc["status"], &doc["http-method"]), (&json!(200), &json!(3)), "{doc}");
+}

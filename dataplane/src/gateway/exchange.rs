@@ -44,7 +44,12 @@ pub(crate) async fn serve_api(
     let accept = accept.as_slice();
     // A WebSocket handshake: the client's connection is taken here, before anything reads the body
     // (hyper hands it over once the `101` is sent).
-    let client_upgrade = websocket::requested(&req).then(|| hyper::upgrade::on(&mut req));
+    let handshake = websocket::requested(&req);
+    let client_upgrade = handshake.map(|handshake| (handshake, hyper::upgrade::on(&mut req)));
+    if handshake == Some(websocket::Handshake::Http2) {
+        // An RFC 8441 CONNECT: plans, flows and the record see the `GET` it stands for.
+        *req.method_mut() = http::Method::GET;
+    }
     let templates = api.response_templates.as_ref().map(|t| (t, accept));
     let mut record = api.analytics_enabled.then(|| {
         PendingRecord::new(
@@ -314,8 +319,8 @@ pub(crate) async fn serve_api(
         .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
-    if client_upgrade.is_some() {
-        websocket::restore_upgrade(&mut headers);
+    if let Some(handshake) = handshake {
+        websocket::endpoint_handshake(&mut headers, handshake);
     }
     if let Some(traceparent) = propagate {
         headers.insert(hgw_otel::context::TRACEPARENT, traceparent);
@@ -459,8 +464,11 @@ pub(crate) async fn serve_api(
     }
     // Response flows may have turned the `101` into something else: then there is no tunnel.
     let tunnel = match (client_upgrade, endpoint_upgrade) {
-        (Some(client), Some(endpoint)) if parts.status == StatusCode::SWITCHING_PROTOCOLS => {
-            websocket::restore_upgrade(&mut headers);
+        (Some((handshake, client)), Some(endpoint)) if parts.status == StatusCode::SWITCHING_PROTOCOLS => {
+            websocket::client_switch(&mut parts.status, &mut headers, handshake);
+            if let Some(r) = record.as_mut() {
+                r.record_mut().status = u32::from(parts.status.as_u16());
+            }
             Some((client, endpoint))
         }
         _ => None,

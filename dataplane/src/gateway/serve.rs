@@ -83,7 +83,9 @@ pub async fn serve(
         .max_concurrent_streams(limits.http2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX))
         .keep_alive_interval(limits.http2_keepalive)
-        .keep_alive_timeout(limits.http2_keepalive);
+        .keep_alive_timeout(limits.http2_keepalive)
+        // WebSocket over HTTP/2 (RFC 8441): announce SETTINGS_ENABLE_CONNECT_PROTOCOL.
+        .enable_connect_protocol();
     // Once ALPN chose `h2`, the client must start with the preface (RFC 9113 §3.4): anything else is a
     // connection error, not an HTTP/1 request to answer with a 400 (h2spec http2/3.5/2). Plaintext
     // connections keep the detection: the port serves HTTP/1.1 too.
@@ -187,10 +189,12 @@ pub async fn serve(
                         Ok(Ok(stream)) => stream,
                         Ok(Err(error)) => {
                             // Also a client certificate that is missing (required) or not trusted.
+                            shared.metrics.tls_handshakes_failed.fetch_add(1, Ordering::Relaxed);
                             tracing::debug!(%error, %remote, "TLS handshake failed");
                             return;
                         }
                         Err(_) => {
+                            shared.metrics.tls_handshakes_timed_out.fetch_add(1, Ordering::Relaxed);
                             tracing::debug!(%remote, "TLS handshake timed out");
                             return;
                         }

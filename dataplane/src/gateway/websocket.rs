@@ -7,10 +7,14 @@
 //! closes or nothing moves for `--websocket-idle-timeout`.
 //!
 //! Only `websocket` is forwarded: any other `Upgrade` (`h2c`, `TLS/1.0`, …) is still stripped, so a
-//! client cannot switch the endpoint connection to a protocol the gateway does not know. WebSocket
-//! over HTTP/2 (RFC 8441, extended CONNECT) is not offered: the HTTP/2 server does not announce
-//! `SETTINGS_ENABLE_CONNECT_PROTOCOL`, so clients keep to HTTP/1.1, and a request that sends
-//! `:protocol` anyway is reset by the HTTP/2 layer at once.
+//! client cannot switch the endpoint connection to a protocol the gateway does not know.
+//!
+//! WebSocket over HTTP/2 (RFC 8441): the HTTP/2 server announces `SETTINGS_ENABLE_CONNECT_PROTOCOL`,
+//! and an extended CONNECT with `:protocol` `websocket` is the same handshake in HTTP/2 form. The
+//! phases see it as the `GET` it stands for; the endpoint gets an HTTP/1.1 handshake (with a
+//! `Sec-WebSocket-Key` of the gateway's own, which RFC 8441 clients do not send); when the endpoint
+//! answers `101`, the client gets `200` on its stream, and the stream is the tunnel. WebSocket
+//! frames are the same bytes in both forms, so the tunnel relays them untouched.
 //!
 //! The handshake's metrics record (status `101`) is emitted when the `101` is sent, like any
 //! response whose body has ended; the tunnel's life after that is in `/metrics`
@@ -18,26 +22,70 @@
 
 use std::sync::atomic::Ordering;
 
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderValue, Method, Request, Version};
+use base64::Engine as _;
+use http::header::{CONNECTION, CONTENT_LENGTH, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use super::Shared;
 use crate::http::tunnel::{Relayed, relay};
 
-/// Whether `req` asks for a WebSocket upgrade the gateway forwards: an HTTP/1.1 `GET` whose
+/// How a client asked for a WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handshake {
+    /// An HTTP/1.1 `GET` with `Upgrade: websocket`, answered `101`.
+    Http1,
+    /// An HTTP/2 extended CONNECT with `:protocol` `websocket` (RFC 8441), answered `200`.
+    Http2,
+}
+
+/// Whether `req` asks for a WebSocket upgrade the gateway forwards, and how: an HTTP/1.1 `GET` whose
 /// `Connection` lists `upgrade` and whose `Upgrade` lists `websocket` (tokens in any case, RFC 6455
 /// §4.1), without a body (a handshake has none; a request with one is forwarded as a plain request,
-/// its upgrade headers stripped).
-pub(crate) fn requested<B>(req: &Request<B>) -> bool {
+/// its upgrade headers stripped); or an HTTP/2 CONNECT whose `:protocol` is `websocket` (the HTTP/2
+/// layer refuses one with a body).
+pub(crate) fn requested<B>(req: &Request<B>) -> Option<Handshake> {
     let headers = req.headers();
-    req.version() == Version::HTTP_11
+    if req.version() == Version::HTTP_2 {
+        let protocol = req.extensions().get::<hyper::ext::Protocol>();
+        return (req.method() == Method::CONNECT
+            && protocol.is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket")))
+        .then_some(Handshake::Http2);
+    }
+    (req.version() == Version::HTTP_11
         && req.method() == Method::GET
         && lists(headers, &CONNECTION, "upgrade")
         && lists(headers, &UPGRADE, "websocket")
         && !headers.contains_key(TRANSFER_ENCODING)
-        && headers.get(CONTENT_LENGTH).is_none_or(|length| length.as_bytes() == b"0")
+        && headers.get(CONTENT_LENGTH).is_none_or(|length| length.as_bytes() == b"0"))
+    .then_some(Handshake::Http1)
+}
+
+/// The handshake the endpoint gets, from the client's headers (hop-by-hop ones already stripped):
+/// the upgrade put back, and for an HTTP/2 client a `Sec-WebSocket-Key` (RFC 8441 §5: HTTP/2
+/// handshakes carry none, HTTP/1.1 endpoints require one).
+pub(crate) fn endpoint_handshake(headers: &mut HeaderMap, handshake: Handshake) {
+    restore_upgrade(headers);
+    if handshake == Handshake::Http2 {
+        let key: [u8; 16] = rand::random();
+        let key = base64::engine::general_purpose::STANDARD.encode(key);
+        if let Ok(key) = HeaderValue::from_str(&key) {
+            headers.insert(SEC_WEBSOCKET_KEY, key);
+        }
+    }
+}
+
+/// The endpoint's `101` as the client gets it: `101` with the upgrade headers on HTTP/1.1; `200`
+/// on HTTP/2, without the headers that belong to HTTP/1.1's handshake (the key's answer).
+pub(crate) fn client_switch(status: &mut StatusCode, headers: &mut HeaderMap, handshake: Handshake) {
+    match handshake {
+        Handshake::Http1 => restore_upgrade(headers),
+        Handshake::Http2 => {
+            *status = StatusCode::OK;
+            headers.remove(SEC_WEBSOCKET_ACCEPT);
+        }
+    }
 }
 
 /// Whether the endpoint's `101` switched to WebSocket (its `Upgrade` lists `websocket`).
@@ -47,7 +95,7 @@ pub(crate) fn accepted(headers: &HeaderMap) -> bool {
 
 /// Puts the upgrade back on a handshake (request or `101`) whose hop-by-hop headers were stripped:
 /// `Connection: Upgrade` and `Upgrade: websocket`, the only upgrade the gateway forwards.
-pub(crate) fn restore_upgrade(headers: &mut HeaderMap) {
+fn restore_upgrade(headers: &mut HeaderMap) {
     headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
 }
@@ -110,30 +158,72 @@ mod tests {
             .unwrap()
     }
 
+    fn is_h1(req: &Request<()>) -> bool {
+        requested(req) == Some(Handshake::Http1)
+    }
+
+    fn connect(protocol: &'static str) -> Request<()> {
+        let mut req = Request::builder()
+            .method(Method::CONNECT)
+            .uri("https://a.test/chat")
+            .version(Version::HTTP_2)
+            .body(())
+            .unwrap();
+        req.extensions_mut().insert(hyper::ext::Protocol::from_static(protocol));
+        req
+    }
+
+    #[test]
+    fn extended_connect_for_websocket_is_an_http2_handshake() {
+        assert_eq!(requested(&connect("websocket")), Some(Handshake::Http2));
+        assert_eq!(requested(&connect("connect-udp")), None, "other protocols are not tunnelled");
+        let mut plain = connect("websocket");
+        plain.extensions_mut().clear();
+        assert_eq!(requested(&plain), None, "a CONNECT without :protocol is not a WebSocket");
+        let mut h2_get = handshake("Upgrade", "websocket");
+        *h2_get.version_mut() = Version::HTTP_2;
+        assert_eq!(requested(&h2_get), None, "HTTP/2 has no Upgrade header");
+
+        let mut headers = HeaderMap::new();
+        endpoint_handshake(&mut headers, Handshake::Http2);
+        let key = headers.get(SEC_WEBSOCKET_KEY).expect("a key of the gateway's own");
+        assert_eq!(base64::engine::general_purpose::STANDARD.decode(key.as_bytes()).unwrap().len(), 16);
+        assert!(accepted(&headers) && lists(&headers, &CONNECTION, "upgrade"));
+        let mut headers = HeaderMap::new();
+        endpoint_handshake(&mut headers, Handshake::Http1);
+        assert!(headers.get(SEC_WEBSOCKET_KEY).is_none(), "an HTTP/1.1 client's own key is kept");
+
+        let (mut status, mut headers) = (StatusCode::SWITCHING_PROTOCOLS, HeaderMap::new());
+        headers.insert(SEC_WEBSOCKET_ACCEPT, HeaderValue::from_static("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+        client_switch(&mut status, &mut headers, Handshake::Http2);
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers.is_empty());
+    }
+
     #[test]
     fn websocket_upgrades_are_recognised_in_any_case() {
-        assert!(requested(&handshake("Upgrade", "websocket")));
-        assert!(requested(&handshake("keep-alive, UPGRADE", "WebSocket")));
-        assert!(requested(&handshake("upgrade", "foo, websocket")));
+        assert!(is_h1(&handshake("Upgrade", "websocket")));
+        assert!(is_h1(&handshake("keep-alive, UPGRADE", "WebSocket")));
+        assert!(is_h1(&handshake("upgrade", "foo, websocket")));
     }
 
     #[test]
     fn other_upgrades_and_other_requests_are_not_forwarded() {
-        assert!(!requested(&handshake("Upgrade", "h2c")), "h2c stays stripped");
-        assert!(!requested(&handshake("keep-alive", "websocket")), "Connection must name the upgrade");
-        assert!(!requested(&handshake("Upgrade", "websockets")));
+        assert!(!is_h1(&handshake("Upgrade", "h2c")), "h2c stays stripped");
+        assert!(!is_h1(&handshake("keep-alive", "websocket")), "Connection must name the upgrade");
+        assert!(!is_h1(&handshake("Upgrade", "websockets")));
         let mut post = handshake("Upgrade", "websocket");
         *post.method_mut() = Method::POST;
-        assert!(!requested(&post));
+        assert!(!is_h1(&post));
         let mut http10 = handshake("Upgrade", "websocket");
         *http10.version_mut() = Version::HTTP_10;
-        assert!(!requested(&http10));
+        assert!(!is_h1(&http10));
         let mut with_body = handshake("Upgrade", "websocket");
         with_body.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from_static("5"));
-        assert!(!requested(&with_body), "a handshake has no body");
+        assert!(!is_h1(&with_body), "a handshake has no body");
         let mut empty = handshake("Upgrade", "websocket");
         empty.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
-        assert!(requested(&empty));
+        assert!(is_h1(&empty));
     }
 
     #[test]

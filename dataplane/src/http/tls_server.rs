@@ -120,6 +120,11 @@ impl Acceptor {
         TlsAcceptor::from(self.config.load_full())
     }
 
+    /// `(certificate file, notAfter as Unix seconds)` of each certificate in service.
+    pub fn certificate_expiries(&self) -> Vec<(String, i64)> {
+        self.resolver.current.load().expiries.clone()
+    }
+
     /// The certificate a handshake for the SNI name `sni` is served (EL's `#request.ssl.server`).
     pub fn certificate_for(&self, sni: Option<&str>) -> Arc<CertifiedKey> {
         self.resolver.current.load().choose(sni).clone()
@@ -134,6 +139,8 @@ pub struct Certificates {
     exact: HashMap<String, usize>,
     /// `*.example.com` is stored as `example.com` → index in `keys`.
     wildcard: HashMap<String, usize>,
+    /// `(certificate file, notAfter as Unix seconds)` per entry of `keys`, for `/metrics`.
+    expiries: Vec<(String, i64)>,
 }
 
 impl std::fmt::Debug for Certificates {
@@ -164,7 +171,8 @@ impl Certificates {
             return Err(CertificateError::Empty);
         }
         let provider = provider();
-        let mut certificates = Certificates { keys: Vec::new(), exact: HashMap::new(), wildcard: HashMap::new() };
+        let mut certificates =
+            Certificates { keys: Vec::new(), exact: HashMap::new(), wildcard: HashMap::new(), expiries: Vec::new() };
         for (index, (paths, (cert_pem, key_pem))) in files.iter().zip(contents).enumerate() {
             let chain = parse_chain(&paths.cert, cert_pem)?;
             let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| match e {
@@ -172,6 +180,7 @@ impl Certificates {
                 other => CertificateError::BadKey { path: paths.key.clone(), problem: other.to_string() },
             })?;
             let names = dns_names(&chain[0]);
+            certificates.expiries.push((paths.cert.display().to_string(), not_after(&chain[0])));
             let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
                 rustls::Error::InconsistentKeys(_) => {
                     CertificateError::KeyMismatch { cert: paths.cert.clone(), key: paths.key.clone() }
@@ -232,6 +241,11 @@ fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
 /// clients will refuse it).
 fn expired(cert: &CertificateDer<'_>) -> bool {
     x509_parser::parse_x509_certificate(cert.as_ref()).is_ok_and(|(_, parsed)| !parsed.validity().is_valid())
+}
+
+/// The leaf's notAfter as Unix seconds (0 if it cannot be read: parse_chain already checked it).
+fn not_after(cert: &CertificateDer<'_>) -> i64 {
+    x509_parser::parse_x509_certificate(cert.as_ref()).map_or(0, |(_, parsed)| parsed.validity().not_after.timestamp())
 }
 
 /// rustls asks this for a certificate during each handshake; it reads the current snapshot.

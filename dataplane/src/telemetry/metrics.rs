@@ -42,6 +42,22 @@ pub struct Metrics {
     pub websocket_idle_closed: AtomicU64,
     /// HTTP/2 client connections closed because no stream was open for `--http2-idle-timeout`.
     pub http2_idle_closed: AtomicU64,
+    /// TLS handshakes that failed (the client's alert, no common protocol, a client certificate
+    /// missing or untrusted, not TLS at all).
+    pub tls_handshakes_failed: AtomicU64,
+    /// TLS handshakes not done within the handshake timeout.
+    pub tls_handshakes_timed_out: AtomicU64,
+    /// The HTTPS listener's certificates in service, asked at each scrape (they are reloaded).
+    pub tls_certificates: std::sync::OnceLock<CertificateSource>,
+}
+
+/// Lists `(certificate file, notAfter as Unix seconds)` for each certificate in service.
+pub struct CertificateSource(pub Box<dyn Fn() -> Vec<(String, i64)> + Send + Sync>);
+
+impl std::fmt::Debug for CertificateSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CertificateSource")
+    }
 }
 
 /// Decrements the open-tunnels gauge when a WebSocket tunnel ends.
@@ -193,6 +209,34 @@ impl Metrics {
             "HTTP/2 client connections closed with no stream open (--http2-idle-timeout).",
             get(&self.http2_idle_closed),
         );
+        if let Some(certificates) = self.tls_certificates.get() {
+            family(
+                &mut out,
+                "hgw_dataplane_tls_handshake_failures_total",
+                "counter",
+                "TLS handshakes on the HTTPS listener that failed or timed out.",
+            );
+            let _ = writeln!(
+                out,
+                "hgw_dataplane_tls_handshake_failures_total{{reason=\"failed\"}} {}",
+                get(&self.tls_handshakes_failed)
+            );
+            let _ = writeln!(
+                out,
+                "hgw_dataplane_tls_handshake_failures_total{{reason=\"timeout\"}} {}",
+                get(&self.tls_handshakes_timed_out)
+            );
+            family(
+                &mut out,
+                "hgw_dataplane_tls_certificate_not_after_seconds",
+                "gauge",
+                "When each certificate in service expires (Unix time; alert on it minus time()).",
+            );
+            for (file, not_after) in (certificates.0)() {
+                let file = file.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                let _ = writeln!(out, "hgw_dataplane_tls_certificate_not_after_seconds{{cert=\"{file}\"}} {not_after}");
+            }
+        }
         out
     }
 }
@@ -233,5 +277,18 @@ mod tests {
         drop(tunnel);
         assert!(m.render().contains("hgw_dataplane_websocket_tunnels 0\n"));
         assert!(m.render().contains("hgw_dataplane_websocket_idle_closed_total 0\n"));
+        assert!(!m.render().contains("tls"), "no TLS series without an HTTPS listener");
+        let _ = m
+            .tls_certificates
+            .set(CertificateSource(Box::new(|| vec![("/etc/a \"b\".pem".to_owned(), 1_800_000_000)])));
+        m.tls_handshakes_failed.fetch_add(2, Ordering::Relaxed);
+        let text = m.render();
+        assert!(text.contains("hgw_dataplane_tls_handshake_failures_total{reason=\"failed\"} 2\n"), "{text}");
+        assert!(text.contains("hgw_dataplane_tls_handshake_failures_total{reason=\"timeout\"} 0\n"));
+        assert!(
+            text.contains(
+                "hgw_dataplane_tls_certificate_not_after_seconds{cert=\"/etc/a \\\"b\\\".pem\"} 1800000000\n"
+            )
+        );
     }
 }
