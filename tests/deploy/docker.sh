@@ -179,3 +179,27 @@ compose_local=hgwlocal$$
 p=$(cd "$HGW_ROOT/deploy/compose" && docker-compose -p "$compose_local" -f docker-compose.local.yml port gateway 8082 2>/dev/null | sed 's/.*://')
 check "compose (local mode): /hello through the supervised pool" wait_until 60 bash -c "curl -fsS http://127.0.0.1:$p/hello | grep -q 'Hello from hgw'"
 (cd "$HGW_ROOT/deploy/compose" && docker-compose -p "$compose_local" -f docker-compose.local.yml down -v >/dev/null 2>&1); compose_local=
+
+# --- Compose: local mode with the HTTPS override (Gravitee's gravitee_http_* settings) ---
+log "compose: docker-compose.local.yml + docker-compose.https.yml"
+tls="$work/tls"; mkdir -p "$tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=hgw compose test CA" \
+  -keyout "$tls/ca.key" -out "$tls/ca.pem" >/dev/null 2>&1
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
+  -keyout "$tls/tls.key" -out "$tls/tls.csr" >/dev/null 2>&1
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$tls/san.ext"
+openssl x509 -req -in "$tls/tls.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial -days 2 \
+  -extfile "$tls/san.ext" -out "$tls/tls.crt" >/dev/null 2>&1
+chmod 755 "$work" "$tls"; chmod 644 "$tls/tls.crt" "$tls/tls.key"
+compose_local=hgwhttps$$
+https_compose() { (cd "$HGW_ROOT/deploy/compose" && HGW_TLS_DIR="$tls" HGW_GATEWAY_PUBLISH=127.0.0.1: HGW_NODE_PUBLISH=127.0.0.1: \
+  docker-compose -p "$compose_local" -f docker-compose.local.yml -f docker-compose.https.yml "$@"); }
+https_compose up -d >"$work/compose-https.log" 2>&1 || cat "$work/compose-https.log"
+p=$(https_compose port gateway 8082 2>/dev/null | sed 's/.*://')
+check "compose (HTTPS): /hello over HTTP/2 and TLS, verified against the CA" wait_until 60 bash -c \
+  "curl -fsS --http2 --cacert '$tls/ca.pem' https://localhost:$p/hello -o /dev/null -w '%{http_version}' | grep -qx 2"
+check "compose (HTTPS): plain HTTP is not served on the HTTPS port" bash -c "! curl -fsS --max-time 5 http://127.0.0.1:$p/hello >/dev/null 2>&1"
+big=$(head -c 16384 /dev/zero | tr '\0' a)
+check "compose (HTTPS): the limits reach the dataplanes (16 KiB of headers: 431)" test \
+  "$(curl -sS --http1.1 --cacert "$tls/ca.pem" -o /dev/null -w '%{http_code}' -H "X-Big: $big" "https://localhost:$p/hello")" = 431
+https_compose down -v >/dev/null 2>&1; compose_local=
