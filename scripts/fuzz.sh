@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for SECONDS each (default 10): the Gravitee definition parser and JOLT chains (agent), and the
+# Runs every fuzz target for SECONDS each (default 10): the Gravitee definition parser, JOLT chains and the
+# xml-json converter (agent/fuzz), and the
 # EL parser (hgw-el). Installs cargo-fuzz when missing. On the stable toolchain cargo-fuzz's nightly
 # flags are unlocked with RUSTC_BOOTSTRAP=1 (no nightly download); set FUZZ_TOOLCHAIN=nightly to use
 # an installed nightly. Exits non-zero when a fuzzer finds a crash (the input lands in artifacts/).
@@ -36,6 +37,14 @@ echo "==> fuzz: JOLT specifications of json-to-json (${seconds}s)"
   mkdir -p corpus/jolt
   cargo "${toolchain[@]}" fuzz run jolt corpus/jolt seeds/jolt -- \
     -max_total_time="$seconds" -max_len=4096 -timeout=10 -print_final_stats=1 2>&1 | tail -n 15
+  exit "${PIPESTATUS[0]}"
+)
+echo "==> fuzz: XML <-> JSON conversion of xml-json / json-xml (${seconds}s)"
+(
+  cd agent/fuzz
+  mkdir -p corpus/orgjson
+  cargo "${toolchain[@]}" fuzz run orgjson corpus/orgjson seeds/orgjson -- \
+    -max_total_time="$seconds" -max_len=16384 -timeout=10 -print_final_stats=1 2>&1 | tail -n 15
   exit "${PIPESTATUS[0]}"
 )
 echo "==> fuzz: EL and FreeMarker parsers (${seconds}s each)"

@@ -559,4 +559,25 @@ async fn websocket_over_http2_extended_connect() {
     .await;
     let doc = report_for(&sim, &request_id).await;
     assert_eq!((&doc["status"], &doc["http-method"]), (&json!(200), &json!(3)), "{doc}");
+
+    // Other CONNECTs (another :protocol, or a plain one) are not tunnelled anywhere.
+    let connections = server.connections();
+    for protocol in [Some("connect-udp"), None] {
+        let mut request = hyper::Request::builder()
+            .method(hyper::Method::CONNECT)
+            .version(hyper::Version::HTTP_2)
+            .uri(dp.url("/ws/chat"))
+            .header("X-Gravitee-Api-Key", KEY)
+            .body(String::new())
+            .unwrap();
+        if let Some(protocol) = protocol {
+            request.extensions_mut().insert(hyper::ext::Protocol::from_static(protocol));
+        } else {
+            *request.uri_mut() = format!("{}", dp.listen).parse().unwrap();
+        }
+        let answer = tokio::time::timeout(Duration::from_secs(20), sender.send_request(request)).await.unwrap();
+        let status = answer.map(|r| r.status().as_u16()).map_err(|e| e.to_string());
+        assert_eq!(status, Ok(501), "{protocol:?}: not implemented");
+    }
+    assert_eq!(server.connections(), connections, "the endpoint saw none of them");
 }

@@ -151,6 +151,11 @@ fn bad_path(error: &crate::http::path::PathError, ids: &Ids, in_flight: InFlight
 /// buffer (431; hyper answers larger ones itself), or a Host missing from an HTTP/1.1 request or
 /// repeated in any (400, RFC 9112 §3.2: two readers could pick different ones).
 fn malformed(req: &Request<Incoming>, limits: &Limits) -> Option<(StatusCode, &'static str)> {
+    // CONNECT asks the gateway itself for a tunnel to wherever the client names: the gateway proxies
+    // APIs to their endpoints, so only the WebSocket form of RFC 8441 is served (501, RFC 9110 §15.6.2).
+    if req.method() == http::Method::CONNECT && super::websocket::requested(req).is_none() {
+        return Some((StatusCode::NOT_IMPLEMENTED, "Not implemented: CONNECT is only served for WebSocket (RFC 8441)"));
+    }
     let http1 = req.version() < http::Version::HTTP_2;
     if http1 {
         let uri = req.uri();
