@@ -11,6 +11,7 @@ mod assign_content;
 pub mod counters;
 mod dynamic_routing;
 pub mod el;
+pub mod generate_jwt;
 mod http_redirect;
 mod ip_filtering;
 mod json_to_json;
@@ -295,6 +296,9 @@ pub fn compile(step: pb::Step, phase: Phase) -> Result<Arc<dyn Policy>, PolicyEr
         P::JsonValidation(config) => Ok(Arc::new(json_validation::JsonValidation::compile(config)?)),
         P::ResourceFiltering(config) => {
             request_only(phase, "resource-filtering", resource_filtering::ResourceFiltering::compile(config))
+        }
+        P::GenerateJwt(config) => {
+            request_only(phase, "policy-generate-jwt", generate_jwt::GenerateJwt::compile(config))
         }
     }
 }
