@@ -237,3 +237,217 @@ async fn generate_jwt_signs_tokens_that_a_following_step_sends_upstream() {
         assert!(!reason.contains("c2VjcmV0") && !reason.contains("too-short-s3cret"), "{id} quotes its key: {reason}");
     }
 }
+
+fn callout(configuration: Value) -> Value {
+    step("policy-http-callout", configuration)
+}
+
+/// A transform-headers step sending attributes upstream (request phase) or to the client (response).
+fn attributes_as_headers(scope: &str, names: &[&str]) -> Value {
+    let headers: Vec<Value> = names
+        .iter()
+        .map(|n| json!({"name": format!("X-Attr-{n}"), "value": format!("{{#context.attributes['{n}']}}")}))
+        .collect();
+    step("transform-headers", json!({"scope": scope, "addHeaders": headers}))
+}
+
+/// Status and parsed error body of an answer.
+async fn failure(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_callout_calls_out_sets_variables_and_fails_as_gravitee() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    let remote = Backend::start("CALLOUT").await;
+    let base = remote.url();
+    // Nothing listens there.
+    let down = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let exit_on_500 = json!({"method": "GET", "url": format!("{base}/fail?status=500"), "exitOnError": true,
+        "errorStatusCode": "501", "errorContent": "Error content with status {#calloutResponse.status}"});
+
+    let mut api = v4_api("co", "/co", &backend.url());
+    api["flows"] = json!([
+        flow(
+            "/vars",
+            json!([
+                callout(json!({
+                    "method": "GET", "url": format!("{base}/lookup/{{#request.headers['x-id'][0]}}"),
+                    "headers": [{"name": "X-From", "value": "{#request.method}"}, {"name": "X-None", "value": null}],
+                    "variables": [
+                        {"name": "path", "value": "{#jsonPath(#calloutResponse.content, '$.path')}"},
+                        {"name": "from", "value": "{#jsonPath(#calloutResponse.content, '$.headers.x-from')}"},
+                        {"name": "status", "value": "{#calloutResponse.status}"},
+                        {"name": "backend", "value": "{#calloutResponse.headers['content-type'][0]}"}
+                    ]
+                })),
+                attributes_as_headers("REQUEST", &["path", "from", "status", "backend"])
+            ]),
+            json!([])
+        ),
+        flow(
+            "/post",
+            json!([
+                callout(json!({
+                    "method": "POST", "url": format!("{base}/echo?echo_body"),
+                    "headers": [{"name": "Content-Type", "value": "application/json"}],
+                    "body": "{\"user\":\"{#request.headers['x-user'][0]}\"}",
+                    "variables": [{"name": "user", "value": "{#jsonPath(#calloutResponse.content, '$.user')}"}]
+                })),
+                attributes_as_headers("REQUEST", &["user"])
+            ]),
+            json!([])
+        ),
+        flow("/exit", json!([callout(exit_on_500.clone())]), json!([])),
+        // The condition does not hold: variables are set and the request goes on.
+        flow(
+            "/ok",
+            json!([
+                callout(json!({"url": format!("{base}/fine"), "exitOnError": true,
+            "variables": [{"name": "status", "value": "{#calloutResponse.status}"}]})),
+                attributes_as_headers("REQUEST", &["status"])
+            ]),
+            json!([])
+        ),
+        flow(
+            "/down-exit",
+            json!([callout(json!({"url": format!("{down}/x"), "exitOnError": true, "errorStatusCode": 503}))]),
+            json!([])
+        ),
+        flow("/down", json!([callout(json!({"url": format!("{down}/x")}))]), json!([])),
+        flow(
+            "/forget",
+            json!([
+                callout(json!({"url": format!("{base}/slow?sleep_ms=3000"), "fireAndForget": true,
+            "exitOnError": true, "variables": [{"name": "status", "value": "{#calloutResponse.status}"}]})),
+                attributes_as_headers("REQUEST", &["status"])
+            ]),
+            json!([])
+        ),
+        flow("/wait", json!([callout(json!({"url": format!("{base}/slow?sleep_ms=700")}))]), json!([])),
+        flow("/resp-exit", json!([]), json!([callout(exit_on_500.clone())])),
+        flow(
+            "/resp-vars",
+            json!([]),
+            json!([
+                callout(json!({"url": format!("{base}/r?status=201"),
+            "variables": [{"name": "status", "value": "{#calloutResponse.status}"}]})),
+                attributes_as_headers("RESPONSE", &["status"])
+            ])
+        ),
+    ]);
+    // v2 on the V3 engine: a failed call without exitOnError goes on; CALLOUT_HTTP_ERROR is a 500.
+    let mut v2 = v2_api("co-v2", "/co-v2", &backend.url());
+    v2["flows"] = json!([
+        v2_flow(
+            "/vars",
+            json!([
+                callout(json!({"url": format!("{base}/v2/{{#request.method}}"),
+            "variables": [{"name": "path", "value": "{#jsonPath(#calloutResponse.content, '$.path')}"}]})),
+                attributes_as_headers("REQUEST", &["path"])
+            ]),
+            json!([])
+        ),
+        v2_flow("/down", json!([callout(json!({"url": format!("{down}/x")}))]), json!([])),
+        v2_flow(
+            "/down-exit",
+            json!([callout(json!({"url": format!("{down}/x"), "exitOnError": true, "errorStatusCode": 503}))]),
+            json!([])
+        ),
+        v2_flow("/exit", json!([callout(exit_on_500.clone())]), json!([])),
+        // scope RESPONSE: the V3 engine runs it in the response phase only.
+        v2_flow(
+            "/post",
+            json!([]),
+            json!([callout(json!({"scope": "RESPONSE", "url": format!("{base}/fail?status=500"),
+            "exitOnError": true, "errorStatusCode": 502}))])
+        ),
+    ]);
+    let mut refused_proxy = v4_api("co-proxy", "/co-proxy", &backend.url());
+    refused_proxy["flows"] =
+        json!([flow("/", json!([callout(json!({"url": format!("{base}/x"), "useSystemProxy": true}))]), json!([]))]);
+    let mut refused_scheme = v4_api("co-ftp", "/co-ftp", &backend.url());
+    refused_scheme["flows"] = json!([flow("/", json!([callout(json!({"url": "ftp://files.example/x"}))]), json!([]))]);
+    let mut refused_path = v4_api("co-jsonpath", "/co-jsonpath", &backend.url());
+    refused_path["flows"] = json!([flow(
+        "/",
+        json!([callout(json!({"url": format!("{base}/x"),
+        "variables": [{"name": "v", "value": "{#jsonPath(#calloutResponse.content, '$..deep')}"}]}))]),
+        json!([])
+    )]);
+    for a in [api, v2, refused_proxy, refused_scheme, refused_path] {
+        sim.put_api(a).await;
+    }
+    let (agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+    let echo = |response: reqwest::Response| async move {
+        assert_eq!(response.status(), 200);
+        response.json::<Value>().await.unwrap()
+    };
+
+    // The callout gets the templated request; its answer feeds the variables a later step reads.
+    let before = remote.requests();
+    let seen = echo(client.get(dp.url("/co/vars")).header("x-id", "42").send().await.unwrap()).await;
+    assert_eq!(remote.requests(), before + 1);
+    assert_eq!(seen["headers"]["x-attr-path"], "/lookup/42", "{seen}");
+    assert_eq!(seen["headers"]["x-attr-from"], "GET");
+    assert_eq!(seen["headers"]["x-attr-status"], "200");
+    assert_eq!(seen["headers"]["x-attr-backend"], "application/json");
+    let seen = echo(client.get(dp.url("/co/post")).header("x-user", "ann").send().await.unwrap()).await;
+    assert_eq!(seen["headers"]["x-attr-user"], "ann", "{seen}");
+
+    // exitOnError: the condition holds on a 500 → errorStatusCode, CALLOUT_EXIT_ON_ERROR, errorContent.
+    let (status, body) = failure(client.get(dp.url("/co/exit")).send().await.unwrap()).await;
+    assert_eq!((status, body["message"].as_str()), (501, Some("Error content with status 500")), "{body}");
+    let seen = echo(client.get(dp.url("/co/ok")).send().await.unwrap()).await;
+    assert_eq!(seen["headers"]["x-attr-status"], "200");
+
+    // The callout's host is down: CALLOUT_HTTP_ERROR with errorStatusCode on v4; without exitOnError
+    // the v4 policy's error fails the request.
+    let (status, body) = failure(client.get(dp.url("/co/down-exit")).send().await.unwrap()).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("Connection refused"), "{body}");
+    let (status, _) = failure(client.get(dp.url("/co/down")).send().await.unwrap()).await;
+    assert_eq!(status, 500);
+
+    // Fire and forget: the request does not wait for the slow callout, and sees none of its answer.
+    let started = std::time::Instant::now();
+    let seen = echo(client.get(dp.url("/co/forget")).send().await.unwrap()).await;
+    assert!(started.elapsed() < std::time::Duration::from_millis(2000), "{:?}", started.elapsed());
+    assert!(seen["headers"].get("x-attr-status").is_none_or(|v| v == ""), "{seen}");
+    // Without it the request waits for the answer.
+    let started = std::time::Instant::now();
+    echo(client.get(dp.url("/co/wait")).send().await.unwrap()).await;
+    assert!(started.elapsed() >= std::time::Duration::from_millis(700));
+
+    // Response phase.
+    let (status, body) = failure(client.get(dp.url("/co/resp-exit")).send().await.unwrap()).await;
+    assert_eq!((status, body["message"].as_str()), (501, Some("Error content with status 500")), "{body}");
+    let response = client.get(dp.url("/co/resp-vars")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-attr-status"], "201");
+
+    // v2 on the V3 engine.
+    let seen = echo(client.get(dp.url("/co-v2/vars")).send().await.unwrap()).await;
+    assert_eq!(seen["headers"]["x-attr-path"], "/v2/GET", "{seen}");
+    echo(client.get(dp.url("/co-v2/down")).send().await.unwrap()).await;
+    let (status, body) = failure(client.get(dp.url("/co-v2/down-exit")).send().await.unwrap()).await;
+    assert_eq!(status, 500, "the V3 engine's CALLOUT_HTTP_ERROR is a 500: {body}");
+    let (status, body) = failure(client.get(dp.url("/co-v2/exit")).send().await.unwrap()).await;
+    assert_eq!((status, body["message"].as_str()), (501, Some("Error content with status 500")), "{body}");
+    let (status, _) = failure(client.get(dp.url("/co-v2/post")).send().await.unwrap()).await;
+    assert_eq!(status, 502);
+
+    for (id, expected) in
+        [("co-proxy", "configuration.useSystemProxy"), ("co-ftp", "only http and https"), ("co-jsonpath", "deep scan")]
+    {
+        let reason = rejection(&agent, id).await;
+        assert!(reason.contains(expected), "{id}: {reason}");
+    }
+}

@@ -1063,6 +1063,7 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase, scope: StepScope) -> Re
             ("json-xml", _) => P::JsonToXml(json_to_xml(&configuration, &at_config)?),
             ("retry", Phase::Request) => P::Retry(retry(&configuration, &at_config)?),
             ("policy-generate-jwt", Phase::Request) => P::GenerateJwt(generate_jwt(&configuration, &at_config)?),
+            ("policy-http-callout", _) => P::HttpCallout(http_callout(&configuration, &at_config)?),
             ("json-validation", _) => match json_validation(&configuration, &at_config)? {
                 Some(policy) => P::JsonValidation(policy),
                 None => {
@@ -1160,6 +1161,7 @@ const POLICIES: &[(&str, &[Phase])] = &[
     ("json-validation", &[Phase::Request, Phase::Response]),
     ("resource-filtering", &[Phase::Request]),
     ("policy-generate-jwt", &[Phase::Request]),
+    ("policy-http-callout", &[Phase::Request, Phase::Response]),
 ];
 
 /// Refuses a step whose policy hgw does not run at all, or not in this phase, naming which it is.
@@ -1248,6 +1250,13 @@ fn templated_fields(policy: &str) -> &'static dyn Fn(&str) -> bool {
         "dynamic-routing" => &|path: &str| path.ends_with(".url"),
         "json-to-json" => &|path: &str| path.ends_with(".specification"),
         "retry" => &|path: &str| path.ends_with(".condition"),
+        "policy-http-callout" => &|path: &str| {
+            path.ends_with(".url")
+                || path.ends_with(".body")
+                || path.ends_with(".errorContent")
+                || path.ends_with(".errorCondition")
+                || ((path.contains(".headers[") || path.contains(".variables[")) && path.ends_with(".value"))
+        },
         "policy-generate-jwt" => &|path: &str| {
             path.ends_with(".id")
                 || path.ends_with(".issuer")
@@ -2112,6 +2121,95 @@ fn check_signing_key(algorithm: &str, key: &[u8]) -> Result<(), String> {
     jsonwebtoken::encode(&Header::new(algorithm), &serde_json::Map::new(), &key)
         .map(|_| ())
         .map_err(|e| format!("the key cannot sign {algorithm:?} tokens ({e})"))
+}
+
+/// Gravitee's `errorCondition` when a definition leaves it out (the plugin's schema default).
+const CALLOUT_ERROR_CONDITION: &str = "{#calloutResponse.status >= 400 and #calloutResponse.status <= 599}";
+
+/// gravitee-policy-http-callout 5.x's configuration (APIM 4.6 to 4.10). A constant URL must be
+/// http or https; `useSystemProxy` is refused (hgw has no system proxy setting), so a callout never
+/// silently bypasses a proxy it was meant to go through.
+fn http_callout(configuration: &Value, at: &str) -> Result<pb::HttpCalloutPolicy, CompileError> {
+    let text = |field: &str| -> Result<Option<String>, CompileError> {
+        match configuration.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(err(format!("{at}.{field}"), "expected a string")),
+        }
+    };
+    let flag = |field: &str| -> Result<bool, CompileError> {
+        match configuration.get(field) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(Value::String(s)) if s == "true" || s == "false" => Ok(s == "true"),
+            Some(_) => Err(err(format!("{at}.{field}"), "expected true or false")),
+        }
+    };
+    if flag("useSystemProxy")? {
+        return Err(err(
+            format!("{at}.useSystemProxy"),
+            "hgw has no system proxy: a callout through the gateway's proxy is not supported",
+        ));
+    }
+    let url = text("url")?.filter(|u| !u.trim().is_empty()).ok_or_else(|| err(format!("{at}.url"), "no URL"))?;
+    if !url.contains("{#") && !url.contains("{(") {
+        let parsed =
+            url.trim().parse::<axum::http::Uri>().map_err(|e| err(format!("{at}.url"), format!("not a URL ({e})")))?;
+        if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {
+            return Err(err(format!("{at}.url"), "only http and https URLs with a host can be called"));
+        }
+    }
+    let method = text("method")?.unwrap_or_else(|| "GET".to_owned()).trim().to_ascii_uppercase();
+    if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "CONNECT"].contains(&method.as_str()) {
+        return Err(err(format!("{at}.method"), format!("`{method}` is not an HTTP method hgw calls")));
+    }
+    let error_status_code = match configuration.get("errorStatusCode") {
+        None | Some(Value::Null) => 500,
+        Some(value) => value
+            .as_u64()
+            .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
+            .filter(|code| (100..=599).contains(code))
+            .ok_or_else(|| err(format!("{at}.errorStatusCode"), "must be an HTTP status (100 to 599)"))?,
+    };
+    let error_condition = match text("errorCondition")? {
+        Some(c) if !c.trim().is_empty() => c,
+        _ => CALLOUT_ERROR_CONDITION.to_owned(),
+    };
+    el_expression(&error_condition, &format!("{at}.errorCondition"))?;
+    let mut headers = Vec::new();
+    for (i, header) in configuration.get("headers").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let name = header.get("name").and_then(Value::as_str).map(str::trim).unwrap_or_default();
+        if name.is_empty() || axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(err(format!("{at}.headers[{i}].name"), "not a header name"));
+        }
+        // Gravitee leaves out a header without a value.
+        if let Some(value) = header.get("value").and_then(Value::as_str) {
+            headers.push(pb::Header { name: name.to_owned(), value: value.to_owned() });
+        }
+    }
+    let mut variables = Vec::new();
+    for (i, variable) in configuration.get("variables").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let name = variable.get("name").and_then(Value::as_str).map(str::trim).unwrap_or_default();
+        if name.is_empty() {
+            return Err(err(format!("{at}.variables[{i}].name"), "must not be empty"));
+        }
+        variables.push(pb::CalloutVariable {
+            name: name.to_owned(),
+            value: variable.get("value").and_then(Value::as_str).map(str::to_owned),
+        });
+    }
+    Ok(pb::HttpCalloutPolicy {
+        method,
+        url,
+        headers,
+        body: text("body")?.unwrap_or_default(),
+        fire_and_forget: flag("fireAndForget")?,
+        exit_on_error: flag("exitOnError")?,
+        error_condition,
+        error_status_code: u32::try_from(error_status_code).unwrap_or(500),
+        error_content: text("errorContent")?.unwrap_or_default(),
+        variables,
+    })
 }
 
 /// Gravitee's api-key policy as a flow step: its own header when `apiKeyHeader` is set, else the

@@ -185,6 +185,7 @@ fn policy_id(policy: Option<&pb::step::Policy>) -> &'static str {
         Some(P::JsonValidation(_)) => "json-validation",
         Some(P::ResourceFiltering(_)) => "resource-filtering",
         Some(P::GenerateJwt(_)) => "policy-generate-jwt",
+        Some(P::HttpCallout(_)) => "policy-http-callout",
         None => "unknown",
     }
 }
