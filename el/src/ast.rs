@@ -67,6 +67,13 @@ pub(crate) enum Node {
         regex: Regex,
         at: u32,
     },
+    /// `#jsonPath(json, 'path')`: the value at `path` in `json` read as JSON (see
+    /// [`crate::jsonpath`]).
+    JsonPath {
+        json: Box<Node>,
+        path: crate::jsonpath::JsonPath,
+        at: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +97,10 @@ pub(crate) enum Field {
     RequestContent,
     /// `#response.content`: the response body as text (idem).
     ResponseContent,
+    /// `#calloutResponse.status` (http-callout, once its call answered).
+    CalloutStatus,
+    /// `#calloutResponse.content`: the callout's answer as text.
+    CalloutContent,
 }
 
 impl Node {
@@ -104,6 +115,7 @@ impl Node {
             Node::And(items) | Node::Or(items) => items.iter().any(|(n, _)| n.reads_content()),
             Node::Compare { lhs, rhs, .. } => lhs.reads_content() || rhs.reads_content(),
             Node::Matches { lhs, .. } => lhs.reads_content(),
+            Node::JsonPath { json, .. } => json.reads_content(),
             _ => false,
         }
     }
@@ -128,6 +140,8 @@ pub(crate) enum MultiMap {
     QueryParams,
     PathParams,
     ResponseHeaders,
+    /// `#calloutResponse.headers`.
+    CalloutHeaders,
 }
 
 impl MultiMap {
@@ -137,6 +151,7 @@ impl MultiMap {
             MultiMap::QueryParams => "#request.params",
             MultiMap::PathParams => "#request.pathParams",
             MultiMap::ResponseHeaders => "#response.headers",
+            MultiMap::CalloutHeaders => "#calloutResponse.headers",
         }
     }
 }

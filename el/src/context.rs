@@ -135,6 +135,20 @@ pub trait Context {
     fn response_header_at(&self, name: &str, index: usize) -> Option<&str> {
         self.response_header(name).get(index).copied()
     }
+    /// `#calloutResponse.status`: the status of the http-callout policy's call, while that policy
+    /// evaluates its error condition and variables (`None` elsewhere).
+    fn callout_status(&self) -> Option<u16> {
+        None
+    }
+    /// `#calloutResponse.headers['name']`: every value of a header of the callout's answer.
+    fn callout_header(&self, name: &str) -> Vec<&str> {
+        let _ = name;
+        Vec::new()
+    }
+    /// `#calloutResponse.content`: the callout's answer as text.
+    fn callout_content(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A context with nothing in it: every value is `null`. Useful for validation and constant folding.

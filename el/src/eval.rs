@@ -19,6 +19,7 @@ fn list<'a>(ctx: &'a dyn Context, map: MultiMap, key: &str) -> Vec<&'a str> {
         MultiMap::QueryParams => ctx.query_param(key),
         MultiMap::PathParams => ctx.path_param(key).into_iter().collect(),
         MultiMap::ResponseHeaders => ctx.response_header(key),
+        MultiMap::CalloutHeaders => ctx.callout_header(key),
     }
 }
 
@@ -28,6 +29,7 @@ fn list_at<'a>(ctx: &'a dyn Context, map: MultiMap, key: &str, index: usize) -> 
         MultiMap::QueryParams => ctx.query_param_at(key, index),
         MultiMap::PathParams => ctx.path_param(key).filter(|_| index == 0),
         MultiMap::ResponseHeaders => ctx.response_header_at(key, index),
+        MultiMap::CalloutHeaders => ctx.callout_header(key).get(index).copied(),
     }
 }
 
@@ -59,6 +61,8 @@ pub(crate) fn eval<'a>(node: &'a Node, ctx: &'a dyn Context) -> Result<Value<'a>
             Field::ResponseStatus => ctx.response_status().map_or(Value::Null, |s| Value::Int(i64::from(s))),
             Field::RequestContent => opt_str(ctx.request_content()),
             Field::ResponseContent => opt_str(ctx.response_content()),
+            Field::CalloutStatus => ctx.callout_status().map_or(Value::Null, |s| Value::Int(i64::from(s))),
+            Field::CalloutContent => opt_str(ctx.callout_content()),
         },
         Node::Multi { map, key } => {
             let values = list(ctx, *map, key);
@@ -118,6 +122,15 @@ pub(crate) fn eval<'a>(node: &'a Node, ctx: &'a dyn Context) -> Result<Value<'a>
             };
             call(target, *method, arg, *at)?
         }
+        Node::JsonPath { json, path, at } => match eval(json, ctx)? {
+            Value::Str(text) => {
+                path.read(&text).map_err(|e| EvalError::at(*at, e))?.map_or(Value::Null, |v| Value::Str(Cow::Owned(v)))
+            }
+            Value::Null => return Err(EvalError::at(*at, "#jsonPath: the JSON is null")),
+            other => {
+                return Err(EvalError::at(*at, format_args!("#jsonPath reads a string, found {}", other.type_name())));
+            }
+        },
         Node::Not { operand, at } => Value::Bool(!bool_operand(operand, *at, ctx)?),
         Node::And(items) => {
             for (item, at) in items {

@@ -48,6 +48,11 @@
 //! - **Bodies**: `#request.content` and `#response.content` (the body as text), where the gateway
 //!   buffered it: it does so for the steps whose expressions read them ([`Expression::reads_content`]).
 //! - **Context and API**: `#context.attributes['name']` (string), `#api.id`, `#api.name`.
+//! - **http-callout**: `#calloutResponse.status` (integer), `#calloutResponse.headers['Name']`,
+//!   `#calloutResponse.content`, set while that policy evaluates its condition and variables.
+//! - **`#jsonPath(json, 'path')`**: the value at a [`jsonpath`] path in the JSON text `json`, as
+//!   text (strings unquoted, numbers and booleans as written, objects and arrays as JSON); JSON
+//!   `null` is null; a path that is not there is an evaluation error, as Jayway's JsonPath fails.
 //! - **Literals**: `'single'` and `"double"` quoted strings (the quote is escaped by doubling it:
 //!   `'it''s'`; no backslash escapes; any Unicode), decimal integers (`-1` allowed), `true`,
 //!   `false`, `null` (keywords case-insensitive).
@@ -77,8 +82,8 @@
 //! Type references `T(...)`, constructors `new`, bean references `@x` / `&x`, assignment `=`,
 //! the ternary `? :` and Elvis `?:` operators, safe navigation `?.`, selection and projection
 //! (`.?[`, `.![`, `.^[`, `.$[`), inline lists and maps `{...}`, arithmetic and string
-//! concatenation (`+ - * / % ^ div mod`), `instanceof`, `between`, functions such as
-//! `#jsonPath(...)` and `#xpath(...)`, other variables (`#properties`, `#dictionaries`,
+//! concatenation (`+ - * / % ^ div mod`), `instanceof`, `between`, functions other than
+//! `#jsonPath(...)` (e.g. `#xpath(...)`), other variables (`#properties`, `#dictionaries`,
 //! `#this`, ...), other properties (`#request.content`, `#api.version`, ...), other methods,
 //! decimal / hex / long literals, bare identifiers. Limits: 4 KiB per expression, 64 KiB per
 //! template, nesting deeper than 64 levels.
@@ -89,6 +94,7 @@ mod error;
 mod eval;
 pub mod freemarker;
 pub mod java_regex;
+pub mod jsonpath;
 mod lexer;
 mod parser;
 pub mod ssl;

@@ -460,6 +460,9 @@ impl<'t> Parser<'t> {
     /// `#name` followed by its property path. The shape of each variable is fixed, so everything
     /// up to the map key (and an index right after it) is resolved here.
     fn parse_variable(&mut self, name: &str, at: usize) -> Result<(Node, Ty), ParseError> {
+        if name == "jsonPath" && matches!(self.peek().tok, Tok::LParen) {
+            return self.parse_json_path(at);
+        }
         if matches!(self.peek().tok, Tok::LParen) {
             return Err(ParseError::unsupported(
                 self.text,
@@ -510,6 +513,7 @@ impl<'t> Parser<'t> {
                  pathParams, content, ssl",
             ),
             "response" => (&["status", "headers", "content"], "status, headers, content"),
+            "calloutResponse" => (&["status", "headers", "content"], "status, headers, content"),
             "context" => (&["attributes"], "attributes"),
             "api" => (&["id", "name", "properties"], "id, name, properties"),
             "subscription" => (&["id", "clientId", "applicationName"], "id, clientId, applicationName"),
@@ -526,7 +530,8 @@ impl<'t> Parser<'t> {
                     at,
                     &format!(
                         "the variable `#{name}` is not supported (supported: #request, #response, #context, #api, #subscription, \
-                         #properties, and #group/#groupName where a policy matched a regular expression)"
+                         #properties, #calloutResponse in http-callout, #jsonPath(...), and #group/#groupName where a policy \
+                         matched a regular expression)"
                     ),
                 ));
             }
@@ -557,7 +562,12 @@ impl<'t> Parser<'t> {
         if (name, prop) == ("request", "ssl") {
             return self.parse_ssl();
         }
-        let field = |f| Ok((Node::Field(f), if f == Field::ResponseStatus { Ty::Int } else { Ty::Str }));
+        let field = |f| {
+            Ok((
+                Node::Field(f),
+                if matches!(f, Field::ResponseStatus | Field::CalloutStatus) { Ty::Int } else { Ty::Str },
+            ))
+        };
         let map = match (name, prop) {
             ("request", "path") => return field(Field::Path),
             ("request", "pathInfo") => return field(Field::PathInfo),
@@ -581,6 +591,9 @@ impl<'t> Parser<'t> {
             ("request", "params") => Some(MultiMap::QueryParams),
             ("request", "pathParams") => Some(MultiMap::PathParams),
             ("response", "headers") => Some(MultiMap::ResponseHeaders),
+            ("calloutResponse", "status") => return field(Field::CalloutStatus),
+            ("calloutResponse", "content") => return field(Field::CalloutContent),
+            ("calloutResponse", "headers") => Some(MultiMap::CalloutHeaders),
             _ => None, // #context.attributes
         };
         let key = self.parse_key(name, prop)?;
@@ -593,6 +606,34 @@ impl<'t> Parser<'t> {
             return Ok((Node::MultiAt { map, key, index, at: self.col(open.start) }, Ty::Str));
         }
         Ok((Node::Multi { map, key }, Ty::List))
+    }
+
+    /// `#jsonPath(json, 'path')`: any expression for the JSON text, and a string literal path in the
+    /// subset [`crate::jsonpath`] compiles (so a path it cannot follow is refused here, not per request).
+    fn parse_json_path(&mut self, at: usize) -> Result<(Node, Ty), ParseError> {
+        self.descend(at)?;
+        let lparen = self.advance()?;
+        let (json, _) = self.parse_or()?;
+        self.expect(Tok::Comma, "`,` and the path of `#jsonPath(json, 'path')`")?;
+        let path_tok = self.advance()?;
+        let Tok::Str(path) = path_tok.tok else {
+            return Err(ParseError::unsupported(
+                self.text,
+                path_tok.start,
+                "the path of `#jsonPath(json, 'path')` must be a string literal",
+            ));
+        };
+        let path = crate::jsonpath::JsonPath::parse(&path)
+            .map_err(|reason| ParseError::unsupported(self.text, path_tok.start, &format!("#jsonPath: {reason}")))?;
+        self.expect(Tok::RParen, "`)` closing `#jsonPath(...)`").map_err(|e| {
+            if matches!(self.peek().tok, Tok::End) {
+                self.error(lparen.start, "`(` of `#jsonPath(` is never closed")
+            } else {
+                e
+            }
+        })?;
+        self.ascend(1);
+        Ok((Node::JsonPath { json: Box::new(json), path, at: self.col(at) }, Ty::Str))
     }
 
     /// The property after a `.` that must follow `what`; `supported` lists them for the error.

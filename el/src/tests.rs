@@ -411,7 +411,9 @@ fn parse_wrapper_errors() {
 fn unsupported_constructs_are_precise() {
     let cases: &[(&str, usize, &str)] = &[
         ("{T(java.lang.Math).random() > 0.5}", 2, "type references `T(...)`"),
-        ("{#jsonPath(#request.content, '$.a')}", 2, "the function `#jsonPath(...)`"),
+        ("{#jsonPath(#request.content, '$..a')}", 30, "#jsonPath: deep scan"),
+        ("{#jsonPath(#request.content, #request.path)}", 30, "must be a string literal"),
+        ("{#calloutResponse.body}", 19, "the property `#calloutResponse.body`"),
         ("{#xpath(#request.content, '/a')}", 2, "the function `#xpath(...)`"),
         ("{new java.util.Date()}", 2, "constructor calls `new ...`"),
         ("{#request.path = 'x'}", 16, "assignment `=`"),
@@ -908,4 +910,42 @@ fn ssl_session_and_certificate_subjects() {
         let error = parse(text).unwrap_err().to_string();
         assert!(error.contains(message), "{text}: {error}");
     }
+}
+
+/// The http-callout policy's answer, as it exposes it to its condition and variables.
+struct Callout;
+
+impl Context for Callout {
+    fn callout_status(&self) -> Option<u16> {
+        Some(502)
+    }
+    fn callout_header(&self, name: &str) -> Vec<&str> {
+        if name.eq_ignore_ascii_case("x-id") { vec!["7", "8"] } else { vec![] }
+    }
+    fn callout_content(&self) -> Option<&str> {
+        Some(r#"{"user":{"name":"ann","age":40},"ok":true}"#)
+    }
+    fn request_content(&self) -> Option<&str> {
+        Some("not json")
+    }
+}
+
+#[test]
+fn callout_response_and_json_path() {
+    let holds = |src: &str| parse(src).unwrap().eval_bool(&Callout).unwrap();
+    assert!(holds("{#calloutResponse.status >= 400 and #calloutResponse.status <= 599}"));
+    assert!(holds("{#calloutResponse.headers['X-Id'][1] == '8'}"));
+    assert!(holds("{#jsonPath(#calloutResponse.content, '$.ok')}"));
+    assert!(holds("{#jsonPath(#calloutResponse.content, '$.user.name') == 'ann'}"));
+    let render = |src: &str| parse_template(src).unwrap().render(&Callout).unwrap();
+    assert_eq!(render("{#jsonPath(#calloutResponse.content, '$.user.age')}"), "40");
+    assert_eq!(render("{#jsonPath(#calloutResponse.content, \"$['user']\")}"), r#"{"age":40,"name":"ann"}"#);
+    assert_eq!(render("{#calloutResponse.content.length()}"), "42");
+    // Outside the policy there is no callout answer: null, as an absent value.
+    assert!(parse("{#calloutResponse.status == null}").unwrap().eval_bool(&Req::default()).unwrap());
+    let missing = parse_template("{#jsonPath(#calloutResponse.content, '$.user.mail')}").unwrap();
+    assert!(missing.render(&Callout).unwrap_err().to_string().contains("No results for path: $['user']['mail']"));
+    let not_json = parse_template("{#jsonPath(#request.content, '$.a')}").unwrap();
+    assert!(not_json.render(&Callout).unwrap_err().to_string().contains("not JSON"));
+    assert!(parse_template("{#jsonPath(#request.content, '$.a')}").unwrap().reads_content());
 }

@@ -2,7 +2,7 @@
 //! (`hgw.v1.Admin/DumpConfig`, the node API, a dataplane's `/config`) goes through [`api`] or [`url`],
 //! so a new secret-bearing field is redacted by changing this file alone.
 //!
-//! Redacted: JWT HMAC secrets, endpoint client private keys, API-key hashes, credential headers
+//! Redacted: JWT HMAC secrets, generate-jwt signing keys, endpoint client private keys, API-key hashes, credential headers
 //! (endpoint, health-check, mock and transform-headers values of `Authorization`, `Proxy-Authorization`,
 //! `Cookie`, API-key-like and token-like names) and the userinfo of endpoint targets.
 
@@ -48,6 +48,9 @@ fn flows(list: &mut [Flow]) {
                     headers(&mut transform.add_headers);
                     headers(&mut transform.append_headers);
                 }
+                Some(step::Policy::GenerateJwt(jwt)) if !jwt.key.is_empty() => {
+                    jwt.key = REDACTED.as_bytes().to_vec();
+                }
                 _ => {}
             }
         }
@@ -89,7 +92,7 @@ pub fn api(api: &Api) -> Api {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::v1::{ApiKey, Endpoint, EndpointGroup, JwtSecurity, Plan, TlsOptions};
+    use crate::v1::{ApiKey, Endpoint, EndpointGroup, GenerateJwtPolicy, JwtSecurity, Plan, Step, TlsOptions};
 
     #[test]
     fn urls_lose_their_userinfo_only() {
@@ -107,6 +110,16 @@ mod tests {
                 ..Default::default()
             }],
             api_keys: vec![ApiKey { key_sha256: "abcdef".into(), ..Default::default() }],
+            flows: vec![Flow {
+                request: vec![Step {
+                    policy: Some(step::Policy::GenerateJwt(GenerateJwtPolicy {
+                        key: b"jwt-signing-s3cret".to_vec(),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
             endpoint_groups: vec![EndpointGroup {
                 endpoints: vec![Endpoint {
                     target: "http://user:pw@backend/".into(),
@@ -125,7 +138,10 @@ mod tests {
             ..Default::default()
         };
         let text = format!("{:?}", api(&original));
-        for secret in ["hmac-s3cret", "abcdef", "user:pw", "Basic xyz", "BEGIN PRIVATE KEY"] {
+        let redacted = api(&original);
+        let Some(step::Policy::GenerateJwt(jwt)) = &redacted.flows[0].request[0].policy else { panic!("step kept") };
+        assert_eq!(jwt.key, REDACTED.as_bytes());
+        for secret in ["hmac-s3cret", "jwt-signing-s3cret", "abcdef", "user:pw", "Basic xyz", "BEGIN PRIVATE KEY"] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
         assert!(text.contains("keep"));

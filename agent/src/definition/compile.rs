@@ -1062,6 +1062,8 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase, scope: StepScope) -> Re
             ("xml-json", _) => P::XmlToJson(pb::XmlToJsonPolicy {}),
             ("json-xml", _) => P::JsonToXml(json_to_xml(&configuration, &at_config)?),
             ("retry", Phase::Request) => P::Retry(retry(&configuration, &at_config)?),
+            ("policy-generate-jwt", Phase::Request) => P::GenerateJwt(generate_jwt(&configuration, &at_config)?),
+            ("policy-http-callout", _) => P::HttpCallout(http_callout(&configuration, &at_config)?),
             ("json-validation", _) => match json_validation(&configuration, &at_config)? {
                 Some(policy) => P::JsonValidation(policy),
                 None => {
@@ -1158,6 +1160,8 @@ const POLICIES: &[(&str, &[Phase])] = &[
     ("transform-queryparams", &[Phase::Request]),
     ("json-validation", &[Phase::Request, Phase::Response]),
     ("resource-filtering", &[Phase::Request]),
+    ("policy-generate-jwt", &[Phase::Request]),
+    ("policy-http-callout", &[Phase::Request, Phase::Response]),
 ];
 
 /// Refuses a step whose policy hgw does not run at all, or not in this phase, naming which it is.
@@ -1246,6 +1250,20 @@ fn templated_fields(policy: &str) -> &'static dyn Fn(&str) -> bool {
         "dynamic-routing" => &|path: &str| path.ends_with(".url"),
         "json-to-json" => &|path: &str| path.ends_with(".specification"),
         "retry" => &|path: &str| path.ends_with(".condition"),
+        "policy-http-callout" => &|path: &str| {
+            path.ends_with(".url")
+                || path.ends_with(".body")
+                || path.ends_with(".errorContent")
+                || path.ends_with(".errorCondition")
+                || ((path.contains(".headers[") || path.contains(".variables[")) && path.ends_with(".value"))
+        },
+        "policy-generate-jwt" => &|path: &str| {
+            path.ends_with(".id")
+                || path.ends_with(".issuer")
+                || path.ends_with(".subject")
+                || path.contains(".audiences[")
+                || (path.contains(".customClaims[") && path.ends_with(".value"))
+        },
         "json-validation" => &|path: &str| path.ends_with(".errorMessage"),
         "transform-queryparams" => &|path: &str| path.ends_with(".value") && path.contains(".addQueryParameters["),
         "rate-limit" | "quota" | "spike-arrest" => &|path: &str| path.ends_with(".key"),
@@ -1941,6 +1959,256 @@ fn retry(configuration: &Value, at: &str) -> Result<pb::RetryPolicy, CompileErro
         },
         delay_ms: number("delay")?.min(3_600_000),
         last_response: configuration.get("lastResponse").and_then(Value::as_bool).unwrap_or(false),
+    })
+}
+
+/// gravitee-policy-generate-jwt 1.8's configuration. Its key is checked here (parsed and made to sign
+/// once), so a definition whose every request would fail on its key is rejected naming `content`
+/// (Gravitee deploys it and answers 500 `Unable to generate JWT token: ...` per request). Key
+/// resolvers that read a keystore or PEM file on the gateway host are refused: hgw takes the key
+/// inline. Nothing here quotes the key.
+fn generate_jwt(configuration: &Value, at: &str) -> Result<pb::GenerateJwtPolicy, CompileError> {
+    let text = |field: &str| -> Result<Option<String>, CompileError> {
+        match configuration.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(err(format!("{at}.{field}"), "expected a string")),
+        }
+    };
+    let algorithm = match text("signature")?.as_deref() {
+        None | Some("RSA_RS256") => "RS256",
+        Some("HMAC_HS256") => "HS256",
+        Some("HMAC_HS384") => "HS384",
+        Some("HMAC_HS512") => "HS512",
+        Some(other) => {
+            return Err(err(
+                format!("{at}.signature"),
+                format!("`{other}` is not one of RSA_RS256, HMAC_HS256, HMAC_HS384, HMAC_HS512"),
+            ));
+        }
+    };
+    let content = text("content")?.ok_or_else(|| err(format!("{at}.content"), "no key is configured"))?;
+    let key = if algorithm == "RS256" {
+        // Gravitee's HMAC signers ignore the key resolver; its RSA signer honours it.
+        match text("keyResolver")?.as_deref() {
+            None | Some("INLINE") => content.into_bytes(),
+            Some(resolver @ ("PEM" | "JKS" | "PKCS12")) => {
+                return Err(err(
+                    format!("{at}.keyResolver"),
+                    format!(
+                        "`{resolver}` reads a key file on the gateway host; hgw takes the PEM private key inline \
+                         (keyResolver INLINE)"
+                    ),
+                ));
+            }
+            Some(other) => {
+                return Err(err(
+                    format!("{at}.keyResolver"),
+                    format!("`{other}` is not one of INLINE, PEM, JKS, PKCS12"),
+                ));
+            }
+        }
+    } else if configuration.get("secretBase64Encoded").and_then(Value::as_bool).unwrap_or(false) {
+        // java.util.Base64's basic decoder: the standard alphabet, padding optional, nothing else.
+        use base64::Engine;
+        let engine = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        engine.decode(content.as_bytes()).map_err(|_| err(format!("{at}.content"), "the secret is not valid base64"))?
+    } else {
+        content.into_bytes()
+    };
+    check_signing_key(algorithm, &key).map_err(|reason| err(format!("{at}.content"), reason))?;
+    match text("x509CertificateChain")?.as_deref() {
+        // X5C adds the chain of a keystore entry only: with an inline key Gravitee adds nothing either.
+        None | Some("NONE" | "X5C") => {}
+        Some(other) => return Err(err(format!("{at}.x509CertificateChain"), format!("`{other}` is not NONE or X5C"))),
+    }
+    let expires_in = match configuration.get("expiresIn") {
+        None => 30,
+        Some(Value::Null) => 0,
+        Some(value) => value
+            .as_i64()
+            .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
+            .ok_or_else(|| err(format!("{at}.expiresIn"), "must be a whole number"))?,
+    };
+    let unit_seconds: u64 = match text("expiresInUnit")?.as_deref() {
+        None | Some("SECONDS") => 1,
+        Some("MINUTES") => 60,
+        Some("HOURS") => 3600,
+        Some("DAYS") => 86_400,
+        Some(other) => {
+            return Err(err(
+                format!("{at}.expiresInUnit"),
+                format!("`{other}` is not one of SECONDS, MINUTES, HOURS, DAYS"),
+            ));
+        }
+    };
+    let expires_in_seconds = match u64::try_from(expires_in) {
+        Ok(0) | Err(_) => 0,
+        Ok(n) => n
+            .checked_mul(unit_seconds)
+            .filter(|s| *s <= 315_576_000_000)
+            .ok_or_else(|| err(format!("{at}.expiresIn"), "is too far in the future"))?,
+    };
+    let mut custom_claims = Vec::new();
+    if let Some(claims) = configuration.get("customClaims").filter(|v| !v.is_null()) {
+        let Value::Array(claims) = claims else { return Err(err(format!("{at}.customClaims"), "expected a list")) };
+        for (i, claim) in claims.iter().enumerate() {
+            let name = claim.get("name").and_then(Value::as_str).map(str::trim).unwrap_or_default();
+            if name.is_empty() {
+                return Err(err(format!("{at}.customClaims[{i}].name"), "must not be empty"));
+            }
+            match claim.get("value") {
+                // Gravitee sets a null claim, which the token leaves out.
+                None | Some(Value::Null) => {}
+                Some(Value::String(value)) => {
+                    custom_claims.push(pb::Header { name: name.to_owned(), value: value.clone() })
+                }
+                Some(_) => return Err(err(format!("{at}.customClaims[{i}].value"), "expected a string")),
+            }
+        }
+    }
+    Ok(pb::GenerateJwtPolicy {
+        algorithm: algorithm.to_owned(),
+        key,
+        kid: text("kid")?.unwrap_or_default(),
+        audiences: match configuration.get("audiences") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, a)| match a {
+                    Value::String(s) => Ok(s.clone()),
+                    _ => Err(err(format!("{at}.audiences[{i}]"), "expected a string")),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(err(format!("{at}.audiences"), "expected a list")),
+        },
+        expires_in_seconds,
+        id: text("id")?.unwrap_or_default(),
+        issuer: match configuration.get("issuer") {
+            None => "urn://gravitee-api-gw".to_owned(),
+            _ => text("issuer")?.unwrap_or_default(),
+        },
+        subject: text("subject")?.unwrap_or_default(),
+        custom_claims,
+    })
+}
+
+/// Whether `key` signs `algorithm` tokens, as Gravitee's signers would take it: an RSA private key in
+/// PEM (PKCS#1 or PKCS#8), or an HMAC secret at least as long as the hash (Nimbus' `MACSigner`).
+fn check_signing_key(algorithm: &str, key: &[u8]) -> Result<(), String> {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let (algorithm, key) = match algorithm {
+        "RS256" => {
+            (Algorithm::RS256, EncodingKey::from_rsa_pem(key).map_err(|e| format!("not a PEM RSA private key ({e})"))?)
+        }
+        hmac => {
+            let (algorithm, bits) = match hmac {
+                "HS256" => (Algorithm::HS256, 256),
+                "HS384" => (Algorithm::HS384, 384),
+                _ => (Algorithm::HS512, 512),
+            };
+            if key.len() * 8 < bits {
+                return Err(format!("the secret length for {algorithm:?} must be at least {bits} bits"));
+            }
+            (algorithm, EncodingKey::from_secret(key))
+        }
+    };
+    jsonwebtoken::encode(&Header::new(algorithm), &serde_json::Map::new(), &key)
+        .map(|_| ())
+        .map_err(|e| format!("the key cannot sign {algorithm:?} tokens ({e})"))
+}
+
+/// Gravitee's `errorCondition` when a definition leaves it out (the plugin's schema default).
+const CALLOUT_ERROR_CONDITION: &str = "{#calloutResponse.status >= 400 and #calloutResponse.status <= 599}";
+
+/// gravitee-policy-http-callout 5.x's configuration (APIM 4.6 to 4.10). A constant URL must be
+/// http or https; `useSystemProxy` is refused (hgw has no system proxy setting), so a callout never
+/// silently bypasses a proxy it was meant to go through.
+fn http_callout(configuration: &Value, at: &str) -> Result<pb::HttpCalloutPolicy, CompileError> {
+    let text = |field: &str| -> Result<Option<String>, CompileError> {
+        match configuration.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(err(format!("{at}.{field}"), "expected a string")),
+        }
+    };
+    let flag = |field: &str| -> Result<bool, CompileError> {
+        match configuration.get(field) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(Value::String(s)) if s == "true" || s == "false" => Ok(s == "true"),
+            Some(_) => Err(err(format!("{at}.{field}"), "expected true or false")),
+        }
+    };
+    if flag("useSystemProxy")? {
+        return Err(err(
+            format!("{at}.useSystemProxy"),
+            "hgw has no system proxy: a callout through the gateway's proxy is not supported",
+        ));
+    }
+    let url = text("url")?.filter(|u| !u.trim().is_empty()).ok_or_else(|| err(format!("{at}.url"), "no URL"))?;
+    if !url.contains("{#") && !url.contains("{(") {
+        let parsed =
+            url.trim().parse::<axum::http::Uri>().map_err(|e| err(format!("{at}.url"), format!("not a URL ({e})")))?;
+        if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {
+            return Err(err(format!("{at}.url"), "only http and https URLs with a host can be called"));
+        }
+    }
+    let method = text("method")?.unwrap_or_else(|| "GET".to_owned()).trim().to_ascii_uppercase();
+    if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "CONNECT"].contains(&method.as_str()) {
+        return Err(err(format!("{at}.method"), format!("`{method}` is not an HTTP method hgw calls")));
+    }
+    let error_status_code = match configuration.get("errorStatusCode") {
+        None | Some(Value::Null) => 500,
+        Some(value) => value
+            .as_u64()
+            .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
+            .filter(|code| (100..=599).contains(code))
+            .ok_or_else(|| err(format!("{at}.errorStatusCode"), "must be an HTTP status (100 to 599)"))?,
+    };
+    let error_condition = match text("errorCondition")? {
+        Some(c) if !c.trim().is_empty() => c,
+        _ => CALLOUT_ERROR_CONDITION.to_owned(),
+    };
+    el_expression(&error_condition, &format!("{at}.errorCondition"))?;
+    let mut headers = Vec::new();
+    for (i, header) in configuration.get("headers").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let name = header.get("name").and_then(Value::as_str).map(str::trim).unwrap_or_default();
+        if name.is_empty() || axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(err(format!("{at}.headers[{i}].name"), "not a header name"));
+        }
+        // Gravitee leaves out a header without a value.
+        if let Some(value) = header.get("value").and_then(Value::as_str) {
+            headers.push(pb::Header { name: name.to_owned(), value: value.to_owned() });
+        }
+    }
+    let mut variables = Vec::new();
+    for (i, variable) in configuration.get("variables").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let name = variable.get("name").and_then(Value::as_str).map(str::trim).unwrap_or_default();
+        if name.is_empty() {
+            return Err(err(format!("{at}.variables[{i}].name"), "must not be empty"));
+        }
+        variables.push(pb::CalloutVariable {
+            name: name.to_owned(),
+            value: variable.get("value").and_then(Value::as_str).map(str::to_owned),
+        });
+    }
+    Ok(pb::HttpCalloutPolicy {
+        method,
+        url,
+        headers,
+        body: text("body")?.unwrap_or_default(),
+        fire_and_forget: flag("fireAndForget")?,
+        exit_on_error: flag("exitOnError")?,
+        error_condition,
+        error_status_code: u32::try_from(error_status_code).unwrap_or(500),
+        error_content: text("errorContent")?.unwrap_or_default(),
+        variables,
     })
 }
 

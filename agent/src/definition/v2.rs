@@ -220,6 +220,10 @@ const CONTENT_SCOPED: &[&str] = &["json-validation"];
 /// configuration's default): xml-json and json-xml.
 const RESPONSE_SCOPED: &[&str] = &["xml-json", "json-xml"];
 
+/// Policies whose V3 code runs only in the phase `scope` names, `REQUEST` when left out:
+/// http-callout.
+const REQUEST_SCOPED: &[&str] = &["policy-http-callout"];
+
 /// The steps of one v2 phase that run in it: v2-era policies carry a `scope` and Gravitee's V3-style
 /// policy code runs them only in the phase it names (v4 definitions ignore `scope`).
 fn in_phase(steps: Option<&Value>, phase: &str) -> Option<Value> {
@@ -235,7 +239,8 @@ fn in_phase(steps: Option<&Value>, phase: &str) -> Option<Value> {
         let policy = step.get("policy").and_then(Value::as_str).unwrap_or_default().trim();
         let scope = scope
             .or_else(|| CONTENT_SCOPED.contains(&policy).then(|| "REQUEST_CONTENT".to_owned()))
-            .or_else(|| RESPONSE_SCOPED.contains(&policy).then(|| "RESPONSE".to_owned()));
+            .or_else(|| RESPONSE_SCOPED.contains(&policy).then(|| "RESPONSE".to_owned()))
+            .or_else(|| REQUEST_SCOPED.contains(&policy).then(|| "REQUEST".to_owned()));
         match scope.map(|s| s.trim().to_ascii_uppercase()) {
             Some(s) if s == "REQUEST" || s == "RESPONSE" => s == phase,
             Some(s) if s == "REQUEST_CONTENT" || s == "RESPONSE_CONTENT" => s.strip_suffix("_CONTENT") == Some(phase),

@@ -184,6 +184,8 @@ fn policy_id(policy: Option<&pb::step::Policy>) -> &'static str {
         Some(P::TransformQueryParams(_)) => "transform-queryparams",
         Some(P::JsonValidation(_)) => "json-validation",
         Some(P::ResourceFiltering(_)) => "resource-filtering",
+        Some(P::GenerateJwt(_)) => "policy-generate-jwt",
+        Some(P::HttpCallout(_)) => "policy-http-callout",
         None => "unknown",
     }
 }

@@ -266,7 +266,10 @@ pub(crate) async fn serve_api(
                         if let (Some(warning), Some(r)) = (verdict.warning, record.as_mut()) {
                             r.warn(warning);
                         }
-                        verdict.reply
+                        match verdict.resume {
+                            Some(resume) => (resume.0)(&mut exchange),
+                            None => verdict.reply,
+                        }
                     }
                 };
                 if let (Some(t), Some(mut span)) = (trace.as_mut(), policy_span) {
@@ -400,7 +403,7 @@ pub(crate) async fn serve_api(
         let mut exchange = ResponseExchange {
             status: &mut parts.status,
             headers: &mut headers,
-            attributes: &attributes,
+            attributes: &mut attributes,
             info: &info,
             body: content.as_mut(),
             failure: None,
@@ -417,6 +420,13 @@ pub(crate) async fn serve_api(
                 _ => None,
             };
             step.policy.on_response(&mut exchange);
+            // A step that calls out (http-callout) waits for its answer, then looks at it with the
+            // exchange (conditions, attributes, a failure).
+            if let Some(pending) = step.policy.on_response_wait(&mut exchange)
+                && let Some(resume) = pending.await
+            {
+                (resume.0)(&mut exchange);
+            }
             if let (Some(t), Some(span)) = (trace.as_mut(), policy_span) {
                 t.end(span);
             }

@@ -51,6 +51,17 @@ pub struct ElContext<'a> {
     /// a body that is not UTF-8 reads as null).
     request_content: Option<&'a str>,
     response_content: Option<&'a str>,
+    /// `#calloutResponse`: the http-callout policy's answer, while that policy reads it.
+    callout: Option<&'a CalloutAnswer>,
+}
+
+/// What an HTTP callout answered (`#calloutResponse`).
+#[derive(Debug, Clone)]
+pub struct CalloutAnswer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    /// The body as text (invalid UTF-8 replaced, as Vert.x's `Buffer.toString()`).
+    pub content: String,
 }
 
 /// The groups of one regular-expression match, owned (only policies that redirect or route build one).
@@ -95,6 +106,7 @@ impl<'a> ElContext<'a> {
             captures: None,
             request_content: None,
             response_content: None,
+            callout: None,
         }
     }
 
@@ -114,6 +126,7 @@ impl<'a> ElContext<'a> {
             captures: None,
             request_content: None,
             response_content: None,
+            callout: None,
         }
     }
 
@@ -125,6 +138,27 @@ impl<'a> ElContext<'a> {
     /// This context reading `#response.content` from `body` (buffered for the response flows).
     pub fn with_response_content(self, body: Option<&'a [u8]>) -> ElContext<'a> {
         ElContext { response_content: body.and_then(|b| std::str::from_utf8(b).ok()), ..self }
+    }
+
+    /// This context with an HTTP callout's answer readable as `#calloutResponse`.
+    pub fn with_callout(self, answer: &'a CalloutAnswer) -> ElContext<'a> {
+        ElContext { callout: Some(answer), ..self }
+    }
+
+    /// A copy of this context with `answer` readable as `#calloutResponse`.
+    pub fn clone_with_callout<'b>(&'b self, answer: &'b CalloutAnswer) -> ElContext<'b> {
+        ElContext {
+            info: self.info,
+            headers: self.headers,
+            path_params: self.path_params,
+            attributes: self.attributes,
+            response: self.response,
+            query: self.query.clone(),
+            captures: self.captures,
+            request_content: self.request_content,
+            response_content: self.response_content,
+            callout: Some(answer),
+        }
     }
 
     /// This context with a policy's regular-expression match readable as `#group`/`#groupName`.
@@ -145,6 +179,7 @@ impl<'a> ElContext<'a> {
             captures: Some(captures),
             request_content: self.request_content,
             response_content: self.response_content,
+            callout: self.callout,
         }
     }
 
@@ -192,6 +227,15 @@ fn values<'h>(headers: &'h HeaderMap, name: &str) -> Vec<&'h str> {
 }
 
 impl hgw_el::Context for ElContext<'_> {
+    fn callout_status(&self) -> Option<u16> {
+        self.callout.map(|c| c.status)
+    }
+    fn callout_header(&self, name: &str) -> Vec<&str> {
+        self.callout.map(|c| values(&c.headers, name)).unwrap_or_default()
+    }
+    fn callout_content(&self) -> Option<&str> {
+        self.callout.map(|c| c.content.as_str())
+    }
     fn request_content(&self) -> Option<&str> {
         self.request_content
     }

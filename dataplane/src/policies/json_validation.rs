@@ -201,12 +201,12 @@ mod tests {
         headers.insert("x-echo", HeaderValue::from_static("1"));
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         let mut body = Bytes::from(body.to_owned());
-        let attributes = Attributes::new();
+        let mut attributes = Attributes::new();
         let info = RequestInfo::default();
         let mut exchange = ResponseExchange {
             status: &mut status,
             headers: &mut headers,
-            attributes: &attributes,
+            attributes: &mut attributes,
             info: &info,
             body: Some(&mut body),
             failure: None,

@@ -11,6 +11,8 @@ mod assign_content;
 pub mod counters;
 mod dynamic_routing;
 pub mod el;
+pub mod generate_jwt;
+mod http_callout;
 mod http_redirect;
 mod ip_filtering;
 mod json_to_json;
@@ -95,7 +97,8 @@ impl RequestExchange<'_> {
 pub struct ResponseExchange<'a> {
     pub status: &'a mut StatusCode,
     pub headers: &'a mut HeaderMap,
-    pub attributes: &'a Attributes,
+    /// Response-phase steps may set attributes too (http-callout's variables).
+    pub attributes: &'a mut Attributes,
     pub info: &'a RequestInfo,
     /// The response body, when a step of the response flows reads or replaces it (buffered before
     /// they run); otherwise it streams untouched.
@@ -110,7 +113,7 @@ pub struct ResponseExchange<'a> {
 impl ResponseExchange<'_> {
     /// An EL context over the response (and the request as it was sent upstream).
     pub fn el(&self) -> ElContext<'_> {
-        ElContext::response(self.info, self.attributes, self.status.as_u16(), self.headers)
+        ElContext::response(self.info, &self.attributes[..], self.status.as_u16(), self.headers)
             .with_response_content(self.body.as_deref().map(|b| &b[..]))
     }
 }
@@ -171,13 +174,40 @@ pub struct Verdict {
     /// Added to whatever response the request gets.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub warning: Option<Warning>,
+    /// What the policy does with the exchange once its wait is over (http-callout reads its answer
+    /// with the request's EL and sets attributes); when set, it decides instead of `reply`.
+    pub resume: Option<Resume>,
 }
+
+/// The rest of a request-phase policy that waited: run with the exchange, it may answer the request.
+pub struct Resume(pub ResumeFn);
+
+/// The function inside a [`Resume`].
+pub type ResumeFn = Box<dyn FnOnce(&mut RequestExchange<'_>) -> Option<Reply> + Send>;
+
+impl Debug for Resume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resume")
+    }
+}
+
+/// The rest of a response-phase policy that waited: it may set attributes or fail the response
+/// ([`ResponseExchange::failure`]).
+pub struct ResponseResume(pub Box<dyn FnOnce(&mut ResponseExchange<'_>) + Send>);
 
 pub trait Policy: Send + Sync + Debug {
     fn on_request(&self, _exchange: &mut RequestExchange<'_>) -> Outcome {
         Outcome::Continue
     }
     fn on_response(&self, _exchange: &mut ResponseExchange<'_>) {}
+    /// Called after [`Policy::on_response`]: a response-phase step that must wait for something
+    /// (an HTTP callout) returns what it waits for, and then the rest of its work.
+    fn on_response_wait(
+        &self,
+        _exchange: &mut ResponseExchange<'_>,
+    ) -> Option<futures::future::BoxFuture<'static, Option<ResponseResume>>> {
+        None
+    }
     /// Whether the policy evaluates EL per request (the proxy then fills the EL request info).
     fn uses_el(&self) -> bool {
         false
@@ -295,6 +325,10 @@ pub fn compile(step: pb::Step, phase: Phase) -> Result<Arc<dyn Policy>, PolicyEr
         P::JsonValidation(config) => Ok(Arc::new(json_validation::JsonValidation::compile(config)?)),
         P::ResourceFiltering(config) => {
             request_only(phase, "resource-filtering", resource_filtering::ResourceFiltering::compile(config))
+        }
+        P::HttpCallout(config) => Ok(Arc::new(http_callout::HttpCallout::compile(config)?)),
+        P::GenerateJwt(config) => {
+            request_only(phase, "policy-generate-jwt", generate_jwt::GenerateJwt::compile(config))
         }
     }
 }

@@ -116,7 +116,7 @@ impl Rules {
                 let reply = (!answer.admitted).then(|| {
                     Reply::error(StatusCode::TOO_MANY_REQUESTS, Some(self.kind.error_key()), self.message.clone())
                 });
-                Verdict { reply, headers, warning: None }
+                Verdict { reply, headers, warning: None, resume: None }
             }
             Err(error) if self.block_on_error => {
                 let message = format!("{} blocked the query due to internal error", self.kind.label());
@@ -124,6 +124,7 @@ impl Rules {
                     reply: Some(Reply::error(StatusCode::TOO_MANY_REQUESTS, Some(self.kind.blocked_key()), message)),
                     headers: Vec::new(),
                     warning: Some(Warning { key: self.kind.blocked_key(), message: error.0 }),
+                    resume: None,
                 }
             }
             // Gravitee's pass-through headers: the remaining count is unknown, so the limit; reset -1.
@@ -134,6 +135,7 @@ impl Rules {
                     key: self.kind.not_applied_key(),
                     message: format!("Request bypassed {} policy due to internal error: {error}", self.kind.label()),
                 }),
+                resume: None,
             },
         }
     }

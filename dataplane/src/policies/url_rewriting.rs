@@ -130,12 +130,12 @@ mod tests {
 
     fn run(policy: &UrlRewriting, headers: &mut HeaderMap) {
         let mut status = StatusCode::OK;
-        let attributes = Attributes::new();
+        let mut attributes = Attributes::new();
         let info = RequestInfo::default();
         let mut exchange = ResponseExchange {
             status: &mut status,
             headers,
-            attributes: &attributes,
+            attributes: &mut attributes,
             info: &info,
             body: None,
             failure: None,

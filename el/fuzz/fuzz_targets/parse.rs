@@ -25,6 +25,15 @@ impl Context for Fixed {
             _ => Vec::new(),
         }
     }
+    fn callout_status(&self) -> Option<u16> {
+        Some(502)
+    }
+    fn callout_content(&self) -> Option<&str> {
+        Some(r#"{"a":{"b":[1,"x",null,{"c":true}]},"n":1.5}"#)
+    }
+    fn callout_header(&self, name: &str) -> Vec<&str> {
+        if name.eq_ignore_ascii_case("x-id") { vec!["7"] } else { Vec::new() }
+    }
     fn query_param(&self, name: &str) -> Vec<&str> {
         if name == "q" { vec!["rust", ""] } else { Vec::new() }
     }

@@ -135,7 +135,7 @@ fn malformed_and_unsupported_definitions_say_where() {
 
     let mut el = v4("a", "/a", "http://b");
     el["flows"] = json!([{"selectors": [{"type": "http", "path": "/"}], "request": [{"policy": "transform-headers",
-        "configuration": {"addHeaders": [{"name": "X-User", "value": "{#jsonPath(#request.content, '$.user')}"}]}}]}]);
+        "configuration": {"addHeaders": [{"name": "X-User", "value": "{#xpath(#request.content, '//user')}"}]}}]}]);
     let reason = rejection(el);
     assert!(reason.starts_with("flows[0].request[0].configuration.addHeaders[0].value: EL column"), "{reason}");
     assert!(reason.contains("unsupported EL"), "{reason}");
