@@ -54,6 +54,15 @@ async fn memory_cache_hits_misses_keys_methods_and_actions_as_gravitee() {
     assert_eq!((status, &second), (200, &first), "the second GET is the stored answer");
     assert_eq!(backend.requests(), 1);
 
+    // As Gravitee's v4 engines, a stored answer carries the caller's client identifier, then the one
+    // stored with it.
+    let hit = get("/cached/a").header("X-Gravitee-Client-Identifier", "me").send().await.unwrap();
+    let identifiers: Vec<&str> =
+        hit.headers().get_all("x-gravitee-client-identifier").iter().map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(identifiers.len(), 2, "{identifiers:?}");
+    assert_eq!(identifiers[0], "me");
+    assert_eq!(backend.requests(), 1);
+
     // The key template (a header) and the query are parts of the key.
     body_of(&client, get("/cached/a").header("X-Tenant", "t2")).await;
     body_of(&client, get("/cached/a").header("X-Tenant", "t2")).await;

@@ -363,7 +363,7 @@ pub(crate) async fn serve_api(
     let mut response = match invoked {
         Ok(response) => match &cache {
             Some((armed, key)) if !matches!(response.body(), crate::http::decompress::UpstreamBody::Stored(_)) => {
-                store_when_complete(response, armed, key, &info, &attributes)
+                store_when_complete(response, armed, key, &info, &attributes, ids.client.as_ref())
             }
             _ => response,
         },
@@ -530,13 +530,16 @@ pub(crate) async fn serve_api(
 
 /// The endpoint's answer, copied aside as it flows when the cache step stores it (its condition holds,
 /// by default a 2xx status): once the whole body has gone through, the answer is stored with the
-/// endpoint's headers (hop-by-hop ones left out).
+/// endpoint's headers (hop-by-hop ones left out), and, as Gravitee's v4 engines store the answer's
+/// headers once the client identifier is already among them, that identifier too: an answer served
+/// from the cache then carries the caller's identifier followed by the one of the call that stored it.
 fn store_when_complete(
     response: Response<crate::http::decompress::UpstreamBody>,
     armed: &crate::policies::cache::Armed,
     key: &str,
     info: &RequestInfo,
     attributes: &[(String, String)],
+    client: Option<&HeaderValue>,
 ) -> Response<crate::http::decompress::UpstreamBody> {
     use crate::http::decompress::Copied;
     use crate::policies::cache::{CachedResponse, MAX_ENTRY_BYTES};
@@ -547,6 +550,9 @@ fn store_when_complete(
     }
     let mut headers = response.headers().clone();
     strip_hop_by_hop(&mut headers);
+    if let Some(client) = client {
+        headers.append(X_CLIENT_IDENTIFIER, client.clone());
+    }
     let (parts, body) = response.into_parts();
     let (armed, key) = (armed.clone(), key.to_owned());
     let body = Copied::wrap(
