@@ -197,3 +197,24 @@ async fn v2_apis_cache_on_both_engines() {
         assert_eq!(backend.requests(), expected, "{path}: 201 does not meet the condition");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_without_a_body_is_stored_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let backend = Backend::start("B").await;
+    let mut api = v4_api("empty", "/empty", &backend.url());
+    api["flows"] = cache_flow(json!({"cacheName": "c", "scope": "API"}));
+    api["resources"] = memory_resource("c");
+    sim.put_api(api).await;
+    let (_agent, dp) = cloud_gateway(dir.path(), &sim).await;
+    let client = reqwest::Client::new();
+    // A 204 has no body: it is stored when its (empty) body is known complete.
+    assert_eq!(client.get(dp.url("/empty/x?status=204")).send().await.unwrap().status(), 204);
+    assert_eq!(client.get(dp.url("/empty/x?status=204")).send().await.unwrap().status(), 204);
+    assert_eq!(backend.requests(), 1);
+    // HEAD is a cached method; its key is the URL alone, as Gravitee's.
+    assert_eq!(client.head(dp.url("/empty/h")).send().await.unwrap().status(), 200);
+    assert_eq!(client.head(dp.url("/empty/h")).send().await.unwrap().status(), 200);
+    assert_eq!(backend.requests(), 2);
+}

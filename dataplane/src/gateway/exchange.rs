@@ -545,7 +545,8 @@ fn store_when_complete(
     use crate::policies::cache::{CachedResponse, MAX_ENTRY_BYTES};
     let status = response.status();
     let el = ElContext::response(info, attributes, status.as_u16(), response.headers());
-    if !armed.settings.stores(&el, status) {
+    // A switch of protocol (or any 1xx) is never an answer to replay.
+    if status.is_informational() || !armed.settings.stores(&el, status) {
         return response;
     }
     let mut headers = response.headers().clone();

@@ -98,12 +98,17 @@ impl Copied {
     pub fn wrap(inner: UpstreamBody, limit: usize, on_complete: OnComplete) -> UpstreamBody {
         // A body announced larger than the limit is not copied at all.
         let too_large = inner.size_hint().lower() > limit as u64;
-        UpstreamBody::Copied(Box::new(Copied {
+        let mut copied = Copied {
             inner,
             copy: (!too_large).then(bytes::BytesMut::new),
             limit,
             on_complete: (!too_large).then_some(on_complete),
-        }))
+        };
+        // A body that is over before it starts (a 204, an answer to HEAD) may never be polled.
+        if copied.inner.is_end_stream() {
+            copied.complete();
+        }
+        UpstreamBody::Copied(Box::new(copied))
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
