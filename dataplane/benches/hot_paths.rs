@@ -181,6 +181,7 @@ fn policy_chain(bencher: divan::Bencher) {
             path_params: &[],
             endpoint_target: &mut None,
             retry: &mut None,
+            cache: &mut None,
             legacy_engine: false,
             body: None,
             api_keys: None,

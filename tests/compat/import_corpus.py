@@ -37,6 +37,8 @@ POLICIES = ["apikey", "assign-attributes", "assign-content", "http-redirect", "j
             "transformqueryparams", "json-validation", "resource-filtering", "xml-json", "json-xml", "retry", "json-to-json"]
 for p in POLICIES:
     SOURCES.append((f"gravitee-io/gravitee-policy-{p}", "src/test/resources/apis/", ["message"]))
+# The cache policy keeps its test APIs beside its integration tests.
+SOURCES.append(("gravitee-io/gravitee-policy-cache", "src/test/resources/io/gravitee/policy/cache/integration/", []))
 
 
 def git(repo_dir, *args):
@@ -64,7 +66,7 @@ def main():
         for path in git(repo_dir, "ls-tree", "-r", "--name-only", "HEAD").splitlines():
             if not path.startswith(prefix) or not path.endswith(".json") or any(s in path for s in skip):
                 continue
-            if "/apis/" not in "/" + path and "/definition/jackson/" not in path:
+            if "/apis/" not in "/" + path and "/definition/jackson/" not in path and "/integration/" not in path:
                 continue
             text = git(repo_dir, "show", f"HEAD:{path}")
             try:

@@ -252,6 +252,7 @@ fn compile_api(
     };
     let response_templates = compile_response_templates(&api.response_templates)?;
     number_counter_steps(&mut flows, &mut plans);
+    resolve_cache_resources(&mut flows, &mut plans, &api.resources, &id)?;
     let analytics = api.analytics.as_ref();
     let logging = match analytics.and_then(|a| a.logging.as_ref()) {
         Some(logging) => compile_logging(logging, "analytics.logging")?,
@@ -1001,8 +1002,11 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase, scope: StepScope) -> Re
         }
         let at = format!("{at}[{i}]");
         let condition = el_expression(&step.condition, &format!("{at}.condition"))?;
-        let configuration =
+        let mut configuration =
             model::object_or_json_string(&step.configuration).map_err(|m| err(format!("{at}.configuration"), m))?;
+        if step.policy.trim() == "cache" {
+            upstream_response_as_response(&mut configuration);
+        }
         if step.policy.trim() == spg::POLICY_ID {
             compiled.extend(call_shared_policy_group(step, &condition, &configuration, &at, phase, scope)?);
             continue;
@@ -1064,6 +1068,7 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase, scope: StepScope) -> Re
             ("retry", Phase::Request) => P::Retry(retry(&configuration, &at_config)?),
             ("policy-generate-jwt", Phase::Request) => P::GenerateJwt(generate_jwt(&configuration, &at_config)?),
             ("policy-http-callout", _) => P::HttpCallout(http_callout(&configuration, &at_config)?),
+            ("cache", Phase::Request) => P::Cache(cache(&configuration, &at_config)?),
             ("json-validation", _) => match json_validation(&configuration, &at_config)? {
                 Some(policy) => P::JsonValidation(policy),
                 None => {
@@ -1156,6 +1161,7 @@ const POLICIES: &[(&str, &[Phase])] = &[
     ("xml-json", &[Phase::Request, Phase::Response]),
     ("json-xml", &[Phase::Request, Phase::Response]),
     ("retry", &[Phase::Request]),
+    ("cache", &[Phase::Request]),
     ("key-less", &[Phase::Request]),
     ("transform-queryparams", &[Phase::Request]),
     ("json-validation", &[Phase::Request, Phase::Response]),
@@ -1264,6 +1270,7 @@ fn templated_fields(policy: &str) -> &'static dyn Fn(&str) -> bool {
                 || path.contains(".audiences[")
                 || (path.contains(".customClaims[") && path.ends_with(".value"))
         },
+        "cache" => &|path: &str| path.ends_with(".key") || path.ends_with(".responseCondition"),
         "json-validation" => &|path: &str| path.ends_with(".errorMessage"),
         "transform-queryparams" => &|path: &str| path.ends_with(".value") && path.contains(".addQueryParameters["),
         "rate-limit" | "quota" | "spike-arrest" => &|path: &str| path.ends_with(".key"),
@@ -2209,6 +2216,147 @@ fn http_callout(configuration: &Value, at: &str) -> Result<pb::HttpCalloutPolicy
         error_status_code: u32::try_from(error_status_code).unwrap_or(500),
         error_content: text("errorContent")?.unwrap_or_default(),
         variables,
+    })
+}
+
+/// Gravitee's cache policy 3.0 (`CachePolicyConfiguration`): its defaults (scope APPLICATION, 600 s,
+/// GET/OPTIONS/HEAD when `methods` is empty). The resource it names is filled in later, from the API's
+/// `resources` ([`resolve_cache_resources`]).
+fn cache(configuration: &Value, at: &str) -> Result<pb::CachePolicy, CompileError> {
+    let text = |field: &str| -> Result<String, CompileError> {
+        match configuration.get(field) {
+            None | Some(Value::Null) => Ok(String::new()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(err(format!("{at}.{field}"), "must be a string")),
+        }
+    };
+    let cache_name = text("cacheName")?;
+    let key = text("key")?;
+    let response_condition = el_expression(&text("responseCondition")?, &format!("{at}.responseCondition"))?;
+    let time_to_live_seconds = match configuration.get("timeToLiveSeconds") {
+        None | Some(Value::Null) => 600,
+        Some(value) => value
+            .as_i64()
+            .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
+            .ok_or_else(|| err(format!("{at}.timeToLiveSeconds"), "must be a number"))?
+            // Gravitee stores a negative TTL as "no TTL from the policy".
+            .max(0) as u64,
+    };
+    let scope = match configuration.get("scope") {
+        None | Some(Value::Null) => "APPLICATION".to_owned(),
+        Some(Value::String(s)) => s.trim().to_ascii_uppercase(),
+        Some(_) => return Err(err(format!("{at}.scope"), "must be API or APPLICATION")),
+    };
+    let application_scope = match scope.as_str() {
+        "APPLICATION" => true,
+        "API" => false,
+        other => return Err(err(format!("{at}.scope"), format!("`{other}` is not API or APPLICATION"))),
+    };
+    let mut methods = Vec::new();
+    match configuration.get("methods") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let method = item.as_str().map(|m| m.trim().to_ascii_uppercase()).unwrap_or_default();
+                if !["CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "OTHER"]
+                    .contains(&method.as_str())
+                {
+                    return Err(err(format!("{at}.methods[{i}]"), "must be an HTTP method name"));
+                }
+                methods.push(method);
+            }
+        }
+        Some(_) => return Err(err(format!("{at}.methods"), "must be a list of HTTP methods")),
+    }
+    Ok(pb::CachePolicy {
+        cache_name,
+        key,
+        time_to_live_seconds,
+        use_response_cache_headers: configuration
+            .get("useResponseCacheHeaders")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        application_scope,
+        methods,
+        response_condition,
+        resource: None,
+    })
+}
+
+/// The cache policy's condition reads the endpoint's answer as `#upstreamResponse`; that is what hgw's
+/// EL calls `#response` at the point the condition runs (right after the endpoint call).
+fn upstream_response_as_response(configuration: &mut Value) {
+    if let Some(Value::String(condition)) = configuration.get_mut("responseCondition") {
+        *condition = condition.replace("#upstreamResponse", "#response");
+    }
+}
+
+/// Gives each cache step the resource its `cacheName` names among the API's enabled `resources`. A
+/// name with no such resource leaves the step without one (Gravitee deploys the API and fails the
+/// cached requests with a 500); a resource of another type than Gravitee's cache resources rejects
+/// the API, since hgw cannot tell what Gravitee would make of it.
+fn resolve_cache_resources(
+    flows: &mut [pb::Flow],
+    plans: &mut [pb::Plan],
+    resources: &[model::Resource],
+    api_id: &str,
+) -> Result<(), CompileError> {
+    let api_flows = flows.iter_mut();
+    let plan_flows = plans.iter_mut().flat_map(|plan| plan.flows.iter_mut());
+    for flow in api_flows.chain(plan_flows) {
+        for step in flow.request.iter_mut() {
+            let Some(pb::step::Policy::Cache(policy)) = &mut step.policy else {
+                continue;
+            };
+            let Some((index, resource)) =
+                resources.iter().enumerate().find(|(_, r)| r.enabled && r.name == policy.cache_name)
+            else {
+                tracing::warn!(api = api_id, cache = %policy.cache_name, "cache step names no enabled resource of the API: cached requests answer 500, as Gravitee's");
+                continue;
+            };
+            policy.resource = Some(cache_resource(resource, &format!("resources[{index}]"), api_id)?);
+        }
+    }
+    Ok(())
+}
+
+/// Gravitee's `cache` (in-memory, one per gateway node) and `cache-redis` resources.
+fn cache_resource(resource: &model::Resource, at: &str, api_id: &str) -> Result<pb::CacheResource, CompileError> {
+    use sha2::Digest;
+    let configuration =
+        model::object_or_json_string(&resource.configuration).map_err(|m| err(format!("{at}.configuration"), m))?;
+    let number = |field: &str, default: u64| -> Result<u64, CompileError> {
+        match configuration.get(field) {
+            None | Some(Value::Null) => Ok(default),
+            Some(value) => value
+                .as_i64()
+                .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
+                .map(|n| n.max(0) as u64)
+                .ok_or_else(|| err(format!("{at}.configuration.{field}"), "must be a number")),
+        }
+    };
+    let backend = match resource.resource_type.trim() {
+        "cache" => pb::CacheBackend::Memory,
+        "cache-redis" => {
+            return Err(err(
+                format!("{at}.type"),
+                "the `cache-redis` resource is not supported yet (the in-memory `cache` resource is)",
+            ));
+        }
+        other => {
+            return Err(err(
+                format!("{at}.type"),
+                format!("resource type `{other}` is not a cache resource hgw runs (`cache`)"),
+            ));
+        }
+    };
+    let digest = sha2::Sha256::digest(format!("{}\n{}\n{}", resource.name, resource.resource_type, configuration));
+    let digest: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    Ok(pb::CacheResource {
+        id: format!("{api_id}/{}/{digest}", resource.name),
+        time_to_live_seconds: number("timeToLiveSeconds", 0)?,
+        max_entries: number("maxEntriesLocalHeap", 1000)?,
+        backend: backend as i32,
     })
 }
 

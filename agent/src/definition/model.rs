@@ -31,6 +31,26 @@ pub struct ApiV4 {
     pub environment_id: String,
     /// `properties`: key/value pairs EL reads (`#api.properties['key']`).
     pub properties: Vec<Property>,
+    /// `resources`: named components policies use (the cache policy's cache resources).
+    pub resources: Vec<Resource>,
+}
+
+/// An API resource (`resources[]`, the same shape in v2 and v4).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Resource {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    pub enabled: bool,
+    /// An object, or a JSON string holding one.
+    pub configuration: Value,
+}
+
+impl Default for Resource {
+    fn default() -> Self {
+        Resource { name: String::new(), resource_type: String::new(), enabled: true, configuration: Value::Null }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -102,6 +102,7 @@ pub fn to_v4(v2: &Value) -> Result<Value, String> {
         "responseTemplates": obj.get("response_templates"),
         "executionMode": obj.get("execution_mode"),
         "properties": obj.get("properties"),
+        "resources": obj.get("resources"),
     });
     super::model::strip_nulls(&mut v4);
     Ok(v4)

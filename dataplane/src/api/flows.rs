@@ -181,6 +181,7 @@ fn policy_id(policy: Option<&pb::step::Policy>) -> &'static str {
         Some(P::XmlToJson(_)) => "xml-json",
         Some(P::JsonToXml(_)) => "json-xml",
         Some(P::Retry(_)) => "retry",
+        Some(P::Cache(_)) => "cache",
         Some(P::TransformQueryParams(_)) => "transform-queryparams",
         Some(P::JsonValidation(_)) => "json-validation",
         Some(P::ResourceFiltering(_)) => "resource-filtering",

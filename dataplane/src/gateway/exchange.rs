@@ -129,6 +129,7 @@ pub(crate) async fn serve_api(
         }
     };
     let plan = authenticated.plan;
+    let application_id = authenticated.application.clone();
     let subscription_id = authenticated.subscription;
     if api.uses_el {
         info.subscription_id.clone_from(&subscription_id);
@@ -221,6 +222,7 @@ pub(crate) async fn serve_api(
     let mut extra_headers = Vec::new();
     let mut endpoint_target = None;
     let mut retry = None;
+    let mut cache = None;
     let verbose = trace.as_ref().is_some_and(|t| t.verbose);
     let request_span = trace.as_ref().map(|t| t.child("request", hgw_otel::SpanKind::Internal));
     {
@@ -239,6 +241,7 @@ pub(crate) async fn serve_api(
             path_params: &[],
             endpoint_target: &mut endpoint_target,
             retry: &mut retry,
+            cache: &mut cache,
             legacy_engine: api.legacy_engine,
             body: content.as_mut(),
             api_keys: Some(&api.security),
@@ -315,6 +318,13 @@ pub(crate) async fn serve_api(
     };
     let body = if framed && !has_body_headers(&parts.headers) { RequestBody::buffered(Bytes::new()) } else { body };
 
+    // The cache step's key is made from the request as the flows left it, as Gravitee's cache invoker
+    // makes it when the endpoint is about to be called.
+    let cache = cache.map(|armed: crate::policies::cache::Armed| {
+        let el = ElContext::request(&info, &parts.headers, &[], &attributes);
+        let key = armed.key(&api.id, &application_id, &parts.uri, &el);
+        (armed, key)
+    });
     let client_host = parts
         .headers
         .get(HOST)
@@ -338,15 +348,28 @@ pub(crate) async fn serve_api(
         upgrade: client_upgrade.is_some(),
         endpoint_target,
     };
-    let invoked = match &retry {
-        None => invoke::invoke(&api, &table, outbound, record.as_mut(), trace.as_deref_mut()).await,
-        Some(settings) => {
+    let stored = cache.as_ref().filter(|(armed, _)| !armed.refresh).and_then(|(armed, key)| armed.lookup(key));
+    let invoked = match (&retry, stored) {
+        (_, Some(stored)) => {
+            tracing::debug!(api = %api.id, "cache: answered from the cache");
+            let mut response = Response::new(crate::http::decompress::UpstreamBody::Stored(Some(stored.body.clone())));
+            *response.status_mut() = stored.status;
+            *response.headers_mut() = stored.headers.clone();
+            Ok(response)
+        }
+        (None, None) => invoke::invoke(&api, &table, outbound, record.as_mut(), trace.as_deref_mut()).await,
+        (Some(settings), None) => {
             let context = invoke::RetryContext { settings, info: &info, attributes: &attributes };
             invoke::invoke_with_retry(&api, &table, outbound, context, record.as_mut(), trace.as_deref_mut()).await
         }
     };
     let mut response = match invoked {
-        Ok(response) => response,
+        Ok(response) => match &cache {
+            Some((armed, key)) if !matches!(response.body(), crate::http::decompress::UpstreamBody::Stored(_)) => {
+                store_when_complete(response, armed, key, &info, &attributes, ids.client.as_ref())
+            }
+            _ => response,
+        },
         Err(error) => {
             trace::note_error(trace, Some(error.key()));
             // Gravitee's V3 engine answers an endpoint failure without the ids, but after failover
@@ -513,6 +536,50 @@ pub(crate) async fn serve_api(
     *response.status_mut() = parts.status;
     *response.headers_mut() = headers;
     response
+}
+
+/// The endpoint's answer, copied aside as it flows when the cache step stores it (its condition holds,
+/// by default a 2xx status): once the whole body has gone through, the answer is stored with the
+/// endpoint's headers (hop-by-hop ones left out), and, as Gravitee's v4 engines store the answer's
+/// headers once the client identifier is already among them, that identifier too: an answer served
+/// from the cache then carries the caller's identifier followed by the one of the call that stored it.
+fn store_when_complete(
+    response: Response<crate::http::decompress::UpstreamBody>,
+    armed: &crate::policies::cache::Armed,
+    key: &str,
+    info: &RequestInfo,
+    attributes: &[(String, String)],
+    client: Option<&HeaderValue>,
+) -> Response<crate::http::decompress::UpstreamBody> {
+    use crate::http::decompress::Copied;
+    use crate::policies::cache::{CachedResponse, MAX_ENTRY_BYTES};
+    let status = response.status();
+    let el = ElContext::response(info, attributes, status.as_u16(), response.headers());
+    // A switch of protocol (or any 1xx) is never an answer to replay.
+    if status.is_informational() || !armed.settings.stores(&el, status) {
+        return response;
+    }
+    let mut headers = response.headers().clone();
+    strip_hop_by_hop(&mut headers);
+    if let Some(client) = client {
+        headers.append(X_CLIENT_IDENTIFIER, client.clone());
+    }
+    let (parts, body) = response.into_parts();
+    let (armed, key) = (armed.clone(), key.to_owned());
+    let body = Copied::wrap(
+        body,
+        MAX_ENTRY_BYTES,
+        Box::new(move |body| {
+            if let Some(length) = headers.get(http::header::CONTENT_LENGTH)
+                && length.as_bytes() != body.len().to_string().as_bytes()
+            {
+                // A decoded body no longer has the endpoint's length.
+                headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            }
+            armed.store(key, CachedResponse { status, headers, body });
+        }),
+    );
+    Response::from_parts(parts, body)
 }
 
 /// The client identifier of a request whose plan resolved with `subscription`, as Gravitee's

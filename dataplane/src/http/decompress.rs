@@ -64,11 +64,85 @@ impl Coding {
     }
 }
 
-/// An endpoint's response body: as it came, or decoded.
+/// An endpoint's response body: as it came, or decoded; or an answer the cache policy stored (the
+/// endpoint is then not called), or the endpoint's body copied aside while it flows to be stored.
 #[derive(Debug)]
 pub enum UpstreamBody {
     Plain(Incoming),
     Decoded(Box<Decoded<Incoming>>),
+    /// The whole body, sent as one frame (`None` once sent).
+    Stored(Option<Bytes>),
+    Copied(Box<Copied>),
+}
+
+/// What happens to a copied body once it has all flowed through.
+pub type OnComplete = Box<dyn FnOnce(Bytes) + Send>;
+
+/// A body relayed as it comes while a copy of it is kept, up to `limit` bytes: when the body ends
+/// (and only then: a body cut short is not a body) the copy is handed to the completion, unless it
+/// outgrew the limit, in which case the copy is dropped as soon as it does and nothing is handed on.
+pub struct Copied {
+    inner: UpstreamBody,
+    copy: Option<bytes::BytesMut>,
+    limit: usize,
+    on_complete: Option<OnComplete>,
+}
+
+impl std::fmt::Debug for Copied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Copied").field("inner", &self.inner).field("limit", &self.limit).finish_non_exhaustive()
+    }
+}
+
+impl Copied {
+    pub fn wrap(inner: UpstreamBody, limit: usize, on_complete: OnComplete) -> UpstreamBody {
+        // A body announced larger than the limit is not copied at all.
+        let too_large = inner.size_hint().lower() > limit as u64;
+        let mut copied = Copied {
+            inner,
+            copy: (!too_large).then(bytes::BytesMut::new),
+            limit,
+            on_complete: (!too_large).then_some(on_complete),
+        };
+        // A body that is over before it starts (a 204, an answer to HEAD) may never be polled.
+        if copied.inner.is_end_stream() {
+            copied.complete();
+        }
+        UpstreamBody::Copied(Box::new(copied))
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
+        let polled = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        match &polled {
+            Some(Ok(frame)) => {
+                if let (Some(data), Some(copy)) = (frame.data_ref(), self.copy.as_mut()) {
+                    if copy.len() + data.len() > self.limit {
+                        self.copy = None;
+                        self.on_complete = None;
+                    } else {
+                        copy.extend_from_slice(data);
+                    }
+                }
+                // The last frame of a body of known length: the copy is complete now, before the
+                // client has it all (a client's next request then finds it stored).
+                if self.inner.is_end_stream() {
+                    self.complete();
+                }
+            }
+            Some(Err(_)) => {
+                self.copy = None;
+                self.on_complete = None;
+            }
+            None => self.complete(),
+        }
+        Poll::Ready(polled)
+    }
+
+    fn complete(&mut self) {
+        if let (Some(copy), Some(done)) = (self.copy.take(), self.on_complete.take()) {
+            done(copy.freeze());
+        }
+    }
 }
 
 impl UpstreamBody {
@@ -101,6 +175,8 @@ impl Body for UpstreamBody {
                 Pin::new(body).poll_frame(cx).map_err(|e| UpstreamBodyError::Connection(e.into()))
             }
             UpstreamBody::Decoded(decoded) => decoded.poll(cx),
+            UpstreamBody::Stored(content) => Poll::Ready(content.take().map(|c| Ok(Frame::data(c)))),
+            UpstreamBody::Copied(copied) => copied.poll(cx),
         }
     }
 
@@ -108,6 +184,8 @@ impl Body for UpstreamBody {
         match self {
             UpstreamBody::Plain(body) => body.is_end_stream(),
             UpstreamBody::Decoded(decoded) => decoded.done,
+            UpstreamBody::Stored(content) => content.is_none(),
+            UpstreamBody::Copied(copied) => copied.inner.is_end_stream(),
         }
     }
 
@@ -116,6 +194,8 @@ impl Body for UpstreamBody {
             UpstreamBody::Plain(body) => body.size_hint(),
             // The decoded length is unknown until the end.
             UpstreamBody::Decoded(_) => SizeHint::default(),
+            UpstreamBody::Stored(content) => SizeHint::with_exact(content.as_ref().map_or(0, |c| c.len() as u64)),
+            UpstreamBody::Copied(copied) => copied.inner.size_hint(),
         }
     }
 }

@@ -8,6 +8,7 @@
 mod api_key;
 mod assign_attributes;
 mod assign_content;
+pub mod cache;
 pub mod counters;
 mod dynamic_routing;
 pub mod el;
@@ -75,6 +76,8 @@ pub struct RequestExchange<'a> {
     pub endpoint_target: &'a mut Option<String>,
     /// How the endpoint call is retried, once a `retry` step armed it.
     pub retry: &'a mut Option<Arc<retry::RetrySettings>>,
+    /// The cache step that answers for or stores the endpoint call, once one armed it.
+    pub cache: &'a mut Option<cache::Armed>,
     /// A v2 API on Gravitee's V3 engine, where a policy's refusal is a failure with a JSON body.
     pub legacy_engine: bool,
     /// The request body, when a step of the request's flows reads or replaces it (it is then
@@ -318,6 +321,7 @@ pub fn compile(step: pb::Step, phase: Phase) -> Result<Arc<dyn Policy>, PolicyEr
         P::XmlToJson(config) => Ok(Arc::new(xml_json::XmlJson::xml_to_json(config)?)),
         P::JsonToXml(config) => Ok(Arc::new(xml_json::XmlJson::json_to_xml(config)?)),
         P::Retry(config) => request_only(phase, "retry", retry::Retry::compile(config)),
+        P::Cache(config) => request_only(phase, "cache", cache::Cache::compile(config)),
         P::HttpRedirect(config) => request_only(phase, "http-redirect", http_redirect::HttpRedirect::compile(config)),
         P::TransformQueryParams(config) => {
             request_only(phase, "transform-queryparams", transform_query_params::TransformQueryParams::compile(config))
@@ -407,6 +411,7 @@ fn with_test_exchange_full<T>(
         path_params: &[],
         endpoint_target: &mut None,
         retry: &mut None,
+        cache: &mut None,
         legacy_engine,
         body,
         api_keys: None,

@@ -295,6 +295,7 @@ mod tests {
             path_params: &[],
             endpoint_target: &mut None,
             retry: &mut None,
+            cache: &mut None,
             legacy_engine: false,
             body: None,
             api_keys: None,

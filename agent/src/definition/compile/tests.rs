@@ -665,3 +665,53 @@ fn shared_policy_groups_expand_in_place_with_both_conditions() {
         "{inner:?}"
     );
 }
+
+fn with_cache_step(mut api: Value, configuration: Value, resources: Value) -> Value {
+    api["flows"] = json!([{"name": "c", "selectors": [{"type": "http", "path": "/"}],
+        "request": [{"name": "cache", "policy": "cache", "configuration": configuration}], "response": []}]);
+    api["resources"] = resources;
+    api
+}
+
+fn cache_policy(api: &pb::Api) -> &pb::CachePolicy {
+    match &api.flows[0].request[0].policy {
+        Some(pb::step::Policy::Cache(policy)) => policy,
+        other => panic!("expected a cache step, got {other:?}"),
+    }
+}
+
+#[test]
+fn cache_steps_get_gravitees_defaults_and_their_resource() {
+    let memory = json!([{"name": "mine", "type": "cache", "configuration": {"timeToLiveSeconds": 30, "maxEntriesLocalHeap": 5}}]);
+    let api = deploy(with_cache_step(
+        v4("c1", "/c", "http://127.0.0.1:9000"),
+        json!({"cacheName": "mine", "responseCondition": "{#upstreamResponse.status == 200}"}),
+        memory.clone(),
+    ));
+    let policy = cache_policy(&api);
+    assert!(policy.application_scope, "APPLICATION is Gravitee's default scope");
+    assert_eq!(policy.time_to_live_seconds, 600);
+    assert!(policy.methods.is_empty());
+    assert_eq!(policy.response_condition, "{#response.status == 200}");
+    let resource = policy.resource.as_ref().unwrap();
+    assert_eq!((resource.time_to_live_seconds, resource.max_entries), (30, 5));
+    assert_eq!(resource.backend, pb::CacheBackend::Memory as i32);
+    assert!(resource.id.starts_with("c1/mine/"));
+
+    // A name no enabled resource has: deployed without one (Gravitee answers 500 per request).
+    let disabled = json!([{"name": "mine", "type": "cache", "enabled": false}]);
+    let api = deploy(with_cache_step(v4("c2", "/c", "http://127.0.0.1:9000"), json!({"cacheName": "mine"}), disabled));
+    assert!(cache_policy(&api).resource.is_none());
+
+    // Resources hgw does not run as caches reject the API, naming them.
+    let redis = json!([{"name": "mine", "type": "cache-redis", "configuration": {"password": "hunter2"}}]);
+    let reason =
+        rejection(with_cache_step(v4("c3", "/c", "http://127.0.0.1:9000"), json!({"cacheName": "mine"}), redis));
+    assert!(reason.contains("cache-redis") && !reason.contains("hunter2"), "{reason}");
+    let reason = rejection(with_cache_step(
+        v4("c4", "/c", "http://127.0.0.1:9000"),
+        json!({"cacheName": "mine", "scope": "EVERYONE"}),
+        memory,
+    ));
+    assert!(reason.contains("scope"), "{reason}");
+}
