@@ -939,7 +939,10 @@ fn callout_response_and_json_path() {
     assert!(holds("{#jsonPath(#calloutResponse.content, '$.user.name') == 'ann'}"));
     let render = |src: &str| parse_template(src).unwrap().render(&Callout).unwrap();
     assert_eq!(render("{#jsonPath(#calloutResponse.content, '$.user.age')}"), "40");
-    assert_eq!(render("{#jsonPath(#calloutResponse.content, \"$['user']\")}"), r#"{"age":40,"name":"ann"}"#);
+    // An object renders as JSON; its key order follows serde_json's features in the build.
+    let user: serde_json::Value =
+        serde_json::from_str(&render("{#jsonPath(#calloutResponse.content, \"$['user']\")}")).unwrap();
+    assert_eq!(user, serde_json::json!({"name": "ann", "age": 40}));
     assert_eq!(render("{#calloutResponse.content.length()}"), "42");
     // Outside the policy there is no callout answer: null, as an absent value.
     assert!(parse("{#calloutResponse.status == null}").unwrap().eval_bool(&Req::default()).unwrap());
