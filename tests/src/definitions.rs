@@ -86,6 +86,23 @@ pub fn v2_api(id: &str, context_path: &str, target: &str) -> Value {
     })
 }
 
+/// A flow step running `policy` with `configuration` (v4 and v2 alike).
+pub fn step(policy: &str, configuration: Value) -> Value {
+    json!({"name": policy, "policy": policy, "enabled": true, "configuration": configuration})
+}
+
+/// A v4 flow on requests whose path starts with `path`, with its request and response steps.
+pub fn flow(path: &str, request: Value, response: Value) -> Value {
+    json!({"name": path, "enabled": true, "selectors": [{"type": "http", "path": path, "pathOperator": "STARTS_WITH"}],
+           "request": request, "response": response})
+}
+
+/// A v2 flow (`pre`/`post`) on requests whose path starts with `path`.
+pub fn v2_flow(path: &str, pre: Value, post: Value) -> Value {
+    json!({"name": path, "enabled": true, "path-operator": {"path": path, "operator": "STARTS_WITH"},
+           "methods": [], "pre": pre, "post": post})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

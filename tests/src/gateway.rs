@@ -294,6 +294,16 @@ impl Agent {
     }
 
     /// GET on the node API: status and JSON body (Null when not JSON).
+    /// The reason `/_node/apis` gives for the rejected API `id` (panics when it is not rejected).
+    pub async fn rejection(&self, id: &str) -> String {
+        let (_, apis) = self.node_get("/_node/apis").await;
+        apis["rejected"]
+            .as_array()
+            .and_then(|rejected| rejected.iter().find(|r| r["id"] == id))
+            .map(|r| r["reason"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_else(|| panic!("{id} is not rejected: {apis}"))
+    }
+
     pub async fn node_get(&self, path: &str) -> (u16, Value) {
         match self.http.get(format!("{}{path}", self.node)).send().await {
             Ok(response) => {

@@ -18,7 +18,7 @@ pub mod sim;
 
 pub use backend::Backend;
 pub use certs::{CertifiedKey, TestCa};
-pub use definitions::{v2_api, v4_api};
+pub use definitions::{flow, step, v2_api, v2_flow, v4_api};
 pub use process::{Proc, bin_path, child_pids, eventually, free_port, pid_alive, read_addr_file, run_to_exit};
 pub use redis::{RedisCluster, RedisOptions, RedisSentinel, RedisServer};
 pub use sim::{CloudGateSim, client_trusting};

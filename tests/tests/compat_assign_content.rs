@@ -3,12 +3,8 @@
 //! (v4 and the V3 engine's message), templates hgw cannot run rejected at deploy.
 
 use hgw_tests::gateway::cloud_gateway;
-use hgw_tests::{Backend, CloudGateSim, v2_api, v4_api};
+use hgw_tests::{Backend, CloudGateSim, step, v2_api, v4_api};
 use serde_json::{Value, json};
-
-fn step(policy: &str, configuration: Value) -> Value {
-    json!({"name": policy, "policy": policy, "enabled": true, "configuration": configuration})
-}
 
 fn flow(request: Value, response: Value) -> Value {
     json!([{"name": "all", "enabled": true, "selectors": [{"type": "http", "path": "/", "pathOperator": "STARTS_WITH"}],

@@ -3,35 +3,8 @@
 //! (Gravitee's answers for its own test definitions are compared in tests/compat).
 
 use hgw_tests::gateway::{cloud_gateway, get};
-use hgw_tests::{Backend, CloudGateSim, v2_api, v4_api};
+use hgw_tests::{Backend, CloudGateSim, flow, step, v2_api, v2_flow, v4_api};
 use serde_json::{Value, json};
-
-fn step(policy: &str, configuration: Value) -> Value {
-    json!({"name": policy, "policy": policy, "enabled": true, "configuration": configuration})
-}
-
-fn flow(path: &str, request: Value, response: Value) -> Value {
-    json!({"name": path, "enabled": true, "selectors": [{"type": "http", "path": path, "pathOperator": "STARTS_WITH"}],
-           "request": request, "response": response})
-}
-
-/// A v2 flow (`pre`/`post`).
-fn v2_flow(path: &str, pre: Value, post: Value) -> Value {
-    json!({"name": path, "enabled": true, "path-operator": {"path": path, "operator": "STARTS_WITH"},
-           "methods": [], "pre": pre, "post": post})
-}
-
-/// The reason `/_node/apis` gives for a rejected API.
-async fn rejection(agent: &hgw_tests::gateway::Agent, id: &str) -> String {
-    let (_, apis) = agent.node_get("/_node/apis").await;
-    apis["rejected"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == id)
-        .map(|r| r["reason"].as_str().unwrap_or_default().to_owned())
-        .unwrap_or_else(|| panic!("{id} is not rejected: {apis}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transform_queryparams_adds_replaces_and_removes_in_gravitee_order() {
@@ -106,7 +79,7 @@ async fn transform_queryparams_adds_replaces_and_removes_in_gravitee_order() {
     let v2 = get(&client, &dp.url("/tqp-v2/p?x=1")).await.unwrap();
     assert_eq!((v2.status, v2.json()["query"].as_str()), (200, Some("v=2")));
 
-    let reason = rejection(&agent, "tqp-bad").await;
+    let reason = agent.rejection("tqp-bad").await;
     assert!(reason.contains("addQueryParameters[0].value"), "{reason}");
 }
 
@@ -203,7 +176,7 @@ async fn json_validation_answers_gravitee_keys_statuses_and_bodies() {
     );
     assert_eq!(post("/jv-v2/skipped?echo_body", "{}").await.unwrap().status(), 200);
 
-    let reason = rejection(&agent, "jv-bad").await;
+    let reason = agent.rejection("jv-bad").await;
     assert!(reason.contains("flows[0].request[0].configuration.schema") && reason.contains("draft 4"), "{reason}");
 }
 
@@ -262,6 +235,6 @@ async fn resource_filtering_whitelist_blacklist_and_methods() {
         assert_eq!(call(reqwest::Method::GET, "/api/admin/x").await.unwrap().status(), 200);
         assert_eq!(answer(call(reqwest::Method::GET, "/api/secret").await.unwrap()).await, (403, forbidden.clone()));
     }
-    let reason = rejection(&agent, "rf-bad").await;
+    let reason = agent.rejection("rf-bad").await;
     assert!(reason.contains("whitelist[0].methods[0]"), "{reason}");
 }

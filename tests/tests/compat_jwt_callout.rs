@@ -5,36 +5,9 @@
 //! with the verification key.
 
 use hgw_tests::gateway::cloud_gateway;
-use hgw_tests::{Backend, CloudGateSim, v2_api, v4_api};
+use hgw_tests::{Backend, CloudGateSim, flow, step, v2_api, v2_flow, v4_api};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
-
-fn step(policy: &str, configuration: Value) -> Value {
-    json!({"name": policy, "policy": policy, "enabled": true, "configuration": configuration})
-}
-
-fn flow(path: &str, request: Value, response: Value) -> Value {
-    json!({"name": path, "enabled": true, "selectors": [{"type": "http", "path": path, "pathOperator": "STARTS_WITH"}],
-           "request": request, "response": response})
-}
-
-/// A v2 flow (`pre`/`post`).
-fn v2_flow(path: &str, pre: Value, post: Value) -> Value {
-    json!({"name": path, "enabled": true, "path-operator": {"path": path, "operator": "STARTS_WITH"},
-           "methods": [], "pre": pre, "post": post})
-}
-
-/// The reason `/_node/apis` gives for a rejected API.
-async fn rejection(agent: &hgw_tests::gateway::Agent, id: &str) -> String {
-    let (_, apis) = agent.node_get("/_node/apis").await;
-    apis["rejected"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == id)
-        .map(|r| r["reason"].as_str().unwrap_or_default().to_owned())
-        .unwrap_or_else(|| panic!("{id} is not rejected: {apis}"))
-}
 
 /// A throwaway 2048-bit RSA key (PKCS#1), made for these tests only.
 const RSA_PRIVATE: &str = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAobHeBmM9roo88wzyrz960cCTthegZ3RTbQCcaQdRlwis1mza\ngTtIbffpHpJrHkgLrt/cLRnOmrSyHzl3ulaC1LwStrvVLE43hO2hFB3do96MvVod\nes36NdLd5DqcqtfMhdaLuHbSwkZF6U6u8eMwhlXcdVckCNAsgVTsUGRolIGcC5GJ\npaGG/iyzoWviRbnBlOFaTa0AXjbiqUFFBLvAM4V8/KKbhID41uMFMC2kgnjkP5mm\neaWxQuuWrS91rBz6qUG53BZeylcBS7QowwQExc6fj4Qqk8N6IsxeL/H92xkXlrRn\n3upnD0txqfTYJw3H1/WbpeHqcP+ijtOrwvKmRQIDAQABAoIBABUOKlE+nwuZaLJl\nnzx+0al6oEF39iVCmpJ5H+T1VQSL1qXdat6lL5tSSwL2IgjBbPQKposg7yxqFz/F\npfeXyFWXYAB3mRy52rTulKkf8nqiQkVt9KTHKavUl5xenYQJsdJDy9HrdyphKD1n\nR5Sr9uenSpvlCwYyxXjZ7CPTz2J3AQxn6y6UaxsEtzTdE6F0ittOHo2o9POTnwfr\nPRdU2PScntpCB5x4AEQjFUjcT/15LT/uWl9gFLScTpvA0GD2Hfkm+mv1K90Vvw4K\nqSl5zwJHU5K97po3Mjbp8Nu6nZUjjyJBTEPAaOgz6EFGrcs7R4lHLQqrTwI5Inji\nWIp75YkCgYEA26Vktte7WJJdkWH8htUFTjpU23XWcO5HKlqIKvRpt3DQzdtnvCdq\n7+gf8H9juFw0nXs6ZZOKDtigB+Xbd3qB+kThT8T0uzMfeNSbW/q+HodQAR0PqZPD\n4x1eMaJU63CJeQYM190qNXtkTtbkhL5rjW0lwhdJB++/0Y3xDQ3T/0sCgYEAvHUG\nYPpteu6asO3kkr1vBtOmau5pOwICABNhLapFL8YUCGBg6dkMSynRIxdVNMAPR2TP\nvFE++CC15JHzGLfrjBVGNZD+fLS/DuvL2Y6l/1HNk8QQRXrvUXu8iOVXrZJNvIIf\nauXz484xovBfm4aZYscA2z3VP+5/FzKJbJYmJq8CgYARXTDqF4HzDZciECoDisGh\nnpDozJcIVH4BxihvpOTaoKuRKqA3yrH0h1hHDfsXLwrlzEEgmJpYdB2qoixIdMHj\nxCA/yyVBy1fYmI4zpk3zYeUcQWzkjg71XHP+3oNyHXJww96uDgjxM3EJnolwSRF9\nm7xZbLfUTcrPSTZePtKcowKBgQCnUZcqPu04ueNptqy7g6ixfPRB+A5Br5SrEIm1\nC3mF4u0iSr+An44Epcnix/KEdQibsGunnNK1ZgVYPCSDC7f7lV/Sazsm6SrASqWg\nMMA8oRpOWULBDVaxF5TaThS8LCsMdNMEC8mvtf/n1FZuNOC2DE08WfedXVhE9j+A\nwwZ4TQKBgBjb5mP1MepeY24rcab4rFZwJi+5dEKctKtuSPscDdkayFLCG70t76if\nMmPl3J1dSIGoZrFIlujzK0krcR6HAitDljuMeLVp/FHVZmrvA36WLhNEQISh/aYw\n4Ij05TDfHALMaHq/IPcSLKLGgAMFtQjMINWlDsk+P8XDkKFnYT9P\n-----END RSA PRIVATE KEY-----";
@@ -232,7 +205,7 @@ async fn generate_jwt_signs_tokens_that_a_following_step_sends_upstream() {
         ("gj-short", "must be at least 256 bits"),
         ("gj-jks", "configuration.keyResolver"),
     ] {
-        let reason = rejection(&agent, id).await;
+        let reason = agent.rejection(id).await;
         assert!(reason.contains(expected), "{id}: {reason}");
         assert!(!reason.contains("c2VjcmV0") && !reason.contains("too-short-s3cret"), "{id} quotes its key: {reason}");
     }
@@ -447,7 +420,7 @@ async fn http_callout_calls_out_sets_variables_and_fails_as_gravitee() {
     for (id, expected) in
         [("co-proxy", "configuration.useSystemProxy"), ("co-ftp", "only http and https"), ("co-jsonpath", "deep scan")]
     {
-        let reason = rejection(&agent, id).await;
+        let reason = agent.rejection(id).await;
         assert!(reason.contains(expected), "{id}: {reason}");
     }
 }

@@ -4,23 +4,8 @@
 //! definitions are compared in tests/compat).
 
 use hgw_tests::gateway::{cloud_gateway, get};
-use hgw_tests::{Backend, CloudGateSim, v2_api, v4_api};
+use hgw_tests::{Backend, CloudGateSim, flow, step, v2_api, v2_flow, v4_api};
 use serde_json::{Value, json};
-
-fn step(policy: &str, configuration: Value) -> Value {
-    json!({"name": policy, "policy": policy, "enabled": true, "configuration": configuration})
-}
-
-fn flow(path: &str, request: Value, response: Value) -> Value {
-    json!({"name": path, "enabled": true, "selectors": [{"type": "http", "path": path, "pathOperator": "STARTS_WITH"}],
-           "request": request, "response": response})
-}
-
-/// A v2 flow (`pre`/`post`).
-fn v2_flow(path: &str, pre: Value, post: Value) -> Value {
-    json!({"name": path, "enabled": true, "path-operator": {"path": path, "operator": "STARTS_WITH"},
-           "methods": [], "pre": pre, "post": post})
-}
 
 /// Status, Content-Type and body of an answer.
 async fn answer(response: reqwest::Response) -> (u16, String, String) {
