@@ -227,10 +227,12 @@ impl Counters {
             let mut leases = self.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             leases.entry(counter.key.to_owned()).or_default().refill = Some(watching);
         }
+        // Cleared however this ends: a request dropped mid-call (its client gone) must not leave a
+        // finished refill marked in flight, or every later request on the counter would wait on it.
+        let _in_flight = RefillInFlight { counters: self, key: counter.key, _done: done };
         let result = self.call(counter.hit(0, lease_size(counter.limit)), now_ms).await;
         let mut leases = self.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let lease = leases.entry(counter.key.to_owned()).or_default();
-        lease.refill = None;
         let answer = result.map(|state| {
             if state.reset_at_ms != lease.reset_at_ms {
                 lease.tokens = 0;
@@ -242,9 +244,25 @@ impl Counters {
             lease.limit = state.limit;
             lease.take_one()
         });
-        drop(leases);
-        drop(done);
+        drop(leases); // before `_in_flight` takes the lock again
         answer
+    }
+}
+
+/// A lease refill in flight: on drop, marks it done (under the lock) and then releases its waiters.
+struct RefillInFlight<'a> {
+    counters: &'a Counters,
+    key: &'a str,
+    /// Dropped after `drop` below has run: waiters look again only once the mark is gone.
+    _done: watch::Sender<()>,
+}
+
+impl Drop for RefillInFlight<'_> {
+    fn drop(&mut self) {
+        let mut leases = self.counters.leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(lease) = leases.get_mut(self.key) {
+            lease.refill = None;
+        }
     }
 }
 
@@ -297,6 +315,39 @@ pub(crate) mod tests {
             admitted += counters.count(counter(3), 0).await.unwrap().admitted as u32;
         }
         assert_eq!(admitted, 3);
+    }
+
+    /// A backend that never answers while `hold` is set (a refill in flight when its request is dropped).
+    struct HeldBackend {
+        inner: MapBackend,
+        hold: std::sync::atomic::AtomicBool,
+    }
+
+    impl Backend for HeldBackend {
+        fn acquire(&self, hit: pb::CounterHit) -> BoxFuture<'static, Result<pb::CounterState, Unavailable>> {
+            if self.hold.load(Ordering::Relaxed) {
+                return Box::pin(futures::future::pending());
+            }
+            self.inner.acquire(hit)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_dropped_during_its_refill_does_not_wedge_the_counter() {
+        let backend = Arc::new(HeldBackend { inner: MapBackend::default(), hold: true.into() });
+        let counters = Arc::new(Counters::new(backend.clone()));
+        // The client goes away while its request is refilling the lease: the request future is dropped.
+        let dropped = tokio::time::timeout(Duration::from_millis(50), counters.take(counter(100), 0)).await;
+        assert!(dropped.is_err(), "the held backend answered");
+        backend.hold.store(false, Ordering::Relaxed);
+        // The next request refills the lease itself (before the fix it waited forever on the dead refill,
+        // spinning; the bound below only turns such a hang into a failure).
+        let next = tokio::spawn({
+            let counters = counters.clone();
+            async move { counters.take(counter(100), 0).await }
+        });
+        let answer = tokio::time::timeout(Duration::from_secs(30), next).await;
+        assert!(answer.expect("the counter is wedged").unwrap().unwrap().admitted);
     }
 
     #[tokio::test]
