@@ -23,30 +23,23 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hgw
 toolchain=()
 if [ -n "${FUZZ_TOOLCHAIN:-}" ]; then toolchain=("+${FUZZ_TOOLCHAIN}"); else export RUSTC_BOOTSTRAP=1; fi
 
-echo "==> fuzz: agent definition parser (${seconds}s)"
-(
-  cd agent/fuzz
-  mkdir -p corpus/definition
-  cargo "${toolchain[@]}" fuzz run definition corpus/definition seeds/definition -- \
-    -max_total_time="$seconds" -max_len=65536 -timeout=10 -print_final_stats=1 2>&1 | tail -n 15
-  exit "${PIPESTATUS[0]}"
+# agent/fuzz targets: name, what it fuzzes, largest input.
+agent_targets=(
+  "definition|agent definition parser|65536"
+  "jolt|JOLT specifications of json-to-json|4096"
+  "orgjson|XML <-> JSON conversion of xml-json / json-xml|16384"
 )
-echo "==> fuzz: JOLT specifications of json-to-json (${seconds}s)"
-(
-  cd agent/fuzz
-  mkdir -p corpus/jolt
-  cargo "${toolchain[@]}" fuzz run jolt corpus/jolt seeds/jolt -- \
-    -max_total_time="$seconds" -max_len=4096 -timeout=10 -print_final_stats=1 2>&1 | tail -n 15
-  exit "${PIPESTATUS[0]}"
-)
-echo "==> fuzz: XML <-> JSON conversion of xml-json / json-xml (${seconds}s)"
-(
-  cd agent/fuzz
-  mkdir -p corpus/orgjson
-  cargo "${toolchain[@]}" fuzz run orgjson corpus/orgjson seeds/orgjson -- \
-    -max_total_time="$seconds" -max_len=16384 -timeout=10 -print_final_stats=1 2>&1 | tail -n 15
-  exit "${PIPESTATUS[0]}"
-)
+for entry in "${agent_targets[@]}"; do
+  IFS='|' read -r target what max_len <<<"$entry"
+  echo "==> fuzz: $what (${seconds}s)"
+  (
+    cd agent/fuzz
+    mkdir -p "corpus/$target"
+    cargo "${toolchain[@]}" fuzz run "$target" "corpus/$target" "seeds/$target" -- \
+      -max_total_time="$seconds" -max_len="$max_len" -timeout=10 -print_final_stats=1 2>&1 | tail -n 15
+    exit "${PIPESTATUS[0]}"
+  )
+done
 echo "==> fuzz: EL and FreeMarker parsers (${seconds}s each)"
 bash el/fuzz/run.sh "$seconds" 2>&1 | tail -n 30
 exit "${PIPESTATUS[0]}"

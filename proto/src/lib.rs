@@ -29,3 +29,4 @@ impl std::fmt::Debug for v1::GenerateJwtPolicy {
 
 pub mod counters;
 pub mod redact;
+pub mod signing;

@@ -2027,7 +2027,7 @@ fn generate_jwt(configuration: &Value, at: &str) -> Result<pb::GenerateJwtPolicy
     } else {
         content.into_bytes()
     };
-    check_signing_key(algorithm, &key).map_err(|reason| err(format!("{at}.content"), reason))?;
+    hgw_proto::signing::signing_key(algorithm, &key).map_err(|reason| err(format!("{at}.content"), reason))?;
     match text("x509CertificateChain")?.as_deref() {
         // X5C adds the chain of a keystore entry only: with an inline key Gravitee adds nothing either.
         None | Some("NONE" | "X5C") => {}
@@ -2103,31 +2103,6 @@ fn generate_jwt(configuration: &Value, at: &str) -> Result<pb::GenerateJwtPolicy
         subject: text("subject")?.unwrap_or_default(),
         custom_claims,
     })
-}
-
-/// Whether `key` signs `algorithm` tokens, as Gravitee's signers would take it: an RSA private key in
-/// PEM (PKCS#1 or PKCS#8), or an HMAC secret at least as long as the hash (Nimbus' `MACSigner`).
-fn check_signing_key(algorithm: &str, key: &[u8]) -> Result<(), String> {
-    use jsonwebtoken::{Algorithm, EncodingKey, Header};
-    let (algorithm, key) = match algorithm {
-        "RS256" => {
-            (Algorithm::RS256, EncodingKey::from_rsa_pem(key).map_err(|e| format!("not a PEM RSA private key ({e})"))?)
-        }
-        hmac => {
-            let (algorithm, bits) = match hmac {
-                "HS256" => (Algorithm::HS256, 256),
-                "HS384" => (Algorithm::HS384, 384),
-                _ => (Algorithm::HS512, 512),
-            };
-            if key.len() * 8 < bits {
-                return Err(format!("the secret length for {algorithm:?} must be at least {bits} bits"));
-            }
-            (algorithm, EncodingKey::from_secret(key))
-        }
-    };
-    jsonwebtoken::encode(&Header::new(algorithm), &serde_json::Map::new(), &key)
-        .map(|_| ())
-        .map_err(|e| format!("the key cannot sign {algorithm:?} tokens ({e})"))
 }
 
 /// Gravitee's `errorCondition` when a definition leaves it out (the plugin's schema default).

@@ -37,7 +37,9 @@ pub struct RequestInfo {
     pub tls: Option<std::sync::Arc<crate::http::tls_session::TlsSession>>,
 }
 
-/// One evaluation context; cheap to build, decodes the query string only if an expression asks.
+/// One evaluation context; cheap to build (and to clone: references, and the query once decoded),
+/// decodes the query string only if an expression asks.
+#[derive(Clone)]
 pub struct ElContext<'a> {
     info: &'a RequestInfo,
     headers: &'a HeaderMap,
@@ -147,18 +149,7 @@ impl<'a> ElContext<'a> {
 
     /// A copy of this context with `answer` readable as `#calloutResponse`.
     pub fn clone_with_callout<'b>(&'b self, answer: &'b CalloutAnswer) -> ElContext<'b> {
-        ElContext {
-            info: self.info,
-            headers: self.headers,
-            path_params: self.path_params,
-            attributes: self.attributes,
-            response: self.response,
-            query: self.query.clone(),
-            captures: self.captures,
-            request_content: self.request_content,
-            response_content: self.response_content,
-            callout: Some(answer),
-        }
+        self.clone().with_callout(answer)
     }
 
     /// This context with a policy's regular-expression match readable as `#group`/`#groupName`.
@@ -169,18 +160,7 @@ impl<'a> ElContext<'a> {
     /// A copy of this context with `captures` readable as `#group`/`#groupName` (one per match when a
     /// policy renders a template for each match).
     pub fn capturing<'b>(&'b self, captures: &'b RegexCaptures) -> ElContext<'b> {
-        ElContext {
-            info: self.info,
-            headers: self.headers,
-            path_params: self.path_params,
-            attributes: self.attributes,
-            response: self.response,
-            query: self.query.clone(),
-            captures: Some(captures),
-            request_content: self.request_content,
-            response_content: self.response_content,
-            callout: self.callout,
-        }
+        self.clone().with_captures(captures)
     }
 
     /// Evaluates a condition: Gravitee treats an evaluation error as "not met".

@@ -48,31 +48,7 @@ impl std::fmt::Debug for GenerateJwt {
     }
 }
 
-/// Parses the key for `algorithm` and signs an empty claims set with it, so a key that cannot sign
-/// is refused now rather than on every request. The reason never quotes the key.
-pub fn signing_key(algorithm: &str, key: &[u8]) -> Result<(Algorithm, EncodingKey), String> {
-    let (algorithm, key) = match algorithm {
-        "RS256" => {
-            (Algorithm::RS256, EncodingKey::from_rsa_pem(key).map_err(|e| format!("not a PEM RSA private key ({e})"))?)
-        }
-        "HS256" | "HS384" | "HS512" => {
-            // Nimbus' MACSigner (Gravitee's signer) refuses secrets shorter than the hash.
-            let (algorithm, bits) = match algorithm {
-                "HS256" => (Algorithm::HS256, 256),
-                "HS384" => (Algorithm::HS384, 384),
-                _ => (Algorithm::HS512, 512),
-            };
-            if key.len() * 8 < bits {
-                return Err(format!("the secret length for {algorithm:?} must be at least {bits} bits"));
-            }
-            (algorithm, EncodingKey::from_secret(key))
-        }
-        other => return Err(format!("signature `{other}` is not supported")),
-    };
-    jsonwebtoken::encode(&Header::new(algorithm), &Map::new(), &key)
-        .map_err(|e| format!("the key cannot sign {algorithm:?} tokens ({e})"))?;
-    Ok((algorithm, key))
-}
+pub use hgw_proto::signing::signing_key;
 
 impl GenerateJwt {
     pub fn compile(config: pb::GenerateJwtPolicy) -> Result<GenerateJwt, PolicyError> {
