@@ -285,6 +285,13 @@ pub(crate) async fn serve_api(
                 let Some(mut reply) = outcome else {
                     continue;
                 };
+                if api.legacy_engine && step.reads_request_body() {
+                    let target = exchange.endpoint_target.as_deref();
+                    if let Some(error) = invoke::unreachable_endpoint(&api, target, &path_info).await {
+                        trace::note_error(trace, Some(error.key()));
+                        return error_response(&error, &ids, record, in_flight, templates);
+                    }
+                }
                 reply.headers.append(exchange.response_headers);
                 if let (Some(t), Some(span)) = (trace.as_mut(), request_span) {
                     t.end(span);

@@ -403,6 +403,34 @@ pub async fn invoke(
 /// answer after the last one is relayed as it is.
 const MAX_REDIRECTS: usize = 16;
 
+/// Gravitee's V3 engine connects to the endpoint before its request-content policies run (they
+/// transform the body as it is streamed to the endpoint): when it cannot connect, the client gets the
+/// connection failure (502) whatever those policies would have answered. The exchange asks this
+/// before it answers a content step's failure on that engine: the endpoint the load balancer would
+/// pick (or dynamic routing named) is connected to (TCP only, within its connect timeout, nothing
+/// sent) and the failure is returned when it cannot be. Only failing exchanges pay for it.
+pub async fn unreachable_endpoint(api: &Api, endpoint_target: Option<&str>, path_info: &str) -> Option<GatewayError> {
+    let destination = Destination::of(api, endpoint_target)?;
+    let group = destination.group(api);
+    let selected = match &destination {
+        Destination::Endpoint { name, .. } => group.select_named(name, Instant::now()).flatten(),
+        _ => group.select(&Tried::default(), Instant::now()),
+    }?;
+    let endpoint = selected.endpoint;
+    // Only asked, not called: the permit goes back untouched.
+    let _permit = PermitGuard { circuit: &endpoint.circuit, permit: Some(selected.permit) };
+    let uri: http::Uri = destination.url(endpoint, path_info, None).parse().ok()?;
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let https = uri.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case("https") || s.eq_ignore_ascii_case("wss"));
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+    match tokio::time::timeout(endpoint.http.connect_timeout, connect).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(error)) => Some(UpstreamError::Connection(format!("{host}:{port}: {error}")).into()),
+        Err(_) => Some(UpstreamError::Connection(format!("{host}:{port}: connect timed out")).into()),
+    }
+}
+
 /// Follows the endpoint's redirects as Vert.x's default redirect handler does for Gravitee's
 /// `followRedirects`: `301`, `302`, `303`, `307` and `308` with a `Location` for GET and HEAD; for
 /// other methods only `303`, which becomes a GET without body. The request keeps its headers (not
