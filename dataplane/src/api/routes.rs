@@ -347,6 +347,7 @@ pub(crate) mod tests {
                 api_key: None,
                 jwt: None,
                 selection_rule: String::new(),
+                oauth2: None,
             }],
             analytics_enabled: true,
             ..Default::default()
