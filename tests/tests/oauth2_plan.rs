@@ -157,8 +157,8 @@ async fn oauth2_plan_introspects_with_a_real_authorization_server() {
     // A valid token: the subscription's application; the payload reaches the flow; the
     // Authorization header is not propagated (propagateAuthHeader: false).
     let response = call("/o4/orders", Some(&good)).await.unwrap();
-    assert_eq!(response.status(), 200);
     let request_id = response.headers()["x-gravitee-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(response.status(), 200);
     let echo: Value = response.json().await.unwrap();
     let payload = echo["headers"]["x-oauth-payload"].as_str().unwrap_or_else(|| panic!("no payload: {echo}"));
     assert!(payload.contains("\"client_id\":\"app-a\"") && payload.contains("\"active\":true"), "{payload}");
