@@ -845,7 +845,7 @@ mod tests {
                 builder = builder.header("Authorization", value);
             }
             let mut p = builder.body(()).unwrap().into_parts().0;
-            let result = security
+            security
                 .authenticate(&mut p, "ip", None, NOW, &RequestInfo::default(), "api", &FakeAgent)
                 .now_or_never()
                 .expect("the fake answers at once")
@@ -856,8 +856,7 @@ mod tests {
                         r.error_key.unwrap_or_default(),
                         r.headers.iter().any(|(n, _)| n == http::header::WWW_AUTHENTICATE),
                     )
-                });
-            result
+                })
         };
         let ok = run(Some("Bearer good"), "/").expect("accepted");
         assert_eq!((ok.0.as_str(), ok.1.as_deref()), ("s1", Some("alice")));
