@@ -11,6 +11,7 @@ const PROTO_FILES: &[&str] = &[
     "hgw/v1/ratelimit.proto",
     "hgw/v1/snapshot.proto",
     "hgw/v1/identity.proto",
+    "hgw/v1/oauth2.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         // Messages carrying key material get a hand-written Debug (proto/src/lib.rs) that leaves it out.
-        .skip_debug(["hgw.v1.GenerateJwtPolicy"])
+        .skip_debug(["hgw.v1.GenerateJwtPolicy", "hgw.v1.OAuth2Introspection"])
         .compile_fds(descriptors)?;
     Ok(())
 }

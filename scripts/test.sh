@@ -53,6 +53,13 @@ if ! command -v redis-server >/dev/null; then apt_install redis-server; fi
 if ! command -v redis-cli >/dev/null; then apt_install redis-tools; fi
 # h2load: HTTP/2 load over TLS while certificates rotate (tests/tests/edge_tls.rs).
 if ! command -v h2load >/dev/null; then apt_install nghttp2-client; fi
+# A JDK (>= 17) and Maven for the real authorization server of tests/tests/oauth2_plan.rs: Spring
+# Authorization Server from Maven Central, built once by tests/oauth2-as/setup.sh and cached in
+# ~/.cache/hgw-oauth2-as (built here so that the test itself does not wait on Maven).
+if ! command -v javac >/dev/null; then apt_install default-jdk-headless; fi
+command -v mvn >/dev/null || apt_install maven
+log "test authorization server (tests/oauth2-as/setup.sh)"
+bash tests/oauth2-as/setup.sh >/dev/null
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

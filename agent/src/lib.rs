@@ -18,6 +18,7 @@ pub mod local;
 pub mod metrics;
 pub mod monitor;
 pub mod node_api;
+pub mod oauth2;
 pub mod ratelimit;
 pub mod redis;
 pub mod reports;
@@ -316,6 +317,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         metrics: metrics.clone(),
         status: status.clone(),
         counters: counters.clone(),
+        oauth2: Arc::new(oauth2::Introspector::new().map_err(StartError::GateClient)?),
         mode,
         node_id: config.node_id.clone(),
         cancel: services.clone(),

@@ -403,14 +403,15 @@ fn attach_credentials(
         }
     }
     for api in apis.values_mut() {
-        // API-key, JWT and mTLS plans authenticate against subscriptions (JWT: by client id; mTLS:
-        // by the application's certificate).
+        // API-key, JWT, OAuth2 and mTLS plans authenticate against subscriptions (JWT and OAuth2: by
+        // client id; mTLS: by the application's certificate).
         let key_plans: Vec<&str> = api
             .plans
             .iter()
             .filter(|p| {
                 p.security == pb::SecurityType::ApiKey as i32
                     || p.security == pb::SecurityType::Jwt as i32
+                    || p.security == pb::SecurityType::Oauth2 as i32
                     || p.security == pb::SecurityType::Mtls as i32
             })
             .map(|p| p.id.as_str())

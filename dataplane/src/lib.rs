@@ -27,7 +27,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::{analytics_stream, config_stream, counters_client, join, link};
+use crate::agent::{analytics_stream, config_stream, counters_client, introspect_client, join, link};
 use crate::config::Config;
 use crate::gateway::Shared;
 use crate::http::{listen, tls_server};
@@ -130,6 +130,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let trace_all = config.trace_apis == config::TraceApis::All;
     let shared = Arc::new(
         Shared::new(metrics, sink, counters, shutdown.clone())
+            .with_introspector(Arc::new(introspect_client::AgentIntrospector::new(link.connect_lazy())))
             .with_tracing(tracing.clone(), trace_all)
             .with_limits(config.limits.clone())
             .with_trusted_proxies(config.trusted_proxies.clone())

@@ -339,6 +339,7 @@ fn echo_api(id: &str, path: &str, backend: SocketAddr) -> pb::Api {
             api_key: None,
             jwt: None,
             selection_rule: String::new(),
+            oauth2: None,
         }],
         flows: vec![],
         flow_mode: pb::FlowMode::Default as i32,

@@ -27,6 +27,27 @@ impl std::fmt::Debug for v1::GenerateJwtPolicy {
     }
 }
 
+/// The client secret stays out of debug output (and so out of logs): only whether one is set is shown.
+impl std::fmt::Debug for v1::OAuth2Introspection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuth2Introspection")
+            .field("resource", &self.resource)
+            .field("url", &self.url)
+            .field("method", &self.method)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &if self.client_secret.is_empty() { "" } else { redact::REDACTED })
+            .field("use_client_authorization_header", &self.use_client_authorization_header)
+            .field("client_authorization_header_name", &self.client_authorization_header_name)
+            .field("token_query_param", &self.token_query_param)
+            .field("token_header", &self.token_header)
+            .field("token_form_param", &self.token_form_param)
+            .field("scope_separator", &self.scope_separator)
+            .field("user_claim", &self.user_claim)
+            .field("trust_all", &self.trust_all)
+            .finish()
+    }
+}
+
 pub mod counters;
 pub mod redact;
 pub mod signing;

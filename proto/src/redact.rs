@@ -2,7 +2,7 @@
 //! (`hgw.v1.Admin/DumpConfig`, the node API, a dataplane's `/config`) goes through [`api`] or [`url`],
 //! so a new secret-bearing field is redacted by changing this file alone.
 //!
-//! Redacted: JWT HMAC secrets, generate-jwt signing keys, endpoint client private keys, API-key hashes, credential headers
+//! Redacted: JWT HMAC secrets, OAuth2 resources' client secrets, generate-jwt signing keys, endpoint client private keys, API-key hashes, credential headers
 //! (endpoint, health-check, mock and transform-headers values of `Authorization`, `Proxy-Authorization`,
 //! `Cookie`, API-key-like and token-like names) and the userinfo of endpoint targets.
 
@@ -66,6 +66,11 @@ pub fn api(api: &Api) -> Api {
         {
             jwt.hmac_secret = REDACTED.to_owned();
         }
+        if let Some(introspection) = plan.oauth2.as_mut().and_then(|o| o.introspection.as_mut())
+            && !introspection.client_secret.is_empty()
+        {
+            introspection.client_secret = REDACTED.to_owned();
+        }
         flows(&mut plan.flows);
     }
     flows(&mut copy.flows);
@@ -107,6 +112,13 @@ mod tests {
         let original = Api {
             plans: vec![Plan {
                 jwt: Some(JwtSecurity { hmac_secret: "hmac-s3cret".into(), ..Default::default() }),
+                oauth2: Some(crate::v1::OAuth2Security {
+                    introspection: Some(crate::v1::OAuth2Introspection {
+                        client_secret: "oauth2-client-s3cret".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }],
             api_keys: vec![ApiKey { key_sha256: "abcdef".into(), ..Default::default() }],
@@ -141,7 +153,15 @@ mod tests {
         let redacted = api(&original);
         let Some(step::Policy::GenerateJwt(jwt)) = &redacted.flows[0].request[0].policy else { panic!("step kept") };
         assert_eq!(jwt.key, REDACTED.as_bytes());
-        for secret in ["hmac-s3cret", "jwt-signing-s3cret", "abcdef", "user:pw", "Basic xyz", "BEGIN PRIVATE KEY"] {
+        for secret in [
+            "hmac-s3cret",
+            "oauth2-client-s3cret",
+            "jwt-signing-s3cret",
+            "abcdef",
+            "user:pw",
+            "Basic xyz",
+            "BEGIN PRIVATE KEY",
+        ] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
         assert!(text.contains("keep"));

@@ -162,7 +162,11 @@ async fn broken_definitions_are_rejected_alone_with_their_reason() {
     };
     assert!(reason("broken-json").starts_with("the definition is not valid JSON"), "{}", reason("broken-json"));
     assert!(reason("tls-target").contains("endpointGroups[0].sharedConfiguration.ssl.trustStore.type"));
-    assert!(reason("oauth2-plan").contains("plans[0].security.type"));
+    assert!(
+        reason("oauth2-plan").contains("plans[0].security.configuration.oauthResource"),
+        "{}",
+        reason("oauth2-plan")
+    );
     assert!(reason("unknown-policy").contains("policy `groovy` is not supported"));
     assert_eq!(apis["deployed"].as_array().unwrap().len(), 1);
 

@@ -31,6 +31,7 @@ async fn grpcurl_lists_describes_and_calls_through_reflection() {
         "hgw.v1.ConfigDiscovery",
         "hgw.v1.Analytics",
         "hgw.v1.RateLimit",
+        "hgw.v1.OAuth2",
         "hgw.v1.Admin",
         "hgw.v1.Identity",
         "grpc.health.v1.Health",

@@ -194,6 +194,7 @@ fn compile_api(
         }
         let mut api_key = None;
         let mut jwt = None;
+        let mut oauth2 = None;
         let security = match norm(&plan.security.security_type).as_str() {
             "key-less" | "keyless" => pb::SecurityType::KeyLess,
             "api-key" | "apikey" => {
@@ -214,6 +215,16 @@ fn compile_api(
                 jwt = Some(jwt_security(&configuration, &format!("{at}.security.configuration"))?);
                 pb::SecurityType::Jwt
             }
+            "oauth2" => {
+                let configuration = model::object_or_json_string(&plan.security.configuration)
+                    .map_err(|m| err(format!("{at}.security.configuration"), m))?;
+                oauth2 = Some(oauth2::oauth2_security(
+                    &configuration,
+                    &format!("{at}.security.configuration"),
+                    &api.resources,
+                )?);
+                pb::SecurityType::Oauth2
+            }
             // The TLS client certificate is the credential; subscriptions carry the certificates.
             "mtls" => pb::SecurityType::Mtls,
             "" => return Err(err(format!("{at}.security.type"), "the plan has no security type")),
@@ -221,7 +232,7 @@ fn compile_api(
                 return Err(err(
                     format!("{at}.security.type"),
                     format!(
-                        "plan `{}` uses `{other}` security, which is not supported yet (key-less, api-key, jwt and mtls are)",
+                        "plan `{}` uses `{other}` security, which is not supported yet (key-less, api-key, jwt, oauth2 and mtls are)",
                         plan.name
                     ),
                 ));
@@ -237,6 +248,7 @@ fn compile_api(
             api_key,
             jwt,
             selection_rule,
+            oauth2,
         });
     }
     if plans.is_empty() {
@@ -2412,6 +2424,7 @@ fn mock(configuration: &Value, at: &str) -> Result<pb::MockPolicy, CompileError>
 }
 
 mod deploy_time;
+mod oauth2;
 
 #[cfg(test)]
 mod tests;

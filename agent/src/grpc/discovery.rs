@@ -179,7 +179,7 @@ impl ConfigSession {
         let upserts: Vec<Api> = wanted
             .iter()
             .filter(|api| full || self.held.get(&api.id) != Some(&api.revision))
-            .map(|api| (***api).clone())
+            .map(|api| for_dataplanes(api))
             .collect();
         let wanted_ids: std::collections::HashSet<&str> = wanted.iter().map(|api| api.id.as_str()).collect();
         let removals: Vec<String> = if full {
@@ -216,5 +216,43 @@ impl ConfigSession {
         span.set("hgw.config.upserts", update.upserts.len() as i64);
         span.set("hgw.config.removals", update.removals.len() as i64);
         Some((trace, span))
+    }
+}
+
+/// The API as dataplanes receive it: without what only the agent uses (an OAuth2 plan's introspection
+/// settings, which hold the authorization server's client secret).
+fn for_dataplanes(api: &Api) -> Api {
+    let mut api = api.clone();
+    for plan in &mut api.plans {
+        if let Some(oauth2) = plan.oauth2.as_mut() {
+            oauth2.introspection = None;
+        }
+    }
+    api
+}
+
+#[cfg(test)]
+mod for_dataplanes_tests {
+    use hgw_proto::v1 as pb;
+
+    #[test]
+    fn introspection_settings_never_leave_the_agent() {
+        let api = pb::Api {
+            plans: vec![pb::Plan {
+                oauth2: Some(pb::OAuth2Security {
+                    introspection: Some(pb::OAuth2Introspection {
+                        client_secret: "s3cret".into(),
+                        ..Default::default()
+                    }),
+                    mode_strict: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let sent = super::for_dataplanes(&api);
+        let oauth2 = sent.plans[0].oauth2.as_ref().expect("plan settings kept");
+        assert!(oauth2.introspection.is_none() && oauth2.mode_strict);
     }
 }

@@ -8,6 +8,7 @@ pub mod authz;
 mod discovery;
 mod identity;
 pub mod listen;
+mod oauth2;
 mod ratelimit;
 pub mod registry;
 
@@ -18,6 +19,7 @@ use hgw_proto::v1::admin_server::AdminServer;
 use hgw_proto::v1::analytics_server::AnalyticsServer;
 use hgw_proto::v1::config_discovery_server::ConfigDiscoveryServer;
 use hgw_proto::v1::identity_server::IdentityServer;
+use hgw_proto::v1::o_auth2_server::OAuth2Server;
 use hgw_proto::v1::rate_limit_server::RateLimitServer;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Router;
@@ -38,8 +40,14 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The services every gRPC listener offers.
-pub const SERVICE_NAMES: &[&str] =
-    &["hgw.v1.ConfigDiscovery", "hgw.v1.Analytics", "hgw.v1.RateLimit", "hgw.v1.Admin", "hgw.v1.Identity"];
+pub const SERVICE_NAMES: &[&str] = &[
+    "hgw.v1.ConfigDiscovery",
+    "hgw.v1.Analytics",
+    "hgw.v1.RateLimit",
+    "hgw.v1.OAuth2",
+    "hgw.v1.Admin",
+    "hgw.v1.Identity",
+];
 
 /// What `hgw.v1.Identity` needs: the CA, the join-token check and the certificate lifetime.
 pub struct IdentityState {
@@ -59,6 +67,8 @@ pub struct GrpcState {
     pub metrics: Arc<Metrics>,
     pub status: Arc<SyncStatus>,
     pub counters: Arc<CounterStore>,
+    /// Token introspection for `oauth2` plans (its cache is shared by every listener).
+    pub oauth2: Arc<crate::oauth2::Introspector>,
     pub mode: &'static str,
     pub node_id: String,
     pub cancel: CancellationToken,
@@ -120,6 +130,10 @@ pub fn router(
         )
         .add_service(AnalyticsServer::new(analytics).max_decoding_message_size(MAX_MESSAGE_BYTES))
         .add_service(RateLimitServer::new(ratelimit))
+        .add_service(OAuth2Server::new(oauth2::OAuth2Service {
+            store: state.store.clone(),
+            introspector: state.oauth2.clone(),
+        }))
         .add_service(AdminServer::new(admin).max_encoding_message_size(MAX_MESSAGE_BYTES))
         .add_service(health.clone())
         .add_service(reflection().build_v1()?)

@@ -7,5 +7,6 @@ pub mod analytics_stream;
 pub mod backoff;
 pub mod config_stream;
 pub mod counters_client;
+pub mod introspect_client;
 pub mod join;
 pub mod link;

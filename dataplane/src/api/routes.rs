@@ -347,6 +347,7 @@ pub(crate) mod tests {
                 api_key: None,
                 jwt: None,
                 selection_rule: String::new(),
+                oauth2: None,
             }],
             analytics_enabled: true,
             ..Default::default()
@@ -473,9 +474,9 @@ pub(crate) mod tests {
         let mut jwt = api("x", &[("", "/x")], "http://b");
         jwt.plans[0].security = pb::SecurityType::Jwt as i32;
         assert!(reason(jwt).contains("plans[0].jwt: algorithm \"\" is not supported"));
-        let mut oauth2 = api("x", &[("", "/x")], "http://b");
-        oauth2.plans[0].security = pb::SecurityType::Oauth2 as i32;
-        assert!(reason(oauth2).contains("security type SECURITY_TYPE_OAUTH2 is not supported"));
+        let mut unspecified = api("x", &[("", "/x")], "http://b");
+        unspecified.plans[0].security = pb::SecurityType::Unspecified as i32;
+        assert!(reason(unspecified).contains("security type SECURITY_TYPE_UNSPECIFIED is not supported"));
 
         let mut no_group = api("x", &[("", "/x")], "http://b");
         no_group.endpoint_groups.clear();

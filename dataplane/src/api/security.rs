@@ -1,12 +1,16 @@
 //! Plans and their security: which plan a request runs under, and who the caller is.
 //!
-//! Gravitee's order: plans that need a credential are tried first (JWT, then API key), key-less last. A plan
+//! Gravitee's order: plans that need a credential are tried first (mTLS, JWT, OAuth2, then API key),
+//! key-less last. A plan
 //! "handles" a request when the request carries its credential; a handled request that fails
 //! authentication is refused (401), it never falls back to a key-less plan. API keys arrive from the
-//! agent as SHA-256 hashes with their subscriptions, so this process never holds a plaintext key.
+//! agent as SHA-256 hashes with their subscriptions, so this process never holds a plaintext key. OAuth2
+//! tokens are introspected by the agent ([`Introspector`]): this process holds no client secret and
+//! never calls the authorization server.
 
 use std::collections::HashMap;
 
+use futures::future::BoxFuture;
 use hgw_proto::v1 as pb;
 use http::{HeaderName, StatusCode};
 use sha2::{Digest, Sha256};
@@ -32,6 +36,8 @@ pub enum PlanKind {
     KeyLess,
     ApiKey(ApiKeyPlan),
     Jwt(Box<JwtPlan>),
+    /// Gravitee's `oauth2` plan: the agent introspects the token.
+    OAuth2(OAuth2Plan),
     /// The TLS client certificate is the credential: its SHA-256 names the subscription.
     Mtls,
 }
@@ -56,6 +62,38 @@ impl std::fmt::Debug for JwtPlan {
     }
 }
 
+/// An OAuth2 plan's settings (the introspection itself is the agent's).
+#[derive(Debug)]
+pub struct OAuth2Plan {
+    required_scopes: Vec<String>,
+    check_required_scopes: bool,
+    mode_strict: bool,
+    extract_payload: bool,
+    propagate_auth_header: bool,
+}
+
+/// Who introspects OAuth2 tokens: the agent (`hgw.v1.OAuth2/Introspect`). An error is a failure to
+/// get an answer (agent away, timeout): the request is refused as the server being unavailable.
+pub trait Introspector: Send + Sync + std::fmt::Debug {
+    fn introspect(
+        &self,
+        api_id: &str,
+        plan_id: &str,
+        token: &str,
+    ) -> BoxFuture<'static, Result<pb::IntrospectResponse, String>>;
+}
+
+/// No introspection available (a dataplane built without an agent link, tests): every OAuth2 token is
+/// refused as the server being unavailable, never let through.
+#[derive(Debug)]
+pub struct NoIntrospector;
+
+impl Introspector for NoIntrospector {
+    fn introspect(&self, _: &str, _: &str, _: &str) -> BoxFuture<'static, Result<pb::IntrospectResponse, String>> {
+        Box::pin(async { Err("no introspection available".to_owned()) })
+    }
+}
+
 #[derive(Debug)]
 pub struct ApiKeyPlan {
     header: HeaderName,
@@ -70,6 +108,7 @@ impl Plan {
             PlanKind::KeyLess => "KEY_LESS",
             PlanKind::ApiKey(_) => "API_KEY",
             PlanKind::Jwt(_) => "JWT",
+            PlanKind::OAuth2(_) => "OAUTH2",
             PlanKind::Mtls => "MTLS",
         }
     }
@@ -116,6 +155,7 @@ impl SubscriptionEntry {
             user: None,
             client_id: text(&self.client_id),
             application_name: text(&self.application_name),
+            oauth_payload: None,
         }
     }
 }
@@ -141,6 +181,8 @@ pub struct Authenticated<'a> {
     /// `#subscription.applicationName`); none for key-less plans, as in Gravitee.
     pub client_id: Option<String>,
     pub application_name: Option<String>,
+    /// OAuth2 plans with `extractPayload`: the introspection answer (context attribute `oauth.payload`).
+    pub oauth_payload: Option<String>,
 }
 
 /// Why plans could not be built from the proto.
@@ -171,7 +213,7 @@ impl Security {
         }
         let mut compiled = Vec::with_capacity(plans.len());
         for (i, (plan, flows)) in plans.into_iter().enumerate() {
-            let pb::Plan { id, name, security, flows: _, api_key, jwt, selection_rule } = plan;
+            let pb::Plan { id, name, security, flows: _, api_key, jwt, selection_rule, oauth2 } = plan;
             let selection_rule = if selection_rule.trim().is_empty() {
                 None
             } else {
@@ -195,6 +237,16 @@ impl Security {
                 Ok(pb::SecurityType::Jwt) => {
                     PlanKind::Jwt(Box::new(jwt_plan(jwt.unwrap_or_default()).map_err(|e| SecurityError::Jwt(i, e))?))
                 }
+                Ok(pb::SecurityType::Oauth2) => {
+                    let config = oauth2.unwrap_or_default();
+                    PlanKind::OAuth2(OAuth2Plan {
+                        required_scopes: config.required_scopes,
+                        check_required_scopes: config.check_required_scopes,
+                        mode_strict: config.mode_strict,
+                        extract_payload: config.extract_payload,
+                        propagate_auth_header: config.propagate_auth_header,
+                    })
+                }
                 Ok(pb::SecurityType::Mtls) => PlanKind::Mtls,
                 Ok(other) => return Err(SecurityError::Unsupported(i, other.as_str_name().to_owned())),
                 Err(_) => return Err(SecurityError::Unsupported(i, security.to_string())),
@@ -202,12 +254,14 @@ impl Security {
             compiled.push(Plan { id, name, kind, flows, selection_rule });
         }
         // Stable: plans of the same kind keep their definition order.
-        // Gravitee orders mTLS first (its policy's order is -100), then JWT, API key, key-less.
+        // Gravitee orders mTLS first (its policy's order is -100), then JWT (0), OAuth2 (100), API
+        // key, key-less.
         compiled.sort_by_key(|plan| match plan.kind {
             PlanKind::Mtls => 0,
             PlanKind::Jwt(_) => 1,
-            PlanKind::ApiKey(_) => 2,
-            PlanKind::KeyLess => 3,
+            PlanKind::OAuth2(_) => 2,
+            PlanKind::ApiKey(_) => 3,
+            PlanKind::KeyLess => 4,
         });
         let subscriptions = subscriptions
             .into_iter()
@@ -277,13 +331,17 @@ impl Security {
     /// Selects the plan for a request and authenticates it; on success the API key is stripped from
     /// the request unless the plan propagates it. `client_ip` identifies key-less callers;
     /// `client_certificate` is the SHA-256 (hex) of the verified TLS client certificate, if any.
-    pub fn authenticate(
+    /// OAuth2 tokens of the API `api_id` are introspected by `introspector`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn authenticate(
         &self,
         parts: &mut http::request::Parts,
         client_ip: &str,
         client_certificate: Option<&str>,
         now_ms: i64,
         info: &RequestInfo,
+        api_id: &str,
+        introspector: &dyn Introspector,
     ) -> Result<Authenticated<'_>, Reply> {
         // The first plan that held a credential but refused it decides the error; without any
         // credential, the first plan that wanted one names what is missing.
@@ -327,6 +385,37 @@ impl Security {
                         }
                     }
                 }
+                PlanKind::OAuth2(config) => {
+                    // Gravitee's policy-oauth2: the first `Authorization: Bearer` header, else the
+                    // `access_token` query parameter; a bearer with nothing after it is a token missing.
+                    let Some(token) = find_oauth2_token(parts) else {
+                        missing
+                            .get_or_insert_with(|| oauth2_refusal(StatusCode::UNAUTHORIZED, "OAUTH2_MISSING_HEADER"));
+                        continue;
+                    };
+                    if token.is_empty() {
+                        refused.get_or_insert_with(|| {
+                            oauth2_refusal(StatusCode::UNAUTHORIZED, "OAUTH2_MISSING_ACCESS_TOKEN")
+                        });
+                        continue;
+                    }
+                    match self.introspected(
+                        plan,
+                        config,
+                        introspector.introspect(api_id, &plan.id, &token).await,
+                        now_ms,
+                    ) {
+                        Ok(authenticated) => {
+                            if !config.propagate_auth_header {
+                                parts.headers.remove(http::header::AUTHORIZATION);
+                            }
+                            return Ok(authenticated);
+                        }
+                        Err(reply) => {
+                            refused.get_or_insert(reply);
+                        }
+                    }
+                }
                 PlanKind::ApiKey(config) => {
                     let Some(key) = find_key(parts, config) else {
                         missing.get_or_insert_with(|| unauthorized("API_KEY_MISSING", "API Key is missing"));
@@ -358,6 +447,7 @@ impl Security {
                         user: None,
                         client_id: None,
                         application_name: None,
+                        oauth_payload: None,
                     });
                 }
             }
@@ -405,9 +495,66 @@ impl Security {
                 text(claims.get("azp")).or_else(|| text(claims.get("aud"))).or_else(|| text(claims.get("client_id")))
             }
         }?;
-        let (subscription, entry) =
-            self.subscriptions.iter().find(|(_, s)| s.client_id == client_id && s.admits(&plan.id, now_ms))?;
+        let (subscription, entry) = self.subscription_for_client(&client_id, &plan.id, now_ms)?;
         Some(Authenticated { user: text(claims.get(&config.user_claim)), ..entry.authenticated(plan, subscription) })
+    }
+
+    /// The accepted, current subscription of `plan` whose application has this client id (JWT and
+    /// OAuth2 plans).
+    fn subscription_for_client(&self, client_id: &str, plan: &str, now_ms: i64) -> Option<(&str, &SubscriptionEntry)> {
+        self.subscriptions
+            .iter()
+            .find(|(_, s)| s.client_id == client_id && s.admits(plan, now_ms))
+            .map(|(id, s)| (id.as_str(), s))
+    }
+
+    /// What the agent's introspection means for the OAuth2 `plan`, with Gravitee's answers: the
+    /// server unreachable or failing → `503 OAUTH2_SERVER_UNAVAILABLE`; an inactive token → `401
+    /// OAUTH2_INVALID_ACCESS_TOKEN`; no accepted subscription of the plan for the token's client →
+    /// `401 GATEWAY_OAUTH2_ACCESS_DENIED`; required scopes missing → `401 OAUTH2_INSUFFICIENT_SCOPE`.
+    fn introspected<'a>(
+        &'a self,
+        plan: &'a Plan,
+        config: &OAuth2Plan,
+        answer: Result<pb::IntrospectResponse, String>,
+        now_ms: i64,
+    ) -> Result<Authenticated<'a>, Reply> {
+        let unavailable = || {
+            let mut reply = Reply::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Some("OAUTH2_SERVER_UNAVAILABLE"),
+                "temporarily_unavailable",
+            );
+            reply.headers.push(www_authenticate());
+            reply
+        };
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::debug!(plan = %plan.id, %error, "OAuth2 introspection unavailable");
+                return Err(unavailable());
+            }
+        };
+        match pb::IntrospectOutcome::try_from(answer.outcome) {
+            Ok(pb::IntrospectOutcome::Active) => {}
+            Ok(pb::IntrospectOutcome::Inactive) => {
+                return Err(oauth2_refusal(StatusCode::UNAUTHORIZED, "OAUTH2_INVALID_ACCESS_TOKEN"));
+            }
+            _ => return Err(unavailable()),
+        }
+        let Some((subscription, entry)) = self.subscription_for_client(&answer.client_id, &plan.id, now_ms) else {
+            return Err(oauth2_refusal(StatusCode::UNAUTHORIZED, "GATEWAY_OAUTH2_ACCESS_DENIED"));
+        };
+        if config.check_required_scopes
+            && !has_required_scopes(&answer.scopes, &config.required_scopes, config.mode_strict)
+        {
+            return Err(oauth2_refusal(StatusCode::UNAUTHORIZED, "OAUTH2_INSUFFICIENT_SCOPE"));
+        }
+        Ok(Authenticated {
+            user: (!answer.user.trim().is_empty()).then_some(answer.user),
+            oauth_payload: config.extract_payload.then_some(answer.payload),
+            ..entry.authenticated(plan, subscription)
+        })
     }
 
     /// The accepted, current subscription of the mTLS `plan` whose application's certificate has
@@ -457,6 +604,45 @@ impl crate::policies::ApiKeys for Security {
     fn admits(&self, key: &str, now_ms: i64) -> bool {
         self.key_admits_any_plan(key, now_ms)
     }
+}
+
+/// Gravitee's OAuth2 refusals: `Unauthorized` with `WWW-Authenticate: Bearer realm="gravitee.io"`.
+fn oauth2_refusal(status: StatusCode, key: &'static str) -> Reply {
+    let mut reply = Reply::error(status, Some(key), "Unauthorized");
+    reply.headers.push(www_authenticate());
+    reply
+}
+
+fn www_authenticate() -> (HeaderName, http::HeaderValue) {
+    (http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer realm=\"gravitee.io\""))
+}
+
+/// Gravitee's scope check: no required scope passes; strict mode wants them all, otherwise one.
+fn has_required_scopes(granted: &[String], required: &[String], strict: bool) -> bool {
+    if required.is_empty() {
+        return true;
+    }
+    if strict {
+        required.iter().all(|scope| granted.contains(scope))
+    } else {
+        required.iter().any(|scope| granted.contains(scope))
+    }
+}
+
+/// The OAuth2 plan's token, as Gravitee's `TokenExtractor`: the first `Authorization` header that
+/// starts with `Bearer` (any case; what follows, trimmed, may be empty), else the first `access_token`
+/// query parameter (which may be empty too).
+fn find_oauth2_token(parts: &http::request::Parts) -> Option<String> {
+    for value in parts.headers.get_all(http::header::AUTHORIZATION) {
+        if let Ok(value) = value.to_str()
+            && value.len() >= 6
+            && value.is_char_boundary(6)
+            && value[..6].eq_ignore_ascii_case("bearer")
+        {
+            return Some(value[6..].trim().to_owned());
+        }
+    }
+    query_pairs(parts.uri.query()?).find(|(name, _)| name == "access_token").map(|(_, v)| v)
 }
 
 fn unauthorized(key: &'static str, message: &str) -> Reply {
@@ -581,6 +767,8 @@ fn strip_key(parts: &mut http::request::Parts, config: &ApiKeyPlan) {
 
 #[cfg(test)]
 mod tests {
+    use futures::FutureExt;
+
     use super::*;
 
     const NOW: i64 = 1_800_000_000_000;
@@ -595,9 +783,100 @@ mod tests {
                 api_key: None,
                 jwt: None,
                 selection_rule: String::new(),
+                oauth2: None,
             },
             vec![],
         )
+    }
+
+    /// Answers as the agent would for a few fixed tokens.
+    #[derive(Debug)]
+    struct FakeAgent;
+
+    impl Introspector for FakeAgent {
+        fn introspect(
+            &self,
+            api: &str,
+            plan: &str,
+            token: &str,
+        ) -> BoxFuture<'static, Result<pb::IntrospectResponse, String>> {
+            assert_eq!((api, plan), ("api", "oauth"));
+            let active = |client: &str, scopes: &[&str]| pb::IntrospectResponse {
+                outcome: pb::IntrospectOutcome::Active as i32,
+                payload: format!("{{\"client_id\":\"{client}\"}}"),
+                client_id: client.into(),
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                user: "alice".into(),
+            };
+            let answer = match token {
+                "good" => Ok(active("client-a", &["read", "write"])),
+                "narrow" => Ok(active("client-a", &["write"])),
+                "stranger" => Ok(active("client-b", &["read"])),
+                "inactive" => {
+                    Ok(pb::IntrospectResponse { outcome: pb::IntrospectOutcome::Inactive as i32, ..Default::default() })
+                }
+                "idp-down" => Ok(pb::IntrospectResponse {
+                    outcome: pb::IntrospectOutcome::Unavailable as i32,
+                    ..Default::default()
+                }),
+                _ => Err("agent away".to_owned()),
+            };
+            Box::pin(async move { answer })
+        }
+    }
+
+    #[test]
+    fn oauth2_plan_answers_as_gravitee() {
+        let (mut oauth, flows) = plan("oauth", pb::SecurityType::Oauth2);
+        oauth.oauth2 = Some(pb::OAuth2Security {
+            required_scopes: vec!["read".into()],
+            check_required_scopes: true,
+            mode_strict: true,
+            extract_payload: true,
+            propagate_auth_header: false,
+            introspection: None,
+        });
+        let mut sub = subscription("s1", "oauth", pb::SubscriptionStatus::Accepted);
+        sub.client_id = "client-a".into();
+        let security = Security::new(vec![(oauth, flows)], vec![sub], vec![]).unwrap();
+        let run = |auth: Option<&str>, uri: &str| {
+            let mut builder = http::Request::builder().uri(uri);
+            if let Some(value) = auth {
+                builder = builder.header("Authorization", value);
+            }
+            let mut p = builder.body(()).unwrap().into_parts().0;
+            security
+                .authenticate(&mut p, "ip", None, NOW, &RequestInfo::default(), "api", &FakeAgent)
+                .now_or_never()
+                .expect("the fake answers at once")
+                .map(|a| (a.subscription, a.user, a.oauth_payload, p.headers.contains_key("authorization")))
+                .map_err(|r| {
+                    (
+                        r.status.as_u16(),
+                        r.error_key.unwrap_or_default(),
+                        r.headers.iter().any(|(n, _)| n == http::header::WWW_AUTHENTICATE),
+                    )
+                })
+        };
+        let ok = run(Some("Bearer good"), "/").expect("accepted");
+        assert_eq!((ok.0.as_str(), ok.1.as_deref()), ("s1", Some("alice")));
+        assert!(ok.2.is_some_and(|p| p.contains("client-a")), "extractPayload");
+        assert!(!ok.3, "propagateAuthHeader false strips Authorization");
+        assert!(run(None, "/?access_token=good").is_ok(), "query parameter");
+        assert_eq!(run(None, "/").unwrap_err(), (401, "OAUTH2_MISSING_HEADER", true));
+        assert_eq!(run(Some("Basic abc"), "/").unwrap_err(), (401, "OAUTH2_MISSING_HEADER", true));
+        assert_eq!(run(Some("Bearer "), "/").unwrap_err(), (401, "OAUTH2_MISSING_ACCESS_TOKEN", true));
+        assert_eq!(run(Some("Bearer inactive"), "/").unwrap_err(), (401, "OAUTH2_INVALID_ACCESS_TOKEN", true));
+        assert_eq!(run(Some("Bearer narrow"), "/").unwrap_err(), (401, "OAUTH2_INSUFFICIENT_SCOPE", true));
+        assert_eq!(run(Some("Bearer stranger"), "/").unwrap_err(), (401, "GATEWAY_OAUTH2_ACCESS_DENIED", true));
+        assert_eq!(run(Some("Bearer idp-down"), "/").unwrap_err(), (503, "OAUTH2_SERVER_UNAVAILABLE", true));
+        assert_eq!(
+            run(Some("Bearer unknown"), "/").unwrap_err(),
+            (503, "OAUTH2_SERVER_UNAVAILABLE", true),
+            "agent away: never a pass"
+        );
+        assert!(has_required_scopes(&["a".into()], &["a".into(), "b".into()], false));
+        assert!(!has_required_scopes(&["a".into()], &["a".into(), "b".into()], true));
     }
 
     fn subscription(id: &str, plan: &str, status: pb::SubscriptionStatus) -> pb::Subscription {
@@ -639,7 +918,9 @@ mod tests {
     ) -> Result<(String, String, String), (u16, &'static str)> {
         let mut p = parts(uri, header);
         security
-            .authenticate(&mut p, "10.0.0.1", None, NOW, &RequestInfo::default())
+            .authenticate(&mut p, "10.0.0.1", None, NOW, &RequestInfo::default(), "api", &NoIntrospector)
+            .now_or_never()
+            .expect("no await")
             .map(|a| (a.plan.id.clone(), a.application, a.subscription))
             .map_err(|r| (r.status.as_u16(), r.error_key.unwrap_or_default()))
     }
@@ -679,7 +960,9 @@ mod tests {
         let run = |certificate: Option<&str>| {
             let mut p = parts("/a", None);
             security
-                .authenticate(&mut p, "10.0.0.1", certificate, NOW, &RequestInfo::default())
+                .authenticate(&mut p, "10.0.0.1", certificate, NOW, &RequestInfo::default(), "api", &NoIntrospector)
+                .now_or_never()
+                .expect("no await")
                 .map(|a| (a.plan.id.clone(), a.application, a.subscription))
                 .map_err(|r| (r.status.as_u16(), r.error_key.unwrap_or_default()))
         };
@@ -689,7 +972,11 @@ mod tests {
         assert_eq!(run(None), Ok(("free".into(), "1".into(), "10.0.0.1".into())), "no certificate: key-less");
         let only_mtls = Security::new(vec![plan("mtls", pb::SecurityType::Mtls)], vec![], vec![]).unwrap();
         let mut p = parts("/a", None);
-        let refused = only_mtls.authenticate(&mut p, "ip", None, NOW, &RequestInfo::default()).unwrap_err();
+        let refused = only_mtls
+            .authenticate(&mut p, "ip", None, NOW, &RequestInfo::default(), "api", &NoIntrospector)
+            .now_or_never()
+            .expect("no await")
+            .unwrap_err();
         assert_eq!((refused.status.as_u16(), refused.error_key), (401, Some("GATEWAY_PLAN_UNRESOLVABLE")));
     }
 
@@ -731,7 +1018,11 @@ mod tests {
         )
         .unwrap();
         let mut p = parts("/x?a=1&api-key=k&b=2", Some("k"));
-        security.authenticate(&mut p, "ip", None, NOW, &RequestInfo::default()).unwrap();
+        security
+            .authenticate(&mut p, "ip", None, NOW, &RequestInfo::default(), "api", &NoIntrospector)
+            .now_or_never()
+            .expect("no await")
+            .unwrap();
         assert!(p.headers.get("x-gravitee-api-key").is_none());
         assert_eq!(p.uri.to_string(), "/x?a=1&b=2");
 
@@ -745,7 +1036,11 @@ mod tests {
         )
         .unwrap();
         let mut p = http::Request::builder().uri("/x?key=k").header("x-key", "k").body(()).unwrap().into_parts().0;
-        security.authenticate(&mut p, "ip", None, NOW, &RequestInfo::default()).unwrap();
+        security
+            .authenticate(&mut p, "ip", None, NOW, &RequestInfo::default(), "api", &NoIntrospector)
+            .now_or_never()
+            .expect("no await")
+            .unwrap();
         assert_eq!(p.headers["x-key"], "k");
         assert_eq!(p.uri.to_string(), "/x?key=k");
     }
@@ -783,7 +1078,9 @@ mod tests {
             .into_parts()
             .0;
         security
-            .authenticate(&mut p, "ip", None, NOW, &RequestInfo::default())
+            .authenticate(&mut p, "ip", None, NOW, &RequestInfo::default(), "api", &NoIntrospector)
+            .now_or_never()
+            .expect("no await")
             .map(|a| (a.plan.id.clone(), a.subscription, a.user))
             .map_err(|r| (r.status.as_u16(), r.error_key.unwrap_or_default()))
     }
@@ -818,7 +1115,13 @@ mod tests {
         assert_eq!(bearer(&security, "not.a.jwt"), Err((401, "JWT_INVALID_TOKEN")));
         let mut p = parts("/", None);
         assert_eq!(
-            security.authenticate(&mut p, "ip", None, NOW, &RequestInfo::default()).unwrap().plan.id,
+            security
+                .authenticate(&mut p, "ip", None, NOW, &RequestInfo::default(), "api", &NoIntrospector)
+                .now_or_never()
+                .expect("no await")
+                .unwrap()
+                .plan
+                .id,
             "free",
             "no token: the key-less plan serves"
         );
@@ -830,7 +1133,12 @@ mod tests {
         };
         let mut p = parts("/", None);
         assert_eq!(
-            only_jwt.authenticate(&mut p, "ip", None, NOW, &RequestInfo::default()).unwrap_err().error_key,
+            only_jwt
+                .authenticate(&mut p, "ip", None, NOW, &RequestInfo::default(), "api", &NoIntrospector)
+                .now_or_never()
+                .expect("no await")
+                .unwrap_err()
+                .error_key,
             Some("JWT_MISSING_TOKEN")
         );
     }

@@ -108,13 +108,19 @@ pub(crate) async fn serve_api(
     // The client's hop-by-hop list applies to what the client sent, before policies add their headers.
     apply_connection(&mut parts.headers);
     let security_span = trace.as_ref().map(|t| t.child("security", hgw_otel::SpanKind::Internal));
-    let authenticated = match api.security.authenticate(
-        &mut parts,
-        &conn.remote_ip,
-        conn.client_certificate.as_ref().map(|c| &*c.sha256),
-        timestamp_ms,
-        &info,
-    ) {
+    let authenticated = match api
+        .security
+        .authenticate(
+            &mut parts,
+            &conn.remote_ip,
+            conn.client_certificate.as_ref().map(|c| &*c.sha256),
+            timestamp_ms,
+            &info,
+            &api.id,
+            shared.introspector.as_ref(),
+        )
+        .await
+    {
         Ok(authenticated) => authenticated,
         Err(reply) => {
             if let (Some(t), Some(mut span)) = (trace.as_mut(), security_span) {
@@ -165,6 +171,9 @@ pub(crate) async fn serve_api(
     // Gravitee's order: plan flows, then API flows, in both phases. A flow applies when its method
     // and path match and its EL condition (if any) holds; its `:params` are captured for EL.
     let mut attributes = Attributes::new();
+    if let Some(payload) = authenticated.oauth_payload {
+        attributes.push(("oauth.payload".to_owned(), payload));
+    }
     // In best-match mode only the most specific applicable flow runs, one among the plan's flows and
     // one among the API's.
     let mut flows: Vec<(&Flow, Vec<(String, String)>)> = Vec::new();

@@ -38,6 +38,8 @@ pub struct Shared {
     pub analytics: Arc<AnalyticsSink>,
     /// Rate-limit / quota / spike-arrest counters, held by the agent (they outlive route-table updates).
     pub counters: Arc<Counters>,
+    /// Who introspects OAuth2 tokens (the agent).
+    pub introspector: Arc<dyn crate::api::security::Introspector>,
     /// The root shutdown token: cancelled means draining.
     shutdown: CancellationToken,
     /// OpenTelemetry export; `None` (no OTLP endpoint) means requests are never traced.
@@ -70,6 +72,7 @@ impl Shared {
             metrics,
             analytics,
             counters,
+            introspector: Arc::new(crate::api::security::NoIntrospector),
             shutdown,
             tracing: None,
             trace_all: false,
@@ -103,6 +106,12 @@ impl Shared {
     pub fn with_tracing(mut self, tracing: Option<hgw_otel::Tracing>, trace_all: bool) -> Shared {
         self.tracing = tracing;
         self.trace_all = trace_all;
+        self
+    }
+
+    /// Introspects OAuth2 tokens with `introspector` (the agent; the default refuses every token).
+    pub fn with_introspector(mut self, introspector: Arc<dyn crate::api::security::Introspector>) -> Shared {
+        self.introspector = introspector;
         self
     }
 

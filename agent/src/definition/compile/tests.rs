@@ -102,10 +102,7 @@ fn malformed_and_unsupported_definitions_say_where() {
 
     let mut oauth2 = v4("a", "/a", "http://b");
     oauth2["plans"][0]["security"]["type"] = json!("OAUTH2");
-    assert_eq!(
-        rejection(oauth2),
-        "plans[0].security.type: plan `Keyless` uses `oauth2` security, which is not supported yet (key-less, api-key, jwt and mtls are)"
-    );
+    assert_eq!(rejection(oauth2), "plans[0].security.configuration.oauthResource: the plan names no OAuth2 resource");
     let mut gateway_keys = v4("a", "/a", "http://b");
     gateway_keys["plans"][0]["security"] =
         json!({"type": "JWT", "configuration": {"publicKeyResolver": "GATEWAY_KEYS", "resolverParameter": "x"}});
