@@ -317,7 +317,7 @@ pub async fn invoke(
             tokio::time::timeout(limit, client.upgrade(request)).await
         } else {
             tokio::time::timeout(limit, async {
-                let response = client.request(request).await;
+                let response = client.send(request).await;
                 match (response, redirectable) {
                     (Ok(response), Some(original)) => follow_redirects(client, response, original).await,
                     (response, _) => response,
@@ -327,7 +327,7 @@ pub async fn invoke(
             .map(|sent| {
                 sent.map_err(|error| {
                     tracing::debug!(api = %api.id, url = %shown, attempt, error = %error_chain(&error), "endpoint call failed");
-                    UpstreamError::classify(&error)
+                    error.classify()
                 })
             })
         };
@@ -439,7 +439,7 @@ async fn follow_redirects(
     client: &crate::http::upstream::UpstreamClient,
     mut response: Response<Incoming>,
     original: (Method, http::Uri, HeaderMap, Version),
-) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+) -> Result<Response<Incoming>, crate::http::upstream::CallError> {
     let (mut method, mut uri, mut headers, version) = original;
     for _ in 0..MAX_REDIRECTS {
         let status = response.status().as_u16();
@@ -473,7 +473,7 @@ async fn follow_redirects(
         *request.uri_mut() = uri.clone();
         *request.version_mut() = version;
         *request.headers_mut() = headers.clone();
-        response = client.request(request).await?;
+        response = client.send(request).await?;
     }
     Ok(response)
 }

@@ -12,6 +12,7 @@ pub mod idle;
 pub mod limits;
 pub mod listen;
 pub mod path;
+pub mod pool;
 pub mod query;
 pub mod tls;
 pub mod tls_server;

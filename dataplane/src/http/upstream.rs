@@ -1,7 +1,9 @@
 //! HTTP clients to backends, and the classification of their failures into Gravitee error keys.
 //!
 //! A client is made for the options that shape its connection pool ([`ClientKey`]);
-//! [`crate::api::clients`] keeps them across route tables.
+//! [`crate::api::clients`] keeps them across route tables. Plain `http://` HTTP/1.1 keep-alive calls
+//! take [`crate::http::pool`]'s connections (hyper's connection-level client, no pool hashing or
+//! hand-off to a pool task); everything else (TLS, HTTP/2, keep-alive off) hyper-util's pooled client.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use hgw_proto::v1 as pb;
 use http::header::HOST;
-use http::{HeaderValue, Request, Response, Uri, Version};
+use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -18,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::ServiceExt;
 
 use crate::http::body::RequestBody;
+use crate::http::pool::{Http1Pool, PoolError, host_header};
 use crate::http::tls::{self, TlsOptions};
 
 /// Gravitee's default connect timeout, used when the agent leaves the field at zero.
@@ -87,13 +90,24 @@ pub struct UpstreamClient {
     /// over HTTP/2 (RFC 8441) is not spoken, so even an endpoint configured for HTTP/2 gets its
     /// handshakes over HTTP/1.1.
     upgrades: HttpsConnector<HttpConnector>,
+    /// Idle plain HTTP/1.1 connections, for clients that keep connections alive without HTTP/2.
+    http1: Option<Arc<Http1Pool>>,
 }
 
 impl UpstreamClient {
-    /// Sends `request` on a pooled connection.
+    /// Sends `request` on hyper-util's pooled client (health checks and callouts use it).
     #[inline]
     pub fn request(&self, request: Request<RequestBody>) -> ResponseFuture {
         self.pooled.request(request)
+    }
+
+    /// Sends `request` on a pooled connection: a plain `http://` HTTP/1.1 request of a keep-alive
+    /// client on one of [`Http1Pool`]'s, anything else on hyper-util's pooled client.
+    pub async fn send(&self, request: Request<RequestBody>) -> Result<Response<Incoming>, CallError> {
+        match &self.http1 {
+            Some(pool) if Http1Pool::takes(&request) => pool.send(request).await.map_err(CallError::Http1),
+            _ => self.pooled.request(request).await.map_err(CallError::Pooled),
+        }
     }
 
     /// Sends an upgrade request (a WebSocket handshake) on a new HTTP/1.1 connection of its own,
@@ -125,20 +139,6 @@ impl UpstreamClient {
         *request.version_mut() = Version::HTTP_11;
         sender.send_request(request).await.map_err(|error| UpstreamError::classify_chain(&error, false))
     }
-}
-
-/// The Host header for `uri`: its host, and its port unless it is the scheme's default.
-fn host_header(uri: &Uri) -> Option<HeaderValue> {
-    let host = uri.host()?;
-    let default_port = match uri.scheme_str() {
-        Some("https") => 443,
-        _ => 80,
-    };
-    let value = match uri.port_u16() {
-        Some(port) if port != default_port => format!("{host}:{port}"),
-        _ => host.to_owned(),
-    };
-    HeaderValue::from_str(&value).ok()
 }
 
 /// The endpoint options that need a separate connection pool.
@@ -215,11 +215,15 @@ impl ClientKey {
             .enable_http1()
             .wrap_connector(connector.clone());
         let builder = HttpsConnectorBuilder::new().with_tls_config(config).https_or_http();
+        let tcp = connector.clone();
         let connector = if self.alpn_h2 {
             builder.enable_all_versions().wrap_connector(connector)
         } else {
             builder.enable_http1().wrap_connector(connector)
         };
+        // The fast path: the same TCP connector (connect timeout, no delay), no TLS, no HTTP/2.
+        let http1 =
+            (self.keep_alive && !self.h2c && !self.alpn_h2).then(|| Arc::new(Http1Pool::new(tcp, self.idle_timeout)));
         let mut builder = Client::builder(TokioExecutor::new());
         builder.pool_timer(TokioTimer::new()).pool_idle_timeout(self.idle_timeout);
         if !self.keep_alive {
@@ -228,7 +232,44 @@ impl ClientKey {
         if self.h2c {
             builder.http2_only(true);
         }
-        UpstreamClient { pooled: builder.build(connector), upgrades }
+        UpstreamClient { pooled: builder.build(connector), upgrades, http1 }
+    }
+}
+
+/// A failed endpoint call, before it is classified ([`CallError::classify`]).
+#[derive(Debug)]
+pub enum CallError {
+    /// hyper-util's pooled client failed.
+    Pooled(hyper_util::client::legacy::Error),
+    /// A call on one of [`Http1Pool`]'s connections failed.
+    Http1(PoolError),
+}
+
+impl CallError {
+    /// The failure in Gravitee's vocabulary.
+    pub fn classify(&self) -> UpstreamError {
+        match self {
+            CallError::Pooled(error) => UpstreamError::classify(error),
+            CallError::Http1(error) => UpstreamError::classify_chain(error, error.is_connect()),
+        }
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Pooled(error) => error.fmt(f),
+            CallError::Http1(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for CallError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CallError::Pooled(error) => error.source(),
+            CallError::Http1(error) => error.source(),
+        }
     }
 }
 
