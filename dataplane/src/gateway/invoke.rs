@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::respond::GatewayError;
-use crate::api::endpoints::{Circuit, Endpoint, EndpointGroup, Permit, Tried};
+use crate::api::endpoints::{Circuit, Endpoint, EndpointGroup, Permit, Selected, Tried};
 use crate::api::routes::{Api, RouteTable};
 use crate::http::body::{ClientBodyError, RequestBody};
 use crate::http::decompress::{self, Coding, UpstreamBody};
@@ -76,6 +76,15 @@ impl<'a> Destination<'a> {
             return Some(Destination::Endpoint { group, name, path: rest });
         }
         api.groups().find(|g| g.name == name).map(|group| Destination::Group { group, path: Some(rest) })
+    }
+
+    /// The endpoint this destination calls now: the one it names, else the group's load balancer's
+    /// pick among those not `tried`.
+    fn pick(&self, group: &'a EndpointGroup, tried: &Tried) -> Option<Selected<'a>> {
+        match self {
+            Destination::Endpoint { name, .. } => group.select_named(name, Instant::now()).flatten(),
+            _ => group.select(tried, Instant::now()),
+        }
     }
 
     fn group(&self, api: &'a Api) -> &'a EndpointGroup {
@@ -264,10 +273,7 @@ pub async fn invoke(
     let mut tried = Tried::default();
     let mut last_error = None;
     for attempt in 1..=attempts {
-        let selected = match &destination {
-            Destination::Endpoint { name, .. } => group.select_named(name, Instant::now()).flatten(),
-            _ => group.select(&tried, Instant::now()),
-        };
+        let selected = destination.pick(group, &tried);
         let Some(selected) = selected else {
             break;
         };
@@ -412,10 +418,7 @@ const MAX_REDIRECTS: usize = 16;
 pub async fn unreachable_endpoint(api: &Api, endpoint_target: Option<&str>, path_info: &str) -> Option<GatewayError> {
     let destination = Destination::of(api, endpoint_target)?;
     let group = destination.group(api);
-    let selected = match &destination {
-        Destination::Endpoint { name, .. } => group.select_named(name, Instant::now()).flatten(),
-        _ => group.select(&Tried::default(), Instant::now()),
-    }?;
+    let selected = destination.pick(group, &Tried::default())?;
     let endpoint = selected.endpoint;
     // Only asked, not called: the permit goes back untouched.
     let _permit = PermitGuard { circuit: &endpoint.circuit, permit: Some(selected.permit) };

@@ -77,24 +77,23 @@ impl StdError for PoolError {
 type IdleSince = Arc<AtomicU64>;
 const BUSY: u64 = 0;
 
+/// When a connection whose [`IdleSince`] holds `since` (not [`BUSY`]) went idle.
+fn went_idle(epoch: Instant, since: u64) -> Instant {
+    epoch + Duration::from_nanos(since - 1)
+}
+
 /// One connection: the sender of its requests and its idleness.
 struct Connection {
     sender: SendRequest<RequestBody>,
     idle: IdleSince,
 }
 
-/// An idle connection, with the time it went idle.
-struct Idle {
-    connection: Connection,
-    since: Instant,
-}
-
-/// Idle HTTP/1.1 connections by endpoint authority (`host:port`), newest last.
+/// Idle HTTP/1.1 connections by endpoint authority (`host:port`), newest last (each knows since when).
 pub struct Http1Pool {
     connector: HttpConnector,
     idle_timeout: Duration,
     epoch: Instant,
-    idle: Mutex<FxHashMap<Box<str>, Vec<Idle>>>,
+    idle: Mutex<FxHashMap<Box<str>, Vec<Connection>>>,
 }
 
 impl fmt::Debug for Http1Pool {
@@ -156,8 +155,9 @@ impl Http1Pool {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let stack = idle.get_mut(authority)?;
         let now = Instant::now();
-        while let Some(Idle { connection, since }) = stack.pop() {
-            if now.saturating_duration_since(since) > self.idle_timeout {
+        while let Some(connection) = stack.pop() {
+            let since = connection.idle.load(Ordering::Relaxed);
+            if since != BUSY && now.saturating_duration_since(went_idle(self.epoch, since)) > self.idle_timeout {
                 // The rest went idle earlier.
                 stack.clear();
                 return None;
@@ -188,18 +188,17 @@ impl Http1Pool {
     }
 
     fn put(&self, authority: &str, connection: Connection) {
-        let since = Instant::now();
-        connection.idle.store(since.saturating_duration_since(self.epoch).as_nanos() as u64 + 1, Ordering::Relaxed);
-        let idle = Idle { connection, since };
+        let since = Instant::now().saturating_duration_since(self.epoch).as_nanos() as u64 + 1;
+        connection.idle.store(since, Ordering::Relaxed);
         let mut pools = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(stack) = pools.get_mut(authority) {
-            stack.push(idle);
+            stack.push(connection);
             return;
         }
         if pools.len() >= PRUNE_AUTHORITIES {
             pools.retain(|_, stack| !stack.is_empty());
         }
-        pools.insert(authority.into(), vec![idle]);
+        pools.insert(authority.into(), vec![connection]);
     }
 
     /// A new connection to `uri`'s authority, its task spawned on this worker.
@@ -238,7 +237,7 @@ async fn drive(
                     deadline = now + idle_timeout;
                     continue;
                 }
-                let expires = epoch + Duration::from_nanos(since - 1) + idle_timeout;
+                let expires = went_idle(epoch, since) + idle_timeout;
                 if expires <= now {
                     return;
                 }
