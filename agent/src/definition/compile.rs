@@ -1028,8 +1028,9 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase, scope: StepScope) -> Re
         // hgw does not run at all would send the user looking in the wrong place.
         check_policy_runs(step.policy.trim(), phase, &at)?;
         check_groups(&configuration, &at_config, step.policy.trim())?;
-        // assign-content's body is a FreeMarker template, not EL: checked by its own parser below.
-        let el_checked = if step.policy.trim() == "policy-assign-content" {
+        // assign-content's body is a FreeMarker template, not EL: checked by its own parser below;
+        // and a script is JavaScript, where `{#` is just text.
+        let el_checked = if matches!(step.policy.trim(), "policy-assign-content" | "js" | "javascript") {
             Ok(())
         } else {
             check_el(&configuration, &at_config, templated_fields(step.policy.trim()))
@@ -1097,6 +1098,8 @@ fn compile_steps(steps: &[Step], at: &str, phase: Phase, scope: StepScope) -> Re
             ("transform-queryparams", Phase::Request) => {
                 P::TransformQueryParams(transform_query_params(&configuration, &at_config)?)
             }
+            ("js", _) => P::Javascript(javascript(&configuration, &at_config, true)?),
+            ("javascript", _) => P::Javascript(javascript(&configuration, &at_config, false)?),
             // Gravitee's key-less policy as a flow step does nothing: the plan already admitted the call.
             ("key-less", Phase::Request) => continue,
             // Gravitee's latency policy only delays requests; in the response phase it does nothing.
@@ -1180,6 +1183,8 @@ const POLICIES: &[(&str, &[Phase])] = &[
     ("resource-filtering", &[Phase::Request]),
     ("policy-generate-jwt", &[Phase::Request]),
     ("policy-http-callout", &[Phase::Request, Phase::Response]),
+    ("js", &[Phase::Request, Phase::Response]),
+    ("javascript", &[Phase::Request, Phase::Response]),
 ];
 
 /// Refuses a step whose policy hgw does not run at all, or not in this phase, naming which it is.
@@ -1667,6 +1672,45 @@ fn url_rewriting(configuration: &Value, at: &str) -> Result<pb::UrlRewritingPoli
         rewrite_response_headers: flag("rewriteResponseHeaders").unwrap_or(true),
         rewrite_response_body: flag("rewriteResponseBody").unwrap_or(false),
     })
+}
+
+/// Largest script hgw accepts (each of a `javascript` step's scripts too): a script is code an API
+/// publisher wrote, not data; anything this large is a mistake or an attack on the dataplanes.
+const MAX_SCRIPT_BYTES: usize = 256 * 1024;
+
+/// Gravitee's `js` (`graal`) and `javascript` policies: the configuration as written; the dataplane
+/// decides which scripts run in each phase, as Gravitee's policy does on each engine.
+fn javascript(configuration: &Value, at: &str, graal: bool) -> Result<pb::JavascriptPolicy, CompileError> {
+    let script = |field: &str| -> Result<String, CompileError> {
+        match configuration.get(field) {
+            None | Some(Value::Null) => Ok(String::new()),
+            Some(Value::String(text)) if text.len() > MAX_SCRIPT_BYTES => Err(err(
+                format!("{at}.{field}"),
+                format!("the script is {} bytes; hgw accepts scripts up to {MAX_SCRIPT_BYTES} bytes", text.len()),
+            )),
+            Some(Value::String(text)) => Ok(text.clone()),
+            Some(_) => Err(err(format!("{at}.{field}"), "a script must be a string")),
+        }
+    };
+    let flag = |field: &str| -> Result<bool, CompileError> {
+        match configuration.get(field) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(on)) => Ok(*on),
+            Some(_) => Err(err(format!("{at}.{field}"), "must be true or false")),
+        }
+    };
+    let policy = pb::JavascriptPolicy {
+        graal,
+        script: script("script")?,
+        read_content: flag("readContent")?,
+        override_content: flag("overrideContent")?,
+        // The `js` policy has only `script`; its configuration ignores anything else.
+        on_request_script: if graal { String::new() } else { script("onRequestScript")? },
+        on_request_content_script: if graal { String::new() } else { script("onRequestContentScript")? },
+        on_response_script: if graal { String::new() } else { script("onResponseScript")? },
+        on_response_content_script: if graal { String::new() } else { script("onResponseContentScript")? },
+    };
+    Ok(policy)
 }
 
 /// Gravitee's `latency`: `time` in `timeUnit` (java.util.concurrent.TimeUnit names).

@@ -187,6 +187,8 @@ fn policy_id(policy: Option<&pb::step::Policy>) -> &'static str {
         Some(P::ResourceFiltering(_)) => "resource-filtering",
         Some(P::GenerateJwt(_)) => "policy-generate-jwt",
         Some(P::HttpCallout(_)) => "policy-http-callout",
+        Some(P::Javascript(js)) if js.graal => "js",
+        Some(P::Javascript(_)) => "javascript",
         None => "unknown",
     }
 }

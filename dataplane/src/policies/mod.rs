@@ -16,6 +16,7 @@ pub mod generate_jwt;
 mod http_callout;
 mod http_redirect;
 mod ip_filtering;
+mod javascript;
 mod json_to_json;
 mod json_validation;
 mod latency;
@@ -331,6 +332,7 @@ pub fn compile(step: pb::Step, phase: Phase) -> Result<Arc<dyn Policy>, PolicyEr
             request_only(phase, "resource-filtering", resource_filtering::ResourceFiltering::compile(config))
         }
         P::HttpCallout(config) => Ok(Arc::new(http_callout::HttpCallout::compile(config)?)),
+        P::Javascript(config) => Ok(Arc::new(javascript::Javascript::compile(config, phase))),
         P::GenerateJwt(config) => {
             request_only(phase, "policy-generate-jwt", generate_jwt::GenerateJwt::compile(config))
         }

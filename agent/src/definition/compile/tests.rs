@@ -165,9 +165,25 @@ fn malformed_and_unsupported_definitions_say_where() {
             .starts_with("flows[0].request[0].policy: policy `xslt` is not supported by hgw (it runs mock,")
     );
     // The policy is named before the EL inside its configuration.
+    let mut xslt = v4("a", "/a", "http://b");
+    xslt["flows"] =
+        json!([{"request": [{"policy": "xslt", "configuration": {"stylesheet": "{#request.headers['x'][0]}"}}]}]);
+    assert!(rejection(xslt).starts_with("flows[0].request[0].policy: policy `xslt` is not supported by hgw"));
+    // A script is JavaScript, not EL: `{#` in it is text.
     let mut js = v4("a", "/a", "http://b");
-    js["flows"] = json!([{"request": [{"policy": "js", "configuration": {"script": "{#request.headers['x'][0]}"}}]}]);
-    assert!(rejection(js).starts_with("flows[0].request[0].policy: policy `js` is not supported by hgw"));
+    js["flows"] = json!([{"request": [{"policy": "js", "configuration": {"script": "var x = '{#not.el}';"}}]}]);
+    let step = &deploy(js).flows[0].request[0];
+    let Some(pb::step::Policy::Javascript(policy)) = &step.policy else { panic!("{step:?}") };
+    assert!(policy.graal && policy.script == "var x = '{#not.el}';");
+    let mut big = v4("a", "/a", "http://b");
+    big["flows"] =
+        json!([{"request": [{"policy": "javascript", "configuration": {"onRequestScript": "x".repeat(300_000)}}]}]);
+    assert!(
+        rejection(big).starts_with("flows[0].request[0].configuration.onRequestScript: the script is 300000 bytes")
+    );
+    let mut not_text = v4("a", "/a", "http://b");
+    not_text["flows"] = json!([{"request": [{"policy": "js", "configuration": {"script": 3, "readContent": "yes"}}]}]);
+    assert!(rejection(not_text).starts_with("flows[0].request[0].configuration.script: a script must be a string"));
     let mut groovy = v4("a", "/a", "http://b");
     groovy["flows"] = json!([{"request": [{"policy": "groovy", "configuration": {}}]}]);
     assert!(rejection(groovy).contains("hgw does not run Groovy scripts"));
