@@ -39,6 +39,9 @@ for p in POLICIES:
     SOURCES.append((f"gravitee-io/gravitee-policy-{p}", "src/test/resources/apis/", ["message"]))
 # The cache policy keeps its test APIs beside its integration tests.
 SOURCES.append(("gravitee-io/gravitee-policy-cache", "src/test/resources/io/gravitee/policy/cache/integration/", []))
+# The Nashorn `javascript` policy at the version Maven Central serves (the oracle runs that one; later
+# versions are published elsewhere): its tests' APIs of that tag.
+SOURCES.append(("gravitee-io/gravitee-policy-javascript", "src/test/resources/apis/", [], "1.3.3"))
 
 
 def git(repo_dir, *args):
@@ -59,16 +62,17 @@ def main():
         sys.exit(__doc__)
     mirrors = pathlib.Path(sys.argv[1])
     rows = []
-    for repo, prefix, skip in SOURCES:
+    for repo, prefix, skip, *ref in SOURCES:
+        ref = ref[0] if ref else "HEAD"
         repo_dir = mirrors / repo.replace("/", "+") / "repo"
-        commit = git(repo_dir, "rev-parse", "HEAD").strip()
+        commit = git(repo_dir, "rev-parse", ref + "^{commit}").strip()
         short = repo.split("/")[1].removeprefix("gravitee-").removeprefix("policy-")
-        for path in git(repo_dir, "ls-tree", "-r", "--name-only", "HEAD").splitlines():
+        for path in git(repo_dir, "ls-tree", "-r", "--name-only", ref).splitlines():
             if not path.startswith(prefix) or not path.endswith(".json") or any(s in path for s in skip):
                 continue
             if "/apis/" not in "/" + path and "/definition/jackson/" not in path and "/integration/" not in path:
                 continue
-            text = git(repo_dir, "show", f"HEAD:{path}")
+            text = git(repo_dir, "show", f"{ref}:{path}")
             try:
                 doc = json.loads(text)
             except json.JSONDecodeError:

@@ -393,7 +393,13 @@ pub(crate) async fn serve_api(
             if matches!(error, GatewayError::Upstream(_)) && api.endpoints.failover.is_some() {
                 ids.legacy = false;
             }
-            return error_response(&error, &ids, record, in_flight, templates);
+            // Headers the request flows set on the response (a script's, a rate limit's) stay on
+            // Gravitee's answer for the failed call: its failure is written into that same response.
+            let mut response = error_response(&error, &ids, record, in_flight, templates);
+            for (name, value) in extra_headers {
+                response.headers_mut().insert(name, value);
+            }
+            return response;
         }
     };
     // The endpoint accepted the handshake: its connection is taken for the tunnel. A switch to any
