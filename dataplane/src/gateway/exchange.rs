@@ -20,16 +20,14 @@ use crate::policies::{Attributes, Outcome, Reply, RequestExchange, ResponseExcha
 use crate::telemetry::analytics::PendingRecord;
 use crate::telemetry::trace::{self, RequestTrace};
 
-/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1, plus the legacy ones).
-const HOP_BY_HOP: [HeaderName; 7] = [
-    CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    http::header::TE,
-    http::header::TRAILER,
-    http::header::TRANSFER_ENCODING,
-    http::header::UPGRADE,
-];
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1, plus the legacy ones). A `match`
+/// on the name's text: a `const` array of `HeaderName`s would be built again for every header compared.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade"
+    )
+}
 /// Everything after routing: security, flows, the endpoint call and the response phase. The
 /// request's trace gets spans when it is sampled; the caller attaches it to the response.
 pub(crate) async fn serve_api(
@@ -715,7 +713,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     apply_connection(headers);
     // Usually only Host is there: one pass over the names, then one removal per name found.
     let mut found: [Option<HeaderName>; 8] = Default::default();
-    for (slot, name) in found.iter_mut().zip(headers.keys().filter(|name| *name == HOST || HOP_BY_HOP.contains(name))) {
+    for (slot, name) in found.iter_mut().zip(headers.keys().filter(|name| *name == HOST || is_hop_by_hop(name))) {
         *slot = Some(name.clone());
     }
     for name in found.into_iter().flatten() {
