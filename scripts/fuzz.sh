@@ -28,6 +28,7 @@ agent_targets=(
   "definition|agent definition parser|65536"
   "jolt|JOLT specifications of json-to-json|4096"
   "orgjson|XML <-> JSON conversion of xml-json / json-xml|16384"
+  "javascript|JavaScript engine of the js / javascript policies|4096"
 )
 for entry in "${agent_targets[@]}"; do
   IFS='|' read -r target what max_len <<<"$entry"

@@ -12,50 +12,38 @@
 //! A script that sets `result` to a failure answers its `code`, `key` (response templates), `error`
 //! (the message; a JSON `contentType` sends it as it is) as Gravitee's failure processor does.
 //!
-//! **Sandbox.** Each run has its own QuickJS runtime (no state is shared between requests or APIs),
-//! built without QuickJS's libc: no files, network, processes, timers or module loading. A run is
-//! bounded in heap ([`MEMORY_LIMIT`]), stack ([`STACK_LIMIT`]) and time ([`GRAAL_TIMEOUT`], Gravitee's
-//! `policy.js.timeout` default; Gravitee gives the Nashorn policy no limit at all, hgw gives it
-//! [`NASHORN_TIMEOUT`]); an interrupted script cannot catch the interruption. Scripts run on tokio's
-//! blocking pool, [`max_concurrent`] at once, never on the proxy's workers.
+//! **Sandbox** ([`engine`]): each run has its own QuickJS runtime (no state is shared between requests
+//! or APIs), without QuickJS's libc: no files, network, processes, timers or module loading; bounded in
+//! heap ([`engine::MEMORY_LIMIT`]), stack and time ([`GRAAL_TIMEOUT`], Gravitee's `policy.js.timeout`
+//! default; Gravitee gives the Nashorn policy no limit at all, hgw gives it [`NASHORN_TIMEOUT`]).
+//! Scripts run on tokio's blocking pool, [`max_concurrent`] at once, never on the proxy's workers.
 //!
 //! **Bindings.** The host exposes nothing but a snapshot: the prelude (`javascript/prelude.js`) builds
 //! the objects over JSON of the exchange, and after the script the state comes back as JSON, is
-//! validated (header names and values, status, attributes) and applied. What a script cannot do here
+//! validated here (header names and values, status) and applied. What a script cannot do here
 //! that it can in Gravitee: `httpClient` and `Request` (the Nashorn policy's deprecated HTTP client),
 //! `context.dictionaries()` (always empty: hgw has no dictionaries), message APIs' `message`.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use bytes::Bytes;
 use hgw_proto::v1 as pb;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use rquickjs::context::EvalOptions;
-use rquickjs::{Context, Ctx, Function, Object, Runtime};
-use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use super::{Outcome, Phase, Policy, Reply, RequestExchange, ResponseExchange, ResponseResume, Resume, Verdict};
 use crate::policies::el::RequestInfo;
 
-/// Heap of one run: a script that needs more fails (and so does its request).
-pub const MEMORY_LIMIT: usize = 32 * 1024 * 1024;
-/// Native stack QuickJS may use (deep recursion fails the script instead of the thread).
-pub const STACK_LIMIT: usize = 512 * 1024;
-/// Time of one `js` run: Gravitee's default `policy.js.timeout`.
-pub const GRAAL_TIMEOUT: Duration = Duration::from_millis(100);
-/// Time of one `javascript` run (Gravitee's Nashorn policy has no limit; a script that never ends
-/// must not hold a thread forever).
-pub const NASHORN_TIMEOUT: Duration = Duration::from_secs(1);
+mod engine;
+
+use engine::{Done, Failure, GRAAL_TIMEOUT, Job, NASHORN_TIMEOUT, RequestState, ResponseState, Run, State, execute};
+
 /// Distinct `result.key` values kept as error keys (response templates, analytics); a script that
 /// makes up keys per request cannot grow the dataplane's memory past this.
 const MAX_KEYS: usize = 1024;
 
-const PRELUDE: &str = include_str!("javascript/prelude.js");
 const JS_EXECUTION_FAILURE: &str = "JS_EXECUTION_FAILURE";
 const JAVASCRIPT_EXECUTION_FAILURE: &str = "JAVASCRIPT_EXECUTION_FAILURE";
 
@@ -66,15 +54,6 @@ pub struct Javascript {
     /// What runs in this step's phase on Gravitee's v4 engines, and on its V3 engine (v2 APIs).
     modern: Vec<Run>,
     legacy: Vec<Run>,
-}
-
-/// Scripts run one after the other in one context (they share the bindings), on the body when
-/// `content`; with `override_content` what they leave replaces it.
-#[derive(Debug, Clone)]
-struct Run {
-    scripts: Vec<Arc<str>>,
-    content: bool,
-    override_content: bool,
 }
 
 impl Javascript {
@@ -145,7 +124,10 @@ impl Javascript {
         Job {
             graal: self.graal,
             legacy: legacy_engine,
-            phase: self.phase,
+            phase: match self.phase {
+                Phase::Request => "request",
+                Phase::Response => "response",
+            },
             runs: self.runs(legacy_engine).to_vec(),
             state,
             timeout: if self.graal { GRAAL_TIMEOUT } else { NASHORN_TIMEOUT },
@@ -257,54 +239,6 @@ fn failure_reply(graal: bool, failure: Failure, legacy_engine: bool) -> Reply {
         Failure::Script(_) | Failure::Timeout(_) => {
             Reply::error(StatusCode::INTERNAL_SERVER_ERROR, Some(JAVASCRIPT_EXECUTION_FAILURE), "Internal Server Error")
         }
-    }
-}
-
-/// The exchange as the bindings see it, and as the script leaves it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct State {
-    request: RequestState,
-    response: ResponseState,
-    attributes: Vec<(String, String)>,
-    properties: Vec<(String, String)>,
-    /// The phase's body, when a run reads it (UTF-8, lossy: Gravitee's `Buffer.toString()`).
-    content: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RequestState {
-    id: String,
-    transaction_id: String,
-    client_identifier: String,
-    uri: String,
-    host: String,
-    original_host: String,
-    path: String,
-    path_info: String,
-    context_path: String,
-    method: String,
-    scheme: String,
-    version: String,
-    timestamp: i64,
-    remote_address: String,
-    local_address: String,
-    headers: Vec<(String, String)>,
-    parameters: Vec<(String, Vec<String>)>,
-    path_parameters: Vec<(String, Vec<String>)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct ResponseState {
-    status: u16,
-    reason: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Default for ResponseState {
-    fn default() -> Self {
-        ResponseState { status: 200, reason: "OK".to_owned(), headers: Vec::new() }
     }
 }
 
@@ -480,34 +414,8 @@ fn apply_response(exchange: &mut ResponseExchange<'_>, before: &State, done: Don
     Ok(())
 }
 
-/// One step's work for the blocking pool.
-struct Job {
-    graal: bool,
-    legacy: bool,
-    phase: Phase,
-    runs: Vec<Run>,
-    state: State,
-    timeout: Duration,
-}
-
-/// The state after every run, and the body the runs replaced (if they did).
-#[derive(Debug)]
-struct Done {
-    state: State,
-    content: Option<String>,
-}
-
-#[derive(Debug, PartialEq)]
-enum Failure {
-    /// The script set `result` to a failure.
-    Result { code: f64, error: Option<String>, key: Option<String>, content_type: Option<String> },
-    /// The script threw (or did not parse, or ran out of memory): the reason, for logs.
-    Script(String),
-    /// The script ran out of time.
-    Timeout(String),
-}
-
-/// How many scripts run at once (each holds a blocking thread and up to [`MEMORY_LIMIT`] of heap).
+/// How many scripts run at once (each holds a blocking thread and up to [`engine::MEMORY_LIMIT`] of
+/// heap).
 pub fn max_concurrent() -> usize {
     std::thread::available_parallelism().map_or(2, usize::from) * 4
 }
@@ -526,142 +434,6 @@ async fn run(job: Job) -> Result<Done, Failure> {
     match ran {
         Ok(done) => done,
         Err(error) => Err(Failure::Script(format!("the script's thread failed: {error}"))),
-    }
-}
-
-/// What the prelude's `finish` gives back.
-#[derive(Deserialize)]
-struct Finished {
-    state: State,
-    completion: Option<String>,
-    failure: Option<ResultFailure>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ResultFailure {
-    code: Option<f64>,
-    error: Option<String>,
-    key: Option<String>,
-    content_type: Option<String>,
-}
-
-/// Runs a job's scripts, each run in a new context over the state the previous one left.
-fn execute(mut job: Job) -> Result<Done, Failure> {
-    let runtime = Runtime::new().map_err(|e| Failure::Script(format!("the JavaScript engine did not start: {e}")))?;
-    runtime.set_memory_limit(MEMORY_LIMIT);
-    runtime.set_max_stack_size(STACK_LIMIT);
-    let deadline = Instant::now() + job.timeout;
-    let timed_out = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&timed_out);
-    runtime.set_interrupt_handler(Some(Box::new(move || {
-        let late = Instant::now() >= deadline;
-        if late {
-            flag.store(true, Ordering::Relaxed);
-        }
-        late
-    })));
-    let mut state = std::mem::take(&mut job.state);
-    let mut replaced = None;
-    for run in &job.runs {
-        let context = Context::full(&runtime)
-            .map_err(|e| Failure::Script(format!("the JavaScript engine did not start: {e}")))?;
-        let finished = context.with(|ctx| run_scripts(&ctx, &job, run, &state));
-        let finished = finished.map_err(|reason| {
-            if timed_out.load(Ordering::Relaxed) { Failure::Timeout(reason) } else { Failure::Script(reason) }
-        })?;
-        if let Some(failure) = finished.failure {
-            return Err(Failure::Result {
-                code: failure.code.unwrap_or(500.0),
-                error: failure.error,
-                key: failure.key,
-                content_type: failure.content_type,
-            });
-        }
-        state = finished.state;
-        if run.override_content {
-            // `js`: the body the script set with `content(..)`; `javascript`: the value of the last
-            // script, when it is a string (Gravitee's evaluator reads anything else as "").
-            let content = if job.graal { state.content.take() } else { finished.completion };
-            let content = content.unwrap_or_default();
-            state.content = Some(content.clone());
-            replaced = Some(content);
-        }
-    }
-    Ok(Done { state, content: replaced })
-}
-
-#[derive(Serialize)]
-struct Input<'a> {
-    graal: bool,
-    legacy: bool,
-    phase: &'static str,
-    content: bool,
-    state: &'a State,
-}
-
-fn run_scripts(ctx: &Ctx<'_>, job: &Job, run: &Run, state: &State) -> Result<Finished, String> {
-    let input = Input {
-        graal: job.graal,
-        legacy: job.legacy,
-        phase: match job.phase {
-            Phase::Request => "request",
-            Phase::Response => "response",
-        },
-        content: run.content,
-        state,
-    };
-    let input = serde_json::to_string(&input).map_err(|e| e.to_string())?;
-    let globals = ctx.globals();
-    let caught = |e: rquickjs::Error| exception_text(ctx, e);
-    globals.set("__hgw_in", input).map_err(caught)?;
-    let base64 = Function::new(ctx.clone(), |text: String, decode: bool| -> rquickjs::Result<String> {
-        if decode {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(text.trim())
-                .map_err(|_| rquickjs::Error::new_from_js_message("string", "base64", "not valid base64"))?;
-            Ok(String::from_utf8_lossy(&bytes).into_owned())
-        } else {
-            Ok(base64::engine::general_purpose::STANDARD.encode(text.as_bytes()))
-        }
-    })
-    .map_err(caught)?;
-    globals.set("__hgw_base64", base64).map_err(caught)?;
-    let bindings: Object = ctx.eval_with_options(PRELUDE, EvalOptions::default()).map_err(caught)?;
-    let failed: Function = bindings.get("failed").map_err(caught)?;
-    let finish: Function = bindings.get("finish").map_err(caught)?;
-    let mut completion = rquickjs::Value::new_undefined(ctx.clone());
-    for script in &run.scripts {
-        // Nashorn ran Gravitee's scripts with `-strict`; GraalJS runs them sloppy.
-        let mut options = EvalOptions::default();
-        options.strict = !job.graal;
-        options.filename = Some("script.js".to_owned());
-        completion = ctx.eval_with_options(script.as_bytes(), options).map_err(caught)?;
-        if failed.call::<_, bool>(()).map_err(caught)? {
-            break;
-        }
-    }
-    let text: String = finish.call((completion,)).map_err(caught)?;
-    serde_json::from_str(&text).map_err(|e| format!("the script left the request in a state hgw cannot apply: {e}"))
-}
-
-/// The text of what a script threw.
-fn exception_text(ctx: &Ctx<'_>, error: rquickjs::Error) -> String {
-    if !matches!(error, rquickjs::Error::Exception) {
-        return error.to_string();
-    }
-    let thrown = ctx.catch();
-    if let Some(exception) = thrown.as_exception() {
-        let name: Option<String> = exception.get("name").ok();
-        let message = exception.message().unwrap_or_default();
-        return match name {
-            Some(name) if !name.is_empty() => format!("{name}: {message}"),
-            _ => message,
-        };
-    }
-    match thrown.as_string().and_then(|s| s.to_string().ok()) {
-        Some(text) => text,
-        None => format!("{:?}", thrown.type_of()),
     }
 }
 
@@ -712,6 +484,7 @@ mod tests {
 
     fn job(graal: bool, phase: Phase, runs: Vec<Run>) -> Job {
         let timeout = if graal { GRAAL_TIMEOUT } else { NASHORN_TIMEOUT };
+        let phase = if phase == Phase::Request { "request" } else { "response" };
         Job { graal, legacy: false, phase, runs, state: state(), timeout }
     }
 
