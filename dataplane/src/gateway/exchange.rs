@@ -30,6 +30,10 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 /// Everything after routing: security, flows, the endpoint call and the response phase. The
 /// request's trace gets spans when it is sampled; the caller attaches it to the response.
+///
+/// This future is copied whole when it is created and boxed (every request): what only some requests
+/// await (retries, the V3 engine's endpoint probe, buffered bodies) and the large endpoint call are
+/// boxed where they are awaited, so that their state does not make every request's future larger.
 pub(crate) async fn serve_api(
     mut req: Request<Incoming>,
     routed: Routed<'_>,
@@ -217,7 +221,7 @@ pub(crate) async fn serve_api(
     let mut streamed = Some(body);
     let mut content: Option<Bytes> = None;
     if flows.iter().any(|(flow, _)| flow.request.iter().any(Step::reads_request_body)) {
-        match buffer_request_body(streamed.take()).await {
+        match Box::pin(buffer_request_body(streamed.take())).await {
             Ok(bytes) => content = Some(bytes),
             Err(error) => {
                 trace::note_error(trace, Some(error.key()));
@@ -294,7 +298,7 @@ pub(crate) async fn serve_api(
                 };
                 if api.legacy_engine && step.reads_request_body() {
                     let target = exchange.endpoint_target.as_deref();
-                    if let Some(error) = invoke::unreachable_endpoint(&api, target, &path_info).await {
+                    if let Some(error) = Box::pin(invoke::unreachable_endpoint(&api, target, &path_info)).await {
                         trace::note_error(trace, Some(error.key()));
                         return error_response(&error, &ids, record, in_flight, templates);
                     }
@@ -371,10 +375,14 @@ pub(crate) async fn serve_api(
             *response.headers_mut() = stored.headers.clone();
             Ok(response)
         }
-        (None, None) => invoke::invoke(&api, &table, outbound, record.as_mut(), trace.as_deref_mut()).await,
+        // Boxed: the endpoint call's state (≈ 3.7 KB) would otherwise be part of this future, which
+        // every level above copies; one allocation costs less than those copies.
+        (None, None) => Box::pin(invoke::invoke(&api, &table, outbound, record.as_mut(), trace.as_deref_mut())).await,
         (Some(settings), None) => {
             let context = invoke::RetryContext { settings, info: &info, attributes: &attributes };
-            invoke::invoke_with_retry(&api, &table, outbound, context, record.as_mut(), trace.as_deref_mut()).await
+            let retried =
+                invoke::invoke_with_retry(&api, &table, outbound, context, record.as_mut(), trace.as_deref_mut());
+            Box::pin(retried).await
         }
     };
     let mut response = match invoked {
@@ -431,7 +439,7 @@ pub(crate) async fn serve_api(
     let mut streamed = Some(body);
     let mut content: Option<Bytes> = None;
     if endpoint_upgrade.is_none() && flows.iter().any(|(flow, _)| flow.response.iter().any(Step::reads_response_body)) {
-        match buffer_response_body(streamed.take().expect("the body is still there")).await {
+        match Box::pin(buffer_response_body(streamed.take().expect("the body is still there"))).await {
             Ok(bytes) => content = Some(bytes),
             Err(error) => {
                 let error = GatewayError::Upstream(UpstreamError::Connection(error));

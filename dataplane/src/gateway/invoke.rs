@@ -258,7 +258,8 @@ pub async fn invoke(
         return Err(UpstreamError::Connection(format!("the endpoint group `{}` has no endpoint", group.name)).into());
     }
     let mut payload = match group.failover {
-        Some(_) => replayable(body).await?,
+        // Boxed: only failover groups hold the body for another attempt (see `serve_api`).
+        Some(_) => Box::pin(replayable(body)).await?,
         None => Payload::Once(Some(body)),
     };
     // A streamed body's stats tell whether a failed call was the client's doing.
@@ -320,12 +321,12 @@ pub async fn invoke(
             .then(|| (request.method().clone(), request.uri().clone(), request.headers().clone(), request.version()));
         // The limit covers the handshake's connection too (it is not pooled).
         let outcome = if upgrade {
-            tokio::time::timeout(limit, client.upgrade(request)).await
+            tokio::time::timeout(limit, Box::pin(client.upgrade(request))).await
         } else {
             tokio::time::timeout(limit, async {
                 let response = client.send(request).await;
                 match (response, redirectable) {
-                    (Ok(response), Some(original)) => follow_redirects(client, response, original).await,
+                    (Ok(response), Some(original)) => Box::pin(follow_redirects(client, response, original)).await,
                     (response, _) => response,
                 }
             })

@@ -26,14 +26,10 @@ use crate::telemetry::trace::RequestTrace;
 /// Gravitee's answer when no API matches, byte for byte.
 pub const NO_CONTEXT_PATH: &str = "No context-path matches the request URI.";
 
-/// One request, start to response headers; the body wrapper carries it to the end.
-pub async fn handle(req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) -> Response<ResponseBody> {
-    let response = route(req, conn, shared).await;
-    shared.metrics.count_response(response.status());
-    response
-}
-
-async fn route(mut req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) -> Response<ResponseBody> {
+/// One request, start to response headers; the body wrapper carries it to the end. The caller
+/// counts the response (`Metrics::count_response`): a wrapping `async fn` would copy this future once
+/// more per request.
+pub async fn route(mut req: Request<Incoming>, conn: &ConnInfo, shared: &Shared) -> Response<ResponseBody> {
     let arrival = Instant::now();
     let timestamp_ms = epoch_millis();
     let in_flight = shared.metrics.in_flight();

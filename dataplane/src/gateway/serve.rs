@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::context::{ClientCertificate, ConnInfo};
-use super::route::handle;
+use super::route::route;
 use crate::http::crlf::{CrlfOnly, UpgradeGate};
 use crate::http::idle::Streams;
 use crate::http::tls_server::{Acceptor, HANDSHAKE_TIMEOUT};
@@ -141,7 +141,8 @@ pub async fn serve(
                 let gate = gate.clone().filter(|_| req.headers().contains_key(hyper::header::UPGRADE));
                 // Boxed once here: the request's future is large, and hyper would otherwise move it.
                 Box::pin(async move {
-                    let mut response = handle(req, &conn, &shared).await;
+                    let mut response = route(req, &conn, &shared).await;
+                    shared.metrics.count_response(response.status());
                     if let Some(stream) = stream {
                         response.body_mut().hold_stream(stream);
                     }
