@@ -4,14 +4,10 @@
 //! statuses, keys and messages; a script that never ends stops at its time limit while the dataplane
 //! goes on serving.
 
+use hgw_tests::definitions::{flow, v2_flow};
 use hgw_tests::gateway::cloud_gateway;
 use hgw_tests::{Backend, CloudGateSim, step, v2_api, v4_api};
 use serde_json::{Value, json};
-
-fn flow(request: Value, response: Value) -> Value {
-    json!([{"name": "all", "enabled": true, "selectors": [{"type": "http", "path": "/", "pathOperator": "STARTS_WITH"}],
-        "request": request, "response": response}])
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn javascript_policies() {
@@ -23,7 +19,8 @@ async fn javascript_policies() {
     // the JSON body rewritten; in the response phase a header and the status.
     let mut graal = v4_api("graal", "/graal", &backend.url());
     graal["properties"] = json!([{"key": "env", "value": "prod"}]);
-    graal["flows"] = flow(
+    graal["flows"] = json!([flow(
+        "/",
         json!([
             step(
                 "js",
@@ -45,17 +42,19 @@ async fn javascript_policies() {
             "js",
             json!({"script": "response.headers().set('X-Upstream-Status', String(response.status())); response.status(202);"})
         )]),
-    );
+    )]);
     let mut endless = v4_api("endless", "/endless", &backend.url());
-    endless["flows"] = flow(json!([step("js", json!({"script": "while (true) {}"}))]), json!([]));
+    endless["flows"] = json!([flow("/", json!([step("js", json!({"script": "while (true) {}"}))]), json!([]))]);
     let mut thrower = v4_api("thrower", "/thrower", &backend.url());
-    thrower["flows"] = flow(json!([step("js", json!({"script": "throw new Error('secret detail')"}))]), json!([]));
+    thrower["flows"] =
+        json!([flow("/", json!([step("js", json!({"script": "throw new Error('secret detail')"}))]), json!([]))]);
 
     // `javascript` on a v4 API (the policy's own test API): the header script and the body script run
     // on the body in one context; the last value is the new body. In the response phase, Nashorn's
     // `response.status` both reads and sets, and a failure with a JSON content type is sent as is.
     let mut nashorn = v4_api("nashorn", "/nashorn", &backend.url());
-    nashorn["flows"] = flow(
+    nashorn["flows"] = json!([flow(
+        "/",
         json!([step(
             "javascript",
             json!({"overrideContent": true, "readContent": true,
@@ -69,17 +68,22 @@ async fn javascript_policies() {
                 result.error = '{\"error\":\"refused\"}'; result.contentType = 'application/json';\n\
               } else { response.headers.set('X-Status-Was', '' + response.status); response.status(201); }"})
         )]),
-    );
+    )]);
     let mut strict = v4_api("strict", "/strict", &backend.url());
-    strict["flows"] = flow(json!([step("javascript", json!({"script": "undeclared = 1"}))]), json!([]));
+    strict["flows"] = json!([flow("/", json!([step("javascript", json!({"script": "undeclared = 1"}))]), json!([]))]);
 
     // `javascript` on the V3 engine: the head script and the content script.
     let mut legacy = v2_api("legacy-js", "/legacy-js", &backend.url());
-    legacy["flows"] = json!([{"name": "all", "path-operator": {"path": "/", "operator": "STARTS_WITH"}, "methods": [],
-        "enabled": true, "post": [],
-        "pre": [step("javascript", json!({
+    legacy["flows"] = json!([v2_flow(
+        "/",
+        json!([step(
+            "javascript",
+            json!({
             "onRequestScript": "if (request.headers.containsKey('X-Gravitee-Break')) {\n result.state = State.FAILURE\n result.code = 500\n result.error = 'Stop request processing due to X-Gravitee-Break header'\n} else {\n request.headers.set('X-Javascript-Policy', 'ok');\n}",
-            "onRequestContentScript": "var content = JSON.parse(request.content)\ncontent[0].firstname = 'Hacked ' + content[0].firstname\ncontent[0].country = 'US';\nJSON.stringify(content);"}))]}]);
+            "onRequestContentScript": "var content = JSON.parse(request.content)\ncontent[0].firstname = 'Hacked ' + content[0].firstname\ncontent[0].country = 'US';\nJSON.stringify(content);"})
+        )]),
+        json!([]),
+    )]);
 
     for api in [graal, endless, thrower, nashorn, strict, legacy] {
         sim.put_api(api).await;
