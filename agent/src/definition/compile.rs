@@ -344,12 +344,10 @@ fn compile_tracing(tracing: &Value, at: &str) -> Result<Option<pb::TracingSettin
     if !tracing.is_object() {
         return Err(err(at.to_owned(), "expected an object {enabled, verbose}"));
     }
-    let flag = |name: &str| match tracing.get(name) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(err(format!("{at}.{name}"), "expected true or false")),
-    };
-    Ok(Some(pb::TracingSettings { enabled: flag("enabled")?, verbose: flag("verbose")? }))
+    Ok(Some(pb::TracingSettings {
+        enabled: optional_bool(tracing, "enabled", at)?,
+        verbose: optional_bool(tracing, "verbose", at)?,
+    }))
 }
 
 /// Gravitee's logging settings, in either shape: v4 `{mode{entrypoint, endpoint}, phase{request,
@@ -1308,6 +1306,15 @@ fn el_expression(text: &str, at: &str) -> Result<String, CompileError> {
     hgw_el::parse(text).map(|_| text.to_owned()).map_err(|e| err(at, format!("EL {e}")))
 }
 
+/// An optional boolean field of a configuration object: absent or null is false.
+fn optional_bool(object: &Value, field: &str, at: &str) -> Result<bool, CompileError> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(err(format!("{at}.{field}"), "expected true or false")),
+    }
+}
+
 fn string_list(configuration: &Value, field: &str, at: &str) -> Result<Vec<String>, CompileError> {
     match configuration.get(field) {
         None => Ok(Vec::new()),
@@ -1692,13 +1699,7 @@ fn javascript(configuration: &Value, at: &str, graal: bool) -> Result<pb::Javasc
             Some(_) => Err(err(format!("{at}.{field}"), "a script must be a string")),
         }
     };
-    let flag = |field: &str| -> Result<bool, CompileError> {
-        match configuration.get(field) {
-            None | Some(Value::Null) => Ok(false),
-            Some(Value::Bool(on)) => Ok(*on),
-            Some(_) => Err(err(format!("{at}.{field}"), "must be true or false")),
-        }
-    };
+    let flag = |field: &str| optional_bool(configuration, field, at);
     let policy = pb::JavascriptPolicy {
         graal,
         script: script("script")?,
@@ -1745,11 +1746,7 @@ fn latency(configuration: &Value, at: &str) -> Result<pb::LatencyPolicy, Compile
 /// blank name or without a value is skipped, names are not trimmed.
 fn transform_query_params(configuration: &Value, at: &str) -> Result<pb::TransformQueryParamsPolicy, CompileError> {
     use pb::transform_query_params_policy::Parameter;
-    let clear_all = match configuration.get("clearAll") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(err(format!("{at}.clearAll"), "expected true or false")),
-    };
+    let clear_all = optional_bool(configuration, "clearAll", at)?;
     let list = |field: &str| match configuration.get(field) {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => Ok(items.clone()),
@@ -1769,11 +1766,7 @@ fn transform_query_params(configuration: &Value, at: &str) -> Result<pb::Transfo
         let (Some(name), Some(value)) = (text("name")?, text("value")?) else {
             continue;
         };
-        let append_to_existing = match item.get("appendToExistingArray") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(err(format!("{at}.appendToExistingArray"), "expected true or false")),
-        };
+        let append_to_existing = optional_bool(item, "appendToExistingArray", &at)?;
         if !name.trim().is_empty() {
             add.push(Parameter { name, value, append_to_existing });
         }
@@ -1800,11 +1793,7 @@ fn json_validation(configuration: &Value, at: &str) -> Result<Option<pb::JsonVal
         Some(Value::String(s)) => Ok(s.clone()),
         Some(_) => Err(err(format!("{at}.{field}"), "expected a string")),
     };
-    let flag = |field: &str| match configuration.get(field) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(err(format!("{at}.{field}"), "expected true or false")),
-    };
+    let flag = |field: &str| optional_bool(configuration, field, at);
     let schema = text("schema")?;
     if schema.trim().is_empty() {
         return Ok(None);

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use hgw_proto::v1 as pb;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tokio::sync::Semaphore;
 
 use super::{Outcome, Phase, Policy, Reply, RequestExchange, ResponseExchange, ResponseResume, Resume, Verdict};
@@ -51,9 +51,10 @@ const JAVASCRIPT_EXECUTION_FAILURE: &str = "JAVASCRIPT_EXECUTION_FAILURE";
 pub struct Javascript {
     graal: bool,
     phase: Phase,
-    /// What runs in this step's phase on Gravitee's v4 engines, and on its V3 engine (v2 APIs).
-    modern: Vec<Run>,
-    legacy: Vec<Run>,
+    /// What runs in this step's phase on Gravitee's v4 engines, and on its V3 engine (v2 APIs);
+    /// shared with each request's job, not copied.
+    modern: Arc<[Run]>,
+    legacy: Arc<[Run]>,
 }
 
 impl Javascript {
@@ -109,15 +110,15 @@ impl Javascript {
             }
             (modern, legacy)
         };
-        Javascript { graal: config.graal, phase, modern, legacy }
+        Javascript { graal: config.graal, phase, modern: modern.into(), legacy: legacy.into() }
     }
 
-    fn runs(&self, legacy_engine: bool) -> &[Run] {
+    fn runs(&self, legacy_engine: bool) -> &Arc<[Run]> {
         if legacy_engine { &self.legacy } else { &self.modern }
     }
 
     fn reads_content(&self) -> bool {
-        self.modern.iter().chain(&self.legacy).any(|run| run.content)
+        self.modern.iter().chain(self.legacy.iter()).any(|run| run.content)
     }
 
     fn job(&self, state: State, legacy_engine: bool) -> Job {
@@ -128,7 +129,7 @@ impl Javascript {
                 Phase::Request => "request",
                 Phase::Response => "response",
             },
-            runs: self.runs(legacy_engine).to_vec(),
+            runs: Arc::clone(self.runs(legacy_engine)),
             state,
             timeout: if self.graal { GRAAL_TIMEOUT } else { NASHORN_TIMEOUT },
         }
@@ -215,17 +216,7 @@ fn failure_reply(graal: bool, failure: Failure, legacy_engine: bool) -> Reply {
                 return Reply { status, headers: Vec::new(), body: Bytes::new(), error_key: key, error_message: None };
             };
             let json = content_type.as_deref().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
-            if json {
-                Reply {
-                    status,
-                    headers: vec![(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-                    body: Bytes::from(message.clone()),
-                    error_key: key,
-                    error_message: Some(message),
-                }
-            } else {
-                Reply::error(status, key, message)
-            }
+            if json { Reply::json_message(status, key, message) } else { Reply::error(status, key, message) }
         }
         Failure::Script(reason) | Failure::Timeout(reason) if legacy_engine && !graal => {
             Reply::error(StatusCode::INTERNAL_SERVER_ERROR, None, reason)
@@ -485,7 +476,7 @@ mod tests {
     fn job(graal: bool, phase: Phase, runs: Vec<Run>) -> Job {
         let timeout = if graal { GRAAL_TIMEOUT } else { NASHORN_TIMEOUT };
         let phase = if phase == Phase::Request { "request" } else { "response" };
-        Job { graal, legacy: false, phase, runs, state: state(), timeout }
+        Job { graal, legacy: false, phase, runs: runs.into(), state: state(), timeout }
     }
 
     fn run(script: &str, content: bool, override_content: bool) -> Run {
@@ -650,7 +641,7 @@ mod tests {
         let policy = Javascript::compile(config, Phase::Request);
         // The V3 engine: the head script, then the content script in its own context.
         assert_eq!(policy.legacy.len(), 2);
-        let mut legacy = job(false, Phase::Request, policy.legacy.clone());
+        let mut legacy = job(false, Phase::Request, policy.legacy.to_vec());
         legacy.legacy = true;
         let done = execute(legacy).unwrap();
         assert_eq!(header(&done.state.request.headers, "x-phase"), ["on-request"]);
@@ -658,7 +649,7 @@ mod tests {
         // v4 engines: every script on the body in one context, the last one's value replacing it.
         assert_eq!(policy.modern.len(), 1);
         assert_eq!(policy.modern[0].scripts.len(), 2);
-        let done = execute(job(false, Phase::Request, policy.modern.clone())).unwrap();
+        let done = execute(job(false, Phase::Request, policy.modern.to_vec())).unwrap();
         assert_eq!(header(&done.state.request.headers, "x-phase"), ["on-request"]);
         assert_eq!(done.content.as_deref(), Some(r#"{"message":"Hello Universe!"}"#));
         // Response scripts do not run in the request phase on the V3 engine.

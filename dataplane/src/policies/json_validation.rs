@@ -17,9 +17,8 @@
 //! 400 on requests, 500 on responses; the message is `errorMessage` (EL) or `Bad Request` /
 //! `Internal Error`. A failed response keeps the endpoint's headers, as Gravitee's does.
 
-use bytes::Bytes;
 use hgw_proto::v1 as pb;
-use http::{HeaderValue, StatusCode, header};
+use http::StatusCode;
 
 use super::el::ElContext;
 use super::{Outcome, Policy, PolicyError, Reply, RequestExchange, ResponseExchange, Value, invalid};
@@ -78,20 +77,9 @@ impl JsonValidation {
             if legacy_engine {
                 return Reply::error(status, Some(key), message);
             }
-            return raw_json(status, key, message.to_owned());
+            return Reply::json_message(status, Some(key), message.to_owned());
         };
-        raw_json(status, key, message.render(el))
-    }
-}
-
-/// Gravitee's answer for a failure whose message is declared JSON: the message as the body.
-fn raw_json(status: StatusCode, key: &'static str, message: String) -> Reply {
-    Reply {
-        status,
-        headers: vec![(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        body: Bytes::from(message.clone()),
-        error_key: Some(key),
-        error_message: Some(message),
+        Reply::json_message(status, Some(key), message.render(el))
     }
 }
 
@@ -170,6 +158,8 @@ mod tests {
     use super::*;
     use crate::policies::Attributes;
     use crate::policies::el::RequestInfo;
+    use bytes::Bytes;
+    use http::{HeaderValue, header};
 
     const SCHEMA: &str = r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
         "required": ["name"], "properties": {"name": {"type": "string"}, "n": {"type": "integer", "maximum": 3, "exclusiveMaximum": true}}}"#;

@@ -139,6 +139,18 @@ impl Reply {
         Reply { status, headers: Vec::new(), body: Bytes::new(), error_key: Some(key), error_message: None }
     }
 
+    /// Gravitee's answer for a failure whose message is declared JSON (`contentType`
+    /// `application/json`): the message itself is the body.
+    pub fn json_message(status: StatusCode, key: Option<&'static str>, message: String) -> Reply {
+        Reply {
+            status,
+            headers: vec![(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            body: Bytes::from(message.clone()),
+            error_key: key,
+            error_message: Some(message),
+        }
+    }
+
     /// Gravitee's error body: `{"message":"...","http_status_code":N}`.
     pub fn error(status: StatusCode, key: Option<&'static str>, message: impl Into<String>) -> Reply {
         let message = message.into();

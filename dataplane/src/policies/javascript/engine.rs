@@ -90,7 +90,7 @@ pub struct Job {
     pub legacy: bool,
     /// `request` or `response`: whose content the bindings show.
     pub phase: &'static str,
-    pub runs: Vec<Run>,
+    pub runs: Arc<[Run]>,
     pub state: State,
     pub timeout: Duration,
 }
@@ -146,7 +146,7 @@ pub fn execute(mut job: Job) -> Result<Done, Failure> {
     })));
     let mut state = std::mem::take(&mut job.state);
     let mut replaced = None;
-    for run in &job.runs {
+    for run in job.runs.iter() {
         let context = Context::full(&runtime)
             .map_err(|e| Failure::Script(format!("the JavaScript engine did not start: {e}")))?;
         let finished = context.with(|ctx| run_scripts(&ctx, &job, run, &state));
