@@ -12,6 +12,7 @@ const PROTO_FILES: &[&str] = &[
     "hgw/v1/snapshot.proto",
     "hgw/v1/identity.proto",
     "hgw/v1/oauth2.proto",
+    "hgw/v1/cache.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         // Messages carrying key material get a hand-written Debug (proto/src/lib.rs) that leaves it out.
-        .skip_debug(["hgw.v1.GenerateJwtPolicy", "hgw.v1.OAuth2Introspection"])
+        .skip_debug(["hgw.v1.GenerateJwtPolicy", "hgw.v1.OAuth2Introspection", "hgw.v1.RedisCacheConnection"])
         .compile_fds(descriptors)?;
     Ok(())
 }

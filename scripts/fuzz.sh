@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for SECONDS each (default 10): the Gravitee definition parser, JOLT chains and the
-# xml-json converter (agent/fuzz), and the
+# Runs every fuzz target for SECONDS each (default 10): the Gravitee definition parser, JOLT chains, the
+# xml-json converter, the JavaScript engine and JSON Schemas (agent/fuzz), and the
 # EL parser (hgw-el). Installs cargo-fuzz when missing. On the stable toolchain cargo-fuzz's nightly
 # flags are unlocked with RUSTC_BOOTSTRAP=1 (no nightly download); set FUZZ_TOOLCHAIN=nightly to use
 # an installed nightly. Exits non-zero when a fuzzer finds a crash (the input lands in artifacts/).
@@ -29,6 +29,7 @@ agent_targets=(
   "jolt|JOLT specifications of json-to-json|4096"
   "orgjson|XML <-> JSON conversion of xml-json / json-xml|16384"
   "javascript|JavaScript engine of the js / javascript policies|4096"
+  "json_schema|JSON Schemas of json-validation, and documents validated against them|8192"
 )
 for entry in "${agent_targets[@]}"; do
   IFS='|' read -r target what max_len <<<"$entry"

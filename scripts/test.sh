@@ -89,6 +89,8 @@ else
   log "Gravitee differential run (tests/compat/diff.py)"
   python3 tests/compat/diff.py --hgw-bin target/debug --out target/compat.md --json target/compat.json \
     --check tests/compat/compat.md
+  log "Gravitee and hgw sharing a Redis cache (tests/compat/cache_redis.py)"
+  python3 tests/compat/cache_redis.py --hgw-bin target/debug
 fi
 
 # Deployment: the image (dockerd), Compose, the Helm chart and sidecar injection against a real

@@ -4,6 +4,7 @@
 //! compiles them into typed config, pushes that config to dataplanes over gRPC, receives their
 //! analytics and uploads them to `/reports`. See ARCHITECTURE.md for the whole picture.
 
+pub mod cache;
 pub mod cloudgate;
 pub mod config;
 pub mod definition;
@@ -318,6 +319,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         status: status.clone(),
         counters: counters.clone(),
         oauth2: Arc::new(oauth2::Introspector::new().map_err(StartError::GateClient)?),
+        caches: Arc::new(cache::RedisCaches::new()),
         mode,
         node_id: config.node_id.clone(),
         cancel: services.clone(),

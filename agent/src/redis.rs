@@ -109,11 +109,14 @@ pub struct RedisConfig {
     pub timeout: Duration,
     /// Connections per pool.
     pub pool_size: usize,
+    /// TLS without checking the server's certificate: only a `cache-redis` resource's explicit
+    /// `ssl.trustAll` sets it (never `--redis-url` nor Gravitee's variables).
+    pub insecure: bool,
 }
 
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let RedisConfig { topology, tls, username, password, db, ca_pem, timeout, pool_size } = self;
+        let RedisConfig { topology, tls, username, password, db, ca_pem, timeout, pool_size, insecure } = self;
         f.debug_struct("RedisConfig")
             .field("topology", topology)
             .field("tls", tls)
@@ -123,6 +126,7 @@ impl fmt::Debug for RedisConfig {
             .field("ca_pem", &ca_pem.as_ref().map(|pem| format!("{} bytes", pem.len())))
             .field("timeout", timeout)
             .field("pool_size", pool_size)
+            .field("insecure", insecure)
             .finish()
     }
 }
@@ -267,6 +271,7 @@ impl RedisConfig {
             ca_pem: None,
             timeout: DEFAULT_TIMEOUT,
             pool_size: DEFAULT_POOL_SIZE,
+            insecure: false,
         })
     }
 
@@ -349,6 +354,7 @@ impl RedisConfig {
             ca_pem: None,
             timeout: DEFAULT_TIMEOUT,
             pool_size: DEFAULT_POOL_SIZE,
+            insecure: false,
         }))
     }
 
@@ -659,7 +665,12 @@ impl Redis {
         let connect_timeout = config.timeout.max(MIN_CONNECT_TIMEOUT);
         let addr = |node: &RedisNode| {
             if config.tls {
-                ConnectionAddr::TcpTls { host: node.host.clone(), port: node.port, insecure: false, tls_params: None }
+                ConnectionAddr::TcpTls {
+                    host: node.host.clone(),
+                    port: node.port,
+                    insecure: config.insecure,
+                    tls_params: None,
+                }
             } else {
                 ConnectionAddr::Tcp(node.host.clone(), node.port)
             }
@@ -707,7 +718,11 @@ impl Redis {
                     .map(|node| addr(node).into_connection_info().map_err(client_error))
                     .collect::<Result<Vec<_>, _>>()?;
                 let node_info = deadpool_redis::sentinel::SentinelNodeConnectionInfo {
-                    tls_mode: config.tls.then_some(deadpool_redis::sentinel::TlsMode::Secure),
+                    tls_mode: config.tls.then_some(if config.insecure {
+                        deadpool_redis::sentinel::TlsMode::Insecure
+                    } else {
+                        deadpool_redis::sentinel::TlsMode::Secure
+                    }),
                     redis_connection_info: Some(deadpool_redis::RedisConnectionInfo {
                         db: config.db,
                         username: config.username.clone(),

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::{analytics_stream, config_stream, counters_client, introspect_client, join, link};
+use crate::agent::{analytics_stream, cache_client, config_stream, counters_client, introspect_client, join, link};
 use crate::config::Config;
 use crate::gateway::Shared;
 use crate::http::{listen, tls_server};
@@ -131,6 +131,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let shared = Arc::new(
         Shared::new(metrics, sink, counters, shutdown.clone())
             .with_introspector(Arc::new(introspect_client::AgentIntrospector::new(link.connect_lazy())))
+            .with_remote_cache(Arc::new(cache_client::AgentCache::new(link.connect_lazy())))
             .with_tracing(tracing.clone(), trace_all)
             .with_limits(config.limits.clone())
             .with_trusted_proxies(config.trusted_proxies.clone())

@@ -355,6 +355,7 @@ fn echo_api(id: &str, path: &str, backend: SocketAddr) -> pb::Api {
         tracing: None,
         legacy_engine: false,
         properties: Default::default(),
+        redis_caches: Default::default(),
     }
 }
 

@@ -48,6 +48,25 @@ impl std::fmt::Debug for v1::OAuth2Introspection {
     }
 }
 
+/// The Redis password stays out of debug output (and so out of logs): only whether one is set is shown.
+impl std::fmt::Debug for v1::RedisCacheConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCacheConnection")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("password", &if self.password.is_empty() { "" } else { redact::REDACTED })
+            .field("use_ssl", &self.use_ssl)
+            .field("trust_all", &self.trust_all)
+            .field("sentinel_master", &self.sentinel_master)
+            .field("sentinel_nodes", &self.sentinel_nodes)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("release_cache", &self.release_cache)
+            .field("deployed_at", &self.deployed_at)
+            .field("time_to_live_seconds", &self.time_to_live_seconds)
+            .finish()
+    }
+}
+
 pub mod counters;
 pub mod redact;
 pub mod signing;

@@ -2,7 +2,7 @@
 //! (`hgw.v1.Admin/DumpConfig`, the node API, a dataplane's `/config`) goes through [`api`] or [`url`],
 //! so a new secret-bearing field is redacted by changing this file alone.
 //!
-//! Redacted: JWT HMAC secrets, OAuth2 resources' client secrets, generate-jwt signing keys, endpoint client private keys, API-key hashes, credential headers
+//! Redacted: JWT HMAC secrets, OAuth2 resources' client secrets, cache-redis resources' Redis passwords, generate-jwt signing keys, endpoint client private keys, API-key hashes, credential headers
 //! (endpoint, health-check, mock and transform-headers values of `Authorization`, `Proxy-Authorization`,
 //! `Cookie`, API-key-like and token-like names) and the userinfo of endpoint targets.
 
@@ -74,6 +74,11 @@ pub fn api(api: &Api) -> Api {
         flows(&mut plan.flows);
     }
     flows(&mut copy.flows);
+    for connection in copy.redis_caches.values_mut() {
+        if !connection.password.is_empty() {
+            connection.password = REDACTED.to_owned();
+        }
+    }
     for key in &mut copy.api_keys {
         key.key_sha256 = REDACTED.to_owned();
     }

@@ -32,6 +32,7 @@ async fn grpcurl_lists_describes_and_calls_through_reflection() {
         "hgw.v1.Analytics",
         "hgw.v1.RateLimit",
         "hgw.v1.OAuth2",
+        "hgw.v1.Cache",
         "hgw.v1.Admin",
         "hgw.v1.Identity",
         "grpc.health.v1.Health",
@@ -73,4 +74,12 @@ async fn grpcurl_lists_describes_and_calls_through_reflection() {
     let (ok, described, stderr) = run_grpcurl(&["-plaintext", "-unix", &socket, "describe", "hgw.v1.Admin"]).await;
     assert!(ok, "{stderr}");
     assert!(described.contains("rpc ListDataplanes"), "{described}");
+
+    // hgw.v1.Cache is for dataplanes (the socket stands for one): a resource the agent does not run is
+    // NOT_FOUND; an admin certificate is not a dataplane's and is refused.
+    let get = r#"{"apiId":"none","resourceId":"none/cache/00","key":"k"}"#;
+    let (ok, _, stderr) = run_grpcurl(&["-plaintext", "-unix", "-d", get, &socket, "hgw.v1.Cache/Get"]).await;
+    assert!(!ok && stderr.contains("NotFound"), "{stderr}");
+    let (ok, _, stderr) = grpcurl(&["-d", get, &tcp, "hgw.v1.Cache/Get"]).await;
+    assert!(!ok && stderr.contains("PermissionDenied"), "{stderr}");
 }

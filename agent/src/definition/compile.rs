@@ -3,6 +3,8 @@
 //! The support matrix lives here: every feature the dataplane cannot run yet is refused with the field
 //! path and a reason, so a user never gets an API that silently behaves differently than on Gravitee.
 
+use std::collections::HashMap;
+
 use hgw_proto::v1 as pb;
 use serde_json::Value;
 
@@ -264,7 +266,8 @@ fn compile_api(
     };
     let response_templates = compile_response_templates(&api.response_templates)?;
     number_counter_steps(&mut flows, &mut plans);
-    resolve_cache_resources(&mut flows, &mut plans, &api.resources, &id)?;
+    let mut redis_caches = HashMap::new();
+    resolve_cache_resources(&mut flows, &mut plans, &api.resources, &id, &mut redis_caches)?;
     let analytics = api.analytics.as_ref();
     let logging = match analytics.and_then(|a| a.logging.as_ref()) {
         Some(logging) => compile_logging(logging, "analytics.logging")?,
@@ -275,7 +278,7 @@ fn compile_api(
         None => None,
     };
 
-    Ok(Compiled::Deploy(Box::new(pb::Api {
+    let mut compiled = pb::Api {
         id,
         name,
         revision: String::new(),
@@ -309,7 +312,10 @@ fn compile_api(
             })
             .map(|p| (p.key.trim().to_owned(), p.value.clone()))
             .collect(),
-    })))
+        redis_caches: HashMap::new(),
+    };
+    with_redis_caches(&mut compiled, redis_caches);
+    Ok(Compiled::Deploy(Box::new(compiled)))
 }
 
 /// Whether Gravitee runs a v2 API on its V3 (legacy) engine: its `ExecutionMode.fromLabel` gives the
@@ -2320,6 +2326,7 @@ fn resolve_cache_resources(
     plans: &mut [pb::Plan],
     resources: &[model::Resource],
     api_id: &str,
+    redis_caches: &mut HashMap<String, pb::RedisCacheConnection>,
 ) -> Result<(), CompileError> {
     let api_flows = flows.iter_mut();
     let plan_flows = plans.iter_mut().flat_map(|plan| plan.flows.iter_mut());
@@ -2334,14 +2341,41 @@ fn resolve_cache_resources(
                 tracing::warn!(api = api_id, cache = %policy.cache_name, "cache step names no enabled resource of the API: cached requests answer 500, as Gravitee's");
                 continue;
             };
-            policy.resource = Some(cache_resource(resource, &format!("resources[{index}]"), api_id)?);
+            let (resource, redis) = cache_resource(resource, &format!("resources[{index}]"), api_id)?;
+            if let Some(redis) = redis {
+                redis_caches.insert(resource.id.clone(), redis);
+            }
+            policy.resource = Some(resource);
         }
     }
     Ok(())
 }
 
-/// Gravitee's `cache` (in-memory, one per gateway node) and `cache-redis` resources.
-fn cache_resource(resource: &model::Resource, at: &str, api_id: &str) -> Result<pb::CacheResource, CompileError> {
+/// Adds the `cache-redis` resources' connections to the compiled API. With `releaseCache`, Gravitee
+/// ends each key with the API's deployment time, so that a redeployment starts with an empty cache;
+/// definitions carry no such time, so a digest of the compiled API stands in for it: it changes
+/// whenever the API does, and stays the same when an unchanged API is synced again or the agent
+/// restarts.
+fn with_redis_caches(api: &mut pb::Api, mut redis_caches: HashMap<String, pb::RedisCacheConnection>) {
+    use prost::Message;
+    use sha2::Digest;
+    if redis_caches.values().any(|c| c.release_cache) {
+        let digest = sha2::Sha256::digest(api.encode_to_vec());
+        let deployed: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        for connection in redis_caches.values_mut() {
+            connection.deployed_at = deployed.clone();
+        }
+    }
+    api.redis_caches = redis_caches;
+}
+
+/// Gravitee's `cache` (in-memory, one per gateway node) and `cache-redis` resources. A `cache-redis`
+/// resource also gives how to reach its Redis, which stays on the agent.
+fn cache_resource(
+    resource: &model::Resource,
+    at: &str,
+    api_id: &str,
+) -> Result<(pb::CacheResource, Option<pb::RedisCacheConnection>), CompileError> {
     use sha2::Digest;
     let configuration =
         model::object_or_json_string(&resource.configuration).map_err(|m| err(format!("{at}.configuration"), m))?;
@@ -2355,28 +2389,151 @@ fn cache_resource(resource: &model::Resource, at: &str, api_id: &str) -> Result<
                 .ok_or_else(|| err(format!("{at}.configuration.{field}"), "must be a number")),
         }
     };
-    let backend = match resource.resource_type.trim() {
-        "cache" => pb::CacheBackend::Memory,
-        "cache-redis" => {
-            return Err(err(
-                format!("{at}.type"),
-                "the `cache-redis` resource is not supported yet (the in-memory `cache` resource is)",
-            ));
-        }
+    let (backend, redis) = match resource.resource_type.trim() {
+        "cache" => (pb::CacheBackend::Memory, None),
+        "cache-redis" => (pb::CacheBackend::Redis, Some(redis_cache_connection(&configuration, at)?)),
         other => {
             return Err(err(
                 format!("{at}.type"),
-                format!("resource type `{other}` is not a cache resource hgw runs (`cache`)"),
+                format!("resource type `{other}` is not a cache resource hgw runs (`cache`, `cache-redis`)"),
             ));
         }
     };
     let digest = sha2::Sha256::digest(format!("{}\n{}\n{}", resource.name, resource.resource_type, configuration));
     let digest: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    Ok(pb::CacheResource {
+    let time_to_live_seconds = number("timeToLiveSeconds", 0)?;
+    let resource = pb::CacheResource {
         id: format!("{api_id}/{}/{digest}", resource.name),
-        time_to_live_seconds: number("timeToLiveSeconds", 0)?,
+        time_to_live_seconds,
         max_entries: number("maxEntriesLocalHeap", 1000)?,
         backend: backend as i32,
+    };
+    let redis = redis.map(|connection| pb::RedisCacheConnection { time_to_live_seconds, ..connection });
+    Ok((resource, redis))
+}
+
+/// A `cache-redis` resource's Redis, read as Gravitee's resource reads its configuration: `host` and
+/// `port` (or the older `standalone` object), `password`, `useSsl` (default true) with `ssl.trustAll`,
+/// `sentinel` {`enabled`, `masterId`, `password`, `nodes`} (or the older `sentinelMode`), `timeout`
+/// (ms, default 2000), `releaseCache`. Pool settings (`maxTotal`, `maxPoolSize`...) are not read: the
+/// agent keeps a small pool per resource. A value written as EL (Gravitee evaluates the resource's
+/// configuration, e.g. `{#secrets.get(...)}`) is refused: hgw does not evaluate it, and a literal
+/// `{#...}` password would only fail later, at every request.
+fn redis_cache_connection(configuration: &Value, at: &str) -> Result<pb::RedisCacheConnection, CompileError> {
+    let field = |path: &str| format!("{at}.configuration.{path}");
+    let text = |value: Option<&Value>, path: &str| -> Result<Option<String>, CompileError> {
+        match value {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) if text.contains("{#") => Err(err(
+                field(path),
+                "EL in a cache-redis resource's configuration is not evaluated by hgw: give the value itself",
+            )),
+            Some(Value::String(text)) => Ok(Some(text.trim().to_owned())),
+            Some(_) => Err(err(field(path), "must be a string")),
+        }
+    };
+    let port = |value: Option<&Value>, path: &str, default: u32| -> Result<u32, CompileError> {
+        match value {
+            None | Some(Value::Null) => Ok(default),
+            Some(value) => value
+                .as_u64()
+                .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
+                .filter(|p| (1..=65535).contains(p))
+                .map(|p| p as u32)
+                .ok_or_else(|| err(field(path), "must be a port number (1-65535)")),
+        }
+    };
+    let flag = |value: Option<&Value>, path: &str, default: bool| -> Result<bool, CompileError> {
+        match value {
+            None | Some(Value::Null) => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(err(field(path), "expected true or false")),
+        }
+    };
+    let host_of = |value: Option<&Value>, path: &str| -> Result<Option<String>, CompileError> {
+        match text(value, path)? {
+            Some(host) if host.is_empty() || host.contains(['/', ' ', '@']) => {
+                Err(err(field(path), "must be a host name or address"))
+            }
+            host => Ok(host),
+        }
+    };
+    // Gravitee 4.x wrote `standalone: {host, port}`; 5.x writes `host`/`port` and reads both.
+    let standalone = configuration.get("standalone").filter(|s| s.is_object());
+    let mut host = host_of(configuration.get("host"), "host")?.unwrap_or_else(|| "localhost".to_owned());
+    let mut port_number = port(configuration.get("port"), "port", 6379)?;
+    if let Some(standalone) = standalone {
+        if let Some(h) = host_of(standalone.get("host"), "standalone.host")? {
+            host = h;
+        }
+        if standalone.get("port").is_some_and(|p| !p.is_null()) {
+            port_number = port(standalone.get("port"), "standalone.port", 6379)?;
+        }
+    }
+    let password = text(configuration.get("password"), "password")?.unwrap_or_default();
+    let use_ssl = flag(configuration.get("useSsl"), "useSsl", true)?;
+    let trust_all = match configuration.get("ssl") {
+        Some(Value::Object(ssl)) => {
+            for unsupported in ["trustStore", "keyStore"] {
+                if ssl.get(unsupported).is_some_and(|v| !v.is_null() && v.get("type").is_none_or(|t| t != "NONE")) {
+                    return Err(err(
+                        field(&format!("ssl.{unsupported}")),
+                        "not supported by hgw: the Redis certificate is checked against the system's roots \
+                         (or not at all with `trustAll`)",
+                    ));
+                }
+            }
+            flag(ssl.get("trustAll"), "ssl.trustAll", false)?
+        }
+        // The older boolean `ssl` is ignored by Gravitee too (`useSsl` decides).
+        _ => false,
+    };
+    let sentinel = configuration.get("sentinel").filter(|s| s.is_object());
+    let legacy_sentinel = flag(configuration.get("sentinelMode"), "sentinelMode", false)?;
+    let mut sentinel_master = String::new();
+    let mut sentinel_nodes = Vec::new();
+    let mut sentinel_password = None;
+    if let Some(sentinel) = sentinel {
+        let nodes = match sentinel.get("nodes") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(nodes)) => nodes.clone(),
+            Some(_) => return Err(err(field("sentinel.nodes"), "must be a list of {host, port}")),
+        };
+        // As Gravitee's: sentinel mode needs it enabled (or the older flag) and at least one node.
+        if !nodes.is_empty() && (flag(sentinel.get("enabled"), "sentinel.enabled", false)? || legacy_sentinel) {
+            for (i, node) in nodes.iter().enumerate() {
+                let host = host_of(node.get("host"), &format!("sentinel.nodes[{i}].host"))?
+                    .ok_or_else(|| err(field(&format!("sentinel.nodes[{i}].host")), "is required"))?;
+                let port = port(node.get("port"), &format!("sentinel.nodes[{i}].port"), 26379)?;
+                sentinel_nodes.push(pb::RedisCacheNode { host, port });
+            }
+            sentinel_master = text(sentinel.get("masterId"), "sentinel.masterId")?
+                .filter(|m| !m.is_empty())
+                .ok_or_else(|| err(field("sentinel.masterId"), "is required in sentinel mode"))?;
+            sentinel_password = text(sentinel.get("password"), "sentinel.password")?.filter(|p| !p.is_empty());
+        }
+    }
+    let timeout_ms = match configuration.get("timeout") {
+        None | Some(Value::Null) => 2000,
+        Some(value) => value
+            .as_u64()
+            .filter(|t| *t <= 60_000)
+            .map(|t| if t == 0 { 2000 } else { t })
+            .ok_or_else(|| err(field("timeout"), "must be a number of milliseconds (at most 60000)"))?,
+    };
+    Ok(pb::RedisCacheConnection {
+        host,
+        port: port_number,
+        // In sentinel mode Gravitee 4.x authenticated with the Sentinel password only.
+        password: if password.is_empty() { sentinel_password.unwrap_or_default() } else { password },
+        use_ssl,
+        trust_all,
+        sentinel_master,
+        sentinel_nodes,
+        timeout_ms,
+        release_cache: flag(configuration.get("releaseCache"), "releaseCache", false)?,
+        deployed_at: String::new(),
+        time_to_live_seconds: 0,
     })
 }
 

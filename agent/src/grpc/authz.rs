@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `grpc.health.v1.Health`, reflection, `hgw.v1.Identity/Join` | anyone who completed TLS, or the socket |
 //! | `hgw.v1.Identity/Renew` | a dataplane certificate |
-//! | `hgw.v1.ConfigDiscovery`, `Analytics`, `RateLimit`, `OAuth2` | a dataplane certificate, or the socket |
+//! | `hgw.v1.ConfigDiscovery`, `Analytics`, `RateLimit`, `OAuth2`, `Cache` | a dataplane certificate, or the socket |
 //! | `hgw.v1.Admin` | an admin certificate, or the socket from the agent's own uid or root |
 
 use std::sync::Arc;
@@ -35,7 +35,9 @@ fn audience(path: &str) -> Option<Audience> {
         | "grpc.reflection.v1alpha.ServerReflection" => Audience::Anyone,
         "hgw.v1.Identity" if path.ends_with("/Join") => Audience::Anyone,
         "hgw.v1.Identity" => Audience::CertifiedDataplanes,
-        "hgw.v1.ConfigDiscovery" | "hgw.v1.Analytics" | "hgw.v1.RateLimit" | "hgw.v1.OAuth2" => Audience::Dataplanes,
+        "hgw.v1.ConfigDiscovery" | "hgw.v1.Analytics" | "hgw.v1.RateLimit" | "hgw.v1.OAuth2" | "hgw.v1.Cache" => {
+            Audience::Dataplanes
+        }
         "hgw.v1.Admin" => Audience::Admins,
         _ => return None,
     })

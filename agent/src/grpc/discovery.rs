@@ -220,9 +220,11 @@ impl ConfigSession {
 }
 
 /// The API as dataplanes receive it: without what only the agent uses (an OAuth2 plan's introspection
-/// settings, which hold the authorization server's client secret).
+/// settings, which hold the authorization server's client secret; the `cache-redis` resources' Redis
+/// addresses and passwords).
 fn for_dataplanes(api: &Api) -> Api {
     let mut api = api.clone();
+    api.redis_caches.clear();
     for plan in &mut api.plans {
         if let Some(oauth2) = plan.oauth2.as_mut() {
             oauth2.introspection = None;
@@ -254,5 +256,15 @@ mod for_dataplanes_tests {
         let sent = super::for_dataplanes(&api);
         let oauth2 = sent.plans[0].oauth2.as_ref().expect("plan settings kept");
         assert!(oauth2.introspection.is_none() && oauth2.mode_strict);
+    }
+
+    #[test]
+    fn redis_cache_connections_never_leave_the_agent() {
+        let mut api = pb::Api::default();
+        api.redis_caches.insert(
+            "a/cache/0011".into(),
+            pb::RedisCacheConnection { password: "s3cret".into(), ..Default::default() },
+        );
+        assert!(super::for_dataplanes(&api).redis_caches.is_empty());
     }
 }

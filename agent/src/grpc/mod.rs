@@ -1,10 +1,11 @@
 //! The agent's gRPC surface for dataplanes and operators: `hgw.v1.ConfigDiscovery`, `hgw.v1.Analytics`,
-//! `hgw.v1.Admin`, `grpc.health.v1.Health`, and server reflection (v1 and v1alpha) so `grpcurl list`,
+//! `hgw.v1.RateLimit`, `hgw.v1.OAuth2`, `hgw.v1.Cache`, `hgw.v1.Admin`, `grpc.health.v1.Health`, and server reflection (v1 and v1alpha) so `grpcurl list`,
 //! `describe` and calls work without the proto files. Served on TCP and/or a Unix socket.
 
 mod admin;
 mod analytics;
 pub mod authz;
+mod cache;
 mod discovery;
 mod identity;
 pub mod listen;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use hgw_proto::v1::admin_server::AdminServer;
 use hgw_proto::v1::analytics_server::AnalyticsServer;
+use hgw_proto::v1::cache_server::CacheServer;
 use hgw_proto::v1::config_discovery_server::ConfigDiscoveryServer;
 use hgw_proto::v1::identity_server::IdentityServer;
 use hgw_proto::v1::o_auth2_server::OAuth2Server;
@@ -45,6 +47,7 @@ pub const SERVICE_NAMES: &[&str] = &[
     "hgw.v1.Analytics",
     "hgw.v1.RateLimit",
     "hgw.v1.OAuth2",
+    "hgw.v1.Cache",
     "hgw.v1.Admin",
     "hgw.v1.Identity",
 ];
@@ -69,6 +72,8 @@ pub struct GrpcState {
     pub counters: Arc<CounterStore>,
     /// Token introspection for `oauth2` plans (its cache is shared by every listener).
     pub oauth2: Arc<crate::oauth2::Introspector>,
+    /// The `cache-redis` resources' Redis pools (shared by every listener).
+    pub caches: Arc<crate::cache::RedisCaches>,
     pub mode: &'static str,
     pub node_id: String,
     pub cancel: CancellationToken,
@@ -134,6 +139,7 @@ pub fn router(
             store: state.store.clone(),
             introspector: state.oauth2.clone(),
         }))
+        .add_service(CacheServer::new(cache::CacheService { store: state.store.clone(), caches: state.caches.clone() }))
         .add_service(AdminServer::new(admin).max_encoding_message_size(MAX_MESSAGE_BYTES))
         .add_service(health.clone())
         .add_service(reflection().build_v1()?)

@@ -99,6 +99,8 @@ impl TryFrom<pb::Api> for Api {
             tracing,
             legacy_engine,
             properties,
+            // Agent only: never sent (and ignored if it were).
+            redis_caches: _,
         } = api;
         let err = |field: String, reason: Invalid| ConversionError { api: id.clone(), field, reason };
         if id.is_empty() {

@@ -366,7 +366,10 @@ pub(crate) async fn serve_api(
         upgrade: client_upgrade.is_some(),
         endpoint_target,
     };
-    let stored = cache.as_ref().filter(|(armed, _)| !armed.refresh).and_then(|(armed, key)| armed.lookup(key));
+    let stored = match &cache {
+        Some((armed, key)) if !armed.refresh => armed.lookup(&api.id, key, shared.remote_cache.as_ref()).await,
+        _ => None,
+    };
     let invoked = match (&retry, stored) {
         (_, Some(stored)) => {
             tracing::debug!(api = %api.id, "cache: answered from the cache");
@@ -388,7 +391,8 @@ pub(crate) async fn serve_api(
     let mut response = match invoked {
         Ok(response) => match &cache {
             Some((armed, key)) if !matches!(response.body(), crate::http::decompress::UpstreamBody::Stored(_)) => {
-                store_when_complete(response, armed, key, &info, &attributes, ids.client.as_ref())
+                let store = Store { armed, api_id: &api.id, key, remote: &shared.remote_cache };
+                store_when_complete(response, store, &info, &attributes, ids.client.as_ref())
             }
             _ => response,
         },
@@ -571,16 +575,25 @@ pub(crate) async fn serve_api(
 /// endpoint's headers (hop-by-hop ones left out), and, as Gravitee's v4 engines store the answer's
 /// headers once the client identifier is already among them, that identifier too: an answer served
 /// from the cache then carries the caller's identifier followed by the one of the call that stored it.
+/// Where an answer is to be stored: the armed step, the API, the key, and the agent for a resource
+/// whose entries it keeps.
+struct Store<'a> {
+    armed: &'a crate::policies::cache::Armed,
+    api_id: &'a str,
+    key: &'a str,
+    remote: &'a std::sync::Arc<dyn crate::policies::cache::RemoteCache>,
+}
+
 fn store_when_complete(
     response: Response<crate::http::decompress::UpstreamBody>,
-    armed: &crate::policies::cache::Armed,
-    key: &str,
+    store: Store<'_>,
     info: &RequestInfo,
     attributes: &[(String, String)],
     client: Option<&HeaderValue>,
 ) -> Response<crate::http::decompress::UpstreamBody> {
     use crate::http::decompress::Copied;
     use crate::policies::cache::{CachedResponse, MAX_ENTRY_BYTES};
+    let Store { armed, api_id, key, remote } = store;
     let status = response.status();
     let el = ElContext::response(info, attributes, status.as_u16(), response.headers());
     // A switch of protocol (or any 1xx) is never an answer to replay.
@@ -593,7 +606,7 @@ fn store_when_complete(
         headers.append(X_CLIENT_IDENTIFIER, client.clone());
     }
     let (parts, body) = response.into_parts();
-    let (armed, key) = (armed.clone(), key.to_owned());
+    let (armed, api_id, key, remote) = (armed.clone(), api_id.to_owned(), key.to_owned(), remote.clone());
     let body = Copied::wrap(
         body,
         MAX_ENTRY_BYTES,
@@ -604,7 +617,7 @@ fn store_when_complete(
                 // A decoded body no longer has the endpoint's length.
                 headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
             }
-            armed.store(key, CachedResponse { status, headers, body });
+            armed.store(&api_id, key, CachedResponse { status, headers, body }, remote.as_ref());
         }),
     );
     Response::from_parts(parts, body)

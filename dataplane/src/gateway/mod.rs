@@ -40,6 +40,8 @@ pub struct Shared {
     pub counters: Arc<Counters>,
     /// Who introspects OAuth2 tokens (the agent).
     pub introspector: Arc<dyn crate::api::security::Introspector>,
+    /// Who keeps the entries of `cache-redis` resources (the agent).
+    pub remote_cache: Arc<dyn crate::policies::cache::RemoteCache>,
     /// The root shutdown token: cancelled means draining.
     shutdown: CancellationToken,
     /// OpenTelemetry export; `None` (no OTLP endpoint) means requests are never traced.
@@ -73,6 +75,7 @@ impl Shared {
             analytics,
             counters,
             introspector: Arc::new(crate::api::security::NoIntrospector),
+            remote_cache: Arc::new(crate::policies::cache::NoRemoteCache),
             shutdown,
             tracing: None,
             trace_all: false,
@@ -112,6 +115,12 @@ impl Shared {
     /// Introspects OAuth2 tokens with `introspector` (the agent; the default refuses every token).
     pub fn with_introspector(mut self, introspector: Arc<dyn crate::api::security::Introspector>) -> Shared {
         self.introspector = introspector;
+        self
+    }
+
+    /// Reads and writes `cache-redis` entries through `remote` (the agent; the default misses).
+    pub fn with_remote_cache(mut self, remote: Arc<dyn crate::policies::cache::RemoteCache>) -> Shared {
+        self.remote_cache = remote;
         self
     }
 

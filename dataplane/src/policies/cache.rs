@@ -1,4 +1,5 @@
-//! `cache`: Gravitee's cache policy 3.0 with its in-memory `cache` resource. The step does not answer
+//! `cache`: Gravitee's cache policy 3.0 with its `cache` (in memory) and `cache-redis` resources. The
+//! step does not answer
 //! by itself: like Gravitee's, which swaps the endpoint invoker for its own, it arms the exchange
 //! ([`RequestExchange::cache`]), and the exchange, at the endpoint call, either answers from the cache
 //! (the endpoint is not called; response flows still run) or calls the endpoint and stores its answer
@@ -11,15 +12,23 @@
 //! hash of the path, Java's hash of the sorted query parameters, then the rendered `key` template.
 //! The method is not in the key (Gravitee's neither): a `HEAD` answer stored first is what a later
 //! `GET` of the same URL gets.
+//!
+//! A `cache-redis` resource's entries live in Redis, reached through the agent ([`RemoteCache`]): the
+//! key's parts are joined with `:` (its resource's separator; the in-memory one's is `.`) and an entry
+//! is Gravitee's text form of the answer (see [`encode`]), so hgw and Gravitee gateways sharing a Redis
+//! serve each other's entries. Reading fails open: an agent or Redis that does not answer is a miss.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
+use base64::Engine;
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use hgw_proto::v1 as pb;
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use serde_json::{Value as Json, json};
 
 use super::el::ElContext;
 use super::{Outcome, Policy, PolicyError, Reply, RequestExchange, Value, invalid};
@@ -32,8 +41,40 @@ const CACHE_ACTION_PARAM: &str = "cache";
 pub const MAX_ENTRY_BYTES: usize = 1024 * 1024;
 /// The most bytes one in-memory cache holds in all; the oldest entries go to make room.
 const MAX_CACHE_BYTES: usize = 64 * 1024 * 1024;
-/// Separator between the parts of a key.
-const KEY_SEPARATOR: char = '.';
+/// Separator between the parts of a key: Gravitee's in-memory resource's, and its Redis resource's.
+const MEMORY_KEY_SEPARATOR: char = '.';
+const REDIS_KEY_SEPARATOR: char = ':';
+
+/// Where the entries of a `cache-redis` resource are read and written: the agent, which holds the
+/// resource's Redis. Implemented over gRPC in `crate::agent`.
+pub trait RemoteCache: Send + Sync + std::fmt::Debug {
+    /// The entry under `key`; `None` for a miss or when it could not be read.
+    fn get(&self, api_id: &str, resource_id: &str, key: &str) -> BoxFuture<'static, Option<Bytes>>;
+    /// Stores an entry in the background (a failure is logged, never waited for).
+    fn put(&self, api_id: &str, resource_id: &str, key: String, value: Vec<u8>, time_to_live: u64);
+}
+
+/// Without an agent (tests, tools): every read is a miss, nothing is stored.
+#[derive(Debug)]
+pub struct NoRemoteCache;
+
+impl RemoteCache for NoRemoteCache {
+    fn get(&self, _: &str, _: &str, _: &str) -> BoxFuture<'static, Option<Bytes>> {
+        Box::pin(std::future::ready(None))
+    }
+
+    fn put(&self, _: &str, _: &str, _: String, _: Vec<u8>, _: u64) {}
+}
+
+/// Where a cache step's resource keeps its entries.
+#[derive(Debug)]
+enum Store {
+    Memory(Arc<MemoryStore>),
+    /// A `cache-redis` resource: its id, for the agent (which finds it in the API).
+    Redis {
+        resource_id: String,
+    },
+}
 
 /// What a cache step needs at the endpoint call.
 #[derive(Debug)]
@@ -47,7 +88,7 @@ pub struct CacheSettings {
     methods: Vec<Method>,
     condition: Option<hgw_el::Expression>,
     /// `None`: the API has no such resource.
-    store: Option<Arc<MemoryStore>>,
+    store: Option<Store>,
 }
 
 /// A cache step that applies to this request.
@@ -94,7 +135,14 @@ impl Cache {
                 Method::from_bytes(m.as_bytes()).map_err(|_| invalid("cache.methods", format!("{m:?} is not a method")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let store = config.resource.map(|resource| MemoryStore::shared(&resource));
+        let store = match config.resource {
+            None => None,
+            Some(resource) => match pb::CacheBackend::try_from(resource.backend) {
+                Ok(pb::CacheBackend::Redis) => Some(Store::Redis { resource_id: resource.id }),
+                Ok(pb::CacheBackend::Memory) => Some(Store::Memory(MemoryStore::shared(&resource))),
+                _ => return Err(invalid("cache.resource", "a cache resource of an unknown kind")),
+            },
+        };
         Ok(Cache {
             settings: Arc::new(CacheSettings {
                 cache_name: config.cache_name,
@@ -184,7 +232,10 @@ impl CacheSettings {
 impl Armed {
     /// The request's key, as Gravitee's `CacheInvoker.hash` builds it.
     pub fn key(&self, api_id: &str, application: &str, uri: &http::Uri, el: &ElContext<'_>) -> String {
-        let sep = KEY_SEPARATOR;
+        let sep = match self.settings.store {
+            Some(Store::Redis { .. }) => REDIS_KEY_SEPARATOR,
+            _ => MEMORY_KEY_SEPARATOR,
+        };
         let mut key = String::with_capacity(api_id.len() + 64);
         key.push_str(api_id);
         key.push(sep);
@@ -202,18 +253,35 @@ impl Armed {
         key
     }
 
-    pub fn lookup(&self, key: &str) -> Option<Arc<CachedResponse>> {
-        self.settings.store.as_ref()?.get(key)
+    /// The answer stored under `key`, if any. An entry of a `cache-redis` resource that cannot be read
+    /// as one is a miss (and is replaced by the next answer stored), as with Gravitee's policy.
+    pub async fn lookup(&self, api_id: &str, key: &str, remote: &dyn RemoteCache) -> Option<Arc<CachedResponse>> {
+        match self.settings.store.as_ref()? {
+            Store::Memory(store) => store.get(key),
+            Store::Redis { resource_id } => {
+                let value = remote.get(api_id, resource_id, key).await?;
+                let decoded = decode(&value);
+                if decoded.is_none() {
+                    tracing::debug!(api = %api_id, "cache: an entry that is not a cached answer is read as a miss");
+                }
+                decoded.map(Arc::new)
+            }
+        }
     }
 
     /// Stores `response` under `key` for the time the policy, the answer's headers (with
     /// `useResponseCacheHeaders`) and the resource allow.
-    pub fn store(&self, key: String, response: CachedResponse) {
-        let Some(store) = &self.settings.store else {
-            return;
-        };
+    pub fn store(&self, api_id: &str, key: String, response: CachedResponse, remote: &dyn RemoteCache) {
         let element_ttl = self.element_time_to_live(&response.headers);
-        store.put(key, response, element_ttl);
+        match &self.settings.store {
+            None => {}
+            Some(Store::Memory(store)) => store.put(key, response, element_ttl),
+            Some(Store::Redis { resource_id }) => {
+                if let Some(value) = encode(&response) {
+                    remote.put(api_id, resource_id, key, value, element_ttl);
+                }
+            }
+        }
     }
 
     /// Gravitee's `resolveTimeToLive`: the answer's `s-maxage`, `max-age` or `Expires` when asked to
@@ -228,6 +296,71 @@ impl Armed {
         }
         policy
     }
+}
+
+/// Whether Gravitee's policy keeps the body as base64 (`hasBinaryContentType`): the first
+/// `Content-Type` is `application/octet-stream` or an `image/*` type.
+fn has_binary_content_type(headers: &HeaderMap) -> bool {
+    let Some(content_type) = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/octet-stream" || essence.split('/').next() == Some("image")
+}
+
+/// An answer in Gravitee's text form (its `CacheResponse` as JSON: `status`, `headers` as name → list
+/// of values, `content.buffer` the body as text, base64 for binary content types). `None` for a body
+/// that is not UTF-8 under a textual content type: Gravitee would store it mangled; hgw relays it
+/// without storing it.
+pub fn encode(response: &CachedResponse) -> Option<Vec<u8>> {
+    let mut headers = serde_json::Map::new();
+    for name in response.headers.keys() {
+        let values: Vec<Json> = response
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| Json::String(String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        headers.insert(name.as_str().to_owned(), Json::Array(values));
+    }
+    let content = if has_binary_content_type(&response.headers) {
+        base64::engine::general_purpose::STANDARD.encode(&response.body)
+    } else {
+        std::str::from_utf8(&response.body).ok()?.to_owned()
+    };
+    let entry = json!({"status": response.status.as_u16(), "headers": headers, "content": {"buffer": content}});
+    serde_json::to_vec(&entry).ok()
+}
+
+/// Reads an entry in Gravitee's text form (see [`encode`]); `None` when it is not one. Headers that
+/// are not valid HTTP are left out.
+pub fn decode(value: &[u8]) -> Option<CachedResponse> {
+    let entry: Json = serde_json::from_slice(value).ok()?;
+    let status = StatusCode::from_u16(u16::try_from(entry.get("status")?.as_u64()?).ok()?).ok()?;
+    let mut headers = HeaderMap::new();
+    if let Some(map) = entry.get("headers").and_then(Json::as_object) {
+        for (name, values) in map {
+            let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else { continue };
+            for value in values.as_array().into_iter().flatten().filter_map(Json::as_str) {
+                if let Ok(value) = HeaderValue::from_str(value) {
+                    headers.append(name.clone(), value);
+                }
+            }
+        }
+    }
+    let text = match entry.get("content") {
+        None | Some(Json::Null) => "",
+        Some(content) => match content.get("buffer") {
+            None | Some(Json::Null) => "",
+            Some(buffer) => buffer.as_str()?,
+        },
+    };
+    let body = if has_binary_content_type(&headers) {
+        Bytes::from(base64::engine::general_purpose::STANDARD.decode(text).ok()?)
+    } else {
+        Bytes::copy_from_slice(text.as_bytes())
+    };
+    Some(CachedResponse { status, headers, body })
 }
 
 /// Seconds an answer may be kept according to its `Cache-Control` (`s-maxage`, then `max-age`, of
@@ -473,6 +606,60 @@ mod tests {
         };
         store.put("a".into(), big, 0);
         assert!(store.get("a").is_none());
+    }
+
+    #[test]
+    fn entries_in_gravitees_text_form_round_trip() {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::CONTENT_TYPE, "application/json".parse().unwrap());
+        headers.append("x-many", "1".parse().unwrap());
+        headers.append("x-many", "2".parse().unwrap());
+        let text = CachedResponse { status: StatusCode::CREATED, headers, body: Bytes::from("{\"a\":\"\u{e9}\"}") };
+        let encoded = encode(&text).unwrap();
+        let json: Json = serde_json::from_slice(&encoded).unwrap();
+        assert_eq!(json["status"], 201);
+        assert_eq!(json["headers"]["x-many"], json!(["1", "2"]));
+        assert_eq!(json["content"]["buffer"], "{\"a\":\"\u{e9}\"}");
+        let decoded = decode(&encoded).unwrap();
+        assert_eq!(
+            (decoded.status, &decoded.body, decoded.headers.get_all("x-many").iter().count()),
+            (text.status, &text.body, 2)
+        );
+
+        // Binary content types are kept as base64, as Gravitee's policy does.
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::CONTENT_TYPE, "image/png".parse().unwrap());
+        let png =
+            CachedResponse { status: StatusCode::OK, headers, body: Bytes::from_static(&[0x89, 0x50, 0xff, 0x00]) };
+        let encoded = encode(&png).unwrap();
+        let json: Json = serde_json::from_slice(&encoded).unwrap();
+        assert_eq!(json["content"]["buffer"], "iVD/AA==");
+        assert_eq!(decode(&encoded).unwrap().body, png.body);
+
+        // Not UTF-8 under a textual type: not stored (Gravitee would keep it mangled).
+        let raw =
+            CachedResponse { status: StatusCode::OK, headers: HeaderMap::new(), body: Bytes::from_static(&[0xff]) };
+        assert!(encode(&raw).is_none());
+
+        // What Gravitee writes (pretty-printed, its header names) reads back; other values are misses.
+        let gravitee = br#"{
+  "status" : 200,
+  "headers" : {
+    "Content-Type" : [ "text/plain" ],
+    "Bad Name" : [ "x" ]
+  },
+  "content" : {
+    "buffer" : "hello"
+  }
+}"#;
+        let decoded = decode(gravitee).unwrap();
+        assert_eq!((decoded.status, decoded.body.as_ref()), (StatusCode::OK, &b"hello"[..]));
+        assert_eq!(decoded.headers.get("content-type").unwrap(), "text/plain");
+        assert_eq!(decoded.headers.len(), 1);
+        for broken in [&b"not json"[..], br#"{"status": 99}"#, br#"{"status": 200, "content": {"buffer": 5}}"#] {
+            assert!(decode(broken).is_none());
+        }
+        assert_eq!(decode(br#"{"status": 204}"#).unwrap().body.len(), 0);
     }
 
     #[test]

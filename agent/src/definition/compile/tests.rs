@@ -717,14 +717,59 @@ fn cache_steps_get_gravitees_defaults_and_their_resource() {
     assert!(cache_policy(&api).resource.is_none());
 
     // Resources hgw does not run as caches reject the API, naming them.
-    let redis = json!([{"name": "mine", "type": "cache-redis", "configuration": {"password": "hunter2"}}]);
+    let other = json!([{"name": "mine", "type": "cache-hazelcast", "configuration": {"password": "hunter2"}}]);
     let reason =
-        rejection(with_cache_step(v4("c3", "/c", "http://127.0.0.1:9000"), json!({"cacheName": "mine"}), redis));
-    assert!(reason.contains("cache-redis") && !reason.contains("hunter2"), "{reason}");
+        rejection(with_cache_step(v4("c3", "/c", "http://127.0.0.1:9000"), json!({"cacheName": "mine"}), other));
+    assert!(reason.contains("cache-hazelcast") && !reason.contains("hunter2"), "{reason}");
     let reason = rejection(with_cache_step(
         v4("c4", "/c", "http://127.0.0.1:9000"),
         json!({"cacheName": "mine", "scope": "EVERYONE"}),
         memory,
     ));
     assert!(reason.contains("scope"), "{reason}");
+}
+
+#[test]
+fn cache_redis_resources_keep_their_connection_on_the_agent() {
+    // Gravitee 4.x's form: `standalone` and the older `sentinelMode`; useSsl defaults to true.
+    let older = json!([{"name": "shared", "type": "cache-redis", "configuration": {
+        "password": "hunter2", "timeToLiveSeconds": 60, "releaseCache": true, "maxTotal": 8,
+        "standalone": {"host": "redis.internal", "port": 6380}, "sentinelMode": false}}]);
+    let api = deploy(with_cache_step(v4("r1", "/r", "http://127.0.0.1:9000"), json!({"cacheName": "shared"}), older));
+    let resource = cache_policy(&api).resource.clone().unwrap();
+    assert_eq!(resource.backend, pb::CacheBackend::Redis as i32);
+    let connection = &api.redis_caches[&resource.id];
+    assert_eq!((connection.host.as_str(), connection.port), ("redis.internal", 6380));
+    assert_eq!(connection.password, "hunter2");
+    assert!(connection.use_ssl && !connection.trust_all && connection.release_cache);
+    assert_eq!((connection.timeout_ms, connection.time_to_live_seconds), (2000, 60));
+    assert_eq!(connection.deployed_at.len(), 16, "a digest of the compiled API stands in for deployedAt");
+    assert!(!format!("{connection:?}").contains("hunter2"), "Debug never shows the password");
+
+    // 5.x's form: host/port at the top, nested sentinel with nodes, ssl.trustAll.
+    let sentinel = json!([{"name": "s", "type": "cache-redis", "configuration": {
+        "host": "ignored", "useSsl": true, "ssl": {"trustAll": true}, "timeout": 500,
+        "sentinel": {"enabled": true, "masterId": "mymaster", "password": "sp",
+                     "nodes": [{"host": "s1", "port": 26379}, {"host": "s2", "port": 26380}]}}}]);
+    let api = deploy(with_cache_step(v4("r2", "/r", "http://127.0.0.1:9000"), json!({"cacheName": "s"}), sentinel));
+    let connection = api.redis_caches.values().next().unwrap();
+    assert_eq!(connection.sentinel_master, "mymaster");
+    assert_eq!(connection.sentinel_nodes.len(), 2);
+    assert_eq!(connection.password, "sp", "without a password, the Sentinel password (Gravitee 4.x)");
+    assert!(connection.trust_all && connection.timeout_ms == 500 && connection.deployed_at.is_empty());
+
+    // What hgw cannot honour is refused with the field named, and never the password.
+    for (configuration, field) in [
+        (json!({"password": "{#secrets.get('/vault/redis')}"}), "configuration.password"),
+        (json!({"port": 70000, "password": "hunter2"}), "configuration.port"),
+        (json!({"useSsl": "yes"}), "configuration.useSsl"),
+        (json!({"ssl": {"trustStore": {"type": "PEM", "path": "/ca.pem"}}}), "configuration.ssl.trustStore"),
+        (json!({"sentinel": {"enabled": true, "nodes": [{"host": "s1"}]}}), "configuration.sentinel.masterId"),
+        (json!({"timeout": -1}), "configuration.timeout"),
+    ] {
+        let resources = json!([{"name": "x", "type": "cache-redis", "configuration": configuration}]);
+        let reason =
+            rejection(with_cache_step(v4("r3", "/r", "http://127.0.0.1:9000"), json!({"cacheName": "x"}), resources));
+        assert!(reason.contains(field) && !reason.contains("hunter2"), "{field}: {reason}");
+    }
 }
