@@ -2428,7 +2428,8 @@ fn redis_cache_connection(configuration: &Value, at: &str) -> Result<pb::RedisCa
                 field(path),
                 "EL in a cache-redis resource's configuration is not evaluated by hgw: give the value itself",
             )),
-            Some(Value::String(text)) => Ok(Some(text.trim().to_owned())),
+            // As written: a password may begin or end with spaces.
+            Some(Value::String(text)) => Ok(Some(text.clone())),
             Some(_) => Err(err(field(path), "must be a string")),
         }
     };
@@ -2451,7 +2452,7 @@ fn redis_cache_connection(configuration: &Value, at: &str) -> Result<pb::RedisCa
         }
     };
     let host_of = |value: Option<&Value>, path: &str| -> Result<Option<String>, CompileError> {
-        match text(value, path)? {
+        match text(value, path)?.map(|host| host.trim().to_owned()) {
             Some(host) if host.is_empty() || host.contains(['/', ' ', '@']) => {
                 Err(err(field(path), "must be a host name or address"))
             }
@@ -2508,6 +2509,7 @@ fn redis_cache_connection(configuration: &Value, at: &str) -> Result<pb::RedisCa
                 sentinel_nodes.push(pb::RedisCacheNode { host, port });
             }
             sentinel_master = text(sentinel.get("masterId"), "sentinel.masterId")?
+                .map(|m| m.trim().to_owned())
                 .filter(|m| !m.is_empty())
                 .ok_or_else(|| err(field("sentinel.masterId"), "is required in sentinel mode"))?;
             sentinel_password = text(sentinel.get("password"), "sentinel.password")?.filter(|p| !p.is_empty());

@@ -733,14 +733,14 @@ fn cache_steps_get_gravitees_defaults_and_their_resource() {
 fn cache_redis_resources_keep_their_connection_on_the_agent() {
     // Gravitee 4.x's form: `standalone` and the older `sentinelMode`; useSsl defaults to true.
     let older = json!([{"name": "shared", "type": "cache-redis", "configuration": {
-        "password": "hunter2", "timeToLiveSeconds": 60, "releaseCache": true, "maxTotal": 8,
+        "password": " hunter2", "timeToLiveSeconds": 60, "releaseCache": true, "maxTotal": 8,
         "standalone": {"host": "redis.internal", "port": 6380}, "sentinelMode": false}}]);
     let api = deploy(with_cache_step(v4("r1", "/r", "http://127.0.0.1:9000"), json!({"cacheName": "shared"}), older));
     let resource = cache_policy(&api).resource.clone().unwrap();
     assert_eq!(resource.backend, pb::CacheBackend::Redis as i32);
     let connection = &api.redis_caches[&resource.id];
     assert_eq!((connection.host.as_str(), connection.port), ("redis.internal", 6380));
-    assert_eq!(connection.password, "hunter2");
+    assert_eq!(connection.password, " hunter2", "a password is kept as written");
     assert!(connection.use_ssl && !connection.trust_all && connection.release_cache);
     assert_eq!((connection.timeout_ms, connection.time_to_live_seconds), (2000, 60));
     assert_eq!(connection.deployed_at.len(), 16, "a digest of the compiled API stands in for deployedAt");
