@@ -1314,11 +1314,21 @@ fn el_expression(text: &str, at: &str) -> Result<String, CompileError> {
 
 /// An optional boolean field of a configuration object: absent or null is false.
 fn optional_bool(object: &Value, field: &str, at: &str) -> Result<bool, CompileError> {
+    bool_or(object, field, at, false)
+}
+
+/// An optional boolean field of a configuration object: absent or null is `default`.
+fn bool_or(object: &Value, field: &str, at: &str, default: bool) -> Result<bool, CompileError> {
     match object.get(field) {
-        None | Some(Value::Null) => Ok(false),
+        None | Some(Value::Null) => Ok(default),
         Some(Value::Bool(b)) => Ok(*b),
         Some(_) => Err(err(format!("{at}.{field}"), "expected true or false")),
     }
+}
+
+/// The first 8 bytes of a digest in hex: short ids that still change with what they digest.
+fn short_hex(digest: &[u8]) -> String {
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 fn string_list(configuration: &Value, field: &str, at: &str) -> Result<Vec<String>, CompileError> {
@@ -2360,8 +2370,7 @@ fn with_redis_caches(api: &mut pb::Api, mut redis_caches: HashMap<String, pb::Re
     use prost::Message;
     use sha2::Digest;
     if redis_caches.values().any(|c| c.release_cache) {
-        let digest = sha2::Sha256::digest(api.encode_to_vec());
-        let deployed: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let deployed = short_hex(&sha2::Sha256::digest(api.encode_to_vec()));
         for connection in redis_caches.values_mut() {
             connection.deployed_at = deployed.clone();
         }
@@ -2399,8 +2408,8 @@ fn cache_resource(
             ));
         }
     };
-    let digest = sha2::Sha256::digest(format!("{}\n{}\n{}", resource.name, resource.resource_type, configuration));
-    let digest: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let digest =
+        short_hex(&sha2::Sha256::digest(format!("{}\n{}\n{}", resource.name, resource.resource_type, configuration)));
     let time_to_live_seconds = number("timeToLiveSeconds", 0)?;
     let resource = pb::CacheResource {
         id: format!("{api_id}/{}/{digest}", resource.name),
@@ -2420,7 +2429,8 @@ fn cache_resource(
 /// configuration, e.g. `{#secrets.get(...)}`) is refused: hgw does not evaluate it, and a literal
 /// `{#...}` password would only fail later, at every request.
 fn redis_cache_connection(configuration: &Value, at: &str) -> Result<pb::RedisCacheConnection, CompileError> {
-    let field = |path: &str| format!("{at}.configuration.{path}");
+    let at = &format!("{at}.configuration");
+    let field = |path: &str| format!("{at}.{path}");
     let text = |value: Option<&Value>, path: &str| -> Result<Option<String>, CompileError> {
         match value {
             None | Some(Value::Null) => Ok(None),
@@ -2444,13 +2454,6 @@ fn redis_cache_connection(configuration: &Value, at: &str) -> Result<pb::RedisCa
                 .ok_or_else(|| err(field(path), "must be a port number (1-65535)")),
         }
     };
-    let flag = |value: Option<&Value>, path: &str, default: bool| -> Result<bool, CompileError> {
-        match value {
-            None | Some(Value::Null) => Ok(default),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(_) => Err(err(field(path), "expected true or false")),
-        }
-    };
     let host_of = |value: Option<&Value>, path: &str| -> Result<Option<String>, CompileError> {
         match text(value, path)?.map(|host| host.trim().to_owned()) {
             Some(host) if host.is_empty() || host.contains(['/', ' ', '@']) => {
@@ -2472,9 +2475,9 @@ fn redis_cache_connection(configuration: &Value, at: &str) -> Result<pb::RedisCa
         }
     }
     let password = text(configuration.get("password"), "password")?.unwrap_or_default();
-    let use_ssl = flag(configuration.get("useSsl"), "useSsl", true)?;
+    let use_ssl = bool_or(configuration, "useSsl", at, true)?;
     let trust_all = match configuration.get("ssl") {
-        Some(Value::Object(ssl)) => {
+        Some(ssl) if ssl.is_object() => {
             for unsupported in ["trustStore", "keyStore"] {
                 if ssl.get(unsupported).is_some_and(|v| !v.is_null() && v.get("type").is_none_or(|t| t != "NONE")) {
                     return Err(err(
@@ -2484,13 +2487,13 @@ fn redis_cache_connection(configuration: &Value, at: &str) -> Result<pb::RedisCa
                     ));
                 }
             }
-            flag(ssl.get("trustAll"), "ssl.trustAll", false)?
+            optional_bool(ssl, "trustAll", &field("ssl"))?
         }
         // The older boolean `ssl` is ignored by Gravitee too (`useSsl` decides).
         _ => false,
     };
     let sentinel = configuration.get("sentinel").filter(|s| s.is_object());
-    let legacy_sentinel = flag(configuration.get("sentinelMode"), "sentinelMode", false)?;
+    let legacy_sentinel = optional_bool(configuration, "sentinelMode", at)?;
     let mut sentinel_master = String::new();
     let mut sentinel_nodes = Vec::new();
     let mut sentinel_password = None;
@@ -2501,7 +2504,7 @@ fn redis_cache_connection(configuration: &Value, at: &str) -> Result<pb::RedisCa
             Some(_) => return Err(err(field("sentinel.nodes"), "must be a list of {host, port}")),
         };
         // As Gravitee's: sentinel mode needs it enabled (or the older flag) and at least one node.
-        if !nodes.is_empty() && (flag(sentinel.get("enabled"), "sentinel.enabled", false)? || legacy_sentinel) {
+        if !nodes.is_empty() && (optional_bool(sentinel, "enabled", &field("sentinel"))? || legacy_sentinel) {
             for (i, node) in nodes.iter().enumerate() {
                 let host = host_of(node.get("host"), &format!("sentinel.nodes[{i}].host"))?
                     .ok_or_else(|| err(field(&format!("sentinel.nodes[{i}].host")), "is required"))?;
@@ -2533,7 +2536,7 @@ fn redis_cache_connection(configuration: &Value, at: &str) -> Result<pb::RedisCa
         sentinel_master,
         sentinel_nodes,
         timeout_ms,
-        release_cache: flag(configuration.get("releaseCache"), "releaseCache", false)?,
+        release_cache: optional_bool(configuration, "releaseCache", at)?,
         deployed_at: String::new(),
         time_to_live_seconds: 0,
     })

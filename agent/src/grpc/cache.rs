@@ -11,13 +11,11 @@ use hgw_proto::v1 as pb;
 use hgw_proto::v1::cache_server::Cache;
 use tonic::{Request, Response, Status};
 
-use crate::cache::RedisCaches;
+use crate::cache::{MAX_VALUE_BYTES, RedisCaches};
 use crate::store::ConfigStore;
 
 /// The policy's keys are hashes and ids plus the rendered `key` template: far below this.
 const MAX_KEY_BYTES: usize = 8 * 1024;
-/// A dataplane stores answers up to 1 MiB (headers and base64 included, well under this).
-const MAX_VALUE_BYTES: usize = 3 * 1024 * 1024;
 
 pub struct CacheService {
     pub store: Arc<ConfigStore>,
@@ -49,7 +47,9 @@ impl Cache for CacheService {
 
     async fn put(&self, request: Request<pb::CachePutRequest>) -> Result<Response<pb::CachePutResponse>, Status> {
         let pb::CachePutRequest { api_id, resource_id, key, value, time_to_live_seconds } = request.into_inner();
-        if value.len() > MAX_VALUE_BYTES {
+        // The bound entries are read back with (a dataplane stores answers up to 1 MiB, headers and
+        // base64 included, well under it).
+        if value.len() as u64 > MAX_VALUE_BYTES {
             return Err(Status::invalid_argument(format!("a cache entry is at most {MAX_VALUE_BYTES} bytes")));
         }
         let connection = self.connection(&api_id, &resource_id, &key)?;

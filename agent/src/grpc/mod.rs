@@ -1,6 +1,7 @@
 //! The agent's gRPC surface for dataplanes and operators: `hgw.v1.ConfigDiscovery`, `hgw.v1.Analytics`,
-//! `hgw.v1.RateLimit`, `hgw.v1.OAuth2`, `hgw.v1.Cache`, `hgw.v1.Admin`, `grpc.health.v1.Health`, and server reflection (v1 and v1alpha) so `grpcurl list`,
-//! `describe` and calls work without the proto files. Served on TCP and/or a Unix socket.
+//! `hgw.v1.RateLimit`, `hgw.v1.OAuth2`, `hgw.v1.Cache`, `hgw.v1.Admin`, `grpc.health.v1.Health`, and
+//! server reflection (v1 and v1alpha) so `grpcurl list`, `describe` and calls work without the proto
+//! files. Served on TCP and/or a Unix socket.
 
 mod admin;
 mod analytics;

@@ -570,11 +570,6 @@ pub(crate) async fn serve_api(
     response
 }
 
-/// The endpoint's answer, copied aside as it flows when the cache step stores it (its condition holds,
-/// by default a 2xx status): once the whole body has gone through, the answer is stored with the
-/// endpoint's headers (hop-by-hop ones left out), and, as Gravitee's v4 engines store the answer's
-/// headers once the client identifier is already among them, that identifier too: an answer served
-/// from the cache then carries the caller's identifier followed by the one of the call that stored it.
 /// Where an answer is to be stored: the armed step, the API, the key, and the agent for a resource
 /// whose entries it keeps.
 struct Store<'a> {
@@ -584,6 +579,11 @@ struct Store<'a> {
     remote: &'a std::sync::Arc<dyn crate::policies::cache::RemoteCache>,
 }
 
+/// The endpoint's answer, copied aside as it flows when the cache step stores it (its condition holds,
+/// by default a 2xx status): once the whole body has gone through, the answer is stored with the
+/// endpoint's headers (hop-by-hop ones left out), and, as Gravitee's v4 engines store the answer's
+/// headers once the client identifier is already among them, that identifier too: an answer served
+/// from the cache then carries the caller's identifier followed by the one of the call that stored it.
 fn store_when_complete(
     response: Response<crate::http::decompress::UpstreamBody>,
     store: Store<'_>,

@@ -1,9 +1,9 @@
 //! `cache`: Gravitee's cache policy 3.0 with its `cache` (in memory) and `cache-redis` resources. The
-//! step does not answer
-//! by itself: like Gravitee's, which swaps the endpoint invoker for its own, it arms the exchange
-//! ([`RequestExchange::cache`]), and the exchange, at the endpoint call, either answers from the cache
-//! (the endpoint is not called; response flows still run) or calls the endpoint and stores its answer
-//! (status, headers, body) when `responseCondition` holds (by default a 2xx status).
+//! step does not answer by itself: like Gravitee's, which swaps the endpoint invoker for its own, it
+//! arms the exchange ([`RequestExchange::cache`]), and the exchange, at the endpoint call, either
+//! answers from the cache (the endpoint is not called; response flows still run) or calls the endpoint
+//! and stores its answer (status, headers, body) when `responseCondition` holds (by default a 2xx
+//! status).
 //!
 //! As Gravitee's policy: `X-Gravitee-Cache` (else the `cache` query parameter, when the header is not
 //! there) `BY_PASS` skips the cache and `REFRESH` calls the endpoint and stores its answer anew; that
