@@ -51,6 +51,8 @@ fi
 # Real Redis for the agent's Redis tests (standalone, TLS, Cluster, Sentinel).
 if ! command -v redis-server >/dev/null; then apt_install redis-server; fi
 if ! command -v redis-cli >/dev/null; then apt_install redis-tools; fi
+# Real forward proxies for endpoints' `proxy` (tests/tests/endpoint_proxy.rs): HTTP, SOCKS5, SOCKS4.
+apt_install tinyproxy microsocks dante-server
 # h2load: HTTP/2 load over TLS while certificates rotate (tests/tests/edge_tls.rs).
 if ! command -v h2load >/dev/null; then apt_install nghttp2-client; fi
 # A JDK (>= 17) and Maven for the real authorization server of tests/tests/oauth2_plan.rs: Spring

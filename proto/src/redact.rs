@@ -2,7 +2,7 @@
 //! (`hgw.v1.Admin/DumpConfig`, the node API, a dataplane's `/config`) goes through [`api`] or [`url`],
 //! so a new secret-bearing field is redacted by changing this file alone.
 //!
-//! Redacted: JWT HMAC secrets, OAuth2 resources' client secrets, cache-redis resources' Redis passwords, generate-jwt signing keys, endpoint client private keys, API-key hashes, credential headers
+//! Redacted: JWT HMAC secrets, OAuth2 resources' client secrets, cache-redis resources' Redis passwords, generate-jwt signing keys, endpoint client private keys, endpoint proxy passwords, API-key hashes, credential headers
 //! (endpoint, health-check, mock and transform-headers values of `Authorization`, `Proxy-Authorization`,
 //! `Cookie`, API-key-like and token-like names) and the userinfo of endpoint targets.
 
@@ -94,6 +94,11 @@ pub fn api(api: &Api) -> Api {
             {
                 tls.client_key_pem = REDACTED.to_owned();
             }
+            if let Some(proxy) = endpoint.proxy.as_mut()
+                && !proxy.password.is_empty()
+            {
+                proxy.password = REDACTED.to_owned();
+            }
         }
     }
     copy
@@ -102,7 +107,9 @@ pub fn api(api: &Api) -> Api {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::v1::{ApiKey, Endpoint, EndpointGroup, GenerateJwtPolicy, JwtSecurity, Plan, Step, TlsOptions};
+    use crate::v1::{
+        ApiKey, Endpoint, EndpointGroup, EndpointProxy, GenerateJwtPolicy, JwtSecurity, Plan, Step, TlsOptions,
+    };
 
     #[test]
     fn urls_lose_their_userinfo_only() {
@@ -148,6 +155,12 @@ mod tests {
                         client_key_pem: "-----BEGIN PRIVATE KEY-----".into(),
                         ..Default::default()
                     }),
+                    proxy: Some(EndpointProxy {
+                        host: "proxy".into(),
+                        username: "proxy-user".into(),
+                        password: "proxy-s3cret".into(),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -166,6 +179,7 @@ mod tests {
             "user:pw",
             "Basic xyz",
             "BEGIN PRIVATE KEY",
+            "proxy-s3cret",
         ] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }

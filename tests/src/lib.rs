@@ -13,6 +13,7 @@ pub mod definitions;
 pub mod gateway;
 pub mod jaeger;
 pub mod process;
+pub mod proxies;
 pub mod redis;
 pub mod sim;
 

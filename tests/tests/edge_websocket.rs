@@ -465,6 +465,29 @@ async fn a_tls_endpoint_configured_for_http2_gets_its_handshake_over_http1() {
     wait_closed(&mut client, Duration::from_secs(20)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_through_the_endpoints_http_proxy_is_tunnelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = CloudGateSim::start(dir.path(), &[]).await;
+    let proxy = hgw_tests::proxies::ForwardProxy::tinyproxy(dir.path()).await;
+    let server = EchoServer::start().await;
+    let mut api = websocket_api(&server.url());
+    api["endpointGroups"][0]["sharedConfiguration"] = json!({"proxy": {"enabled": true, "host": "127.0.0.1",
+        "port": proxy.port, "username": hgw_tests::proxies::PROXY_USER,
+        "password": hgw_tests::proxies::PROXY_PASSWORD}});
+    sim.put_api(api).await;
+    let (_agent, dp) = gateway(dir.path(), &sim, "1h").await;
+
+    // A proxy forwards requests, not upgraded connections: the handshake goes through CONNECT.
+    let (mut client, response) = open(&dp, "/ws/proxied", Some(KEY)).await.expect("the handshake succeeds");
+    assert_eq!(response.status(), 101);
+    client.send(Message::text("through the proxy")).await.unwrap();
+    assert_eq!(next_message(&mut client).await, Message::text("through the proxy"));
+    assert!(proxy.log().contains(&format!("CONNECT 127.0.0.1:{}", server.addr.port())), "{}", proxy.log());
+    client.close(None).await.unwrap();
+    wait_closed(&mut client, Duration::from_secs(20)).await;
+}
+
 /// The status and headers of an RFC 8441 handshake, and the tunnel when it succeeded.
 type H2Handshake = (u16, hyper::HeaderMap, Option<WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>>);
 

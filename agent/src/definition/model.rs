@@ -230,10 +230,33 @@ pub struct Store {
     pub key_content: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// An endpoint's `proxy` (Gravitee's `HttpProxyOptions`; v2 calls the user `principal`).
+#[derive(Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct EndpointProxy {
     pub enabled: bool,
+    pub use_system_proxy: bool,
+    pub host: String,
+    /// A number, or a number written as a string.
+    pub port: Value,
+    pub username: Option<String>,
+    pub principal: Option<String>,
+    pub password: String,
+    #[serde(rename = "type")]
+    pub proxy_type: String,
+}
+
+/// Without the password.
+impl std::fmt::Debug for EndpointProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointProxy")
+            .field("enabled", &self.enabled)
+            .field("use_system_proxy", &self.use_system_proxy)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("type", &self.proxy_type)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default, Deserialize, Clone)]

@@ -32,6 +32,8 @@ pub enum Invalid {
     NoEndpointGroup,
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("{0} is not usable")]
+    Proxy(String),
     #[error("load balancer {0} not supported by this dataplane")]
     LoadBalancer(String),
     #[error(transparent)]

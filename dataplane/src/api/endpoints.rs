@@ -17,6 +17,7 @@ use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
 use crate::api::conversion::Invalid;
+use crate::http::proxy::ProxyOptions;
 use crate::http::tls::TlsOptions;
 use crate::http::upstream::{ClientKey, HttpOptions, TlsKey, millis};
 
@@ -553,7 +554,7 @@ pub fn convert_group(
     let mut converted = Vec::with_capacity(endpoints.len());
     for (i, endpoint) in endpoints.into_iter().enumerate() {
         let field = |f: &str| format!("endpoint_groups[0].endpoints[{i}].{f}");
-        let pb::Endpoint { name, target, weight, secondary, http, headers, tls } = endpoint;
+        let pb::Endpoint { name, target, weight, secondary, http, headers, tls, proxy } = endpoint;
         let (target, credentials) =
             Target::parse_with_credentials(&target).map_err(|reason| (field("target"), reason))?;
         let target = if v2 { target.for_v2() } else { target };
@@ -586,7 +587,11 @@ pub fn convert_group(
         } else {
             None
         };
-        let client_key = ClientKey::new(&http, target.is_https(), tls);
+        let proxy = proxy
+            .map(|proxy| ProxyOptions::try_from(proxy).map(Arc::new))
+            .transpose()
+            .map_err(|reason| (field("proxy"), Invalid::Proxy(reason)))?;
+        let client_key = ClientKey::new(&http, target.is_https(), tls, proxy);
         converted.push(Endpoint {
             name,
             target,

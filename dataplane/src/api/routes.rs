@@ -338,6 +338,7 @@ pub(crate) mod tests {
                     http: None,
                     headers: vec![],
                     tls: None,
+                    proxy: None,
                 }],
                 health_check: None,
             }],

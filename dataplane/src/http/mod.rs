@@ -1,5 +1,5 @@
 //! HTTP plumbing: binding the [`listen`]ers, their [`limits`] and client TLS ([`tls_server`]), the
-//! [`upstream`] clients and their [`tls`], the streaming request and response [`body`] wrappers
+//! [`upstream`] clients, their [`tls`] and the endpoints' forward [`proxy`], the streaming request and response [`body`] wrappers
 //! (endpoint answers [`decompress`]ed as Gravitee does), the request [`path`] in its one normal form,
 //! the client behind proxies ([`forwarded`]), HTTP/2 connections' [`idle`]ness, [`query`] strings, and the byte [`tunnel`] of upgraded
 //! (WebSocket) connections.
@@ -13,6 +13,7 @@ pub mod limits;
 pub mod listen;
 pub mod path;
 pub mod pool;
+pub mod proxy;
 pub mod query;
 pub mod tls;
 pub mod tls_server;

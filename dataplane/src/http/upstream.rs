@@ -3,15 +3,17 @@
 //! A client is made for the options that shape its connection pool ([`ClientKey`]);
 //! [`crate::api::clients`] keeps them across route tables. Plain `http://` HTTP/1.1 keep-alive calls
 //! take [`crate::http::pool`]'s connections (hyper's connection-level client, no pool hashing or
-//! hand-off to a pool task); everything else (TLS, HTTP/2, keep-alive off) hyper-util's pooled client.
+//! hand-off to a pool task); everything else (TLS, HTTP/2, keep-alive off, a [`crate::http::proxy`])
+//! hyper-util's pooled client.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hgw_proto::v1 as pb;
-use http::header::HOST;
-use http::{Request, Response, Uri, Version};
+use http::header::{HOST, PROXY_AUTHORIZATION};
+use http::uri::Scheme;
+use http::{HeaderValue, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -21,6 +23,7 @@ use tower::ServiceExt;
 
 use crate::http::body::RequestBody;
 use crate::http::pool::{Http1Pool, PoolError, host_header};
+use crate::http::proxy::{Connector, ProxyOptions};
 use crate::http::tls::{self, TlsOptions};
 
 /// Gravitee's default connect timeout, used when the agent leaves the field at zero.
@@ -84,21 +87,35 @@ pub(crate) fn millis(ms: u32, default: Duration) -> Duration {
 /// connections; and, for upgrade requests (WebSocket handshakes), HTTP/1.1 connections of their own.
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
-    pooled: Client<HttpsConnector<HttpConnector>, RequestBody>,
+    pooled: Client<HttpsConnector<Connector>, RequestBody>,
     /// Connects like `pooled` (same connect timeout and TLS options) but offers HTTP/1.1 only:
     /// an upgraded connection leaves HTTP for good, so it is never one of the pool's, and WebSocket
     /// over HTTP/2 (RFC 8441) is not spoken, so even an endpoint configured for HTTP/2 gets its
     /// handshakes over HTTP/1.1.
-    upgrades: HttpsConnector<HttpConnector>,
-    /// Idle plain HTTP/1.1 connections, for clients that keep connections alive without HTTP/2.
+    upgrades: HttpsConnector<Connector>,
+    /// Idle plain HTTP/1.1 connections, for clients that keep connections alive without HTTP/2 or a
+    /// proxy.
     http1: Option<Arc<Http1Pool>>,
+    /// `Proxy-Authorization` for `http://` requests an HTTP proxy forwards.
+    proxy_authorization: Option<HeaderValue>,
 }
 
 impl UpstreamClient {
     /// Sends `request` on hyper-util's pooled client (health checks and callouts use it).
     #[inline]
-    pub fn request(&self, request: Request<RequestBody>) -> ResponseFuture {
+    pub fn request(&self, mut request: Request<RequestBody>) -> ResponseFuture {
+        self.authorize_forwarded(&mut request);
         self.pooled.request(request)
+    }
+
+    /// Adds the HTTP proxy's credentials to a request it forwards (replacing any the request had).
+    #[inline]
+    fn authorize_forwarded(&self, request: &mut Request<RequestBody>) {
+        if let Some(auth) = &self.proxy_authorization
+            && request.uri().scheme() == Some(&Scheme::HTTP)
+        {
+            request.headers_mut().insert(PROXY_AUTHORIZATION, auth.clone());
+        }
     }
 
     /// Sends `request` on a pooled connection: a plain `http://` HTTP/1.1 request of a keep-alive
@@ -106,7 +123,7 @@ impl UpstreamClient {
     pub async fn send(&self, request: Request<RequestBody>) -> Result<Response<Incoming>, CallError> {
         match &self.http1 {
             Some(pool) if Http1Pool::takes(&request) => pool.send(request).await.map_err(CallError::Http1),
-            _ => self.pooled.request(request).await.map_err(CallError::Pooled),
+            _ => self.request(request).await.map_err(CallError::Pooled),
         }
     }
 
@@ -153,6 +170,8 @@ pub struct ClientKey {
     pub alpn_h2: bool,
     /// TLS options of `https://` targets.
     pub tls: Option<TlsKey>,
+    /// The proxy connections go through (Gravitee endpoint `proxy`).
+    pub proxy: Option<Arc<ProxyOptions>>,
 }
 
 /// TLS options as a cheap map key: hashed once, compared by pointer first.
@@ -185,7 +204,7 @@ impl Hash for TlsKey {
 }
 
 impl ClientKey {
-    pub fn new(http: &HttpOptions, https: bool, tls: Option<TlsKey>) -> ClientKey {
+    pub fn new(http: &HttpOptions, https: bool, tls: Option<TlsKey>, proxy: Option<Arc<ProxyOptions>>) -> ClientKey {
         ClientKey {
             connect_timeout: http.connect_timeout,
             idle_timeout: http.idle_timeout,
@@ -193,6 +212,7 @@ impl ClientKey {
             h2c: http.http2 && !https,
             alpn_h2: http.http2 && https,
             tls,
+            proxy,
         }
     }
 
@@ -209,21 +229,24 @@ impl ClientKey {
             }),
             None => tls::plain_only_config(),
         };
+        let proxy = self.proxy.as_deref();
+        // Handshakes and h2c connections are tunnelled through an HTTP proxy (see `http::proxy`).
         let upgrades = HttpsConnectorBuilder::new()
             .with_tls_config(config.clone())
             .https_or_http()
             .enable_http1()
-            .wrap_connector(connector.clone());
+            .wrap_connector(Connector::new(connector.clone(), proxy, false));
         let builder = HttpsConnectorBuilder::new().with_tls_config(config).https_or_http();
         let tcp = connector.clone();
+        let connector = Connector::new(connector, proxy, !self.h2c);
         let connector = if self.alpn_h2 {
             builder.enable_all_versions().wrap_connector(connector)
         } else {
             builder.enable_http1().wrap_connector(connector)
         };
-        // The fast path: the same TCP connector (connect timeout, no delay), no TLS, no HTTP/2.
-        let http1 =
-            (self.keep_alive && !self.h2c && !self.alpn_h2).then(|| Arc::new(Http1Pool::new(tcp, self.idle_timeout)));
+        // The fast path: the same TCP connector (connect timeout, no delay), no TLS, no HTTP/2, no proxy.
+        let http1 = (self.keep_alive && !self.h2c && !self.alpn_h2 && proxy.is_none())
+            .then(|| Arc::new(Http1Pool::new(tcp, self.idle_timeout)));
         let mut builder = Client::builder(TokioExecutor::new());
         builder.pool_timer(TokioTimer::new()).pool_idle_timeout(self.idle_timeout);
         if !self.keep_alive {
@@ -232,7 +255,8 @@ impl ClientKey {
         if self.h2c {
             builder.http2_only(true);
         }
-        UpstreamClient { pooled: builder.build(connector), upgrades, http1 }
+        let proxy_authorization = proxy.and_then(ProxyOptions::authorization);
+        UpstreamClient { pooled: builder.build(connector), upgrades, http1, proxy_authorization }
     }
 }
 
@@ -357,7 +381,7 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let client = ClientKey::new(&HttpOptions::from(None), false, None).build();
+        let client = ClientKey::new(&HttpOptions::from(None), false, None, None).build();
         let req = http::Request::get(format!("http://127.0.0.1:{port}/")).body(RequestBody::empty()).unwrap();
         let err = client.request(req).await.unwrap_err();
         assert_eq!(UpstreamError::classify(&err), UpstreamError::ConnectionRefused);
@@ -369,7 +393,7 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let client = ClientKey::new(&HttpOptions::from(None), false, None).build();
+        let client = ClientKey::new(&HttpOptions::from(None), false, None, None).build();
         let req = http::Request::get(format!("http://127.0.0.1:{port}/chat")).body(RequestBody::empty()).unwrap();
         assert_eq!(client.upgrade(req).await.unwrap_err(), UpstreamError::ConnectionRefused);
     }

@@ -250,7 +250,7 @@ fn client() -> &'static UpstreamClient {
     CLIENT.get_or_init(|| {
         let http = HttpOptions { connect_timeout: CONNECT_TIMEOUT, ..HttpOptions::from(None) };
         let tls = TlsOptions { trust_all: true, verify_hostname: false, ..TlsOptions::default() };
-        ClientKey::new(&http, true, Some(TlsKey::new(Arc::new(tls)))).build()
+        ClientKey::new(&http, true, Some(TlsKey::new(Arc::new(tls))), None).build()
     })
 }
 

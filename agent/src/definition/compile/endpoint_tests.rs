@@ -432,3 +432,56 @@ fn v2_host_header_becomes_a_host_header() {
     );
     assert_eq!(api(json!({"inherit": true}), json!({"hostHeader": "g.internal"})), vec![pair("Host", "g.internal")]);
 }
+
+#[test]
+fn endpoint_proxies_compile_in_both_forms() {
+    let mut api = v4(json!([endpoint("e", "http://b")]));
+    api["endpointGroups"][0]["sharedConfiguration"] = json!({"proxy": {"enabled": true, "useSystemProxy": false,
+        "host": " proxy.internal ", "port": 3128, "username": "u", "password": "pw", "type": "HTTP"}});
+    let proxy = deploy(api).endpoint_groups[0].endpoints[0].proxy.clone().expect("the proxy is kept");
+    assert_eq!(
+        (proxy.r#type, proxy.host.as_str(), proxy.port, proxy.username.as_str(), proxy.password.as_str()),
+        (pb::ProxyType::Http as i32, "proxy.internal", 3128, "u", "pw")
+    );
+    // Disabled: called directly, whatever else is written.
+    let mut off = v4(json!([endpoint("e", "http://b")]));
+    off["endpointGroups"][0]["sharedConfiguration"] = json!({"proxy": {"enabled": false, "useSystemProxy": true}});
+    assert_eq!(deploy(off).endpoint_groups[0].endpoints[0].proxy, None);
+    // v2: `principal`, a port written as text, SOCKS5; on the endpoint itself (no `inherit`).
+    let mut v2 = json!({"id": "a", "name": "A", "gravitee": "2.0.0", "proxy": {
+        "virtual_hosts": [{"path": "/a"}],
+        "groups": [{"name": "g", "endpoints": [{"name": "e", "target": "http://b", "type": "http",
+            "proxy": {"enabled": true, "host": "::1", "port": "1080", "principal": "p", "password": "s",
+                "type": "SOCKS5"}}]}]},
+        "plans": [{"id": "p1", "name": "K", "security": "KEY_LESS", "status": "PUBLISHED"}]});
+    let proxy = deploy(v2.clone()).endpoint_groups[0].endpoints[0].proxy.clone().expect("the proxy is kept");
+    assert_eq!(
+        (proxy.r#type, proxy.host.as_str(), proxy.port, proxy.username.as_str()),
+        (pb::ProxyType::Socks5 as i32, "[::1]", 1080, "p")
+    );
+    v2["proxy"]["groups"][0]["endpoints"][0]["proxy"]["type"] = json!("socks4");
+    assert_eq!(deploy(v2).endpoint_groups[0].endpoints[0].proxy.as_ref().unwrap().r#type, pb::ProxyType::Socks4 as i32);
+}
+
+#[test]
+fn unusable_endpoint_proxies_are_refused_without_their_password() {
+    for (proxy, field, words) in [
+        (json!({"useSystemProxy": true}), "proxy.useSystemProxy", "no system proxy"),
+        (json!({"host": "p", "port": 1, "type": "SOCKS6"}), "proxy.type", "unknown proxy type"),
+        (json!({"port": 3128}), "proxy.host", "no host"),
+        (json!({"host": "user@p", "port": 3128}), "proxy.host", "not a host"),
+        (json!({"host": "p"}), "proxy.port", "no port"),
+        (json!({"host": "p", "port": 0}), "proxy.port", "port number"),
+        (json!({"host": "p", "port": "http"}), "proxy.port", "port number"),
+        (json!({"host": "p", "port": 1080, "type": "SOCKS5", "username": "u".repeat(256)}), "proxy.username", "255"),
+    ] {
+        let mut settings = proxy.clone();
+        settings["enabled"] = json!(true);
+        settings["password"] = json!("proxy-s3cret");
+        let mut api = v4(json!([endpoint("e", "http://b")]));
+        api["endpointGroups"][0]["sharedConfiguration"] = json!({"proxy": settings});
+        let reason = rejection(api);
+        assert!(reason.contains(field) && reason.contains(words), "{proxy}: {reason}");
+        assert!(!reason.contains("proxy-s3cret"), "{reason}");
+    }
+}
