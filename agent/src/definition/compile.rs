@@ -154,7 +154,7 @@ fn compile_api(
             ..Default::default()
         }]
     } else {
-        compile_endpoint_groups(api, tenant, files)?
+        compile_endpoint_groups(api, tenant, files, definition_version == "2.0.0")?
     };
     if !api.endpoint_groups.is_empty() && endpoint_groups[0].endpoints.is_empty() {
         return Ok(Compiled::Skipped {
@@ -634,6 +634,7 @@ fn compile_endpoint_groups(
     api: &ApiV4,
     tenant: Option<&str>,
     files: &DefinitionFiles,
+    v2: bool,
 ) -> Result<Vec<pb::EndpointGroup>, CompileError> {
     if api.endpoint_groups.is_empty() {
         return Err(err("endpointGroups", "the API has no endpoint group"));
@@ -661,20 +662,28 @@ fn compile_endpoint_groups(
         let mut endpoints = Vec::new();
         for (j, endpoint) in group.endpoints.iter().enumerate() {
             let at = format!("{at}.endpoints[{j}]");
-            match norm(&endpoint.endpoint_type).as_str() {
-                "http-proxy" | "" => {}
+            // A v2 endpoint is `http` or `grpc` (Gravitee's two V3 connectors); a v4 one `http-proxy`.
+            let grpc_endpoint = match norm(&endpoint.endpoint_type).as_str() {
+                "http-proxy" | "" => false,
+                "grpc" if v2 => true,
                 other => {
                     return Err(err(
                         format!("{at}.type"),
                         format!("endpoint type `{other}` is not supported (only http-proxy)"),
                     ));
                 }
-            }
+            };
             let configuration = model::object_or_json_string(&endpoint.configuration)
                 .map_err(|m| err(format!("{at}.configuration"), m))?;
             let target = configuration.get("target").and_then(Value::as_str).unwrap_or_default();
             let target_at = format!("{at}.configuration.target");
             let target = deploy_time::evaluate(target, &target_at, &api.id, &api.name)?;
+            let (target, grpc_target) = grpc_scheme(&target);
+            let grpc = match (v2, grpc_endpoint, grpc_target) {
+                (true, true, _) | (false, _, true) => pb::GrpcCalls::All,
+                (false, _, false) => pb::GrpcCalls::ByContentType,
+                (true, false, _) => pb::GrpcCalls::Unspecified,
+            };
             let (target, credentials) = validate_target(&target).map_err(|m| err(target_at, m))?;
             let effective = if endpoint.inherit_configuration || endpoint.shared_configuration_override.is_null() {
                 None
@@ -712,6 +721,7 @@ fn compile_endpoint_groups(
                 headers: with_target_credentials(endpoint_headers(&config.headers, &config_at, api)?, credentials),
                 tls,
                 proxy: endpoint_proxy(config.proxy.as_ref(), &format!("{config_at}.proxy"))?,
+                grpc: grpc as i32,
             });
         }
         if i == 0 && group.endpoints.is_empty() {
@@ -915,6 +925,20 @@ fn with_target_credentials(mut headers: Vec<pb::Header>, credentials: Option<Str
 /// An endpoint target: an absolute `http://host[:port][/path]` URL, answered without its userinfo
 /// (`user:password@`), which comes back separately as an `Authorization: Basic` value. Messages show
 /// the target with the userinfo masked.
+/// A `grpc://` or `grpcs://` target as the `http://` or `https://` one it is (Gravitee's clients read
+/// a scheme ending in `s` as TLS), and whether it was `grpc://`: Gravitee's v4 connector then makes
+/// every call a gRPC call (it tests that prefix only, so a `grpcs://` target goes by Content-Type).
+fn grpc_scheme(target: &str) -> (String, bool) {
+    let trimmed = target.trim_start();
+    if let Some(rest) = trimmed.strip_prefix("grpc://") {
+        (format!("http://{rest}"), true)
+    } else if let Some(rest) = trimmed.strip_prefix("grpcs://") {
+        (format!("https://{rest}"), false)
+    } else {
+        (target.to_owned(), false)
+    }
+}
+
 fn validate_target(target: &str) -> Result<(String, Option<String>), String> {
     let (target, credentials) = match split_userinfo(target.trim()) {
         (target, Some(userinfo)) => (target, Some(basic_authorization(userinfo))),

@@ -21,8 +21,7 @@ impl ClientCache {
     pub fn select(&mut self, apis: &BTreeMap<String, Arc<Api>>) -> HashMap<ClientKey, UpstreamClient> {
         let mut selected = HashMap::new();
         for api in apis.values() {
-            for endpoint in api.groups().flat_map(|g| g.endpoints()) {
-                let key = &endpoint.client_key;
+            for key in api.groups().flat_map(|g| g.endpoints()).flat_map(|e| e.client_keys()) {
                 if selected.contains_key(key) {
                     continue;
                 }

@@ -34,6 +34,8 @@ pub enum Invalid {
     Tls(#[from] TlsError),
     #[error("{0} is not usable")]
     Proxy(String),
+    #[error("gRPC mode {0} not supported by this dataplane")]
+    Grpc(i32),
     #[error("load balancer {0} not supported by this dataplane")]
     LoadBalancer(String),
     #[error(transparent)]

@@ -180,6 +180,40 @@ fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
+/// Which calls to an endpoint are gRPC calls (Gravitee's gRPC connectors): sent over HTTP/2 as `POST`
+/// with `Content-Type: application/grpc` and `TE: trailers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcCalls {
+    /// Requests whose Content-Type is `application/grpc` (v4's http-proxy connector).
+    ByContentType,
+    /// Every call (a v4 `grpc://` target, a v2 `grpc` endpoint).
+    All,
+}
+
+impl Endpoint {
+    /// The client for a call with these request headers, and whether it is a gRPC call.
+    pub fn client_for(&self, headers: &http::HeaderMap) -> (&ClientKey, bool) {
+        match &self.grpc {
+            Some((GrpcCalls::All, key)) => (key, true),
+            Some((GrpcCalls::ByContentType, key)) if is_grpc_content_type(headers) => (key, true),
+            _ => (&self.client_key, false),
+        }
+    }
+
+    /// Every client this endpoint may use.
+    pub fn client_keys(&self) -> impl Iterator<Item = &ClientKey> {
+        std::iter::once(&self.client_key).chain(self.grpc.as_ref().map(|(_, key)| key))
+    }
+}
+
+/// Whether the media type is `application/grpc` (parameters aside; `application/grpc+proto` is
+/// another type, as Gravitee's `MediaType.equals` reads it).
+fn is_grpc_content_type(headers: &http::HeaderMap) -> bool {
+    headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|value| {
+        value.split(';').next().is_some_and(|media| media.trim().eq_ignore_ascii_case("application/grpc"))
+    })
+}
+
 /// One backend target with its effective client options and circuit.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -191,6 +225,9 @@ pub struct Endpoint {
     pub secondary: bool,
     /// The pooled client this endpoint uses (see [`crate::api::clients::ClientCache`]).
     pub client_key: ClientKey,
+    /// Which calls are gRPC calls, and the HTTP/2 client they use (the same as `client_key` when the
+    /// endpoint is configured for HTTP/2 already).
+    pub grpc: Option<(GrpcCalls, ClientKey)>,
     pub circuit: Circuit,
     /// Health-check state: a DOWN endpoint is skipped like an open circuit.
     pub health: crate::api::health::EndpointHealth,
@@ -554,7 +591,7 @@ pub fn convert_group(
     let mut converted = Vec::with_capacity(endpoints.len());
     for (i, endpoint) in endpoints.into_iter().enumerate() {
         let field = |f: &str| format!("endpoint_groups[0].endpoints[{i}].{f}");
-        let pb::Endpoint { name, target, weight, secondary, http, headers, tls, proxy } = endpoint;
+        let pb::Endpoint { name, target, weight, secondary, http, headers, tls, proxy, grpc } = endpoint;
         let (target, credentials) =
             Target::parse_with_credentials(&target).map_err(|reason| (field("target"), reason))?;
         let target = if v2 { target.for_v2() } else { target };
@@ -591,6 +628,16 @@ pub fn convert_group(
             .map(|proxy| ProxyOptions::try_from(proxy).map(Arc::new))
             .transpose()
             .map_err(|reason| (field("proxy"), Invalid::Proxy(reason)))?;
+        let grpc = match pb::GrpcCalls::try_from(grpc) {
+            Ok(pb::GrpcCalls::Unspecified) => None,
+            Ok(pb::GrpcCalls::ByContentType) => Some(GrpcCalls::ByContentType),
+            Ok(pb::GrpcCalls::All) => Some(GrpcCalls::All),
+            Err(_) => return Err((field("grpc"), Invalid::Grpc(grpc))),
+        };
+        let grpc = grpc.map(|calls| {
+            let http2 = HttpOptions { http2: true, ..http };
+            (calls, ClientKey::new(&http2, target.is_https(), tls.clone(), proxy.clone()))
+        });
         let client_key = ClientKey::new(&http, target.is_https(), tls, proxy);
         converted.push(Endpoint {
             name,
@@ -600,6 +647,7 @@ pub fn convert_group(
             weight,
             secondary,
             client_key,
+            grpc,
             circuit: Circuit::new(max_failures, open_state),
             health: crate::api::health::EndpointHealth::default(),
         });
@@ -828,5 +876,29 @@ mod tests {
         let auth: Vec<_> = e.headers.iter().filter(|(n, _)| n == http::header::AUTHORIZATION).collect();
         assert_eq!((auth.len(), auth[0].1.to_str().unwrap()), (1, "Bearer t"));
         assert_eq!(e.target.display(), "http://backend");
+    }
+
+    #[test]
+    fn grpc_calls_take_an_http2_client() {
+        let with = |calls: pb::GrpcCalls| {
+            let mut e = endpoint("http://b:80", 1, false);
+            e.grpc = calls as i32;
+            group(pb::LoadBalancer::RoundRobin, vec![e], None)
+        };
+        let mut grpc = http::HeaderMap::new();
+        grpc.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("Application/gRPC; charset=x"));
+        let mut other = http::HeaderMap::new();
+        other.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc+proto"));
+        let v4 = with(pb::GrpcCalls::ByContentType);
+        let e = &v4.endpoints()[0];
+        let (key, is_grpc) = e.client_for(&grpc);
+        assert!(is_grpc && key.h2c && !e.client_key.h2c);
+        assert_eq!(e.client_for(&other), (&e.client_key, false));
+        assert_eq!(e.client_keys().count(), 2);
+        let all = with(pb::GrpcCalls::All);
+        assert!(all.endpoints()[0].client_for(&other).1);
+        let none = with(pb::GrpcCalls::Unspecified);
+        assert!(!none.endpoints()[0].client_for(&grpc).1);
+        assert_eq!(none.endpoints()[0].client_keys().count(), 1);
     }
 }

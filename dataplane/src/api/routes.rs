@@ -339,6 +339,7 @@ pub(crate) mod tests {
                     headers: vec![],
                     tls: None,
                     proxy: None,
+                    grpc: 0,
                 }],
                 health_check: None,
             }],

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ACCEPT_ENCODING, HOST};
+use http::header::{ACCEPT_ENCODING, CONTENT_TYPE, HOST, TE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -21,7 +21,7 @@ use crate::api::endpoints::{Circuit, Endpoint, EndpointGroup, Permit, Selected, 
 use crate::api::routes::{Api, RouteTable};
 use crate::http::body::{ClientBodyError, RequestBody};
 use crate::http::decompress::{self, Coding, UpstreamBody};
-use crate::http::upstream::{UpstreamError, error_chain};
+use crate::http::upstream::{ClientKey, UpstreamError, error_chain};
 use crate::telemetry::analytics::{ClientFault, PendingRecord};
 use crate::telemetry::trace::{self, RequestTrace};
 
@@ -281,7 +281,9 @@ pub async fn invoke(
         tried.insert(selected.index);
         let endpoint = selected.endpoint;
         let guard = PermitGuard { circuit: &endpoint.circuit, permit: Some(selected.permit) };
-        let Some(client) = table.client(&endpoint.client_key) else {
+        // A WebSocket handshake is never a gRPC call (Gravitee tests for it first).
+        let (client_key, grpc) = if upgrade { (&endpoint.client_key, false) } else { endpoint.client_for(&headers) };
+        let Some(client) = table.client(client_key) else {
             return Err(GatewayError::NoEndpoint);
         };
         let url = destination.url(endpoint, &path_info, query.as_deref());
@@ -299,6 +301,9 @@ pub async fn invoke(
         };
         let headers = if attempt == attempts { std::mem::take(&mut headers) } else { headers.clone() };
         let mut request = build_request(endpoint, &method, uri, headers, client_host.as_ref(), body, upgrade);
+        if grpc {
+            grpc_call(&mut request, client_key);
+        }
         let mut span = trace.as_deref_mut().map(|t| {
             t.set("gravitee.endpoint", endpoint.name.clone());
             let uri = request.uri().clone();
@@ -550,6 +555,16 @@ fn build_request(
     *request.version_mut() = if endpoint.client_key.h2c { Version::HTTP_2 } else { Version::HTTP_11 };
     *request.headers_mut() = headers;
     request
+}
+
+/// A gRPC call as Gravitee's gRPC connectors make it: `POST`, `Content-Type: application/grpc` and
+/// `TE: trailers` (the one TE an HTTP/2 request may carry), over HTTP/2.
+fn grpc_call(request: &mut Request<RequestBody>, client: &ClientKey) {
+    *request.method_mut() = Method::POST;
+    let headers = request.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(TE, HeaderValue::from_static("trailers"));
+    *request.version_mut() = if client.h2c { Version::HTTP_2 } else { Version::HTTP_11 };
 }
 
 /// With failover, reads a small body into memory so it can be sent again; a large or unknown-length

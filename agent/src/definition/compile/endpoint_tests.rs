@@ -485,3 +485,32 @@ fn unusable_endpoint_proxies_are_refused_without_their_password() {
         assert!(!reason.contains("proxy-s3cret"), "{reason}");
     }
 }
+
+#[test]
+fn grpc_targets_and_endpoints_compile_to_grpc_calls() {
+    let compiled = |target: &str| {
+        let api = deploy(v4(json!([endpoint("e", target)])));
+        let e = api.endpoint_groups[0].endpoints[0].clone();
+        (e.target, e.grpc, e.tls.is_some())
+    };
+    // v4: gRPC by Content-Type, every call with a grpc:// target; grpcs:// is TLS.
+    assert_eq!(compiled("http://b:80/x"), ("http://b:80/x".into(), pb::GrpcCalls::ByContentType as i32, false));
+    assert_eq!(compiled("grpc://b:50051/svc"), ("http://b:50051/svc".into(), pb::GrpcCalls::All as i32, false));
+    assert_eq!(compiled("grpcs://b:443"), ("https://b:443".into(), pb::GrpcCalls::ByContentType as i32, true));
+    // v2: only an endpoint of type grpc (any target scheme), never by Content-Type.
+    let v2 = |endpoint_type: &str, target: &str| {
+        let api = deploy(json!({"id": "a", "name": "A", "gravitee": "2.0.0", "proxy": {
+            "virtual_hosts": [{"path": "/a"}],
+            "groups": [{"name": "g", "endpoints": [{"name": "e", "target": target, "type": endpoint_type}]}]},
+            "plans": [{"id": "p1", "name": "K", "security": "KEY_LESS", "status": "PUBLISHED"}]}));
+        let e = api.endpoint_groups[0].endpoints[0].clone();
+        (e.target, e.grpc)
+    };
+    assert_eq!(v2("grpc", "grpc://host1:8083/myapi"), ("http://host1:8083/myapi".into(), pb::GrpcCalls::All as i32));
+    assert_eq!(v2("GRPC", "https://h/x"), ("https://h/x".into(), pb::GrpcCalls::All as i32));
+    assert_eq!(v2("http", "grpcs://h:8083"), ("https://h:8083".into(), pb::GrpcCalls::Unspecified as i32));
+    // A v4 endpoint of type grpc is not Gravitee's.
+    let mut api = v4(json!([endpoint("e", "http://b")]));
+    api["endpointGroups"][0]["endpoints"][0]["type"] = json!("grpc");
+    assert!(rejection(api).contains("endpoint type `grpc` is not supported"));
+}
