@@ -3,6 +3,7 @@
 # requests/s, the count does not depend on how busy this shared machine is, so it compares builds.
 #
 #   bash tests/bench/instructions.sh [--bin-dir DIR] [--seconds N]
+#   (KEEP_PROFILES=DIR keeps the callgrind profiles, one per row, for callgrind_annotate)
 #
 # Scenario 1's setup at a smaller scale: nginx `return 200 "ok"` as the backend; hgw in local mode (one
 # dataplane, `--workers 1`) with the key-less API `/bench` (analytics off), `/bench-analytics` (analytics
@@ -94,6 +95,12 @@ count() {
   local file total
   file=$(ls -S "$out".* | head -1)
   total=$(callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  # KEEP_PROFILES=DIR keeps each profile (LABEL.cg, LABEL.requests) for callgrind_annotate.
+  if [ -n "${KEEP_PROFILES:-}" ]; then
+    mkdir -p "$KEEP_PROFILES"
+    cp "$file" "$KEEP_PROFILES/${label//[^A-Za-z0-9]/_}.cg"
+    echo "$requests" >"$KEEP_PROFILES/${label//[^A-Za-z0-9]/_}.requests"
+  fi
   python3 -c "print(f'| {\"$label\"} | {int($requests):,} | {round($total / $requests):,} |')"
 }
 

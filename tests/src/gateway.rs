@@ -443,6 +443,16 @@ impl Dataplane {
         .await
     }
 
+    /// Waits until the API at `path` is deployed: a GET there answers anything but the 404 of a path
+    /// no API serves.
+    pub async fn wait_deployed(&self, path: &str) {
+        eventually(&format!("{path} deployed"), PROPAGATION, || async {
+            let status = self.http.get(self.url(path)).send().await.ok()?.status();
+            (status != 404).then_some(())
+        })
+        .await;
+    }
+
     /// The dataplane's `/config` view (version and APIs).
     pub async fn config(&self) -> Value {
         self.http.get(format!("http://{}/config", self.admin)).send().await.expect("admin").json().await.expect("json")

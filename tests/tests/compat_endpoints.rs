@@ -42,13 +42,8 @@ impl Gateway {
         get(&self.client, &self.dp.url(path)).await.expect("the dataplane answers")
     }
 
-    /// Waits until the API at `path` is deployed (anything but the no-context-path 404).
     async fn wait_deployed(&self, path: &str) {
-        eventually(&format!("{path} deployed"), PROPAGATION, || async {
-            let reply = get(&self.client, &self.dp.url(path)).await?;
-            (reply.status != 404).then_some(())
-        })
-        .await;
+        self.dp.wait_deployed(path).await;
     }
 }
 

@@ -4,8 +4,8 @@
 //! HTTP/2, a v4 `grpc://` target and a v2 endpoint of type `grpc` make every call a gRPC call, and
 //! the answers' trailers (`grpc-status`) reach the client, for unary and streaming calls.
 
-use hgw_tests::gateway::{Agent, Dataplane, PROPAGATION, run_grpcurl};
-use hgw_tests::{Backend, CloudGateSim, eventually, v2_api, v4_api};
+use hgw_tests::gateway::{Agent, Dataplane, run_grpcurl};
+use hgw_tests::{Backend, CloudGateSim, v2_api, v4_api};
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -59,14 +59,10 @@ async fn grpc_calls_reach_grpc_endpoints_over_http2_with_their_trailers() {
     let dp = Dataplane::start(dir.path(), "dp", &agent.unix_target()).await;
     dp.wait_ready().await;
     let address = dp.listen.to_string();
-    let client = reqwest::Client::new();
     for path in ["/grpc.health.v1.Health/Check", "/grpc.reflection.v1.ServerReflection/x", "/legacy"] {
-        eventually(&format!("{path} deployed"), PROPAGATION, || async {
-            let status = client.get(dp.url(path)).send().await.ok()?.status();
-            (status != 404).then_some(())
-        })
-        .await;
+        dp.wait_deployed(path).await;
     }
+    let client = reqwest::Client::new();
 
     // Unary: grpc-status travels in the trailers; a missing one would fail grpcurl.
     let (ok, out, err) = run_grpcurl(&["-plaintext", &address, "grpc.health.v1.Health/Check"]).await;

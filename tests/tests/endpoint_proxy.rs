@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use hgw_tests::gateway::{Agent, Dataplane, PROPAGATION, Reply, get};
+use hgw_tests::gateway::{Agent, Dataplane, Reply, get};
 use hgw_tests::proxies::{ForwardProxy, PROXY_PASSWORD, PROXY_USER};
-use hgw_tests::{Backend, CloudGateSim, TestCa, eventually, v2_api, v4_api};
+use hgw_tests::{Backend, CloudGateSim, TestCa, v2_api, v4_api};
 use serde_json::{Value, json};
 
 struct Gateway {
@@ -30,13 +30,8 @@ impl Gateway {
         get(&self.client, &self.dp.url(path)).await.expect("the dataplane answers")
     }
 
-    /// Waits until the API at `path` is deployed (anything but the no-context-path 404).
     async fn wait_deployed(&self, path: &str) {
-        eventually(&format!("{path} deployed"), PROPAGATION, || async {
-            let reply = get(&self.client, &self.dp.url(path)).await?;
-            (reply.status != 404).then_some(())
-        })
-        .await;
+        self.dp.wait_deployed(path).await;
     }
 
     /// Checks that `secret` appears in no view and no log of the agent or the dataplane.
