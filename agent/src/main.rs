@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use hgw_agent::config::{Cli, Config, EXIT_CONFIG, parse_command_line};
 
+/// mimalloc: every analytics record is decoded, written as a JSON line, spooled and read back in
+/// batches; glibc's malloc/free were about a sixth of the agent's CPU per record (tests/bench/notes.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "pki") {
         return pki();

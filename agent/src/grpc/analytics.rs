@@ -56,7 +56,7 @@ impl Analytics for AnalyticsService {
                 let lines: Vec<String> = batch
                     .records
                     .iter()
-                    .map(|r| es::metrics_document(r, &node_id).to_string())
+                    .map(|r| es::metrics_line(r, &node_id))
                     .chain(batch.health_checks.iter().map(|h| es::health_document(h, &node_id).to_string()))
                     .chain(batch.logs.iter().map(|l| es::log_document(l, &node_id).to_string()))
                     .collect();

@@ -3,6 +3,8 @@
 //! Gravitee's method code, plus `type`, `date` (`yyyy.MM.dd`, the index suffix), `_id` (the request id, so
 //! a retried batch cannot count twice), `gateway` (node id) and `@timestamp`.
 
+use std::collections::HashMap;
+
 use hgw_proto::v1::{HealthCheckRecord, LogHeader, LogRecord, LogRequest, LogResponse, MetricsRecord};
 use serde_json::{Map, Value};
 
@@ -11,18 +13,18 @@ use serde_json::{Map, Value};
 /// `CONNECT(1), DELETE(2), GET(3), HEAD(4), OPTIONS(5), PATCH(6), POST(7), PUT(8), TRACE(9)`), which the
 /// Elasticsearch reporter writes as `metrics.getHttpMethod().code()`.
 pub fn http_method_code(method: &str) -> u8 {
-    match method.to_ascii_uppercase().as_str() {
-        "CONNECT" => 1,
-        "DELETE" => 2,
-        "GET" => 3,
-        "HEAD" => 4,
-        "OPTIONS" => 5,
-        "PATCH" => 6,
-        "POST" => 7,
-        "PUT" => 8,
-        "TRACE" => 9,
-        _ => 0,
-    }
+    const CODES: [(&str, u8); 9] = [
+        ("GET", 3),
+        ("POST", 7),
+        ("PUT", 8),
+        ("DELETE", 2),
+        ("PATCH", 6),
+        ("HEAD", 4),
+        ("OPTIONS", 5),
+        ("CONNECT", 1),
+        ("TRACE", 9),
+    ];
+    CODES.iter().find(|(name, _)| name.eq_ignore_ascii_case(method)).map_or(0, |(_, code)| *code)
 }
 
 /// `@timestamp` (RFC 3339, UTC, milliseconds) and `date` (`yyyy.MM.dd`) of an epoch-ms instant.
@@ -46,54 +48,131 @@ fn request_document(kind: &str, request_id: &str, timestamp_ms: i64, node_id: &s
     doc
 }
 
-/// One `v4-metrics` document.
-pub fn metrics_document(record: &MetricsRecord, node_id: &str) -> Value {
-    let mut doc = request_document("v4-metrics", &record.request_id, record.timestamp_ms, node_id);
-    let mut text = |key: &str, value: &str| {
-        if !value.is_empty() {
-            doc.insert(key.into(), value.into());
-        }
+/// One `v4-metrics` document as its NDJSON line, written straight from the record: a borrowed view
+/// serialized in the document's key order, no JSON tree (this runs once per proxied request; building
+/// the tree of ~35 owned keys and printing it was a tenth of the agent's CPU per record).
+pub fn metrics_line(record: &MetricsRecord, node_id: &str) -> String {
+    let (timestamp, date) = timestamp_fields(record.timestamp_ms);
+    let document = MetricsDocument {
+        kind: "v4-metrics",
+        date: &date,
+        id: &record.request_id,
+        gateway: node_id,
+        timestamp: &timestamp,
+        request_id: &record.request_id,
+        transaction_id: &record.transaction_id,
+        api_id: &record.api_id,
+        api_name: &record.api_name,
+        api_type: &record.api_type,
+        plan_id: &record.plan_id,
+        application_id: &record.application_id,
+        subscription_id: &record.subscription_id,
+        client_identifier: &record.client_identifier,
+        organization_id: &record.organization_id,
+        environment_id: &record.environment_id,
+        tenant: &record.tenant,
+        zone: &record.zone,
+        local_address: &record.local_address,
+        remote_address: &record.remote_address,
+        host: &record.host,
+        uri: &record.uri,
+        path_info: &record.path_info,
+        mapped_path: &record.mapped_path,
+        user_agent: &record.user_agent,
+        entrypoint_id: &record.entrypoint_id,
+        endpoint: &record.endpoint,
+        user: &record.user,
+        security_type: &record.security_type,
+        error_key: &record.error_key,
+        error_message: &record.error_message,
+        http_method: http_method_code(&record.http_method),
+        status: record.status,
+        request_content_length: record.request_content_length,
+        response_content_length: record.response_content_length,
+        request_ended: record.request_ended,
+        endpoint_response_time_ms: record.endpoint_response_time_ms,
+        gateway_response_time_ms: record.gateway_response_time_ms,
+        gateway_latency_ms: record.gateway_latency_ms,
+        custom_metrics: &record.custom_metrics,
     };
-    text("request-id", &record.request_id);
-    text("transaction-id", &record.transaction_id);
-    text("api-id", &record.api_id);
-    text("api-name", &record.api_name);
-    text("api-type", &record.api_type);
-    text("plan-id", &record.plan_id);
-    text("application-id", &record.application_id);
-    text("subscription-id", &record.subscription_id);
-    text("client-identifier", &record.client_identifier);
-    text("organization-id", &record.organization_id);
-    text("environment-id", &record.environment_id);
-    text("tenant", &record.tenant);
-    text("zone", &record.zone);
-    text("local-address", &record.local_address);
-    text("remote-address", &record.remote_address);
-    text("host", &record.host);
-    text("uri", &record.uri);
-    text("path-info", &record.path_info);
-    text("mapped-path", &record.mapped_path);
-    text("user-agent", &record.user_agent);
-    text("entrypoint-id", &record.entrypoint_id);
-    text("endpoint", &record.endpoint);
-    text("user", &record.user);
-    text("security-type", &record.security_type);
-    text("error-key", &record.error_key);
-    text("error-message", &record.error_message);
-    doc.insert("http-method".into(), http_method_code(&record.http_method).into());
-    doc.insert("status".into(), record.status.into());
-    doc.insert("request-content-length".into(), record.request_content_length.into());
-    doc.insert("response-content-length".into(), record.response_content_length.into());
-    doc.insert("request-ended".into(), record.request_ended.into());
-    doc.insert("endpoint-response-time-ms".into(), record.endpoint_response_time_ms.into());
-    doc.insert("gateway-response-time-ms".into(), record.gateway_response_time_ms.into());
-    doc.insert("gateway-latency-ms".into(), record.gateway_latency_ms.into());
-    if !record.custom_metrics.is_empty() {
-        let custom: Map<String, Value> =
-            record.custom_metrics.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
-        doc.insert("custom-metrics".into(), custom.into());
-    }
-    Value::Object(doc)
+    // Strings, numbers and a map with string keys: serializing them cannot fail.
+    serde_json::to_string(&document).expect("a metrics document serializes")
+}
+
+/// The `v4-metrics` document over a record's fields; empty texts are left out, numbers are numbers.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct MetricsDocument<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    date: &'a str,
+    #[serde(rename = "_id")]
+    id: &'a str,
+    gateway: &'a str,
+    #[serde(rename = "@timestamp")]
+    timestamp: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    request_id: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    transaction_id: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    api_id: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    api_name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    api_type: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    plan_id: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    application_id: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    subscription_id: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    client_identifier: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    organization_id: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    environment_id: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    tenant: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    zone: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    local_address: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    remote_address: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    host: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    uri: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    path_info: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    mapped_path: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    user_agent: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    entrypoint_id: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    endpoint: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    user: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    security_type: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    error_key: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    error_message: &'a str,
+    http_method: u8,
+    status: u32,
+    request_content_length: i64,
+    response_content_length: i64,
+    request_ended: bool,
+    endpoint_response_time_ms: i64,
+    gateway_response_time_ms: i64,
+    gateway_latency_ms: i64,
+    #[serde(skip_serializing_if = "HashMap::is_empty")]
+    custom_metrics: &'a HashMap<String, String>,
 }
 
 /// One `health` document (an endpoint probe). `_id` is derived from the probe itself, so a resent
@@ -296,7 +375,7 @@ mod tests {
             security_type: "KEY_LESS".into(),
             ..MetricsRecord::default()
         };
-        let doc = metrics_document(&record, "node-9");
+        let doc: Value = serde_json::from_str(&metrics_line(&record, "node-9")).expect("one JSON object");
         let expected = json!({
             "type": "v4-metrics", "date": "2026.11.18", "_id": "req-1", "gateway": "node-9",
             "@timestamp": "2026-11-18T11:06:40.123Z",
@@ -307,6 +386,22 @@ mod tests {
             "security-type": "KEY_LESS"
         });
         assert_eq!(doc, expected);
+    }
+
+    #[test]
+    fn a_metrics_line_is_one_line_with_its_custom_metrics() {
+        let record = MetricsRecord {
+            request_id: "r".into(),
+            user_agent: "quote \" and\nnewline".into(),
+            custom_metrics: [("zone".to_owned(), "eu".to_owned())].into(),
+            ..MetricsRecord::default()
+        };
+        let line = metrics_line(&record, "n");
+        assert!(!line.contains('\n'), "{line}");
+        let doc: Value = serde_json::from_str(&line).expect("one JSON object");
+        assert_eq!(doc["user-agent"], "quote \" and\nnewline");
+        assert_eq!(doc["custom-metrics"], json!({"zone": "eu"}));
+        assert!(doc.get("api-id").is_none(), "empty texts are left out: {line}");
     }
 
     // The documents below are written by hand from GRAVITEE-FORMATS.md ("Reports") and Gravitee's
@@ -444,7 +539,8 @@ mod tests {
     fn every_http_method_of_a_metrics_document_is_a_number() {
         for (method, code) in [("GET", 3), ("DELETE", 2), ("OPTIONS", 5), ("PROPFIND", 0)] {
             let record = MetricsRecord { http_method: method.into(), ..MetricsRecord::default() };
-            assert_eq!(metrics_document(&record, "n")["http-method"], json!(code), "{method}");
+            let doc: Value = serde_json::from_str(&metrics_line(&record, "n")).expect("one JSON object");
+            assert_eq!(doc["http-method"], json!(code), "{method}");
         }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
-use hgw_proto::v1::{HealthCheckRecord, LogRecord, MetricsRecord, ReportRequest, ReportResponse};
+use hgw_proto::v1::{HealthCheckRecord, LogRecord, ReportRequest, ReportResponse};
 use prost::Message;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
@@ -25,6 +25,8 @@ use crate::telemetry::metrics::Metrics;
 
 /// Records per batch: large enough to amortise the agent's fsync, small enough for one gRPC message.
 pub const BATCH_SIZE: usize = 500;
+/// `ReportRequest.records`' field number.
+const RECORDS_FIELD: u32 = 3;
 /// A partial batch is sent after this long, so records reach the agent promptly at low traffic.
 pub const BATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// Creates the queue: the sink for requests and the reporter that drains it.
@@ -51,7 +53,8 @@ pub fn channel(
         batches: Batches {
             pending: VecDeque::new(),
             max_pending: capacity / BATCH_SIZE + 1,
-            current: Vec::with_capacity(BATCH_SIZE),
+            current: Vec::new(),
+            current_records: 0,
             current_logs: Vec::new(),
             next_sequence: 1,
             dropped_since_batch: dropped,
@@ -78,7 +81,10 @@ struct SealedBatch {
 struct Batches {
     pending: VecDeque<SealedBatch>,
     max_pending: usize,
-    current: Vec<MetricsRecord>,
+    /// The batch's metrics records, already protobuf-encoded as `ReportRequest.records` fields (a
+    /// record is encoded as it joins the batch and freed at once: nothing is moved or measured twice).
+    current: Vec<u8>,
+    current_records: usize,
     current_logs: Vec<LogRecord>,
     next_sequence: u64,
     dropped_since_batch: Arc<AtomicU64>,
@@ -94,36 +100,38 @@ impl Batches {
 
     /// Adds a request's records; returns a sealed batch when it fills one.
     fn push(&mut self, entry: Entry) -> Option<&SealedBatch> {
-        self.current.push(*entry.metrics);
+        prost::encoding::message::encode(RECORDS_FIELD, &*entry.metrics, &mut self.current);
+        self.current_records += 1;
         if let Some(log) = entry.log {
             self.current_logs.push(*log);
         }
-        if self.current.len() >= BATCH_SIZE { self.seal() } else { None }
+        if self.current_records >= BATCH_SIZE { self.seal() } else { None }
     }
 
     /// Seals the current batch (also an empty one when drops must be reported).
     fn seal(&mut self) -> Option<&SealedBatch> {
         let dropped = self.dropped_since_batch.load(Ordering::Relaxed);
         let health = std::mem::take(&mut *self.health.lock().unwrap_or_else(|p| p.into_inner()));
-        if self.current.is_empty() && dropped == 0 && health.is_empty() {
+        if self.current_records == 0 && dropped == 0 && health.is_empty() {
             return None;
         }
         self.dropped_since_batch.fetch_sub(dropped, Ordering::Relaxed);
         let batch = ReportRequest {
             sequence: self.next_sequence,
             dataplane_id: self.dataplane_id.clone(),
-            records: std::mem::replace(&mut self.current, Vec::with_capacity(BATCH_SIZE)),
+            records: Vec::new(),
             dropped,
             health_checks: health,
             logs: std::mem::take(&mut self.current_logs),
         };
         self.next_sequence += 1;
-        let records = (batch.records.len() + batch.logs.len() + batch.health_checks.len()) as u64;
-        self.pending.push_back(SealedBatch {
-            sequence: batch.sequence,
-            records,
-            encoded: batch.encode_to_vec().into(),
-        });
+        let records = (self.current_records + batch.logs.len() + batch.health_checks.len()) as u64;
+        // A repeated field's entries may come anywhere in the message: the records go after the rest.
+        let mut encoded = Vec::with_capacity(batch.encoded_len() + self.current.len());
+        batch.encode_raw(&mut encoded);
+        encoded.append(&mut self.current);
+        self.current_records = 0;
+        self.pending.push_back(SealedBatch { sequence: batch.sequence, records, encoded: encoded.into() });
         self.publish_pending();
         self.pending.back()
     }
@@ -138,11 +146,11 @@ impl Batches {
     }
 
     fn is_empty(&self) -> bool {
-        self.pending.is_empty() && self.current.is_empty()
+        self.pending.is_empty() && self.current_records == 0
     }
 
     fn unacknowledged_records(&self) -> u64 {
-        self.pending.iter().map(|b| b.records).sum::<u64>() + (self.current.len() + self.current_logs.len()) as u64
+        self.pending.iter().map(|b| b.records).sum::<u64>() + (self.current_records + self.current_logs.len()) as u64
     }
 
     fn publish_pending(&self) {
@@ -392,6 +400,8 @@ async fn next_ack(stream: &mut Option<ReportStream>) -> Result<Option<ReportResp
 
 #[cfg(test)]
 mod tests {
+    use hgw_proto::v1::MetricsRecord;
+
     use super::*;
     use crate::telemetry::analytics::PendingRecord;
 
@@ -425,6 +435,7 @@ mod tests {
         let sealed = decoded(b.push(entry("last")).unwrap());
         assert_eq!((sealed.sequence, sealed.records.len()), (1, BATCH_SIZE));
         assert_eq!((sealed.records[0].request_id.as_str(), sealed.dataplane_id.as_str()), ("0", "dp"));
+        assert_eq!(sealed.records[BATCH_SIZE - 1].request_id, "last", "records keep their order");
         b.push(Entry { log: Some(Box::new(LogRecord::default())), ..entry("logged") });
         let sealed = decoded(b.seal().unwrap());
         assert_eq!((sealed.sequence, sealed.records.len(), sealed.logs.len()), (2, 1, 1));

@@ -197,8 +197,14 @@ pub(crate) fn request_host_of(parts: &http::request::Parts) -> &str {
 fn host_of<'a>(headers: &'a HeaderMap, uri: &'a http::Uri) -> &'a str {
     headers.get(HOST).and_then(|h| h.to_str().ok()).or_else(|| uri.authority().map(|a| a.as_str())).unwrap_or("")
 }
+
+/// A header value as text; bytes that are not UTF-8 become U+FFFD. Most values are visible ASCII
+/// (request ids, user agents), which `to_str` checks far faster than the lossy UTF-8 decoder walks.
 pub(crate) fn lossy(value: &HeaderValue) -> String {
-    String::from_utf8_lossy(value.as_bytes()).into_owned()
+    match value.to_str() {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(value.as_bytes()).into_owned(),
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use hgw_otel::{Sampling, SpanKind, TraceParent};
 use http::{HeaderMap, HeaderValue, Method, Version};
 
 use super::Shared;
+use super::context::lossy;
 use crate::api::routes::Api;
 use crate::telemetry::trace::RequestTrace;
 
@@ -106,10 +107,6 @@ fn split_host(host: &str) -> (&str, Option<u16>) {
         Some((name, port)) if !name.contains(':') => (name, port.parse().ok()),
         _ => (host, None),
     }
-}
-
-fn lossy(value: &HeaderValue) -> String {
-    String::from_utf8_lossy(value.as_bytes()).into_owned()
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@ async fn main() {
     let target = agent.socket.clone().expect("the agent has a gRPC socket");
 
     let per_stream = records.div_ceil(streams);
+    let cpu_before = cpu_seconds(agent.proc.pid());
     let started = Instant::now();
     let mut tasks = Vec::new();
     for s in 0..streams {
@@ -60,6 +61,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let delivered = started.elapsed();
+    let agent_cpu = cpu_seconds(agent.proc.pid()) - cpu_before;
     let documents = summary["documents"].as_u64().unwrap_or(0);
     let bytes = summary["bytes"].as_u64().unwrap_or(0);
     let rss = std::fs::read_to_string(format!("/proc/{}/status", agent.proc.pid()))
@@ -84,7 +86,25 @@ async fn main() {
         "wire: {bytes} gzip bytes in {uploads} POSTs for {documents} documents = {:.1} bytes/record",
         bytes as f64 / documents.max(1) as f64
     );
+    // What the agent itself spent (the emulator shares the machine and grows with every stored
+    // document, so the end-to-end rate above is partly the emulator's): the agent's capacity per core.
+    println!(
+        "agent CPU (user + system): {agent_cpu:.2} s = {:.1} µs per record ({:.0} records per CPU-second)",
+        agent_cpu * 1e6 / acked.max(1) as f64,
+        acked as f64 / agent_cpu.max(f64::EPSILON)
+    );
     println!("agent peak RSS (VmHWM): {rss}");
+}
+
+/// User + system CPU time of a process, seconds (`/proc/PID/stat`, in clock ticks of 1/100 s, the
+/// kernel's `USER_HZ` on Linux).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis: state is the 3rd field, utime the 14th.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(14) + ticks(15)) / 100.0
 }
 
 /// Pushes `n` records on one stream, keeping up to [`WINDOW`] batches un-acknowledged; answers the

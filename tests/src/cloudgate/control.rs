@@ -176,11 +176,10 @@ struct TypeFilter {
 async fn get_reports_summary(State(state): State<Arc<SimState>>, Query(filter): Query<TypeFilter>) -> Json<Value> {
     let store = state.store();
     let reports = &store.reports;
-    let selected: Vec<&Value> = select(&reports.documents, &filter).collect();
-    let unique = distinct_ids(selected.iter().copied()).len();
+    let (documents, unique) = reports.counts(filter.r#type.as_deref());
     Json(json!({
         "requests": reports.requests, "rejected": reports.rejected, "bytes": reports.bytes,
-        "all_documents": reports.documents.len(), "documents": selected.len(), "unique_ids": unique,
+        "all_documents": reports.documents.len(), "documents": documents, "unique_ids": unique,
         "documentsReceived": reports.documents_received, "documentsStored": reports.documents.len(),
     }))
 }
@@ -199,7 +198,7 @@ fn distinct_ids<'a>(documents: impl Iterator<Item = &'a Value>) -> std::collecti
 }
 
 async fn clear_reports(State(state): State<Arc<SimState>>) -> Json<Value> {
-    state.store().reports.documents.clear();
+    state.store().reports.clear_documents();
     Json(json!({"ok": true}))
 }
 

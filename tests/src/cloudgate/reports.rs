@@ -36,8 +36,7 @@ async fn post_reports(
     match result {
         Ok(documents) => {
             let accepted = documents.len();
-            store.reports.documents_received += accepted as u64;
-            store.reports.documents.extend(documents);
+            store.reports.store(documents);
             Ok(Json(json!({"accepted": accepted})))
         }
         Err(e) => {

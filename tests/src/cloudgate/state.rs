@@ -4,7 +4,7 @@
 //! Everything here is plain data behind one mutex (no I/O, no awaits), so filtering and paging can be
 //! unit-tested without a server.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -151,6 +151,57 @@ pub struct Reports {
     pub rejected: u64,
     /// Compressed bytes received, as on the wire.
     pub bytes: u64,
+    /// `type` and `_id` of the stored documents, kept as they arrive: the summary is polled under load
+    /// and must not walk every stored document (hundreds of thousands in a benchmark) each time.
+    #[serde(skip)]
+    index: ReportIndex,
+}
+
+#[derive(Debug, Default, Clone)]
+struct ReportIndex {
+    ids: HashSet<String>,
+    by_type: HashMap<String, TypeIndex>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct TypeIndex {
+    documents: usize,
+    ids: HashSet<String>,
+}
+
+impl Reports {
+    /// Stores accepted documents and indexes them.
+    pub fn store(&mut self, documents: Vec<Value>) {
+        self.documents_received += documents.len() as u64;
+        for document in &documents {
+            let id = document["_id"].as_str();
+            if let Some(id) = id {
+                self.index.ids.insert(id.to_owned());
+            }
+            if let Some(kind) = document["type"].as_str() {
+                let entry = self.index.by_type.entry(kind.to_owned()).or_default();
+                entry.documents += 1;
+                if let Some(id) = id {
+                    entry.ids.insert(id.to_owned());
+                }
+            }
+        }
+        self.documents.extend(documents);
+    }
+
+    /// Drops the stored documents (the counters since start stay).
+    pub fn clear_documents(&mut self) {
+        self.documents.clear();
+        self.index = ReportIndex::default();
+    }
+
+    /// Stored documents (of `kind`, when given) and how many distinct `_id`s they hold.
+    pub fn counts(&self, kind: Option<&str>) -> (usize, usize) {
+        match kind {
+            None => (self.documents.len(), self.index.ids.len()),
+            Some(kind) => self.index.by_type.get(kind).map_or((0, 0), |t| (t.documents, t.ids.len())),
+        }
+    }
 }
 
 /// Counters the tests assert on.

@@ -203,11 +203,19 @@ async fn reports_accept_gzip_ndjson_only() {
     assert_eq!(reports["requests"], 4);
     assert_eq!(reports["rejected"], 3);
     assert_eq!(reports["documents"].as_array().unwrap().len(), 2);
+    // A resent document counts once among the distinct ids, per type and over all types.
+    let lines = "{\"type\":\"v4-metrics\",\"_id\":\"a\"}\n{\"type\":\"v4-metrics\",\"_id\":\"a\"}\n\
+                 {\"type\":\"v4-log\",\"_id\":\"a\"}\n{\"type\":\"v4-metrics\",\"_id\":\"b\"}\n";
+    assert_eq!(post(gzip(lines), "gzip").await.unwrap().status(), 200);
+    let (_, summary) = sim.call("GET", "/_sim/reports/summary?type=v4-metrics", None, json!({})).await;
+    assert_eq!((&summary["documents"], &summary["unique_ids"]), (&json!(4), &json!(2)), "{summary}");
+    let (_, summary) = sim.call("GET", "/_sim/reports/summary", None, json!({})).await;
+    assert_eq!((&summary["documents"], &summary["unique_ids"]), (&json!(6), &json!(2)), "{summary}");
     // Clearing drops the stored documents; the summary's received count stays.
     sim.call("DELETE", "/_sim/reports", None, json!({})).await;
     let (_, summary) = sim.call("GET", "/_sim/reports/summary", None, json!({})).await;
     let fields = ["requests", "documentsReceived", "documentsStored", "rejected", "unique_ids"].map(|f| &summary[f]);
-    assert_eq!(fields, [&json!(4), &json!(2), &json!(0), &json!(3), &json!(0)], "{summary}");
+    assert_eq!(fields, [&json!(5), &json!(6), &json!(0), &json!(3), &json!(0)], "{summary}");
 }
 
 #[tokio::test]
