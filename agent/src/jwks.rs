@@ -13,8 +13,6 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::ConfigStore;
-
 /// Default refresh period: key rotations reach dataplanes within this.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,8 +71,10 @@ impl JwksCache {
         self.wake.notify_one();
     }
 
-    /// Fetches every known URL now and then every refresh period; re-deploys when a key set changed.
-    pub async fn run(self: Arc<Self>, store: Arc<ConfigStore>, cancel: CancellationToken) {
+    /// Fetches every known URL now and then every refresh period; calls `changed` (the store's
+    /// re-deploy) when a key set changed. A callback, so this module does not depend on the store that
+    /// reads it.
+    pub async fn run(self: Arc<Self>, changed: impl Fn() + Send + 'static, cancel: CancellationToken) {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -82,7 +82,7 @@ impl JwksCache {
                 _ = tokio::time::sleep(self.refresh) => {}
             }
             let urls: Vec<String> = self.lock().keys().cloned().collect();
-            let mut changed = false;
+            let mut any_changed = false;
             for url in urls {
                 let fetched = self.fetch(&url).await;
                 let mut entries = self.lock();
@@ -92,7 +92,7 @@ impl JwksCache {
                         if entry.jwks.as_deref() != Some(jwks.as_str()) {
                             tracing::info!(%url, "JWKS fetched");
                             entry.jwks = Some(jwks);
-                            changed = true;
+                            any_changed = true;
                         }
                         entry.last_error = None;
                     }
@@ -102,8 +102,8 @@ impl JwksCache {
                     }
                 }
             }
-            if changed {
-                store.redeploy();
+            if any_changed {
+                changed();
             }
         }
     }

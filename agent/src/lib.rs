@@ -298,7 +298,11 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         interval: config.monitor_interval,
     };
     tasks.spawn(monitor.run(services.clone()));
-    tasks.spawn(jwks.run(store.clone(), services.clone()));
+    let redeploy = {
+        let store = store.clone();
+        move || store.redeploy()
+    };
+    tasks.spawn(jwks.run(redeploy, services.clone()));
     if let Some(redis) = &redis {
         tasks.spawn(redis.clone().monitor(metrics.clone(), crate::redis::PING_INTERVAL, services.clone()));
     }
