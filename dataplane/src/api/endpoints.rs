@@ -208,15 +208,10 @@ impl Endpoint {
 
 /// Whether the media type is `application/grpc` (parameters aside; `application/grpc+proto` is
 /// another type, as Gravitee's `MediaType.equals` reads it).
-/// Compared as bytes: most requests have no Content-Type, or one that differs in its first bytes.
-#[inline]
 fn is_grpc_content_type(headers: &http::HeaderMap) -> bool {
-    const GRPC: &[u8] = b"application/grpc";
-    let Some(value) = headers.get(http::header::CONTENT_TYPE) else { return false };
-    let value = value.as_bytes().trim_ascii();
-    value.len() >= GRPC.len()
-        && value[..GRPC.len()].eq_ignore_ascii_case(GRPC)
-        && value[GRPC.len()..].trim_ascii_start().first().is_none_or(|b| *b == b';')
+    headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|value| {
+        value.split(';').next().is_some_and(|media| media.trim().eq_ignore_ascii_case("application/grpc"))
+    })
 }
 
 /// One backend target with its effective client options and circuit.
