@@ -41,10 +41,6 @@ impl Gateway {
     async fn get(&self, path: &str) -> Reply {
         get(&self.client, &self.dp.url(path)).await.expect("the dataplane answers")
     }
-
-    async fn wait_deployed(&self, path: &str) {
-        self.dp.wait_deployed(path).await;
-    }
 }
 
 async fn gateway(dir: &std::path::Path, sim: &CloudGateSim, extra: &[&str]) -> Gateway {
@@ -135,7 +131,7 @@ async fn load_balancing_failover_circuits_http2_and_tenants() {
 
     let gw = gateway(dir.path(), &sim, &["--tenant", "eu"]).await;
     for path in ["/weighted", "/legacy-weighted", "/secondary", "/legacy-backup", "/retries", "/h2", "/tenants"] {
-        gw.wait_deployed(path).await;
+        gw.dp.wait_deployed(path).await;
     }
     // Deployment warm-up requests above went somewhere: count from here.
     let (light0, heavy0) = (light.requests(), heavy.requests());
@@ -263,7 +259,7 @@ async fn backend_tls_trust_store_hostname_and_trust_all() {
     for path in
         ["/tls-ok", "/tls-untrusted", "/tls-misnamed", "/tls-no-hostname", "/tls-trust-all", "/tls-h2", "/tls-legacy"]
     {
-        gw.wait_deployed(path).await;
+        gw.dp.wait_deployed(path).await;
     }
 
     for path in ["/tls-ok/x", "/tls-legacy/x"] {
@@ -332,7 +328,7 @@ async fn v2_api_without_endpoints() {
     sim.put_api(legacy).await;
 
     let gw = gateway(dir.path(), &sim, &[]).await;
-    gw.wait_deployed("/no-endpoints/x").await;
+    gw.dp.wait_deployed("/no-endpoints/x").await;
     let reply = gw.get("/no-endpoints/x").await;
     assert_eq!((reply.status, reply.body.as_str()), (502, ""));
     assert!(reply.header("x-gravitee-transaction-id").is_some());

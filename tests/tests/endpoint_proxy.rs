@@ -30,10 +30,6 @@ impl Gateway {
         get(&self.client, &self.dp.url(path)).await.expect("the dataplane answers")
     }
 
-    async fn wait_deployed(&self, path: &str) {
-        self.dp.wait_deployed(path).await;
-    }
-
     /// Checks that `secret` appears in no view and no log of the agent or the dataplane.
     async fn assert_never_shown(&self, secret: &str) {
         let config = self.dp.config().await.to_string();
@@ -93,7 +89,7 @@ async fn an_http_proxy_forwards_http_and_tunnels_https() {
 
     let gw = Gateway::start(dir.path(), &sim).await;
     for path in ["/fwd", "/tls", "/wrong", "/legacy"] {
-        gw.wait_deployed(path).await;
+        gw.dp.wait_deployed(path).await;
     }
 
     // http:// through the proxy: absolute form (tinyproxy refuses anything else), its Via header, the
@@ -160,7 +156,7 @@ async fn socks_proxies_carry_every_connection() {
 
     let gw = Gateway::start(dir.path(), &sim).await;
     for path in ["/s5", "/s5tls", "/s5bad", "/s4"] {
-        gw.wait_deployed(path).await;
+        gw.dp.wait_deployed(path).await;
     }
 
     let reply = gw.get("/s5/a").await;
