@@ -77,7 +77,12 @@ impl Analytics for FakeAgent {
                 }
             }
         });
-        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
+        let mut response = tonic::Response::new(Box::pin(ReceiverStream::new(rx)) as Self::ReportStream);
+        // As the agent: records may point into each batch's API table.
+        response
+            .metadata_mut()
+            .insert(hgw_proto::analytics::API_TABLE_METADATA, tonic::metadata::MetadataValue::from_static("1"));
+        Ok(response)
     }
 }
 
@@ -295,6 +300,9 @@ impl Harness {
                 .await
                 .expect("a batch within 5 s")
                 .unwrap();
+            let mut batch = batch;
+            // The API's fields travel once per batch when the agent says it reads the table.
+            batch.expand_apis().expect("every record's API is in its batch");
             records.extend(batch.records);
         }
         records

@@ -67,6 +67,7 @@ impl std::fmt::Debug for v1::RedisCacheConnection {
     }
 }
 
+pub mod analytics;
 pub mod counters;
 pub mod redact;
 pub mod signing;

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use hgw_proto::analytics::{API_TABLE_METADATA, UnknownApi};
 use hgw_proto::v1::analytics_server::Analytics;
 use hgw_proto::v1::{ReportRequest, ReportResponse};
 use tokio::sync::mpsc;
@@ -53,13 +54,15 @@ impl Analytics for AnalyticsService {
                     batch.dataplane_id.clone_from(id);
                 }
                 metrics.analytics_records_received.add(batch.records.len() as u64);
-                let lines: Vec<String> = batch
-                    .records
-                    .iter()
-                    .map(|r| es::metrics_line(r, &node_id))
-                    .chain(batch.health_checks.iter().map(|h| es::health_document(h, &node_id).to_string()))
-                    .chain(batch.logs.iter().map(|l| es::log_document(l, &node_id).to_string()))
-                    .collect();
+                let lines = match batch_lines(&batch, &node_id) {
+                    Ok(lines) => lines,
+                    Err(error) => {
+                        // Malformed: resending it cannot help, and no part of it is taken.
+                        tracing::warn!(dataplane = %batch.dataplane_id, %error, "analytics batch refused");
+                        let _ = tx.send(Err(Status::invalid_argument(error.to_string()))).await;
+                        break;
+                    }
+                };
                 let appended = tokio::select! {
                     appended = spool.append(&lines) => appended,
                     // Not acknowledged: the dataplane keeps the batch and resends it.
@@ -88,6 +91,46 @@ impl Analytics for AnalyticsService {
                 metrics.reports_records_acknowledged.add(lines.len() as u64);
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let mut response = Response::new(ReceiverStream::new(rx));
+        response.metadata_mut().insert(API_TABLE_METADATA, tonic::metadata::MetadataValue::from_static("1"));
+        Ok(response)
+    }
+}
+
+/// A batch's report documents as NDJSON lines: metrics (with their API's fields from the batch's
+/// table), health checks, logs.
+fn batch_lines(batch: &ReportRequest, node_id: &str) -> Result<Vec<String>, UnknownApi> {
+    let mut lines = Vec::with_capacity(batch.records.len() + batch.health_checks.len() + batch.logs.len());
+    for record in &batch.records {
+        lines.push(es::metrics_line(record, batch.api_of(record)?, node_id));
+    }
+    lines.extend(batch.health_checks.iter().map(|h| es::health_document(h, node_id).to_string()));
+    lines.extend(batch.logs.iter().map(|l| es::log_document(l, node_id).to_string()));
+    Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use hgw_proto::v1::{MetricsRecord, ReportApi};
+
+    use super::*;
+
+    #[test]
+    fn a_batch_becomes_documents_with_its_apis_and_a_record_pointing_nowhere_refuses_it() {
+        let mut batch = ReportRequest {
+            apis: vec![ReportApi { id: "a1".into(), name: "Orders".into(), ..ReportApi::default() }],
+            records: vec![
+                MetricsRecord { request_id: "r1".into(), api: 1, ..MetricsRecord::default() },
+                MetricsRecord { request_id: "r2".into(), api_id: "own".into(), ..MetricsRecord::default() },
+            ],
+            ..ReportRequest::default()
+        };
+        let lines = batch_lines(&batch, "n").expect("a well-formed batch");
+        let docs: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!((docs[0]["api-id"].as_str(), docs[0]["api-name"].as_str()), (Some("a1"), Some("Orders")));
+        assert_eq!(docs[1]["api-id"], "own");
+        batch.records.push(MetricsRecord { request_id: "r3".into(), api: 2, ..MetricsRecord::default() });
+        let error = batch_lines(&batch, "n").expect_err("API 2 is not in the table");
+        assert_eq!(error.to_string(), "a metrics record points at API 2 of a batch that carries 1");
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use hgw_proto::analytics::ApiFields;
 use hgw_proto::v1::{HealthCheckRecord, LogHeader, LogRecord, LogRequest, LogResponse, MetricsRecord};
 use serde_json::{Map, Value};
 
@@ -51,7 +52,10 @@ fn request_document(kind: &str, request_id: &str, timestamp_ms: i64, node_id: &s
 /// One `v4-metrics` document as its NDJSON line, written straight from the record: a borrowed view
 /// serialized in the document's key order, no JSON tree (this runs once per proxied request; building
 /// the tree of ~35 owned keys and printing it was a tenth of the agent's CPU per record).
-pub fn metrics_line(record: &MetricsRecord, node_id: &str) -> String {
+/// `api` is the record's API-level fields, from its batch's table ([`ReportRequest::api_of`]).
+///
+/// [`ReportRequest::api_of`]: hgw_proto::v1::ReportRequest::api_of
+pub fn metrics_line(record: &MetricsRecord, api: ApiFields<'_>, node_id: &str) -> String {
     let (timestamp, date) = timestamp_fields(record.timestamp_ms);
     let document = MetricsDocument {
         kind: "v4-metrics",
@@ -61,15 +65,15 @@ pub fn metrics_line(record: &MetricsRecord, node_id: &str) -> String {
         timestamp: &timestamp,
         request_id: &record.request_id,
         transaction_id: &record.transaction_id,
-        api_id: &record.api_id,
-        api_name: &record.api_name,
-        api_type: &record.api_type,
+        api_id: api.id,
+        api_name: api.name,
+        api_type: api.api_type,
         plan_id: &record.plan_id,
         application_id: &record.application_id,
         subscription_id: &record.subscription_id,
         client_identifier: &record.client_identifier,
-        organization_id: &record.organization_id,
-        environment_id: &record.environment_id,
+        organization_id: api.organization_id,
+        environment_id: api.environment_id,
         tenant: &record.tenant,
         zone: &record.zone,
         local_address: &record.local_address,
@@ -79,7 +83,7 @@ pub fn metrics_line(record: &MetricsRecord, node_id: &str) -> String {
         path_info: &record.path_info,
         mapped_path: &record.mapped_path,
         user_agent: &record.user_agent,
-        entrypoint_id: &record.entrypoint_id,
+        entrypoint_id: api.entrypoint_id,
         endpoint: &record.endpoint,
         user: &record.user,
         security_type: &record.security_type,
@@ -318,6 +322,7 @@ pub fn monitor_document(monitor: &NodeMonitor, node_id: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hgw_proto::v1::{ReportApi, ReportRequest};
     use serde_json::json;
 
     #[test]
@@ -362,7 +367,7 @@ mod tests {
             timestamp_ms: 1_795_000_000_123,
             request_id: "req-1".into(),
             transaction_id: "tx-1".into(),
-            api_id: "api-1".into(),
+            api: 1,
             plan_id: "plan-1".into(),
             application_id: "1".into(),
             http_method: "POST".into(),
@@ -375,17 +380,38 @@ mod tests {
             security_type: "KEY_LESS".into(),
             ..MetricsRecord::default()
         };
-        let doc: Value = serde_json::from_str(&metrics_line(&record, "node-9")).expect("one JSON object");
+        // The API's fields come from the batch's table.
+        let batch = ReportRequest {
+            apis: vec![ReportApi {
+                id: "api-1".into(),
+                name: "Orders".into(),
+                r#type: "proxy".into(),
+                organization_id: "DEFAULT".into(),
+                environment_id: "DEFAULT".into(),
+                entrypoint_id: "http-proxy".into(),
+            }],
+            ..ReportRequest::default()
+        };
+        let api = batch.api_of(&record).expect("the record's API is in the table");
+        let doc: Value = serde_json::from_str(&metrics_line(&record, api, "node-9")).expect("one JSON object");
         let expected = json!({
             "type": "v4-metrics", "date": "2026.11.18", "_id": "req-1", "gateway": "node-9",
             "@timestamp": "2026-11-18T11:06:40.123Z",
-            "request-id": "req-1", "transaction-id": "tx-1", "api-id": "api-1", "plan-id": "plan-1",
+            "request-id": "req-1", "transaction-id": "tx-1", "api-id": "api-1", "api-name": "Orders",
+            "api-type": "proxy", "organization-id": "DEFAULT", "environment-id": "DEFAULT",
+            "entrypoint-id": "http-proxy", "plan-id": "plan-1",
             "application-id": "1", "http-method": 7, "uri": "/orders?x=1", "status": 201,
             "request-content-length": 5, "response-content-length": 0, "request-ended": false,
             "endpoint-response-time-ms": 10, "gateway-response-time-ms": 12, "gateway-latency-ms": 2,
             "security-type": "KEY_LESS"
         });
         assert_eq!(doc, expected);
+    }
+
+    /// The line of a record that carries its API's fields itself (a dataplane without the API table).
+    fn own_line(record: &MetricsRecord) -> String {
+        let batch = ReportRequest::default();
+        metrics_line(record, batch.api_of(record).expect("its own fields"), "n")
     }
 
     #[test]
@@ -396,7 +422,7 @@ mod tests {
             custom_metrics: [("zone".to_owned(), "eu".to_owned())].into(),
             ..MetricsRecord::default()
         };
-        let line = metrics_line(&record, "n");
+        let line = own_line(&record);
         assert!(!line.contains('\n'), "{line}");
         let doc: Value = serde_json::from_str(&line).expect("one JSON object");
         assert_eq!(doc["user-agent"], "quote \" and\nnewline");
@@ -539,7 +565,7 @@ mod tests {
     fn every_http_method_of_a_metrics_document_is_a_number() {
         for (method, code) in [("GET", 3), ("DELETE", 2), ("OPTIONS", 5), ("PROPFIND", 0)] {
             let record = MetricsRecord { http_method: method.into(), ..MetricsRecord::default() };
-            let doc: Value = serde_json::from_str(&metrics_line(&record, "n")).expect("one JSON object");
+            let doc: Value = serde_json::from_str(&own_line(&record)).expect("one JSON object");
             assert_eq!(doc["http-method"], json!(code), "{method}");
         }
     }

@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
-use hgw_proto::v1::{HealthCheckRecord, LogRecord, ReportRequest, ReportResponse};
+use hgw_proto::analytics::API_TABLE_METADATA;
+use hgw_proto::v1::{HealthCheckRecord, LogRecord, MetricsRecord, ReportRequest, ReportResponse};
 use prost::Message;
+use rustc_hash::FxHashMap;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,7 +22,7 @@ use crate::agent::backoff::Backoff;
 use crate::agent::config_stream::AgentError;
 use crate::agent::link::AgentLink;
 use crate::http::upstream::error_chain;
-use crate::telemetry::analytics::{AnalyticsSink, Entry, Queue};
+use crate::telemetry::analytics::{AnalyticsSink, Entry, Queue, RecordApi};
 use crate::telemetry::metrics::Metrics;
 
 /// Records per batch: large enough to amortise the agent's fsync, small enough for one gRPC message.
@@ -37,7 +39,9 @@ pub fn channel(
     metrics: Arc<Metrics>,
     dataplane_id: String,
 ) -> (Arc<AnalyticsSink>, Reporter) {
-    let queue = Arc::new(Queue { state: Default::default(), ready: Notify::new(), capacity: capacity.max(1) });
+    let capacity = capacity.max(1);
+    let wake_at = BATCH_SIZE.min(capacity / 2).max(1);
+    let queue = Arc::new(Queue { state: Default::default(), ready: Notify::new(), capacity, wake_at });
     let dropped = Arc::new(AtomicU64::new(0));
     let health = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = Arc::new(AnalyticsSink {
@@ -56,6 +60,9 @@ pub fn channel(
             current: Vec::new(),
             current_records: 0,
             current_logs: Vec::new(),
+            apis: Vec::new(),
+            api_index: FxHashMap::default(),
+            api_table: false,
             next_sequence: 1,
             dropped_since_batch: dropped,
             metrics,
@@ -82,10 +89,19 @@ struct Batches {
     pending: VecDeque<SealedBatch>,
     max_pending: usize,
     /// The batch's metrics records, already protobuf-encoded as `ReportRequest.records` fields (a
-    /// record is encoded as it joins the batch and freed at once: nothing is moved or measured twice).
+    /// record is encoded as it joins the batch and freed at once: nothing is moved or measured twice);
+    /// the batch's other fields are appended when it is sealed.
     current: Vec<u8>,
     current_records: usize,
     current_logs: Vec<LogRecord>,
+    /// The APIs of the batch being filled (its `apis` table), found by the address of their shared
+    /// [`RecordApi`] (kept here, so the address cannot be reused while it is a key): a record's `api`
+    /// is its index + 1.
+    apis: Vec<Arc<RecordApi>>,
+    api_index: FxHashMap<usize, u32>,
+    /// Whether the agent reads the `apis` table (it says so when the stream opens); records for an
+    /// agent that does not carry their API's fields themselves.
+    api_table: bool,
     next_sequence: u64,
     dropped_since_batch: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
@@ -100,12 +116,40 @@ impl Batches {
 
     /// Adds a request's records; returns a sealed batch when it fills one.
     fn push(&mut self, entry: Entry) -> Option<&SealedBatch> {
-        prost::encoding::message::encode(RECORDS_FIELD, &*entry.metrics, &mut self.current);
+        let mut metrics = entry.metrics;
+        if let Some(api) = entry.api {
+            if self.api_table {
+                metrics.api = self.api_ref(api);
+            } else {
+                fill_api(&mut metrics, &api);
+            }
+        }
+        prost::encoding::message::encode(RECORDS_FIELD, &*metrics, &mut self.current);
         self.current_records += 1;
         if let Some(log) = entry.log {
             self.current_logs.push(*log);
         }
         if self.current_records >= BATCH_SIZE { self.seal() } else { None }
+    }
+
+    /// `api`'s 1-based index in the batch's table, added there the first time.
+    fn api_ref(&mut self, api: Arc<RecordApi>) -> u32 {
+        let next = u32::try_from(self.apis.len() + 1).unwrap_or(u32::MAX);
+        *self.api_index.entry(Arc::as_ptr(&api) as usize).or_insert_with(|| {
+            self.apis.push(api);
+            next
+        })
+    }
+
+    /// Whether the agent on the stream that just opened reads the `apis` table. A batch being filled
+    /// for the other form is sealed first, so no batch mixes the two.
+    fn set_api_table(&mut self, api_table: bool) {
+        if api_table != self.api_table {
+            if self.current_records > 0 {
+                self.seal();
+            }
+            self.api_table = api_table;
+        }
     }
 
     /// Seals the current batch (also an empty one when drops must be reported).
@@ -123,13 +167,17 @@ impl Batches {
             dropped,
             health_checks: health,
             logs: std::mem::take(&mut self.current_logs),
+            apis: self.apis.drain(..).map(|api| api.to_report()).collect(),
         };
+        self.api_index.clear();
         self.next_sequence += 1;
         let records = (self.current_records + batch.logs.len() + batch.health_checks.len()) as u64;
-        // A repeated field's entries may come anywhere in the message: the records go after the rest.
-        let mut encoded = Vec::with_capacity(batch.encoded_len() + self.current.len());
-        batch.encode_raw(&mut encoded);
-        encoded.append(&mut self.current);
+        // Fields may come in any order in a protobuf message: the batch's other fields go after its
+        // records, so the records already encoded are not copied. The next batch starts with room
+        // for as many bytes, so it does not grow (and copy) its way there.
+        batch.encode_raw(&mut self.current);
+        let room = self.current.len();
+        let encoded = std::mem::replace(&mut self.current, Vec::with_capacity(room));
         self.current_records = 0;
         self.pending.push_back(SealedBatch { sequence: batch.sequence, records, encoded: encoded.into() });
         self.publish_pending();
@@ -159,10 +207,22 @@ impl Batches {
     }
 }
 
+/// The API-level fields of a record for an agent without the `apis` table.
+fn fill_api(record: &mut MetricsRecord, api: &RecordApi) {
+    record.api_id.clone_from(&api.id);
+    record.api_name.clone_from(&api.name);
+    RecordApi::API_TYPE.clone_into(&mut record.api_type);
+    record.organization_id.clone_from(&api.organization_id);
+    record.environment_id.clone_from(&api.environment_id);
+    RecordApi::ENTRYPOINT_ID.clone_into(&mut record.entrypoint_id);
+}
+
 /// An open `Analytics/Report` stream.
 struct ReportStream {
     tx: mpsc::Sender<Bytes>,
     inbound: tonic::Streaming<ReportResponse>,
+    /// Whether the agent reads the batches' `apis` table.
+    api_table: bool,
 }
 
 impl ReportStream {
@@ -227,7 +287,6 @@ impl Reporter {
         let mut deadline: Option<Instant> = None;
         let mut flush = flush;
         let mut flush_armed = true;
-        let mut rx_open = true;
         let mut tick = tokio::time::interval(BATCH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -238,7 +297,7 @@ impl Reporter {
             }
             // Batches are made only for an open stream: while the agent is away records stay in the
             // queue, whose bound then drops the oldest ones first.
-            let draining = deadline.is_none() && rx_open && stream.is_some() && self.batches.has_room();
+            let draining = deadline.is_none() && stream.is_some() && self.batches.has_room();
             tokio::select! {
                 flushed = &mut flush, if flush_armed => {
                     flush_armed = false;
@@ -252,20 +311,16 @@ impl Reporter {
                         "shutdown grace period over: analytics records not acknowledged by the agent are lost");
                     return;
                 }
-                received = self.next_entry(), if draining => match received {
-                    Some(entry) => {
-                        if let Some(batch) = self.batches.push(entry) {
-                            send(&mut stream, batch);
-                        }
-                    }
-                    None => rx_open = false,
-                },
+                () = self.queue.ready.notified(), if draining => self.drain(&mut stream),
                 _ = tick.tick() => {
                     // Without a stream or without room, drops keep accumulating and ride on the next batch.
                     if stream.is_none() || !self.batches.has_room() {
                         continue;
                     }
-                    if let Some(batch) = self.batches.seal() {
+                    self.drain(&mut stream);
+                    if self.batches.has_room()
+                        && let Some(batch) = self.batches.seal()
+                    {
                         send(&mut stream, batch);
                     }
                 }
@@ -274,6 +329,8 @@ impl Reporter {
                     match connected {
                         Ok((open, sent_through)) => {
                             tracing::info!("analytics stream to the agent open");
+                            // Sealed here (if at all) after the stream was opened: sent below with the rest.
+                            self.batches.set_api_table(open.api_table);
                             for batch in self.batches.pending.iter().filter(|b| b.sequence > sent_through) {
                                 open.send(batch);
                             }
@@ -328,19 +385,17 @@ impl Reporter {
         }
     }
 
-    /// The next queued entry, waiting for one; `None` once the queue is closed and empty.
-    async fn next_entry(&self) -> Option<Entry> {
-        loop {
-            let (entry, queued) = self.queue.pop();
-            if let Some(entry) = entry {
-                self.batches.metrics.analytics_queued.store(queued, Ordering::Relaxed);
-                return Some(entry);
+    /// Moves queued entries into batches, sending each batch it fills, until the queue is empty or
+    /// the unacknowledged batches reach their bound.
+    fn drain(&mut self, stream: &mut Option<ReportStream>) {
+        while self.batches.has_room() {
+            let (Some(entry), queued) = self.queue.pop() else {
+                break;
+            };
+            self.batches.metrics.analytics_queued.store(queued, Ordering::Relaxed);
+            if let Some(batch) = self.batches.push(entry) {
+                send(stream, batch);
             }
-            if self.queue.is_closed() {
-                return None;
-            }
-            // `notify_one` keeps a permit when nobody waits, so a push between `pop` and here is not lost.
-            self.queue.ready.notified().await;
         }
     }
 
@@ -363,7 +418,8 @@ impl Reporter {
             let path = http::uri::PathAndQuery::from_static(REPORT_PATH);
             let request = tonic::Request::new(ReceiverStream::new(rx));
             let response = grpc.streaming(request, path, PreEncoded).await.map_err(AgentError::Rpc)?;
-            Ok((ReportStream { tx, inbound: response.into_inner() }, sent_through))
+            let api_table = response.metadata().contains_key(API_TABLE_METADATA);
+            Ok((ReportStream { tx, inbound: response.into_inner(), api_table }, sent_through))
         })
     }
 }
@@ -422,7 +478,68 @@ mod tests {
     }
 
     fn entry(id: &str) -> Entry {
-        Entry { metrics: Box::new(MetricsRecord { request_id: id.into(), ..Default::default() }), log: None }
+        Entry { metrics: Box::new(MetricsRecord { request_id: id.into(), ..Default::default() }), api: None, log: None }
+    }
+
+    fn api(id: &str) -> Arc<RecordApi> {
+        Arc::new(RecordApi {
+            id: id.into(),
+            name: format!("{id} name"),
+            organization_id: "org".into(),
+            environment_id: "env".into(),
+        })
+    }
+
+    #[test]
+    fn a_batch_names_each_api_once_and_its_records_point_there() {
+        let (mut b, _) = batches(10_000);
+        b.set_api_table(true);
+        let (orders, users) = (api("orders"), api("users"));
+        // A redeployed API is a new RecordApi: its own entry, though the id is the same.
+        let redeployed = api("orders");
+        for (i, api) in [&orders, &users, &orders, &redeployed, &users].into_iter().enumerate() {
+            b.push(Entry { api: Some(api.clone()), ..entry(&i.to_string()) });
+        }
+        b.push(entry("no api"));
+        let mut sealed = decoded(b.seal().unwrap());
+        let ids: Vec<&str> = sealed.apis.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["orders", "users", "orders"]);
+        let refs: Vec<u32> = sealed.records.iter().map(|r| r.api).collect();
+        assert_eq!(refs, [1, 2, 1, 3, 2, 0]);
+        assert!(sealed.records.iter().all(|r| r.api_id.is_empty()), "the texts travel once, in the table");
+        let users_api = sealed.api_of(&sealed.records[1]).unwrap();
+        assert_eq!(
+            (users_api.name, users_api.api_type, users_api.entrypoint_id, users_api.organization_id),
+            ("users name", "proxy", "http-proxy", "org")
+        );
+        sealed.expand_apis().unwrap();
+        assert_eq!(sealed.records[4].api_id, "users");
+        // The next batch starts its own table.
+        b.push(Entry { api: Some(users.clone()), ..entry("next") });
+        let next = decoded(b.seal().unwrap());
+        assert_eq!((next.apis.len(), next.apis[0].id.as_str(), next.records[0].api), (1, "users", 1));
+    }
+
+    #[test]
+    fn an_agent_without_the_table_gets_whole_records_and_no_batch_mixes_the_forms() {
+        let (mut b, _) = batches(10_000);
+        b.set_api_table(true);
+        b.push(Entry { api: Some(api("orders")), ..entry("table") });
+        // The stream reopens to an agent that does not read the table: the batch being filled is
+        // sealed in its form first.
+        b.set_api_table(false);
+        assert_eq!(b.pending.len(), 1);
+        let first = decoded(&b.pending[0]);
+        assert_eq!((first.apis.len(), first.records[0].api), (1, 1));
+        b.push(Entry { api: Some(api("orders")), ..entry("whole") });
+        let second = decoded(b.seal().unwrap());
+        assert!(second.apis.is_empty());
+        let r = &second.records[0];
+        assert_eq!(
+            (r.api, r.api_id.as_str(), r.api_name.as_str(), r.api_type.as_str(), r.entrypoint_id.as_str()),
+            (0, "orders", "orders name", "proxy", "http-proxy")
+        );
+        assert_eq!((r.organization_id.as_str(), r.environment_id.as_str()), ("org", "env"));
     }
 
     #[test]
@@ -469,7 +586,7 @@ mod tests {
         let (sink, reporter) = channel(2, 1024, Vec::new(), metrics.clone(), "dp".into());
         for i in 0..5 {
             let log = (i == 0).then(LogRecord::default);
-            sink.record(Box::new(MetricsRecord { request_id: i.to_string(), ..Default::default() }), log);
+            sink.record(Box::new(MetricsRecord { request_id: i.to_string(), ..Default::default() }), None, log);
         }
         assert_eq!(metrics.analytics_produced.load(Ordering::Relaxed), 6);
         assert_eq!(metrics.analytics_queued.load(Ordering::Relaxed), 2);
@@ -485,22 +602,42 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let (sink, reporter) = channel(2, 1024, Vec::new(), metrics.clone(), "dp".into());
         reporter.queue.close();
-        sink.record(Box::default(), None);
+        sink.record(Box::default(), None, None);
         assert_eq!(metrics.analytics_dropped.load(Ordering::Relaxed), 1);
-        assert!(reporter.next_entry().await.is_none());
+        assert!(reporter.queue.pop().0.is_none());
+    }
+
+    #[test]
+    fn requests_wake_the_reporter_once_the_queue_holds_its_wake_mark() {
+        use futures::FutureExt;
+        let metrics = Arc::new(Metrics::default());
+        let (sink, mut reporter) = channel(10, 1024, Vec::new(), metrics, "dp".into());
+        assert_eq!(reporter.queue.wake_at, 5, "half the capacity when that is under a batch");
+        for _ in 0..4 {
+            sink.record(Box::default(), None, None);
+        }
+        assert!(reporter.queue.ready.notified().now_or_never().is_none(), "4 queued: no wake-up");
+        sink.record(Box::default(), None, None);
+        assert!(reporter.queue.ready.notified().now_or_never().is_some(), "the fifth wakes the reporter");
+        // The reporter takes every queued entry at once.
+        reporter.drain(&mut None);
+        assert_eq!((reporter.queue.pop().0.is_none(), reporter.batches.current_records), (true, 5));
+        let (_, large) = channel(100_000, 1024, Vec::new(), Arc::new(Metrics::default()), "dp".into());
+        assert_eq!(large.queue.wake_at, BATCH_SIZE, "a batch's worth with a large queue");
     }
 
     #[tokio::test]
     async fn pending_record_emits_once_on_drop() {
         let metrics = Arc::new(Metrics::default());
         let (sink, reporter) = channel(10, 1024, Vec::new(), metrics, "dp".into());
-        let mut pending =
-            PendingRecord::new(MetricsRecord { request_id: "r".into(), ..Default::default() }, Instant::now(), sink);
+        let record = Box::new(MetricsRecord { request_id: "r".into(), ..Default::default() });
+        let mut pending = PendingRecord::new(record, Some(api("orders")), Instant::now(), sink);
         pending.response_data(b"hello");
         pending.set_endpoint_time(Duration::ZERO);
         drop(pending);
-        let entry = reporter.next_entry().await.unwrap();
+        let entry = reporter.queue.pop().0.unwrap();
         assert_eq!(entry.metrics.request_id, "r");
+        assert_eq!(entry.api.as_deref().map(|a| a.id.as_str()), Some("orders"));
         assert_eq!(entry.metrics.response_content_length, 5);
         assert!(entry.metrics.gateway_latency_ms >= 0);
         assert!(entry.log.is_none());

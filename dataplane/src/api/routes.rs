@@ -62,6 +62,8 @@ pub struct Api {
     pub legacy_engine: bool,
     /// `#api.properties` (v2 `#properties`): shared with each request's EL info, never copied.
     pub properties: Arc<std::collections::HashMap<String, String>>,
+    /// The API as its analytics records name it: shared by every request's record, sent once per batch.
+    pub record_api: Arc<crate::telemetry::analytics::RecordApi>,
 }
 
 /// Where an API listens: virtual host (lower case, empty for any) and context path.
@@ -157,7 +159,14 @@ impl TryFrom<pb::Api> for Api {
         let logging = logging.map(Logging::try_from).transpose().map_err(|e| err("logging".into(), e.into()))?;
 
         let api_keys = Arc::new(security.api_key_locations());
+        let record_api = Arc::new(crate::telemetry::analytics::RecordApi {
+            id: id.clone(),
+            name: name.clone(),
+            organization_id: organization_id.clone(),
+            environment_id: environment_id.clone(),
+        });
         Ok(Api {
+            record_api,
             api_keys,
             id,
             name,

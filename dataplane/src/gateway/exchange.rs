@@ -56,6 +56,7 @@ pub(crate) async fn serve_api(
     let mut record = api.analytics_enabled.then(|| {
         PendingRecord::new(
             new_record(&req, conn, &ids, &api, &path_info, timestamp_ms, &shared.trusted_proxies),
+            Some(api.record_api.clone()),
             arrival,
             shared.analytics.clone(),
         )

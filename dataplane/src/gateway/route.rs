@@ -99,6 +99,7 @@ pub async fn route(mut req: Request<Incoming>, conn: &ConnInfo, shared: &Shared)
             let record = api.analytics_enabled.then(|| {
                 PendingRecord::new(
                     new_record(&req, conn, &ids, &api, &path_info, timestamp_ms, &shared.trusted_proxies),
+                    Some(api.record_api.clone()),
                     arrival,
                     shared.analytics.clone(),
                 )

@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 /// The addresses whose `X-Forwarded-For` entries are believed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +76,8 @@ impl TrustedProxies {
     }
 }
 
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
+/// A `HeaderName` constant: looking a `&str` up parses and hashes it on every request.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Addresses in `X-Forwarded-For`, in order; unparsable entries are kept as `None` so they fail closed.
 fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {

@@ -14,18 +14,50 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hgw_proto::v1::{HealthCheckRecord, LogRecord, MetricsRecord};
+use hgw_proto::v1::{HealthCheckRecord, LogRecord, MetricsRecord, ReportApi};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::telemetry::logging::{CappedBody, LogCapture};
 use crate::telemetry::metrics::Metrics;
 
+/// What every metrics record of one API says about the API, made once when the API is deployed. A
+/// request's record shares it instead of copying its texts; the reporter sends it once per batch (the
+/// batch's `apis` table) and the record points at it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RecordApi {
+    pub id: String,
+    pub name: String,
+    pub organization_id: String,
+    pub environment_id: String,
+}
+
+impl RecordApi {
+    /// Gravitee's API type and entrypoint for every API hgw serves.
+    pub const API_TYPE: &'static str = "proxy";
+    pub const ENTRYPOINT_ID: &'static str = "http-proxy";
+
+    /// Its entry in a batch's `apis`.
+    pub(crate) fn to_report(&self) -> ReportApi {
+        ReportApi {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            r#type: Self::API_TYPE.to_owned(),
+            organization_id: self.organization_id.clone(),
+            environment_id: self.environment_id.clone(),
+            entrypoint_id: Self::ENTRYPOINT_ID.to_owned(),
+        }
+    }
+}
+
 /// One request's records, queued and dropped together.
 #[derive(Debug)]
 pub(crate) struct Entry {
     /// Boxed from the request on: the record is large, and it moves through the queue and batches.
+    /// Its API-level fields are empty when `api` is set.
     pub(crate) metrics: Box<MetricsRecord>,
+    /// The record's API, sent in the batch's table.
+    pub(crate) api: Option<Arc<RecordApi>>,
     pub(crate) log: Option<Box<LogRecord>>,
 }
 
@@ -38,11 +70,19 @@ impl Entry {
 
 /// The bounded queue between requests and the reporter: a ring that drops its oldest entry when a new
 /// one arrives while it is full. The lock is held only to push or pop, never across an await.
+///
+/// Requests do not wake the reporter per record: a record waits in the queue as it would in the batch
+/// being filled (a batch is sent when full or on the reporter's tick), so the reporter is woken only
+/// when the queue holds `wake_at` entries, and otherwise drains it on its tick. Waking it per record
+/// cost a task switch and a poll of its whole loop for every request.
 #[derive(Debug)]
 pub(crate) struct Queue {
     pub(crate) state: std::sync::Mutex<QueueState>,
     pub(crate) ready: Notify,
     pub(crate) capacity: usize,
+    /// Queued entries that wake the reporter (at most half the capacity, so it drains before the
+    /// queue is full and has to drop).
+    pub(crate) wake_at: usize,
 }
 
 #[derive(Debug, Default)]
@@ -73,8 +113,11 @@ impl Queue {
         state.records += entry.records();
         state.entries.push_back(entry);
         let records = state.records;
+        let wake = state.entries.len() == self.wake_at;
         drop(state);
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
         (evicted, records)
     }
 
@@ -91,10 +134,6 @@ impl Queue {
     pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_one();
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.lock().closed
     }
 }
 
@@ -130,8 +169,8 @@ impl AnalyticsSink {
 
     /// Enqueues a request's records; when the queue is full its oldest entry is dropped (and counted)
     /// to make room.
-    pub fn record(&self, metrics: Box<MetricsRecord>, log: Option<LogRecord>) {
-        let entry = Entry { metrics, log: log.map(Box::new) };
+    pub fn record(&self, metrics: Box<MetricsRecord>, api: Option<Arc<RecordApi>>, log: Option<LogRecord>) {
+        let entry = Entry { metrics, api, log: log.map(Box::new) };
         self.metrics.analytics_produced.fetch_add(entry.records(), Ordering::Relaxed);
         let (lost, queued) = self.queue.push(entry);
         self.metrics.analytics_queued.store(queued, Ordering::Relaxed);
@@ -237,6 +276,8 @@ impl RequestStats {
 pub struct PendingRecord {
     /// Always present until the record is emitted on drop.
     record: Option<Box<MetricsRecord>>,
+    /// The API the record belongs to (its API-level fields); `None`: the record carries them.
+    api: Option<Arc<RecordApi>>,
     arrival: Instant,
     endpoint_time: Option<Duration>,
     request: Option<Arc<RequestStats>>,
@@ -247,10 +288,16 @@ pub struct PendingRecord {
 }
 
 impl PendingRecord {
-    /// `record` carries the fields known at arrival; `arrival` starts the gateway response time.
-    pub fn new(record: MetricsRecord, arrival: Instant, sink: Arc<AnalyticsSink>) -> PendingRecord {
-        let record = Some(Box::new(record));
-        PendingRecord { record, arrival, endpoint_time: None, request: None, response_bytes: 0, sink, log: None }
+    /// `record` carries the fields known at arrival, `api` its API's; `arrival` starts the gateway
+    /// response time.
+    pub fn new(
+        record: Box<MetricsRecord>,
+        api: Option<Arc<RecordApi>>,
+        arrival: Instant,
+        sink: Arc<AnalyticsSink>,
+    ) -> PendingRecord {
+        let record = Some(record);
+        PendingRecord { record, api, arrival, endpoint_time: None, request: None, response_bytes: 0, sink, log: None }
     }
 
     /// Logs this request too (its log record is emitted with the metrics record).
@@ -314,9 +361,12 @@ impl Drop for PendingRecord {
             record.request_content_length = i64::try_from(stats.bytes()).unwrap_or(i64::MAX);
             record.request_ended = stats.ended();
         }
-        let log =
-            self.log.take().map(|capture| capture.finish(&record, self.request.as_ref().and_then(|s| s.captured())));
-        self.sink.record(record, log);
+        let api = self.api.take();
+        let log = self.log.take().map(|capture| {
+            let names = api.as_deref().map_or((&*record.api_id, &*record.api_name), |a| (&a.id, &a.name));
+            capture.finish(&record, names, self.request.as_ref().and_then(|s| s.captured()))
+        });
+        self.sink.record(record, api, log);
     }
 }
 

@@ -196,8 +196,14 @@ impl LogCapture {
         }
     }
 
-    /// The finished record; `request_body` is what the request body tee kept.
-    pub fn finish(self, metrics: &pb::MetricsRecord, request_body: Option<CappedBody>) -> LogRecord {
+    /// The finished record; `api` is the API's id and name (the metrics record may leave them to its
+    /// batch's table), `request_body` what the request body tee kept.
+    pub fn finish(
+        self,
+        metrics: &pb::MetricsRecord,
+        (api_id, api_name): (&str, &str),
+        request_body: Option<CappedBody>,
+    ) -> LogRecord {
         let LogCapture {
             mut entrypoint_request,
             mut endpoint_request,
@@ -228,8 +234,8 @@ impl LogCapture {
             timestamp_ms: metrics.timestamp_ms,
             request_id: metrics.request_id.clone(),
             transaction_id: metrics.transaction_id.clone(),
-            api_id: metrics.api_id.clone(),
-            api_name: metrics.api_name.clone(),
+            api_id: api_id.to_owned(),
+            api_name: api_name.to_owned(),
             client_identifier: metrics.client_identifier.clone(),
             application_id: metrics.application_id.clone(),
             plan_id: metrics.plan_id.clone(),
@@ -298,7 +304,7 @@ mod tests {
         response.append("set-cookie", HeaderValue::from_static("s=SESSION3"));
         capture.endpoint_response(StatusCode::OK, &response);
         capture.entrypoint_response(StatusCode::OK, &response);
-        let record = capture.finish(&metrics, None);
+        let record = capture.finish(&metrics, ("", ""), None);
         let text = format!("{record:?}");
         for secret in ["c2VjcmV0", "SESSION1", "SESSION2", "SESSION3", "KEY1", "KEY2"] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
@@ -336,7 +342,7 @@ mod tests {
         capture.entrypoint_response(StatusCode::OK, &HeaderMap::new());
         capture.response_data(b"abcdef");
         let body = CappedBody { bytes: b"in".to_vec(), truncated: false };
-        let record = capture.finish(&metrics, Some(body));
+        let record = capture.finish(&metrics, ("", ""), Some(body));
         let request = record.entrypoint_request.unwrap();
         assert_eq!((request.method.as_str(), request.uri.as_str()), ("POST", "/p?q=1"));
         assert_eq!(request.headers, vec![LogHeader { name: "accept".into(), values: vec!["a".into(), "b".into()] }]);
@@ -351,7 +357,7 @@ mod tests {
         capture.endpoint_response(StatusCode::OK, &HeaderMap::new());
         assert!(!capture.wants_response_body());
         capture.response_data(b"abc");
-        let record = capture.finish(&metrics, None);
+        let record = capture.finish(&metrics, ("", ""), None);
         assert!(record.endpoint_response.unwrap().body.is_empty());
     }
 }

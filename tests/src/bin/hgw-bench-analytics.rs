@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use hgw_proto::v1::analytics_client::AnalyticsClient;
-use hgw_proto::v1::{MetricsRecord, ReportRequest};
+use hgw_proto::v1::{MetricsRecord, ReportApi, ReportRequest};
 use hgw_tests::CloudGateSim;
 use hgw_tests::gateway::Agent;
 use tokio::sync::mpsc;
@@ -138,6 +138,15 @@ async fn push(target: &std::path::Path, stream: usize, n: usize) -> usize {
                 dropped: 0,
                 health_checks: Vec::new(),
                 logs: Vec::new(),
+                // As a dataplane sends them: the API's fields once per batch.
+                apis: vec![ReportApi {
+                    id: "8f2b5c1e-3d4a-4b6c-9e7f-0a1b2c3d4e5f".into(),
+                    name: "orders".into(),
+                    r#type: "proxy".into(),
+                    organization_id: "DEFAULT".into(),
+                    environment_id: "DEFAULT".into(),
+                    entrypoint_id: "http-proxy".into(),
+                }],
             };
             tx.send(batch).await.expect("stream open");
             sent += 1;
@@ -150,22 +159,18 @@ async fn push(target: &std::path::Path, stream: usize, n: usize) -> usize {
     acked_records
 }
 
-/// A record shaped like a real one (ids, API, plan, URI, timings, user agent).
+/// A record shaped like a real one (ids, plan, URI, timings, user agent; its API in the batch's table).
 fn record(stream: usize, i: usize) -> MetricsRecord {
     let id = uuid::Uuid::new_v4().to_string();
     MetricsRecord {
         timestamp_ms: 1_700_000_000_000 + i as i64,
         request_id: id.clone(),
         transaction_id: id,
-        api_id: "8f2b5c1e-3d4a-4b6c-9e7f-0a1b2c3d4e5f".into(),
-        api_name: "orders".into(),
-        api_type: "proxy".into(),
+        api: 1,
         plan_id: "8f2b5c1e-3d4a-4b6c-9e7f-0a1b2c3d4e5f-keyless".into(),
         application_id: "1".into(),
         subscription_id: format!("10.0.{}.{}", stream, i % 250),
         client_identifier: format!("10.0.{}.{}", stream, i % 250),
-        organization_id: "DEFAULT".into(),
-        environment_id: "DEFAULT".into(),
         http_method: "GET".into(),
         local_address: "10.0.0.1".into(),
         remote_address: format!("10.0.{}.{}", stream, i % 250),
@@ -175,7 +180,6 @@ fn record(stream: usize, i: usize) -> MetricsRecord {
         mapped_path: "/items/:id".into(),
         user_agent: "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36".into(),
         request_ended: true,
-        entrypoint_id: "http-proxy".into(),
         endpoint: "http://backend.internal:8080/base".into(),
         endpoint_response_time_ms: (i % 40) as i64,
         status: 200,
