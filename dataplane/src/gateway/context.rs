@@ -122,6 +122,12 @@ impl Ids {
         self.on_request = Some([headers.get(&X_TRANSACTION_ID).cloned(), headers.get(&X_REQUEST_ID).cloned()]);
     }
 
+    /// Notes that no step ran on the request: it carries the ids [`Ids::apply`] put there (without
+    /// looking them up again: hashing the two custom names costs more than the rest of this).
+    pub(crate) fn note_unchanged(&mut self) {
+        self.on_request = Some([Some(self.transaction.clone()), Some(self.request.clone())]);
+    }
+
     /// The ids on an answer, as Gravitee's transaction post-processor sets them once the response
     /// flows ran (or on a failure): each id the request carries, replacing the endpoint's. One the
     /// request flows removed is left as the endpoint sent it (absent, usually). The V3 engine's
@@ -152,15 +158,19 @@ impl Ids {
     /// The client identifier alone, on an endpoint's answer before the response flows see it.
     pub(crate) fn apply_client(&self, headers: &mut HeaderMap) {
         if let Some(client) = &self.client {
-            if headers.contains_key(X_CLIENT_IDENTIFIER) {
-                // Rare: only an endpoint that sends the header itself pays for this.
-                let theirs: Vec<HeaderValue> = headers.get_all(X_CLIENT_IDENTIFIER).iter().cloned().collect();
-                headers.insert(X_CLIENT_IDENTIFIER, client.clone());
-                for value in theirs {
-                    headers.append(X_CLIENT_IDENTIFIER, value);
+            // One lookup of the name, whichever way it goes.
+            match headers.entry(X_CLIENT_IDENTIFIER) {
+                http::header::Entry::Vacant(vacant) => {
+                    vacant.insert(client.clone());
                 }
-            } else {
-                headers.insert(X_CLIENT_IDENTIFIER, client.clone());
+                http::header::Entry::Occupied(mut theirs) => {
+                    // Rare: only an endpoint that sends the header itself pays for this.
+                    let values: Vec<HeaderValue> = theirs.iter().cloned().collect();
+                    theirs.insert(client.clone());
+                    for value in values {
+                        theirs.append(value);
+                    }
+                }
             }
         }
     }

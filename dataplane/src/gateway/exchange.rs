@@ -20,13 +20,18 @@ use crate::policies::{Attributes, Outcome, Reply, RequestExchange, ResponseExcha
 use crate::telemetry::analytics::PendingRecord;
 use crate::telemetry::trace::{self, RequestTrace};
 
-/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1, plus the legacy ones). A `match`
-/// on the name's text: a `const` array of `HeaderName`s would be built again for every header compared.
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1, plus the legacy ones).
+const HOP_BY_HOP: [&str; 7] =
+    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+
+/// Whether a header name (as `Connection` lists it: any case) is hop-by-hop. The lengths differ for
+/// most names, so a comparison usually ends there.
+fn is_hop_by_hop_text(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade"
-    )
+    is_hop_by_hop_text(name.as_str())
 }
 /// Everything after routing: security, flows, the endpoint call and the response phase. The
 /// request's trace gets spans when it is sampled; the caller attaches it to the response.
@@ -237,6 +242,8 @@ pub(crate) async fn serve_api(
     let mut cache = None;
     let verbose = trace.as_ref().is_some_and(|t| t.verbose);
     let request_span = trace.as_ref().map(|t| t.child("request", hgw_otel::SpanKind::Internal));
+    // Whether any request step ran (and so may have changed the ids the request carries).
+    let mut stepped = false;
     {
         let mut exchange = RequestExchange {
             parts: &mut parts,
@@ -272,6 +279,7 @@ pub(crate) async fn serve_api(
                     (true, Some(t), Some(phase)) => Some(step_span(t, phase, step, "request")),
                     _ => None,
                 };
+                stepped = true;
                 let outcome = match step.policy.on_request(&mut exchange) {
                     Outcome::Continue => None,
                     Outcome::Respond(reply) => Some(reply),
@@ -317,7 +325,11 @@ pub(crate) async fn serve_api(
     if let (Some(t), Some(span)) = (trace.as_mut(), request_span) {
         t.end(span);
     }
-    ids.note_request(&parts.headers);
+    if stepped {
+        ids.note_request(&parts.headers);
+    } else {
+        ids.note_unchanged();
+    }
     if api.uses_el && flows.iter().any(|(flow, _)| !flow.response.is_empty()) {
         // Response-phase expressions see the request as it was sent upstream.
         info.headers = parts.headers.clone();
@@ -713,6 +725,13 @@ async fn buffer_response_body(body: crate::http::decompress::UpstreamBody) -> Re
 /// with them. On a request this runs before security and flows, so a header a policy adds under such
 /// a name still reaches the endpoint.
 fn apply_connection(headers: &mut HeaderMap) {
+    remove_named_by_connection(headers, false);
+}
+
+/// [`apply_connection`], skipping names that are hop-by-hop anyway when `hop_by_hop_follows` (the
+/// caller removes those next): the usual `Connection: keep-alive` then costs no name parsing, no
+/// allocation and no extra removal.
+fn remove_named_by_connection(headers: &mut HeaderMap, hop_by_hop_follows: bool) {
     if !headers.contains_key(CONNECTION) {
         return;
     }
@@ -721,7 +740,9 @@ fn apply_connection(headers: &mut HeaderMap) {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|name| !(hop_by_hop_follows && is_hop_by_hop_text(name)))
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     for name in named_by_connection {
         headers.remove(name);
@@ -732,7 +753,7 @@ fn apply_connection(headers: &mut HeaderMap) {
 /// Removes hop-by-hop headers (and those `Connection` names) and Host, in place: the map then moves
 /// on to the other side without a copy.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    apply_connection(headers);
+    remove_named_by_connection(headers, true);
     // Usually only Host is there: one pass over the names, then one removal per name found.
     let mut found: [Option<HeaderName>; 8] = Default::default();
     for (slot, name) in found.iter_mut().zip(headers.keys().filter(|name| *name == HOST || is_hop_by_hop(name))) {
@@ -765,7 +786,7 @@ mod tests {
     fn hop_by_hop_and_host_are_not_forwarded() {
         let mut h = HeaderMap::new();
         h.insert(HOST, HeaderValue::from_static("client.example"));
-        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert(CONNECTION, HeaderValue::from_static("Keep-Alive, X-Secret"));
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
