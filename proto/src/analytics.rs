@@ -2,7 +2,7 @@
 //! batch's `apis` table, and the record points there (`MetricsRecord.api`, 1-based; 0 when the record
 //! carries them itself, as dataplanes before the table did).
 
-use crate::v1::{MetricsRecord, ReportRequest};
+use crate::v1::{MetricsRecord, ReportApi, ReportRequest};
 
 /// Response metadata an agent sets on `Analytics/Report` when it reads the batches' `apis` table. A
 /// dataplane sends records that point into the table only on such a stream; to an agent without it
@@ -38,66 +38,75 @@ pub struct ApiFields<'a> {
 }
 
 impl ReportRequest {
+    /// The table entry a record's `api` names: `None` for 0 (the record carries its API's fields).
+    fn table_entry(&self, index: u32) -> Result<Option<&ReportApi>, UnknownApi> {
+        if index == 0 {
+            return Ok(None);
+        }
+        usize::try_from(index - 1)
+            .ok()
+            .and_then(|i| self.apis.get(i))
+            .map(Some)
+            .ok_or(UnknownApi { index, apis: self.apis.len() })
+    }
+
     /// `record`'s API-level fields: its entry in this batch's `apis`, or its own when it has none.
     pub fn api_of<'a>(&'a self, record: &'a MetricsRecord) -> Result<ApiFields<'a>, UnknownApi> {
-        if record.api == 0 {
-            return Ok(ApiFields {
+        Ok(match self.table_entry(record.api)? {
+            Some(api) => ApiFields {
+                id: &api.id,
+                name: &api.name,
+                api_type: &api.r#type,
+                organization_id: &api.organization_id,
+                environment_id: &api.environment_id,
+                entrypoint_id: &api.entrypoint_id,
+            },
+            None => ApiFields {
                 id: &record.api_id,
                 name: &record.api_name,
                 api_type: &record.api_type,
                 organization_id: &record.organization_id,
                 environment_id: &record.environment_id,
                 entrypoint_id: &record.entrypoint_id,
-            });
-        }
-        let api = usize::try_from(record.api - 1)
-            .ok()
-            .and_then(|i| self.apis.get(i))
-            .ok_or(UnknownApi { index: record.api, apis: self.apis.len() })?;
-        Ok(ApiFields {
-            id: &api.id,
-            name: &api.name,
-            api_type: &api.r#type,
-            organization_id: &api.organization_id,
-            environment_id: &api.environment_id,
-            entrypoint_id: &api.entrypoint_id,
+            },
         })
     }
 
-    /// Copies each record's API-level fields into the record (and clears its `api`), for readers that
-    /// want whole records. On a malformed batch nothing is changed.
+    /// Copies each record's API-level fields from the table into the record, for readers that want
+    /// whole records. On a malformed batch nothing is changed.
     pub fn expand_apis(&mut self) -> Result<(), UnknownApi> {
-        let mut expanded = Vec::with_capacity(self.records.len());
-        for record in &self.records {
-            let api = self.api_of(record)?;
-            expanded.push((
-                api.id.to_owned(),
-                api.name.to_owned(),
-                api.api_type.to_owned(),
-                api.organization_id.to_owned(),
-                api.environment_id.to_owned(),
-                api.entrypoint_id.to_owned(),
-            ));
-        }
-        for (record, (id, name, api_type, organization_id, environment_id, entrypoint_id)) in
-            self.records.iter_mut().zip(expanded)
-        {
-            record.api = 0;
-            record.api_id = id;
-            record.api_name = name;
-            record.api_type = api_type;
-            record.organization_id = organization_id;
-            record.environment_id = environment_id;
-            record.entrypoint_id = entrypoint_id;
+        let entries = self
+            .records
+            .iter()
+            .map(|record| self.table_entry(record.api).map(Option::<&ReportApi>::cloned))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (record, entry) in self.records.iter_mut().zip(entries) {
+            if let Some(api) = entry {
+                record.set_api(api);
+            }
         }
         Ok(())
+    }
+}
+
+impl MetricsRecord {
+    /// Writes `api`'s fields into the record, which then points at no table entry: the whole-record
+    /// form, for a reader (or an agent) without the batch's table.
+    pub fn set_api(&mut self, api: ReportApi) {
+        let ReportApi { id, name, r#type, organization_id, environment_id, entrypoint_id } = api;
+        self.api = 0;
+        self.api_id = id;
+        self.api_name = name;
+        self.api_type = r#type;
+        self.organization_id = organization_id;
+        self.environment_id = environment_id;
+        self.entrypoint_id = entrypoint_id;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::v1::ReportApi;
 
     fn batch() -> ReportRequest {
         ReportRequest {

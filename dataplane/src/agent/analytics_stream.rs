@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
 use hgw_proto::analytics::API_TABLE_METADATA;
-use hgw_proto::v1::{HealthCheckRecord, LogRecord, MetricsRecord, ReportRequest, ReportResponse};
+use hgw_proto::v1::{HealthCheckRecord, LogRecord, ReportRequest, ReportResponse};
 use prost::Message;
 use rustc_hash::FxHashMap;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -121,7 +121,7 @@ impl Batches {
             if self.api_table {
                 metrics.api = self.api_ref(api);
             } else {
-                fill_api(&mut metrics, &api);
+                metrics.set_api(api.to_report());
             }
         }
         prost::encoding::message::encode(RECORDS_FIELD, &*metrics, &mut self.current);
@@ -205,16 +205,6 @@ impl Batches {
         self.metrics.analytics_batches_pending.store(self.pending.len() as u64, Ordering::Relaxed);
         self.metrics.analytics_unacked.store(self.pending.iter().map(|b| b.records).sum(), Ordering::Relaxed);
     }
-}
-
-/// The API-level fields of a record for an agent without the `apis` table.
-fn fill_api(record: &mut MetricsRecord, api: &RecordApi) {
-    record.api_id.clone_from(&api.id);
-    record.api_name.clone_from(&api.name);
-    RecordApi::API_TYPE.clone_into(&mut record.api_type);
-    record.organization_id.clone_from(&api.organization_id);
-    record.environment_id.clone_from(&api.environment_id);
-    RecordApi::ENTRYPOINT_ID.clone_into(&mut record.entrypoint_id);
 }
 
 /// An open `Analytics/Report` stream.

@@ -131,9 +131,9 @@ impl Queue {
         (entry, state.records)
     }
 
+    /// Refuses further entries (the reporter closes it when it drains for shutdown).
     pub(crate) fn close(&self) {
         self.lock().closed = true;
-        self.ready.notify_one();
     }
 }
 
