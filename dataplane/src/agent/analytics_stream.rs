@@ -24,6 +24,7 @@ use crate::agent::link::AgentLink;
 use crate::http::upstream::error_chain;
 use crate::telemetry::analytics::{AnalyticsSink, Entry, Queue, RecordApi};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::request_metrics::ApiFields;
 
 /// Records per batch: large enough to amortise the agent's fsync, small enough for one gRPC message.
 pub const BATCH_SIZE: usize = 500;
@@ -116,17 +117,17 @@ impl Batches {
 
     /// Adds a request's records; returns a sealed batch when it fills one.
     fn push(&mut self, entry: Entry) -> Option<&SealedBatch> {
-        let mut metrics = entry.metrics;
-        if let Some(api) = entry.api {
-            if self.api_table {
-                metrics.api = self.api_ref(api);
-            } else {
-                metrics.set_api(api.to_report());
+        let Entry { metrics, api, log } = entry;
+        match api {
+            Some(api) if self.api_table => {
+                let index = self.api_ref(api);
+                metrics.encode(RECORDS_FIELD, ApiFields::Table(index), &mut self.current);
             }
+            Some(api) => metrics.encode(RECORDS_FIELD, ApiFields::Inline(&api), &mut self.current),
+            None => metrics.encode(RECORDS_FIELD, ApiFields::Absent, &mut self.current),
         }
-        prost::encoding::message::encode(RECORDS_FIELD, &*metrics, &mut self.current);
         self.current_records += 1;
-        if let Some(log) = entry.log {
+        if let Some(log) = log {
             self.current_logs.push(*log);
         }
         if self.current_records >= BATCH_SIZE { self.seal() } else { None }
@@ -446,10 +447,11 @@ async fn next_ack(stream: &mut Option<ReportStream>) -> Result<Option<ReportResp
 
 #[cfg(test)]
 mod tests {
-    use hgw_proto::v1::MetricsRecord;
+    use http::HeaderValue;
 
     use super::*;
     use crate::telemetry::analytics::PendingRecord;
+    use crate::telemetry::request_metrics::RequestMetrics;
 
     fn batches(capacity: usize) -> (Batches, Arc<AtomicU64>) {
         let metrics = Arc::new(Metrics::default());
@@ -468,7 +470,11 @@ mod tests {
     }
 
     fn entry(id: &str) -> Entry {
-        Entry { metrics: Box::new(MetricsRecord { request_id: id.into(), ..Default::default() }), api: None, log: None }
+        Entry { metrics: with_id(id), api: None, log: None }
+    }
+
+    fn with_id(id: &str) -> Box<RequestMetrics> {
+        Box::new(RequestMetrics { request_id: HeaderValue::from_str(id).unwrap(), ..Default::default() })
     }
 
     fn api(id: &str) -> Arc<RecordApi> {
@@ -576,14 +582,16 @@ mod tests {
         let (sink, reporter) = channel(2, 1024, Vec::new(), metrics.clone(), "dp".into());
         for i in 0..5 {
             let log = (i == 0).then(LogRecord::default);
-            sink.record(Box::new(MetricsRecord { request_id: i.to_string(), ..Default::default() }), None, log);
+            sink.record(with_id(&i.to_string()), None, log);
         }
         assert_eq!(metrics.analytics_produced.load(Ordering::Relaxed), 6);
         assert_eq!(metrics.analytics_queued.load(Ordering::Relaxed), 2);
         // Entry 0 carried a log record: dropping it dropped two records.
         assert_eq!(metrics.analytics_dropped.load(Ordering::Relaxed), 4);
         assert_eq!(sink.dropped_since_batch.load(Ordering::Relaxed), 4);
-        let kept: Vec<String> = std::iter::from_fn(|| reporter.queue.pop().0).map(|e| e.metrics.request_id).collect();
+        let kept: Vec<String> = std::iter::from_fn(|| reporter.queue.pop().0)
+            .map(|e| e.metrics.request_id.to_str().unwrap_or_default().to_owned())
+            .collect();
         assert_eq!(kept, vec!["3", "4"], "the newest stay");
     }
 
@@ -620,8 +628,7 @@ mod tests {
     async fn pending_record_emits_once_on_drop() {
         let metrics = Arc::new(Metrics::default());
         let (sink, reporter) = channel(10, 1024, Vec::new(), metrics, "dp".into());
-        let record = Box::new(MetricsRecord { request_id: "r".into(), ..Default::default() });
-        let mut pending = PendingRecord::new(record, Some(api("orders")), Instant::now(), sink);
+        let mut pending = PendingRecord::new(with_id("r"), Some(api("orders")), Instant::now(), sink);
         pending.response_data(b"hello");
         pending.set_endpoint_time(Duration::ZERO);
         drop(pending);

@@ -14,6 +14,7 @@ use crate::api::routes::{Api, RouteTable};
 use crate::http::forwarded::TrustedProxies;
 use crate::http::tls_session::TlsSession;
 use crate::telemetry::metrics::InFlight;
+use crate::telemetry::request_metrics::value_text;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-gravitee-request-id");
 pub const X_TRANSACTION_ID: HeaderName = HeaderName::from_static("x-gravitee-transaction-id");
@@ -76,10 +77,24 @@ impl ConnInfo {
     /// The client's address as records and EL show it: the peer, or what trusted proxies say in
     /// `X-Forwarded-For` (borrowed, without work, when the request has no such header).
     pub fn client_address(&self, trusted: &TrustedProxies, headers: &HeaderMap) -> std::borrow::Cow<'_, str> {
-        match trusted.client(self.remote.ip(), headers) {
-            Some(ip) if ip != self.remote.ip() => std::borrow::Cow::Owned(ip.to_string()),
-            _ => std::borrow::Cow::Borrowed(&self.remote_ip),
+        match self.forwarded_client(trusted, headers) {
+            Some(ip) => std::borrow::Cow::Owned(ip.to_string()),
+            None => std::borrow::Cow::Borrowed(&self.remote_ip),
         }
+    }
+
+    /// [`Self::client_address`] as a shared text: the connection's own, without a copy, unless a
+    /// trusted proxy forwarded another.
+    pub fn client_address_shared(&self, trusted: &TrustedProxies, headers: &HeaderMap) -> Arc<str> {
+        match self.forwarded_client(trusted, headers) {
+            Some(ip) => ip.to_string().into(),
+            None => self.remote_ip.clone(),
+        }
+    }
+
+    /// The client trusted proxies name in `X-Forwarded-For`, when it is not the peer itself.
+    fn forwarded_client(&self, trusted: &TrustedProxies, headers: &HeaderMap) -> Option<std::net::IpAddr> {
+        trusted.client(self.remote.ip(), headers).filter(|ip| *ip != self.remote.ip())
     }
 }
 
@@ -109,6 +124,12 @@ impl Ids {
         let transaction =
             headers.get(&X_TRANSACTION_ID).filter(|v| !v.is_empty()).cloned().unwrap_or_else(|| request.clone());
         Ids { request, transaction, client: None, legacy: false, on_request: None }
+    }
+
+    /// The transaction id for a record that outlives the request: shared when it is the gateway's
+    /// own (the request id), copied when the client sent it (see [`detached`]).
+    pub(crate) fn own_transaction(&self) -> HeaderValue {
+        if self.transaction == self.request { self.request.clone() } else { detached(&self.transaction) }
     }
 
     /// The ids a request to the endpoint carries.
@@ -208,13 +229,18 @@ fn host_of<'a>(headers: &'a HeaderMap, uri: &'a http::Uri) -> &'a str {
     headers.get(HOST).and_then(|h| h.to_str().ok()).or_else(|| uri.authority().map(|a| a.as_str())).unwrap_or("")
 }
 
-/// A header value as text; bytes that are not UTF-8 become U+FFFD. Most values are visible ASCII
-/// (request ids, user agents), which `to_str` checks far faster than the lossy UTF-8 decoder walks.
+/// A copy of a header value the client sent, for what outlives its request (a queued metrics record,
+/// the answer's client identifier): hyper's values point into the connection's read buffer, and
+/// keeping one alive makes hyper allocate a new buffer for the connection's next request.
+pub(crate) fn detached(value: &HeaderValue) -> HeaderValue {
+    let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+    copy.set_sensitive(value.is_sensitive());
+    copy
+}
+
+/// A header value as owned text (see [`value_text`]).
 pub(crate) fn lossy(value: &HeaderValue) -> String {
-    match value.to_str() {
-        Ok(text) => text.to_owned(),
-        Err(_) => String::from_utf8_lossy(value.as_bytes()).into_owned(),
-    }
+    value_text(value).into_owned()
 }
 
 #[cfg(test)]

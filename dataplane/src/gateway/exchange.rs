@@ -6,7 +6,7 @@ use http::header::{CONNECTION, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::context::{ConnInfo, Routed, X_CLIENT_IDENTIFIER, lossy, request_host_of};
+use super::context::{ConnInfo, Routed, X_CLIENT_IDENTIFIER, detached, lossy, request_host_of};
 use super::invoke;
 use super::record::new_record;
 use super::respond::{GatewayError, error_response, reply_response};
@@ -166,11 +166,8 @@ pub(crate) async fn serve_api(
     if let Some(r) = record.as_mut() {
         let rec = r.record_mut();
         rec.plan_id = plan.id.clone();
-        rec.security_type = plan.security_type().to_owned();
-        rec.client_identifier = match &ids.client {
-            Some(client) => lossy(client),
-            None => subscription_id.clone(),
-        };
+        rec.security_type = plan.security_type();
+        rec.client_identifier = ids.client.clone();
         rec.application_id = authenticated.application;
         rec.user = authenticated.user.unwrap_or_default();
         rec.subscription_id = subscription_id.clone();
@@ -642,7 +639,7 @@ fn store_when_complete(
 /// for a key-less plan (whose subscription is the caller's address) the hex SHA-256 of the address.
 fn client_identifier(parts: &http::request::Parts, subscription: &str, conn: &ConnInfo) -> HeaderValue {
     let given = match parts.headers.get(X_CLIENT_IDENTIFIER) {
-        Some(header) => Some(header.clone()),
+        Some(header) => Some(detached(header)),
         // Only a query naming the parameter is parsed.
         None => parts.uri.query().filter(|q| q.contains(X_CLIENT_IDENTIFIER_PARAM)).and_then(|query| {
             crate::http::query::query_pairs(query)

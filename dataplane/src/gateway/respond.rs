@@ -123,7 +123,7 @@ pub(crate) fn reply_response(
         let rec = r.record_mut();
         rec.status = u32::from(status.as_u16());
         if let Some(key) = error_key {
-            rec.error_key = key.to_owned();
+            rec.error_key = key;
         }
         if let Some(message) = error_message {
             rec.error_message = message;

@@ -14,12 +14,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hgw_proto::v1::{HealthCheckRecord, LogRecord, MetricsRecord, ReportApi};
+use hgw_proto::v1::{HealthCheckRecord, LogRecord, ReportApi};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::telemetry::logging::{CappedBody, LogCapture};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::request_metrics::RequestMetrics;
 
 /// What every metrics record of one API says about the API, made once when the API is deployed. A
 /// request's record shares it instead of copying its texts; the reporter sends it once per batch (the
@@ -53,9 +54,8 @@ impl RecordApi {
 /// One request's records, queued and dropped together.
 #[derive(Debug)]
 pub(crate) struct Entry {
-    /// Boxed from the request on: the record is large, and it moves through the queue and batches.
-    /// Its API-level fields are empty when `api` is set.
-    pub(crate) metrics: Box<MetricsRecord>,
+    /// Boxed from the request on: the record is large, and it moves through the queue.
+    pub(crate) metrics: Box<RequestMetrics>,
     /// The record's API, sent in the batch's table.
     pub(crate) api: Option<Arc<RecordApi>>,
     pub(crate) log: Option<Box<LogRecord>>,
@@ -169,7 +169,7 @@ impl AnalyticsSink {
 
     /// Enqueues a request's records; when the queue is full its oldest entry is dropped (and counted)
     /// to make room.
-    pub fn record(&self, metrics: Box<MetricsRecord>, api: Option<Arc<RecordApi>>, log: Option<LogRecord>) {
+    pub fn record(&self, metrics: Box<RequestMetrics>, api: Option<Arc<RecordApi>>, log: Option<LogRecord>) {
         let entry = Entry { metrics, api, log: log.map(Box::new) };
         self.metrics.analytics_produced.fetch_add(entry.records(), Ordering::Relaxed);
         let (lost, queued) = self.queue.push(entry);
@@ -275,8 +275,8 @@ impl RequestStats {
 #[derive(Debug)]
 pub struct PendingRecord {
     /// Always present until the record is emitted on drop.
-    record: Option<Box<MetricsRecord>>,
-    /// The API the record belongs to (its API-level fields); `None`: the record carries them.
+    record: Option<Box<RequestMetrics>>,
+    /// The API the record belongs to (its API-level fields).
     api: Option<Arc<RecordApi>>,
     arrival: Instant,
     endpoint_time: Option<Duration>,
@@ -291,7 +291,7 @@ impl PendingRecord {
     /// `record` carries the fields known at arrival, `api` its API's; `arrival` starts the gateway
     /// response time.
     pub fn new(
-        record: Box<MetricsRecord>,
+        record: Box<RequestMetrics>,
         api: Option<Arc<RecordApi>>,
         arrival: Instant,
         sink: Arc<AnalyticsSink>,
@@ -314,7 +314,7 @@ impl PendingRecord {
         self.log.as_ref().filter(|l| l.wants_request_body()).map(|l| l.max_payload())
     }
 
-    pub fn record_mut(&mut self) -> &mut MetricsRecord {
+    pub fn record_mut(&mut self) -> &mut RequestMetrics {
         self.record.get_or_insert_with(Box::default)
     }
 
@@ -340,7 +340,7 @@ impl PendingRecord {
     pub fn warn(&mut self, warning: Warning) {
         let record = self.record_mut();
         if record.error_key.is_empty() {
-            record.error_key = warning.key.to_owned();
+            record.error_key = warning.key;
             record.error_message = warning.message;
         }
     }
@@ -363,7 +363,7 @@ impl Drop for PendingRecord {
         }
         let api = self.api.take();
         let log = self.log.take().map(|capture| {
-            let names = api.as_deref().map_or((&*record.api_id, &*record.api_name), |a| (&a.id, &a.name));
+            let names = api.as_deref().map_or(("", ""), |a| (&a.id, &a.name));
             capture.finish(&record, names, self.request.as_ref().and_then(|s| s.captured()))
         });
         self.sink.record(record, api, log);

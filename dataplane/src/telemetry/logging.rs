@@ -12,6 +12,7 @@ use http::{HeaderMap, HeaderName, Method, StatusCode};
 
 use crate::telemetry::redact::ApiKeyLocations;
 use crate::telemetry::redact::{MASK, mask_query};
+use crate::telemetry::request_metrics::{RequestMetrics, value_text};
 
 /// Bytes of each body kept in a log record by default (`--log-max-payload`).
 pub const DEFAULT_LOG_MAX_PAYLOAD: usize = 8 * 1024;
@@ -200,7 +201,7 @@ impl LogCapture {
     /// batch's table), `request_body` what the request body tee kept.
     pub fn finish(
         self,
-        metrics: &pb::MetricsRecord,
+        metrics: &RequestMetrics,
         (api_id, api_name): (&str, &str),
         request_body: Option<CappedBody>,
     ) -> LogRecord {
@@ -232,11 +233,11 @@ impl LogCapture {
         }
         LogRecord {
             timestamp_ms: metrics.timestamp_ms,
-            request_id: metrics.request_id.clone(),
-            transaction_id: metrics.transaction_id.clone(),
+            request_id: value_text(&metrics.request_id).into_owned(),
+            transaction_id: value_text(&metrics.transaction_id).into_owned(),
             api_id: api_id.to_owned(),
             api_name: api_name.to_owned(),
-            client_identifier: metrics.client_identifier.clone(),
+            client_identifier: metrics.client_identifier().into_owned(),
             application_id: metrics.application_id.clone(),
             plan_id: metrics.plan_id.clone(),
             subscription_id: metrics.subscription_id.clone(),
@@ -261,7 +262,7 @@ fn log_headers(headers: &HeaderMap, masking: &Masking) -> Vec<LogHeader> {
                 values: headers
                     .get_all(name)
                     .iter()
-                    .map(|v| if masked { MASK.to_owned() } else { String::from_utf8_lossy(v.as_bytes()).into_owned() })
+                    .map(|v| if masked { MASK.to_owned() } else { value_text(v).into_owned() })
                     .collect(),
             }
         })
@@ -297,7 +298,7 @@ mod tests {
         headers.append("x-key", HeaderValue::from_static("KEY1"));
         headers.append("accept", HeaderValue::from_static("text/plain"));
         let uri: http::Uri = "/p?key=KEY2&q=1".parse().unwrap();
-        let metrics = pb::MetricsRecord::default();
+        let metrics = RequestMetrics::default();
         let mut capture = logging(true, true, false).capture(&Method::GET, &uri, &headers, 4, masking);
         capture.endpoint_request(&Method::GET, "http://b/p?q=1", &headers);
         let mut response = HeaderMap::new();
@@ -333,7 +334,7 @@ mod tests {
         headers.append("accept", HeaderValue::from_static("a"));
         headers.append("accept", HeaderValue::from_static("b"));
         let uri: http::Uri = "/p?q=1".parse().unwrap();
-        let metrics = pb::MetricsRecord { request_id: "r".into(), ..Default::default() };
+        let metrics = RequestMetrics { request_id: HeaderValue::from_static("r"), ..Default::default() };
 
         let mut capture = logging(true, false, true).capture(&Method::POST, &uri, &headers, 4, no_masking());
         capture.endpoint_request(&Method::POST, "http://b/p", &headers);

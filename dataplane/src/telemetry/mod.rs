@@ -6,4 +6,5 @@ pub mod analytics;
 pub mod logging;
 pub mod metrics;
 pub mod redact;
+pub mod request_metrics;
 pub mod trace;

@@ -1,0 +1,513 @@
+//! A request's metrics record as the dataplane keeps it while the request runs, and its protobuf
+//! form (`hgw.v1.MetricsRecord`) written straight into the batch being filled.
+//!
+//! Why not prost's `MetricsRecord` itself: its ~20 text fields are owned `String`s, so every request
+//! allocated and freed one per field (ids, method, addresses, host, URI, path, user agent, plan,
+//! security type, client identifier, subscription, endpoint) and prost measured the record, then wrote
+//! it. Here what the connection and the gateway already share is shared (the ids' header values, the
+//! method, the connection's address texts, the API-level fields in [`RecordApi`]), the texts copied
+//! from the request at arrival go into one allocation, and the encoder visits the fields once to
+//! measure and once to write, with no per-field presence checks of a generic message. The agent
+//! reads the same bytes prost would have written (fields in number order; empty and zero fields left
+//! out, as proto3 does); the tests decode them with prost.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use http::{HeaderValue, Method};
+
+use crate::telemetry::analytics::RecordApi;
+
+/// The request-level fields of one v4 metrics record. The API-level ones (API id and name, type,
+/// organization, environment, entrypoint) travel in its batch's `apis` table or are written from
+/// its [`RecordApi`] when the agent has no table: see [`ApiFields`].
+///
+/// `tenant`, `zone`, `mapped_path` and `custom_metrics` of the wire message are never set by hgw
+/// and are not kept.
+#[derive(Debug)]
+pub struct RequestMetrics {
+    pub timestamp_ms: i64,
+    /// Shared with the request's `X-Gravitee-Request-Id` (no copy).
+    pub request_id: HeaderValue,
+    /// The gateway's own id is shared; one the client sent is copied (a value parsed by hyper points
+    /// into the connection's read buffer, which a queued record must not keep alive).
+    pub transaction_id: HeaderValue,
+    pub method: Method,
+    pub local_address: Arc<str>,
+    /// The client's address (the connection's, or the one trusted proxies forwarded).
+    pub remote_address: Arc<str>,
+    pub texts: ArrivalTexts,
+    pub plan_id: String,
+    pub application_id: String,
+    pub subscription_id: String,
+    /// The answer's `X-Gravitee-Client-Identifier`; `None` when the plan gave none, and then the
+    /// record says the subscription (as Gravitee's V3 engine does).
+    pub client_identifier: Option<HeaderValue>,
+    pub user: String,
+    pub security_type: &'static str,
+    pub endpoint: String,
+    pub status: u32,
+    pub error_key: &'static str,
+    pub error_message: String,
+    pub request_content_length: i64,
+    pub request_ended: bool,
+    pub response_content_length: i64,
+    pub endpoint_response_time_ms: i64,
+    pub gateway_response_time_ms: i64,
+    pub gateway_latency_ms: i64,
+}
+
+/// Empty, with every number 0 (by hand: `HeaderValue` has no `Default`).
+impl Default for RequestMetrics {
+    fn default() -> RequestMetrics {
+        RequestMetrics {
+            timestamp_ms: 0,
+            request_id: HeaderValue::from_static(""),
+            transaction_id: HeaderValue::from_static(""),
+            method: Method::default(),
+            local_address: Arc::default(),
+            remote_address: Arc::default(),
+            texts: ArrivalTexts::default(),
+            plan_id: String::new(),
+            application_id: String::new(),
+            subscription_id: String::new(),
+            client_identifier: None,
+            user: String::new(),
+            security_type: "",
+            endpoint: String::new(),
+            status: 0,
+            error_key: "",
+            error_message: String::new(),
+            request_content_length: 0,
+            request_ended: false,
+            response_content_length: 0,
+            endpoint_response_time_ms: 0,
+            gateway_response_time_ms: 0,
+            gateway_latency_ms: 0,
+        }
+    }
+}
+
+/// What the request says about itself, as the record copies it at arrival.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestTexts<'a> {
+    pub host: &'a str,
+    pub uri: &'a str,
+    pub path_info: &'a str,
+    /// Raw `User-Agent` bytes (not UTF-8 → U+FFFD, as every header value the record keeps).
+    pub user_agent: &'a [u8],
+}
+
+/// Where a record's API-level fields go on the wire.
+#[derive(Debug, Clone, Copy)]
+pub enum ApiFields<'a> {
+    /// 1-based index into the batch's `apis` table (the `api` field).
+    Table(u32),
+    /// Written into the record itself, for an agent that reads no table.
+    Inline(&'a RecordApi),
+    /// None known (tests, records without an API).
+    Absent,
+}
+
+/// Host, URI (API keys in its query masked), path within the API and user agent, copied from the
+/// request at arrival into one allocation.
+#[derive(Debug, Default)]
+pub struct ArrivalTexts {
+    all: String,
+    ends: [usize; 4],
+}
+
+impl ArrivalTexts {
+    pub fn new(texts: RequestTexts<'_>) -> ArrivalTexts {
+        let user_agent = header_text(texts.user_agent);
+        let parts = [texts.host, texts.uri, texts.path_info, &user_agent];
+        let mut all = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ends = [0; 4];
+        for (end, part) in ends.iter_mut().zip(parts) {
+            all.push_str(part);
+            *end = all.len();
+        }
+        ArrivalTexts { all, ends }
+    }
+
+    fn part(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        self.all.get(start..self.ends[i]).unwrap_or_default()
+    }
+
+    pub fn host(&self) -> &str {
+        self.part(0)
+    }
+
+    pub fn uri(&self) -> &str {
+        self.part(1)
+    }
+
+    pub fn path_info(&self) -> &str {
+        self.part(2)
+    }
+
+    pub fn user_agent(&self) -> &str {
+        self.part(3)
+    }
+}
+
+impl RequestMetrics {
+    /// The record's `client_identifier`.
+    pub fn client_identifier(&self) -> Cow<'_, str> {
+        match &self.client_identifier {
+            Some(client) => value_text(client),
+            None => Cow::Borrowed(&self.subscription_id),
+        }
+    }
+
+    /// Appends the record to `buf` as field `field` of the enclosing message (length-delimited), its
+    /// API-level fields as `api` says.
+    pub fn encode(&self, field: u32, api: ApiFields<'_>, buf: &mut Vec<u8>) {
+        let mut size = Size(0);
+        self.fields(api, &mut size);
+        buf.reserve(size.0 + 16);
+        put_varint(buf, u64::from(field << 3 | LENGTH_DELIMITED));
+        put_varint(buf, size.0 as u64);
+        let mut out = Write(buf);
+        self.fields(api, &mut out);
+    }
+
+    /// Every field in number order, each through `w`: measuring and writing visit the same list.
+    fn fields(&self, api: ApiFields<'_>, w: &mut impl Fields) {
+        let inline = match api {
+            ApiFields::Inline(api) => Some(api),
+            _ => None,
+        };
+        w.int(1, self.timestamp_ms);
+        w.text(2, &value_text(&self.request_id));
+        w.text(3, &value_text(&self.transaction_id));
+        if let Some(api) = inline {
+            w.text(4, &api.id);
+            w.text(5, &api.name);
+            w.text(6, RecordApi::API_TYPE);
+        }
+        w.text(7, &self.plan_id);
+        w.text(8, &self.application_id);
+        w.text(9, &self.subscription_id);
+        w.text(10, &self.client_identifier());
+        if let Some(api) = inline {
+            w.text(11, &api.organization_id);
+            w.text(12, &api.environment_id);
+        }
+        w.text(15, self.method.as_str());
+        w.text(16, &self.local_address);
+        w.text(17, &self.remote_address);
+        w.text(18, self.texts.host());
+        w.text(19, self.texts.uri());
+        w.text(20, self.texts.path_info());
+        w.text(22, self.texts.user_agent());
+        w.int(23, self.request_content_length);
+        w.int(24, i64::from(self.request_ended));
+        if inline.is_some() {
+            w.text(25, RecordApi::ENTRYPOINT_ID);
+        }
+        w.text(26, &self.endpoint);
+        w.int(27, self.endpoint_response_time_ms);
+        w.int(28, i64::from(self.status));
+        w.int(29, self.response_content_length);
+        w.int(30, self.gateway_response_time_ms);
+        w.int(31, self.gateway_latency_ms);
+        w.text(32, &self.user);
+        w.text(33, self.security_type);
+        w.text(34, self.error_key);
+        w.text(35, &self.error_message);
+        if let ApiFields::Table(index) = api {
+            w.int(37, i64::from(index));
+        }
+    }
+}
+
+/// A header value as text; bytes that are not UTF-8 become U+FFFD.
+pub fn value_text(value: &HeaderValue) -> Cow<'_, str> {
+    header_text(value.as_bytes())
+}
+
+/// Most values are visible ASCII (ids, user agents), which `str::from_utf8` checks a word at a time,
+/// far faster than the lossy decoder walks them.
+fn header_text(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
+const VARINT: u32 = 0;
+const LENGTH_DELIMITED: u32 = 2;
+
+/// One pass over a record's fields; proto3 leaves out empty texts and zero numbers.
+trait Fields {
+    fn text(&mut self, field: u32, text: &str);
+    /// `int64`, `uint32` and `bool` fields: all varints (a negative `int64` takes ten bytes).
+    fn int(&mut self, field: u32, value: i64);
+}
+
+struct Size(usize);
+
+impl Fields for Size {
+    fn text(&mut self, field: u32, text: &str) {
+        if !text.is_empty() {
+            self.0 += varint_len(u64::from(field << 3)) + varint_len(text.len() as u64) + text.len();
+        }
+    }
+
+    fn int(&mut self, field: u32, value: i64) {
+        if value != 0 {
+            self.0 += varint_len(u64::from(field << 3)) + varint_len(value as u64);
+        }
+    }
+}
+
+struct Write<'a>(&'a mut Vec<u8>);
+
+impl Fields for Write<'_> {
+    fn text(&mut self, field: u32, text: &str) {
+        if !text.is_empty() {
+            put_varint(self.0, u64::from(field << 3 | LENGTH_DELIMITED));
+            put_varint(self.0, text.len() as u64);
+            self.0.extend_from_slice(text.as_bytes());
+        }
+    }
+
+    fn int(&mut self, field: u32, value: i64) {
+        if value != 0 {
+            put_varint(self.0, u64::from(field << 3 | VARINT));
+            // Two's complement, as protobuf encodes a negative int64.
+            put_varint(self.0, value as u64);
+        }
+    }
+}
+
+fn varint_len(value: u64) -> usize {
+    // 7 bits per byte; 0 takes one byte.
+    (64 - (value | 1).leading_zeros()).div_ceil(7) as usize
+}
+
+fn put_varint(buf: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        buf.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    buf.push(value as u8);
+}
+
+#[cfg(test)]
+mod tests {
+    use hgw_proto::v1::{MetricsRecord, ReportApi, ReportRequest};
+    use prost::Message;
+
+    use super::*;
+
+    /// A record with every field hgw sets, as the dataplane fills it.
+    fn filled() -> RequestMetrics {
+        RequestMetrics {
+            timestamp_ms: 1_764_000_000_123,
+            request_id: HeaderValue::from_static("4b1c3d1e-0000-4000-8000-000000000001"),
+            transaction_id: HeaderValue::from_static("client-transaction"),
+            method: Method::PATCH,
+            local_address: "127.0.0.1".into(),
+            remote_address: "2001:db8::7".into(),
+            plan_id: "plan-1".into(),
+            application_id: "app-é".into(),
+            subscription_id: "sub-1".into(),
+            client_identifier: Some(HeaderValue::from_static("client-1")),
+            user: "alice".into(),
+            security_type: "API_KEY",
+            endpoint: "http://backend:8080/orders".into(),
+            status: 504,
+            error_key: "GATEWAY_TIMEOUT",
+            error_message: "Request timeout".into(),
+            request_content_length: 300,
+            request_ended: true,
+            response_content_length: 70_000,
+            endpoint_response_time_ms: 5_001,
+            gateway_response_time_ms: 5_003,
+            gateway_latency_ms: 2,
+            texts: ArrivalTexts::new(RequestTexts {
+                host: "api.example.com:8082",
+                uri: "/orders/42?api-key=*****&q=ü",
+                path_info: "/42",
+                user_agent: b"curl/8.5\xff",
+            }),
+        }
+    }
+
+    /// The same record as prost's message, written out field by field.
+    fn expected() -> MetricsRecord {
+        MetricsRecord {
+            timestamp_ms: 1_764_000_000_123,
+            request_id: "4b1c3d1e-0000-4000-8000-000000000001".into(),
+            transaction_id: "client-transaction".into(),
+            plan_id: "plan-1".into(),
+            application_id: "app-é".into(),
+            subscription_id: "sub-1".into(),
+            client_identifier: "client-1".into(),
+            http_method: "PATCH".into(),
+            local_address: "127.0.0.1".into(),
+            remote_address: "2001:db8::7".into(),
+            host: "api.example.com:8082".into(),
+            uri: "/orders/42?api-key=*****&q=ü".into(),
+            path_info: "/42".into(),
+            user_agent: "curl/8.5\u{fffd}".into(),
+            request_content_length: 300,
+            request_ended: true,
+            endpoint: "http://backend:8080/orders".into(),
+            endpoint_response_time_ms: 5_001,
+            status: 504,
+            response_content_length: 70_000,
+            gateway_response_time_ms: 5_003,
+            gateway_latency_ms: 2,
+            user: "alice".into(),
+            security_type: "API_KEY".into(),
+            error_key: "GATEWAY_TIMEOUT".into(),
+            error_message: "Request timeout".into(),
+            ..Default::default()
+        }
+    }
+
+    fn api() -> RecordApi {
+        RecordApi {
+            id: "a1".into(),
+            name: "Orders".into(),
+            organization_id: "org".into(),
+            environment_id: "env".into(),
+        }
+    }
+
+    /// Encoded as `ReportRequest.records` (field 3) and read back the way the agent reads it.
+    fn round_trip(record: &RequestMetrics, api: ApiFields<'_>) -> (MetricsRecord, Vec<u8>) {
+        let mut buf = Vec::new();
+        record.encode(3, api, &mut buf);
+        let batch = ReportRequest::decode(buf.as_slice()).expect("a ReportRequest");
+        assert_eq!(batch.records.len(), 1);
+        let decoded = batch.records.into_iter().next().unwrap_or_default();
+        (decoded, buf)
+    }
+
+    #[test]
+    fn prost_reads_every_field_hgw_writes() {
+        let (decoded, bytes) = round_trip(&filled(), ApiFields::Table(3));
+        assert_eq!(decoded, MetricsRecord { api: 3, ..expected() });
+        // Byte for byte what prost writes for the same message (fields in number order, defaults out).
+        let mut prost_form = Vec::new();
+        prost::encoding::message::encode(3, &MetricsRecord { api: 3, ..expected() }, &mut prost_form);
+        assert_eq!(bytes, prost_form);
+    }
+
+    /// Lists every field of the wire message without `..`: a field added to `hgw.v1.MetricsRecord`
+    /// stops this from compiling until the encoder above writes it (or this says why it does not).
+    #[test]
+    fn the_encoder_knows_every_field_of_the_wire_message() {
+        let MetricsRecord {
+            timestamp_ms: _,
+            request_id: _,
+            transaction_id: _,
+            api_id: _,
+            api_name: _,
+            api_type: _,
+            plan_id: _,
+            application_id: _,
+            subscription_id: _,
+            client_identifier: _,
+            organization_id: _,
+            environment_id: _,
+            // Never set by hgw (Gravitee fills them from its node's tags and the flows' mapped paths).
+            tenant: _,
+            zone: _,
+            http_method: _,
+            local_address: _,
+            remote_address: _,
+            host: _,
+            uri: _,
+            path_info: _,
+            mapped_path: _,
+            user_agent: _,
+            request_content_length: _,
+            request_ended: _,
+            entrypoint_id: _,
+            endpoint: _,
+            endpoint_response_time_ms: _,
+            status: _,
+            response_content_length: _,
+            gateway_response_time_ms: _,
+            gateway_latency_ms: _,
+            user: _,
+            security_type: _,
+            error_key: _,
+            error_message: _,
+            // Never set by hgw: no assign-metrics policy yet.
+            custom_metrics: _,
+            api: _,
+        } = expected();
+    }
+
+    #[test]
+    fn an_agent_without_the_table_gets_the_api_fields_in_the_record() {
+        let api = api();
+        let (decoded, _) = round_trip(&filled(), ApiFields::Inline(&api));
+        let mut want = expected();
+        want.set_api(ReportApi {
+            id: "a1".into(),
+            name: "Orders".into(),
+            r#type: "proxy".into(),
+            organization_id: "org".into(),
+            environment_id: "env".into(),
+            entrypoint_id: "http-proxy".into(),
+        });
+        assert_eq!(decoded, want);
+    }
+
+    #[test]
+    fn an_empty_record_is_an_empty_message_and_numbers_of_every_width_survive() {
+        let (decoded, bytes) = round_trip(&RequestMetrics::default(), ApiFields::Absent);
+        // `Method::default()` is GET: the only field an otherwise empty record writes.
+        assert_eq!(decoded, MetricsRecord { http_method: "GET".into(), ..Default::default() });
+        // The record's tag and length, then field 15's tag, length and text.
+        assert_eq!(bytes.len(), 1 + 1 + (1 + 1 + 3));
+        for value in [1, 127, 128, 16_383, 16_384, i64::MAX, -1, i64::MIN] {
+            let record = RequestMetrics { gateway_latency_ms: value, status: value as u32, ..Default::default() };
+            let (decoded, _) = round_trip(&record, ApiFields::Absent);
+            assert_eq!((decoded.gateway_latency_ms, decoded.status), (value, value as u32), "{value}");
+        }
+    }
+
+    #[test]
+    fn the_client_identifier_falls_back_to_the_subscription() {
+        let record = RequestMetrics { subscription_id: "sub-9".into(), ..Default::default() };
+        assert_eq!(round_trip(&record, ApiFields::Absent).0.client_identifier, "sub-9");
+        let record = RequestMetrics {
+            subscription_id: "sub-9".into(),
+            client_identifier: Some(HeaderValue::from_static("hash")),
+            ..Default::default()
+        };
+        assert_eq!(round_trip(&record, ApiFields::Absent).0.client_identifier, "hash");
+    }
+
+    #[test]
+    fn texts_are_kept_apart_in_one_buffer() {
+        let t = filled().texts;
+        assert_eq!(
+            (t.host(), t.uri(), t.path_info(), t.user_agent()),
+            ("api.example.com:8082", "/orders/42?api-key=*****&q=ü", "/42", "curl/8.5\u{fffd}")
+        );
+        let t = ArrivalTexts::new(RequestTexts { path_info: "/", ..Default::default() });
+        assert_eq!((t.host(), t.uri(), t.path_info(), t.user_agent()), ("", "", "/", ""));
+        let t = ArrivalTexts::default();
+        assert_eq!((t.host(), t.uri(), t.path_info(), t.user_agent()), ("", "", "", ""));
+    }
+
+    #[test]
+    fn varint_lengths_match_their_encoding() {
+        for value in [0, 1, 127, 128, 300, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
+            let mut buf = Vec::new();
+            put_varint(&mut buf, value);
+            assert_eq!(buf.len(), varint_len(value), "{value}");
+            assert_eq!(prost::encoding::decode_varint(&mut buf.as_slice()).unwrap(), value);
+        }
+    }
+}
