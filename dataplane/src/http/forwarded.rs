@@ -69,7 +69,8 @@ impl TrustedProxies {
     /// when that entry is not an address. `None` when there is no header (the caller shows the peer,
     /// without walking or allocating).
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> Option<IpAddr> {
-        if !headers.contains_key(X_FORWARDED_FOR) {
+        // A peer that is not trusted is the client whatever it sent: no lookup.
+        if !self.trusts(peer) || !headers.contains_key(X_FORWARDED_FOR) {
             return None;
         }
         Some(self.chain(peer, headers).first().copied().flatten().unwrap_or(peer))
@@ -206,5 +207,25 @@ mod tests {
         assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
         assert_eq!(TrustedProxies::parse("").unwrap(), TrustedProxies::Ranges(Vec::new()));
         assert_eq!(TrustedProxies::default(), TrustedProxies::parse("127.0.0.0/8, ::1").unwrap());
+    }
+
+    #[test]
+    fn the_client_is_the_chains_first_or_the_peer() {
+        let cases = [
+            (DEFAULT_TRUSTED_PROXIES, "127.0.0.1", "10.2.3.4"),
+            (DEFAULT_TRUSTED_PROXIES, "8.8.8.8", "10.2.3.4"),
+            ("none", "127.0.0.1", "10.2.3.4"),
+            ("all", "8.8.8.8", "10.2.3.4, 9.9.9.9"),
+            ("all", "127.0.0.1", "garbage"),
+        ];
+        for (trusted, peer, xff) in cases {
+            let proxies = TrustedProxies::parse(trusted).unwrap();
+            let mut headers = HeaderMap::new();
+            assert_eq!(proxies.client(ip(peer), &headers), None, "no header: the peer");
+            headers.insert(X_FORWARDED_FOR, xff.parse().unwrap());
+            let client = proxies.client(ip(peer), &headers).unwrap_or(ip(peer));
+            let first = chain(trusted, peer, xff)[0].unwrap_or(ip(peer));
+            assert_eq!(client, first, "{trusted} {peer} {xff}");
+        }
     }
 }

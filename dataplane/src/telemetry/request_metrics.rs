@@ -6,8 +6,8 @@
 //! security type, client identifier, subscription, endpoint) and prost measured the record, then wrote
 //! it. Here what the connection and the gateway already share is shared (the ids' header values, the
 //! method, the connection's address texts, the API-level fields in [`RecordApi`]), the texts copied
-//! from the request at arrival go into one allocation, and the encoder visits the fields once to
-//! measure and once to write, with no per-field presence checks of a generic message. The agent
+//! from the request at arrival go into one allocation, and the encoder writes the fields in one pass
+//! (prost measures the message first, then writes it). The agent
 //! reads the same bytes prost would have written (fields in number order; empty and zero fields left
 //! out, as proto3 does); the tests decode them with prost.
 
@@ -164,61 +164,67 @@ impl RequestMetrics {
     /// Appends the record to `buf` as field `field` of the enclosing message (length-delimited), its
     /// API-level fields as `api` says.
     pub fn encode(&self, field: u32, api: ApiFields<'_>, buf: &mut Vec<u8>) {
-        let mut size = Size(0);
-        self.fields(api, &mut size);
-        buf.reserve(size.0 + 16);
         put_varint(buf, u64::from(field << 3 | LENGTH_DELIMITED));
-        put_varint(buf, size.0 as u64);
-        let mut out = Write(buf);
-        self.fields(api, &mut out);
+        // The length goes before the record but is known once it is written: two bytes are kept for
+        // it (records of 128 to 16,383 bytes, nearly all of them), and a record of another size is
+        // moved to fit. One pass over the fields instead of measuring them first.
+        let start = buf.len();
+        buf.extend_from_slice(&[0, 0]);
+        self.write_fields(api, buf);
+        let (length, n) = varint((buf.len() - start - 2) as u64);
+        if n == 2 {
+            buf[start..start + 2].copy_from_slice(&length[..2]);
+        } else {
+            buf.splice(start..start + 2, length[..n].iter().copied());
+        }
     }
 
-    /// Every field in number order, each through `w`: measuring and writing visit the same list.
-    fn fields(&self, api: ApiFields<'_>, w: &mut impl Fields) {
+    /// Every field in number order; proto3 leaves out empty texts and zero numbers.
+    fn write_fields(&self, api: ApiFields<'_>, buf: &mut Vec<u8>) {
         let inline = match api {
             ApiFields::Inline(api) => Some(api),
             _ => None,
         };
-        w.int(1, self.timestamp_ms);
-        w.text(2, &value_text(&self.request_id));
-        w.text(3, &value_text(&self.transaction_id));
+        int(buf, 1, self.timestamp_ms);
+        text(buf, 2, &value_text(&self.request_id));
+        text(buf, 3, &value_text(&self.transaction_id));
         if let Some(api) = inline {
-            w.text(4, &api.id);
-            w.text(5, &api.name);
-            w.text(6, RecordApi::API_TYPE);
+            text(buf, 4, &api.id);
+            text(buf, 5, &api.name);
+            text(buf, 6, RecordApi::API_TYPE);
         }
-        w.text(7, &self.plan_id);
-        w.text(8, &self.application_id);
-        w.text(9, &self.subscription_id);
-        w.text(10, &self.client_identifier());
+        text(buf, 7, &self.plan_id);
+        text(buf, 8, &self.application_id);
+        text(buf, 9, &self.subscription_id);
+        text(buf, 10, &self.client_identifier());
         if let Some(api) = inline {
-            w.text(11, &api.organization_id);
-            w.text(12, &api.environment_id);
+            text(buf, 11, &api.organization_id);
+            text(buf, 12, &api.environment_id);
         }
-        w.text(15, self.method.as_str());
-        w.text(16, &self.local_address);
-        w.text(17, &self.remote_address);
-        w.text(18, self.texts.host());
-        w.text(19, self.texts.uri());
-        w.text(20, self.texts.path_info());
-        w.text(22, self.texts.user_agent());
-        w.int(23, self.request_content_length);
-        w.int(24, i64::from(self.request_ended));
+        text(buf, 15, self.method.as_str());
+        text(buf, 16, &self.local_address);
+        text(buf, 17, &self.remote_address);
+        text(buf, 18, self.texts.host());
+        text(buf, 19, self.texts.uri());
+        text(buf, 20, self.texts.path_info());
+        text(buf, 22, self.texts.user_agent());
+        int(buf, 23, self.request_content_length);
+        int(buf, 24, i64::from(self.request_ended));
         if inline.is_some() {
-            w.text(25, RecordApi::ENTRYPOINT_ID);
+            text(buf, 25, RecordApi::ENTRYPOINT_ID);
         }
-        w.text(26, &self.endpoint);
-        w.int(27, self.endpoint_response_time_ms);
-        w.int(28, i64::from(self.status));
-        w.int(29, self.response_content_length);
-        w.int(30, self.gateway_response_time_ms);
-        w.int(31, self.gateway_latency_ms);
-        w.text(32, &self.user);
-        w.text(33, self.security_type);
-        w.text(34, self.error_key);
-        w.text(35, &self.error_message);
+        text(buf, 26, &self.endpoint);
+        int(buf, 27, self.endpoint_response_time_ms);
+        int(buf, 28, i64::from(self.status));
+        int(buf, 29, self.response_content_length);
+        int(buf, 30, self.gateway_response_time_ms);
+        int(buf, 31, self.gateway_latency_ms);
+        text(buf, 32, &self.user);
+        text(buf, 33, self.security_type);
+        text(buf, 34, self.error_key);
+        text(buf, 35, &self.error_message);
         if let ApiFields::Table(index) = api {
-            w.int(37, i64::from(index));
+            int(buf, 37, i64::from(index));
         }
     }
 }
@@ -240,54 +246,43 @@ fn header_text(bytes: &[u8]) -> Cow<'_, str> {
 const VARINT: u32 = 0;
 const LENGTH_DELIMITED: u32 = 2;
 
-/// One pass over a record's fields; proto3 leaves out empty texts and zero numbers.
-trait Fields {
-    fn text(&mut self, field: u32, text: &str);
-    /// `int64`, `uint32` and `bool` fields: all varints (a negative `int64` takes ten bytes).
-    fn int(&mut self, field: u32, value: i64);
-}
-
-struct Size(usize);
-
-impl Fields for Size {
-    fn text(&mut self, field: u32, text: &str) {
-        if !text.is_empty() {
-            self.0 += varint_len(u64::from(field << 3)) + varint_len(text.len() as u64) + text.len();
-        }
-    }
-
-    fn int(&mut self, field: u32, value: i64) {
-        if value != 0 {
-            self.0 += varint_len(u64::from(field << 3)) + varint_len(value as u64);
-        }
+/// A `string` field, left out when empty.
+#[inline(always)]
+fn text(buf: &mut Vec<u8>, field: u32, text: &str) {
+    if !text.is_empty() {
+        put_varint(buf, u64::from(field << 3 | LENGTH_DELIMITED));
+        put_varint(buf, text.len() as u64);
+        buf.extend_from_slice(text.as_bytes());
     }
 }
 
-struct Write<'a>(&'a mut Vec<u8>);
-
-impl Fields for Write<'_> {
-    fn text(&mut self, field: u32, text: &str) {
-        if !text.is_empty() {
-            put_varint(self.0, u64::from(field << 3 | LENGTH_DELIMITED));
-            put_varint(self.0, text.len() as u64);
-            self.0.extend_from_slice(text.as_bytes());
-        }
-    }
-
-    fn int(&mut self, field: u32, value: i64) {
-        if value != 0 {
-            put_varint(self.0, u64::from(field << 3 | VARINT));
-            // Two's complement, as protobuf encodes a negative int64.
-            put_varint(self.0, value as u64);
-        }
+/// An `int64`, `uint32` or `bool` field (all varints), left out when 0. A negative `int64` is its
+/// two's complement, ten bytes, as protobuf encodes it.
+#[inline(always)]
+fn int(buf: &mut Vec<u8>, field: u32, value: i64) {
+    if value != 0 {
+        put_varint(buf, u64::from(field << 3 | VARINT));
+        put_varint(buf, value as u64);
     }
 }
 
-fn varint_len(value: u64) -> usize {
-    // 7 bits per byte; 0 takes one byte.
-    (64 - (value | 1).leading_zeros()).div_ceil(7) as usize
+/// `value` as a varint (7 bits per byte, low first) and its length.
+#[inline]
+fn varint(mut value: u64) -> ([u8; 10], usize) {
+    let mut bytes = [0; 10];
+    let mut n = 0;
+    while value >= 0x80 {
+        bytes[n] = (value as u8) | 0x80;
+        value >>= 7;
+        n += 1;
+    }
+    bytes[n] = value as u8;
+    (bytes, n + 1)
 }
 
+/// Pushed byte by byte: most are one byte (tags of fields under 16, short texts' lengths), and
+/// copying a stack buffer would call `memcpy` for each (measured: 1.6k instructions per record).
+#[inline(always)]
 fn put_varint(buf: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         buf.push((value as u8) | 0x80);
@@ -502,12 +497,22 @@ mod tests {
     }
 
     #[test]
-    fn varint_lengths_match_their_encoding() {
+    fn varints_read_back_and_lengths_of_every_size_fit() {
         for value in [0, 1, 127, 128, 300, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
             let mut buf = Vec::new();
             put_varint(&mut buf, value);
-            assert_eq!(buf.len(), varint_len(value), "{value}");
             assert_eq!(prost::encoding::decode_varint(&mut buf.as_slice()).unwrap(), value);
+            assert_eq!(buf.len(), prost::encoding::encoded_len_varint(value), "{value}");
         }
+        // A record of over 16,383 bytes takes a three-byte length (its bytes move to fit).
+        let record = RequestMetrics {
+            texts: ArrivalTexts::new(RequestTexts { uri: &"/x".repeat(10_000), ..Default::default() }),
+            ..Default::default()
+        };
+        let (decoded, bytes) = round_trip(&record, ApiFields::Absent);
+        assert_eq!(decoded.uri.len(), 20_000);
+        let mut prost_form = Vec::new();
+        prost::encoding::message::encode(3, &decoded, &mut prost_form);
+        assert_eq!(bytes, prost_form);
     }
 }
