@@ -22,9 +22,9 @@ use crate::agent::backoff::Backoff;
 use crate::agent::config_stream::AgentError;
 use crate::agent::link::AgentLink;
 use crate::http::upstream::error_chain;
-use crate::telemetry::analytics::{AnalyticsSink, Entry, Queue, RecordApi};
+use crate::telemetry::analytics::{AnalyticsSink, Entry, Queue};
 use crate::telemetry::metrics::Metrics;
-use crate::telemetry::request_metrics::ApiFields;
+use crate::telemetry::request_metrics::{ApiFields, RecordApi};
 
 /// Records per batch: large enough to amortise the agent's fsync, small enough for one gRPC message.
 pub const BATCH_SIZE: usize = 500;

@@ -63,7 +63,7 @@ pub struct Api {
     /// `#api.properties` (v2 `#properties`): shared with each request's EL info, never copied.
     pub properties: Arc<std::collections::HashMap<String, String>>,
     /// The API as its analytics records name it: shared by every request's record, sent once per batch.
-    pub record_api: Arc<crate::telemetry::analytics::RecordApi>,
+    pub record_api: Arc<crate::telemetry::request_metrics::RecordApi>,
 }
 
 /// Where an API listens: virtual host (lower case, empty for any) and context path.
@@ -159,7 +159,7 @@ impl TryFrom<pb::Api> for Api {
         let logging = logging.map(Logging::try_from).transpose().map_err(|e| err("logging".into(), e.into()))?;
 
         let api_keys = Arc::new(security.api_key_locations());
-        let record_api = Arc::new(crate::telemetry::analytics::RecordApi {
+        let record_api = Arc::new(crate::telemetry::request_metrics::RecordApi {
             id: id.clone(),
             name: name.clone(),
             organization_id: organization_id.clone(),

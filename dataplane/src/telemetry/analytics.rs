@@ -14,42 +14,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hgw_proto::v1::{HealthCheckRecord, LogRecord, ReportApi};
+use hgw_proto::v1::{HealthCheckRecord, LogRecord};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::telemetry::logging::{CappedBody, LogCapture};
 use crate::telemetry::metrics::Metrics;
-use crate::telemetry::request_metrics::RequestMetrics;
-
-/// What every metrics record of one API says about the API, made once when the API is deployed. A
-/// request's record shares it instead of copying its texts; the reporter sends it once per batch (the
-/// batch's `apis` table) and the record points at it.
-#[derive(Debug, PartialEq, Eq)]
-pub struct RecordApi {
-    pub id: String,
-    pub name: String,
-    pub organization_id: String,
-    pub environment_id: String,
-}
-
-impl RecordApi {
-    /// Gravitee's API type and entrypoint for every API hgw serves.
-    pub const API_TYPE: &'static str = "proxy";
-    pub const ENTRYPOINT_ID: &'static str = "http-proxy";
-
-    /// Its entry in a batch's `apis`.
-    pub(crate) fn to_report(&self) -> ReportApi {
-        ReportApi {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            r#type: Self::API_TYPE.to_owned(),
-            organization_id: self.organization_id.clone(),
-            environment_id: self.environment_id.clone(),
-            entrypoint_id: Self::ENTRYPOINT_ID.to_owned(),
-        }
-    }
-}
+use crate::telemetry::request_metrics::{RecordApi, RequestMetrics};
 
 /// One request's records, queued and dropped together.
 #[derive(Debug)]

@@ -14,9 +14,8 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use hgw_proto::v1::ReportApi;
 use http::{HeaderValue, Method};
-
-use crate::telemetry::analytics::RecordApi;
 
 /// The request-level fields of one v4 metrics record. The API-level ones (API id and name, type,
 /// organization, environment, entrypoint) travel in its batch's `apis` table or are written from
@@ -96,6 +95,35 @@ pub struct RequestTexts<'a> {
     pub path_info: &'a str,
     /// Raw `User-Agent` bytes (not UTF-8 → U+FFFD, as every header value the record keeps).
     pub user_agent: &'a [u8],
+}
+
+/// What every metrics record of one API says about the API, made once when the API is deployed. A
+/// request's record shares it instead of copying its texts; the reporter sends it once per batch (the
+/// batch's `apis` table) and the record points at it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RecordApi {
+    pub id: String,
+    pub name: String,
+    pub organization_id: String,
+    pub environment_id: String,
+}
+
+impl RecordApi {
+    /// Gravitee's API type and entrypoint for every API hgw serves.
+    pub const API_TYPE: &'static str = "proxy";
+    pub const ENTRYPOINT_ID: &'static str = "http-proxy";
+
+    /// Its entry in a batch's `apis`.
+    pub(crate) fn to_report(&self) -> ReportApi {
+        ReportApi {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            r#type: Self::API_TYPE.to_owned(),
+            organization_id: self.organization_id.clone(),
+            environment_id: self.environment_id.clone(),
+            entrypoint_id: Self::ENTRYPOINT_ID.to_owned(),
+        }
+    }
 }
 
 /// Where a record's API-level fields go on the wire.
