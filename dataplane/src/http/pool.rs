@@ -250,16 +250,24 @@ async fn drive(
 /// The Host header for `uri`: its host, and its port unless it is the scheme's default (as
 /// hyper-util's client makes it).
 pub(crate) fn host_header(uri: &Uri) -> Option<HeaderValue> {
-    let host = uri.host()?;
+    let authority = uri.authority()?;
     let default_port = match uri.scheme_str() {
         Some("https") => 443,
         _ => 80,
     };
-    let value = match uri.port_u16() {
-        Some(port) if port != default_port => format!("{host}:{port}"),
-        _ => host.to_owned(),
-    };
-    HeaderValue::from_str(&value).ok()
+    match authority.port() {
+        Some(port) if port.as_u16() != default_port => {
+            // Per proxied request: the authority's own text when it is `host:port` with the port written
+            // as the number would be (no user info, no leading zero), so nothing is formatted.
+            let text = authority.as_str();
+            if text.contains('@') || port.as_str().starts_with('0') {
+                HeaderValue::from_str(&format!("{}:{}", authority.host(), port.as_u16())).ok()
+            } else {
+                HeaderValue::from_str(text).ok()
+            }
+        }
+        _ => HeaderValue::from_str(authority.host()).ok(),
+    }
 }
 
 /// `uri`'s path and query, the request target of a connection to its authority (`/` when empty).

@@ -406,6 +406,13 @@ mod tests {
         assert_eq!(host("https://backend/x"), "backend");
         assert_eq!(host("https://backend:443/x"), "backend");
         assert_eq!(host("https://127.0.0.1:8443/x"), "127.0.0.1:8443");
+        assert_eq!(host("http://[::1]:8080/x"), "[::1]:8080");
+        assert_eq!(host("http://[::1]/x"), "[::1]");
+        // Written differently from what it means: the header carries what it means.
+        assert_eq!(host("http://user:secret@backend:8080/x"), "backend:8080");
+        assert_eq!(host("http://user@backend/x"), "backend");
+        assert_eq!(host("http://backend:08080/x"), "backend:8080");
+        assert_eq!(host("http://backend:0080/x"), "backend");
     }
 
     #[test]
