@@ -4,7 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-GRPCURL_VERSION=v1.9.4
 BUF_VERSION=1.75.0
 export PATH="$HOME/go/bin:$HOME/.cargo/bin:$PATH"
 
@@ -21,47 +20,56 @@ apt_install() {
   fi
 }
 
-# Tools the tests use: a real gRPC reflection client (grpcurl), buf for the proto lint, curl, h2spec.
+# Tools the tests use: curl, a JDK and Maven (the test authorization server, Gravitee's own gateway), Go
+# (grpcurl, h2spec, Jaeger, Helm, kube-apiserver: scripts/tools.sh builds them), Node (buf), real Redis,
+# real forward proxies for endpoints' `proxy` (HTTP, SOCKS5, SOCKS4), h2load (HTTP/2 load over TLS while
+# certificates rotate). Installed first: the background builds below never run apt beside it.
 apt_install curl ca-certificates openssl
 if ! command -v cargo >/dev/null; then
   echo "cargo is required (https://rustup.rs)" >&2; exit 1
 fi
-if ! command -v grpcurl >/dev/null; then
-  command -v go >/dev/null || apt_install golang-go
-  log "installing grpcurl $GRPCURL_VERSION (go install)"
-  go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
-fi
+command -v go >/dev/null || apt_install golang-go
 if ! command -v npx >/dev/null; then apt_install nodejs npm; fi
-# Jaeger v2, the real trace backend of tests/tests/tracing.rs: built from source (a large build, then
-# cached in ~/go/bin). scripts/jaeger/ pins its version and carries the `replace` line Jaeger's own
-# go.mod has (which `go install module@version` refuses).
-if ! command -v jaeger >/dev/null; then
-  command -v go >/dev/null || apt_install golang-go
-  log "installing jaeger (go install tool, scripts/jaeger/go.mod: $(grep -o 'jaeger v[0-9.]*' scripts/jaeger/go.mod | head -1))"
-  (cd scripts/jaeger && go install tool)
-fi
-# h2spec, the HTTP/2 conformance suite of tests/tests/edge_h2spec.rs (h2c and TLS): built from source and
-# cached in ~/go/bin. h2spec has no go.mod of its own, so scripts/h2spec/ pins its version and its
-# dependencies' (a bare `go install ...@latest` would build against whatever is newest that day).
-if ! command -v h2spec >/dev/null; then
-  command -v go >/dev/null || apt_install golang-go
-  log "installing h2spec (go install tool, scripts/h2spec/go.mod: $(grep -o 'h2spec v[0-9.]*' scripts/h2spec/go.mod | head -1))"
-  (cd scripts/h2spec && go install tool)
-fi
-# Real Redis for the agent's Redis tests (standalone, TLS, Cluster, Sentinel).
 if ! command -v redis-server >/dev/null; then apt_install redis-server; fi
 if ! command -v redis-cli >/dev/null; then apt_install redis-tools; fi
-# Real forward proxies for endpoints' `proxy` (tests/tests/endpoint_proxy.rs): HTTP, SOCKS5, SOCKS4.
 apt_install tinyproxy microsocks dante-server
-# h2load: HTTP/2 load over TLS while certificates rotate (tests/tests/edge_tls.rs).
 if ! command -v h2load >/dev/null; then apt_install nghttp2-client; fi
-# A JDK (>= 17) and Maven for the real authorization server of tests/tests/oauth2_plan.rs: Spring
-# Authorization Server from Maven Central, built once by tests/oauth2-as/setup.sh and cached in
-# ~/.cache/hgw-oauth2-as (built here so that the test itself does not wait on Maven).
 if ! command -v javac >/dev/null; then apt_install default-jdk-headless; fi
 command -v mvn >/dev/null || apt_install maven
-log "test authorization server (tests/oauth2-as/setup.sh)"
-bash tests/oauth2-as/setup.sh >/dev/null
+
+# The slow tools (a quarter hour of CPU and downloads on a fresh machine, cached after) are built in the
+# background while the Rust build runs: each in its own process group, stopped with this script. The
+# Go tools cargo test needs and the Maven builds (mostly downloads) at normal priority; Helm and
+# kube-apiserver, needed only by the deploy tests at the end, at nice 19, so they take only the CPU the
+# build and the tests leave idle. A step that needs a tool still being built waits for it (scripts/tools.sh
+# locks each one).
+bg_pids=()
+stop_background() {
+  for pid in "${bg_pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done
+  rm -rf "$tools_logs"
+}
+tools_logs=$(mktemp -d)
+trap stop_background EXIT
+bg_tools() { # bg_tools NICENESS NAME TOOL...: sets bg_pid
+  local niceness=$1 name=$2; shift 2
+  set -m
+  nice -n "$niceness" bash scripts/tools.sh "$@" >"$tools_logs/$name.log" 2>&1 </dev/null &
+  bg_pid=$!
+  set +m
+  bg_pids+=("$bg_pid")
+}
+wait_tools() { # wait_tools PID NAME: its log; a failed build fails the run
+  local rc=0
+  log "tools: $2 (scripts/tools.sh, built in the background)"
+  wait "$1" || rc=$?
+  cat "$tools_logs/$2.log"
+  if [ "$rc" -ne 0 ]; then echo "building $2 failed (exit $rc)" >&2; exit 1; fi
+}
+bg_tools 0 go-tools test; go_tools=$bg_pid
+maven=(oauth2-as); [ "${HGW_SKIP_COMPAT:-}" = 1 ] || maven+=(gravitee)
+bg_tools 0 maven-tools "${maven[@]}"; maven_tools=$bg_pid
+deploy_tools=""
+if [ "${HGW_SKIP_DEPLOY_TESTS:-}" != 1 ]; then bg_tools 19 deploy-tools deploy; deploy_tools=$bg_pid; fi
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -75,6 +83,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo build (binaries used by the end-to-end tests)"
 cargo build --workspace --bins --locked
 
+wait_tools "$go_tools" go-tools
+wait_tools "$maven_tools" maven-tools
 log "cargo test"
 export HGW_GRPCURL="$(command -v grpcurl)"
 export HGW_JAEGER="$(command -v jaeger)"
@@ -100,6 +110,11 @@ fi
 if [ "${HGW_SKIP_DEPLOY_TESTS:-}" = 1 ]; then
   log "deploy tests skipped (HGW_SKIP_DEPLOY_TESTS=1)"
 else
+  # Helm and kube-apiserver may still be building: the k8s part, last, waits for them (and builds
+  # them itself if the background build failed, so its log is shown but does not fail the run).
   log "deploy tests (tests/deploy/run.sh)"
   bash tests/deploy/run.sh
+  log "tools: deploy-tools (scripts/tools.sh, built in the background)"
+  wait "$deploy_tools" || echo "(the background build failed; the deploy tests built what they needed)"
+  cat "$tools_logs/deploy-tools.log"
 fi

@@ -27,9 +27,12 @@ else
   export RUSTC_BOOTSTRAP=1
 fi
 
+# How to build: scripts/fuzz.sh sets FUZZ_BUILD_FLAGS (e.g. --dev) for both fuzz projects; cargo-fuzz's
+# default (an optimised build) otherwise.
+read -ra build_flags <<<"${FUZZ_BUILD_FLAGS:-}"
 mkdir -p corpus/parse corpus/freemarker
 # -max_len above the 4 KiB expression limit so the length checks are exercised too.
-cargo "${toolchain[@]}" fuzz run parse corpus/parse seeds/parse -- \
+cargo "${toolchain[@]}" fuzz run "${build_flags[@]}" parse corpus/parse seeds/parse -- \
   -max_total_time="$seconds" -max_len=8192 -timeout=10 -dict=el.dict -print_final_stats=1
-exec cargo "${toolchain[@]}" fuzz run freemarker corpus/freemarker seeds/freemarker -- \
+exec cargo "${toolchain[@]}" fuzz run "${build_flags[@]}" freemarker corpus/freemarker seeds/freemarker -- \
   -max_total_time="$seconds" -max_len=8192 -timeout=10 -print_final_stats=1

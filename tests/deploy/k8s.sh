@@ -10,7 +10,6 @@
 # Sourced by run.sh (counts ok/FAIL); needs target/debug/hgw-agent and the release hgw-dataplane.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-HELM_VERSION=v3.16.4
 agent_bin=${HGW_AGENT_BIN:-$HGW_ROOT/target/debug/hgw-agent}
 dataplane_bin=${HGW_DATAPLANE_BIN:-${HGW_RELEASE_DIR:-$HGW_ROOT/target/release}/hgw-dataplane}
 kwork=$(mktemp -d)
@@ -27,14 +26,11 @@ trap cleanup_k8s EXIT
 command -v kubectl >/dev/null || apt_install kubectl
 command -v go >/dev/null || apt_install golang-go
 python3 -c "import yaml" 2>/dev/null || apt_install python3-yaml
-if ! command -v helm >/dev/null; then
-  log "installing helm $HELM_VERSION (go install)"
-  go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
-fi
-log "kube-apiserver + etcd (tests/k8s/build.sh: cached after the first build)"
+log "helm, kube-apiserver + etcd (scripts/tools.sh: cached after the first build; waits for one under way)"
 start=$(date +%s)
+bash "$HGW_ROOT/scripts/tools.sh" helm k8s || { echo "FAIL - building helm, kube-apiserver and etcd"; exit 1; }
 bin=$(bash "$HGW_ROOT/tests/k8s/build.sh")
-echo "kube-apiserver and etcd ready in $(( $(date +%s) - start )) s ($bin)" >&2
+echo "helm, kube-apiserver and etcd ready in $(( $(date +%s) - start )) s ($bin)" >&2
 eval "$(bash "$HGW_ROOT/tests/k8s/up.sh" "$bin" "$kwork")"
 k() { kubectl "$@"; }
 

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # tests/deploy/run.sh [docker] [k8s] [packages] — the deployment tests (default: all three), with the real
 # parts: dockerd (started when not running), a real kube-apiserver + etcd, debootstrap. Installs what it
-# needs (apt: docker.io docker-compose rpm debootstrap systemd redis-server; go install: helm), caches
+# needs (apt: docker.io docker-compose rpm debootstrap systemd redis-server; scripts/tools.sh: helm), caches
 # the slow builds under ~/.cache (kube-apiserver, etcd, the Debian root), builds target/debug (given
 # to deploy/docker/build.sh and deploy/packages/build.sh as HGW_RELEASE_DIR). Needs root (dockerd,
 # chroot). Ends with "N passed, M failed" and exits non-zero on any failure; prints each part's time.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
-sections=("$@"); [ ${#sections[@]} -eq 0 ] && sections=(docker k8s packages)
+# k8s last: scripts/test.sh builds kube-apiserver in the background meanwhile.
+sections=("$@"); [ ${#sections[@]} -eq 0 ] && sections=(docker packages k8s)
 if [ "$(id -u)" -ne 0 ]; then echo "tests/deploy/run.sh needs root (dockerd, chroot, mount)" >&2; exit 1; fi
 apt_install docker.io docker-compose rpm debootstrap systemd redis-server openssl python3 kubectl 2>/dev/null \
   || apt_install docker.io docker-compose rpm debootstrap systemd redis-server openssl python3
