@@ -1,25 +1,32 @@
 #!/usr/bin/env bash
-# scripts/fuzz.sh [--build] SECONDS — runs every fuzz target for SECONDS each (default 10): the Gravitee
-# definition parser, JOLT chains, the xml-json converter, the JavaScript engine and JSON Schemas
-# (agent/fuzz), and the EL and FreeMarker parsers (hgw-el). `--build` only builds them (CI starts that in
-# the background while the tests run). Installs cargo-fuzz when missing. On the stable toolchain
-# cargo-fuzz's nightly flags are unlocked with RUSTC_BOOTSTRAP=1 (no nightly download); set
+# scripts/fuzz.sh [--build] [--el] SECONDS — runs every fuzz target for SECONDS each (default 10): the
+# Gravitee definition parser, JOLT chains, the xml-json converter, the JavaScript engine and JSON Schemas
+# (agent/fuzz), and the EL and FreeMarker parsers (el/fuzz). `--build` only builds them; `--el` takes the
+# EL and FreeMarker targets only (CI's pass: see .ci/run). Installs cargo-fuzz when missing. On the stable
+# toolchain cargo-fuzz's nightly flags are unlocked with RUSTC_BOOTSTRAP=1 (no nightly download); set
 # FUZZ_TOOLCHAIN=nightly to use an installed nightly. Exits non-zero when a fuzzer finds a crash (the
 # input lands in artifacts/).
 #
 # Built without optimisation by default (`cargo fuzz --dev`: AddressSanitizer and debug assertions on, no
-# debug info), measured on a fresh 2-core machine: every dependency built in 6 minutes instead of 15
-# (cargo-fuzz's release build has one codegen unit per crate; opt-level 1 with 256 took 15½ too), for
-# a tenth to a twentieth of the executions per second. A smoke pass replays the seeds and mutates them a
-# few thousand times; for a campaign, FUZZ_RELEASE=1 builds cargo-fuzz's optimised way.
+# debug info), measured on a fresh 2-core machine: the agent targets' dependencies built in 6 minutes
+# instead of 15 (cargo-fuzz's release build has one codegen unit per crate; opt-level 1 with 256 took 15½
+# too), for a tenth to a twentieth of the executions per second. For a campaign, FUZZ_RELEASE=1 builds
+# cargo-fuzz's optimised way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-build_only=no
-if [ "${1:-}" = --build ]; then build_only=yes; shift; fi
+build_only=no; el_only=no
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --build) build_only=yes ;;
+    --el) el_only=yes ;;
+    *) break ;;
+  esac
+  shift
+done
 seconds="${1:-10}"
 case "$seconds" in
-  ''|*[!0-9]*) echo "usage: $0 [--build] SECONDS" >&2; exit 64 ;;
+  ''|*[!0-9]*) echo "usage: $0 [--build] [--el] SECONDS" >&2; exit 64 ;;
 esac
 export PATH="$HOME/.cargo/bin:$PATH"
 bash scripts/tools.sh cargo-fuzz
@@ -39,7 +46,7 @@ read -ra build_flags <<<"$FUZZ_BUILD_FLAGS"
 
 if [ "$build_only" = yes ]; then
   echo "==> fuzz: building the targets ($FUZZ_BUILD_FLAGS)"
-  (cd agent/fuzz && cargo "${toolchain[@]}" fuzz build "${build_flags[@]}")
+  [ "$el_only" = yes ] || (cd agent/fuzz && cargo "${toolchain[@]}" fuzz build "${build_flags[@]}")
   (cd el/fuzz && cargo "${toolchain[@]}" fuzz build "${build_flags[@]}")
   exit 0
 fi
@@ -52,17 +59,33 @@ agent_targets=(
   "javascript|JavaScript engine of the js / javascript policies|4096"
   "json_schema|JSON Schemas of json-validation, and documents validated against them|8192"
 )
+# Two fuzzers at a time, one per core of the machines CI runs on; each one's output is kept and shown
+# once all have ended, in order, with its exit status (a crash fails the run).
+logs=$(mktemp -d); trap 'rm -rf "$logs"' EXIT
+names=()
+start_fuzzer() { # start_fuzzer WHAT COMMAND...
+  local n=${#names[@]}
+  names+=("$1"); shift
+  while [ "$(jobs -rp | wc -l)" -ge 2 ]; do wait -n || true; done
+  ( rc=0; "$@" >"$logs/$n.out" 2>&1 || rc=$?; echo "$rc" >"$logs/$n.rc" ) &
+}
+agent_fuzzer() { # agent_fuzzer TARGET MAX_LEN
+  cd agent/fuzz && mkdir -p "corpus/$1" &&
+    cargo "${toolchain[@]}" fuzz run "${build_flags[@]}" "$1" "corpus/$1" "seeds/$1" -- \
+      -max_total_time="$seconds" -max_len="$2" -timeout=10 -print_final_stats=1
+}
+[ "$el_only" = yes ] && agent_targets=()
 for entry in "${agent_targets[@]}"; do
   IFS='|' read -r target what max_len <<<"$entry"
-  echo "==> fuzz: $what (${seconds}s)"
-  (
-    cd agent/fuzz
-    mkdir -p "corpus/$target"
-    cargo "${toolchain[@]}" fuzz run "${build_flags[@]}" "$target" "corpus/$target" "seeds/$target" -- \
-      -max_total_time="$seconds" -max_len="$max_len" -timeout=10 -print_final_stats=1 2>&1 | tail -n 15
-    exit "${PIPESTATUS[0]}"
-  )
+  start_fuzzer "$what (${seconds}s)" agent_fuzzer "$target" "$max_len"
 done
-echo "==> fuzz: EL and FreeMarker parsers (${seconds}s each)"
-bash el/fuzz/run.sh "$seconds" 2>&1 | tail -n 30
-exit "${PIPESTATUS[0]}"
+start_fuzzer "EL and FreeMarker parsers (${seconds}s each)" bash el/fuzz/run.sh "$seconds"
+wait
+failed=0
+for n in "${!names[@]}"; do
+  rc=$(cat "$logs/$n.rc" 2>/dev/null || echo 1)
+  echo "==> fuzz: ${names[$n]}: exit $rc"
+  grep -v '^ *\(Compiling\|Finished\|Running\)' "$logs/$n.out" | tail -n 20
+  [ "$rc" -eq 0 ] || failed=1
+done
+exit "$failed"

@@ -40,9 +40,9 @@ command -v mvn >/dev/null || apt_install maven
 # The slow tools (a quarter hour of CPU and downloads on a fresh machine, cached after) are built in the
 # background while the Rust build runs: each in its own process group, stopped with this script. The
 # Go tools cargo test needs and the Maven builds (mostly downloads) at normal priority; Helm and
-# kube-apiserver, needed only by the deploy tests at the end, at nice 19, so they take only the CPU the
-# build and the tests leave idle. A step that needs a tool still being built waits for it (scripts/tools.sh
-# locks each one).
+# kube-apiserver, needed only by the deploy tests' last part, at nice 10, so they take mostly the CPU
+# the build and the tests leave idle (and most of it from CI's fuzz build, at nice 19, needed later
+# still). A step that needs a tool still being built waits for it (scripts/tools.sh locks each one).
 bg_pids=()
 stop_background() {
   for pid in "${bg_pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done
@@ -68,8 +68,12 @@ wait_tools() { # wait_tools PID NAME: its log; a failed build fails the run
 bg_tools 0 go-tools test; go_tools=$bg_pid
 maven=(oauth2-as); [ "${HGW_SKIP_COMPAT:-}" = 1 ] || maven+=(gravitee)
 bg_tools 0 maven-tools "${maven[@]}"; maven_tools=$bg_pid
-deploy_tools=""
-if [ "${HGW_SKIP_DEPLOY_TESTS:-}" != 1 ]; then bg_tools 19 deploy-tools deploy; deploy_tools=$bg_pid; fi
+deploy_tools=""; debian_root=""
+if [ "${HGW_SKIP_DEPLOY_TESTS:-}" != 1 ]; then
+  bg_tools 10 deploy-tools deploy; deploy_tools=$bg_pid
+  # The packages' clean Debian root (debootstrap: downloads and unpacking), as root only, like the tests.
+  if [ "$(id -u)" -eq 0 ]; then apt_install debootstrap; bg_tools 0 debian-root debian-root; debian_root=$bg_pid; fi
+fi
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
@@ -114,7 +118,11 @@ else
   # them itself if the background build failed, so its log is shown but does not fail the run).
   log "deploy tests (tests/deploy/run.sh)"
   bash tests/deploy/run.sh
-  log "tools: deploy-tools (scripts/tools.sh, built in the background)"
-  wait "$deploy_tools" || echo "(the background build failed; the deploy tests built what they needed)"
-  cat "$tools_logs/deploy-tools.log"
+  for job in "deploy-tools $deploy_tools" "debian-root $debian_root"; do
+    read -r name pid <<<"$job"
+    [ -n "$pid" ] || continue
+    log "tools: $name (scripts/tools.sh, built in the background)"
+    wait "$pid" || echo "(the background build failed; the deploy tests built what they needed)"
+    cat "$tools_logs/$name.log"
+  done
 fi

@@ -30,6 +30,8 @@ dpkg-deb -c "$deb" | awk '{print $6}' | sed 's#^\.##' | grep -v '/$' | sed 's#^/
 check "the .tar.gz holds the .deb's files (same layout)" bash -c "comm -23 '$pwork/deb.list' '$pwork/tar.list' | (! grep -q .)"
 
 log "the .deb in a clean Debian root (debootstrap, cached)"
+# (scripts/test.sh may be making it in the background: this waits for that.)
+bash "$HGW_ROOT/scripts/tools.sh" debian-root
 root_tar=$(bash "$HGW_ROOT/tests/deploy/debian-root.sh")
 mkdir -p "$pwork/root"; tar -C "$pwork/root" -xzf "$root_tar"
 mount -t proc proc "$pwork/root/proc"; mount --bind /dev "$pwork/root/dev"

@@ -29,12 +29,15 @@ fuzz_target!(|data: &[u8]| {
     let _ = compile(&source, &ShardingTags::default());
     let _ = compile(&source, &tags);
 
-    let payload = serde_json::json!({"id": "fuzz", "name": "fuzz", "lifecycleState": "STARTED", "definition": text}).to_string();
+    let payload =
+        serde_json::json!({"id": "fuzz", "name": "fuzz", "lifecycleState": "STARTED", "definition": text}).to_string();
     let event = Event { id: "e".into(), event_type: "PUBLISH_API".into(), payload: Some(payload), ..Event::default() };
-    if let (_, ApiChange::Deploy(source)) = decode_api_event(&event, "fuzz", "DEFAULT", "DEFAULT", MAX_DEFINITION_BYTES) {
+    if let (_, ApiChange::Deploy(source)) = decode_api_event(&event, "fuzz", "DEFAULT", "DEFAULT", MAX_DEFINITION_BYTES)
+    {
         let _ = compile(&source, &ShardingTags::default());
     }
-    let raw = Event { id: "e".into(), event_type: "PUBLISH_API".into(), payload: Some(text.to_owned()), ..Event::default() };
+    let raw =
+        Event { id: "e".into(), event_type: "PUBLISH_API".into(), payload: Some(text.to_owned()), ..Event::default() };
     if let (_, ApiChange::Deploy(source)) = decode_api_event(&raw, "fuzz", "DEFAULT", "DEFAULT", MAX_DEFINITION_BYTES) {
         let _ = compile(&source, &ShardingTags::default());
     }

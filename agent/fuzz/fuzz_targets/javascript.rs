@@ -6,6 +6,8 @@
 
 #[path = "../../../dataplane/src/policies/javascript/engine.rs"]
 #[allow(dead_code)]
+// Formatted where it lives (rustfmt would look for its `mod tests` beside this file).
+#[rustfmt::skip]
 mod engine;
 
 use std::sync::Arc;
@@ -24,7 +26,11 @@ fuzz_target!(|data: &[u8]| {
         graal: flags & 1 != 0,
         legacy: flags & 8 != 0,
         phase: if flags & 16 != 0 { "response" } else { "request" },
-        runs: Arc::new([engine::Run { scripts: vec![Arc::from(&*script)], content, override_content: content && flags & 4 != 0 }]),
+        runs: Arc::new([engine::Run {
+            scripts: vec![Arc::from(&*script)],
+            content,
+            override_content: content && flags & 4 != 0,
+        }]),
         state: engine::State {
             request: engine::RequestState {
                 headers: vec![("content-type".into(), "application/json".into())],

@@ -6,6 +6,8 @@
 
 #[path = "../../../dataplane/src/policies/orgjson.rs"]
 #[allow(dead_code)]
+// Formatted where it lives (rustfmt would look for its `mod tests` beside this file).
+#[rustfmt::skip]
 mod orgjson;
 
 use libfuzzer_sys::fuzz_target;
