@@ -41,8 +41,8 @@ command -v mvn >/dev/null || apt_install maven
 # background while the Rust build runs: each in its own process group, stopped with this script. The
 # Go tools cargo test needs and the Maven builds (mostly downloads) at normal priority; Helm and
 # kube-apiserver, needed only by the deploy tests' last part, at nice 10, so they take mostly the CPU
-# the build and the tests leave idle (and most of it from CI's fuzz build, at nice 19, needed later
-# still). A step that needs a tool still being built waits for it (scripts/tools.sh locks each one).
+# the build and the tests leave idle. A step that needs a tool still being built waits for it
+# (scripts/tools.sh locks each one).
 bg_pids=()
 stop_background() {
   for pid in "${bg_pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done

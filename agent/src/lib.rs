@@ -61,6 +61,8 @@ pub enum StartError {
     Trust(String),
     #[error(transparent)]
     Tracing(#[from] hgw_otel::StartError),
+    #[error("cannot listen for SIGTERM/SIGINT: {0}")]
+    Signal(std::io::Error),
 }
 
 impl StartError {
@@ -72,22 +74,21 @@ impl StartError {
 
 /// Runs the agent until SIGINT/SIGTERM, then shuts down within the grace period.
 pub async fn run(config: Config) -> Result<(), StartError> {
+    use tokio::signal::unix::{SignalKind, signal};
     let shutdown = CancellationToken::new();
-    let signal = shutdown.clone();
+    // Installed before anything is bound, not in the task below: a signal that came before a worker ran
+    // the task would take the default action (death, with dataplanes and the spool left as they were).
+    let mut term = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signal)?;
+    let cancel = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
-        signal.cancel();
+        tokio::select! {
+            _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+        }
+        cancel.cancel();
     });
     run_until(config, shutdown).await
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
-        _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
-    }
 }
 
 /// Runs the agent until `shutdown` is cancelled.

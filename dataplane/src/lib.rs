@@ -63,7 +63,7 @@ pub fn https_listener(https: &config::Https) -> Result<tls_server::ServerTls, tl
 /// Runs until SIGTERM or SIGINT, then drains.
 pub async fn run_until_signal(config: Config) -> Result<(), RunError> {
     let root = CancellationToken::new();
-    tokio::spawn(shutdown::cancel_on_signal(root.clone()));
+    shutdown::cancel_on_signal(root.clone());
     if config.lifeline_stdin {
         shutdown::watch_lifeline(root.clone());
     }

@@ -4,32 +4,44 @@
 use std::io::Read;
 use std::time::Duration;
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-/// Waits for the first SIGTERM or SIGINT and cancels `root` (graceful drain). A second signal ends
-/// the process at once, for an operator who does not want to wait for the grace period.
-pub async fn cancel_on_signal(root: CancellationToken) {
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(error) => {
-            tracing::error!(%error, "cannot listen for SIGTERM; only SIGINT will stop the dataplane");
-            let _ = tokio::signal::ctrl_c().await;
-            root.cancel();
-            return;
+/// Listens for SIGTERM and SIGINT from this call on, and cancels `root` at the first (graceful drain);
+/// a second signal ends the process at once, for an operator who does not want to wait for the grace
+/// period. The handlers are installed here, not in the task: a task runs when a worker gets to it, and
+/// a signal that came before (right after the address file appeared, on a busy machine) took the
+/// default action, death without a drain.
+pub fn cancel_on_signal(root: CancellationToken) {
+    let mut terminate = signal(SignalKind::terminate())
+        .inspect_err(|error| tracing::error!(%error, "cannot listen for SIGTERM; only SIGINT will stop the dataplane"))
+        .ok();
+    let mut interrupt =
+        signal(SignalKind::interrupt()).inspect_err(|error| tracing::error!(%error, "cannot listen for SIGINT")).ok();
+    tokio::spawn(async move {
+        let first = next_signal(&mut terminate, &mut interrupt).await;
+        tracing::info!("{first} received: draining");
+        root.cancel();
+        next_signal(&mut terminate, &mut interrupt).await;
+        tracing::warn!("second signal: exiting without waiting for the drain");
+        std::process::exit(1);
+    });
+}
+
+/// The name of the next signal either stream delivers (a stream that could not be set up never does).
+async fn next_signal(terminate: &mut Option<Signal>, interrupt: &mut Option<Signal>) -> &'static str {
+    async fn next(stream: &mut Option<Signal>) {
+        match stream {
+            Some(stream) => {
+                stream.recv().await;
+            }
+            None => std::future::pending().await,
         }
-    };
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received: draining"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received: draining"),
     }
-    root.cancel();
     tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+        () = next(terminate) => "SIGTERM",
+        () = next(interrupt) => "SIGINT",
     }
-    tracing::warn!("second signal: exiting without waiting for the drain");
-    std::process::exit(1);
 }
 
 /// How long an orphaned dataplane drains before it exits: in-flight requests get this long, but not
