@@ -4,7 +4,8 @@
 Starts everything itself on 127.0.0.1 ephemeral ports (a small nginx backend, nginx and HAProxy as
 proxies with configs generated into a temp dir, hgw-agent + hgw-dataplane, redis-server, the Cloud Gate
 emulator), runs the six scenarios of issue 6 and the HTTPS one of issue 11 (scenario 7: scenario 1's load
-over TLS), and writes one Markdown report. Standard library only.
+over TLS), and writes one Markdown report with the goals of issue 14 (and the earlier issues' where
+issue 14 sets none) met or missed. Standard library only.
 
 Every scenario repeats (`--runs`, at least 3 outside smoke mode) and reports the median and the spread
 (min..max). Runs of the targets of one table are interleaved, so drift on the machine hits them alike.
@@ -559,10 +560,18 @@ http {{
         nginx_rps = statistics.median(x["rps"] for x in r1["nginx"])
         hgw_p99 = statistics.median(x["p99"] for x in r1["hgw-dataplane"])
         nginx_p99 = statistics.median(x["p99"] for x in r1["nginx"])
-        self.goal("hgw-dataplane ≥ 1.0× nginx requests/s (scenario 1)", f"{hgw_rps / nginx_rps:.2f}×",
-                  hgw_rps >= nginx_rps)
-        self.goal("hgw-dataplane p99 ≤ nginx p99 (scenario 1)", f"{hgw_p99:.2f} ms vs {nginx_p99:.2f} ms",
-                  hgw_p99 <= nginx_p99)
+        on_rps = statistics.median(x["rps"] for x in r1["hgw-dataplane, analytics on"])
+        on_p99 = statistics.median(x["p99"] for x in r1["hgw-dataplane, analytics on"])
+        # Analytics are on for most Gravitee APIs: the first goal is what those users get.
+        self.goal("hgw-dataplane with analytics on ≥ 1.0× nginx requests/s (scenario 1)",
+                  f"{on_rps / nginx_rps:.2f}×", on_rps >= nginx_rps)
+        self.goal("hgw-dataplane with analytics off ≥ 1.2× nginx requests/s (scenario 1)",
+                  f"{hgw_rps / nginx_rps:.2f}×", hgw_rps >= 1.2 * nginx_rps)
+        self.goal("hgw-dataplane p99 ≤ nginx p99 (scenario 1, analytics off / on)",
+                  f"{hgw_p99:.2f} / {on_p99:.2f} ms vs {nginx_p99:.2f} ms", max(hgw_p99, on_p99) <= nginx_p99)
+        self.goal("analytics cost ≤ 10% requests/s (scenario 1)",
+                  f"{on_rps / hgw_rps:.2f}× analytics off (cost {(1 - on_rps / hgw_rps) * 100:.0f}%)",
+                  on_rps >= 0.9 * hgw_rps)
         traced = {}
         for row, stack in (("hgw-dataplane, tracing 1%", hgw_trace1), ("hgw-dataplane, tracing 100%", hgw_trace100)):
             traced[row] = statistics.median(x["rps"] for x in r1[row]) / hgw_rps
@@ -603,8 +612,10 @@ http {{
         for name in ("api-key + transform-headers", "+ rate-limit async (leased budget, agent memory)",
                      "+ rate-limit strict (agent memory)", "+ rate-limit strict (Redis)"):
             ratio = statistics.median(x["rps"] for x in r2[name]) / base
-            self.goal(f"policy chain costs ≤ 15%: {name}", f"{ratio:.2f}× key-less requests/s (cost "
-                      f"{(1 - ratio) * 100:.0f}%)", ratio >= 0.85)
+            # API key + transform-headers is the common plan: ≤ 10%; the rate limits add a counter (≤ 15%).
+            limit = 10 if name == "api-key + transform-headers" else 15
+            self.goal(f"policy chain costs ≤ {limit}%: {name}", f"{ratio:.2f}× key-less requests/s (cost "
+                      f"{(1 - ratio) * 100:.0f}%)", ratio >= 1 - limit / 100)
 
         # Scenario 3.
         self.log("scenario 3: HTTP/2")
@@ -625,6 +636,10 @@ http {{
             f"{a.runs} runs per target. Clients speak HTTP/2 to the proxy; the proxies speak HTTP/1.1 with "
             "keep-alive to the same backend as scenario 1 (direct: the backend's own h2c listener). "
             "Percentiles from h2load's per-request log.", r3, base="direct (backend)", peer="nginx"))
+        h2_p99 = {name: statistics.median(x["p99"] for x in r3[name]) for name in ("hgw-dataplane", "nginx")}
+        self.goal("HTTP/2 p99 ≤ nginx p99 (scenario 3)",
+                  f"{h2_p99['hgw-dataplane']:.2f} ms vs {h2_p99['nginx']:.2f} ms",
+                  h2_p99["hgw-dataplane"] <= h2_p99["nginx"])
         self.stop_all()
 
     def proxy_table(self, title: str, how: str, results: dict[str, list[dict]], base: str, peer: str | None) -> str:
@@ -1006,6 +1021,8 @@ backend be
                 raise HarnessError("no analytics record reached the emulator's /reports")
         metrics = urllib.request.urlopen(f"http://{dp_addrs['admin']}/metrics", timeout=10).read().decode()
         dropped = re.search(r'hgw_dataplane_analytics_records_dropped_total (\d+)', metrics)
+        self.stop_all()
+        capacity = self.delivery_capacity()
         self.sections.append("\n".join([
             "## 6. Analytics throughput", "",
             f"Cloud mode: one dataplane (`--workers 1`, on the proxy core) answering a mock API with analytics on, "
@@ -1021,8 +1038,41 @@ backend be
             f"| {statistics.median(r['rps'] for r in rows):.0f} | {statistics.median(r['during'] for r in rows):.0f} | "
             f"{fmt_spread([r['during'] for r in rows])} | {statistics.median(r['end_to_end'] for r in rows):.0f} | "
             f"{statistics.median(r['delivered'] for r in rows) * 100:.1f}% | "
-            f"{dropped.group(1) if dropped else 'n/a'} |", ""]))
-        self.stop_all()
+            f"{dropped.group(1) if dropped else 'n/a'} |", "", capacity]))
+
+    def delivery_capacity(self) -> str:
+        """What one agent delivers to `/reports` when records come faster than one dataplane under wrk
+        can make them: `hgw-bench-analytics` pushes batches on two Analytics streams as dataplanes do and
+        waits until the emulator holds every record. Returns the table; sets the delivery goal."""
+        a = self.args
+        records = 20_000 if a.smoke else 200_000
+        tool = os.path.join(self.bin, "hgw-bench-analytics")
+        patterns = {"ingest": r"^ingest .*?: (\d+) records/s", "delivered": r"^delivered .*?: (\d+) records/s",
+                    "cpu_us": r"^agent CPU .*?= ([\d.]+) µs per record", "bytes": r"= ([\d.]+) bytes/record"}
+        rows = []
+        for run in range(1 if a.smoke else a.runs):
+            out = subprocess.run([tool, str(records), "2"], capture_output=True, text=True, timeout=900,
+                                 env={**os.environ, "HGW_BIN_DIR": self.bin, "RUST_LOG": "warn"})
+            found = {k: re.search(p, out.stdout, re.M) for k, p in patterns.items()}
+            if out.returncode != 0 or not all(found.values()):
+                raise HarnessError(f"hgw-bench-analytics failed ({out.returncode}):\n{out.stdout}{out.stderr[-3000:]}")
+            rows.append({k: float(m.group(1)) for k, m in found.items()})
+            self.log(f"  delivery capacity run {run + 1}: {rows[-1]['delivered']:.0f} records/s delivered, "
+                     f"{rows[-1]['cpu_us']:.1f} µs of agent CPU per record")
+        med = lambda key: statistics.median(r[key] for r in rows)
+        self.goal(f"`/reports` delivery ≥ 50k records/s (one agent){' (smoke)' if a.smoke else ''}",
+                  f"{med('delivered'):.0f} records/s", med("delivered") >= 50_000)
+        return "\n".join([
+            f"Delivery capacity: `hgw-bench-analytics {records} 2` (`tests/src/bin/hgw-bench-analytics.rs`) pushes "
+            f"{records:,} records on two `hgw.v1.Analytics/Report` streams the way dataplanes do (batches of 500, "
+            "up to 8 unacknowledged per stream) into a cloud-mode agent (default flags: spool fsync per group "
+            "commit), which uploads them to the emulator's `/reports`; delivered = records ÷ the time until the "
+            "emulator holds every one. Agent, emulator and pusher unpinned (both cores). "
+            f"{len(rows)} run{'s' if len(rows) > 1 else ''}.", "",
+            "| ingest (acknowledged) records/s | delivered end to end records/s | spread | agent CPU µs per record | "
+            "gzip bytes per record |", "|---|---|---|---|---|",
+            f"| {med('ingest'):.0f} | {med('delivered'):.0f} | {fmt_spread([r['delivered'] for r in rows])} | "
+            f"{med('cpu_us'):.1f} | {med('bytes'):.1f} |", ""])
 
     # -- micro-benchmarks and the report -----------------------------------------------------------
 
