@@ -189,6 +189,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         sink,
         batch_size: config.reports_batch,
         in_flight: config.reports_uploads,
+        gzip_level: config.reports_gzip_level,
         metrics: metrics.clone(),
         grace: config.shutdown_grace,
         tracing: tracing.clone(),
